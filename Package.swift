@@ -1,0 +1,69 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "Xerotier",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "xerotier", targets: ["xerotier"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+    ],
+    targets: [
+        // C libraries from Debian packages.
+        .systemLibrary(name: "CZeroMQ", pkgConfig: "libzmq", providers: [.apt(["libzmq3-dev"])]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+
+        // Wire types, envelopes, tiers, errors, config. No I/O.
+        .target(name: "XeroCore", dependencies: [
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        // ZeroMQ sockets owned by one thread each; async bridges.
+        .target(name: "XeroQueue", dependencies: ["CZeroMQ"]),
+        // Redis over hiredis: connections owned by threads, pipelining, scripts.
+        .target(name: "XeroStore", dependencies: [
+            "CHiredis", "XeroCore",
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+        // Tier queues, credits, deadlines, worker liveness.
+        .target(name: "XeroRouter", dependencies: [
+            "XeroCore", "XeroQueue", "XeroStore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The Engine seam and its implementations.
+        .target(name: "XeroEngines", dependencies: ["XeroCore"]),
+        // Job loop: pulls jobs with credits, drives an Engine, publishes tokens.
+        .target(name: "XeroWorker", dependencies: [
+            "XeroCore", "XeroQueue", "XeroEngines",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // HTTP front door: OpenAI routes, SSE, auth.
+        .target(name: "XeroGateway", dependencies: [
+            "XeroCore", "XeroQueue", "XeroStore",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "xerotier", dependencies: [
+            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "XeroCoreTests", dependencies: ["XeroCore"]),
+        .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue"]),
+        .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
+        .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
+        .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore"]),
+        .testTarget(name: "XeroGatewayTests", dependencies: [
+            "XeroGateway", "XeroCore",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ]),
+    ]
+)

@@ -1,0 +1,111 @@
+import Foundation
+import Yams
+
+/// A service tier: how its jobs are scheduled and limited. Loaded from `config/tiers.yaml`.
+public struct Tier: Sendable, Equatable, Codable {
+    public var name: String
+    /// Higher is served first when tiers compete; used for tie-breaks and ordering.
+    public var priority: Int
+    /// Share of dispatches when several tiers are backlogged (smooth weighted round-robin):
+    /// weights 4 and 1 give 4 of every 5 dispatches to the first — priority without starvation.
+    public var weight: Int
+    /// How long a job may wait for a worker before it is answered 503.
+    public var queueTimeoutMs: Int
+    /// How long a job may run in all, from acceptance, before it is ended with a timeout error.
+    public var requestTimeoutMs: Int
+    // Limits and prices: enforced and billed by the tenancy layer.
+    public var requestsPerMinute: Int?
+    public var tokensPerMinute: Int?
+    public var projectRequestsPerMinute: Int?
+    public var projectTokensPerMinute: Int?
+    public var maxConcurrentRequests: Int?
+    public var priceInputPerMillion: Double?
+    public var priceOutputPerMillion: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case name, priority, weight
+        case queueTimeoutMs = "queue_timeout_ms"
+        case requestTimeoutMs = "request_timeout_ms"
+        case requestsPerMinute = "requests_per_minute"
+        case tokensPerMinute = "tokens_per_minute"
+        case projectRequestsPerMinute = "project_requests_per_minute"
+        case projectTokensPerMinute = "project_tokens_per_minute"
+        case maxConcurrentRequests = "max_concurrent_requests"
+        case priceInputPerMillion = "price_input_per_million"
+        case priceOutputPerMillion = "price_output_per_million"
+    }
+
+    public init(name: String, priority: Int, weight: Int, queueTimeoutMs: Int, requestTimeoutMs: Int) {
+        self.name = name
+        self.priority = priority
+        self.weight = weight
+        self.queueTimeoutMs = queueTimeoutMs
+        self.requestTimeoutMs = requestTimeoutMs
+    }
+}
+
+/// The tier table plus what a fresh install creates. Loaded from a YAML file.
+public struct PlatformConfig: Sendable, Codable {
+    public struct Demo: Sendable, Codable {
+        public var projectSlug: String
+        public var projectName: String
+        public var endpointSlug: String
+        public var model: String
+        public var tier: String
+        public init(projectSlug: String, projectName: String, endpointSlug: String, model: String, tier: String) {
+            self.projectSlug = projectSlug
+            self.projectName = projectName
+            self.endpointSlug = endpointSlug
+            self.model = model
+            self.tier = tier
+        }
+        enum CodingKeys: String, CodingKey {
+            case projectSlug = "project_slug", projectName = "project_name", endpointSlug = "endpoint_slug", model, tier
+        }
+    }
+
+    public var tiers: [Tier]
+    public var demo: Demo?
+
+    public init(tiers: [Tier], demo: Demo? = nil) {
+        self.tiers = tiers
+        self.demo = demo
+    }
+
+    public func tier(named name: String) -> Tier? { tiers.first { $0.name == name } }
+
+    public static func load(path: String) throws -> PlatformConfig {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ConfigError("cannot read config file \(path)")
+        }
+        return try parse(yaml: text, source: path)
+    }
+
+    public static func parse(yaml: String, source: String = "config") throws -> PlatformConfig {
+        let config: PlatformConfig
+        do { config = try YAMLDecoder().decode(PlatformConfig.self, from: yaml) } catch {
+            throw ConfigError("\(source): \(error)")
+        }
+        try config.validate(source: source)
+        return config
+    }
+
+    func validate(source: String) throws {
+        guard !tiers.isEmpty else { throw ConfigError("\(source): no tiers defined") }
+        var seen = Set<String>()
+        for t in tiers {
+            guard t.name.range(of: "^[a-z0-9][a-z0-9_-]*$", options: .regularExpression) != nil else {
+                throw ConfigError("\(source): tier name '\(t.name)' must be lowercase letters, digits, - or _")
+            }
+            guard seen.insert(t.name).inserted else { throw ConfigError("\(source): tier '\(t.name)' defined twice") }
+            guard t.weight >= 1 else { throw ConfigError("\(source): tier '\(t.name)' weight must be ≥ 1") }
+            guard t.queueTimeoutMs > 0, t.requestTimeoutMs > 0 else { throw ConfigError("\(source): tier '\(t.name)' timeouts must be > 0") }
+        }
+        if let demo, tier(named: demo.tier) == nil { throw ConfigError("\(source): demo tier '\(demo.tier)' is not defined") }
+    }
+}
+
+public struct ConfigError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}

@@ -1,0 +1,81 @@
+/// Every error a client can see, in OpenAI's shape: `{"error":{"message","type","param","code"}}`
+/// plus the HTTP status it travels with. The one place that maps failures to status codes.
+public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
+    public var status: Int
+    public var message: String
+    public var type: String
+    public var param: String?
+    public var code: String?
+    /// Extra response headers (e.g. `Retry-After`).
+    public var headers: [String: String]
+
+    public init(status: Int, message: String, type: String, param: String? = nil, code: String? = nil, headers: [String: String] = [:]) {
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers
+    }
+
+    public var description: String { "\(status) \(type)\(code.map { "/\($0)" } ?? ""): \(message)" }
+
+    /// The JSON body OpenAI sends with an error.
+    public var jsonBody: String {
+        var w = JSONWriter()
+        w.objectStart()
+        w.key("error"); w.objectStart()
+        w.field("message", message)
+        w.field("type", type)
+        w.fieldOrNull("param", param)
+        w.fieldOrNull("code", code)
+        w.objectEnd()
+        w.objectEnd()
+        return w.string
+    }
+
+    // MARK: The catalogue
+
+    public static func invalidRequest(_ message: String, param: String? = nil, code: String? = nil) -> APIError {
+        APIError(status: 400, message: message, type: "invalid_request_error", param: param, code: code)
+    }
+    public static func invalidJSON(_ detail: String) -> APIError {
+        APIError(status: 400, message: "We could not parse the JSON body of your request. (\(detail))", type: "invalid_request_error", code: "invalid_json")
+    }
+    public static func missingKey() -> APIError {
+        APIError(status: 401, message: "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).", type: "invalid_request_error", code: "missing_api_key")
+    }
+    public static func invalidKey(_ message: String = "Incorrect API key provided.") -> APIError {
+        APIError(status: 401, message: message, type: "invalid_request_error", code: "invalid_api_key")
+    }
+    public static func forbidden(_ message: String, code: String = "insufficient_permissions") -> APIError {
+        APIError(status: 403, message: message, type: "permission_error", code: code)
+    }
+    public static func notFound(_ message: String, code: String = "not_found") -> APIError {
+        APIError(status: 404, message: message, type: "invalid_request_error", code: code)
+    }
+    public static func methodNotAllowed(_ method: String, path: String) -> APIError {
+        APIError(status: 405, message: "Method \(method) is not allowed on \(path).", type: "invalid_request_error", code: "method_not_allowed")
+    }
+    public static func payloadTooLarge(limit: Int) -> APIError {
+        APIError(status: 413, message: "Request body is larger than the \(limit) byte limit.", type: "invalid_request_error", code: "request_too_large")
+    }
+    public static func unsupportedMediaType(_ got: String) -> APIError {
+        APIError(status: 415, message: "Content-Type must be application/json (got \(got)).", type: "invalid_request_error", code: "unsupported_media_type")
+    }
+    public static func noCapacity(model: String, tier: String, waitedMs: Int) -> APIError {
+        APIError(status: 503, message: "No worker serving model '\(model)' became available within the '\(tier)' tier's queue timeout (\(waitedMs) ms). Retry later.", type: "service_unavailable", code: "no_worker_available")
+    }
+    public static func timeout(tier: String, ms: Int) -> APIError {
+        APIError(status: 504, message: "The request did not finish within the '\(tier)' tier's request timeout (\(ms) ms).", type: "timeout", code: "request_timeout")
+    }
+    public static func workerLost() -> APIError {
+        APIError(status: 502, message: "The worker running this request went away after it had started answering. Retry the request.", type: "server_error", code: "worker_lost")
+    }
+    public static func internalError(_ message: String = "The server had an error while processing your request.") -> APIError {
+        APIError(status: 500, message: message, type: "server_error", code: "internal_error")
+    }
+    public static func unavailable(_ message: String) -> APIError {
+        APIError(status: 503, message: message, type: "service_unavailable", code: "service_unavailable")
+    }
+}

@@ -1,0 +1,107 @@
+/// Builds the JSON of `chat.completion` and `chat.completion.chunk` objects exactly as OpenAI shapes
+/// them, by hand (see `JSONWriter` for why). One value per request holds the shared fields.
+public struct ChatResponseWriter: Sendable {
+    public let id: String
+    public let created: Int
+    public let model: String
+    /// With `stream_options.include_usage`, every chunk carries `"usage":null` and a last chunk the usage.
+    public let includeUsage: Bool
+
+    public init(id: String, created: Int, model: String, includeUsage: Bool = false) {
+        self.id = id
+        self.created = created
+        self.model = model
+        self.includeUsage = includeUsage
+    }
+
+    private func header(_ w: inout JSONWriter, object: String) {
+        w.field("id", id)
+        w.field("object", object)
+        w.field("created", created)
+        w.field("model", model)
+        w.key("system_fingerprint"); w.null()
+    }
+
+    /// A streaming chunk for one choice. `role` is set on a choice's first chunk only.
+    public func chunk(index: Int, role: Bool = false, content: String?, logprobs: String? = nil, finishReason: String? = nil) -> [UInt8] {
+        var w = JSONWriter(capacity: 192 + (content?.utf8.count ?? 0))
+        w.objectStart()
+        header(&w, object: "chat.completion.chunk")
+        w.key("choices"); w.arrayStart()
+        w.objectStart()
+        w.field("index", index)
+        w.key("delta"); w.objectStart()
+        if role { w.field("role", "assistant") }
+        if let content { w.field("content", content) }
+        w.objectEnd()
+        w.key("logprobs"); if let logprobs { w.raw(Array(logprobs.utf8)) } else { w.null() }
+        w.fieldOrNull("finish_reason", finishReason)
+        w.objectEnd()
+        w.arrayEnd()
+        if includeUsage { w.key("usage"); w.null() }
+        w.objectEnd()
+        return w.bytes
+    }
+
+    /// The last chunk when `include_usage` is on: no choices, the real usage.
+    public func usageChunk(_ usage: Usage) -> [UInt8] {
+        var w = JSONWriter()
+        w.objectStart()
+        header(&w, object: "chat.completion.chunk")
+        w.key("choices"); w.arrayStart(); w.arrayEnd()
+        w.key("usage"); Self.writeUsage(usage, to: &w)
+        w.objectEnd()
+        return w.bytes
+    }
+
+    public struct Choice: Sendable {
+        public var content: String = ""
+        public var finishReason: String?
+        /// Logprob entries (`{"token":..}` objects) as raw JSON, joined into `logprobs.content`.
+        public var logprobEntries: [String] = []
+        public var wantsLogprobs = false
+        public init() {}
+    }
+
+    /// The complete non-streaming `chat.completion` object.
+    public func completion(choices: [Choice], usage: Usage) -> [UInt8] {
+        var w = JSONWriter(capacity: 256 + choices.reduce(0) { $0 + $1.content.utf8.count })
+        w.objectStart()
+        header(&w, object: "chat.completion")
+        w.key("choices"); w.arrayStart()
+        for (i, c) in choices.enumerated() {
+            w.objectStart()
+            w.field("index", i)
+            w.key("message"); w.objectStart()
+            w.field("role", "assistant")
+            w.field("content", c.content)
+            w.key("refusal"); w.null()
+            w.objectEnd()
+            w.key("logprobs")
+            if c.wantsLogprobs {
+                w.objectStart()
+                w.key("content"); w.arrayStart()
+                for e in c.logprobEntries { w.raw(Array(e.utf8)) }
+                w.arrayEnd()
+                w.key("refusal"); w.null()
+                w.objectEnd()
+            } else { w.null() }
+            w.field("finish_reason", c.finishReason ?? "stop")
+            w.objectEnd()
+        }
+        w.arrayEnd()
+        w.key("usage"); Self.writeUsage(usage, to: &w)
+        w.objectEnd()
+        return w.bytes
+    }
+
+    public static func writeUsage(_ u: Usage, to w: inout JSONWriter) {
+        w.objectStart()
+        w.field("prompt_tokens", u.promptTokens)
+        w.field("completion_tokens", u.completionTokens)
+        w.field("total_tokens", u.totalTokens)
+        w.key("prompt_tokens_details"); w.objectStart(); w.field("cached_tokens", u.cachedTokens); w.objectEnd()
+        w.key("completion_tokens_details"); w.objectStart(); w.field("reasoning_tokens", 0); w.objectEnd()
+        w.objectEnd()
+    }
+}

@@ -1,0 +1,184 @@
+/// Messages between a worker (DEALER) and the router (ROUTER). The router sends jobs only against
+/// credits the worker granted: a worker is never sent more jobs than it asked for.
+public enum WorkerMessage: Sendable, Equatable {
+    /// First message (and the answer to `.identify`): who the worker is and what it serves.
+    case hello(WorkerInfo)
+    /// The worker has `n` more free slots.
+    case credit(Int)
+    /// Liveness, once a second; `active` is the number of jobs running.
+    case heartbeat(active: Int)
+    /// The job produced its first event: from now on it cannot be re-dispatched elsewhere.
+    case started(requestId: String)
+    /// The job ended (any way); returns its slot unless the worker is draining.
+    case done(JobReport)
+    /// The worker will take no new jobs and leaves once its running jobs finish.
+    case draining
+    /// The worker is gone (sent at exit).
+    case bye
+
+    static let wireKind: UInt8 = 0x57 // "W"
+
+    public func encode() -> [UInt8] {
+        var w = WireWriter(capacity: 64)
+        w.u8(Self.wireKind); w.u8(wireVersion)
+        switch self {
+        case let .hello(info):
+            w.u8(1); w.string(info.id); w.int(info.slots); w.int(info.freeSlots); w.strings(info.models)
+            w.strings(info.capabilities); w.string(info.engine); w.string(info.host); w.int(info.pid); w.string(info.joinKey)
+        case let .credit(n): w.u8(2); w.int(n)
+        case let .heartbeat(active): w.u8(3); w.int(active)
+        case let .started(id): w.u8(4); w.string(id)
+        case let .done(report):
+            w.u8(5); w.string(report.requestId); w.int(report.attempt); w.string(report.outcome)
+            w.i64(report.firstTokenAtMs); w.i64(report.finishedAtMs); w.int(report.promptTokens); w.int(report.completionTokens)
+        case .draining: w.u8(6)
+        case .bye: w.u8(7)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> WorkerMessage {
+        var r = WireReader(bytes)
+        try r.header(expecting: wireKind)
+        let m: WorkerMessage
+        switch try r.u8() {
+        case 1:
+            m = .hello(WorkerInfo(id: try r.string(), slots: try r.int(), freeSlots: try r.int(), models: try r.strings(),
+                                  capabilities: try r.strings(), engine: try r.string(), host: try r.string(), pid: try r.int(), joinKey: try r.string()))
+        case 2: m = .credit(try r.int())
+        case 3: m = .heartbeat(active: try r.int())
+        case 4: m = .started(requestId: try r.string())
+        case 5:
+            m = .done(JobReport(requestId: try r.string(), attempt: try r.int(), outcome: try r.string(), firstTokenAtMs: try r.i64(),
+                                finishedAtMs: try r.i64(), promptTokens: try r.int(), completionTokens: try r.int()))
+        case 6: m = .draining
+        case 7: m = .bye
+        case let k: throw WireError.invalid("unknown worker message \(k)")
+        }
+        guard r.isAtEnd else { throw WireError.invalid("trailing bytes after worker message") }
+        return m
+    }
+}
+
+/// Router → worker.
+public enum RouterMessage: Sendable, Equatable {
+    case job(JobEnvelope)
+    /// Stop this job now (client went away or it timed out).
+    case cancel(requestId: String)
+    /// The router does not know this worker (it restarted): send `.hello` again.
+    case identify
+    /// The worker was refused (bad join key, bad hello); it should exit with this reason.
+    case refused(String)
+
+    static let wireKind: UInt8 = 0x52 // "R"
+
+    public func encode() -> [UInt8] {
+        switch self {
+        case let .job(env):
+            // The envelope carries its own header; prefix a tag byte so the worker can tell messages apart.
+            return [Self.wireKind, wireVersion, 1] + env.encode()
+        case let .cancel(id):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(2); w.string(id); return w.bytes
+        case .identify:
+            return [Self.wireKind, wireVersion, 3]
+        case let .refused(why):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(4); w.string(why); return w.bytes
+        }
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> RouterMessage {
+        var r = WireReader(bytes)
+        try r.header(expecting: wireKind)
+        switch try r.u8() {
+        case 1: return .job(try JobEnvelope.decode(Array(bytes[3...])))
+        case 2:
+            let id = try r.string()
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after cancel") }
+            return .cancel(requestId: id)
+        case 3: return .identify
+        case 4: return .refused(try r.string())
+        case let k: throw WireError.invalid("unknown router message \(k)")
+        }
+    }
+}
+
+/// Gateway → router (PUSH/PULL): new jobs and cancellations.
+public enum GatewayMessage: Sendable, Equatable {
+    case submit(JobEnvelope)
+    case cancel(requestId: String)
+
+    static let wireKind: UInt8 = 0x47 // "G"
+
+    public func encode() -> [UInt8] {
+        switch self {
+        case let .submit(env): return [Self.wireKind, wireVersion, 1] + env.encode()
+        case let .cancel(id):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(2); w.string(id); return w.bytes
+        }
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> GatewayMessage {
+        var r = WireReader(bytes)
+        try r.header(expecting: wireKind)
+        switch try r.u8() {
+        case 1: return .submit(try JobEnvelope.decode(Array(bytes[3...])))
+        case 2:
+            let id = try r.string()
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after cancel") }
+            return .cancel(requestId: id)
+        case let k: throw WireError.invalid("unknown gateway message \(k)")
+        }
+    }
+}
+
+/// What a worker tells the router about itself.
+public struct WorkerInfo: Sendable, Equatable {
+    public var id: String
+    public var slots: Int
+    public var freeSlots: Int
+    /// Model ids served; `*` serves any model (the simulator).
+    public var models: [String]
+    /// `chat`, `embeddings`, `rerank`.
+    public var capabilities: [String]
+    public var engine: String
+    public var host: String
+    public var pid: Int
+    /// Presented to the router; checked once tenancy's join keys exist (empty = none).
+    public var joinKey: String
+
+    public init(id: String, slots: Int, freeSlots: Int, models: [String], capabilities: [String], engine: String, host: String, pid: Int, joinKey: String = "") {
+        self.id = id
+        self.slots = slots
+        self.freeSlots = freeSlots
+        self.models = models
+        self.capabilities = capabilities
+        self.engine = engine
+        self.host = host
+        self.pid = pid
+        self.joinKey = joinKey
+    }
+
+    public func serves(model: String) -> Bool { models.contains("*") || models.contains(model) }
+}
+
+/// A finished job as the worker saw it, for the job record in Redis.
+public struct JobReport: Sendable, Equatable {
+    public var requestId: String
+    public var attempt: Int
+    /// `done`, `error:<code>`, `cancelled`, `timeout`.
+    public var outcome: String
+    public var firstTokenAtMs: Int64
+    public var finishedAtMs: Int64
+    public var promptTokens: Int
+    public var completionTokens: Int
+
+    public init(requestId: String, attempt: Int, outcome: String, firstTokenAtMs: Int64, finishedAtMs: Int64, promptTokens: Int, completionTokens: Int) {
+        self.requestId = requestId
+        self.attempt = attempt
+        self.outcome = outcome
+        self.firstTokenAtMs = firstTokenAtMs
+        self.finishedAtMs = finishedAtMs
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+    }
+}

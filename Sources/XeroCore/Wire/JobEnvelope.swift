@@ -1,0 +1,79 @@
+/// A job as it travels gateway → router → worker. The router reads only these header fields;
+/// `payload` is the client's validated request body, opaque to the router.
+public struct JobEnvelope: Sendable, Equatable {
+    public enum Kind: UInt8, Sendable { case chatCompletion = 1, embeddings = 2, rerank = 3 }
+
+    public var requestId: String
+    /// Where the token stream goes: the topic prefix the owning gateway subscribed to.
+    public var replyTo: String
+    /// 1 for the first dispatch; the router increments it when it re-dispatches after a worker loss.
+    public var attempt: Int
+    public var kind: Kind
+    public var tier: String
+    public var project: String
+    public var endpoint: String
+    public var model: String
+    /// Wall-clock ms since the epoch: when the gateway accepted the request.
+    public var acceptedAtMs: Int64
+    /// Wall-clock ms: if no worker has taken the job by then it is answered with 503, not run.
+    public var queueDeadlineMs: Int64
+    /// Wall-clock ms: the worker stops the job at this time and reports a timeout.
+    public var requestDeadlineMs: Int64
+    /// Key for prefix-cache affinity routing (hash of the prompt's leading part); empty if unknown.
+    public var affinityKey: String
+    /// Optional latency targets from `X-SLO-TTFT-Ms` / `X-SLO-TPOT-Ms` (0 = none).
+    public var sloTTFTMs: Int
+    public var sloTPOTMs: Int
+    public var payload: [UInt8]
+
+    public init(requestId: String, replyTo: String, attempt: Int = 1, kind: Kind = .chatCompletion, tier: String,
+                project: String, endpoint: String, model: String, acceptedAtMs: Int64, queueDeadlineMs: Int64,
+                requestDeadlineMs: Int64, affinityKey: String = "", sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, payload: [UInt8]) {
+        self.requestId = requestId
+        self.replyTo = replyTo
+        self.attempt = attempt
+        self.kind = kind
+        self.tier = tier
+        self.project = project
+        self.endpoint = endpoint
+        self.model = model
+        self.acceptedAtMs = acceptedAtMs
+        self.queueDeadlineMs = queueDeadlineMs
+        self.requestDeadlineMs = requestDeadlineMs
+        self.affinityKey = affinityKey
+        self.sloTTFTMs = sloTTFTMs
+        self.sloTPOTMs = sloTPOTMs
+        self.payload = payload
+    }
+
+    /// The PUB/SUB topic that carries this job's events: `<replyTo>/<requestId>`.
+    public var topic: String { "\(replyTo)/\(requestId)" }
+
+    static let wireKind: UInt8 = 0x4A // "J"
+
+    public func encode() -> [UInt8] {
+        var w = WireWriter(capacity: 128 + payload.count)
+        w.u8(Self.wireKind); w.u8(wireVersion)
+        w.string(requestId); w.string(replyTo); w.int(attempt); w.u8(kind.rawValue)
+        w.string(tier); w.string(project); w.string(endpoint); w.string(model)
+        w.i64(acceptedAtMs); w.i64(queueDeadlineMs); w.i64(requestDeadlineMs)
+        w.string(affinityKey); w.int(sloTTFTMs); w.int(sloTPOTMs)
+        w.blob(payload)
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> JobEnvelope {
+        var r = WireReader(bytes)
+        try r.header(expecting: wireKind)
+        let requestId = try r.string(), replyTo = try r.string(), attempt = try r.int()
+        guard let kind = Kind(rawValue: try r.u8()) else { throw WireError.invalid("unknown job kind") }
+        let tier = try r.string(), project = try r.string(), endpoint = try r.string(), model = try r.string()
+        let accepted = try r.i64(), queueDeadline = try r.i64(), requestDeadline = try r.i64()
+        let affinity = try r.string(), ttft = try r.int(), tpot = try r.int()
+        let payload = try r.blob()
+        guard r.isAtEnd else { throw WireError.invalid("trailing bytes after job envelope") }
+        return JobEnvelope(requestId: requestId, replyTo: replyTo, attempt: attempt, kind: kind, tier: tier, project: project,
+                           endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,
+                           requestDeadlineMs: requestDeadline, affinityKey: affinity, sloTTFTMs: ttft, sloTPOTMs: tpot, payload: payload)
+    }
+}

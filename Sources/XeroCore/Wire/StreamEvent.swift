@@ -1,0 +1,81 @@
+/// One event on a request's channel (worker or router → gateway), PUB/SUB topic `<gateway>/<request>`.
+/// `seq` numbers events of one attempt from 0 so a gateway can detect loss or reordering;
+/// every stream ends with exactly one terminal event, `.done` or `.error`.
+public struct StreamEvent: Sendable, Equatable {
+    public enum Body: Sendable, Equatable {
+        /// A piece of text for choice `index`; `logprobs` is an OpenAI-shaped JSON fragment, if asked for.
+        case delta(index: Int, text: String, logprobs: String?)
+        /// Choice `index` ended (`stop`, `length`, ...).
+        case finish(index: Int, reason: String)
+        /// Terminal: the job finished; real token counts.
+        case done(Usage)
+        /// Terminal: the job failed; an OpenAI-shaped error for the client.
+        case error(APIError)
+    }
+
+    public var requestId: String
+    public var attempt: Int
+    public var seq: Int
+    public var body: Body
+
+    public init(requestId: String, attempt: Int, seq: Int, body: Body) {
+        self.requestId = requestId
+        self.attempt = attempt
+        self.seq = seq
+        self.body = body
+    }
+
+    public var isTerminal: Bool {
+        switch body { case .done, .error: return true; default: return false }
+    }
+
+    static let wireKind: UInt8 = 0x45 // "E"
+
+    public func encode() -> [UInt8] {
+        var w = WireWriter(capacity: 64)
+        w.u8(Self.wireKind); w.u8(wireVersion)
+        w.string(requestId); w.int(attempt); w.int(seq)
+        switch body {
+        case let .delta(index, text, logprobs):
+            w.u8(1); w.int(index); w.string(text); w.optionalString(logprobs)
+        case let .finish(index, reason):
+            w.u8(2); w.int(index); w.string(reason)
+        case let .done(usage):
+            w.u8(3); w.int(usage.promptTokens); w.int(usage.completionTokens); w.int(usage.cachedTokens)
+        case let .error(e):
+            w.u8(4); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
+        }
+        return w.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws -> StreamEvent {
+        var r = WireReader(bytes)
+        try r.header(expecting: wireKind)
+        let id = try r.string(), attempt = try r.int(), seq = try r.int()
+        let body: Body
+        switch try r.u8() {
+        case 1: body = .delta(index: try r.int(), text: try r.string(), logprobs: try r.optionalString())
+        case 2: body = .finish(index: try r.int(), reason: try r.string())
+        case 3: body = .done(Usage(promptTokens: try r.int(), completionTokens: try r.int(), cachedTokens: try r.int()))
+        case 4:
+            let status = try r.int(), message = try r.string(), type = try r.string()
+            body = .error(APIError(status: status, message: message, type: type, param: try r.optionalString(), code: try r.optionalString()))
+        case let k: throw WireError.invalid("unknown event body \(k)")
+        }
+        guard r.isAtEnd else { throw WireError.invalid("trailing bytes after stream event") }
+        return StreamEvent(requestId: id, attempt: attempt, seq: seq, body: body)
+    }
+}
+
+/// Token counts as OpenAI's `usage` reports them.
+public struct Usage: Sendable, Equatable {
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var cachedTokens: Int
+    public init(promptTokens: Int, completionTokens: Int, cachedTokens: Int = 0) {
+        self.promptTokens = promptTokens
+        self.completionTokens = completionTokens
+        self.cachedTokens = cachedTokens
+    }
+    public var totalTokens: Int { promptTokens + completionTokens }
+}

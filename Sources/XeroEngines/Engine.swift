@@ -1,0 +1,53 @@
+import XeroCore
+
+/// The seam between a worker and whatever produces tokens. A worker owns one engine, created once
+/// and shared by all its slots; `generate` is called concurrently, once per job.
+public protocol Engine: Sendable {
+    var info: EngineInfo { get }
+    /// Runs one request. The stream yields text pieces per choice, each choice's finish, and ends
+    /// with exactly one `.usage`. Ending the iteration early (cancellation) must stop the work.
+    /// Failures are thrown as `APIError` so the client sees a precise OpenAI error.
+    func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error>
+}
+
+/// What an engine serves, as the worker advertises it to the router.
+public struct EngineInfo: Sendable, Equatable {
+    /// `sim`, `gguf`, `openai`.
+    public var name: String
+    /// Model ids served; `*` = any (the simulator answers for whatever model an endpoint names).
+    public var models: [String]
+    /// `chat`, `embeddings`, `rerank`.
+    public var capabilities: [String]
+    /// How many jobs it can run at once.
+    public var slots: Int
+
+    public init(name: String, models: [String], capabilities: [String] = ["chat"], slots: Int) {
+        self.name = name
+        self.models = models
+        self.capabilities = capabilities
+        self.slots = slots
+    }
+}
+
+/// One job for an engine: the validated request plus what the platform knows about it.
+public struct EngineRequest: Sendable {
+    public var requestId: String
+    /// The model the endpoint serves (the client's `model` field is informational).
+    public var model: String
+    public var chat: ChatRequest
+    /// Wall-clock ms after which the engine should stop (the tier's request timeout).
+    public var deadlineMs: Int64
+
+    public init(requestId: String, model: String, chat: ChatRequest, deadlineMs: Int64 = .max) {
+        self.requestId = requestId
+        self.model = model
+        self.chat = chat
+        self.deadlineMs = deadlineMs
+    }
+}
+
+public enum EngineEvent: Sendable, Equatable {
+    case text(choice: Int, String, logprobs: String? = nil)
+    case finish(choice: Int, reason: String)
+    case usage(Usage)
+}

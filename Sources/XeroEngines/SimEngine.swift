@@ -1,0 +1,116 @@
+import XeroCore
+
+/// THE SIMULATOR — not a model. Answers chat requests with deterministic text at a configurable
+/// pace, so the platform can be tested and benchmarked without inference cost. The text starts by
+/// quoting the last user message (so tests can tell streams apart), then continues with words
+/// drawn from a fixed list by a PRNG seeded from `seed` (or the prompt) and the choice index.
+/// Honours `max_tokens` (finish `length`), `stop` (finish `stop`, never emitting the stop string),
+/// `n` and `seed`. One simulated token is one word; prompt tokens are counted the same way.
+public struct SimEngine: Engine {
+    public struct Options: Sendable {
+        /// Time to first token, per request.
+        public var ttftMs: Double = 0
+        /// Time per output token after the first.
+        public var tpotMs: Double = 0
+        /// Tokens in an answer when `max_tokens` does not end it first.
+        public var answerTokens: Int = 16
+        public var slots: Int = 64
+        public init(ttftMs: Double = 0, tpotMs: Double = 0, answerTokens: Int = 16, slots: Int = 64) {
+            self.ttftMs = ttftMs
+            self.tpotMs = tpotMs
+            self.answerTokens = answerTokens
+            self.slots = slots
+        }
+    }
+
+    public let options: Options
+    public init(options: Options = Options()) { self.options = options }
+
+    public var info: EngineInfo { EngineInfo(name: "sim", models: ["*"], capabilities: ["chat"], slots: options.slots) }
+
+    static let words = ["the", "platform", "answers", "quickly", "with", "simulated", "tokens", "while", "workers", "stream",
+                        "results", "back", "through", "queues", "and", "gateways", "to", "every", "client", "in", "order"]
+
+    /// The full answer for a choice before `max_tokens` and `stop` apply, as tokens.
+    public func tokens(for chat: ChatRequest, choice: Int) -> [String] {
+        let lastUser = chat.messages.last { $0.role == "user" }?.content ?? ""
+        var out: [String] = ["You", " said:"]
+        for w in lastUser.split(separator: " ", omittingEmptySubsequences: true).prefix(32) { out.append(" " + w) }
+        out.append(".")
+        var rng = SplitMix64(seed: UInt64(bitPattern: Int64(chat.seed ?? Self.stableHash(lastUser))) &+ UInt64(choice) &* 0x9E37_79B9_7F4A_7C15)
+        let length = max(options.answerTokens, out.count + 1)
+        while out.count < length {
+            out.append(" " + Self.words[Int(rng.next() % UInt64(Self.words.count))])
+        }
+        return out
+    }
+
+    public static func promptTokens(_ chat: ChatRequest) -> Int {
+        chat.messages.reduce(0) { $0 + 4 + $1.content.split(whereSeparator: { $0 == " " || $0 == "\n" }).count } + 2
+    }
+
+    public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
+        let options = self.options
+        let chat = request.chat
+        let answers = (0..<chat.n).map { tokens(for: chat, choice: $0) }
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                if options.ttftMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.ttftMs * 1_000_000)) }
+                var scanners = (0..<chat.n).map { _ in StopScanner(stops: chat.stop) }
+                var finished = [Bool](repeating: false, count: chat.n)
+                var completion = 0
+                var step = 0
+                let limit = chat.maxTokens ?? Int.max
+                while finished.contains(false) {
+                    if Task.isCancelled { continuation.finish(throwing: CancellationError()); return }
+                    if step > 0, options.tpotMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.tpotMs * 1_000_000)) }
+                    for c in 0..<chat.n where !finished[c] {
+                        if step >= answers[c].count {
+                            let rest = scanners[c].flush()
+                            if !rest.isEmpty { continuation.yield(.text(choice: c, rest)) }
+                            continuation.yield(.finish(choice: c, reason: "stop"))
+                            finished[c] = true
+                            continue
+                        }
+                        completion += 1
+                        let out = scanners[c].feed(answers[c][step])
+                        if !out.isEmpty { continuation.yield(.text(choice: c, out)) }
+                        if scanners[c].stopped {
+                            continuation.yield(.finish(choice: c, reason: "stop"))
+                            finished[c] = true
+                        } else if step + 1 >= limit {
+                            let rest = scanners[c].flush()
+                            if !rest.isEmpty { continuation.yield(.text(choice: c, rest)) }
+                            continuation.yield(.finish(choice: c, reason: "length"))
+                            finished[c] = true
+                        }
+                    }
+                    step += 1
+                }
+                continuation.yield(.usage(Usage(promptTokens: Self.promptTokens(chat), completionTokens: completion)))
+                continuation.finish()
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// FNV-1a: stable across runs and processes (Swift's hashValue is randomised per process).
+    static func stableHash(_ s: String) -> Int {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in s.utf8 { h ^= UInt64(b); h = h &* 0x100_0000_01b3 }
+        return Int(truncatingIfNeeded: h >> 1)
+    }
+}
+
+/// A small, fast, seedable PRNG (Steele et al.'s SplitMix64): same seed, same sequence, anywhere.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,182 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import Synchronization
+import XeroCore
+
+/// `POST …/v1/chat/completions`: validate, enqueue on the endpoint's tier, then either collect the
+/// events into one `chat.completion` or stream them as `chat.completion.chunk` SSE events.
+struct ChatCompletions: Sendable {
+    let hub: StreamHub
+    let tiers: [String: Tier]
+    let ids: RequestIDs
+    let logger: Logger
+
+    func handle(_ body: [UInt8], caller: CallerContext, headers: HTTPFields) async throws -> Response {
+        let chat = try ChatRequest.parse(body)
+        guard let tier = tiers[caller.endpoint.tier] else {
+            throw APIError.internalError("Endpoint '\(caller.endpoint.slug)' names tier '\(caller.endpoint.tier)', which this gateway does not know.")
+        }
+        let requestId = ids.next()
+        let now = nowMs()
+        let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, tier: tier.name, project: caller.project,
+                              endpoint: caller.endpoint.slug, model: caller.endpoint.model, acceptedAtMs: now,
+                              queueDeadlineMs: now + Int64(tier.queueTimeoutMs), requestDeadlineMs: now + Int64(tier.requestTimeoutMs),
+                              sloTTFTMs: headers[HTTPField.Name("X-SLO-TTFT-Ms")!].flatMap { Int($0) } ?? 0,
+                              sloTPOTMs: headers[HTTPField.Name("X-SLO-TPOT-Ms")!].flatMap { Int($0) } ?? 0,
+                              payload: body)
+        guard await hub.waitUntilReady(timeoutMs: 2000) else {
+            throw APIError.unavailable("This gateway is not connected to a router yet; retry shortly.")
+        }
+        let events = hub.open(requestId)
+        hub.submit(job)
+        // A safety net beyond the router's and worker's own deadlines: never leave a client hanging.
+        let hub = self.hub
+        let timer = Task {
+            try? await Task.sleep(nanoseconds: UInt64(tier.requestTimeoutMs + 5000) * 1_000_000)
+            if Task.isCancelled { return }
+            hub.inject(requestId, StreamEvent(requestId: requestId, attempt: 0, seq: 0, body: .error(APIError.timeout(tier: tier.name, ms: tier.requestTimeoutMs))))
+        }
+        var reader = EventReader(events)
+        let writer = ChatResponseWriter(id: requestId, created: Int(now / 1000), model: caller.endpoint.model,
+                                        includeUsage: chat.includeUsage)
+        var responseHeaders: HTTPFields = [HTTPField.Name("x-request-id")!: requestId]
+
+        // Wait for the first event before committing a status: a job refused in the queue (503)
+        // or by the engine (400) gets its real status, streaming or not.
+        let first: StreamEvent
+        do {
+            first = try await withTaskCancellationHandler { try await reader.next() } onCancel: { hub.cancel(requestId) }
+        } catch {
+            timer.cancel()
+            hub.close(requestId)
+            hub.cancel(requestId)
+            throw error
+        }
+        if case let .error(e) = first.body {
+            timer.cancel()
+            hub.close(requestId)
+            throw e
+        }
+        if !chat.stream {
+            defer { timer.cancel(); hub.close(requestId) }
+            var choices = (0..<chat.n).map { _ in ChatResponseWriter.Choice() }
+            for i in choices.indices { choices[i].wantsLogprobs = chat.logprobs }
+            var event = first
+            while true {
+                switch event.body {
+                case let .delta(index, text, logprobs) where index < choices.count:
+                    choices[index].content += text
+                    if let logprobs { choices[index].logprobEntries.append(logprobs) }
+                case let .finish(index, reason) where index < choices.count:
+                    choices[index].finishReason = reason
+                case let .done(usage):
+                    responseHeaders[.contentType] = "application/json"
+                    return Response(status: .ok, headers: responseHeaders,
+                                    body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: choices, usage: usage))))
+                case let .error(e):
+                    throw e
+                default: break
+                }
+                do { event = try await withTaskCancellationHandler { try await reader.next() } onCancel: { hub.cancel(requestId) } } catch {
+                    hub.cancel(requestId)
+                    throw error
+                }
+            }
+        }
+
+        responseHeaders[.contentType] = "text/event-stream"
+        responseHeaders[.cacheControl] = "no-cache"
+        let n = chat.n
+        let attempt = reader.attempt
+        return Response(status: .ok, headers: responseHeaders, body: ResponseBody { out in
+            var reader = EventReader(events, attempt: attempt)
+            var roleSent = [Bool](repeating: false, count: n)
+            var event = first
+            var clientGone = false
+            defer {
+                timer.cancel()
+                hub.close(requestId)
+                if clientGone { hub.cancel(requestId) }
+            }
+            while true {
+                var buffer = ByteBuffer()
+                var terminal = false
+                switch event.body {
+                case let .delta(index, text, logprobs) where index < n:
+                    if !roleSent[index] {
+                        roleSent[index] = true
+                        SSE.append(writer.chunk(index: index, role: true, content: ""), to: &buffer)
+                    }
+                    SSE.append(writer.chunk(index: index, content: text, logprobs: logprobs), to: &buffer)
+                case let .finish(index, reason) where index < n:
+                    if !roleSent[index] {
+                        roleSent[index] = true
+                        SSE.append(writer.chunk(index: index, role: true, content: ""), to: &buffer)
+                    }
+                    SSE.append(writer.chunk(index: index, content: nil, finishReason: reason), to: &buffer)
+                case let .done(usage):
+                    if writer.includeUsage { SSE.append(writer.usageChunk(usage), to: &buffer) }
+                    buffer.writeBytes(SSE.done)
+                    terminal = true
+                case let .error(e):
+                    // Mid-stream failure: an error event (the OpenAI SDK raises on it), no [DONE].
+                    SSE.append(Array(e.jsonBody.utf8), to: &buffer)
+                    terminal = true
+                default: break
+                }
+                do { try await out.write(buffer) } catch {
+                    clientGone = true
+                    return
+                }
+                if terminal { break }
+                do { event = try await reader.next() } catch let e as APIError {
+                    try? await out.write(ByteBuffer(bytes: SSE.event(Array(e.jsonBody.utf8))))
+                    clientGone = true // treat as gone: make sure the worker stops
+                    break
+                } catch {
+                    clientGone = true
+                    return
+                }
+            }
+            try await out.finish(nil)
+        })
+    }
+}
+
+/// Reads a request's events in order, keeping to the first attempt that spoke.
+struct EventReader {
+    var events: AsyncStream<StreamEvent>.AsyncIterator
+    var attempt: Int?
+
+    init(_ stream: AsyncStream<StreamEvent>, attempt: Int? = nil) {
+        events = stream.makeAsyncIterator()
+        self.attempt = attempt
+    }
+
+    mutating func next() async throws -> StreamEvent {
+        while true {
+            guard let ev = await events.next() else {
+                if Task.isCancelled { throw CancellationError() }
+                throw APIError.internalError("The event stream ended without a result.")
+            }
+            // A re-dispatched job speaks with a new attempt number; never mix two attempts.
+            if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
+            if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
+            return ev
+        }
+    }
+}
+
+/// Unique request ids: a random per-process prefix and a counter (cheap: no syscall per id).
+final class RequestIDs: Sendable {
+    private let prefix: String
+    private let counter = Atomic<UInt64>(0)
+    init() { prefix = "chatcmpl-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36) }
+    func next() -> String {
+        let n = counter.add(1, ordering: .relaxed).newValue
+        return prefix + "x" + String(n, radix: 36)
+    }
+}

@@ -1,0 +1,128 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import XeroCore
+import XeroStore
+
+/// The request context: Hummingbird's core storage plus the caller's address (for IP allow-lists).
+public struct GatewayRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        remoteAddress = source.channel.remoteAddress
+    }
+    /// Bodies are collected explicitly with the gateway's own limit.
+    public var maxUploadSize: Int { Int.max }
+}
+
+/// The HTTP front door: the OpenAI-compatible routes under `/proj_<id>/<endpoint>/v1`.
+/// Stateless: every record it uses lives in Redis, every job goes to the router.
+public struct Gateway: Sendable {
+    public struct Options: Sendable {
+        public var host = "127.0.0.1"
+        public var port = 8080
+        public var maxBodyBytes = 8 * 1024 * 1024
+        public var keyCacheMs = 2000
+        public var endpointCacheMs = 5000
+        public init() {}
+    }
+
+    public let options: Options
+    public let hub: StreamHub
+    public let auth: Authenticator
+    public let config: PlatformConfig
+    let logger: Logger
+
+    public init(options: Options, config: PlatformConfig, hub: StreamHub, store: TenancyStore, logger: Logger) {
+        self.options = options
+        self.config = config
+        self.hub = hub
+        self.auth = Authenticator(store: store, keyCacheMs: options.keyCacheMs, endpointCacheMs: options.endpointCacheMs)
+        self.logger = logger
+    }
+
+    public func makeRouter() -> Router<GatewayRequestContext> {
+        let router = Router(context: GatewayRequestContext.self)
+        router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
+        let chat = ChatCompletions(hub: hub, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }),
+                                   ids: RequestIDs(), logger: logger)
+        let auth = self.auth
+        let maxBody = options.maxBodyBytes
+        let hub = self.hub
+
+        router.get("/health") { _, _ -> Response in
+            let ready = hub.isReady
+            return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(string: ready ? #"{"status":"ok"}"# : #"{"status":"starting"}"#)))
+        }
+
+        let api = router.group("/:project/:endpoint/v1")
+        api.post("/chat/completions") { request, context -> Response in
+            let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
+            if let ct = request.headers[.contentType], !ct.lowercased().hasPrefix("application/json") {
+                throw APIError.unsupportedMediaType(ct)
+            }
+            let body = try await Self.collect(request, limit: maxBody)
+            return try await chat.handle(body, caller: caller, headers: request.headers)
+        }
+        api.get("/models") { request, context -> Response in
+            let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
+            var w = JSONWriter()
+            w.objectStart()
+            w.field("object", "list")
+            w.key("data"); w.arrayStart()
+            Self.writeModel(caller.endpoint, to: &w)
+            w.arrayEnd()
+            w.objectEnd()
+            return Self.json(w.bytes)
+        }
+        api.get("/models/:model") { request, context -> Response in
+            let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
+            let wanted = context.parameters.get("model") ?? ""
+            guard wanted == caller.endpoint.model else {
+                throw APIError.notFound("The model '\(wanted)' does not exist on this endpoint; it serves '\(caller.endpoint.model)'.", code: "model_not_found")
+            }
+            var w = JSONWriter()
+            Self.writeModel(caller.endpoint, to: &w)
+            return Self.json(w.bytes)
+        }
+        return router
+    }
+
+    public func makeApplication() -> some ApplicationProtocol {
+        Application(router: makeRouter(),
+                    configuration: .init(address: .hostname(options.host, port: options.port), serverName: "xerotier", backlog: 4096),
+                    logger: logger)
+    }
+
+    static func authenticate(_ request: Request, _ context: GatewayRequestContext, _ auth: Authenticator, scope: String) async throws -> CallerContext {
+        try await auth.authenticate(authorization: request.headers[.authorization], projectPath: context.parameters.get("project") ?? "",
+                                    endpointSlug: context.parameters.get("endpoint") ?? "", scope: scope)
+    }
+
+    static func collect(_ request: Request, limit: Int) async throws -> [UInt8] {
+        if let len = request.headers[.contentLength].flatMap({ Int($0) }), len > limit { throw APIError.payloadTooLarge(limit: limit) }
+        do {
+            let buffer = try await request.body.collect(upTo: limit)
+            return Array(buffer.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw APIError.payloadTooLarge(limit: limit)
+        }
+    }
+
+    static func writeModel(_ e: Endpoint, to w: inout JSONWriter) {
+        w.objectStart()
+        w.field("id", e.model)
+        w.field("object", "model")
+        w.field("created", Int(e.createdAt / 1000))
+        w.field("owned_by", "xerotier")
+        w.objectEnd()
+    }
+
+    static func json(_ bytes: [UInt8], status: HTTPResponse.Status = .ok) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+}

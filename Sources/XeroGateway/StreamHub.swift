@@ -1,0 +1,107 @@
+import Foundation
+import Logging
+import Synchronization
+import XeroCore
+import XeroQueue
+
+/// The gateway's ZeroMQ side: pushes job envelopes to the router and receives every event
+/// addressed to this gateway (SUB on `<gateway-id>/`), handing each to the waiting request.
+public final class StreamHub: Sendable {
+    static let jobsSocket = 0, eventsSocket = 1
+
+    public let gatewayID: String
+    private let loop: SocketLoop
+    private let context: ZMQContext
+    private let streams = Mutex<[String: AsyncStream<StreamEvent>.Continuation]>([:])
+    private let readyFlag = Mutex(false)
+    private let logger: Logger
+    private let prefixLength: Int
+
+    public init(gatewayID: String, routerJobs: String, routerEventsOut: String, logger: Logger) throws {
+        let context = ZMQContext()
+        let jobs = try ZMQSocket(context, .push)
+        let events = try ZMQSocket(context, .sub)
+        for s in [jobs, events] {
+            try s.set(.sendHighWaterMark(0))
+            try s.set(.receiveHighWaterMark(0))
+            try s.set(.reconnectInterval(100))
+        }
+        try events.subscribe(gatewayID + "/")
+        try jobs.connect(routerJobs)
+        try events.connect(routerEventsOut)
+        self.gatewayID = gatewayID
+        self.context = context
+        self.logger = logger
+        self.prefixLength = gatewayID.utf8.count + 1
+        let box = HubBox()
+        loop = SocketLoop(name: "gateway-hub", sockets: [jobs, events], tickMs: 1000,
+                          onMessage: { _, socket, frames in box.hub?.deliver(socket: socket, frames: frames) })
+        box.hub = self
+        loop.start()
+    }
+
+    /// True once the router confirmed our subscription: events for us will reach us.
+    public var isReady: Bool { readyFlag.withLock { $0 } }
+
+    /// Waits up to `timeoutMs` for the event channel to be live.
+    public func waitUntilReady(timeoutMs: Int) async -> Bool {
+        let deadline = monotonicNs() + UInt64(timeoutMs) * 1_000_000
+        while !isReady {
+            if monotonicNs() > deadline { return false }
+            try? await Task.sleep(nanoseconds: 5_000_000)
+        }
+        return true
+    }
+
+    /// Registers a request's event stream. Call before `submit`, so no event can arrive unheard.
+    public func open(_ requestId: String) -> AsyncStream<StreamEvent> {
+        let (stream, continuation) = AsyncStream<StreamEvent>.makeStream()
+        streams.withLock { $0[requestId] = continuation }
+        return stream
+    }
+
+    public func close(_ requestId: String) {
+        streams.withLock { $0.removeValue(forKey: requestId) }?.finish()
+    }
+
+    /// Delivers an event generated inside the gateway (its own timeout) as if it had arrived.
+    public func inject(_ requestId: String, _ event: StreamEvent) {
+        streams.withLock { $0[requestId] }?.yield(event)
+    }
+
+    public func submit(_ job: JobEnvelope) {
+        loop.send(socket: Self.jobsSocket, frames: [GatewayMessage.submit(job).encode()])
+    }
+
+    /// The client went away: the router drops the job if queued, or tells its worker to stop.
+    public func cancel(_ requestId: String) {
+        loop.send(socket: Self.jobsSocket, frames: [GatewayMessage.cancel(requestId: requestId).encode()])
+    }
+
+    public func stop() {
+        loop.stop()
+        context.terminate()
+    }
+
+    /// Loop thread: route one incoming event to its request.
+    private func deliver(socket: Int, frames: [[UInt8]]) {
+        guard socket == Self.eventsSocket, frames.count == 2 else { return }
+        let topic = frames[0]
+        if topic.count == prefixLength {
+            // `<gateway-id>/` itself: the router's confirmation of our subscription.
+            if !isReady { logger.info("gateway event channel live", metadata: ["gateway": "\(gatewayID)"]) }
+            readyFlag.withLock { $0 = true }
+            return
+        }
+        guard topic.count > prefixLength else { return }
+        let requestId = String(decoding: topic[prefixLength...], as: UTF8.self)
+        guard let continuation = streams.withLock({ $0[requestId] }) else { return }
+        do { continuation.yield(try StreamEvent.decode(frames[1])) } catch {
+            logger.warning("undecodable event dropped", metadata: ["request": "\(requestId)", "error": "\(error)"])
+        }
+    }
+}
+
+private final class HubBox: @unchecked Sendable {
+    weak var hub: StreamHub?
+}

@@ -1,0 +1,147 @@
+import CZeroMQ
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A thread that owns a set of ZeroMQ sockets and is the only code that touches them.
+/// Other threads hand it outgoing messages through `send(socket:frames:)` (a mutex-guarded
+/// queue plus an eventfd that wakes `zmq_poll`); incoming messages are handed to `onMessage`
+/// on the loop thread, which may reply at once through the `LoopContext` without a hop.
+public final class SocketLoop: Sendable {
+    public typealias MessageHandler = @Sendable (LoopContext, _ socket: Int, _ frames: [[UInt8]]) -> Void
+    public typealias TickHandler = @Sendable (LoopContext) -> Void
+
+    private struct Outgoing { var socket: Int; var frames: [[UInt8]] }
+    private struct Shared {
+        var outbox: [Outgoing] = []
+        var stopping = false
+    }
+
+    public let name: String
+    private let owned: OwnedSockets
+    private let shared = Mutex(Shared())
+    private let wakeFD: Int32
+    private let onMessage: MessageHandler
+    private let onTick: TickHandler?
+    private let tickMs: Int
+    private let stopped = Mutex<Bool>(false)
+    private let finished = DispatchSemaphoreLite()
+
+    /// `sockets` are handed over: from here on only the loop thread uses them.
+    public init(name: String, sockets: [ZMQSocket], tickMs: Int = 50, onMessage: @escaping MessageHandler, onTick: TickHandler? = nil) {
+        self.name = name
+        self.owned = OwnedSockets(sockets)
+        self.wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        self.onMessage = onMessage
+        self.onTick = onTick
+        self.tickMs = tickMs
+    }
+
+    public func start() {
+        let thread = Thread { [self] in self.run() }
+        thread.name = name
+        thread.start()
+    }
+
+    /// Queues a message for `socket` (an index into the sockets given at init). Thread-safe.
+    public func send(socket: Int, frames: [[UInt8]]) {
+        let wasEmpty = shared.withLock { s -> Bool in
+            let e = s.outbox.isEmpty
+            s.outbox.append(Outgoing(socket: socket, frames: frames))
+            return e
+        }
+        if wasEmpty { wake() }
+    }
+
+    /// Stops the loop, closes its sockets and waits until the thread is gone.
+    public func stop() {
+        let already = stopped.withLock { s -> Bool in let was = s; s = true; return was }
+        if already { return }
+        shared.withLock { $0.stopping = true }
+        wake()
+        finished.wait()
+        close(wakeFD)
+    }
+
+    private func wake() {
+        var one: UInt64 = 1
+        _ = write(wakeFD, &one, 8)
+    }
+
+    private func run() {
+        let sockets = owned.sockets
+        let ctx = LoopContext(sockets: sockets)
+        var items = sockets.map { zmq_pollitem_t(socket: $0.raw, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        items.append(zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0))
+        var nextTick = monotonicMs() + Int64(tickMs)
+        while true {
+            let timeout = max(0, nextTick - monotonicMs())
+            let rc = zmq_poll(&items, Int32(items.count), Int(timeout))
+            if rc < 0 && zmq_errno() != EINTR { break }
+            // Outgoing first, so replies queued by other threads go out promptly.
+            if items[items.count - 1].revents != 0 {
+                var buf: UInt64 = 0
+                _ = read(wakeFD, &buf, 8)
+            }
+            let (outbox, stopping) = shared.withLock { s -> ([Outgoing], Bool) in
+                let o = s.outbox
+                s.outbox.removeAll(keepingCapacity: true)
+                return (o, s.stopping)
+            }
+            for m in outbox { ctx.send(socket: m.socket, frames: m.frames) }
+            if stopping { break }
+            for i in 0..<sockets.count where items[i].revents & Int16(ZMQ_POLLIN) != 0 {
+                // Drain a bounded batch per socket per wake so one busy socket cannot starve the others.
+                for _ in 0..<1024 {
+                    guard let frames = try? sockets[i].receive() else { break }
+                    onMessage(ctx, i, frames)
+                }
+            }
+            let now = monotonicMs()
+            if now >= nextTick {
+                onTick?(ctx)
+                nextTick = now + Int64(tickMs)
+            }
+        }
+        for s in sockets { s.close() }
+        finished.signal()
+    }
+}
+
+/// The loop thread's handle to its sockets, given to handlers. Use only inside a handler.
+public final class LoopContext {
+    let sockets: [ZMQSocket]
+    init(sockets: [ZMQSocket]) { self.sockets = sockets }
+
+    /// Sends at once on the loop thread. Returns false when the message could not be routed
+    /// (a ROUTER socket's peer is gone) or the socket's queue is full.
+    @discardableResult
+    public func send(socket: Int, frames: [[UInt8]]) -> Bool {
+        (try? sockets[socket].send(frames)) ?? false
+    }
+}
+
+/// Moves sockets onto the loop thread. Sound because only that thread touches them after init
+/// (ZeroMQ allows migrating a socket between threads with a full memory barrier: thread start).
+private final class OwnedSockets: @unchecked Sendable {
+    let sockets: [ZMQSocket]
+    init(_ s: [ZMQSocket]) { sockets = s }
+}
+
+/// Monotonic milliseconds.
+@inline(__always) func monotonicMs() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}
+
+/// A one-shot semaphore without Dispatch (avoids Dispatch's Sendable quirks on Linux).
+final class DispatchSemaphoreLite: Sendable {
+    private let state = Mutex(false)
+    func signal() { state.withLock { $0 = true } }
+    func wait() {
+        while !state.withLock({ $0 }) { usleep(1000) }
+    }
+}

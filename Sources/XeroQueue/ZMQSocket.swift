@@ -1,0 +1,162 @@
+import CZeroMQ
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A ZeroMQ context: thread-safe, one per process is enough.
+public final class ZMQContext: @unchecked Sendable {
+    let raw: UnsafeMutableRawPointer
+    private var terminated = false
+
+    public init(ioThreads: Int32 = 1) {
+        raw = zmq_ctx_new()
+        zmq_ctx_set(raw, ZMQ_IO_THREADS, ioThreads)
+    }
+
+    /// Ends the context; every socket must be closed first.
+    public func terminate() {
+        guard !terminated else { return }
+        terminated = true
+        zmq_ctx_term(raw)
+    }
+}
+
+public enum SocketType: Sendable {
+    case push, pull, pub, sub, xpub, xsub, router, dealer
+
+    var raw: Int32 {
+        switch self {
+        case .push: return ZMQ_PUSH
+        case .pull: return ZMQ_PULL
+        case .pub: return ZMQ_PUB
+        case .sub: return ZMQ_SUB
+        case .xpub: return ZMQ_XPUB
+        case .xsub: return ZMQ_XSUB
+        case .router: return ZMQ_ROUTER
+        case .dealer: return ZMQ_DEALER
+        }
+    }
+}
+
+public struct ZMQError: Error, CustomStringConvertible {
+    public let errno: Int32
+    public let operation: String
+    public var description: String { "\(operation): \(String(cString: zmq_strerror(errno)))" }
+    static func last(_ op: String) -> ZMQError { ZMQError(errno: zmq_errno(), operation: op) }
+}
+
+/// One ZeroMQ socket. Not thread-safe (neither is ZeroMQ's): it is created, used and closed by
+/// one owner — a `SocketLoop` thread — and never shared. Frames are byte arrays.
+public final class ZMQSocket {
+    let raw: UnsafeMutableRawPointer
+    public let type: SocketType
+    private var closed = false
+
+    public init(_ context: ZMQContext, _ type: SocketType) throws {
+        guard let s = zmq_socket(context.raw, type.raw) else { throw ZMQError.last("zmq_socket") }
+        raw = s
+        self.type = type
+        // Never block process exit on unsent messages.
+        try setOption(ZMQ_LINGER, 0)
+    }
+
+    deinit { close() }
+
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        zmq_close(raw)
+    }
+
+    public func setOption(_ option: Int32, _ value: Int32) throws {
+        var v = value
+        guard zmq_setsockopt(raw, option, &v, MemoryLayout<Int32>.size) == 0 else { throw ZMQError.last("zmq_setsockopt(\(option))") }
+    }
+
+    public func setOption(_ option: Int32, bytes: [UInt8]) throws {
+        let rc = bytes.withUnsafeBytes { zmq_setsockopt(raw, option, $0.baseAddress, $0.count) }
+        guard rc == 0 else { throw ZMQError.last("zmq_setsockopt(\(option))") }
+    }
+
+    public func subscribe(_ prefix: String) throws { try setOption(ZMQ_SUBSCRIBE, bytes: Array(prefix.utf8)) }
+
+    /// Binds and returns the endpoint actually bound (resolves `tcp://127.0.0.1:*` to a port).
+    @discardableResult
+    public func bind(_ endpoint: String) throws -> String {
+        guard zmq_bind(raw, endpoint) == 0 else { throw ZMQError.last("zmq_bind(\(endpoint))") }
+        var buf = [CChar](repeating: 0, count: 256)
+        var len = buf.count
+        zmq_getsockopt(raw, ZMQ_LAST_ENDPOINT, &buf, &len)
+        return String(cString: buf)
+    }
+
+    public func connect(_ endpoint: String) throws {
+        guard zmq_connect(raw, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
+    }
+
+    /// Sends a multipart message. Returns false if it would block (only with `dontWait`) or the
+    /// peer is unroutable (ROUTER with ROUTER_MANDATORY).
+    @discardableResult
+    public func send(_ frames: [[UInt8]], dontWait: Bool = true) throws -> Bool {
+        for (i, frame) in frames.enumerated() {
+            var flags: Int32 = dontWait ? ZMQ_DONTWAIT : 0
+            if i < frames.count - 1 { flags |= ZMQ_SNDMORE }
+            let rc = frame.withUnsafeBytes { zmq_send(raw, $0.baseAddress, $0.count, flags) }
+            if rc < 0 {
+                let e = zmq_errno()
+                if e == EAGAIN || e == EHOSTUNREACH { return false }
+                throw ZMQError(errno: e, operation: "zmq_send")
+            }
+        }
+        return true
+    }
+
+    /// Receives one multipart message, or nil when none is waiting (with `dontWait`).
+    public func receive(dontWait: Bool = true) throws -> [[UInt8]]? {
+        var frames: [[UInt8]] = []
+        var msg = zmq_msg_t()
+        while true {
+            zmq_msg_init(&msg)
+            defer { zmq_msg_close(&msg) }
+            let rc = zmq_msg_recv(&msg, raw, dontWait ? ZMQ_DONTWAIT : 0)
+            if rc < 0 {
+                let e = zmq_errno()
+                if e == EAGAIN && frames.isEmpty { return nil }
+                if e == EINTR && frames.isEmpty { return nil }
+                throw ZMQError(errno: e, operation: "zmq_msg_recv")
+            }
+            let size = zmq_msg_size(&msg)
+            let data = zmq_msg_data(&msg)!
+            frames.append(Array(UnsafeRawBufferPointer(start: data, count: size)))
+            if zmq_msg_more(&msg) == 0 { return frames }
+        }
+    }
+}
+
+/// The socket options Xerotier uses, so no C constant leaks out of this module.
+public enum SocketOption: Sendable {
+    /// 0 = unbounded queue (never drop; memory is the limit).
+    case sendHighWaterMark(Int32)
+    case receiveHighWaterMark(Int32)
+    /// ROUTER: sending to an unknown peer fails instead of silently dropping.
+    case routerMandatory
+    /// XPUB: report every subscription, duplicates included.
+    case xpubVerbose
+    /// DEALER/ROUTER identity.
+    case routingID(String)
+    /// Reconnect interval in ms.
+    case reconnectInterval(Int32)
+}
+
+extension ZMQSocket {
+    public func set(_ option: SocketOption) throws {
+        switch option {
+        case let .sendHighWaterMark(n): try setOption(ZMQ_SNDHWM, n)
+        case let .receiveHighWaterMark(n): try setOption(ZMQ_RCVHWM, n)
+        case .routerMandatory: try setOption(ZMQ_ROUTER_MANDATORY, 1)
+        case .xpubVerbose: try setOption(ZMQ_XPUB_VERBOSE, 1)
+        case let .routingID(id): try setOption(ZMQ_ROUTING_ID, bytes: Array(id.utf8))
+        case let .reconnectInterval(ms): try setOption(ZMQ_RECONNECT_IVL, ms)
+        }
+    }
+}

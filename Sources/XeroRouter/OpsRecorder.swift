@@ -1,0 +1,114 @@
+import Foundation
+import Logging
+import Synchronization
+import XeroCore
+import XeroStore
+
+/// Writes what ops need to see into Redis (docs/redis-keys.md): job records, tier gauges, live
+/// workers. The router calls it on its hot path, so calls only merge into an in-memory batch;
+/// a background thread flushes the batch as one pipeline every `flushMs`. A job that is queued,
+/// dispatched and finished within one window costs one HSET. Ops data is not the store of
+/// record: if Redis is unreachable the batch is dropped and logged, the router keeps routing.
+public final class OpsRecorder: Sendable {
+    private struct Batch {
+        var jobs: [String: [(String, String)]] = [:]
+        var tiers: [String: [(String, String)]] = [:]
+        var workers: [String: [(String, String)]] = [:]
+        var workerScores: [String: Int64] = [:]
+        var removedWorkers: Set<String> = []
+        var routerBeat: (String, Int64)?
+    }
+
+    public let jobTTLSeconds: Int
+    public let workerTTLSeconds: Int
+    private let batch = Mutex(Batch())
+    private let stopped = Mutex(false)
+    private let address: RedisAddress
+    private let flushMs: Int
+    private let logger: Logger
+    /// Above this many pending job records the oldest updates are dropped rather than grow memory.
+    private let maxPendingJobs = 200_000
+
+    public init(address: RedisAddress, flushMs: Int = 20, jobTTLSeconds: Int = 3600, workerTTLSeconds: Int = 30, logger: Logger) {
+        self.address = address
+        self.flushMs = flushMs
+        self.jobTTLSeconds = jobTTLSeconds
+        self.workerTTLSeconds = workerTTLSeconds
+        self.logger = logger
+        let t = Thread { [self] in self.run() }
+        t.name = "ops-recorder"
+        t.start()
+    }
+
+    public func stop() { stopped.withLock { $0 = true } }
+
+    public func job(_ id: String, _ fields: [(String, String)]) {
+        batch.withLock { b in
+            if b.jobs.count >= maxPendingJobs && b.jobs[id] == nil { return }
+            b.jobs[id, default: []].append(contentsOf: fields)
+        }
+    }
+
+    public func tier(_ name: String, _ fields: [(String, String)]) {
+        batch.withLock { $0.tiers[name] = fields }
+    }
+
+    public func worker(_ id: String, lastSeenMs: Int64, _ fields: [(String, String)]) {
+        batch.withLock { b in
+            b.workers[id] = fields
+            b.workerScores[id] = lastSeenMs
+            b.removedWorkers.remove(id)
+        }
+    }
+
+    public func workerGone(_ id: String) {
+        batch.withLock { b in
+            b.workers[id] = nil
+            b.workerScores[id] = nil
+            b.removedWorkers.insert(id)
+        }
+    }
+
+    public func routerAlive(_ id: String, now: Int64) { batch.withLock { $0.routerBeat = (id, now) } }
+
+    private func run() {
+        var conn: RedisConnection?
+        var lastError: Int64 = 0
+        while !stopped.withLock({ $0 }) {
+            usleep(UInt32(flushMs * 1000))
+            let b = batch.withLock { b -> Batch in let out = b; b = Batch(); return out }
+            var cmds: [[[UInt8]]] = []
+            func cmd(_ parts: [String]) { cmds.append(parts.map { Array($0.utf8) }) }
+            for (id, fields) in b.jobs {
+                cmd(["HSET", RedisKeys.job(id)] + fields.flatMap { [$0.0, $0.1] })
+                cmd(["EXPIRE", RedisKeys.job(id), String(jobTTLSeconds)])
+            }
+            for (name, fields) in b.tiers { cmd(["HSET", RedisKeys.tier(name)] + fields.flatMap { [$0.0, $0.1] }) }
+            for (id, fields) in b.workers {
+                cmd(["HSET", RedisKeys.worker(id)] + fields.flatMap { [$0.0, $0.1] })
+                cmd(["EXPIRE", RedisKeys.worker(id), String(workerTTLSeconds)])
+            }
+            for (id, score) in b.workerScores { cmd(["ZADD", RedisKeys.workers, String(score), id]) }
+            for id in b.removedWorkers {
+                cmd(["ZREM", RedisKeys.workers, id])
+                cmd(["DEL", RedisKeys.worker(id)])
+            }
+            if let (id, at) = b.routerBeat { cmd(["ZADD", RedisKeys.routers, String(at), id]) }
+            guard !cmds.isEmpty else { continue }
+            do {
+                if conn == nil || conn!.isBroken { conn = try RedisConnection(address) }
+                let replies = try conn!.pipeline(cmds)
+                if let e = replies.first(where: { if case .error = $0 { return true } else { return false } }) {
+                    logger.warning("ops write rejected by redis", metadata: ["reply": "\(e)"])
+                }
+            } catch {
+                conn = nil
+                let now = nowMs()
+                if now - lastError > 5000 {
+                    lastError = now
+                    logger.error("ops recorder cannot write to redis; dropping this batch", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+import XeroCore
+
+/// The router's decisions, with no I/O: tier queues, worker credits, placement, deadlines,
+/// liveness. Owned by the router's loop thread; every method is synchronous and deterministic
+/// given `now`, so the unit tests drive it directly.
+///
+/// - Priority without starvation: when several tiers have work, smooth weighted round-robin over
+///   their `weight`s picks the tier (priority 4 : standard 1 → 4 of every 5 dispatches).
+/// - Credits: a worker is sent a job only against a credit it granted; each job costs one.
+/// - Deadlines: a job still queued at its `queueDeadlineMs` is handed back by `expire` to be
+///   answered 503; it is never dispatched.
+public struct TierScheduler {
+    public struct Worker: Sendable {
+        public var info: WorkerInfo
+        public var credits: Int
+        public var draining = false
+        public var lastSeenMs: Int64
+        public var inflight: Set<String> = []
+    }
+
+    public struct InFlight: Sendable {
+        public var envelope: JobEnvelope
+        public var worker: String
+        public var started: Bool
+        public var dispatchedAtMs: Int64
+    }
+
+    public struct Dispatch: Sendable, Equatable {
+        public var envelope: JobEnvelope
+        public var worker: String
+    }
+
+    /// What happens to a worker's jobs when it is lost.
+    public struct LostJobs: Sendable {
+        /// Not yet started: back at the front of their queue with `attempt + 1`.
+        public var requeued: [JobEnvelope] = []
+        /// Already streaming, or out of attempts: the client gets an error.
+        public var failed: [JobEnvelope] = []
+    }
+
+    public let tiers: [Tier]
+    public var placement: any PlacementPolicy
+    public var maxAttempts = 3
+    private var queues: [String: FIFO<JobEnvelope>] = [:]
+    private var current: [String: Int] = [:]
+    public private(set) var workers: [String: Worker] = [:]
+    public private(set) var inflight: [String: InFlight] = [:]
+    private var cancelledQueued: Set<String> = []
+    public private(set) var stats: [String: TierStats] = [:]
+
+    public struct TierStats: Sendable, Equatable {
+        public var submitted = 0
+        public var dispatched = 0
+        public var expired = 0
+        public var completed = 0
+        public var inflight = 0
+    }
+
+    public init(tiers: [Tier], placement: any PlacementPolicy = LeastLoadedPlacement()) {
+        self.tiers = tiers.sorted { $0.priority > $1.priority }
+        self.placement = placement
+        for t in tiers { queues[t.name] = FIFO(); current[t.name] = 0; stats[t.name] = TierStats() }
+    }
+
+    public func tier(_ name: String) -> Tier? { tiers.first { $0.name == name } }
+    public func depth(_ tier: String) -> Int { queues[tier]?.count ?? 0 }
+    public var totalQueued: Int { queues.values.reduce(0) { $0 + $1.count } }
+
+    // MARK: Jobs
+
+    /// Queues a job. Returns false for an unknown tier.
+    public mutating func enqueue(_ job: JobEnvelope) -> Bool {
+        guard queues[job.tier] != nil else { return false }
+        queues[job.tier]!.append(job)
+        stats[job.tier]!.submitted += 1
+        return true
+    }
+
+    public enum CancelOutcome: Equatable { case dequeued, running(worker: String), unknown }
+
+    /// A client went away: drop the job if queued, or say which worker must stop it.
+    public mutating func cancel(_ requestId: String) -> CancelOutcome {
+        if let f = inflight[requestId] { return .running(worker: f.worker) }
+        for (t, _) in queues {
+            let removed = queues[t]!.removeAll { $0.requestId == requestId }
+            if !removed.isEmpty { return .dequeued }
+        }
+        return .unknown
+    }
+
+    /// Marks a job as having produced output: it can no longer be re-dispatched.
+    public mutating func markStarted(_ requestId: String) { inflight[requestId]?.started = true }
+
+    /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
+    @discardableResult
+    public mutating func finish(_ requestId: String, worker: String) -> InFlight? {
+        guard let f = inflight[requestId], f.worker == worker else { return nil }
+        inflight[requestId] = nil
+        stats[f.envelope.tier]?.inflight -= 1
+        stats[f.envelope.tier]?.completed += 1
+        if var w = workers[worker] {
+            w.inflight.remove(requestId)
+            if !w.draining { w.credits += 1 }
+            workers[worker] = w
+        }
+        return f
+    }
+
+    /// Jobs whose queue deadline has passed (and cancelled ones), removed from their queues.
+    public mutating func expire(now: Int64) -> [JobEnvelope] {
+        var out: [JobEnvelope] = []
+        for t in tiers {
+            guard let q = queues[t.name], !q.isEmpty else { continue }
+            // Cheap check first: most of the time nothing at all is due.
+            var any = false
+            for i in 0..<q.count where q.element(at: i).queueDeadlineMs <= now { any = true; break }
+            guard any else { continue }
+            let gone = queues[t.name]!.removeAll { $0.queueDeadlineMs <= now }
+            stats[t.name]!.expired += gone.count
+            out += gone
+        }
+        return out
+    }
+
+    // MARK: Workers
+
+    /// A worker said hello (first time, or again after a router restart).
+    public mutating func join(_ info: WorkerInfo, now: Int64) {
+        var w = workers[info.id] ?? Worker(info: info, credits: 0, lastSeenMs: now)
+        w.info = info
+        w.lastSeenMs = now
+        w.draining = false
+        // Free slots it reports, minus jobs we sent that it has not seen yet.
+        w.credits = max(0, info.freeSlots - w.inflight.count)
+        workers[info.id] = w
+    }
+
+    public func knows(_ worker: String) -> Bool { workers[worker] != nil }
+
+    public mutating func credit(_ worker: String, _ n: Int, now: Int64) {
+        guard var w = workers[worker] else { return }
+        w.lastSeenMs = now
+        if !w.draining { w.credits = min(w.credits + max(0, n), w.info.slots) }
+        workers[worker] = w
+    }
+
+    public mutating func seen(_ worker: String, now: Int64) { workers[worker]?.lastSeenMs = now }
+
+    public mutating func drain(_ worker: String) {
+        workers[worker]?.draining = true
+        workers[worker]?.credits = 0
+    }
+
+    /// Removes a worker; its unstarted jobs are re-queued at the front, started ones fail.
+    public mutating func remove(_ worker: String) -> LostJobs {
+        guard let w = workers.removeValue(forKey: worker) else { return LostJobs() }
+        var lost = LostJobs()
+        for id in w.inflight.sorted().reversed() {
+            guard var f = inflight.removeValue(forKey: id) else { continue }
+            stats[f.envelope.tier]?.inflight -= 1
+            if !f.started && f.envelope.attempt < maxAttempts {
+                f.envelope.attempt += 1
+                queues[f.envelope.tier]?.prepend(f.envelope)
+                lost.requeued.append(f.envelope)
+            } else {
+                lost.failed.append(f.envelope)
+            }
+        }
+        return lost
+    }
+
+    /// Workers silent for longer than `timeoutMs`.
+    public func silentWorkers(now: Int64, timeoutMs: Int64) -> [String] {
+        workers.values.filter { now - $0.lastSeenMs > timeoutMs }.map(\.info.id).sorted()
+    }
+
+    // MARK: Dispatch
+
+    /// Matches queued jobs to worker credits, as many as possible, tier by weighted turn.
+    public mutating func dispatch(now: Int64) -> [Dispatch] {
+        var out: [Dispatch] = []
+        while workers.values.contains(where: { $0.credits > 0 }) {
+            // Tiers that have a job some worker with a credit can take right now.
+            var eligible: [(tier: Tier, offset: Int, worker: String)] = []
+            for t in tiers {
+                guard let q = queues[t.name], !q.isEmpty else { continue }
+                if let (offset, worker) = firstServable(in: q) { eligible.append((t, offset, worker)) }
+            }
+            guard !eligible.isEmpty else { break }
+            // Smooth weighted round-robin among the eligible tiers.
+            let total = eligible.reduce(0) { $0 + $1.tier.weight }
+            var best = 0
+            for (i, e) in eligible.enumerated() {
+                current[e.tier.name]! += e.tier.weight
+                if current[e.tier.name]! > current[eligible[best].tier.name]! { best = i }
+            }
+            let pick = eligible[best]
+            current[pick.tier.name]! -= total
+            let job = queues[pick.tier.name]!.remove(at: pick.offset)
+            workers[pick.worker]!.credits -= 1
+            workers[pick.worker]!.inflight.insert(job.requestId)
+            inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now)
+            stats[pick.tier.name]!.dispatched += 1
+            stats[pick.tier.name]!.inflight += 1
+            out.append(Dispatch(envelope: job, worker: pick.worker))
+        }
+        return out
+    }
+
+    /// How far into a queue the router looks past a job no free worker can serve.
+    static let lookahead = 64
+
+    private func firstServable(in q: FIFO<JobEnvelope>) -> (Int, String)? {
+        for i in 0..<min(q.count, Self.lookahead) {
+            let job = q.element(at: i)
+            let candidates = workers.values.filter { $0.credits > 0 && !$0.draining && $0.info.serves(model: job.model) }
+            if let w = placement.choose(job: job, among: candidates) { return (i, w) }
+        }
+        return nil
+    }
+}
+
+/// Chooses which of the workers that can take a job gets it. Policies are separate types so the
+/// router can switch (cache-aware and SLO-aware placement are later additions).
+public protocol PlacementPolicy: Sendable {
+    var name: String { get }
+    func choose(job: JobEnvelope, among workers: [TierScheduler.Worker]) -> String?
+}
+
+/// The worker with the largest free fraction of its slots; ties by id for determinism.
+public struct LeastLoadedPlacement: PlacementPolicy {
+    public init() {}
+    public var name: String { "least_loaded" }
+    public func choose(job: JobEnvelope, among workers: [TierScheduler.Worker]) -> String? {
+        workers.max { a, b in
+            let fa = Double(a.credits) / Double(max(1, a.info.slots)), fb = Double(b.credits) / Double(max(1, b.info.slots))
+            return fa != fb ? fa < fb : a.info.id > b.info.id
+        }?.info.id
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+import Synchronization
+
+/// Async Redis for server code. Each of its connections is owned by one thread; callers queue
+/// commands and await replies. A thread takes every command waiting when it wakes and sends them
+/// as one pipeline, so load turns into batching by itself. A broken connection is re-opened on the
+/// next batch; the batch in flight fails with `RedisError`.
+public final class RedisClient: Sendable {
+    private struct Pending {
+        var commands: [[[UInt8]]]
+        var continuation: CheckedContinuation<[RedisValue], Error>
+    }
+    private struct Queue {
+        var pending: [Pending] = []
+        var stopped = false
+    }
+
+    public let address: RedisAddress
+    private let queue = Mutex(Queue())
+    private let condition = NSCondition()
+
+    public init(_ address: RedisAddress, connections: Int = 2) throws {
+        self.address = address
+        // Fail fast when the server is not there.
+        _ = try RedisConnection(address).command(["PING"])
+        for i in 0..<max(1, connections) {
+            let t = Thread { [self] in self.serve() }
+            t.name = "redis-\(i)"
+            t.start()
+        }
+    }
+
+    public func close() {
+        queue.withLock { $0.stopped = true }
+        condition.lock(); condition.broadcast(); condition.unlock()
+    }
+
+    /// Runs one command; a Redis error reply is returned as `.error`, not thrown.
+    public func send(_ args: [String]) async throws -> RedisValue {
+        try await pipeline([args.map { Array($0.utf8) }])[0]
+    }
+
+    public func send(bytes args: [[UInt8]]) async throws -> RedisValue {
+        try await pipeline([args])[0]
+    }
+
+    /// Runs the commands back to back on one connection (atomic only if wrapped in MULTI/EXEC).
+    public func pipeline(_ commands: [[[UInt8]]]) async throws -> [RedisValue] {
+        try await withCheckedThrowingContinuation { cont in
+            let ok = queue.withLock { q -> Bool in
+                if q.stopped { return false }
+                q.pending.append(Pending(commands: commands, continuation: cont))
+                return true
+            }
+            guard ok else { cont.resume(throwing: RedisError("redis client closed")); return }
+            condition.lock(); condition.signal(); condition.unlock()
+        }
+    }
+
+    public func pipeline(strings commands: [[String]]) async throws -> [RedisValue] {
+        try await pipeline(commands.map { $0.map { Array($0.utf8) } })
+    }
+
+    private func serve() {
+        var conn: RedisConnection?
+        while true {
+            condition.lock()
+            var batch: [Pending] = []
+            var stopped = false
+            while true {
+                (batch, stopped) = queue.withLock { q in
+                    let b = Array(q.pending.prefix(512))
+                    q.pending.removeFirst(b.count)
+                    return (b, q.stopped)
+                }
+                if !batch.isEmpty || stopped { break }
+                condition.wait()
+            }
+            condition.unlock()
+            if batch.isEmpty && stopped { return }
+            do {
+                if conn == nil || conn!.isBroken { conn = try RedisConnection(address) }
+                let replies = try conn!.pipeline(batch.flatMap { $0.commands })
+                var i = 0
+                for p in batch {
+                    p.continuation.resume(returning: Array(replies[i..<(i + p.commands.count)]))
+                    i += p.commands.count
+                }
+            } catch {
+                conn = nil
+                for p in batch { p.continuation.resume(throwing: error) }
+            }
+        }
+    }
+}

@@ -1,0 +1,161 @@
+import CHiredis
+import Foundation
+
+/// A reply from Redis.
+public enum RedisValue: Sendable, Equatable {
+    case null
+    case int(Int)
+    case bulk([UInt8])
+    case status(String)
+    case error(String)
+    case array([RedisValue])
+
+    public var string: String? {
+        switch self {
+        case let .bulk(b): return String(decoding: b, as: UTF8.self)
+        case let .status(s): return s
+        case let .int(i): return String(i)
+        default: return nil
+        }
+    }
+    public var int: Int? {
+        switch self {
+        case let .int(i): return i
+        case let .bulk(b): return Int(String(decoding: b, as: UTF8.self))
+        default: return nil
+        }
+    }
+    public var array: [RedisValue] { if case let .array(a) = self { return a } else { return [] } }
+    /// An HGETALL reply as a dictionary.
+    public var hash: [String: String] {
+        let a = array
+        var out: [String: String] = [:]
+        var i = 0
+        while i + 1 < a.count { out[a[i].string ?? ""] = a[i + 1].string ?? ""; i += 2 }
+        return out
+    }
+}
+
+public struct RedisError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// Where a Redis server is: parsed from `redis://host:port[/db]`.
+public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var db: Int
+
+    public init(host: String = "127.0.0.1", port: Int = 6379, db: Int = 0) {
+        self.host = host
+        self.port = port
+        self.db = db
+    }
+
+    public init(url: String) throws {
+        guard let u = URLComponents(string: url), u.scheme == "redis" else { throw RedisError("not a redis:// URL: \(url)") }
+        host = u.host ?? "127.0.0.1"
+        port = u.port ?? 6379
+        let path = u.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        db = path.isEmpty ? 0 : (Int(path) ?? 0)
+    }
+
+    public var description: String { "redis://\(host):\(port)/\(db)" }
+}
+
+/// One blocking hiredis connection. Not thread-safe: owned by one thread at a time.
+/// Uses `redisCommandArgv` (binary-safe; hiredis' variadic API cannot be called from Swift).
+public final class RedisConnection {
+    private var ctx: UnsafeMutablePointer<redisContext>?
+    public let address: RedisAddress
+
+    public init(_ address: RedisAddress, timeoutSeconds: Int = 2) throws {
+        self.address = address
+        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        guard let c = redisConnectWithTimeout(address.host, Int32(address.port), tv) else {
+            throw RedisError("cannot allocate redis context")
+        }
+        if c.pointee.err != 0 {
+            let msg = withUnsafePointer(to: c.pointee.errstr) { $0.withMemoryRebound(to: CChar.self, capacity: 128) { String(cString: $0) } }
+            redisFree(c)
+            throw RedisError("cannot connect to \(address): \(msg)")
+        }
+        redisSetTimeout(c, tv)
+        tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        ctx = c
+        if address.db != 0 { _ = try command(["SELECT", String(address.db)]) }
+    }
+
+    deinit { if let ctx { redisFree(ctx) } }
+
+    private var errorString: String {
+        guard let ctx else { return "closed" }
+        return withUnsafePointer(to: ctx.pointee.errstr) { $0.withMemoryRebound(to: CChar.self, capacity: 128) { String(cString: $0) } }
+    }
+
+    public func command(_ args: [String]) throws -> RedisValue {
+        try pipeline([args.map { Array($0.utf8) }])[0]
+    }
+
+    public func command(bytes args: [[UInt8]]) throws -> RedisValue {
+        try pipeline([args])[0]
+    }
+
+    /// Sends every command, then reads every reply: one round trip for the lot.
+    public func pipeline(_ commands: [[[UInt8]]]) throws -> [RedisValue] {
+        guard let ctx else { throw RedisError("connection closed") }
+        for args in commands { try append(ctx, args) }
+        var out: [RedisValue] = []
+        out.reserveCapacity(commands.count)
+        for _ in commands {
+            var reply: UnsafeMutableRawPointer?
+            guard redisGetReply(ctx, &reply) == REDIS_OK, let reply else {
+                let e = errorString
+                redisFree(ctx); self.ctx = nil
+                throw RedisError("redis I/O error: \(e)")
+            }
+            let r = reply.assumingMemoryBound(to: redisReply.self)
+            out.append(Self.convert(r))
+            freeReplyObject(reply)
+        }
+        return out
+    }
+
+    public var isBroken: Bool { ctx == nil }
+
+    private func append(_ ctx: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) throws {
+        // hiredis copies the arguments into its output buffer, so the pointers need only live for this call.
+        var lengths = args.map { $0.count }
+        let buffers = args.map { a -> UnsafeMutablePointer<CChar> in
+            let p = UnsafeMutablePointer<CChar>.allocate(capacity: max(a.count, 1))
+            a.withUnsafeBytes { src in if a.count > 0 { UnsafeMutableRawPointer(p).copyMemory(from: src.baseAddress!, byteCount: a.count) } }
+            return p
+        }
+        defer { for b in buffers { b.deallocate() } }
+        var argv: [UnsafePointer<CChar>?] = buffers.map { UnsafePointer($0) }
+        let rc = redisAppendCommandArgv(ctx, Int32(args.count), &argv, &lengths)
+        guard rc == REDIS_OK else { throw RedisError("redisAppendCommandArgv failed: \(errorString)") }
+    }
+
+    private static func convert(_ r: UnsafeMutablePointer<redisReply>) -> RedisValue {
+        let reply = r.pointee
+        switch reply.type {
+        case REDIS_REPLY_NIL: return .null
+        case REDIS_REPLY_INTEGER: return .int(Int(reply.integer))
+        case REDIS_REPLY_STRING:
+            return .bulk(Array(UnsafeRawBufferPointer(start: reply.str, count: Int(reply.len))))
+        case REDIS_REPLY_STATUS:
+            return .status(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: Int(reply.len)), as: UTF8.self))
+        case REDIS_REPLY_ERROR:
+            return .error(String(decoding: UnsafeRawBufferPointer(start: reply.str, count: Int(reply.len)), as: UTF8.self))
+        case REDIS_REPLY_ARRAY:
+            var items: [RedisValue] = []
+            for i in 0..<Int(reply.elements) {
+                if let e = reply.element[i] { items.append(convert(e)) } else { items.append(.null) }
+            }
+            return .array(items)
+        default: return .null
+        }
+    }
+}

@@ -1,0 +1,22 @@
+/// Every Redis key Xerotier writes, in one place. docs/redis-keys.md documents each one;
+/// keep the two in step.
+public enum RedisKeys {
+    public static let prefix = "xero:"
+
+    // Tenancy (store of record).
+    public static let projects = "xero:projects"                                  // SET of project ids
+    public static func project(_ id: String) -> String { "xero:project:\(id)" }    // HASH
+    public static func projectSlug(_ slug: String) -> String { "xero:project-slug:\(slug)" } // STRING → id
+    public static func endpoints(_ project: String) -> String { "xero:endpoints:\(project)" } // SET of slugs
+    public static func endpoint(_ project: String, _ slug: String) -> String { "xero:endpoint:\(project):\(slug)" } // HASH
+    public static func apiKey(hash: String) -> String { "xero:key:\(hash)" }       // HASH, by SHA-256 of the key
+    public static func projectKeys(_ project: String) -> String { "xero:keys:\(project)" } // SET of key hashes
+    public static let demo = "xero:demo"                                           // HASH: what `up` created
+
+    // Operations (written by the router as things happen).
+    public static func tier(_ name: String) -> String { "xero:tier:\(name)" }      // HASH: depth, inflight, counters
+    public static let workers = "xero:workers"                                     // ZSET: worker id → last heartbeat ms
+    public static func worker(_ id: String) -> String { "xero:worker:\(id)" }      // HASH, TTL
+    public static func job(_ id: String) -> String { "xero:job:\(id)" }            // HASH, TTL
+    public static let routers = "xero:routers"                                     // ZSET: router id → last tick ms
+}

@@ -1,0 +1,232 @@
+import Foundation
+import Logging
+import Synchronization
+import XeroCore
+import XeroEngines
+import XeroQueue
+
+/// A worker process: takes jobs from the router against credits (one per free slot), runs each
+/// on its `Engine`, and publishes the job's events on the job's own channel. Joins and leaves at
+/// will: `drain()` stops taking work, finishes what runs, says goodbye.
+public final class Worker: Sendable {
+    public struct Options: Sendable {
+        public var heartbeatMs: Int64 = 1000
+        public var joinKey = ""
+        public init() {}
+    }
+
+    static let controlSocket = 0, eventsSocket = 1
+
+    public let id: String
+    public let engine: any Engine
+    private let loop: SocketLoop
+    private let context: ZMQContext
+    private let state: Mutex<State>
+    private let logger: Logger
+    private let options: Options
+
+    struct State {
+        var active: [String: Task<Void, Never>] = [:]
+        var helloSent = false
+        var channelReady = false
+        var draining = false
+        var lastHeartbeatMs: Int64 = 0
+        var refused: String?
+    }
+
+    public init(id: String = randomWorkerID(), engine: any Engine, routerWorkers: String, routerEventsIn: String,
+                options: Options = Options(), logger: Logger) throws {
+        let context = ZMQContext()
+        let control = try ZMQSocket(context, .dealer)
+        try control.set(.routingID(id))
+        try control.set(.reconnectInterval(100))
+        // XPUB, not PUB: it lets the worker see the router's subscription arrive, so it says hello
+        // (and gets jobs) only once its events can no longer be dropped for want of a subscriber.
+        let events = try ZMQSocket(context, .xpub)
+        for s in [control, events] {
+            try s.set(.sendHighWaterMark(0))
+            try s.set(.receiveHighWaterMark(0))
+        }
+        try events.set(.reconnectInterval(100))
+        try control.connect(routerWorkers)
+        try events.connect(routerEventsIn)
+        self.id = id
+        self.engine = engine
+        self.context = context
+        self.logger = logger
+        self.options = options
+        let state = Mutex(State())
+        self.state = state
+        let box = WorkerBox()
+        self.loop = SocketLoop(name: "worker", sockets: [control, events], tickMs: 100,
+                               onMessage: { ctx, socket, frames in box.worker?.handle(ctx, socket: socket, frames: frames) },
+                               onTick: { ctx in box.worker?.tick(ctx) })
+        box.worker = self
+    }
+
+    public func start() {
+        loop.start()
+        logger.info("worker started", metadata: ["worker": "\(id)", "engine": "\(engine.info.name)", "slots": "\(engine.info.slots)"])
+    }
+
+    public var activeJobs: Int { state.withLock { $0.active.count } }
+    public var refusedReason: String? { state.withLock { $0.refused } }
+
+    /// Graceful leave: no new jobs, running ones finish (up to `timeoutSeconds`), then goodbye.
+    public func drain(timeoutSeconds: Double = 300) async {
+        state.withLock { $0.draining = true }
+        sendControl(.draining)
+        logger.info("worker draining", metadata: ["worker": "\(id)", "active": "\(activeJobs)"])
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while activeJobs > 0 && Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
+        let leftovers = state.withLock { s in s.active.values.map { $0 } }
+        for t in leftovers { t.cancel() }
+        sendControl(.bye)
+        try? await Task.sleep(nanoseconds: 50_000_000) // let goodbye leave the socket
+    }
+
+    public func stop() {
+        loop.stop()
+        context.terminate()
+    }
+
+    // MARK: Loop thread
+
+    func handle(_ ctx: LoopContext, socket: Int, frames: [[UInt8]]) {
+        if socket == Self.eventsSocket {
+            // A subscription from the router's XSUB: our event channel is live.
+            guard frames.first?.first == 1 else { return }
+            let first = state.withLock { s -> Bool in
+                let f = !s.channelReady
+                s.channelReady = true
+                return f
+            }
+            if first { sayHello(ctx) }
+            return
+        }
+        guard frames.count == 1 else { return }
+        let msg: RouterMessage
+        do { msg = try RouterMessage.decode(frames[0]) } catch {
+            logger.warning("bad message from router dropped", metadata: ["error": "\(error)"])
+            return
+        }
+        switch msg {
+        case let .job(envelope): startJob(envelope)
+        case let .cancel(requestId): state.withLock { $0.active[requestId] }?.cancel()
+        case .identify: sayHello(ctx)
+        case let .refused(why):
+            logger.error("router refused this worker", metadata: ["reason": "\(why)"])
+            state.withLock { $0.refused = why }
+        }
+    }
+
+    func tick(_ ctx: LoopContext) {
+        let now = nowMs()
+        let (due, active, ready) = state.withLock { s -> (Bool, Int, Bool) in
+            let due = now - s.lastHeartbeatMs >= options.heartbeatMs
+            if due { s.lastHeartbeatMs = now }
+            return (due, s.active.count, s.helloSent)
+        }
+        if due && ready { ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.heartbeat(active: active).encode()]) }
+    }
+
+    private func sayHello(_ ctx: LoopContext) {
+        let (ready, free, draining) = state.withLock { s -> (Bool, Int, Bool) in
+            (s.channelReady, engine.info.slots - s.active.count, s.draining)
+        }
+        guard ready else { return }
+        let info = engine.info
+        let hello = WorkerInfo(id: id, slots: info.slots, freeSlots: draining ? 0 : max(0, free), models: info.models,
+                               capabilities: info.capabilities, engine: info.name, host: ProcessInfo.processInfo.hostName,
+                               pid: Int(getpid()), joinKey: options.joinKey)
+        ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.hello(hello).encode()])
+        if draining { ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.draining.encode()]) }
+        state.withLock { $0.helloSent = true }
+    }
+
+    // MARK: Jobs
+
+    private func sendControl(_ m: WorkerMessage) { loop.send(socket: Self.controlSocket, frames: [m.encode()]) }
+
+    private func publish(_ topic: [UInt8], _ event: StreamEvent) { loop.send(socket: Self.eventsSocket, frames: [topic, event.encode()]) }
+
+    private func startJob(_ job: JobEnvelope) {
+        let run = JobRun(job: job)
+        let task = Task { [self] in await self.run(run) }
+        state.withLock { $0.active[job.requestId] = task }
+        // The tier's request timeout: cancel the job at its deadline and say why.
+        let remaining = job.requestDeadlineMs - nowMs()
+        Task {
+            if remaining > 0 { try? await Task.sleep(nanoseconds: UInt64(remaining) * 1_000_000) }
+            guard !task.isCancelled, self.state.withLock({ $0.active[job.requestId] != nil }) else { return }
+            run.timedOut.withLock { $0 = true }
+            task.cancel()
+        }
+    }
+
+    private func run(_ run: JobRun) async {
+        let job = run.job
+        do {
+            let chat = try ChatRequest.parse(job.payload)
+            let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, deadlineMs: job.requestDeadlineMs)
+            for try await ev in engine.generate(request) {
+                try Task.checkCancellation()
+                switch ev {
+                case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
+                case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
+                case let .usage(u): run.usage = u
+                }
+            }
+            try Task.checkCancellation()
+            emit(run, .done(run.usage))
+        } catch let e as APIError {
+            run.outcome = "error:\(e.code ?? e.type)"
+            emit(run, .error(e))
+        } catch {
+            if run.timedOut.withLock({ $0 }) {
+                run.outcome = "timeout"
+                emit(run, .error(APIError.timeout(tier: job.tier, ms: Int(job.requestDeadlineMs - job.acceptedAtMs))))
+            } else if Task.isCancelled || error is CancellationError {
+                run.outcome = "cancelled"
+                emit(run, .error(APIError(status: 499, message: "The request was cancelled.", type: "cancelled", code: "cancelled")))
+            } else {
+                run.outcome = "error:internal"
+                logger.error("engine failed", metadata: ["request": "\(job.requestId)", "error": "\(error)"])
+                emit(run, .error(APIError.internalError()))
+            }
+        }
+        state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
+        sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
+                                    finishedAtMs: nowMs(), promptTokens: run.usage.promptTokens, completionTokens: run.usage.completionTokens)))
+    }
+
+    private func emit(_ run: JobRun, _ body: StreamEvent.Body) {
+        if run.seq == 0 {
+            run.firstTokenAt = nowMs()
+            sendControl(.started(requestId: run.job.requestId))
+        }
+        publish(run.topic, StreamEvent(requestId: run.job.requestId, attempt: run.job.attempt, seq: run.seq, body: body))
+        run.seq += 1
+    }
+}
+
+/// Per-job bookkeeping. Used by the job's own task only (the timer touches just `timedOut`).
+final class JobRun: @unchecked Sendable {
+    let job: JobEnvelope
+    let topic: [UInt8]
+    var seq = 0
+    var firstTokenAt: Int64 = 0
+    var usage = Usage(promptTokens: 0, completionTokens: 0)
+    var outcome = "done"
+    let timedOut = Mutex(false)
+    init(job: JobEnvelope) { self.job = job; topic = Array(job.topic.utf8) }
+}
+
+public func randomWorkerID() -> String {
+    "worker-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36)
+}
+
+/// Lets the loop's handlers reach the worker that owns the loop (set once, right after init).
+private final class WorkerBox: @unchecked Sendable {
+    weak var worker: Worker?
+}

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import XeroCore
+import XeroStore
+
+/// Direct administration against Redis, for operators on the box and for tests. The management
+/// API and `xeroctl` are the remote equivalent.
+struct Admin: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "admin", abstract: "Create projects, endpoints and keys directly in Redis.",
+        subcommands: [Bootstrap.self, CreateKey.self])
+
+    struct Bootstrap: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Ensure a project and endpoint exist and create a key for them; prints the base path and the key (once).")
+        @OptionGroup var redis: RedisOptions
+        @Option var projectSlug: String
+        @Option var endpointSlug: String
+        @Option var model: String
+        @Option var tier: String = "standard"
+        @Option(help: "Comma-separated scopes for the new key.") var scopes: String = "inference"
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() async throws {
+            let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
+            defer { client.close() }
+            let store = TenancyStore(redis: client)
+            var found = try await store.project(slug: projectSlug)
+            if found == nil { found = try await store.createProject(slug: projectSlug, name: projectSlug) }
+            let project = found!
+            guard TenancyStore.isValidSlug(endpointSlug) else { throw ValidationError("invalid endpoint slug '\(endpointSlug)'") }
+            try await store.putEndpoint(Endpoint(project: project.id, slug: endpointSlug, model: model, tier: tier, createdAt: nowMs()))
+            let (key, _) = try await store.createKey(project: project, name: "bootstrap",
+                                                     scopes: Set(scopes.split(separator: ",").map(String.init)))
+            let path = "/proj_\(project.id)/\(endpointSlug)/v1"
+            if json {
+                print(#"{"project_id":"\#(project.id)","project_slug":"\#(project.slug)","base_path":"\#(path)","api_key":"\#(key)"}"#)
+            } else {
+                print("base path: \(path)\napi key:   \(key)")
+            }
+        }
+    }
+
+    struct CreateKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key for a project; prints it once.")
+        @OptionGroup var redis: RedisOptions
+        @Option var projectSlug: String
+        @Option var name: String = "cli"
+        @Option(help: "Comma-separated scopes.") var scopes: String = "inference"
+
+        func run() async throws {
+            let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
+            defer { client.close() }
+            let store = TenancyStore(redis: client)
+            guard let project = try await store.project(slug: projectSlug) else {
+                throw ValidationError("no project with slug '\(projectSlug)'")
+            }
+            let (key, _) = try await store.createKey(project: project, name: name, scopes: Set(scopes.split(separator: ",").map(String.init)))
+            print(key)
+        }
+    }
+}

@@ -1,0 +1,45 @@
+import ArgumentParser
+import Foundation
+import Hummingbird
+import XeroGateway
+import XeroStore
+
+struct GatewayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run an HTTP gateway (OpenAI-compatible API).")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var address: RouterAddressOptions
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "HTTP listen host.")
+    var host: String = "127.0.0.1"
+
+    @Option(help: "HTTP listen port.")
+    var port: Int = 8080
+
+    @Option(help: "Largest request body accepted, bytes (larger gets 413).")
+    var maxBodyBytes: Int = 8 * 1024 * 1024
+
+    @Option(help: "Gateway id: the prefix of its event channel (default: random).")
+    var id: String?
+
+    func run() async throws {
+        common.watchParent()
+        let logger = common.makeLogger("xerotier.gateway")
+        let config = try common.loadConfig()
+        let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
+        let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
+        let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
+                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)", logger: logger)
+        var options = Gateway.Options()
+        options.host = host
+        options.port = port
+        options.maxBodyBytes = maxBodyBytes
+        let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)
+        logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", "http": "\(host):\(port)"])
+        let app = gateway.makeApplication()
+        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        hub.stop()
+        redisClient.close()
+    }
+}

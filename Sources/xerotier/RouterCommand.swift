@@ -1,0 +1,31 @@
+import ArgumentParser
+import Foundation
+import XeroRouter
+import XeroStore
+
+struct RouterCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "router", abstract: "Run a router: tier queues, credits, deadlines.")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var address: RouterAddressOptions
+    @OptionGroup var redis: RedisOptions
+
+    @Option(help: "Drop a worker from dispatch after this many ms without a heartbeat.")
+    var workerTimeoutMs: Int = 3000
+
+    func run() async throws {
+        common.watchParent()
+        let logger = common.makeLogger("xerotier.router")
+        let config = try common.loadConfig()
+        let ops = OpsRecorder(address: try RedisAddress(url: redis.url), logger: logger)
+        var options = Router.Options()
+        options.workerTimeoutMs = Int64(workerTimeoutMs)
+        let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
+                                options: options, logger: logger)
+        router.start()
+        let sig = await waitForTerminationSignal()
+        logger.info("router stopping", metadata: ["signal": "\(sig)"])
+        router.stop()
+        ops.stop()
+    }
+}

@@ -1,0 +1,281 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import XeroCore
+import XeroStore
+
+/// `xerotier up`: the whole platform on one machine — a private redis-server (unless REDIS_URL is
+/// set), a router, a gateway and workers, each a child process of this one. Ctrl-C or SIGTERM stops
+/// all of it; children also leave by themselves if this process dies.
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "up", abstract: "Start everything on this machine for a first try.")
+
+    @OptionGroup var common: CommonOptions
+
+    @Option(help: "Number of workers.")
+    var workers: Int = 2
+
+    @Option(help: "Engine for the workers: sim (the simulator).")
+    var engine: String = "sim"
+
+    @Option(help: "HTTP port of the gateway (default 8080, or a free one if 8080 is taken).")
+    var port: Int?
+
+    @Option(help: "Directory for Redis data and logs.")
+    var data: String = ".xerotier"
+
+    @Option(help: "Simulator: time to first token, ms.")
+    var simTtftMs: Double = 20
+
+    @Option(help: "Simulator: time per output token, ms.")
+    var simTpotMs: Double = 10
+
+    func run() async throws {
+        let dataDir = URL(fileURLWithPath: data).standardizedFileURL.path
+        let logDir = dataDir + "/logs"
+        try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
+        let config = try common.loadConfig()
+        let selfPath = try executablePath()
+        var children = ChildProcesses(logDir: logDir)
+
+        // Redis: the caller's, or a private one with AOF under the data directory.
+        var redisURL = ProcessInfo.processInfo.environment["REDIS_URL"] ?? ""
+        if redisURL.isEmpty {
+            let redisPort = try freePort()
+            try FileManager.default.createDirectory(atPath: dataDir + "/redis", withIntermediateDirectories: true)
+            guard let redisServer = findOnPath("redis-server") else {
+                throw ValidationError("redis-server is not installed (scripts/setup.sh installs it), and REDIS_URL is not set")
+            }
+            try children.start(name: "redis", executable: redisServer, arguments: [
+                "--port", String(redisPort), "--bind", "127.0.0.1", "--dir", dataDir + "/redis", "--appendonly", "yes",
+                "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+            ])
+            redisURL = "redis://127.0.0.1:\(redisPort)"
+        }
+        let redis = try await connectRedis(redisURL, timeoutSeconds: 10)
+        let store = TenancyStore(redis: redis)
+        let model = engine == "sim" ? "xerotier-sim" : (config.demo?.model ?? "model")
+        let demo = try await bootstrapDemo(store: store, redis: redis, config: config, model: model)
+
+        let routerPort = try freePortRange(4)
+        let httpPort = try port ?? (isPortFree(8080) ? 8080 : freePort())
+        let shared = ["--config", common.config, "--log-level", common.logLevel, "--parent-pid", String(getpid())]
+        let routerArgs = ["--router-port", String(routerPort)]
+        try children.start(name: "router", executable: selfPath, arguments: ["router"] + shared + routerArgs + ["--redis", redisURL])
+        try children.start(name: "gateway", executable: selfPath,
+                           arguments: ["gateway"] + shared + routerArgs + ["--redis", redisURL, "--port", String(httpPort)])
+        for i in 1...max(1, workers) {
+            try children.start(name: "worker-\(i)", executable: selfPath,
+                               arguments: ["worker"] + shared + routerArgs + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",
+                                                                              "--sim-ttft-ms", String(simTtftMs), "--sim-tpot-ms", String(simTpotMs)])
+        }
+
+        let base = "http://127.0.0.1:\(httpPort)"
+        guard await waitForHealth(base + "/health", timeoutSeconds: 30) else {
+            children.stopAll()
+            throw ValidationError("the gateway did not become healthy within 30 s; see \(logDir)/gateway.log")
+        }
+        let baseURL = base + demo.path
+        var banner = """
+
+        Xerotier is up (engine: \(engine), workers: \(workers)).
+          Base URL: \(baseURL)
+          Model:    \(model)
+
+        """
+        if let key = demo.newKey {
+            banner += """
+              API key:  \(key)
+                        (shown once: only its hash is stored; keep it now)
+
+            """
+        } else {
+            banner += """
+              API key:  shown at the first start only. For a new one:
+                        xerotier admin create-key --project-slug \(demo.projectSlug) --redis \(redisURL)
+
+            """
+        }
+        banner += """
+          Redis:    \(redisURL)    Logs: \(logDir)/
+
+        Try it:
+          curl \(baseURL)/chat/completions -H "Authorization: Bearer $XERO_KEY" \\
+               -H "Content-Type: application/json" \\
+               -d '{"model":"\(model)","messages":[{"role":"user","content":"What is the capital of France?"}]}'
+
+        Ctrl-C stops everything.
+
+        """
+        // Straight to fd 1: stdio buffering would hold the banner back when stdout is a pipe or file.
+        FileHandle.standardOutput.write(Data(banner.utf8))
+        try? "{\"base_url\":\"\(baseURL)\",\"redis_url\":\"\(redisURL)\",\"gateway\":\"\(base)\",\"router_port\":\(routerPort)}\n"
+            .write(toFile: dataDir + "/up.json", atomically: true, encoding: .utf8)
+
+        // Run until a signal, or until a child dies (then stop the rest: a half platform helps nobody).
+        let (stops, stop) = AsyncStream<String>.makeStream()
+        Task { stop.yield("signal \(await waitForTerminationSignal())") }
+        let watched = children
+        Task {
+            while true {
+                try? await Task.sleep(nanoseconds: 250_000_000)
+                if let dead = watched.firstExited() { stop.yield("\(dead) exited"); return }
+            }
+        }
+        var firstStop = stops.makeAsyncIterator()
+        let reason = await firstStop.next() ?? "end"
+        FileHandle.standardOutput.write(Data("Stopping (\(reason))…\n".utf8))
+        redis.close()
+        children.stopAll()
+        FileHandle.standardOutput.write(Data("Stopped.\n".utf8))
+    }
+
+    struct Demo {
+        var path: String
+        var projectSlug: String
+        var newKey: String?
+    }
+
+    /// First start: create the demo project, endpoint and a key from config. Later starts: reuse
+    /// them (the endpoint is pointed at the current engine's model) and show no key.
+    func bootstrapDemo(store: TenancyStore, redis: RedisClient, config: PlatformConfig, model: String) async throws -> Demo {
+        let d = config.demo ?? PlatformConfig.Demo(projectSlug: "demo", projectName: "Demo project", endpointSlug: "my-endpoint",
+                                                   model: model, tier: config.tiers.last!.name)
+        let existing = try await redis.send(["HGETALL", RedisKeys.demo]).hash
+        if let pid = existing["project"], let project = try await store.project(id: pid) {
+            let slug = existing["endpoint"] ?? d.endpointSlug
+            let tier = try await store.endpoint(project: pid, slug: slug)?.tier ?? d.tier
+            try await store.putEndpoint(Endpoint(project: pid, slug: slug, model: model, tier: tier, createdAt: nowMs()))
+            return Demo(path: "/proj_\(project.id)/\(slug)/v1", projectSlug: project.slug, newKey: nil)
+        }
+        var project = try await store.project(slug: d.projectSlug)
+        if project == nil { project = try await store.createProject(slug: d.projectSlug, name: d.projectName) }
+        let p = project!
+        try await store.putEndpoint(Endpoint(project: p.id, slug: d.endpointSlug, model: model, tier: d.tier, createdAt: nowMs()))
+        let (key, _) = try await store.createKey(project: p, name: "demo", scopes: [KeyRecord.inference, KeyRecord.management])
+        _ = try await redis.send(["HSET", RedisKeys.demo, "project", p.id, "endpoint", d.endpointSlug])
+        return Demo(path: "/proj_\(p.id)/\(d.endpointSlug)/v1", projectSlug: p.slug, newKey: key)
+    }
+}
+
+/// Children of `up`, each logging to its own file.
+struct ChildProcesses: Sendable {
+    let logDir: String
+    private(set) var processes: [(name: String, process: ProcessBox)] = []
+
+    init(logDir: String) { self.logDir = logDir }
+
+    mutating func start(name: String, executable: String, arguments: [String]) throws {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = arguments
+        let logPath = "\(logDir)/\(name).log"
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        p.standardOutput = log
+        p.standardError = log
+        p.standardInput = FileHandle.nullDevice
+        try p.run()
+        processes.append((name, ProcessBox(p)))
+    }
+
+    func firstExited() -> String? {
+        processes.first { !$0.process.p.isRunning }?.name
+    }
+
+    /// SIGTERM to all (workers drain), wait up to 15 s, then SIGKILL what is left. Redis last.
+    func stopAll() {
+        let platform = processes.filter { $0.name != "redis" }
+        let redis = processes.filter { $0.name == "redis" }
+        for group in [platform, redis] {
+            for c in group where c.process.p.isRunning { c.process.p.terminate() }
+            let deadline = Date().addingTimeInterval(15)
+            while group.contains(where: { $0.process.p.isRunning }) && Date() < deadline { usleep(50_000) }
+            for c in group where c.process.p.isRunning { kill(c.process.p.processIdentifier, SIGKILL) }
+            for c in group { c.process.p.waitUntilExit() }
+        }
+    }
+}
+
+final class ProcessBox: @unchecked Sendable {
+    let p: Process
+    init(_ p: Process) { self.p = p }
+}
+
+func executablePath() throws -> String {
+    let path = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")
+    return path
+}
+
+func findOnPath(_ name: String) -> String? {
+    for dir in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        let p = "\(dir)/\(name)"
+        if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    for p in ["/usr/bin/\(name)", "/usr/sbin/\(name)"] where FileManager.default.isExecutableFile(atPath: p) { return p }
+    return nil
+}
+
+func connectRedis(_ url: String, timeoutSeconds: Double) async throws -> RedisClient {
+    let deadline = Date().addingTimeInterval(timeoutSeconds)
+    while true {
+        do { return try RedisClient(try RedisAddress(url: url), connections: 1) } catch {
+            if Date() > deadline { throw error }
+            try await Task.sleep(nanoseconds: 50_000_000)
+        }
+    }
+}
+
+func waitForHealth(_ url: String, timeoutSeconds: Double) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeoutSeconds)
+    while Date() < deadline {
+        if let (_, resp) = try? await URLSession.shared.data(from: URL(string: url)!), (resp as? HTTPURLResponse)?.statusCode == 200 {
+            return true
+        }
+        try? await Task.sleep(nanoseconds: 100_000_000)
+    }
+    return false
+}
+
+/// A TCP port on 127.0.0.1 that nothing listens on right now.
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+            bind(fd, sa, len) == 0 && getsockname(fd, sa, &len) == 0
+        }
+    }
+    guard ok else { throw ValidationError("cannot find a free port") }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+func isPortFree(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var one: Int32 = 1
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = UInt16(port).bigEndian
+    return withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+}
+
+/// The first of `count` consecutive free ports.
+func freePortRange(_ count: Int) throws -> Int {
+    for _ in 0..<200 {
+        let base = Int.random(in: 20000...40000)
+        if (0..<count).allSatisfy({ isPortFree(base + $0) }) { return base }
+    }
+    throw ValidationError("cannot find \(count) consecutive free ports")
+}

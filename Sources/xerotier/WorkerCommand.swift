@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import XeroEngines
+import XeroWorker
+
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "worker", abstract: "Run a worker: pull jobs, run an engine, stream tokens.")
+
+    @OptionGroup var common: CommonOptions
+    @OptionGroup var address: RouterAddressOptions
+
+    @Option(help: "Engine: sim (the simulator).")
+    var engine: String = "sim"
+
+    @Option(help: "Concurrent jobs (slots) this worker offers.")
+    var slots: Int?
+
+    @Option(help: "Simulator: time to first token, ms.")
+    var simTtftMs: Double = 0
+
+    @Option(help: "Simulator: time per output token, ms.")
+    var simTpotMs: Double = 0
+
+    @Option(help: "Simulator: answer length in tokens when max_tokens does not end it first.")
+    var simAnswerTokens: Int = 16
+
+    @Option(help: "Worker id (default: random).")
+    var id: String?
+
+    @Option(help: "Join key presented to the router.")
+    var joinKey: String = ""
+
+    @Option(help: "On SIGTERM, wait at most this long for running jobs to finish.")
+    var drainSeconds: Double = 60
+
+    func run() async throws {
+        common.watchParent()
+        let logger = common.makeLogger("xerotier.worker")
+        let engine = try makeEngine()
+        var options = Worker.Options()
+        options.joinKey = joinKey
+        let worker = try Worker(id: id ?? randomWorkerID(), engine: engine,
+                                routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)",
+                                routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
+                                options: options, logger: logger)
+        worker.start()
+        let sig = await waitForTerminationSignal()
+        logger.info("worker stopping", metadata: ["signal": "\(sig)"])
+        await worker.drain(timeoutSeconds: drainSeconds)
+        worker.stop()
+    }
+
+    func makeEngine() throws -> any Engine {
+        switch engine {
+        case "sim":
+            return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64))
+        default:
+            throw ValidationError("unknown engine '\(engine)' (available: sim)")
+        }
+    }
+}

@@ -1,0 +1,91 @@
+import ArgumentParser
+import Foundation
+import Logging
+import XeroCore
+
+@main
+struct Xerotier: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "xerotier",
+        abstract: "Xerotier: a multi-tenant LLM inference platform with an OpenAI-compatible API.",
+        subcommands: [Up.self, GatewayCommand.self, RouterCommand.self, WorkerCommand.self, Admin.self])
+}
+
+/// Options every process shares.
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Platform config (tiers, demo). Falls back to the built-in default when absent.")
+    var config: String = "config/xerotier.yaml"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    @Option(help: ArgumentHelp("Exit when this process id is no longer our parent (set by `up`).", visibility: .hidden))
+    var parentPid: Int32?
+
+    func loadConfig() throws -> PlatformConfig {
+        if FileManager.default.fileExists(atPath: config) { return try PlatformConfig.load(path: config) }
+        return try PlatformConfig.parse(yaml: defaultConfigYAML, source: "built-in default config")
+    }
+
+    func makeLogger(_ label: String) -> Logger {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = level
+        return logger
+    }
+
+    /// A process started by `up` leaves when `up` does, even if `up` was killed with SIGKILL.
+    func watchParent() {
+        guard let parentPid else { return }
+        Thread.detachNewThread {
+            while getppid() == parentPid { usleep(300_000) }
+            kill(getpid(), SIGTERM)
+            sleep(10)
+            Foundation.exit(1)
+        }
+    }
+}
+
+/// Router addressing shared by gateway, router and worker commands.
+struct RouterAddressOptions: ParsableArguments {
+    @Option(help: "Host the router listens on / is reached at.")
+    var routerHost: String = "127.0.0.1"
+
+    @Option(help: "First of the router's four consecutive TCP ports (jobs, workers, events-in, events-out).")
+    var routerPort: Int = 5555
+}
+
+struct RedisOptions: ParsableArguments {
+    @Option(help: "Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379).")
+    var redis: String?
+
+    var url: String { redis ?? ProcessInfo.processInfo.environment["REDIS_URL"] ?? "redis://127.0.0.1:6379" }
+}
+
+/// Blocks until SIGINT or SIGTERM arrives.
+func waitForTerminationSignal() async -> Int32 {
+    await withCheckedContinuation { (cont: CheckedContinuation<Int32, Never>) in
+        let once = OnceFlag()
+        var sources: [DispatchSourceSignal] = []
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            s.setEventHandler { if once.claim() { cont.resume(returning: sig) } }
+            s.resume()
+            sources.append(s)
+        }
+        SignalSources.keep(sources)
+    }
+}
+
+final class OnceFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+    func claim() -> Bool { lock.lock(); defer { lock.unlock() }; if done { return false }; done = true; return true }
+}
+
+/// Keeps signal sources alive for the life of the process.
+enum SignalSources {
+    nonisolated(unsafe) private static var kept: [DispatchSourceSignal] = []
+    static func keep(_ s: [DispatchSourceSignal]) { kept += s }
+}
