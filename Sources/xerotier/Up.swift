@@ -1,8 +1,5 @@
 import ArgumentParser
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import XeroCore
 import XeroStore
 
@@ -73,7 +70,7 @@ struct Up: AsyncParsableCommand {
         }
 
         let base = "http://127.0.0.1:\(httpPort)"
-        guard await waitForHealth(base + "/health", timeoutSeconds: 30) else {
+        guard await waitForHealth(port: httpPort, timeoutSeconds: 30) else {
             children.stopAll()
             throw ValidationError("the gateway did not become healthy within 30 s; see \(logDir)/gateway.log")
         }
@@ -160,48 +157,79 @@ struct Up: AsyncParsableCommand {
     }
 }
 
-/// Children of `up`, each logging to its own file.
+/// Children of `up`, each logging to its own file. Spawned and reaped with posix_spawn/waitpid
+/// directly: Foundation's Process waits through a run loop, which async code here does not spin.
 struct ChildProcesses: Sendable {
     let logDir: String
-    private(set) var processes: [(name: String, process: ProcessBox)] = []
+    private(set) var processes: [ChildProcess] = []
 
     init(logDir: String) { self.logDir = logDir }
 
     mutating func start(name: String, executable: String, arguments: [String]) throws {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = arguments
-        let logPath = "\(logDir)/\(name).log"
-        FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        p.standardOutput = log
-        p.standardError = log
-        p.standardInput = FileHandle.nullDevice
-        try p.run()
-        processes.append((name, ProcessBox(p)))
+        processes.append(try ChildProcess(name: name, executable: executable, arguments: arguments, logPath: "\(logDir)/\(name).log"))
     }
 
-    func firstExited() -> String? {
-        processes.first { !$0.process.p.isRunning }?.name
-    }
+    func firstExited() -> String? { processes.first { !$0.isRunning }?.name }
 
     /// SIGTERM to all (workers drain), wait up to 15 s, then SIGKILL what is left. Redis last.
     func stopAll() {
         let platform = processes.filter { $0.name != "redis" }
         let redis = processes.filter { $0.name == "redis" }
         for group in [platform, redis] {
-            for c in group where c.process.p.isRunning { c.process.p.terminate() }
+            for c in group where c.isRunning { c.signal(SIGTERM) }
             let deadline = Date().addingTimeInterval(15)
-            while group.contains(where: { $0.process.p.isRunning }) && Date() < deadline { usleep(50_000) }
-            for c in group where c.process.p.isRunning { kill(c.process.p.processIdentifier, SIGKILL) }
-            for c in group { c.process.p.waitUntilExit() }
+            while group.contains(where: { $0.isRunning }) && Date() < deadline { usleep(20_000) }
+            for c in group where c.isRunning { c.signal(SIGKILL) }
+            while group.contains(where: { $0.isRunning }) { usleep(20_000) }
         }
     }
 }
 
-final class ProcessBox: @unchecked Sendable {
-    let p: Process
-    init(_ p: Process) { self.p = p }
+final class ChildProcess: @unchecked Sendable {
+    let name: String
+    let pid: pid_t
+    private let lock = NSLock()
+    private var exited = false
+
+    init(name: String, executable: String, arguments: [String], logPath: String) throws {
+        self.name = name
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // A clean signal state for the child: this thread may have signals blocked (Dispatch's
+        // threads do) or ignored, and a child inherits both — redis-server would then ignore SIGTERM.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        var empty = sigset_t()
+        sigemptyset(&empty)
+        posix_spawnattr_setsigmask(&attr, &empty)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attr, &defaults)
+        posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        defer { for a in argv { free(a) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attr, argv, environ)
+        guard rc == 0 else { throw ValidationError("cannot start \(name) (\(executable)): \(String(cString: strerror(rc)))") }
+        self.pid = pid
+    }
+
+    var isRunning: Bool {
+        lock.lock(); defer { lock.unlock() }
+        if exited { return false }
+        var status: Int32 = 0
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid || r < 0 { exited = true }
+        return !exited
+    }
+
+    func signal(_ sig: Int32) { kill(pid, sig) }
 }
 
 func executablePath() throws -> String {
@@ -228,15 +256,36 @@ func connectRedis(_ url: String, timeoutSeconds: Double) async throws -> RedisCl
     }
 }
 
-func waitForHealth(_ url: String, timeoutSeconds: Double) async -> Bool {
+func waitForHealth(port: Int, timeoutSeconds: Double) async -> Bool {
     let deadline = Date().addingTimeInterval(timeoutSeconds)
     while Date() < deadline {
-        if let (_, resp) = try? await URLSession.shared.data(from: URL(string: url)!), (resp as? HTTPURLResponse)?.statusCode == 200 {
-            return true
-        }
+        if httpStatus(port: port, path: "/health") == 200 { return true }
         try? await Task.sleep(nanoseconds: 100_000_000)
     }
     return false
+}
+
+/// One `GET` on 127.0.0.1 over a plain socket, closed afterwards (an HTTP client library would keep
+/// the connection alive, and an idle keep-alive connection holds up the gateway's graceful shutdown).
+func httpStatus(port: Int, path: String) -> Int? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = UInt16(port).bigEndian
+    let connected = withUnsafePointer(to: &addr) { p in
+        p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+    guard connected else { return nil }
+    let req = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+    guard write(fd, req, req.count) == req.count else { return nil }
+    var buf = [UInt8](repeating: 0, count: 512)
+    let n = read(fd, &buf, buf.count)
+    guard n > 12 else { return nil }
+    let line = String(decoding: buf[0..<n], as: UTF8.self)
+    return Int(line.split(separator: " ").dropFirst().first ?? "")
 }
 
 /// A TCP port on 127.0.0.1 that nothing listens on right now.
