@@ -62,9 +62,8 @@ public struct Gateway: Sendable {
         let api = router.group("/:project/:endpoint/v1")
         api.post("/chat/completions") { request, context -> Response in
             let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
-            if let ct = request.headers[.contentType], !ct.lowercased().hasPrefix("application/json") {
-                throw APIError.unsupportedMediaType(ct)
-            }
+            // Any Content-Type is accepted if the body is JSON: curl's -d without a header sends
+            // form encoding, and refusing that would help nobody.
             let body = try await Self.collect(request, limit: maxBody)
             return try await chat.handle(body, caller: caller, headers: request.headers)
         }

@@ -74,9 +74,12 @@ public final class SocketLoop: Sendable {
         let sockets = owned.sockets
         let ctx = LoopContext(sockets: sockets)
         var items = sockets.map { zmq_pollitem_t(socket: $0.raw, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
+        let pollIn = Int16(ZMQ_POLLIN), pollOut = Int16(ZMQ_POLLOUT)
         items.append(zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0))
         var nextTick = monotonicMs() + Int64(tickMs)
         while true {
+            // Watch for writability only where messages are waiting for a peer or for room.
+            for i in 0..<sockets.count { items[i].events = ctx.backlog[i].isEmpty ? pollIn : (pollIn | pollOut) }
             let timeout = max(0, nextTick - monotonicMs())
             let rc = zmq_poll(&items, Int32(items.count), Int(timeout))
             if rc < 0 && zmq_errno() != EINTR { break }
@@ -90,6 +93,7 @@ public final class SocketLoop: Sendable {
                 s.outbox.removeAll(keepingCapacity: true)
                 return (o, s.stopping)
             }
+            for i in 0..<sockets.count where !ctx.backlog[i].isEmpty && items[i].revents & pollOut != 0 { ctx.flush(i) }
             for m in outbox { ctx.send(socket: m.socket, frames: m.frames) }
             if stopping { break }
             for i in 0..<sockets.count where items[i].revents & Int16(ZMQ_POLLIN) != 0 {
@@ -113,13 +117,38 @@ public final class SocketLoop: Sendable {
 /// The loop thread's handle to its sockets, given to handlers. Use only inside a handler.
 public final class LoopContext {
     let sockets: [ZMQSocket]
-    init(sockets: [ZMQSocket]) { self.sockets = sockets }
+    /// Messages a socket could not take yet (no peer connected, or its queue full), in order.
+    /// Nothing is dropped: they go out, in order, when the socket becomes writable.
+    var backlog: [[[[UInt8]]]]
+    init(sockets: [ZMQSocket]) {
+        self.sockets = sockets
+        backlog = Array(repeating: [], count: sockets.count)
+    }
 
-    /// Sends at once on the loop thread. Returns false when the message could not be routed
-    /// (a ROUTER socket's peer is gone) or the socket's queue is full.
+    /// Sends on the loop thread, or queues behind earlier unsent messages. Returns false only when
+    /// the message cannot be routed (a ROUTER socket's peer is gone); it is then dropped.
     @discardableResult
     public func send(socket: Int, frames: [[UInt8]]) -> Bool {
-        (try? sockets[socket].send(frames)) ?? false
+        if !backlog[socket].isEmpty {
+            backlog[socket].append(frames)
+            return true
+        }
+        switch (try? sockets[socket].send(frames)) ?? .unroutable {
+        case .sent: return true
+        case .wouldBlock: backlog[socket].append(frames); return true
+        case .unroutable: return false
+        }
+    }
+
+    /// Sends as much of a socket's backlog as it will take now.
+    func flush(_ socket: Int) {
+        var sent = 0
+        for frames in backlog[socket] {
+            let r = (try? sockets[socket].send(frames)) ?? .unroutable
+            if r == .wouldBlock { break }
+            sent += 1 // sent, or unroutable and dropped
+        }
+        backlog[socket].removeFirst(sent)
     }
 }
 

@@ -94,21 +94,25 @@ public final class ZMQSocket {
         guard zmq_connect(raw, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
     }
 
-    /// Sends a multipart message. Returns false if it would block (only with `dontWait`) or the
-    /// peer is unroutable (ROUTER with ROUTER_MANDATORY).
+    public enum SendResult: Sendable { case sent, wouldBlock, unroutable }
+
+    /// Sends a multipart message (ZeroMQ delivers all frames or none). `wouldBlock`: no peer yet or
+    /// the queue is full — try again when the socket is writable; `unroutable`: a ROUTER's peer
+    /// (ROUTER_MANDATORY) is gone.
     @discardableResult
-    public func send(_ frames: [[UInt8]], dontWait: Bool = true) throws -> Bool {
+    public func send(_ frames: [[UInt8]], dontWait: Bool = true) throws -> SendResult {
         for (i, frame) in frames.enumerated() {
             var flags: Int32 = dontWait ? ZMQ_DONTWAIT : 0
             if i < frames.count - 1 { flags |= ZMQ_SNDMORE }
             let rc = frame.withUnsafeBytes { zmq_send(raw, $0.baseAddress, $0.count, flags) }
             if rc < 0 {
                 let e = zmq_errno()
-                if e == EAGAIN || e == EHOSTUNREACH { return false }
+                if e == EHOSTUNREACH { return .unroutable }
+                if e == EAGAIN { return .wouldBlock }
                 throw ZMQError(errno: e, operation: "zmq_send")
             }
         }
-        return true
+        return .sent
     }
 
     /// Receives one multipart message, or nil when none is waiting (with `dontWait`).

@@ -140,7 +140,7 @@ public struct TierScheduler {
     public mutating func credit(_ worker: String, _ n: Int, now: Int64) {
         guard var w = workers[worker] else { return }
         w.lastSeenMs = now
-        if !w.draining { w.credits = min(w.credits + max(0, n), w.info.slots) }
+        if !w.draining { w.credits = min(w.credits + max(0, n), w.info.slots - w.inflight.count) }
         workers[worker] = w
     }
 

@@ -1,0 +1,100 @@
+import XCTest
+import XeroCore
+@testable import XeroEngines
+
+final class SimEngineTests: XCTestCase {
+    func chat(_ extra: String = "") throws -> ChatRequest {
+        try ChatRequest.parse(Array(#"{"model":"m","messages":[{"role":"user","content":"What is the capital of France?"}]\#(extra)}"#.utf8))
+    }
+
+    func run(_ engine: SimEngine, _ chat: ChatRequest) async throws -> (texts: [Int: String], finish: [Int: String], usage: Usage?) {
+        var texts: [Int: String] = [:], finish: [Int: String] = [:], usage: Usage?
+        for try await ev in engine.generate(EngineRequest(requestId: "r", model: "m", chat: chat)) {
+            switch ev {
+            case let .text(c, t, _): texts[c, default: ""] += t
+            case let .finish(c, r): finish[c] = r
+            case let .usage(u): usage = u
+            }
+        }
+        return (texts, finish, usage)
+    }
+
+    func testDeterministicAndQuotesTheUser() async throws {
+        let e = SimEngine()
+        let a = try await run(e, try chat(#","seed":7"#))
+        let b = try await run(e, try chat(#","seed":7"#))
+        XCTAssertEqual(a.texts, b.texts)
+        XCTAssertTrue(a.texts[0]!.hasPrefix("You said: What is the capital of France?."))
+        XCTAssertEqual(a.finish[0], "stop")
+        XCTAssertEqual(a.usage?.completionTokens, 16)
+        let c = try await run(e, try chat(#","seed":8"#))
+        XCTAssertNotEqual(a.texts, c.texts, "another seed, another text")
+    }
+
+    func testMaxTokensEndsWithLength() async throws {
+        let r = try await run(SimEngine(), try chat(#","max_tokens":3"#))
+        XCTAssertEqual(r.texts[0], "You said: What")
+        XCTAssertEqual(r.finish[0], "length")
+        XCTAssertEqual(r.usage?.completionTokens, 3)
+    }
+
+    func testStopStringIsNeverEmitted() async throws {
+        let r = try await run(SimEngine(), try chat(#","stop":["capital of"]"#))
+        XCTAssertEqual(r.texts[0], "You said: What is the ")
+        XCTAssertEqual(r.finish[0], "stop")
+    }
+
+    func testNChoicesDiffer() async throws {
+        let r = try await run(SimEngine(), try chat(#","n":3"#))
+        XCTAssertEqual(r.finish.count, 3)
+        XCTAssertEqual(Set(r.texts.values).count, 3)
+        XCTAssertEqual(r.usage?.completionTokens, 48)
+    }
+
+    func testCancellationStopsGeneration() async throws {
+        let e = SimEngine(options: .init(tpotMs: 5, answerTokens: 10_000))
+        var count = 0
+        for try await ev in e.generate(EngineRequest(requestId: "r", model: "m", chat: try chat())) {
+            if case .text = ev { count += 1 }
+            if count == 5 { break }
+        }
+        XCTAssertEqual(count, 5)
+    }
+}
+
+final class StopScannerTests: XCTestCase {
+    func feedAll(_ pieces: [String], stops: [String]) -> (String, Bool) {
+        var s = StopScanner(stops: stops)
+        var out = ""
+        for p in pieces {
+            out += s.feed(p)
+            if s.stopped { return (out, true) }
+        }
+        return (out + s.flush(), false)
+    }
+
+    func testStopSplitAcrossPieces() {
+        XCTAssertEqual(feedAll(["Hello wo", "rl", "d! more"], stops: ["world"]).0, "Hello ")
+        XCTAssertEqual(feedAll(["ab", "c"], stops: ["bc"]).0, "a")
+        XCTAssertEqual(feedAll(["a", "b", "c", "d"], stops: ["bcd"]).0, "a")
+    }
+
+    func testHeldBackTextIsReleasedWhenNoMatch() {
+        let (out, stopped) = feedAll(["wor", "ld", "wo"], stops: ["word"])
+        XCTAssertEqual(out, "worldwo")
+        XCTAssertFalse(stopped)
+    }
+
+    func testEarliestOfSeveralStops() {
+        XCTAssertEqual(feedAll(["one two three"], stops: ["three", "two"]).0, "one ")
+    }
+
+    func testMultibyteStops() {
+        XCTAssertEqual(feedAll(["日本", "語の", "テキスト"], stops: ["語の"]).0, "日本")
+        XCTAssertEqual(feedAll(["hi 👋", "🏽 there"], stops: ["🏽"]).0, "hi 👋", "a stop inside a grapheme cluster matches at the byte level")
+    }
+
+    func testNoStops() {
+        XCTAssertEqual(feedAll(["a", "b"], stops: []).0, "ab")
+    }
+}

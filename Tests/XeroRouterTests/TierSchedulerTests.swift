@@ -1,0 +1,149 @@
+import XCTest
+import XeroCore
+@testable import XeroRouter
+
+final class TierSchedulerTests: XCTestCase {
+    let tiers = [
+        Tier(name: "priority", priority: 10, weight: 4, queueTimeoutMs: 1000, requestTimeoutMs: 5000),
+        Tier(name: "standard", priority: 5, weight: 1, queueTimeoutMs: 1000, requestTimeoutMs: 5000),
+    ]
+
+    func job(_ id: String, tier: String = "standard", model: String = "m", deadline: Int64 = 1000) -> JobEnvelope {
+        JobEnvelope(requestId: id, replyTo: "gw", tier: tier, project: "p", endpoint: "e", model: model, acceptedAtMs: 0,
+                    queueDeadlineMs: deadline, requestDeadlineMs: 10_000, payload: [])
+    }
+
+    func worker(_ id: String, slots: Int, models: [String] = ["*"]) -> WorkerInfo {
+        WorkerInfo(id: id, slots: slots, freeSlots: slots, models: models, capabilities: ["chat"], engine: "sim", host: "h", pid: 1)
+    }
+
+    func testCreditsBoundDispatch() {
+        var s = TierScheduler(tiers: tiers)
+        for i in 0..<10 { XCTAssertTrue(s.enqueue(job("j\(i)"))) }
+        s.join(worker("w1", slots: 3), now: 0)
+        let d = s.dispatch(now: 0)
+        XCTAssertEqual(d.count, 3, "a worker is never sent more jobs than it has credits")
+        XCTAssertEqual(d.map(\.envelope.requestId), ["j0", "j1", "j2"], "FIFO within a tier")
+        XCTAssertEqual(s.dispatch(now: 0).count, 0)
+        XCTAssertEqual(s.depth("standard"), 7)
+        s.finish("j0", worker: "w1")
+        XCTAssertEqual(s.dispatch(now: 0).map(\.envelope.requestId), ["j3"], "a finished job returns exactly one credit")
+        s.credit("w1", 100, now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).count, 0, "credits never exceed the worker's slots")
+    }
+
+    func testPriorityWithoutStarvation() {
+        var s = TierScheduler(tiers: tiers)
+        for i in 0..<50 { _ = s.enqueue(job("p\(i)", tier: "priority")); _ = s.enqueue(job("s\(i)", tier: "standard")) }
+        s.join(worker("w", slots: 20), now: 0)
+        let first20 = s.dispatch(now: 0).map(\.envelope.tier)
+        XCTAssertEqual(first20.filter { $0 == "priority" }.count, 16, "weights 4:1 give 16 of 20 to priority")
+        XCTAssertEqual(first20.filter { $0 == "standard" }.count, 4, "standard still progresses while priority is backlogged")
+        // Within every window of 5 consecutive dispatches, standard gets one.
+        for start in stride(from: 0, to: 20, by: 5) {
+            XCTAssertEqual(first20[start..<start + 5].filter { $0 == "standard" }.count, 1)
+        }
+    }
+
+    func testPriorityServedFirstWhenOnlyOneSlot() {
+        var s = TierScheduler(tiers: tiers)
+        _ = s.enqueue(job("s0", tier: "standard"))
+        _ = s.enqueue(job("p0", tier: "priority"))
+        s.join(worker("w", slots: 1), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).first?.envelope.requestId, "p0")
+    }
+
+    func testExpiredJobsAreReturnedNotDispatched() {
+        var s = TierScheduler(tiers: tiers)
+        _ = s.enqueue(job("old", deadline: 100))
+        _ = s.enqueue(job("new", deadline: 5000))
+        let expired = s.expire(now: 200)
+        XCTAssertEqual(expired.map(\.requestId), ["old"])
+        s.join(worker("w", slots: 4), now: 200)
+        XCTAssertEqual(s.dispatch(now: 200).map(\.envelope.requestId), ["new"])
+        XCTAssertEqual(s.stats["standard"]?.expired, 1)
+    }
+
+    func testUnknownTierRefused() {
+        var s = TierScheduler(tiers: tiers)
+        XCTAssertFalse(s.enqueue(job("x", tier: "gold")))
+    }
+
+    func testModelAwarePlacementSkipsBlockedHead() {
+        var s = TierScheduler(tiers: tiers)
+        _ = s.enqueue(job("needs-b", model: "b"))
+        _ = s.enqueue(job("needs-a", model: "a"))
+        s.join(worker("wa", slots: 2, models: ["a"]), now: 0)
+        let d = s.dispatch(now: 0)
+        XCTAssertEqual(d.map(\.envelope.requestId), ["needs-a"], "a job no worker can serve does not block the queue")
+        XCTAssertEqual(d.first?.worker, "wa")
+        s.join(worker("wb", slots: 1, models: ["b"]), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).map(\.worker), ["wb"])
+    }
+
+    func testLeastLoadedPlacementSpreadsJobs() {
+        var s = TierScheduler(tiers: tiers)
+        for i in 0..<4 { _ = s.enqueue(job("j\(i)")) }
+        s.join(worker("w1", slots: 4), now: 0)
+        s.join(worker("w2", slots: 4), now: 0)
+        let perWorker = Dictionary(grouping: s.dispatch(now: 0), by: \.worker).mapValues(\.count)
+        XCTAssertEqual(perWorker, ["w1": 2, "w2": 2])
+    }
+
+    func testLostWorkerRequeuesUnstartedAndFailsStarted() {
+        var s = TierScheduler(tiers: tiers)
+        _ = s.enqueue(job("a"))
+        _ = s.enqueue(job("b"))
+        s.join(worker("w1", slots: 2), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).count, 2)
+        s.markStarted("a")
+        let lost = s.remove("w1")
+        XCTAssertEqual(lost.failed.map(\.requestId), ["a"])
+        XCTAssertEqual(lost.requeued.map(\.requestId), ["b"])
+        XCTAssertEqual(lost.requeued.first?.attempt, 2)
+        s.join(worker("w2", slots: 2), now: 0)
+        let d = s.dispatch(now: 0)
+        XCTAssertEqual(d.map(\.envelope.requestId), ["b"])
+        XCTAssertEqual(d.first?.envelope.attempt, 2)
+    }
+
+    func testAttemptsAreBounded() {
+        var s = TierScheduler(tiers: tiers)
+        var j = job("a")
+        j.attempt = 3
+        _ = s.enqueue(j)
+        s.join(worker("w1", slots: 1), now: 0)
+        _ = s.dispatch(now: 0)
+        XCTAssertEqual(s.remove("w1").failed.map(\.requestId), ["a"])
+    }
+
+    func testSilentWorkersAndDraining() {
+        var s = TierScheduler(tiers: tiers)
+        s.join(worker("w1", slots: 2), now: 0)
+        s.join(worker("w2", slots: 2), now: 0)
+        s.seen("w2", now: 2500)
+        XCTAssertEqual(s.silentWorkers(now: 3500, timeoutMs: 3000), ["w1"])
+        s.drain("w2")
+        _ = s.enqueue(job("x"))
+        _ = s.remove("w1")
+        XCTAssertEqual(s.dispatch(now: 3500).count, 0, "a draining worker takes no new jobs")
+    }
+
+    func testCancelQueuedAndRunning() {
+        var s = TierScheduler(tiers: tiers)
+        _ = s.enqueue(job("q"))
+        _ = s.enqueue(job("r"))
+        XCTAssertEqual(s.cancel("q"), .dequeued)
+        s.join(worker("w", slots: 1), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).map(\.envelope.requestId), ["r"])
+        XCTAssertEqual(s.cancel("r"), .running(worker: "w"))
+        XCTAssertEqual(s.cancel("nope"), .unknown)
+    }
+
+    func testRejoinAfterRouterRestartKeepsAccounting() {
+        var s = TierScheduler(tiers: tiers)
+        s.join(WorkerInfo(id: "w", slots: 4, freeSlots: 1, models: ["*"], capabilities: [], engine: "sim", host: "", pid: 0), now: 0)
+        for i in 0..<3 { _ = s.enqueue(job("j\(i)")) }
+        XCTAssertEqual(s.dispatch(now: 0).count, 1, "a re-joining worker is credited only its free slots")
+    }
+}

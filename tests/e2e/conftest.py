@@ -1,0 +1,183 @@
+"""End-to-end fixtures: real redis-server, router, gateways and workers as separate processes on
+loopback, driven by the official OpenAI Python SDK. Nothing is mocked; the engine is the simulator
+(named so), because these tests are about the platform."""
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = os.environ.get("XEROTIER_BIN", str(ROOT / ".build/debug/xerotier"))
+
+TEST_CONFIG = """
+tiers:
+  - {name: priority, priority: 10, weight: 4, queue_timeout_ms: 2000, request_timeout_ms: 30000}
+  - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000}
+  - {name: short, priority: 1, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 700}
+demo: {project_slug: demo, project_name: Demo, endpoint_slug: my-endpoint, model: demo-model, tier: standard}
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_port_range(n):
+    for _ in range(200):
+        base = random.randint(20000, 40000)
+        ok = True
+        for p in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", p))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+class Redis:
+    def __init__(self, tmp):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.cli("PING") == "PONG", what="redis")
+
+    def cli(self, *args):
+        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw", *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+class Platform:
+    """One router, any number of gateways and workers, sharing one Redis."""
+
+    def __init__(self, redis, tmp, config=TEST_CONFIG):
+        self.redis = redis
+        self.tmp = Path(tmp)
+        self.config = self.tmp / "xerotier.yaml"
+        self.config.write_text(config)
+        self.router_port = free_port_range(4)
+        self.procs = {}
+        self.gateways = []
+        self.log_dir = self.tmp / "logs"
+        self.log_dir.mkdir(exist_ok=True)
+
+    def _spawn(self, name, args):
+        log = open(self.log_dir / f"{name}.log", "wb")
+        p = subprocess.Popen([BIN, *args, "--config", str(self.config), "--router-port", str(self.router_port)],
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.procs[name] = p
+        return p
+
+    def start_router(self, *extra):
+        self._spawn("router", ["router", "--redis", self.redis.url, *extra])
+
+    def start_gateway(self, name=None):
+        name = name or f"gateway-{len(self.gateways) + 1}"
+        port = free_port()
+        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port)])
+        url = f"http://127.0.0.1:{port}"
+        import httpx
+        wait_for(lambda: httpx.get(url + "/health", timeout=1).status_code == 200, what=f"{name} health")
+        self.gateways.append(url)
+        return url
+
+    def start_worker(self, name, *extra, wait=True):
+        self._spawn(name, ["worker", "--id", name, *extra])
+        if wait:
+            wait_for(lambda: self.redis.cli("ZSCORE", "xero:workers", name) != "", what=f"{name} registered")
+
+    def stop(self, name, sig=signal.SIGTERM, timeout=30):
+        p = self.procs.pop(name)
+        p.send_signal(sig)
+        return p.wait(timeout)
+
+    def bootstrap(self, project="demo", endpoint="my-endpoint", model="demo-model", tier="standard", scopes="inference"):
+        out = subprocess.run([BIN, "admin", "bootstrap", "--redis", self.redis.url, "--project-slug", project,
+                              "--endpoint-slug", endpoint, "--model", model, "--tier", tier, "--scopes", scopes, "--json"],
+                             capture_output=True, text=True, timeout=30, check=True)
+        return json.loads(out.stdout)
+
+    def log(self, name):
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")
+
+    def shutdown(self):
+        for name in list(self.procs):
+            p = self.procs.pop(name)
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.time() + 15
+        for p in list(self.procs.values()):
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="session")
+def redis(tmp_path_factory):
+    r = Redis(tmp_path_factory.mktemp("redis"))
+    yield r
+    r.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(redis, tmp_path_factory):
+    """The shared deployment: router, one gateway, two workers (sim, 2 ms per token)."""
+    p = Platform(redis, tmp_path_factory.mktemp("platform"))
+    p.start_router()
+    p.start_gateway()
+    p.start_worker("w-shared-1", "--sim-tpot-ms", "2", "--slots", "64")
+    p.start_worker("w-shared-2", "--sim-tpot-ms", "2", "--slots", "64")
+    p.demo = p.bootstrap()
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture
+def fresh_platform(redis, tmp_path):
+    """A deployment of its own, for tests that add, remove or kill processes."""
+    p = Platform(redis, tmp_path)
+    yield p
+    p.shutdown()
+
+
+def client_for(gateway, demo, **kw):
+    from openai import OpenAI
+    kw.setdefault("max_retries", 0)
+    kw.setdefault("timeout", 60)
+    return OpenAI(base_url=gateway + demo["base_path"], api_key=demo["api_key"], **kw)
+
+
+@pytest.fixture
+def client(platform):
+    return client_for(platform.gateways[0], platform.demo)
