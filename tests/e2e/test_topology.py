@@ -1,0 +1,228 @@
+"""Processes joining, leaving and dying while traffic flows; deadlines; several gateways; `xerotier up`."""
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import BIN, ROOT, client_for, free_port, wait_for
+
+
+def run_traffic(client, count, concurrency, results, errors, prefix="req", **kw):
+    lock = threading.Lock()
+    next_i = [0]
+
+    def worker():
+        while True:
+            with lock:
+                i = next_i[0]
+                next_i[0] += 1
+            if i >= count:
+                return
+            try:
+                r = client.chat.completions.create(model="x", messages=[{"role": "user", "content": f"{prefix} {i}"}], **kw)
+                results[i] = r.choices[0].message.content
+            except Exception as e:  # noqa: BLE001
+                errors.append((i, repr(e)))
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_workers_join_and_leave_during_traffic_without_losing_a_request(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw = p.start_gateway()
+    p.start_worker("wa", "--sim-tpot-ms", "5", "--slots", "4")
+    p.start_worker("wb", "--sim-tpot-ms", "5", "--slots", "4")
+    demo = p.bootstrap()
+    client = client_for(gw, demo)
+    results, errors = {}, []
+    threads = run_traffic(client, 300, 12, results, errors, max_tokens=8)
+    time.sleep(1.0)
+    p.start_worker("wc", "--sim-tpot-ms", "5", "--slots", "4")   # joins mid-traffic
+    time.sleep(1.0)
+    assert p.stop("wa", signal.SIGTERM) == 0                      # leaves mid-traffic: drains, then exits
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert len(results) == 300
+    for i, text in results.items():
+        assert text.startswith(f"You said: req {i}"), (i, text)
+    # The newcomer took work; the leaver said goodbye and is gone from the ops view.
+    assert "worker joined" in p.log("router") and "worker=wc" in p.log("router")
+    workers = p.redis.cli("ZRANGE", "xero:workers", "0", "-1").split("\n")
+    assert "wa" not in workers and "wc" in workers
+    assert "said goodbye" in p.log("router")
+
+
+def test_no_worker_answers_503_after_queue_timeout(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw = p.start_gateway()
+    demo = p.bootstrap(model="nobody-serves-this")
+    client = client_for(gw, demo)
+    t0 = time.time()
+    with pytest.raises(openai.InternalServerError) as e:
+        client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    elapsed = time.time() - t0
+    assert e.value.status_code == 503
+    assert e.value.body["code"] == "no_worker_available"
+    assert 1.8 <= elapsed < 10, elapsed   # the standard tier's queue timeout is 2 s in the test config
+    # Streaming gets the same status (the gateway waits for the first event before committing to 200).
+    with pytest.raises(openai.InternalServerError):
+        list(client.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}], stream=True))
+
+
+def test_model_aware_dispatch_waits_for_a_capable_worker(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw = p.start_gateway()
+    demo = p.bootstrap(model="demo-model")
+    client = client_for(gw, demo)
+    result = {}
+    t = threading.Thread(target=lambda: result.update(r=client.chat.completions.create(
+        model="x", messages=[{"role": "user", "content": "late worker"}])))
+    t.start()
+    time.sleep(0.5)
+    p.start_worker("late", "--slots", "2")     # arrives within the queue timeout
+    t.join(30)
+    assert result["r"].choices[0].message.content.startswith("You said: late worker")
+
+
+def test_request_timeout_ends_the_job_and_frees_the_slot(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw = p.start_gateway()
+    p.start_worker("slow", "--sim-tpot-ms", "100", "--slots", "1")
+    demo = p.bootstrap(endpoint="short-ep", tier="short")   # 700 ms request timeout
+    client = client_for(gw, demo)
+    with pytest.raises(openai.APIStatusError) as e:
+        client.chat.completions.create(model="x", messages=[{"role": "user", "content": "slow"}], max_tokens=50)
+    assert e.value.status_code == 504
+    assert e.value.body["code"] == "request_timeout"
+    # The single slot is free again: a short request succeeds.
+    r = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "quick"}], max_tokens=2)
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_killed_worker_never_leaves_a_client_hanging(fresh_platform):
+    p = fresh_platform
+    p.start_router("--worker-timeout-ms", "1000")
+    gw = p.start_gateway()
+    p.start_worker("doomed", "--sim-tpot-ms", "20", "--slots", "8")
+    p.start_worker("survivor", "--sim-tpot-ms", "20", "--slots", "8")
+    demo = p.bootstrap()
+    client = client_for(gw, demo)
+    results, errors = {}, []
+    threads = run_traffic(client, 60, 10, results, errors, max_tokens=20)
+    time.sleep(0.8)
+    p.stop("doomed", signal.SIGKILL)
+    for t in threads:
+        t.join(120)
+    assert all(not t.is_alive() for t in threads), "a client hung"
+    # Jobs that had started streaming on the dead worker fail cleanly; nothing else fails.
+    assert len(results) + len(errors) == 60
+    assert all("502" in e and "went away" in e for _, e in errors), errors
+    assert len(results) >= 40
+    for i, text in results.items():
+        assert text.startswith(f"You said: req {i}")
+
+
+def test_two_gateways_share_router_and_workers(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw1 = p.start_gateway()
+    gw2 = p.start_gateway()
+    p.start_worker("w1", "--slots", "8")
+    demo = p.bootstrap()
+    for gw in (gw1, gw2):
+        client = client_for(gw, demo)
+        texts = ["".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model="x", messages=[{"role": "user", "content": f"via {gw} {i}"}], stream=True) if c.choices) for i in range(10)]
+        assert all(t.startswith(f"You said: via {gw} {i}") for i, t in enumerate(texts))
+
+
+def test_router_restart_workers_rejoin(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw = p.start_gateway()
+    p.start_worker("phoenix", "--slots", "4")
+    demo = p.bootstrap()
+    client = client_for(gw, demo)
+    assert client.chat.completions.create(model="x", messages=[{"role": "user", "content": "before"}]).choices
+    p.stop("router")
+    p.start_router()
+    # The worker is asked to identify itself on its next heartbeat and is dispatched to again.
+    wait_for(lambda: "worker re-joined" in p.log("router") or "worker joined" in p.log("router"), timeout=10, what="rejoin")
+    r = client_for(gw, demo, max_retries=2).chat.completions.create(model="x", messages=[{"role": "user", "content": "after"}])
+    assert r.choices[0].message.content.startswith("You said: after")
+
+
+def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
+    port = free_port()
+    data = tmp_path / "data"
+    cmd = [BIN, "up", "--workers", "2", "--data", str(data), "--port", str(port), "--sim-ttft-ms", "0", "--sim-tpot-ms", "0",
+           "--config", str(ROOT / "config/xerotier.yaml")]
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+
+    def start():
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+        lines = []
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops everything" in line or (not line and proc.poll() is not None):
+                break
+        return proc, "".join(lines)
+
+    def children_of(pid):
+        out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        return [int(x) for x in out.stdout.split()]
+
+    proc, banner = start()
+    base_url = re.search(r"Base URL: (\S+)", banner).group(1)
+    key = re.search(r"API key:\s+(xero_\S+)", banner).group(1)
+    assert base_url.startswith(f"http://127.0.0.1:{port}/proj_") and base_url.endswith("/my-endpoint/v1")
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What is the capital of France?"}])
+    assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
+    kids = children_of(proc.pid)
+    assert len(kids) == 5   # redis, router, gateway, 2 workers
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0
+    for k in kids:
+        assert not Path(f"/proc/{k}").exists(), f"child {k} left behind"
+    # Only the key's hash is in Redis data on disk.
+    aof = b"".join(f.read_bytes() for f in (data / "redis").rglob("*") if f.is_file())
+    assert key.encode() not in aof
+
+    # Second start: same project and URL, no key shown, the old key still works.
+    proc, banner = start()
+    try:
+        assert re.search(r"Base URL: (\S+)", banner).group(1) == base_url
+        assert "xero_" not in banner.split("API key:")[1].split("\n")[0]
+        assert "shown at the first start only" in banner
+        r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "again"}])
+        assert r.choices[0].message.content.startswith("You said: again")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+
+
+def test_compose_file_is_valid():
+    compose = ROOT / "docker/compose.yaml"
+    out = subprocess.run(["docker-compose", "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    services = subprocess.run(["docker-compose", "-f", str(compose), "config", "--services"], capture_output=True, text=True).stdout.split()
+    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "worker-1", "worker-2"])
