@@ -14,6 +14,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -55,6 +56,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+
+        // Load generator and engine baseline for docs/benchmarks.md (bench/run.sh drives it).
+        .executableTarget(name: "xerobench", dependencies: [
+            "XeroCore", "XeroEngines",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], path: "bench/xerobench"),
 
         .testTarget(name: "XeroCoreTests", dependencies: ["XeroCore"]),
         .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue"]),

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Platform benchmark (issue: end-to-end path). Release build; real redis-server, router, gateway and
+# sim workers on loopback; load from bench/xerobench (SwiftNIO, keep-alive). Prints JSON lines and a
+# summary table with ratios. Results are recorded in docs/benchmarks.md.
+#   bench/run.sh [seconds-per-run]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECS=${1:-8}
+[[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
+swift build -c release --product xerotier >/dev/null
+swift build -c release --product xerobench >/dev/null
+BIN=$(swift build -c release --show-bin-path)
+X=$BIN/xerotier
+B=$BIN/xerobench
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RPORT=$(free_port); redis-server --port "$RPORT" --save '' --appendonly no --daemonize no >/dev/null & PIDS+=($!)
+REDIS=redis://127.0.0.1:$RPORT
+sleep 0.5
+ROUTER=$((20000 + RANDOM % 10000))
+HTTP=$(free_port)
+"$X" router --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
+"$X" gateway --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
+start_workers() { # n tpot slots
+  WPIDS=()
+  for i in $(seq 1 "$1"); do "$X" worker --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --log-level warning & WPIDS+=($!); PIDS+=($!); done
+  sleep 1.5
+}
+stop_workers() { for p in "${WPIDS[@]}"; do kill "$p"; done; wait "${WPIDS[@]}" 2>/dev/null || true; sleep 0.5; }
+BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug ep --model bench-model --json)
+PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')
+KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+URL="http://127.0.0.1:$HTTP$PATHP/chat/completions"
+until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null; do sleep 0.2; done
+OUT=$WORK/results.jsonl
+
+echo "# engine direct (SimEngine in-process, zero delay)"
+for c in 1 64 256; do "$B" engine $c "$SECS" 1 | tee -a "$OUT"; done
+
+echo "# full path, sim at zero delay, 1 worker with 512 slots"
+start_workers 1 0 512
+for c in 1 64 256; do "$B" http "$URL" "$KEY" $c "$SECS" stream 1 | tee -a "$OUT"; done
+echo "# non-streaming throughput, 1-token answers"
+"$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
+echo "# open loop at 1000 requests/s, streaming, first-token latency"
+"$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
+echo "# streamed tokens/s through one gateway (long answers)"
+"$B" http "$URL" "$KEY" 64 "$SECS" stream 2000 | tee -a "$OUT"
+stop_workers
+
+echo "# scaling: workers whose sim engine is the bottleneck (4 slots, 20 ms/token, 16-token answers)"
+for n in 1 2 4; do
+  start_workers $n 20 4
+  "$B" http "$URL" "$KEY" $((n * 4 * 2)) "$SECS" stream 16 | sed "s/}$/,\"workers\":$n}/" | tee -a "$OUT"
+  stop_workers
+done
+python3 bench/summarize.py "$OUT"

@@ -1,0 +1,210 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import XeroCore
+import XeroEngines
+
+/// Load generator and engine-direct baseline for docs/benchmarks.md. Usage:
+///   xerobench http URL KEY CONCURRENCY SECONDS [stream] [max_tokens] [rate] [threads]
+///   xerobench engine CONCURRENCY SECONDS [max_tokens]
+/// Prints one JSON object per run.
+@main
+struct Xerobench {
+    static func main() async throws {
+        let a = CommandLine.arguments
+        guard a.count >= 2 else { fatalError("usage: xerobench http|engine ...") }
+        switch a[1] {
+        case "http":
+            let stream = a.count > 6 && a[6] == "stream"
+            try await HTTPLoad(url: URL(string: a[2])!, key: a[3], concurrency: Int(a[4])!, seconds: Double(a[5])!, stream: stream,
+                               maxTokens: a.count > 7 ? Int(a[7])! : 1, rate: a.count > 8 ? Double(a[8])! : 0,
+                               threads: a.count > 9 ? Int(a[9])! : 1).run()
+        case "engine":
+            try await engineDirect(concurrency: Int(a[2])!, seconds: Double(a[3])!, maxTokens: a.count > 4 ? Int(a[4])! : 1)
+        default: fatalError("unknown mode \(a[1])")
+        }
+    }
+
+    /// The same SimEngine the workers run, called in-process: what a request costs with no platform.
+    static func engineDirect(concurrency: Int, seconds: Double, maxTokens: Int) async throws {
+        let engine = SimEngine(options: .init(slots: concurrency))
+        let chat = try ChatRequest.parse(Array(#"{"model":"m","messages":[{"role":"user","content":"bench"}],"max_tokens":\#(maxTokens)}"#.utf8))
+        let stats = Stats()
+        let end = monotonicNs() + UInt64(seconds * 1e9)
+        try await withThrowingTaskGroup(of: Void.self) { g in
+            for _ in 0..<concurrency {
+                g.addTask {
+                    while monotonicNs() < end {
+                        let t0 = monotonicNs()
+                        var first: UInt64 = 0
+                        var tokens = 0
+                        for try await ev in engine.generate(EngineRequest(requestId: "r", model: "m", chat: chat)) {
+                            if case .text = ev { tokens += 1; if first == 0 { first = monotonicNs() } }
+                        }
+                        stats.record(ttft: first - t0, total: monotonicNs() - t0, tokens: tokens, ok: true)
+                    }
+                }
+            }
+            try await g.waitForAll()
+        }
+        print(stats.report(mode: "engine", concurrency: concurrency, seconds: seconds))
+    }
+}
+
+final class Stats: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var ttft: [UInt64] = []
+    private var total: [UInt64] = []
+    private var tokens = 0
+    private var errors = 0
+    private var statusCounts: [Int: Int] = [:]
+
+    func record(ttft t: UInt64, total tt: UInt64, tokens n: Int, ok: Bool, status: Int = 200) {
+        lock.withLock {
+            if ok { ttft.append(t); total.append(tt); tokens += n } else { errors += 1 }
+            statusCounts[status, default: 0] += 1
+        }
+    }
+
+    func report(mode: String, concurrency: Int, seconds: Double, extra: String = "") -> String {
+        lock.withLock {
+            let t = ttft.sorted(), tt = total.sorted()
+            func pct(_ a: [UInt64], _ p: Double) -> Double { a.isEmpty ? 0 : Double(a[min(a.count - 1, Int(Double(a.count) * p))]) / 1e6 }
+            let n = t.count
+            return String(format: #"{"mode":"%@","concurrency":%d,"seconds":%.1f,"requests":%d,"errors":%d,"rps":%.1f,"ttft_p50_ms":%.3f,"ttft_p99_ms":%.3f,"total_p50_ms":%.3f,"total_p99_ms":%.3f,"tokens":%d,"tokens_per_s":%.0f%@}"#,
+                          mode, concurrency, seconds, n, errors, Double(n) / seconds, pct(t, 0.5), pct(t, 0.99), pct(tt, 0.5), pct(tt, 0.99),
+                          tokens, Double(tokens) / seconds, extra)
+        }
+    }
+}
+
+/// Keep-alive HTTP/1.1 connections, each running requests back to back (closed loop), or at a
+/// fixed aggregate rate (open loop: latency counted from the scheduled start, so queueing shows).
+struct HTTPLoad {
+    let url: URL
+    let key: String
+    let concurrency: Int
+    let seconds: Double
+    let stream: Bool
+    let maxTokens: Int
+    let rate: Double
+    let threads: Int
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        let stats = Stats()
+        let body = #"{"model":"bench","messages":[{"role":"user","content":"bench"}],"max_tokens":\#(maxTokens),"stream":\#(stream)}"#
+        let endNs = monotonicNs() + UInt64(seconds * 1e9)
+        let pacer = rate > 0 ? Pacer(interval: UInt64(1e9 / rate), start: monotonicNs()) : nil
+        var channels: [Channel] = []
+        for _ in 0..<concurrency {
+            let handler = BenchConnection(host: url.host!, path: url.path, key: key, body: body, endNs: endNs, stats: stats, pacer: pacer)
+            let ch = try await ClientBootstrap(group: group)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { ch in
+                    ch.pipeline.addHTTPClientHandlers().flatMap { ch.pipeline.addHandler(handler) }
+                }
+                .connect(host: url.host!, port: url.port!).get()
+            channels.append(ch)
+        }
+        try await Task.sleep(nanoseconds: UInt64(seconds * 1e9) + 200_000_000)
+        for ch in channels { try? await ch.close() }
+        try await group.shutdownGracefully()
+        print(stats.report(mode: stream ? "http-stream" : "http", concurrency: concurrency, seconds: seconds,
+                           extra: rate > 0 ? String(format: #","target_rps":%.0f"#, rate) : ""))
+    }
+}
+
+/// Hands out evenly spaced start times for open-loop load.
+final class Pacer: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var next: UInt64
+    let interval: UInt64
+    init(interval: UInt64, start: UInt64) { self.interval = interval; next = start }
+    func take() -> UInt64 { lock.withLock { let t = next; next += interval; return t } }
+}
+
+final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    let host: String, path: String, key: String, body: String, endNs: UInt64
+    let stats: Stats
+    let pacer: Pacer?
+    var start: UInt64 = 0
+    var first: UInt64 = 0
+    var tokens = 0
+    var status = 0
+    static let marker = Array(#""delta":{"content":"#.utf8)
+
+    init(host: String, path: String, key: String, body: String, endNs: UInt64, stats: Stats, pacer: Pacer?) {
+        self.host = host; self.path = path; self.key = key; self.body = body; self.endNs = endNs; self.stats = stats; self.pacer = pacer
+    }
+
+    func channelActive(context: ChannelHandlerContext) { next(context: context) }
+
+    func next(context: ChannelHandlerContext) {
+        if let pacer {
+            let at = pacer.take()
+            guard at < endNs else { return }
+            let now = monotonicNs()
+            if at > now {
+                context.eventLoop.scheduleTask(in: .nanoseconds(Int64(at - now))) { self.send(context: context, scheduled: at) }
+                return
+            }
+            send(context: context, scheduled: at)
+        } else {
+            guard monotonicNs() < endNs else { return }
+            send(context: context, scheduled: monotonicNs())
+        }
+    }
+
+    func send(context: ChannelHandlerContext, scheduled: UInt64) {
+        start = scheduled
+        first = 0
+        tokens = 0
+        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
+        head.headers.add(name: "Host", value: host)
+        head.headers.add(name: "Authorization", value: "Bearer \(key)")
+        head.headers.add(name: "Content-Type", value: "application/json")
+        head.headers.add(name: "Content-Length", value: String(body.utf8.count))
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case let .head(h): status = Int(h.status.code)
+        case let .body(buf):
+            if first == 0 { first = monotonicNs() }
+            tokens += count(buf)
+        case .end:
+            let now = monotonicNs()
+            stats.record(ttft: (first == 0 ? now : first) - start, total: now - start, tokens: max(tokens, status == 200 ? 1 : 0),
+                         ok: status == 200, status: status)
+            next(context: context)
+        }
+    }
+
+    func count(_ buf: ByteBuffer) -> Int {
+        let m = Self.marker
+        var n = 0
+        buf.withUnsafeReadableBytes { p in
+            var i = 0
+            while i + m.count <= p.count {
+                if p[i] == m[0] && p[i + 1] == m[1] {
+                    var ok = true
+                    for j in 2..<m.count where p[i + j] != m[j] { ok = false; break }
+                    if ok { n += 1; i += m.count; continue }
+                }
+                i += 1
+            }
+        }
+        return n
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+}
