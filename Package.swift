@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "xerotier", targets: ["xerotier"]),
+        .executable(name: "xeroctl", targets: ["xeroctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
@@ -26,7 +27,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         // ZeroMQ sockets owned by one thread each; async bridges.
-        .target(name: "XeroQueue", dependencies: ["CZeroMQ"]),
+        .target(name: "XeroQueue", dependencies: ["CZeroMQ", "XeroCore"]),
         // Redis over hiredis: connections owned by threads, pipelining, scripts.
         .target(name: "XeroStore", dependencies: [
             "CHiredis", "XeroCore",
@@ -57,6 +58,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
 
+        // The management API from a terminal.
+        .executableTarget(name: "xeroctl", dependencies: [
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         // Load generator and engine baseline for docs/benchmarks.md (bench/run.sh drives it).
         .executableTarget(name: "xerobench", dependencies: [
             "XeroCore", "XeroEngines",
@@ -67,7 +72,7 @@ let package = Package(
         ], path: "bench/xerobench"),
 
         .testTarget(name: "XeroCoreTests", dependencies: ["XeroCore"]),
-        .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue"]),
+        .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue", "XeroCore"]),
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore"]),

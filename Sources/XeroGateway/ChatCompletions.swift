@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Synchronization
 import XeroCore
+import XeroStore
 
 /// `POST …/v1/chat/completions`: validate, enqueue on the endpoint's tier, then either collect the
 /// events into one `chat.completion` or stream them as `chat.completion.chunk` SSE events.
@@ -12,12 +13,47 @@ struct ChatCompletions: Sendable {
     let hub: StreamHub
     let tiers: [String: Tier]
     let ids: RequestIDs
+    let limiter: RateLimiter?
+    let store: TenancyStore
     let logger: Logger
+
+    /// Tokens reserved for the answer when the request sets no `max_tokens`.
+    static let defaultReservedCompletionTokens = 256
 
     func handle(_ body: [UInt8], caller: CallerContext, headers: HTTPFields) async throws -> Response {
         let chat = try ChatRequest.parse(body)
         guard let tier = tiers[caller.endpoint.tier] else {
             throw APIError.internalError("Endpoint '\(caller.endpoint.slug)' names tier '\(caller.endpoint.tier)', which this gateway does not know.")
+        }
+        // Rate limits: reserve the prompt estimate plus the answer budget; settle with real usage.
+        let limits = RateLimiter.Limits(tier: tier)
+        let reserve = Self.estimatePromptTokens(chat) + (chat.maxTokens ?? Self.defaultReservedCompletionTokens) * chat.n
+        var limitHeaders: HTTPFields = [:]
+        if let limiter {
+            let decision: RateLimiter.Decision
+            do { decision = try await limiter.admit(keyHash: caller.key.hash, project: caller.project, limits: limits, reserveTokens: reserve) } catch {
+                throw APIError.unavailable("The rate limiter is unreachable; retry shortly.")
+            }
+            limitHeaders = Self.rateLimitHeaders(decision)
+            guard decision.allowed else {
+                let retry = max(1, (decision.retryAfterMs + 999) / 1000)
+                var e = APIError(status: 429, message: "Rate limit reached: \(decision.refusedBy ?? "limit") (tier '\(tier.name)'). Retry after \(retry) s.",
+                                 type: "requests", code: "rate_limit_exceeded")
+                e.headers = ["Retry-After": String(retry)]
+                for f in limitHeaders { e.headers[f.name.rawName] = f.value }
+                throw e
+            }
+        }
+        let settle: @Sendable (Usage?) -> Void = { [limiter, store, logger] usage in
+            Task {
+                do {
+                    try await limiter?.settle(keyHash: caller.key.hash, project: caller.project, limits: limits, reserved: reserve,
+                                              actual: usage.map { $0.totalTokens } ?? 0)
+                    if let usage { try await store.recordUsage(project: caller.project, endpoint: caller.endpoint.slug, tier: tier, usage: usage) }
+                } catch {
+                    logger.warning("usage settlement failed", metadata: ["error": "\(error)"])
+                }
+            }
         }
         let requestId = ids.next()
         let now = nowMs()
@@ -42,7 +78,8 @@ struct ChatCompletions: Sendable {
         var reader = EventReader(events)
         let writer = ChatResponseWriter(id: requestId, created: Int(now / 1000), model: caller.endpoint.model,
                                         includeUsage: chat.includeUsage)
-        var responseHeaders: HTTPFields = [HTTPField.Name("x-request-id")!: requestId]
+        var responseHeaders: HTTPFields = limitHeaders
+        responseHeaders[HTTPField.Name("x-request-id")!] = requestId
 
         // Wait for the first event before committing a status: a job refused in the queue (503)
         // or by the engine (400) gets its real status, streaming or not.
@@ -53,11 +90,14 @@ struct ChatCompletions: Sendable {
             timer.cancel()
             hub.close(requestId)
             hub.cancel(requestId)
+            settle(nil)
             throw error
         }
-        if case let .error(e) = first.body {
+        if case var .error(e) = first.body {
             timer.cancel()
             hub.close(requestId)
+            settle(nil)
+            for f in limitHeaders { e.headers[f.name.rawName] = f.value }
             throw e
         }
         if !chat.stream {
@@ -73,15 +113,18 @@ struct ChatCompletions: Sendable {
                 case let .finish(index, reason) where index < choices.count:
                     choices[index].finishReason = reason
                 case let .done(usage):
+                    settle(usage)
                     responseHeaders[.contentType] = "application/json"
                     return Response(status: .ok, headers: responseHeaders,
                                     body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: choices, usage: usage))))
                 case let .error(e):
+                    settle(nil)
                     throw e
                 default: break
                 }
                 do { event = try await withTaskCancellationHandler { try await reader.next() } onCancel: { hub.cancel(requestId) } } catch {
                     hub.cancel(requestId)
+                    settle(nil)
                     throw error
                 }
             }
@@ -96,8 +139,10 @@ struct ChatCompletions: Sendable {
             var roleSent = [Bool](repeating: false, count: n)
             var event = first
             var clientGone = false
+            var finalUsage: Usage?
             defer {
                 timer.cancel()
+                settle(finalUsage)
                 hub.close(requestId)
                 if clientGone { hub.cancel(requestId) }
             }
@@ -118,6 +163,7 @@ struct ChatCompletions: Sendable {
                     }
                     SSE.append(writer.chunk(index: index, content: nil, finishReason: reason), to: &buffer)
                 case let .done(usage):
+                    finalUsage = usage
                     if writer.includeUsage { SSE.append(writer.usageChunk(usage), to: &buffer) }
                     buffer.writeBytes(SSE.done)
                     terminal = true
@@ -143,6 +189,38 @@ struct ChatCompletions: Sendable {
             }
             try await out.finish(nil)
         })
+    }
+}
+
+extension ChatCompletions {
+    /// A cheap upper-bound guess of prompt tokens for reservation (≈ 4 bytes per token, plus
+    /// per-message overhead); settlement corrects it with the engine's real count.
+    static func estimatePromptTokens(_ chat: ChatRequest) -> Int {
+        chat.messages.reduce(0) { $0 + $1.content.utf8.count / 4 + 8 } + 8
+    }
+
+    /// OpenAI's `x-ratelimit-*` headers, for the key's own buckets.
+    static func rateLimitHeaders(_ d: RateLimiter.Decision) -> HTTPFields {
+        var h: HTTPFields = [:]
+        if let l = d.limitRequests, let r = d.remainingRequests, let t = d.resetRequestsMs {
+            h[HTTPField.Name("x-ratelimit-limit-requests")!] = String(l)
+            h[HTTPField.Name("x-ratelimit-remaining-requests")!] = String(r)
+            h[HTTPField.Name("x-ratelimit-reset-requests")!] = formatDuration(ms: t)
+        }
+        if let l = d.limitTokens, let r = d.remainingTokens, let t = d.resetTokensMs {
+            h[HTTPField.Name("x-ratelimit-limit-tokens")!] = String(l)
+            h[HTTPField.Name("x-ratelimit-remaining-tokens")!] = String(r)
+            h[HTTPField.Name("x-ratelimit-reset-tokens")!] = formatDuration(ms: t)
+        }
+        return h
+    }
+
+    /// OpenAI's duration style: `20ms`, `1.5s`, `6m0s`.
+    static func formatDuration(ms: Int) -> String {
+        if ms < 1000 { return "\(max(0, ms))ms" }
+        let s = Double(ms) / 1000
+        if s < 60 { return s == s.rounded() ? "\(Int(s))s" : String(format: "%.1fs", s) }
+        return "\(Int(s) / 60)m\(Int(s) % 60)s"
     }
 }
 

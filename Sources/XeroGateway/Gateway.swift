@@ -14,6 +14,8 @@ public struct GatewayRequestContext: RequestContext {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
     }
+    /// The client's IP address as text (IPv4 or IPv6), for IP allow-lists.
+    public var remoteIP: String? { remoteAddress?.ipAddress }
     /// Bodies are collected explicitly with the gateway's own limit.
     public var maxUploadSize: Int { Int.max }
 }
@@ -27,6 +29,8 @@ public struct Gateway: Sendable {
         public var maxBodyBytes = 8 * 1024 * 1024
         public var keyCacheMs = 2000
         public var endpointCacheMs = 5000
+        /// Token-bucket limits from the tiers (off only for benchmarks that measure their cost).
+        public var rateLimits = true
         public init() {}
     }
 
@@ -48,7 +52,8 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
         let chat = ChatCompletions(hub: hub, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }),
-                                   ids: RequestIDs(), logger: logger)
+                                   ids: RequestIDs(), limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis) : nil,
+                                   store: auth.store, logger: logger)
         let auth = self.auth
         let maxBody = options.maxBodyBytes
         let hub = self.hub
@@ -58,6 +63,8 @@ public struct Gateway: Sendable {
             return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: ready ? #"{"status":"ok"}"# : #"{"status":"starting"}"#)))
         }
+
+        ManagementRoutes(auth: auth, config: config).register(on: router)
 
         let api = router.group("/:project/:endpoint/v1")
         api.post("/chat/completions") { request, context -> Response in
@@ -99,7 +106,7 @@ public struct Gateway: Sendable {
 
     static func authenticate(_ request: Request, _ context: GatewayRequestContext, _ auth: Authenticator, scope: String) async throws -> CallerContext {
         try await auth.authenticate(authorization: request.headers[.authorization], projectPath: context.parameters.get("project") ?? "",
-                                    endpointSlug: context.parameters.get("endpoint") ?? "", scope: scope)
+                                    endpointSlug: context.parameters.get("endpoint") ?? "", scope: scope, remoteIP: context.remoteIP)
     }
 
     static func collect(_ request: Request, limit: Int) async throws -> [UInt8] {

@@ -12,8 +12,8 @@ public final class StreamHub: Sendable {
     public let gatewayID: String
     private let loop: SocketLoop
     private let context: ZMQContext
-    private let streams = Mutex<[String: AsyncStream<StreamEvent>.Continuation]>([:])
-    private let readyFlag = Mutex(false)
+    private let streams = Locked<[String: AsyncStream<StreamEvent>.Continuation]>([:])
+    private let readyFlag = Locked(false)
     private let logger: Logger
     private let prefixLength: Int
 

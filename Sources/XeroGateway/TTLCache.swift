@@ -5,7 +5,7 @@ import XeroCore
 /// too (as nil), briefly, so a flood of bad keys cannot turn into a flood of Redis reads.
 public final class TTLCache<Value: Sendable>: Sendable {
     private struct Entry { var value: Value?; var expiresNs: UInt64 }
-    private let entries = Mutex<[String: Entry]>([:])
+    private let entries = Locked<[String: Entry]>([:])
     private let ttlNs: UInt64
     private let negativeTTLNs: UInt64
     private let capacity: Int

@@ -1,5 +1,6 @@
 import CZeroMQ
 import Foundation
+import XeroCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -21,12 +22,12 @@ public final class SocketLoop: Sendable {
 
     public let name: String
     private let owned: OwnedSockets
-    private let shared = Mutex(Shared())
+    private let shared = Locked(Shared())
     private let wakeFD: Int32
     private let onMessage: MessageHandler
     private let onTick: TickHandler?
     private let tickMs: Int
-    private let stopped = Mutex<Bool>(false)
+    private let stopped = Locked<Bool>(false)
     private let finished = DispatchSemaphoreLite()
 
     /// `sockets` are handed over: from here on only the loop thread uses them.
@@ -168,7 +169,7 @@ private final class OwnedSockets: @unchecked Sendable {
 
 /// A one-shot semaphore without Dispatch (avoids Dispatch's Sendable quirks on Linux).
 final class DispatchSemaphoreLite: Sendable {
-    private let state = Mutex(false)
+    private let state = Locked(false)
     func signal() { state.withLock { $0 = true } }
     func wait() {
         while !state.withLock({ $0 }) { usleep(1000) }

@@ -21,8 +21,8 @@ public final class OpsRecorder: Sendable {
 
     public let jobTTLSeconds: Int
     public let workerTTLSeconds: Int
-    private let batch = Mutex(Batch())
-    private let stopped = Mutex(false)
+    private let batch = Locked(Batch())
+    private let stopped = Locked(false)
     private let address: RedisAddress
     private let flushMs: Int
     private let logger: Logger

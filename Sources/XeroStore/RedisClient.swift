@@ -1,4 +1,5 @@
 import Foundation
+import XeroCore
 import Synchronization
 
 /// Async Redis for server code. Each of its connections is owned by one thread; callers queue
@@ -16,7 +17,7 @@ public final class RedisClient: Sendable {
     }
 
     public let address: RedisAddress
-    private let queue = Mutex(Queue())
+    private let queue = Locked(Queue())
     private let condition = NSCondition()
 
     public init(_ address: RedisAddress, connections: Int = 2) throws {

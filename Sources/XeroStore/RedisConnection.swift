@@ -72,8 +72,9 @@ public final class RedisConnection {
 
     public init(_ address: RedisAddress, timeoutSeconds: Int = 2) throws {
         self.address = address
-        var tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
-        guard let c = redisConnectWithTimeout(address.host, Int32(address.port), tv) else {
+        var tv = timeval(tv_sec: max(timeoutSeconds, 0), tv_usec: 0)
+        let connectTimeout = timeval(tv_sec: timeoutSeconds > 0 ? timeoutSeconds : 2, tv_usec: 0)
+        guard let c = redisConnectWithTimeout(address.host, Int32(address.port), connectTimeout) else {
             throw RedisError("cannot allocate redis context")
         }
         if c.pointee.err != 0 {
@@ -81,8 +82,9 @@ public final class RedisConnection {
             redisFree(c)
             throw RedisError("cannot connect to \(address): \(msg)")
         }
+        // 0 = block forever (a subscriber waits for messages); TCP keepalive still detects a dead peer.
         redisSetTimeout(c, tv)
-        tv = timeval(tv_sec: timeoutSeconds, tv_usec: 0)
+        redisEnableKeepAlive(c)
         ctx = c
         if address.db != 0 { _ = try command(["SELECT", String(address.db)]) }
     }
@@ -123,6 +125,26 @@ public final class RedisConnection {
     }
 
     public var isBroken: Bool { ctx == nil }
+
+    /// Enters subscriber mode on `channel`; read messages with `readReply`.
+    public func subscribe(_ channel: String) throws {
+        guard let ctx else { throw RedisError("connection closed") }
+        try append(ctx, [Array("SUBSCRIBE".utf8), Array(channel.utf8)])
+        _ = try readReply()
+    }
+
+    /// Blocks for the next reply (subscriber mode).
+    public func readReply() throws -> RedisValue {
+        guard let ctx else { throw RedisError("connection closed") }
+        var reply: UnsafeMutableRawPointer?
+        guard redisGetReply(ctx, &reply) == REDIS_OK, let reply else {
+            let e = errorString
+            redisFree(ctx); self.ctx = nil
+            throw RedisError("redis I/O error: \(e)")
+        }
+        defer { freeReplyObject(reply) }
+        return Self.convert(reply.assumingMemoryBound(to: redisReply.self))
+    }
 
     private func append(_ ctx: UnsafeMutablePointer<redisContext>, _ args: [[UInt8]]) throws {
         // hiredis copies the arguments into its output buffer, so the pointers need only live for this call.

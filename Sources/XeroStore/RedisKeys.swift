@@ -11,7 +11,15 @@ public enum RedisKeys {
     public static func endpoint(_ project: String, _ slug: String) -> String { "xero:endpoint:\(project):\(slug)" } // HASH
     public static func apiKey(hash: String) -> String { "xero:key:\(hash)" }       // HASH, by SHA-256 of the key
     public static func projectKeys(_ project: String) -> String { "xero:keys:\(project)" } // SET of key hashes
+    public static func keyID(_ id: String) -> String { "xero:keyid:\(id)" }        // STRING → key hash
+    public static func joinKey(hash: String) -> String { "xero:joinkey:\(hash)" } // HASH
+    public static func projectJoinKeys(_ project: String) -> String { "xero:joinkeys:\(project)" } // SET of hashes
     public static let demo = "xero:demo"                                           // HASH: what `up` created
+
+    // Rate limits and usage.
+    public static func rateBucket(_ scope: String, _ id: String, _ kind: String) -> String { "xero:rl:\(scope):\(id):\(kind)" } // HASH {t, ts}
+    public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
+    public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
 
     // Operations (written by the router as things happen).
     public static func tier(_ name: String) -> String { "xero:tier:\(name)" }      // HASH: depth, inflight, counters

@@ -28,6 +28,8 @@ public struct Endpoint: Sendable, Equatable {
 
 /// What a key grants, as stored under its hash.
 public struct KeyRecord: Sendable, Equatable {
+    /// Public identifier for management (`key_…`); the key itself is never stored.
+    public var id: String
     public var hash: String
     public var project: String
     public var projectSlug: String
@@ -37,9 +39,14 @@ public struct KeyRecord: Sendable, Equatable {
     public var createdAt: Int64
     public var revoked: Bool
     public var expiresAtMs: Int64?
+    /// Empty = any address.
+    public var allowedCIDRs: [String]
 
     public static let inference = "inference"
     public static let management = "management"
+    /// Cross-project administration (the bootstrap admin credential).
+    public static let admin = "admin"
+    public static let allScopes: Set<String> = [inference, management, admin]
 }
 
 /// Projects, endpoints and keys in Redis (the store of record). Key layout in `RedisKeys`.
@@ -91,27 +98,150 @@ public struct TenancyStore: Sendable {
     }
 
     /// Creates a key and returns its plaintext — the only time it exists outside the client.
-    public func createKey(project: Project, name: String, scopes: Set<String> = [KeyRecord.inference], expiresAtMs: Int64? = nil) async throws -> (key: String, record: KeyRecord) {
+    public func createKey(project: Project, name: String, scopes: Set<String> = [KeyRecord.inference], expiresAtMs: Int64? = nil,
+                          allowedCIDRs: [String] = []) async throws -> (key: String, record: KeyRecord) {
         let key = APIKey.generate(projectSlug: project.slug)
-        let rec = KeyRecord(hash: APIKey.hash(key), project: project.id, projectSlug: project.slug, name: name, scopes: scopes,
-                            displayPrefix: APIKey.displayPrefix(key), createdAt: nowMs(), revoked: false, expiresAtMs: expiresAtMs)
-        var fields = ["HSET", RedisKeys.apiKey(hash: rec.hash), "project", rec.project, "project_slug", rec.projectSlug, "name", name,
-                      "scopes", scopes.sorted().joined(separator: ","), "prefix", rec.displayPrefix, "created_at", String(rec.createdAt), "revoked", "0"]
-        if let expiresAtMs { fields += ["expires_at", String(expiresAtMs)] }
-        _ = try await redis.pipeline(strings: [fields, ["SADD", RedisKeys.projectKeys(project.id), rec.hash]])
+        let rec = KeyRecord(id: randomID("key_", length: 16), hash: APIKey.hash(key), project: project.id, projectSlug: project.slug,
+                            name: name, scopes: scopes, displayPrefix: APIKey.displayPrefix(key), createdAt: nowMs(), revoked: false,
+                            expiresAtMs: expiresAtMs, allowedCIDRs: allowedCIDRs)
+        try await put(rec)
         return (key, rec)
+    }
+
+    func put(_ rec: KeyRecord) async throws {
+        let fields = ["HSET", RedisKeys.apiKey(hash: rec.hash), "id", rec.id, "project", rec.project, "project_slug", rec.projectSlug,
+                      "name", rec.name, "scopes", rec.scopes.sorted().joined(separator: ","), "prefix", rec.displayPrefix,
+                      "created_at", String(rec.createdAt), "revoked", rec.revoked ? "1" : "0",
+                      "allowed_cidrs", rec.allowedCIDRs.joined(separator: ","), "expires_at", rec.expiresAtMs.map(String.init) ?? ""]
+        _ = try await redis.pipeline(strings: [fields, ["SET", RedisKeys.keyID(rec.id), rec.hash],
+                                               ["SADD", RedisKeys.projectKeys(rec.project), rec.hash]])
     }
 
     public func keyRecord(hash: String) async throws -> KeyRecord? {
         let h = try await redis.send(["HGETALL", RedisKeys.apiKey(hash: hash)]).hash
         guard let project = h["project"] else { return nil }
-        return KeyRecord(hash: hash, project: project, projectSlug: h["project_slug"] ?? "", name: h["name"] ?? "",
+        return KeyRecord(id: h["id"] ?? "", hash: hash, project: project, projectSlug: h["project_slug"] ?? "", name: h["name"] ?? "",
                          scopes: Set((h["scopes"] ?? "").split(separator: ",").map(String.init)), displayPrefix: h["prefix"] ?? "",
                          createdAt: Int64(h["created_at"] ?? "") ?? 0, revoked: h["revoked"] == "1",
-                         expiresAtMs: h["expires_at"].flatMap { Int64($0) })
+                         expiresAtMs: h["expires_at"].flatMap { Int64($0) },
+                         allowedCIDRs: (h["allowed_cidrs"] ?? "").split(separator: ",").map(String.init))
     }
 
+    public func keyRecord(id: String) async throws -> KeyRecord? {
+        guard let hash = try await redis.send(["GET", RedisKeys.keyID(id)]).string else { return nil }
+        return try await keyRecord(hash: hash)
+    }
+
+    public func keys(project: String) async throws -> [KeyRecord] {
+        let hashes = try await redis.send(["SMEMBERS", RedisKeys.projectKeys(project)]).array.compactMap(\.string)
+        var out: [KeyRecord] = []
+        for h in hashes { if let r = try await keyRecord(hash: h) { out.append(r) } }
+        return out.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    /// Revokes at once on every gateway (pub/sub invalidation of their caches).
     public func revokeKey(hash: String) async throws {
         _ = try await redis.send(["HSET", RedisKeys.apiKey(hash: hash), "revoked", "1"])
+        try await KeyEventSubscriber.publish(redis, keyHash: hash)
+    }
+
+    /// Issues a new key with the same project, name, scopes and allow-list; the old key keeps working
+    /// for `graceSeconds` (0 = stops at once).
+    public func rotateKey(_ old: KeyRecord, graceSeconds: Int) async throws -> (key: String, record: KeyRecord) {
+        let project = Project(id: old.project, slug: old.projectSlug, name: "", createdAt: 0)
+        let new = try await createKey(project: project, name: old.name, scopes: old.scopes, expiresAtMs: old.expiresAtMs, allowedCIDRs: old.allowedCIDRs)
+        let until = nowMs() + Int64(max(0, graceSeconds)) * 1000
+        let expires = min(old.expiresAtMs ?? Int64.max, until)
+        _ = try await redis.send(["HSET", RedisKeys.apiKey(hash: old.hash), "expires_at", String(expires), "rotated_to", new.record.id])
+        try await KeyEventSubscriber.publish(redis, keyHash: old.hash)
+        return new
+    }
+
+    /// The bootstrap admin credential: `xero_admin_<random>`, scopes admin + management, bound to no
+    /// project (so it serves no inference). Shown once, like every key.
+    public func createAdminKey(name: String = "admin") async throws -> (key: String, record: KeyRecord) {
+        let key = APIKey.generate(projectSlug: "admin")
+        let rec = KeyRecord(id: randomID("key_", length: 16), hash: APIKey.hash(key), project: "", projectSlug: "admin", name: name,
+                            scopes: [KeyRecord.admin, KeyRecord.management], displayPrefix: APIKey.displayPrefix(key), createdAt: nowMs(),
+                            revoked: false, expiresAtMs: nil, allowedCIDRs: [])
+        try await put(rec)
+        return (key, rec)
+    }
+
+    // MARK: Projects and endpoints for management
+
+    public func projects() async throws -> [Project] {
+        let ids = try await redis.send(["SMEMBERS", RedisKeys.projects]).array.compactMap(\.string)
+        var out: [Project] = []
+        for id in ids { if let p = try await project(id: id) { out.append(p) } }
+        return out.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    public func endpoints(project: String) async throws -> [Endpoint] {
+        let slugs = try await redis.send(["SMEMBERS", RedisKeys.endpoints(project)]).array.compactMap(\.string)
+        var out: [Endpoint] = []
+        for s in slugs.sorted() { if let e = try await endpoint(project: project, slug: s) { out.append(e) } }
+        return out
+    }
+
+    public func deleteEndpoint(project: String, slug: String) async throws -> Bool {
+        let r = try await redis.pipeline(strings: [["DEL", RedisKeys.endpoint(project, slug)], ["SREM", RedisKeys.endpoints(project), slug]])
+        return r[0].int == 1
+    }
+
+    // MARK: Join keys (workers present one to receive jobs)
+
+    public func createJoinKey(project: String, name: String) async throws -> (key: String, id: String) {
+        let key = randomID("xjoin_", length: 32)
+        let id = randomID("jk_", length: 12)
+        let hash = APIKey.hash(key)
+        _ = try await redis.pipeline(strings: [
+            ["HSET", RedisKeys.joinKey(hash: hash), "id", id, "project", project, "name", name, "created_at", String(nowMs()), "revoked", "0"],
+            ["SADD", RedisKeys.projectJoinKeys(project), hash],
+        ])
+        return (key, id)
+    }
+
+    public func joinKeys(project: String) async throws -> [[String: String]] {
+        let hashes = try await redis.send(["SMEMBERS", RedisKeys.projectJoinKeys(project)]).array.compactMap(\.string)
+        var out: [[String: String]] = []
+        for h in hashes {
+            var rec = try await redis.send(["HGETALL", RedisKeys.joinKey(hash: h)]).hash
+            rec["hash"] = h
+            out.append(rec)
+        }
+        return out.sorted { ($0["created_at"] ?? "") < ($1["created_at"] ?? "") }
+    }
+
+    public func revokeJoinKey(project: String, id: String) async throws -> Bool {
+        for rec in try await joinKeys(project: project) where rec["id"] == id {
+            _ = try await redis.send(["HSET", RedisKeys.joinKey(hash: rec["hash"]!), "revoked", "1"])
+            return true
+        }
+        return false
+    }
+
+    // MARK: Usage
+
+    /// Adds one finished request to the project's and endpoint's counters (cost in micro-dollars).
+    public func recordUsage(project: String, endpoint: String, tier: Tier, usage: Usage) async throws {
+        let cost = (Double(usage.promptTokens) * (tier.priceInputPerMillion ?? 0) + Double(usage.completionTokens) * (tier.priceOutputPerMillion ?? 0))
+        let key = RedisKeys.usage(project, endpoint)
+        _ = try await redis.pipeline(strings: [
+            ["HINCRBY", key, "requests", "1"],
+            ["HINCRBY", key, "input_tokens", String(usage.promptTokens)],
+            ["HINCRBY", key, "output_tokens", String(usage.completionTokens)],
+            ["HINCRBY", key, "cost_micro_usd", String(Int(cost.rounded()))],
+            ["SADD", RedisKeys.usageEndpoints(project), endpoint],
+        ])
+    }
+
+    public func usage(project: String) async throws -> [String: [String: Int]] {
+        let eps = try await redis.send(["SMEMBERS", RedisKeys.usageEndpoints(project)]).array.compactMap(\.string)
+        var out: [String: [String: Int]] = [:]
+        for e in eps {
+            out[e] = try await redis.send(["HGETALL", RedisKeys.usage(project, e)]).hash.compactMapValues { Int($0) }
+        }
+        return out
     }
 }

@@ -21,7 +21,7 @@ public final class Worker: Sendable {
     public let engine: any Engine
     private let loop: SocketLoop
     private let context: ZMQContext
-    private let state: Mutex<State>
+    private let state: Locked<State>
     private let logger: Logger
     private let options: Options
 
@@ -55,7 +55,7 @@ public final class Worker: Sendable {
         self.context = context
         self.logger = logger
         self.options = options
-        let state = Mutex(State())
+        let state = Locked(State())
         self.state = state
         let box = WorkerBox()
         self.loop = SocketLoop(name: "worker", sockets: [control, events], tickMs: 100,
@@ -218,7 +218,7 @@ final class JobRun: @unchecked Sendable {
     var firstTokenAt: Int64 = 0
     var usage = Usage(promptTokens: 0, completionTokens: 0)
     var outcome = "done"
-    let timedOut = Mutex(false)
+    let timedOut = Locked(false)
     init(job: JobEnvelope) { self.job = job; topic = Array(job.topic.utf8) }
 }
 

@@ -8,7 +8,7 @@ import XeroStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin", abstract: "Create projects, endpoints and keys directly in Redis.",
-        subcommands: [Bootstrap.self, CreateKey.self])
+        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self])
 
     struct Bootstrap: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -38,6 +38,16 @@ struct Admin: AsyncParsableCommand {
             } else {
                 print("base path: \(path)\napi key:   \(key)")
             }
+        }
+    }
+
+    struct CreateAdminKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a bootstrap admin credential (admin + management scopes); prints it once.")
+        @OptionGroup var redis: RedisOptions
+        func run() async throws {
+            let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
+            defer { client.close() }
+            print(try await TenancyStore(redis: client).createAdminKey().key)
         }
     }
 

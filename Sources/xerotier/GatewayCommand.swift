@@ -23,6 +23,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Gateway id: the prefix of its event channel (default: random).")
     var id: String?
 
+    @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
+    var noRateLimits = false
+
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.gateway")
@@ -35,10 +38,16 @@ struct GatewayCommand: AsyncParsableCommand {
         options.host = host
         options.port = port
         options.maxBodyBytes = maxBodyBytes
+        options.rateLimits = !noRateLimits
         let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)
+        // Revocations and rotations on any gateway evict this gateway's cached key at once.
+        let auth = gateway.auth
+        let events = KeyEventSubscriber(address: try RedisAddress(url: redis.url),
+                                        onMessage: { auth.invalidate(keyHash: $0) }, onReconnect: { auth.invalidateAll() })
         logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", "http": "\(host):\(port)"])
         let app = gateway.makeApplication()
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        events.stop()
         hub.stop()
         redisClient.close()
     }

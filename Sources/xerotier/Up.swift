@@ -86,6 +86,8 @@ struct Up: AsyncParsableCommand {
             banner += """
               API key:  \(key)
                         (shown once: only its hash is stored; keep it now)
+              Admin key: \(demo.adminKey ?? "")
+                        (management API / xeroctl across projects; also shown once)
 
             """
         } else {
@@ -133,6 +135,7 @@ struct Up: AsyncParsableCommand {
         var path: String
         var projectSlug: String
         var newKey: String?
+        var adminKey: String?
     }
 
     /// First start: create the demo project, endpoint and a key from config. Later starts: reuse
@@ -152,8 +155,9 @@ struct Up: AsyncParsableCommand {
         let p = project!
         try await store.putEndpoint(Endpoint(project: p.id, slug: d.endpointSlug, model: model, tier: d.tier, createdAt: nowMs()))
         let (key, _) = try await store.createKey(project: p, name: "demo", scopes: [KeyRecord.inference, KeyRecord.management])
+        let (admin, _) = try await store.createAdminKey()
         _ = try await redis.send(["HSET", RedisKeys.demo, "project", p.id, "endpoint", d.endpointSlug])
-        return Demo(path: "/proj_\(p.id)/\(d.endpointSlug)/v1", projectSlug: p.slug, newKey: key)
+        return Demo(path: "/proj_\(p.id)/\(d.endpointSlug)/v1", projectSlug: p.slug, newKey: key, adminKey: admin)
     }
 }
 

@@ -1,0 +1,258 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import XeroCore
+import XeroStore
+
+/// The management API (`/manage/v1/…`), for `xeroctl` and scripts. Requires a key with the
+/// `management` scope and acts on that key's project; a key with the `admin` scope (the bootstrap
+/// admin credential) may act on any project (`?project=<id or slug>`) and create projects.
+struct ManagementRoutes: Sendable {
+    let auth: Authenticator
+    let config: PlatformConfig
+    var store: TenancyStore { auth.store }
+
+    func register(on router: Router<GatewayRequestContext>) {
+        let m = router.group("/manage/v1")
+        m.get("/whoami") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            var w = JSONWriter(); w.objectStart()
+            w.field("key_id", caller.key.id); w.field("project", caller.project ?? ""); w.field("name", caller.key.name)
+            w.key("scopes"); w.arrayStart(); for s in caller.key.scopes.sorted() { w.value(s) }; w.arrayEnd()
+            w.objectEnd(); return w.bytes
+        } }
+        m.get("/projects") { req, ctx in try await self.run(req, ctx, admin: true) { _, _ in
+            let ps = try await store.projects()
+            return Self.list(ps) { w, p in Self.writeProject(p, &w) }
+        } }
+        m.post("/projects") { req, ctx in try await self.run(req, ctx, admin: true) { _, body in
+            let o = try Self.object(body)
+            guard case let .string(slug)? = o["slug"], TenancyStore.isValidSlug(slug), !slug.contains("_") else {
+                throw APIError.invalidRequest("'slug' must be lowercase letters, digits and '-'.", param: "slug")
+            }
+            var name = slug
+            if case let .string(n)? = o["name"] { name = n }
+            if try await store.project(slug: slug) != nil { throw APIError(status: 409, message: "Project slug '\(slug)' is taken.", type: "invalid_request_error", param: "slug", code: "conflict") }
+            let p = try await store.createProject(slug: slug, name: name)
+            var w = JSONWriter(); Self.writeProject(p, &w); return w.bytes
+        } }
+        m.get("/endpoints") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            let eps = try await store.endpoints(project: try caller.requireProject())
+            return Self.list(eps) { w, e in Self.writeEndpoint(e, &w) }
+        } }
+        m.post("/endpoints") { req, ctx in try await self.run(req, ctx) { caller, body in
+            let project = try caller.requireProject()
+            let o = try Self.object(body)
+            guard case let .string(slug)? = o["slug"], TenancyStore.isValidSlug(slug) else {
+                throw APIError.invalidRequest("'slug' must be lowercase letters, digits and '-' (at most 63).", param: "slug")
+            }
+            guard case let .string(model)? = o["model"], !model.isEmpty else { throw APIError.invalidRequest("'model' is required.", param: "model") }
+            var tier = config.tiers.last!.name
+            if case let .string(t)? = o["tier"] { tier = t }
+            guard config.tier(named: tier) != nil else {
+                throw APIError.invalidRequest("Unknown tier '\(tier)'; tiers: \(config.tiers.map(\.name).joined(separator: ", ")).", param: "tier")
+            }
+            let e = Endpoint(project: project, slug: slug, model: model, tier: tier, createdAt: nowMs())
+            try await store.putEndpoint(e)
+            auth.invalidateEndpoint(project: project, slug: slug)
+            var w = JSONWriter(); Self.writeEndpoint(e, &w); return w.bytes
+        } }
+        m.delete("/endpoints/:slug") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            let project = try caller.requireProject()
+            let slug = ctx.parameters.get("slug") ?? ""
+            guard try await store.deleteEndpoint(project: project, slug: slug) else { throw APIError.notFound("No endpoint '\(slug)'.", code: "endpoint_not_found") }
+            auth.invalidateEndpoint(project: project, slug: slug)
+            return Array(#"{"deleted":true}"#.utf8)
+        } }
+        m.get("/keys") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            let keys = try await store.keys(project: try caller.requireProject())
+            return Self.list(keys) { w, k in Self.writeKey(k, &w) }
+        } }
+        m.post("/keys") { req, ctx in try await self.run(req, ctx) { caller, body in
+            let projectID = try caller.requireProject()
+            guard let project = try await store.project(id: projectID) else { throw APIError.notFound("No such project.", code: "project_not_found") }
+            let o = try Self.object(body)
+            var name = "key"
+            if case let .string(n)? = o["name"] { name = n }
+            var scopes: Set<String> = [KeyRecord.inference]
+            if case let .array(a)? = o["scopes"] {
+                scopes = Set(a.compactMap { if case let .string(s) = $0 { return s } else { return nil } })
+                guard !scopes.isEmpty, scopes.count == a.count, scopes.isSubset(of: [KeyRecord.inference, KeyRecord.management]) else {
+                    throw APIError.invalidRequest("'scopes' must be a non-empty list of 'inference' and 'management'.", param: "scopes")
+                }
+            }
+            var expires: Int64?
+            if let v = o["expires_in_seconds"], v != .null {
+                guard case let .int(s) = v, s > 0 else { throw APIError.invalidRequest("'expires_in_seconds' must be a positive integer.", param: "expires_in_seconds") }
+                expires = nowMs() + Int64(s) * 1000
+            }
+            var cidrs: [String] = []
+            if case let .array(a)? = o["allowed_ips"] {
+                for item in a {
+                    guard case let .string(c) = item, let parsed = CIDR(c) else {
+                        throw APIError.invalidRequest("'allowed_ips' entries must be IPv4/IPv6 addresses or CIDR blocks.", param: "allowed_ips")
+                    }
+                    cidrs.append(parsed.description)
+                }
+            }
+            let (key, rec) = try await store.createKey(project: project, name: name, scopes: scopes, expiresAtMs: expires, allowedCIDRs: cidrs)
+            var w = JSONWriter(); Self.writeKey(rec, &w, plaintext: key); return w.bytes
+        } }
+        m.post("/keys/:id/revoke") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            let rec = try await self.ownedKey(caller, ctx.parameters.get("id") ?? "")
+            try await store.revokeKey(hash: rec.hash)
+            auth.invalidate(keyHash: rec.hash)
+            var w = JSONWriter(); var r = rec; r.revoked = true; Self.writeKey(r, &w); return w.bytes
+        } }
+        m.post("/keys/:id/rotate") { req, ctx in try await self.run(req, ctx) { caller, body in
+            let rec = try await self.ownedKey(caller, ctx.parameters.get("id") ?? "")
+            guard !rec.revoked else { throw APIError.invalidRequest("A revoked key cannot be rotated.", param: "id") }
+            var grace = 0
+            if !body.isEmpty, case let .int(g)? = try Self.object(body)["grace_seconds"] {
+                guard g >= 0, g <= 30 * 86400 else { throw APIError.invalidRequest("'grace_seconds' must be between 0 and 2592000.", param: "grace_seconds") }
+                grace = g
+            }
+            let (key, new) = try await store.rotateKey(rec, graceSeconds: grace)
+            auth.invalidate(keyHash: rec.hash)
+            var w = JSONWriter(); Self.writeKey(new, &w, plaintext: key); return w.bytes
+        } }
+        m.get("/agents") { req, ctx in try await self.run(req, ctx) { _, _ in
+            let redis = store.redis
+            let ids = try await redis.send(["ZRANGE", RedisKeys.workers, "0", "-1", "WITHSCORES"]).array.compactMap(\.string)
+            var w = JSONWriter(); w.objectStart(); w.field("object", "list"); w.key("data"); w.arrayStart()
+            var i = 0
+            while i + 1 < ids.count {
+                let h = try await redis.send(["HGETALL", RedisKeys.worker(ids[i])]).hash
+                w.objectStart(); w.field("id", ids[i]); w.field("last_heartbeat", Int(ids[i + 1]) ?? 0)
+                for k in h.keys.sorted() where k != "last_heartbeat" { w.field(k, h[k]!) }
+                w.objectEnd()
+                i += 2
+            }
+            w.arrayEnd(); w.objectEnd(); return w.bytes
+        } }
+        m.get("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            let jks = try await store.joinKeys(project: try caller.requireProject())
+            return Self.list(jks) { w, j in
+                w.objectStart(); w.field("id", j["id"] ?? ""); w.field("name", j["name"] ?? "")
+                w.field("created_at", Int(j["created_at"] ?? "") ?? 0); w.field("revoked", j["revoked"] == "1"); w.objectEnd()
+            }
+        } }
+        m.post("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, body in
+            var name = "workers"
+            if !body.isEmpty, case let .string(n)? = try Self.object(body)["name"] { name = n }
+            let (key, id) = try await store.createJoinKey(project: try caller.requireProject(), name: name)
+            var w = JSONWriter(); w.objectStart(); w.field("id", id); w.field("name", name); w.field("join_key", key); w.objectEnd(); return w.bytes
+        } }
+        m.post("/join-keys/:id/revoke") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            guard try await store.revokeJoinKey(project: try caller.requireProject(), id: ctx.parameters.get("id") ?? "") else {
+                throw APIError.notFound("No such join key.", code: "join_key_not_found")
+            }
+            return Array(#"{"revoked":true}"#.utf8)
+        } }
+        m.get("/usage") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            let usage = try await store.usage(project: try caller.requireProject())
+            var w = JSONWriter(); w.objectStart(); w.field("object", "usage")
+            var total: [String: Int] = [:]
+            w.key("endpoints"); w.objectStart()
+            for (ep, counters) in usage.sorted(by: { $0.key < $1.key }) {
+                w.key(ep); w.objectStart()
+                for k in counters.keys.sorted() { w.field(k, counters[k]!); total[k, default: 0] += counters[k]! }
+                w.objectEnd()
+            }
+            w.objectEnd()
+            w.key("total"); w.objectStart(); for k in total.keys.sorted() { w.field(k, total[k]!) }; w.objectEnd()
+            w.objectEnd(); return w.bytes
+        } }
+        m.get("/tiers") { req, ctx in try await self.run(req, ctx) { _, _ in
+            Self.list(config.tiers) { w, t in
+                w.objectStart()
+                w.field("name", t.name); w.field("priority", t.priority); w.field("weight", t.weight)
+                w.field("queue_timeout_ms", t.queueTimeoutMs); w.field("request_timeout_ms", t.requestTimeoutMs)
+                func opt(_ k: String, _ v: Int?) { w.key(k); if let v { w.value(v) } else { w.null() } }
+                opt("requests_per_minute", t.requestsPerMinute); opt("tokens_per_minute", t.tokensPerMinute)
+                opt("project_requests_per_minute", t.projectRequestsPerMinute); opt("project_tokens_per_minute", t.projectTokensPerMinute)
+                opt("max_concurrent_requests", t.maxConcurrentRequests)
+                w.field("price_input_per_million", t.priceInputPerMillion ?? 0); w.field("price_output_per_million", t.priceOutputPerMillion ?? 0)
+                w.objectEnd()
+            }
+        } }
+    }
+
+    /// The authenticated management caller and the project it acts on.
+    struct Caller {
+        var key: KeyRecord
+        var project: String?
+        func requireProject() throws -> String {
+            guard let project, !project.isEmpty else {
+                throw APIError.invalidRequest("An admin key must name a project: add ?project=<id or slug>.", param: "project")
+            }
+            return project
+        }
+    }
+
+    private func run(_ request: Request, _ context: GatewayRequestContext, admin: Bool = false,
+                     _ body: @escaping (Caller, [UInt8]) async throws -> [UInt8]) async throws -> Response {
+        let key = try await auth.keyRecord(authorization: request.headers[.authorization], remoteIP: context.remoteIP)
+        let isAdmin = key.scopes.contains(KeyRecord.admin)
+        if admin && !isAdmin { throw APIError.forbidden("This operation needs the 'admin' scope.", code: "insufficient_scope") }
+        guard isAdmin || key.scopes.contains(KeyRecord.management) else {
+            throw APIError.forbidden("This API key lacks the 'management' scope required for this request.", code: "insufficient_scope")
+        }
+        var project: String? = isAdmin ? nil : key.project
+        if let wanted = request.uri.queryParameters.get("project"), !wanted.isEmpty {
+            let resolved: String?
+            if try await store.project(id: wanted) != nil { resolved = wanted } else { resolved = try await store.project(slug: wanted)?.id }
+            if isAdmin {
+                guard let resolved else { throw APIError.notFound("No project '\(wanted)'.", code: "project_not_found") }
+                project = resolved
+            } else if resolved != key.project {
+                throw APIError.forbidden("This API key does not belong to project '\(wanted)'.", code: "wrong_project")
+            }
+        }
+        let bytes = try await Gateway.collect(request, limit: 1 << 20)
+        let out = try await body(Caller(key: key, project: project), bytes)
+        return Gateway.json(out)
+    }
+
+    private func ownedKey(_ caller: Caller, _ id: String) async throws -> KeyRecord {
+        guard let rec = try await store.keyRecord(id: id), rec.project == (try caller.requireProject()) else {
+            throw APIError.notFound("No key '\(id)' in this project.", code: "key_not_found")
+        }
+        return rec
+    }
+
+    static func object(_ body: [UInt8]) throws -> [String: JSONValue] {
+        if body.isEmpty { return [:] }
+        guard case let .object(o) = try JSONValue.parse(body) else { throw APIError.invalidRequest("The request body must be a JSON object.") }
+        return o
+    }
+
+    static func list<T>(_ items: [T], _ write: (inout JSONWriter, T) -> Void) -> [UInt8] {
+        var w = JSONWriter()
+        w.objectStart(); w.field("object", "list"); w.key("data"); w.arrayStart()
+        for i in items { write(&w, i) }
+        w.arrayEnd(); w.objectEnd()
+        return w.bytes
+    }
+
+    static func writeProject(_ p: Project, _ w: inout JSONWriter) {
+        w.objectStart(); w.field("id", p.id); w.field("url_id", "proj_\(p.id)"); w.field("slug", p.slug); w.field("name", p.name)
+        w.field("created_at", Int(p.createdAt / 1000)); w.objectEnd()
+    }
+
+    static func writeEndpoint(_ e: Endpoint, _ w: inout JSONWriter) {
+        w.objectStart(); w.field("slug", e.slug); w.field("model", e.model); w.field("tier", e.tier)
+        w.field("base_path", "/proj_\(e.project)/\(e.slug)/v1"); w.field("created_at", Int(e.createdAt / 1000)); w.objectEnd()
+    }
+
+    static func writeKey(_ k: KeyRecord, _ w: inout JSONWriter, plaintext: String? = nil) {
+        w.objectStart()
+        w.field("id", k.id); w.field("name", k.name); w.field("prefix", k.displayPrefix)
+        w.key("scopes"); w.arrayStart(); for s in k.scopes.sorted() { w.value(s) }; w.arrayEnd()
+        w.field("created_at", Int(k.createdAt / 1000)); w.field("revoked", k.revoked)
+        w.key("expires_at"); if let e = k.expiresAtMs { w.value(Int(e / 1000)) } else { w.null() }
+        w.key("allowed_ips"); w.arrayStart(); for c in k.allowedCIDRs { w.value(c) }; w.arrayEnd()
+        if let plaintext { w.field("key", plaintext) }
+        w.objectEnd()
+    }
+}

@@ -1,0 +1,282 @@
+import ArgumentParser
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// `xeroctl`: the management API from a terminal. Base URL and key from flags or the environment
+/// (`XEROCTL_BASE_URL`, `XEROCTL_KEY`). Tables by default, `--json` for scripts; on failure a
+/// one-line reason on stderr and a non-zero exit.
+@main
+struct Xeroctl: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "xeroctl", abstract: "Manage Xerotier projects, endpoints, keys, agents and join keys.",
+        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self])
+
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var c = command as? AsyncParsableCommand { try await c.run() } else { try command.run() }
+        } catch let e as CLIError {
+            FileHandle.standardError.write(Data("xeroctl: \(e.message)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+struct CLIError: Error { let message: String }
+
+struct Connection: ParsableArguments {
+    @Option(help: "Gateway base URL, e.g. http://127.0.0.1:8080 (env XEROCTL_BASE_URL).")
+    var baseURL: String?
+    @Option(help: "API key with the management scope, or the admin key (env XEROCTL_KEY).")
+    var key: String?
+    @Option(help: "Project id or slug (admin keys only; project keys act on their own project).")
+    var project: String?
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func request(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> [String: Any] {
+        let env = ProcessInfo.processInfo.environment
+        guard let base = baseURL ?? env["XEROCTL_BASE_URL"] else { throw CLIError(message: "no base URL: pass --base-url or set XEROCTL_BASE_URL") }
+        guard let key = key ?? env["XEROCTL_KEY"] else { throw CLIError(message: "no key: pass --key or set XEROCTL_KEY") }
+        var comps = URLComponents(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)
+        if let project { comps?.queryItems = (comps?.queryItems ?? []) + [URLQueryItem(name: "project", value: project)] }
+        guard let url = comps?.url else { throw CLIError(message: "bad base URL \(base)") }
+        var req = URLRequest(url: url)
+        req.httpMethod = method
+        req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
+        req.setValue("close", forHTTPHeaderField: "Connection")
+        if let body {
+            req.httpBody = try JSONSerialization.data(withJSONObject: body)
+            req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        }
+        let (data, response): (Data, URLResponse)
+        do { (data, response) = try await URLSession.shared.data(for: req) } catch {
+            throw CLIError(message: "cannot reach \(base): \(error.localizedDescription)")
+        }
+        let status = (response as? HTTPURLResponse)?.statusCode ?? 0
+        let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        guard (200..<300).contains(status) else {
+            let msg = ((obj["error"] as? [String: Any])?["message"] as? String) ?? String(decoding: data, as: UTF8.self)
+            throw CLIError(message: "\(status): \(msg)")
+        }
+        return obj
+    }
+
+    func show(_ obj: [String: Any], columns: [String]) {
+        if json {
+            let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])) ?? Data()
+            print(String(decoding: d, as: UTF8.self))
+            return
+        }
+        let rows = (obj["data"] as? [[String: Any]]) ?? [obj]
+        printTable(rows, columns: columns)
+    }
+}
+
+func cell(_ v: Any?) -> String {
+    switch v {
+    case nil, is NSNull: return "-"
+    case let a as [Any]: return a.map { "\($0)" }.joined(separator: ",")
+    case let b as Bool: return b ? "yes" : "no"
+    case let n as NSNumber: return n.stringValue
+    case let s as String: return s
+    default: return "\(v!)"
+    }
+}
+
+func printTable(_ rows: [[String: Any]], columns: [String]) {
+    let cells = rows.map { r in columns.map { cell(r[$0]) } }
+    let widths = columns.indices.map { i in max(columns[i].count, cells.map { $0[i].count }.max() ?? 0) }
+    func line(_ items: [String]) -> String {
+        items.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
+    }
+    print(line(columns.map { $0.uppercased() }))
+    for c in cells { print(line(c)) }
+    if rows.isEmpty { print("(none)") }
+}
+
+struct Projects: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(subcommands: [List.self, Create.self], defaultSubcommand: List.self)
+    struct List: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        func run() async throws { c.show(try await c.request("GET", "/manage/v1/projects"), columns: ["id", "slug", "name", "url_id"]) }
+    }
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Argument var slug: String
+        @Option var name: String?
+        func run() async throws {
+            c.show(try await c.request("POST", "/manage/v1/projects", body: ["slug": slug, "name": name ?? slug]), columns: ["id", "slug", "name", "url_id"])
+        }
+    }
+}
+
+struct Endpoints: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(subcommands: [List.self, Create.self, Delete.self], defaultSubcommand: List.self)
+    static let columns = ["slug", "model", "tier", "base_path"]
+    struct List: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        func run() async throws { c.show(try await c.request("GET", "/manage/v1/endpoints"), columns: Endpoints.columns) }
+    }
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Argument var slug: String
+        @Option var model: String
+        @Option var tier: String?
+        func run() async throws {
+            var body: [String: Any] = ["slug": slug, "model": model]
+            if let tier { body["tier"] = tier }
+            c.show(try await c.request("POST", "/manage/v1/endpoints", body: body), columns: Endpoints.columns)
+        }
+    }
+    struct Delete: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Argument var slug: String
+        func run() async throws { _ = try await c.request("DELETE", "/manage/v1/endpoints/\(slug)"); if !c.json { print("deleted \(slug)") } else { print("{\"deleted\":true}") } }
+    }
+}
+
+struct Keys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(subcommands: [Create.self, List.self, Revoke.self, Rotate.self], defaultSubcommand: List.self)
+    static let columns = ["id", "name", "prefix", "scopes", "revoked", "expires_at", "allowed_ips"]
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Option var name: String = "key"
+        @Option(help: "Comma-separated: inference, management.") var scopes: String = "inference"
+        @Option(help: "Expire after this many seconds.") var expiresIn: Int?
+        @Option(help: "Allow only this address or CIDR (repeatable).") var allowIp: [String] = []
+        func run() async throws {
+            var body: [String: Any] = ["name": name, "scopes": scopes.split(separator: ",").map(String.init)]
+            if let expiresIn { body["expires_in_seconds"] = expiresIn }
+            if !allowIp.isEmpty { body["allowed_ips"] = allowIp }
+            let r = try await c.request("POST", "/manage/v1/keys", body: body)
+            if c.json { c.show(r, columns: []) } else {
+                c.show(r, columns: Keys.columns)
+                print("\nkey: \(r["key"] as? String ?? "")\n(shown once: store it now)")
+            }
+        }
+    }
+    struct List: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        func run() async throws { c.show(try await c.request("GET", "/manage/v1/keys"), columns: Keys.columns) }
+    }
+    struct Revoke: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Argument var id: String
+        func run() async throws { c.show(try await c.request("POST", "/manage/v1/keys/\(id)/revoke"), columns: Keys.columns) }
+    }
+    struct Rotate: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Argument var id: String
+        @Option(help: "Seconds the old key keeps working.") var grace: Int = 0
+        func run() async throws {
+            let r = try await c.request("POST", "/manage/v1/keys/\(id)/rotate", body: ["grace_seconds": grace])
+            if c.json { c.show(r, columns: []) } else {
+                c.show(r, columns: Keys.columns)
+                print("\nnew key: \(r["key"] as? String ?? "")\n(shown once; the old key stops working in \(grace) s)")
+            }
+        }
+    }
+}
+
+struct Agents: AsyncParsableCommand {
+    @OptionGroup var c: Connection
+    func run() async throws {
+        c.show(try await c.request("GET", "/manage/v1/agents"), columns: ["id", "state", "engine", "models", "slots", "free", "inflight", "last_heartbeat"])
+    }
+}
+
+struct JoinKeys: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "join-keys", subcommands: [Create.self, List.self, Revoke.self], defaultSubcommand: List.self)
+    struct Create: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Option var name: String = "workers"
+        func run() async throws {
+            let r = try await c.request("POST", "/manage/v1/join-keys", body: ["name": name])
+            if c.json { c.show(r, columns: []) } else { c.show(r, columns: ["id", "name"]); print("\njoin key: \(r["join_key"] as? String ?? "")\n(shown once)") }
+        }
+    }
+    struct List: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        func run() async throws { c.show(try await c.request("GET", "/manage/v1/join-keys"), columns: ["id", "name", "created_at", "revoked"]) }
+    }
+    struct Revoke: AsyncParsableCommand {
+        @OptionGroup var c: Connection
+        @Argument var id: String
+        func run() async throws { _ = try await c.request("POST", "/manage/v1/join-keys/\(id)/revoke"); print(c.json ? "{\"revoked\":true}" : "revoked \(id)") }
+    }
+}
+
+struct UsageCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "usage")
+    @OptionGroup var c: Connection
+    func run() async throws {
+        let r = try await c.request("GET", "/manage/v1/usage")
+        if c.json { c.show(r, columns: []); return }
+        var rows: [[String: Any]] = []
+        for (ep, v) in ((r["endpoints"] as? [String: Any]) ?? [:]).sorted(by: { $0.key < $1.key }) {
+            var row = (v as? [String: Any]) ?? [:]
+            row["endpoint"] = ep
+            rows.append(row)
+        }
+        var total = (r["total"] as? [String: Any]) ?? [:]
+        total["endpoint"] = "TOTAL"
+        rows.append(total)
+        for i in rows.indices { rows[i]["cost_usd"] = String(format: "%.6f", Double((rows[i]["cost_micro_usd"] as? Int) ?? 0) / 1e6) }
+        printTable(rows, columns: ["endpoint", "requests", "input_tokens", "output_tokens", "cost_usd"])
+    }
+}
+
+struct Tiers: AsyncParsableCommand {
+    @OptionGroup var c: Connection
+    func run() async throws {
+        c.show(try await c.request("GET", "/manage/v1/tiers"), columns: ["name", "priority", "weight", "requests_per_minute", "tokens_per_minute",
+                                                                       "queue_timeout_ms", "request_timeout_ms", "price_input_per_million", "price_output_per_million"])
+    }
+}
+
+/// Sends one chat request to an endpoint and reports latency, tokens and rate-limit headers.
+struct TestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "test", abstract: "Send a chat request to an endpoint; print latency, tokens, rate-limit headers.")
+    @OptionGroup var c: Connection
+    @Option(help: "Endpoint slug.") var endpoint: String
+    @Option var message: String = "What is the capital of France?"
+    @Option var maxTokens: Int = 32
+
+    func run() async throws {
+        let me = try await c.request("GET", "/manage/v1/whoami")
+        guard let project = me["project"] as? String, !project.isEmpty else { throw CLIError(message: "test needs a project key with the inference scope") }
+        let env = ProcessInfo.processInfo.environment
+        let base = (c.baseURL ?? env["XEROCTL_BASE_URL"] ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        var req = URLRequest(url: URL(string: "\(base)/proj_\(project)/\(endpoint)/v1/chat/completions")!)
+        req.httpMethod = "POST"
+        req.setValue("Bearer \(c.key ?? env["XEROCTL_KEY"] ?? "")", forHTTPHeaderField: "Authorization")
+        req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        req.httpBody = try JSONSerialization.data(withJSONObject: ["model": "test", "max_tokens": maxTokens,
+                                                                   "messages": [["role": "user", "content": message]]])
+        let t0 = Date()
+        let (data, response) = try await URLSession.shared.data(for: req)
+        let ms = Date().timeIntervalSince(t0) * 1000
+        let http = response as! HTTPURLResponse
+        let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] ?? [:]
+        guard http.statusCode == 200 else {
+            throw CLIError(message: "\(http.statusCode): \(((obj["error"] as? [String: Any])?["message"] as? String) ?? "")")
+        }
+        let usage = obj["usage"] as? [String: Any] ?? [:]
+        let content = ((obj["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String ?? ""
+        var out: [String: Any] = ["status": http.statusCode, "latency_ms": Int(ms), "model": obj["model"] ?? "",
+                                  "prompt_tokens": usage["prompt_tokens"] ?? 0, "completion_tokens": usage["completion_tokens"] ?? 0,
+                                  "content": content]
+        for h in ["x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                  "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens", "x-request-id"] {
+            out[h] = http.value(forHTTPHeaderField: h) ?? "-"
+        }
+        if c.json { c.show(out, columns: []) } else {
+            for k in out.keys.sorted() { print("\(k.padding(toLength: 32, withPad: " ", startingAt: 0)) \(cell(out[k]))") }
+        }
+    }
+}
