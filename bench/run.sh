@@ -24,10 +24,11 @@ sleep 0.5
 ROUTER=$((20000 + RANDOM % 10000))
 HTTP=$(free_port)
 "$X" router --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
+export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
 "$X" gateway --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
-  for i in $(seq 1 "$1"); do "$X" worker --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --log-level warning & WPIDS+=($!); PIDS+=($!); done
+  for i in $(seq 1 "$1"); do "$X" worker --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
   sleep 1.5
 }
 stop_workers() { for p in "${WPIDS[@]}"; do kill "$p"; done; wait "${WPIDS[@]}" 2>/dev/null || true; sleep 0.5; }
@@ -48,7 +49,9 @@ echo "# non-streaming throughput, 1-token answers"
 "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
 echo "# open loop at 1000 requests/s, streaming, first-token latency"
 "$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
-echo "# streamed tokens/s through one gateway (long answers)"
+stop_workers
+echo "# streamed tokens/s through one gateway (2000-token answers)"
+start_workers 1 0 512 2000
 "$B" http "$URL" "$KEY" 64 "$SECS" stream 2000 | tee -a "$OUT"
 stop_workers
 

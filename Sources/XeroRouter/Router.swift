@@ -39,6 +39,10 @@ public final class Router: Sendable {
         /// A worker silent this long is dropped from dispatch.
         public var workerTimeoutMs: Int64 = 3000
         public var statsEveryMs: Int64 = 100
+        /// Workers must present a valid join key (`xero:joinkey:<sha256>`, not revoked) in `hello`.
+        public var requireJoinKey = true
+        /// Where join keys are checked (nil = no check possible: every hello is refused if required).
+        public var redis: RedisAddress?
         public init() {}
     }
 
@@ -169,6 +173,11 @@ final class RouterState: @unchecked Sendable {
                 ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused("worker id must equal its routing id").encode()])
                 return
             }
+            if options.requireJoinKey, let why = joinKeyProblem(info.joinKey) {
+                logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "\(why)"])
+                ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused(why).encode()])
+                return
+            }
             let known = scheduler.knows(worker)
             scheduler.join(info, now: now)
             logger.info(known ? "worker re-joined" : "worker joined", metadata: ["worker": "\(worker)", "slots": "\(info.slots)",
@@ -205,6 +214,25 @@ final class RouterState: @unchecked Sendable {
             recordWorker(worker, now: now)
         case .bye:
             dropWorker(ctx, worker, reason: "said goodbye", now: now)
+        }
+    }
+
+    private var joinKeyConnection: RedisConnection?
+
+    /// Why a join key is not acceptable, or nil if it is. A blocking Redis read on the loop thread:
+    /// hellos are rare (a worker joining), and it keeps the check in arrival order.
+    func joinKeyProblem(_ joinKey: String) -> String? {
+        guard !joinKey.isEmpty else { return "a join key is required (worker --join-key)" }
+        guard let address = options.redis else { return "this router cannot check join keys (no Redis)" }
+        do {
+            if joinKeyConnection == nil || joinKeyConnection!.isBroken { joinKeyConnection = try RedisConnection(address) }
+            let h = try joinKeyConnection!.command(["HGETALL", RedisKeys.joinKey(hash: APIKey.hash(joinKey))]).hash
+            if h.isEmpty { return "unknown join key" }
+            if h["revoked"] == "1" { return "join key revoked" }
+            return nil
+        } catch {
+            joinKeyConnection = nil
+            return "cannot check the join key: \(error)"
         }
     }
 

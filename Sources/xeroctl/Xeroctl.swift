@@ -43,7 +43,10 @@ struct Connection: ParsableArguments {
         guard let base = baseURL ?? env["XEROCTL_BASE_URL"] else { throw CLIError(message: "no base URL: pass --base-url or set XEROCTL_BASE_URL") }
         guard let key = key ?? env["XEROCTL_KEY"] else { throw CLIError(message: "no key: pass --key or set XEROCTL_KEY") }
         var comps = URLComponents(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)
-        if let project { comps?.queryItems = (comps?.queryItems ?? []) + [URLQueryItem(name: "project", value: project)] }
+        if let project {
+            let existing = comps?.queryItems ?? []
+            comps?.queryItems = existing + [URLQueryItem(name: "project", value: project)]
+        }
         guard let url = comps?.url else { throw CLIError(message: "bad base URL \(base)") }
         var req = URLRequest(url: url)
         req.httpMethod = method

@@ -8,7 +8,7 @@ import XeroStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin", abstract: "Create projects, endpoints and keys directly in Redis.",
-        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self])
+        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self, CreateJoinKey.self])
 
     struct Bootstrap: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -48,6 +48,21 @@ struct Admin: AsyncParsableCommand {
             let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
             defer { client.close() }
             print(try await TenancyStore(redis: client).createAdminKey().key)
+        }
+    }
+
+    struct CreateJoinKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a join key workers present to the router; prints it once.")
+        @OptionGroup var redis: RedisOptions
+        @Option(help: "Project that owns it (slug).") var projectSlug: String = "system"
+        @Option var name: String = "workers"
+        func run() async throws {
+            let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
+            defer { client.close() }
+            let store = TenancyStore(redis: client)
+            var found = try await store.project(slug: projectSlug)
+            if found == nil { found = try await store.createProject(slug: projectSlug, name: projectSlug) }
+            print(try await store.createJoinKey(project: found!.id, name: name).key)
         }
     }
 

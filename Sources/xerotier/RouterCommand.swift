@@ -13,6 +13,9 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(help: "Drop a worker from dispatch after this many ms without a heartbeat.")
     var workerTimeoutMs: Int = 3000
 
+    @Flag(help: "Accept workers without a join key (trusted networks and benchmarks only).")
+    var noJoinKeys = false
+
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.router")
@@ -20,6 +23,8 @@ struct RouterCommand: AsyncParsableCommand {
         let ops = OpsRecorder(address: try RedisAddress(url: redis.url), logger: logger)
         var options = Router.Options()
         options.workerTimeoutMs = Int64(workerTimeoutMs)
+        options.requireJoinKey = !noJoinKeys
+        options.redis = try RedisAddress(url: redis.url)
         let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
                                 options: options, logger: logger)
         router.start()

@@ -27,8 +27,8 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Worker id (default: random).")
     var id: String?
 
-    @Option(help: "Join key presented to the router.")
-    var joinKey: String = ""
+    @Option(help: "Join key presented to the router (default: $XERO_JOIN_KEY).")
+    var joinKey: String?
 
     @Option(help: "On SIGTERM, wait at most this long for running jobs to finish.")
     var drainSeconds: Double = 60
@@ -38,12 +38,22 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = common.makeLogger("xerotier.worker")
         let engine = try makeEngine()
         var options = Worker.Options()
-        options.joinKey = joinKey
+        options.joinKey = joinKey ?? ProcessInfo.processInfo.environment["XERO_JOIN_KEY"] ?? ""
         let worker = try Worker(id: id ?? randomWorkerID(), engine: engine,
                                 routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)",
                                 routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
                                 options: options, logger: logger)
         worker.start()
+        // Leave with a clear reason if the router refuses us (bad join key).
+        Task {
+            while true {
+                try? await Task.sleep(nanoseconds: 100_000_000)
+                if let why = worker.refusedReason {
+                    FileHandle.standardError.write(Data("worker refused by the router: \(why)\n".utf8))
+                    Foundation.exit(2)
+                }
+            }
+        }
         let sig = await waitForTerminationSignal()
         logger.info("worker stopping", metadata: ["signal": "\(sig)"])
         await worker.drain(timeoutSeconds: drainSeconds)

@@ -90,6 +90,8 @@ class Platform:
         self.gateways = []
         self.log_dir = self.tmp / "logs"
         self.log_dir.mkdir(exist_ok=True)
+        self.join_key = subprocess.run([BIN, "admin", "create-join-key", "--redis", redis.url], capture_output=True, text=True,
+                                       timeout=30, check=True).stdout.strip()
 
     def _spawn(self, name, args):
         log = open(self.log_dir / f"{name}.log", "wb")
@@ -111,8 +113,8 @@ class Platform:
         self.gateways.append(url)
         return url
 
-    def start_worker(self, name, *extra, wait=True):
-        self._spawn(name, ["worker", "--id", name, *extra])
+    def start_worker(self, name, *extra, wait=True, join_key=None):
+        self._spawn(name, ["worker", "--id", name, "--join-key", join_key if join_key is not None else self.join_key, *extra])
         if wait:
             wait_for(lambda: self.redis.cli("ZSCORE", "xero:workers", name) != "", what=f"{name} registered")
 

@@ -226,3 +226,19 @@ def test_compose_file_is_valid():
     assert out.returncode == 0, out.stderr
     services = subprocess.run(["docker-compose", "-f", str(compose), "config", "--services"], capture_output=True, text=True).stdout.split()
     assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "worker-1", "worker-2"])
+
+
+def test_worker_without_valid_join_key_gets_no_jobs(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    gw = p.start_gateway()
+    p.start_worker("intruder", join_key="xjoin_" + "x" * 32, wait=False)
+    p.start_worker("keyless", join_key="", wait=False)
+    for name in ("intruder", "keyless"):
+        assert p.procs[name].wait(15) == 2, "a refused worker exits with status 2"
+    log = p.log("router")
+    assert "unknown join key" in log and "a join key is required" in log
+    assert p.redis.cli("ZSCORE", "xero:workers", "intruder") == ""
+    demo = p.bootstrap(model="nobody")
+    with pytest.raises(openai.InternalServerError):
+        client_for(gw, demo).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
