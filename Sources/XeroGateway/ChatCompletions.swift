@@ -25,13 +25,14 @@ struct ChatCompletions: Sendable {
         guard let tier = tiers[caller.endpoint.tier] else {
             throw APIError.internalError("Endpoint '\(caller.endpoint.slug)' names tier '\(caller.endpoint.tier)', which this gateway does not know.")
         }
+        let requestId = ids.next()
         // Rate limits: reserve the prompt estimate plus the answer budget; settle with real usage.
         let limits = RateLimiter.Limits(tier: tier)
         let reserve = Self.estimatePromptTokens(chat) + (chat.maxTokens ?? Self.defaultReservedCompletionTokens) * chat.n
         var limitHeaders: HTTPFields = [:]
         if let limiter {
             let decision: RateLimiter.Decision
-            do { decision = try await limiter.admit(keyHash: caller.key.hash, project: caller.project, limits: limits, reserveTokens: reserve) } catch {
+            do { decision = try await limiter.admit(keyHash: caller.key.hash, project: caller.project, limits: limits, reserveTokens: reserve, requestId: requestId) } catch {
                 throw APIError.unavailable("The rate limiter is unreachable; retry shortly.")
             }
             limitHeaders = Self.rateLimitHeaders(decision)
@@ -48,14 +49,13 @@ struct ChatCompletions: Sendable {
             Task {
                 do {
                     try await limiter?.settle(keyHash: caller.key.hash, project: caller.project, limits: limits, reserved: reserve,
-                                              actual: usage.map { $0.totalTokens } ?? 0)
+                                              actual: usage.map { $0.totalTokens } ?? 0, requestId: requestId)
                     if let usage { try await store.recordUsage(project: caller.project, endpoint: caller.endpoint.slug, tier: tier, usage: usage) }
                 } catch {
                     logger.warning("usage settlement failed", metadata: ["error": "\(error)"])
                 }
             }
         }
-        let requestId = ids.next()
         let now = nowMs()
         let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, tier: tier.name, project: caller.project,
                               endpoint: caller.endpoint.slug, model: caller.endpoint.model, acceptedAtMs: now,

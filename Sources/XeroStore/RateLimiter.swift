@@ -11,7 +11,13 @@ public struct RateLimiter: Sendable {
         public var keyTokensPerMinute: Int?
         public var projectRequestsPerMinute: Int?
         public var projectTokensPerMinute: Int?
+        /// Requests of one key running at once (across gateways).
+        public var maxConcurrent: Int?
+        /// How long a concurrency slot may be held before it is presumed leaked (crashed gateway).
+        public var slotTTLMs: Int
         public init(tier: Tier) {
+            maxConcurrent = tier.maxConcurrentRequests
+            slotTTLMs = tier.requestTimeoutMs + 10_000
             keyRequestsPerMinute = tier.requestsPerMinute
             keyTokensPerMinute = tier.tokensPerMinute
             projectRequestsPerMinute = tier.projectRequestsPerMinute
@@ -37,16 +43,28 @@ public struct RateLimiter: Sendable {
     public let redis: RedisClient
     public init(redis: RedisClient) { self.redis = redis }
 
-    /// KEYS: bucket keys. ARGV: now_ms, then per bucket capacity, cost. Bucket = HASH {t, ts}.
-    /// Returns {allowed, retry_ms, refused_index, then per bucket remaining, reset_ms}.
+    /// KEYS: bucket keys, then (if ARGV[2] > 0) the key's in-flight ZSET. ARGV: now_ms, max_concurrent
+    /// (0 = none), request id, slot expiry ms, then per bucket capacity, cost. Bucket = HASH {t, ts}.
+    /// Returns {allowed, retry_ms, refused_index (n+1 = concurrency), then per bucket remaining, reset_ms}.
     static let admitScript = """
     local now = tonumber(ARGV[1])
+    local maxc = tonumber(ARGV[2])
     local n = #KEYS
+    if maxc > 0 then
+      n = n - 1
+      local z = KEYS[#KEYS]
+      redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+      if redis.call('ZCARD', z) >= maxc then
+        local out = {0, 1000, n + 1}
+        for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0 end
+        return out
+      end
+    end
     local tokens, caps, costs = {}, {}, {}
     local allowed, retry, refused = 1, 0, 0
     for i = 1, n do
-      local cap = tonumber(ARGV[2 * i])
-      local cost = tonumber(ARGV[2 * i + 1])
+      local cap = tonumber(ARGV[3 + 2 * i])
+      local cost = tonumber(ARGV[4 + 2 * i])
       local rate = cap / 60000.0
       local b = redis.call('HMGET', KEYS[i], 't', 'ts')
       local t = tonumber(b[1])
@@ -59,6 +77,10 @@ public struct RateLimiter: Sendable {
         local wait = math.ceil((math.min(cost, cap) - t) / rate)
         if wait > retry then retry = wait; refused = i end
       end
+    end
+    if allowed == 1 and maxc > 0 then
+      redis.call('ZADD', KEYS[#KEYS], now + tonumber(ARGV[4]), ARGV[3])
+      redis.call('PEXPIRE', KEYS[#KEYS], tonumber(ARGV[4]))
     end
     local out = {allowed, retry, refused}
     for i = 1, n do
@@ -102,11 +124,13 @@ public struct RateLimiter: Sendable {
         return b
     }
 
-    public func admit(keyHash: String, project: String, limits: Limits, reserveTokens: Int) async throws -> Decision {
+    public func admit(keyHash: String, project: String, limits: Limits, reserveTokens: Int, requestId: String) async throws -> Decision {
         let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: reserveTokens)
         var d = Decision(allowed: true, retryAfterMs: 0, reservedTokens: reserveTokens)
-        guard !bs.isEmpty else { return d }
-        var args = ["EVAL", Self.admitScript, String(bs.count)] + bs.map(\.key) + [String(nowMs())]
+        let maxc = limits.maxConcurrent ?? 0
+        guard !bs.isEmpty || maxc > 0 else { return d }
+        let keys = bs.map(\.key) + (maxc > 0 ? [RedisKeys.inflight(keyHash)] : [])
+        var args = ["EVAL", Self.admitScript, String(keys.count)] + keys + [String(nowMs()), String(maxc), requestId, String(limits.slotTTLMs)]
         for b in bs { args += [String(b.capacity), String(b.cost)] }
         let reply = try await redis.send(args)
         if case let .error(e) = reply { throw RedisError("rate limit script: \(e)") }
@@ -114,7 +138,7 @@ public struct RateLimiter: Sendable {
         guard a.count == 3 + 2 * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
         d.allowed = a[0] == 1
         d.retryAfterMs = a[1]
-        if a[2] > 0 { d.refusedBy = bs[a[2] - 1].name }
+        if a[2] > 0 { d.refusedBy = a[2] <= bs.count ? bs[a[2] - 1].name : "concurrent requests for this key (\(maxc))" }
         for (i, b) in bs.enumerated() where b.key.contains(":key:") {
             if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = a[3 + 2 * i]; d.resetRequestsMs = a[4 + 2 * i] }
             else { d.limitTokens = b.capacity; d.remainingTokens = a[3 + 2 * i]; d.resetTokensMs = a[4 + 2 * i] }
@@ -122,8 +146,10 @@ public struct RateLimiter: Sendable {
         return d
     }
 
-    /// Corrects the token buckets by what the request really used (refunds unused reservation).
-    public func settle(keyHash: String, project: String, limits: Limits, reserved: Int, actual: Int) async throws {
+    /// Corrects the token buckets by what the request really used (refunds unused reservation) and
+    /// frees its concurrency slot.
+    public func settle(keyHash: String, project: String, limits: Limits, reserved: Int, actual: Int, requestId: String) async throws {
+        if (limits.maxConcurrent ?? 0) > 0 { _ = try await redis.send(["ZREM", RedisKeys.inflight(keyHash), requestId]) }
         let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: 0).filter { $0.key.hasSuffix(":tok") }
         guard !bs.isEmpty, actual != reserved else { return }
         let args = ["EVAL", Self.settleScript, String(bs.count)] + bs.map(\.key) + [String(nowMs()), String(actual - reserved)] + bs.map { String($0.capacity) }

@@ -18,6 +18,7 @@ public enum RedisKeys {
 
     // Rate limits and usage.
     public static func rateBucket(_ scope: String, _ id: String, _ kind: String) -> String { "xero:rl:\(scope):\(id):\(kind)" } // HASH {t, ts}
+    public static func inflight(_ keyHash: String) -> String { "xero:inflight:key:\(keyHash)" } // ZSET request id → slot expiry ms
     public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
     public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
 

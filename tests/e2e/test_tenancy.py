@@ -26,6 +26,7 @@ tiers:
      tokens_per_minute: 1000}
   - {name: projectlimited, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000,
      requests_per_minute: 1000, project_requests_per_minute: 5}
+  - {name: concurrent, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000, max_concurrent_requests: 2}
 """
 
 
@@ -35,7 +36,8 @@ def tp(redis, tmp_path_factory):
     p.start_router()
     p.start_gateway()
     p.start_gateway()
-    p.start_worker("tw1", "--slots", "64")
+    # 1 ms per token and long answers: a request lasts about max_tokens milliseconds.
+    p.start_worker("tw1", "--slots", "64", "--sim-tpot-ms", "1", "--sim-answer-tokens", "100000")
     p.admin = subprocess.run([BIN, "admin", "create-admin-key", "--redis", redis.url], capture_output=True, text=True, check=True).stdout.strip()
     PLAINTEXT_KEYS.append(p.admin)
     yield p
@@ -203,12 +205,14 @@ def test_token_rate_limit_reserves_and_settles(tp):
     a = new_project(tp, "tokenlimit", tier="tokenlimited")   # 1000 tokens/min per key
     url = tp.gateways[0] + a["base_path"] + "/chat/completions"
     headers = {"Authorization": f"Bearer {a['api_key']}"}
-    r = httpx.post(url, json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 400}, headers=headers, timeout=30)
-    assert r.status_code == 200
+    # max_tokens 400 reserved; the stop string ends the answer after 2 tokens.
+    r = httpx.post(url, json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 400, "stop": ["said"]},
+                   headers=headers, timeout=30)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 2
     assert r.headers["x-ratelimit-limit-tokens"] == "1000"
     after_reserve = int(r.headers["x-ratelimit-remaining-tokens"])
     assert after_reserve <= 1000 - 400
-    # Settlement refunds what the answer did not use (it used 5 of 400): the budget comes back.
+    # Settlement refunds what the answer did not use (2 of 400): the budget comes back.
     time.sleep(0.5)
     r2 = httpx.post(url, json={"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}, headers=headers, timeout=30)
     assert int(r2.headers["x-ratelimit-remaining-tokens"]) > after_reserve + 300
@@ -228,6 +232,24 @@ def test_project_limit_applies_across_keys(tp):
                        headers={"Authorization": f"Bearer {key}"}, timeout=30)
         statuses.append(r.status_code)
     assert statuses.count(200) == 5 and statuses.count(429) == 3, statuses
+
+
+def test_concurrent_requests_per_key_are_capped(tp):
+    import threading
+    a = new_project(tp, "conc", tier="concurrent")   # 2 at once per key
+    done = []
+    long = [threading.Thread(target=lambda: done.append(chat(tp, a, a["api_key"], max_tokens=1500))) for _ in range(2)]
+    for t in long:
+        t.start()
+    time.sleep(0.5)
+    with pytest.raises(openai.RateLimitError) as e:
+        chat(tp, a, a["api_key"], gateway=1)
+    assert "concurrent" in e.value.body["message"]
+    for t in long:
+        t.join(30)
+    assert len(done) == 2
+    time.sleep(0.3)  # settlement frees the slots
+    assert chat(tp, a, a["api_key"], gateway=1).choices
 
 
 def test_usage_accounting(tp):
