@@ -53,3 +53,13 @@ final class SSEAndCacheTests: XCTestCase {
         XCTAssertTrue(set.first!.hasPrefix("chatcmpl-"))
     }
 }
+
+final class RateLimitHeaderTests: XCTestCase {
+    func testDurationFormat() {
+        XCTAssertEqual(ChatCompletions.formatDuration(ms: 20), "20ms")
+        XCTAssertEqual(ChatCompletions.formatDuration(ms: 1000), "1s")
+        XCTAssertEqual(ChatCompletions.formatDuration(ms: 1500), "1.5s")
+        XCTAssertEqual(ChatCompletions.formatDuration(ms: 360_000), "6m0s")
+        XCTAssertEqual(ChatCompletions.formatDuration(ms: -5), "0ms")
+    }
+}

@@ -6,8 +6,8 @@ public struct CIDR: Sendable, Equatable, CustomStringConvertible {
     public let prefix: Int
 
     public init?(_ text: String) {
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
-        guard let addr = CIDR.parseAddress(parts[0]) else { return nil }
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard let first = parts.first, let addr = CIDR.parseAddress(first) else { return nil }
         let maxPrefix = addr.count * 8
         var p = maxPrefix
         if parts.count == 2 {
