@@ -23,12 +23,15 @@ REDIS=redis://127.0.0.1:$RPORT
 sleep 0.5
 ROUTER=$((20000 + RANDOM % 10000))
 HTTP=$(free_port)
-"$X" router --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
+CFG=bench/bench-config.yaml
+"$X" router --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
-"$X" gateway --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
+"$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
+HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenancy comparison
+"$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
-  for i in $(seq 1 "$1"); do "$X" worker --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
+  for i in $(seq 1 "$1"); do "$X" worker --config $CFG --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
   sleep 1.5
 }
 stop_workers() { for p in "${WPIDS[@]}"; do kill "$p"; done; wait "${WPIDS[@]}" 2>/dev/null || true; sleep 0.5; }
@@ -36,7 +39,8 @@ BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug 
 PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 URL="http://127.0.0.1:$HTTP$PATHP/chat/completions"
-until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null; do sleep 0.2; done
+URL_OFF="http://127.0.0.1:$HTTP_OFF$PATHP/chat/completions"
+until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null && curl -sf "http://127.0.0.1:$HTTP_OFF/health" >/dev/null; do sleep 0.2; done
 OUT=$WORK/results.jsonl
 
 echo "# engine direct (SimEngine in-process, zero delay)"
@@ -49,6 +53,9 @@ echo "# non-streaming throughput, 1-token answers"
 "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
 echo "# open loop at 1000 requests/s, streaming, first-token latency"
 "$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
+echo "# tenancy cost: rate limiting off (same path otherwise)"
+"$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
+"$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
 stop_workers
 echo "# streamed tokens/s through one gateway (2000-token answers)"
 start_workers 1 0 512 2000

@@ -13,10 +13,12 @@ for r in rows:
     name = r["mode"]
     if "target_rps" in r:
         name += f" open-loop {r['target_rps']:.0f}/s"
+    name += " (rate limits off)" if r.get("limits") == "off" else ""
     if "workers" in r:
         name += f" {r['workers']} worker(s), sim-bound"
         scale[r["workers"]] = r["rps"]
-    e = eng.get(r["concurrency"])
+    # Open-loop runs are compared with the uncontended single-stream engine baseline.
+    e = eng.get(1 if "target_rps" in r else r["concurrency"])
     base = f"{e['ttft_p50_ms']:.3f}/{e['ttft_p99_ms']:.3f}" if e else "–"
     added = f"{r['ttft_p50_ms'] - e['ttft_p50_ms']:.3f}/{r['ttft_p99_ms'] - e['ttft_p99_ms']:.3f}" if e else "–"
     print(f"| {name} | {r['concurrency']} | {r['rps']:.0f} | {r['ttft_p50_ms']:.3f} | {r['ttft_p99_ms']:.3f} | {base} | {added} | {r['tokens_per_s']:.0f} |"
@@ -26,3 +28,14 @@ if 1 in scale:
     print("|---|---|---|")
     for n in sorted(scale):
         print(f"| {n} | {scale[n]:.1f} | {scale[n] / (n * scale[1]) * 100:.0f} % |")
+
+on = [r for r in rows if r["mode"] == "http" and r.get("limits") != "off" and "workers" not in r]
+off = [r for r in rows if r["mode"] == "http" and r.get("limits") == "off"]
+on_l = [r for r in rows if "target_rps" in r and r.get("limits") != "off"]
+off_l = [r for r in rows if "target_rps" in r and r.get("limits") == "off"]
+if on and off and on_l and off_l:
+    print("\n| tenancy (key check + rate limits) | limits on | limits off | ratio / added |")
+    print("|---|---|---|---|")
+    print(f"| non-streaming req/s | {on[0]['rps']:.0f} | {off[0]['rps']:.0f} | {on[0]['rps'] / off[0]['rps'] * 100:.0f} % |")
+    print(f"| TTFT p50 at 1000/s, ms | {on_l[0]['ttft_p50_ms']:.3f} | {off_l[0]['ttft_p50_ms']:.3f} | +{on_l[0]['ttft_p50_ms'] - off_l[0]['ttft_p50_ms']:.3f} ms |")
+    print(f"| TTFT p99 at 1000/s, ms | {on_l[0]['ttft_p99_ms']:.3f} | {off_l[0]['ttft_p99_ms']:.3f} | +{on_l[0]['ttft_p99_ms'] - off_l[0]['ttft_p99_ms']:.3f} ms |")
