@@ -45,12 +45,12 @@ struct ChatCompletions: Sendable {
                 throw e
             }
         }
-        let settle: @Sendable (Usage?) -> Void = { [limiter, store, logger] usage in
+        let settle: @Sendable (Usage?) -> Void = { [limiter, logger] usage in
+            guard let limiter else { return }
             Task {
                 do {
-                    try await limiter?.settle(keyHash: caller.key.hash, project: caller.project, limits: limits, reserved: reserve,
-                                              actual: usage.map { $0.totalTokens } ?? 0, requestId: requestId)
-                    if let usage { try await store.recordUsage(project: caller.project, endpoint: caller.endpoint.slug, tier: tier, usage: usage) }
+                    try await limiter.finish(keyHash: caller.key.hash, project: caller.project, endpoint: caller.endpoint.slug, tier: tier,
+                                             limits: limits, reserved: reserve, usage: usage, requestId: requestId)
                 } catch {
                     logger.warning("usage settlement failed", metadata: ["error": "\(error)"])
                 }

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import XeroCore
 
@@ -41,7 +42,8 @@ public struct RateLimiter: Sendable {
     }
 
     public let redis: RedisClient
-    public init(redis: RedisClient) { self.redis = redis }
+    let scripts: ScriptRunner
+    public init(redis: RedisClient) { self.redis = redis; scripts = ScriptRunner(redis: redis) }
 
     /// KEYS: bucket keys, then (if ARGV[2] > 0) the key's in-flight ZSET. ARGV: now_ms, max_concurrent
     /// (0 = none), request id, slot expiry ms, then per bucket capacity, cost. Bucket = HASH {t, ts}.
@@ -95,20 +97,32 @@ public struct RateLimiter: Sendable {
     return out
     """
 
-    /// KEYS: token bucket keys. ARGV: now_ms, delta (actual − reserved; negative refunds), then caps.
-    static let settleScript = """
+    /// Settlement, in one round trip. KEYS: the key's token buckets (k of them), then the in-flight
+    /// ZSET, the usage HASH and the usage endpoints SET. ARGV: now_ms, delta (actual − reserved),
+    /// k, request id, endpoint, input tokens, output tokens, cost µ$, record usage (0/1), then k caps.
+    static let finishScript = """
     local now = tonumber(ARGV[1])
     local delta = tonumber(ARGV[2])
-    for i = 1, #KEYS do
-      local cap = tonumber(ARGV[2 + i])
+    local k = tonumber(ARGV[3])
+    for i = 1, k do
+      local cap = tonumber(ARGV[9 + i])
       local b = redis.call('HMGET', KEYS[i], 't', 'ts')
       local t = tonumber(b[1])
-      if t ~= nil then
+      if t ~= nil and delta ~= 0 then
         local rate = cap / 60000.0
         t = math.min(cap, t + math.max(0, now - tonumber(b[2])) * rate) - delta
         redis.call('HSET', KEYS[i], 't', tostring(math.min(cap, t)), 'ts', tostring(now))
         redis.call('PEXPIRE', KEYS[i], 120000)
       end
+    end
+    redis.call('ZREM', KEYS[k + 1], ARGV[4])
+    if ARGV[9] == '1' then
+      local u = KEYS[k + 2]
+      redis.call('HINCRBY', u, 'requests', 1)
+      redis.call('HINCRBY', u, 'input_tokens', ARGV[6])
+      redis.call('HINCRBY', u, 'output_tokens', ARGV[7])
+      redis.call('HINCRBY', u, 'cost_micro_usd', ARGV[8])
+      redis.call('SADD', KEYS[k + 3], ARGV[5])
     end
     return 1
     """
@@ -130,9 +144,9 @@ public struct RateLimiter: Sendable {
         let maxc = limits.maxConcurrent ?? 0
         guard !bs.isEmpty || maxc > 0 else { return d }
         let keys = bs.map(\.key) + (maxc > 0 ? [RedisKeys.inflight(keyHash)] : [])
-        var args = ["EVAL", Self.admitScript, String(keys.count)] + keys + [String(nowMs()), String(maxc), requestId, String(limits.slotTTLMs)]
+        var args = [String(nowMs()), String(maxc), requestId, String(limits.slotTTLMs)]
         for b in bs { args += [String(b.capacity), String(b.cost)] }
-        let reply = try await redis.send(args)
+        let reply = try await scripts.run(Self.admitScript, keys: keys, args: args)
         if case let .error(e) = reply { throw RedisError("rate limit script: \(e)") }
         let a = reply.array.map { $0.int ?? 0 }
         guard a.count == 3 + 2 * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
@@ -146,13 +160,34 @@ public struct RateLimiter: Sendable {
         return d
     }
 
-    /// Corrects the token buckets by what the request really used (refunds unused reservation) and
-    /// frees its concurrency slot.
-    public func settle(keyHash: String, project: String, limits: Limits, reserved: Int, actual: Int, requestId: String) async throws {
-        if (limits.maxConcurrent ?? 0) > 0 { _ = try await redis.send(["ZREM", RedisKeys.inflight(keyHash), requestId]) }
+    /// Ends a request's accounting in one script: corrects the token buckets by what it really used
+    /// (refunding the unused reservation), frees its concurrency slot and adds its usage and cost to
+    /// the project's and endpoint's counters. `usage` nil = the request failed: nothing is billed.
+    public func finish(keyHash: String, project: String, endpoint: String, tier: Tier, limits: Limits, reserved: Int,
+                       usage: Usage?, requestId: String) async throws {
         let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: 0).filter { $0.key.hasSuffix(":tok") }
-        guard !bs.isEmpty, actual != reserved else { return }
-        let args = ["EVAL", Self.settleScript, String(bs.count)] + bs.map(\.key) + [String(nowMs()), String(actual - reserved)] + bs.map { String($0.capacity) }
-        _ = try await redis.send(args)
+        let actual = usage.map { $0.totalTokens } ?? 0
+        let cost = usage.map { Double($0.promptTokens) * (tier.priceInputPerMillion ?? 0) + Double($0.completionTokens) * (tier.priceOutputPerMillion ?? 0) } ?? 0
+        let keys = bs.map(\.key) + [RedisKeys.inflight(keyHash), RedisKeys.usage(project, endpoint), RedisKeys.usageEndpoints(project)]
+        let argv = [String(nowMs()), String(actual - reserved), String(bs.count), requestId, endpoint,
+                    String(usage?.promptTokens ?? 0), String(usage?.completionTokens ?? 0), String(Int(cost.rounded())),
+                    usage == nil ? "0" : "1"] + bs.map { String($0.capacity) }
+        let reply = try await scripts.run(Self.finishScript, keys: keys, args: argv)
+        if case let .error(e) = reply { throw RedisError("settlement script: \(e)") }
+    }
+}
+
+/// Runs Lua scripts by SHA (`EVALSHA`), loading them on first use or after a Redis restart
+/// (`NOSCRIPT`), so a request sends a 40-byte digest instead of the script text.
+struct ScriptRunner: Sendable {
+    let redis: RedisClient
+
+    func run(_ script: String, keys: [String], args: [String]) async throws -> RedisValue {
+        let sha = Insecure.SHA1.hash(data: Array(script.utf8)).map { String(format: "%02x", $0) }.joined()
+        let reply = try await redis.send(["EVALSHA", sha, String(keys.count)] + keys + args)
+        if case let .error(e) = reply, e.hasPrefix("NOSCRIPT") {
+            return try await redis.send(["EVAL", script, String(keys.count)] + keys + args)
+        }
+        return reply
     }
 }

@@ -223,19 +223,6 @@ public struct TenancyStore: Sendable {
 
     // MARK: Usage
 
-    /// Adds one finished request to the project's and endpoint's counters (cost in micro-dollars).
-    public func recordUsage(project: String, endpoint: String, tier: Tier, usage: Usage) async throws {
-        let cost = (Double(usage.promptTokens) * (tier.priceInputPerMillion ?? 0) + Double(usage.completionTokens) * (tier.priceOutputPerMillion ?? 0))
-        let key = RedisKeys.usage(project, endpoint)
-        _ = try await redis.pipeline(strings: [
-            ["HINCRBY", key, "requests", "1"],
-            ["HINCRBY", key, "input_tokens", String(usage.promptTokens)],
-            ["HINCRBY", key, "output_tokens", String(usage.completionTokens)],
-            ["HINCRBY", key, "cost_micro_usd", String(Int(cost.rounded()))],
-            ["SADD", RedisKeys.usageEndpoints(project), endpoint],
-        ])
-    }
-
     public func usage(project: String) async throws -> [String: [String: Int]] {
         let eps = try await redis.send(["SMEMBERS", RedisKeys.usageEndpoints(project)]).array.compactMap(\.string)
         var out: [String: [String: Int]] = [:]

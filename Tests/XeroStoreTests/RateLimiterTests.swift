@@ -21,6 +21,13 @@ final class RateLimiterTests: XCTestCase {
 
     override class func tearDown() { server?.terminate(); server?.waitUntilExit() }
 
+    var tier: Tier {
+        var t = Tier(name: "t", priority: 1, weight: 1, queueTimeoutMs: 1000, requestTimeoutMs: 1000)
+        t.priceInputPerMillion = 2
+        t.priceOutputPerMillion = 3
+        return t
+    }
+
     func limits(rpm: Int? = nil, tpm: Int? = nil, projectRPM: Int? = nil, concurrent: Int? = nil) -> RateLimiter.Limits {
         var t = Tier(name: "t", priority: 1, weight: 1, queueTimeoutMs: 1000, requestTimeoutMs: 1000)
         t.requestsPerMinute = rpm
@@ -62,7 +69,12 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertEqual(d1.remainingTokens, 200)
         let d2 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500, requestId: "b")
         XCTAssertFalse(d2.allowed, "a reservation that does not fit is refused")
-        try await rl.settle(keyHash: key, project: "p", limits: l, reserved: 800, actual: 100, requestId: "a")
+        try await rl.finish(keyHash: key, project: "p", endpoint: "e", tier: tier, limits: l, reserved: 800,
+                            usage: Usage(promptTokens: 40, completionTokens: 60), requestId: "a")
+        let usage = try await client.send(["HGETALL", RedisKeys.usage("p", "e")]).hash
+        XCTAssertEqual(usage["input_tokens"], "40")
+        XCTAssertEqual(usage["output_tokens"], "60")
+        XCTAssertEqual(usage["cost_micro_usd"], "260", "40 × 2 + 60 × 3 micro-dollars")
         let d3 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500, requestId: "c")
         XCTAssertTrue(d3.allowed, "settlement refunded the 700 unused tokens")
         XCTAssertLessThanOrEqual(d3.remainingTokens ?? 0, 401)
@@ -93,7 +105,7 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertTrue(a.allowed)
         XCTAssertTrue(b.allowed)
         XCTAssertFalse(c.allowed)
-        try await rl.settle(keyHash: key, project: "p", limits: l, reserved: 1, actual: 1, requestId: "a")
+        try await rl.finish(keyHash: key, project: "p", endpoint: "e", tier: tier, limits: l, reserved: 1, usage: nil, requestId: "a")
         let d = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "d")
         XCTAssertTrue(d.allowed, "a finished request frees its slot")
     }

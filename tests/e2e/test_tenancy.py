@@ -21,7 +21,7 @@ tiers:
   - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000,
      price_input_per_million: 2.0, price_output_per_million: 10.0}
   - {name: limited, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000,
-     requests_per_minute: 600}
+     requests_per_minute: 300}
   - {name: tokenlimited, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000,
      tokens_per_minute: 1000}
   - {name: projectlimited, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000,
@@ -167,7 +167,7 @@ def test_ip_allow_list(tp):
 
 
 def test_request_rate_limit_is_shared_by_two_gateways(tp):
-    a = new_project(tp, "ratelimit", tier="limited")   # 600 requests/min per key: burst 600, +10/s
+    a = new_project(tp, "ratelimit", tier="limited")   # 300 requests/min per key: burst 300, then +5/s
     url = [g + a["base_path"] + "/chat/completions" for g in tp.gateways]
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "max_tokens": 1}
     headers = {"Authorization": f"Bearer {a['api_key']}"}
@@ -183,19 +183,19 @@ def test_request_rate_limit_is_shared_by_two_gateways(tp):
                 return r
 
             results = []
-            for batch in range(12):
+            for batch in range(6):
                 results += await asyncio.gather(*(one(i) for i in range(batch * 100, batch * 100 + 100)))
             return counts, time.time() - t0, results
 
     counts, elapsed, results = asyncio.run(hammer())
-    expected = 600 + 10 * elapsed
+    expected = 300 + 5 * elapsed
     assert abs(counts[200] - expected) <= 0.01 * expected + 1, (counts, elapsed, expected)
     refused = next(r for r in results if r.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error"]["code"] == "rate_limit_exceeded"
     ok = next(r for r in results if r.status_code == 200)
-    assert ok.headers["x-ratelimit-limit-requests"] == "600"
-    assert int(ok.headers["x-ratelimit-remaining-requests"]) < 600
+    assert ok.headers["x-ratelimit-limit-requests"] == "300"
+    assert int(ok.headers["x-ratelimit-remaining-requests"]) < 300
     assert ok.headers["x-ratelimit-reset-requests"].endswith("s")
     with pytest.raises(openai.RateLimitError):
         chat(tp, a, a["api_key"], gateway=1)
@@ -287,7 +287,7 @@ def test_xeroctl_as_a_user(tp):
     agents = json.loads(ctl(tp, "agents", "--json", key=a["api_key"]).stdout)
     assert any(w["id"] == "tw1" for w in agents["data"])
     tiers = ctl(tp, "tiers", key=a["api_key"]).stdout
-    assert "limited" in tiers and "600" in tiers
+    assert "limited" in tiers and "300" in tiers
     test = json.loads(ctl(tp, "test", "--endpoint", "chat", "--json", key=a["api_key"]).stdout)
     assert test["status"] == 200 and test["completion_tokens"] > 0 and test["model"] == "cli-model"
     assert "x-ratelimit-limit-requests" in test
