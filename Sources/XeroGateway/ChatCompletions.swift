@@ -133,9 +133,9 @@ struct ChatCompletions: Sendable {
         responseHeaders[.contentType] = "text/event-stream"
         responseHeaders[.cacheControl] = "no-cache"
         let n = chat.n
-        let attempt = reader.attempt
+        let readerBox = ReaderBox(reader)
         return Response(status: .ok, headers: responseHeaders, body: ResponseBody { out in
-            var reader = EventReader(events, attempt: attempt)
+            var reader = readerBox.reader
             var roleSent = [Bool](repeating: false, count: n)
             var event = first
             var clientGone = false
@@ -146,8 +146,8 @@ struct ChatCompletions: Sendable {
                 hub.close(requestId)
                 if clientGone { hub.cancel(requestId) }
             }
+            var buffer = ByteBuffer()
             while true {
-                var buffer = ByteBuffer()
                 var terminal = false
                 switch event.body {
                 case let .delta(index, text, logprobs) where index < n:
@@ -173,9 +173,13 @@ struct ChatCompletions: Sendable {
                     terminal = true
                 default: break
                 }
-                do { try await out.write(buffer) } catch {
-                    clientGone = true
-                    return
+                // Batch: while more events have already arrived, keep appending; write once.
+                if terminal || !reader.hasBuffered {
+                    do { try await out.write(buffer) } catch {
+                        clientGone = true
+                        return
+                    }
+                    buffer.clear()
                 }
                 if terminal { break }
                 do { event = try await reader.next() } catch let e as APIError {
@@ -226,26 +230,43 @@ extension ChatCompletions {
 
 /// Reads a request's events in order, keeping to the first attempt that spoke.
 struct EventReader {
-    var events: AsyncStream<StreamEvent>.AsyncIterator
+    let mailbox: EventMailbox
     var attempt: Int?
+    private var pending: [StreamEvent] = []
+    private var index = 0
 
-    init(_ stream: AsyncStream<StreamEvent>, attempt: Int? = nil) {
-        events = stream.makeAsyncIterator()
+    init(_ mailbox: EventMailbox, attempt: Int? = nil) {
+        self.mailbox = mailbox
         self.attempt = attempt
     }
 
+    /// True when another event has already arrived (a writer can batch before flushing).
+    var hasBuffered: Bool { index < pending.count }
+
     mutating func next() async throws -> StreamEvent {
         while true {
-            guard let ev = await events.next() else {
-                if Task.isCancelled { throw CancellationError() }
-                throw APIError.internalError("The event stream ended without a result.")
+            if index >= pending.count {
+                pending = await mailbox.take()
+                index = 0
+                if pending.isEmpty {
+                    if Task.isCancelled { throw CancellationError() }
+                    throw APIError.internalError("The event stream ended without a result.")
+                }
             }
+            let ev = pending[index]
+            index += 1
             // A re-dispatched job speaks with a new attempt number; never mix two attempts.
             if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
             if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
             return ev
         }
     }
+}
+
+/// Hands the reader (with any events it already buffered) to the response body, which runs once.
+final class ReaderBox: @unchecked Sendable {
+    let reader: EventReader
+    init(_ r: EventReader) { reader = r }
 }
 
 /// Unique request ids: a random per-process prefix and a counter (cheap: no syscall per id).

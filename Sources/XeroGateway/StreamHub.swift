@@ -12,7 +12,7 @@ public final class StreamHub: Sendable {
     public let gatewayID: String
     private let loop: SocketLoop
     private let context: ZMQContext
-    private let streams = Locked<[String: AsyncStream<StreamEvent>.Continuation]>([:])
+    private let streams = Locked<[String: EventMailbox]>([:])
     private let readyFlag = Locked(false)
     private let logger: Logger
     private let prefixLength: Int
@@ -53,20 +53,20 @@ public final class StreamHub: Sendable {
         return true
     }
 
-    /// Registers a request's event stream. Call before `submit`, so no event can arrive unheard.
-    public func open(_ requestId: String) -> AsyncStream<StreamEvent> {
-        let (stream, continuation) = AsyncStream<StreamEvent>.makeStream()
-        streams.withLock { $0[requestId] = continuation }
-        return stream
+    /// Registers a request's mailbox. Call before `submit`, so no event can arrive unheard.
+    func open(_ requestId: String) -> EventMailbox {
+        let box = EventMailbox()
+        streams.withLock { $0[requestId] = box }
+        return box
     }
 
     public func close(_ requestId: String) {
-        streams.withLock { $0.removeValue(forKey: requestId) }?.finish()
+        streams.withLock { $0.removeValue(forKey: requestId) }?.close()
     }
 
     /// Delivers an event generated inside the gateway (its own timeout) as if it had arrived.
     public func inject(_ requestId: String, _ event: StreamEvent) {
-        streams.withLock { $0[requestId] }?.yield(event)
+        streams.withLock { $0[requestId] }?.put(event)
     }
 
     public func submit(_ job: JobEnvelope) {
@@ -95,8 +95,8 @@ public final class StreamHub: Sendable {
         }
         guard topic.count > prefixLength else { return }
         let requestId = String(decoding: topic[prefixLength...], as: UTF8.self)
-        guard let continuation = streams.withLock({ $0[requestId] }) else { return }
-        do { continuation.yield(try StreamEvent.decode(frames[1])) } catch {
+        guard let box = streams.withLock({ $0[requestId] }) else { return }
+        do { box.put(try StreamEvent.decode(frames[1])) } catch {
             logger.warning("undecodable event dropped", metadata: ["request": "\(requestId)", "error": "\(error)"])
         }
     }
