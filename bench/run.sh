@@ -2,10 +2,12 @@
 # Platform benchmark (issue: end-to-end path). Release build; real redis-server, router, gateway and
 # sim workers on loopback; load from bench/xerobench (SwiftNIO, keep-alive). Prints JSON lines and a
 # summary table with ratios. Results are recorded in docs/benchmarks.md.
-#   bench/run.sh [seconds-per-run]
+#   bench/run.sh [seconds-per-run] [all|tenancy]
+#   tenancy: only the limits-on / limits-off comparison, alternated three times (medians reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
+ONLY=${2:-all}
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
 swift build -c release --product xerotier >/dev/null
 swift build -c release --product xerobench >/dev/null
@@ -42,6 +44,18 @@ URL="http://127.0.0.1:$HTTP$PATHP/chat/completions"
 URL_OFF="http://127.0.0.1:$HTTP_OFF$PATHP/chat/completions"
 until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null && curl -sf "http://127.0.0.1:$HTTP_OFF/health" >/dev/null; do sleep 0.2; done
 OUT=$WORK/results.jsonl
+
+if [[ $ONLY == tenancy ]]; then
+  start_workers 1 0 512
+  for round in 1 2 3; do
+    "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
+    "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
+    "$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
+    "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
+  done
+  python3 bench/summarize.py "$OUT"
+  exit 0
+fi
 
 echo "# engine direct (SimEngine in-process, zero delay)"
 for c in 1 64 256; do "$B" engine $c "$SECS" 1 | tee -a "$OUT"; done

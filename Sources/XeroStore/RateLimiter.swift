@@ -48,7 +48,7 @@ public struct RateLimiter: Sendable {
     /// KEYS: bucket keys, then (if ARGV[2] > 0) the key's in-flight ZSET. ARGV: now_ms, max_concurrent
     /// (0 = none), request id, slot expiry ms, then per bucket capacity, cost. Bucket = HASH {t, ts}.
     /// Returns {allowed, retry_ms, refused_index (n+1 = concurrency), then per bucket remaining, reset_ms}.
-    static let admitScript = """
+    static let admitScript = LuaScript("""
     local now = tonumber(ARGV[1])
     local maxc = tonumber(ARGV[2])
     local n = #KEYS
@@ -95,12 +95,12 @@ public struct RateLimiter: Sendable {
       out[#out + 1] = math.ceil((caps[i] - t) / rate)
     end
     return out
-    """
+    """)
 
     /// Settlement, in one round trip. KEYS: the key's token buckets (k of them), then the in-flight
     /// ZSET, the usage HASH and the usage endpoints SET. ARGV: now_ms, delta (actual − reserved),
     /// k, request id, endpoint, input tokens, output tokens, cost µ$, record usage (0/1), then k caps.
-    static let finishScript = """
+    static let finishScript = LuaScript("""
     local now = tonumber(ARGV[1])
     local delta = tonumber(ARGV[2])
     local k = tonumber(ARGV[3])
@@ -125,7 +125,7 @@ public struct RateLimiter: Sendable {
       redis.call('SADD', KEYS[k + 3], ARGV[5])
     end
     return 1
-    """
+    """)
 
     private struct Bucket { var key: String; var capacity: Int; var cost: Int; var name: String }
 
@@ -177,16 +177,26 @@ public struct RateLimiter: Sendable {
     }
 }
 
+/// A Lua script and its SHA-1, computed once.
+struct LuaScript: Sendable {
+    let source: String
+    let sha: String
+    init(_ source: String) {
+        self.source = source
+        let hex = Array("0123456789abcdef".utf8)
+        sha = String(decoding: Insecure.SHA1.hash(data: Array(source.utf8)).flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
+    }
+}
+
 /// Runs Lua scripts by SHA (`EVALSHA`), loading them on first use or after a Redis restart
 /// (`NOSCRIPT`), so a request sends a 40-byte digest instead of the script text.
 struct ScriptRunner: Sendable {
     let redis: RedisClient
 
-    func run(_ script: String, keys: [String], args: [String]) async throws -> RedisValue {
-        let sha = Insecure.SHA1.hash(data: Array(script.utf8)).map { String(format: "%02x", $0) }.joined()
-        let reply = try await redis.send(["EVALSHA", sha, String(keys.count)] + keys + args)
+    func run(_ script: LuaScript, keys: [String], args: [String]) async throws -> RedisValue {
+        let reply = try await redis.send(["EVALSHA", script.sha, String(keys.count)] + keys + args)
         if case let .error(e) = reply, e.hasPrefix("NOSCRIPT") {
-            return try await redis.send(["EVAL", script, String(keys.count)] + keys + args)
+            return try await redis.send(["EVAL", script.source, String(keys.count)] + keys + args)
         }
         return reply
     }
