@@ -43,6 +43,7 @@ public struct RateLimiter: Sendable {
 
     public let redis: RedisClient
     let scripts: ScriptRunner
+    private let settlements = Locked(SettlementQueue())
     public init(redis: RedisClient) { self.redis = redis; scripts = ScriptRunner(redis: redis) }
 
     /// KEYS: bucket keys, then (if ARGV[2] > 0) the key's in-flight ZSET. ARGV: now_ms, max_concurrent
@@ -97,34 +98,43 @@ public struct RateLimiter: Sendable {
     return out
     """)
 
-    /// Settlement, in one round trip. KEYS: the key's token buckets (k of them), then the in-flight
-    /// ZSET, the usage HASH and the usage endpoints SET. ARGV: now_ms, delta (actual − reserved),
-    /// k, request id, endpoint, input tokens, output tokens, cost µ$, record usage (0/1), then k caps.
+    /// Settlement of a batch of finished requests in one round trip. ARGV: now_ms, count, then per
+    /// request: k (its token buckets), delta (actual − reserved), request id, endpoint, input tokens,
+    /// output tokens, cost µ$, record usage (0/1), then k caps. KEYS, per request in the same order:
+    /// its k token buckets, its key's in-flight ZSET, its usage HASH, its project's usage SET.
     static let finishScript = LuaScript("""
     local now = tonumber(ARGV[1])
-    local delta = tonumber(ARGV[2])
-    local k = tonumber(ARGV[3])
-    for i = 1, k do
-      local cap = tonumber(ARGV[9 + i])
-      local b = redis.call('HMGET', KEYS[i], 't', 'ts')
-      local t = tonumber(b[1])
-      if t ~= nil and delta ~= 0 then
-        local rate = cap / 60000.0
-        t = math.min(cap, t + math.max(0, now - tonumber(b[2])) * rate) - delta
-        redis.call('HSET', KEYS[i], 't', tostring(math.min(cap, t)), 'ts', tostring(now))
-        redis.call('PEXPIRE', KEYS[i], 120000)
+    local count = tonumber(ARGV[2])
+    local a = 3
+    local kx = 1
+    for r = 1, count do
+      local k = tonumber(ARGV[a])
+      local delta = tonumber(ARGV[a + 1])
+      for i = 1, k do
+        local cap = tonumber(ARGV[a + 7 + i])
+        local key = KEYS[kx + i - 1]
+        local b = redis.call('HMGET', key, 't', 'ts')
+        local t = tonumber(b[1])
+        if t ~= nil and delta ~= 0 then
+          local rate = cap / 60000.0
+          t = math.min(cap, t + math.max(0, now - tonumber(b[2])) * rate) - delta
+          redis.call('HSET', key, 't', tostring(math.min(cap, t)), 'ts', tostring(now))
+          redis.call('PEXPIRE', key, 120000)
+        end
       end
+      redis.call('ZREM', KEYS[kx + k], ARGV[a + 2])
+      if ARGV[a + 7] == '1' then
+        local u = KEYS[kx + k + 1]
+        redis.call('HINCRBY', u, 'requests', 1)
+        redis.call('HINCRBY', u, 'input_tokens', ARGV[a + 4])
+        redis.call('HINCRBY', u, 'output_tokens', ARGV[a + 5])
+        redis.call('HINCRBY', u, 'cost_micro_usd', ARGV[a + 6])
+        redis.call('SADD', KEYS[kx + k + 2], ARGV[a + 3])
+      end
+      kx = kx + k + 3
+      a = a + 8 + k
     end
-    redis.call('ZREM', KEYS[k + 1], ARGV[4])
-    if ARGV[9] == '1' then
-      local u = KEYS[k + 2]
-      redis.call('HINCRBY', u, 'requests', 1)
-      redis.call('HINCRBY', u, 'input_tokens', ARGV[6])
-      redis.call('HINCRBY', u, 'output_tokens', ARGV[7])
-      redis.call('HINCRBY', u, 'cost_micro_usd', ARGV[8])
-      redis.call('SADD', KEYS[k + 3], ARGV[5])
-    end
-    return 1
+    return count
     """)
 
     private struct Bucket { var key: String; var capacity: Int; var cost: Int; var name: String }
@@ -160,21 +170,49 @@ public struct RateLimiter: Sendable {
         return d
     }
 
-    /// Ends a request's accounting in one script: corrects the token buckets by what it really used
-    /// (refunding the unused reservation), frees its concurrency slot and adds its usage and cost to
-    /// the project's and endpoint's counters. `usage` nil = the request failed: nothing is billed.
+    /// Ends a request's accounting: corrects the token buckets by what it really used (refunding the
+    /// unused reservation), frees its concurrency slot and adds its usage and cost to the project's
+    /// and endpoint's counters. `usage` nil = the request failed: nothing is billed. Settlements are
+    /// queued and written together (one script call per batch, at most every 5 ms), off the
+    /// request path; `flush()` forces it.
     public func finish(keyHash: String, project: String, endpoint: String, tier: Tier, limits: Limits, reserved: Int,
                        usage: Usage?, requestId: String) async throws {
         let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: 0).filter { $0.key.hasSuffix(":tok") }
         let actual = usage.map { $0.totalTokens } ?? 0
         let cost = usage.map { Double($0.promptTokens) * (tier.priceInputPerMillion ?? 0) + Double($0.completionTokens) * (tier.priceOutputPerMillion ?? 0) } ?? 0
         let keys = bs.map(\.key) + [RedisKeys.inflight(keyHash), RedisKeys.usage(project, endpoint), RedisKeys.usageEndpoints(project)]
-        let argv = [String(nowMs()), String(actual - reserved), String(bs.count), requestId, endpoint,
+        let argv = [String(bs.count), String(actual - reserved), requestId, endpoint,
                     String(usage?.promptTokens ?? 0), String(usage?.completionTokens ?? 0), String(Int(cost.rounded())),
                     usage == nil ? "0" : "1"] + bs.map { String($0.capacity) }
-        let reply = try await scripts.run(Self.finishScript, keys: keys, args: argv)
+        let first = settlements.withLock { q -> Bool in
+            q.items.append((keys, argv))
+            if q.flushing { return false }
+            q.flushing = true
+            return true
+        }
+        if first {
+            try await Task.sleep(nanoseconds: 5_000_000)
+            try await flush()
+        }
+    }
+
+    /// Writes every queued settlement now.
+    public func flush() async throws {
+        let batch = settlements.withLock { q -> [([String], [String])] in
+            defer { q.items.removeAll(keepingCapacity: true); q.flushing = false }
+            return q.items
+        }
+        guard !batch.isEmpty else { return }
+        let keys = batch.flatMap(\.0)
+        let args = [String(nowMs()), String(batch.count)] + batch.flatMap(\.1)
+        let reply = try await scripts.run(Self.finishScript, keys: keys, args: args)
         if case let .error(e) = reply { throw RedisError("settlement script: \(e)") }
     }
+}
+
+struct SettlementQueue: Sendable {
+    var items: [([String], [String])] = []
+    var flushing = false
 }
 
 /// A Lua script and its SHA-1, computed once.
