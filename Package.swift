@@ -16,6 +16,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.1"),
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -27,7 +28,10 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         // ZeroMQ sockets owned by one thread each; async bridges.
-        .target(name: "XeroQueue", dependencies: ["CZeroMQ", "XeroCore"]),
+        .target(name: "XeroQueue", dependencies: [
+            "CZeroMQ", "XeroCore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // Redis over hiredis: connections owned by threads, pipelining, scripts.
         .target(name: "XeroStore", dependencies: [
             "CHiredis", "XeroCore",
@@ -46,14 +50,20 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // HTTP front door: OpenAI routes, SSE, auth.
-        .target(name: "XeroGateway", dependencies: [
+        // Files and Batches: file store seam, batch records, the batch runner.
+        .target(name: "XeroBatch", dependencies: [
             "XeroCore", "XeroQueue", "XeroStore",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "XeroGateway", dependencies: [
+            "XeroCore", "XeroQueue", "XeroStore", "XeroBatch",
+            .product(name: "MultipartKit", package: "multipart-kit"),
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "xerotier", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -76,6 +86,7 @@ let package = Package(
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore"]),
+        .testTarget(name: "XeroBatchTests", dependencies: ["XeroBatch", "XeroCore", "XeroStore"]),
         .testTarget(name: "XeroGatewayTests", dependencies: [
             "XeroGateway", "XeroCore",
             .product(name: "HummingbirdTesting", package: "hummingbird"),

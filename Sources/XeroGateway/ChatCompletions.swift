@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import Synchronization
 import XeroCore
+import XeroQueue
 import XeroStore
 
 /// `POST …/v1/chat/completions`: validate, enqueue on the endpoint's tier, then either collect the

@@ -3,7 +3,9 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import XeroBatch
 import XeroCore
+import XeroQueue
 import XeroStore
 
 /// The request context: Hummingbird's core storage plus the caller's address (for IP allow-lists).
@@ -31,6 +33,8 @@ public struct Gateway: Sendable {
         public var endpointCacheMs = 5000
         /// Token-bucket limits from the tiers (off only for benchmarks that measure their cost).
         public var rateLimits = true
+        /// The shared directory for the Files API (nil = Files and Batches APIs off).
+        public var filesDirectory: String?
         public init() {}
     }
 
@@ -67,6 +71,10 @@ public struct Gateway: Sendable {
         ManagementRoutes(auth: auth, config: config).register(on: router)
 
         let api = router.group("/:project/:endpoint/v1")
+        if let dir = options.filesDirectory, let store = try? FilesystemFileStore(directory: dir) {
+            BatchRoutes(auth: auth, fileStore: store, files: FileRecords(redis: auth.store.redis),
+                        batches: BatchStore(redis: auth.store.redis)).register(on: api)
+        }
         api.post("/chat/completions") { request, context -> Response in
             let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
             // Any Content-Type is accepted if the body is JSON: curl's -d without a header sends

@@ -181,12 +181,14 @@ public struct TierScheduler {
         var out: [Dispatch] = []
         while workers.values.contains(where: { $0.credits > 0 }) {
             // Tiers that have a job some worker with a credit can take right now.
-            var eligible: [(tier: Tier, offset: Int, worker: String)] = []
+            var eligible: [(tier: Tier, offset: Int, worker: String)] = []  // in priority order
             for t in tiers {
                 guard let q = queues[t.name], !q.isEmpty else { continue }
                 if let (offset, worker) = firstServable(in: q) { eligible.append((t, offset, worker)) }
             }
             guard !eligible.isEmpty else { break }
+            // Weight-0 tiers (batch) only take capacity no weighted tier can use right now.
+            if eligible.contains(where: { $0.tier.weight > 0 }) { eligible.removeAll { $0.tier.weight == 0 } }
             // Smooth weighted round-robin among the eligible tiers.
             let total = eligible.reduce(0) { $0 + $1.tier.weight }
             var best = 0

@@ -12,6 +12,11 @@ tiers:
     weight: 1
     queue_timeout_ms: 30000
     request_timeout_ms: 300000
+  - name: batch
+    priority: 0
+    weight: 0
+    queue_timeout_ms: 86400000
+    request_timeout_ms: 300000
 demo:
   project_slug: demo
   project_name: Demo project

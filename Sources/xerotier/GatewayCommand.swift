@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Hummingbird
 import XeroGateway
+import XeroQueue
 import XeroStore
 
 struct GatewayCommand: AsyncParsableCommand {
@@ -23,6 +24,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Gateway id: the prefix of its event channel (default: random).")
     var id: String?
 
+    @Option(help: "Directory for the Files API, shared with every gateway and the batch runner (default: $XERO_FILES_DIR or ./.xerotier/files).")
+    var filesDir: String?
+
     @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
     var noRateLimits = false
 
@@ -39,6 +43,7 @@ struct GatewayCommand: AsyncParsableCommand {
         options.port = port
         options.maxBodyBytes = maxBodyBytes
         options.rateLimits = !noRateLimits
+        options.filesDirectory = filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"
         let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)
         // Revocations and rotations on any gateway evict this gateway's cached key at once.
         let auth = gateway.auth

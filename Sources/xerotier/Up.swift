@@ -64,8 +64,11 @@ struct Up: AsyncParsableCommand {
         let shared = ["--config", common.config, "--log-level", common.logLevel, "--parent-pid", String(getpid())]
         let routerArgs = ["--router-port", String(routerPort)]
         try children.start(name: "router", executable: selfPath, arguments: ["router"] + shared + routerArgs + ["--redis", redisURL])
+        let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,
-                           arguments: ["gateway"] + shared + routerArgs + ["--redis", redisURL, "--port", String(httpPort)])
+                           arguments: ["gateway"] + shared + routerArgs + ["--redis", redisURL, "--port", String(httpPort), "--files-dir", filesDir])
+        try children.start(name: "batch-runner", executable: selfPath,
+                           arguments: ["batch-runner"] + shared + routerArgs + ["--redis", redisURL, "--files-dir", filesDir])
         for i in 1...max(1, workers) {
             try children.start(name: "worker-\(i)", executable: selfPath,
                                arguments: ["worker"] + shared + routerArgs + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",

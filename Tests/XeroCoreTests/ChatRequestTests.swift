@@ -133,7 +133,7 @@ final class ChatRequestTests: XCTestCase {
         """))
         XCTAssertThrowsError(try PlatformConfig.parse(yaml: """
         tiers:
-          - {name: a, priority: 1, weight: 0, queue_timeout_ms: 1, request_timeout_ms: 1}
+          - {name: a, priority: 1, weight: -1, queue_timeout_ms: 1, request_timeout_ms: 1}
         """))
         // The shipped config must load.
         let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

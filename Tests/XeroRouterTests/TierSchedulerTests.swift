@@ -147,3 +147,22 @@ final class TierSchedulerTests: XCTestCase {
         XCTAssertEqual(s.dispatch(now: 0).count, 1, "a re-joining worker is credited only its free slots")
     }
 }
+
+final class BatchTierTests: XCTestCase {
+    func testWeightZeroTierOnlyTakesIdleCapacity() {
+        let tiers = [
+            Tier(name: "standard", priority: 5, weight: 1, queueTimeoutMs: 1000, requestTimeoutMs: 5000),
+            Tier(name: "batch", priority: 0, weight: 0, queueTimeoutMs: 1000, requestTimeoutMs: 5000),
+        ]
+        var s = TierScheduler(tiers: tiers)
+        func job(_ id: String, _ tier: String) -> JobEnvelope {
+            JobEnvelope(requestId: id, replyTo: "gw", tier: tier, project: "p", endpoint: "e", model: "m", acceptedAtMs: 0,
+                        queueDeadlineMs: 1000, requestDeadlineMs: 10_000, payload: [])
+        }
+        for i in 0..<5 { _ = s.enqueue(job("b\(i)", "batch")) }
+        for i in 0..<3 { _ = s.enqueue(job("s\(i)", "standard")) }
+        s.join(WorkerInfo(id: "w", slots: 4, freeSlots: 4, models: ["*"], capabilities: [], engine: "sim", host: "", pid: 0), now: 0)
+        let d = s.dispatch(now: 0).map(\.envelope.requestId)
+        XCTAssertEqual(d, ["s0", "s1", "s2", "b0"], "interactive first; batch only gets the slot left over")
+    }
+}

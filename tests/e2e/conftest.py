@@ -21,6 +21,7 @@ tiers:
   - {name: priority, priority: 10, weight: 4, queue_timeout_ms: 2000, request_timeout_ms: 30000}
   - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000}
   - {name: short, priority: 1, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 700}
+  - {name: batch, priority: 0, weight: 0, queue_timeout_ms: 86400000, request_timeout_ms: 30000}
 demo: {project_slug: demo, project_name: Demo, endpoint_slug: my-endpoint, model: demo-model, tier: standard}
 """
 
@@ -106,7 +107,7 @@ class Platform:
     def start_gateway(self, name=None):
         name = name or f"gateway-{len(self.gateways) + 1}"
         port = free_port()
-        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port)])
+        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files")])
         url = f"http://127.0.0.1:{port}"
         import httpx
         wait_for(lambda: httpx.get(url + "/health", timeout=1).status_code == 200, what=f"{name} health")
@@ -117,6 +118,9 @@ class Platform:
         self._spawn(name, ["worker", "--id", name, "--join-key", join_key if join_key is not None else self.join_key, *extra])
         if wait:
             wait_for(lambda: self.redis.cli("ZSCORE", "xero:workers", name) != "", what=f"{name} registered")
+
+    def start_batch_runner(self, name="batch-runner", *extra):
+        self._spawn(name, ["batch-runner", "--redis", self.redis.url, "--files-dir", str(self.tmp / "files"), *extra])
 
     def stop(self, name, sig=signal.SIGTERM, timeout=30):
         p = self.procs.pop(name)

@@ -198,7 +198,7 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
     r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What is the capital of France?"}])
     assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
     kids = children_of(proc.pid)
-    assert len(kids) == 5   # redis, router, gateway, 2 workers
+    assert len(kids) == 6   # redis, router, gateway, batch runner, 2 workers
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     for k in kids:

@@ -8,6 +8,7 @@ public struct Tier: Sendable, Equatable, Codable {
     public var priority: Int
     /// Share of dispatches when several tiers are backlogged (smooth weighted round-robin):
     /// weights 4 and 1 give 4 of every 5 dispatches to the first — priority without starvation.
+    /// Weight 0 (the batch tier) takes only capacity that no weighted tier's job can use.
     public var weight: Int
     /// How long a job may wait for a worker before it is answered 503.
     public var queueTimeoutMs: Int
@@ -98,7 +99,7 @@ public struct PlatformConfig: Sendable, Codable {
                 throw ConfigError("\(source): tier name '\(t.name)' must be lowercase letters, digits, - or _")
             }
             guard seen.insert(t.name).inserted else { throw ConfigError("\(source): tier '\(t.name)' defined twice") }
-            guard t.weight >= 1 else { throw ConfigError("\(source): tier '\(t.name)' weight must be ≥ 1") }
+            guard t.weight >= 0 else { throw ConfigError("\(source): tier '\(t.name)' weight must be ≥ 0 (0 = only idle capacity)") }
             guard t.queueTimeoutMs > 0, t.requestTimeoutMs > 0 else { throw ConfigError("\(source): tier '\(t.name)' timeouts must be > 0") }
         }
         if let demo, tier(named: demo.tier) == nil { throw ConfigError("\(source): demo tier '\(demo.tier)' is not defined") }

@@ -3,7 +3,7 @@ import XeroCore
 /// One request's incoming events. The hub's loop thread puts events in; the request's task takes
 /// everything that has arrived in one go, so a burst of tokens becomes one SSE write instead of one
 /// write (and one task wake-up) per token.
-final class EventMailbox: @unchecked Sendable {
+public final class EventMailbox: @unchecked Sendable {
     private let lock = Locked(State())
     private struct State {
         var events: [StreamEvent] = []
@@ -11,7 +11,7 @@ final class EventMailbox: @unchecked Sendable {
         var closed = false
     }
 
-    func put(_ event: StreamEvent) {
+    public func put(_ event: StreamEvent) {
         let waiter = lock.withLock { s -> CheckedContinuation<[StreamEvent], Never>? in
             if s.closed { return nil }
             if let w = s.waiter { s.waiter = nil; return w }
@@ -22,7 +22,7 @@ final class EventMailbox: @unchecked Sendable {
     }
 
     /// Everything waiting, or — if nothing is — the next arrival. Empty when closed or cancelled.
-    func take() async -> [StreamEvent] {
+    public func take() async -> [StreamEvent] {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (cont: CheckedContinuation<[StreamEvent], Never>) in
                 let ready = lock.withLock { s -> [StreamEvent]? in
@@ -38,7 +38,7 @@ final class EventMailbox: @unchecked Sendable {
         }
     }
 
-    func close() {
+    public func close() {
         let waiter = lock.withLock { s -> CheckedContinuation<[StreamEvent], Never>? in
             s.closed = true
             defer { s.waiter = nil }

@@ -2,10 +2,10 @@ import Foundation
 import Logging
 import Synchronization
 import XeroCore
-import XeroQueue
 
-/// The gateway's ZeroMQ side: pushes job envelopes to the router and receives every event
-/// addressed to this gateway (SUB on `<gateway-id>/`), handing each to the waiting request.
+/// A router client, as gateways and the batch runner use it: pushes job envelopes to the router and
+/// receives every event addressed to this client (SUB on `<client-id>/`), handing each to the
+/// waiting request's mailbox.
 public final class StreamHub: Sendable {
     static let jobsSocket = 0, eventsSocket = 1
 
@@ -54,7 +54,7 @@ public final class StreamHub: Sendable {
     }
 
     /// Registers a request's mailbox. Call before `submit`, so no event can arrive unheard.
-    func open(_ requestId: String) -> EventMailbox {
+    public func open(_ requestId: String) -> EventMailbox {
         let box = EventMailbox()
         streams.withLock { $0[requestId] = box }
         return box

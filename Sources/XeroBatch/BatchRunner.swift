@@ -1,0 +1,274 @@
+import Foundation
+import Logging
+import XeroCore
+import XeroQueue
+import XeroStore
+
+/// Runs batches: validates their input, feeds lines to the router's `batch` tier (weight 0: only
+/// capacity no interactive job can use) with a bounded number in flight, records each line's
+/// outcome exactly once, and writes the output and error files. All its state is in Redis, so a
+/// crashed or restarted runner resumes where it was: lines that were in flight are dispatched
+/// again, and the record script keeps the first result of a line that ran twice.
+public final class BatchRunner: Sendable {
+    public struct Options: Sendable {
+        public var maxInFlight = 32
+        public var tierName = "batch"
+        public var pollMs: UInt64 = 50
+        /// Transient failures (no worker, worker lost, timeout) are retried this often per line.
+        public var maxTries = 3
+        public init() {}
+    }
+
+    let store: BatchStore
+    let files: FileRecords
+    let fileStore: FileStore
+    let hub: StreamHub
+    let config: PlatformConfig
+    let options: Options
+    let logger: Logger
+    private let inflight = Locked(0)
+    private let parsed = Locked<[String: [BatchLine]]>([:])
+    private let stopped = Locked(false)
+    private let epoch = String(UInt64.random(in: 0..<UInt64.max), radix: 36)
+
+    public init(store: BatchStore, files: FileRecords, fileStore: FileStore, hub: StreamHub, config: PlatformConfig,
+                options: Options = Options(), logger: Logger) {
+        self.store = store
+        self.files = files
+        self.fileStore = fileStore
+        self.hub = hub
+        self.config = config
+        self.options = options
+        self.logger = logger
+    }
+
+    public func stop() { stopped.withLock { $0 = true } }
+
+    public func run() async {
+        _ = await hub.waitUntilReady(timeoutMs: 30_000)
+        await recover()
+        while !stopped.withLock({ $0 }) {
+            do {
+                // One broken batch must not hold up the others.
+                for id in try await store.activeIDs() {
+                    do { try await step(id) } catch {
+                        logger.error("batch step failed", metadata: ["batch": "\(id)", "error": "\(error)"])
+                    }
+                }
+            } catch {
+                logger.error("batch runner cannot list batches", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(nanoseconds: options.pollMs * 1_000_000)
+        }
+    }
+
+    /// After a restart: what the previous runner had in flight will never report to us (its
+    /// channel is gone), so those lines go back to be dispatched again.
+    func recover() async {
+        guard let ids = try? await store.activeIDs() else { return }
+        for id in ids {
+            guard let lines = try? await store.redis.send(["HKEYS", BatchStore.inflight(id)]).array.compactMap(\.string), !lines.isEmpty else { continue }
+            _ = try? await store.redis.pipeline(strings: [["RPUSH", BatchStore.retry(id)] + lines, ["DEL", BatchStore.inflight(id)]])
+            logger.info("batch resumed after restart", metadata: ["batch": "\(id)", "requeued": "\(lines.count)"])
+        }
+    }
+
+    func step(_ id: String) async throws {
+        guard let b = try await store.get(id) else {
+            _ = try await store.redis.send(["SREM", BatchStore.active, id])
+            return
+        }
+        let now = Int64(Date().timeIntervalSince1970)
+        switch b.status {
+        case "validating":
+            try await validate(b, now: now)
+        case "in_progress":
+            if now >= b.expiresAt {
+                try await finishWhenDrained(b, as: "expired", now: now)
+                return
+            }
+            let lines: [BatchLine]
+            do { lines = try await self.lines(of: b) } catch {
+                // The input vanished or changed under a running batch: fail it rather than retry forever.
+                try await fail(b, [BatchInput.LineError(code: "file_not_found", message: "The input file could not be read: \(error)", param: "input_file_id", line: nil)], now: now)
+                return
+            }
+            try await dispatch(b, lines: lines)
+            let pending = try await store.redis.pipeline(strings: [["HLEN", BatchStore.inflight(id)], ["LLEN", BatchStore.retry(id)]])
+            let fresh = try await store.get(id) ?? b
+            if fresh.nextLine >= lines.count, pending[0].int == 0, pending[1].int == 0 {
+                try await finalize(fresh, status: "completed", now: now)
+            }
+        case "cancelling":
+            try await finishWhenDrained(b, as: "cancelled", now: now)
+        default:
+            _ = try await store.redis.send(["SREM", BatchStore.active, id])
+            parsed.withLock { _ = $0.removeValue(forKey: id) }
+        }
+    }
+
+    func validate(_ b: BatchRecord, now: Int64) async throws {
+        let data: Data
+        do { data = try fileStore.read(id: b.inputFileID) } catch {
+            try await fail(b, [BatchInput.LineError(code: "file_not_found", message: "The input file could not be read.", param: "input_file_id", line: nil)], now: now)
+            return
+        }
+        switch BatchInput.parse(data, endpoint: b.fields["endpoint"] ?? "") {
+        case let .failure(errors):
+            try await fail(b, errors, now: now)
+        case let .success(lines):
+            parsed.withLock { $0[b.id] = lines }
+            try await store.set(b.id, ["status": "in_progress", "in_progress_at": String(now), "total": String(lines.count), "next_line": "0"])
+            logger.info("batch validated", metadata: ["batch": "\(b.id)", "lines": "\(lines.count)"])
+        }
+    }
+
+    func fail(_ b: BatchRecord, _ errors: [BatchInput.LineError], now: Int64) async throws {
+        try await store.set(b.id, ["status": "failed", "failed_at": String(now), "errors": BatchInput.errorsJSON(errors)])
+        _ = try await store.redis.send(["SREM", BatchStore.active, b.id])
+        logger.info("batch failed validation", metadata: ["batch": "\(b.id)", "errors": "\(errors.count)"])
+    }
+
+    func lines(of b: BatchRecord) async throws -> [BatchLine] {
+        if let l = parsed.withLock({ $0[b.id] }) { return l }
+        let data = try fileStore.read(id: b.inputFileID)
+        guard case let .success(l) = BatchInput.parse(data, endpoint: b.fields["endpoint"] ?? "") else {
+            throw RedisError("batch \(b.id): input no longer valid")
+        }
+        parsed.withLock { $0[b.id] = l }
+        return l
+    }
+
+    func dispatch(_ b: BatchRecord, lines: [BatchLine]) async throws {
+        let tier = config.tier(named: options.tierName) ?? config.tiers.last!
+        while inflight.withLock({ $0 }) < options.maxInFlight {
+            // Retries first, then the next unread line.
+            var line: Int
+            if let r = try await store.redis.send(["LPOP", BatchStore.retry(b.id)]).int {
+                line = r
+            } else {
+                line = (try await store.redis.send(["HINCRBY", BatchStore.key(b.id), "next_line", "1"]).int ?? 1) - 1
+                guard line < lines.count else {
+                    _ = try await store.redis.send(["HSET", BatchStore.key(b.id), "next_line", String(lines.count)])
+                    return
+                }
+            }
+            let tries = try await store.redis.send(["HINCRBY", BatchStore.tries(b.id), String(line), "1"]).int ?? 1
+            let requestId = "batchreq_\(b.id)_\(line)_\(epoch)_\(tries)"
+            let now = nowMs()
+            let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, tier: tier.name, project: b.project, endpoint: b.endpointSlug,
+                                  model: b.model, acceptedAtMs: now, queueDeadlineMs: max(now + Int64(tier.queueTimeoutMs), b.expiresAt * 1000),
+                                  requestDeadlineMs: now + Int64(tier.requestTimeoutMs), payload: lines[line].body)
+            _ = try await store.redis.send(["HSET", BatchStore.inflight(b.id), String(line), requestId])
+            inflight.withLock { $0 += 1 }
+            let box = hub.open(requestId)
+            hub.submit(job)
+            let customID = lines[line].customID
+            Task { await self.collect(batch: b.id, model: b.model, line: line, customID: customID, requestId: requestId, tries: tries, box: box) }
+        }
+    }
+
+    /// Waits for one line's result and records it (or queues a retry for a transient failure).
+    func collect(batch: String, model: String, line: Int, customID: String, requestId: String, tries: Int, box: EventMailbox) async {
+        defer {
+            hub.close(requestId)
+            inflight.withLock { $0 -= 1 }
+        }
+        var choices: [ChatResponseWriter.Choice] = []
+        var outcome: (ok: Bool, status: Int, body: [UInt8])?
+        var attempt: Int?
+        while outcome == nil {
+            let events = await box.take()
+            if events.isEmpty { return }   // closed: the runner is stopping; recovery re-dispatches
+            for ev in events {
+                if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
+                if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
+                switch ev.body {
+                case let .delta(i, text, lp):
+                    while choices.count <= i { choices.append(ChatResponseWriter.Choice()) }
+                    choices[i].content += text
+                    if let lp { choices[i].wantsLogprobs = true; choices[i].logprobEntries.append(lp) }
+                case let .finish(i, reason):
+                    while choices.count <= i { choices.append(ChatResponseWriter.Choice()) }
+                    choices[i].finishReason = reason
+                case let .done(usage):
+                    let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
+                    outcome = (true, 200, w.completion(choices: choices, usage: usage))
+                case let .error(e):
+                    outcome = (false, e.status, Array(e.jsonBody.utf8))
+                }
+                if outcome != nil { break }
+            }
+        }
+        guard let outcome else { return }
+        let transient = !outcome.ok && [502, 503, 504].contains(outcome.status)
+        do {
+            if transient && tries < options.maxTries {
+                _ = try await store.redis.pipeline(strings: [["HDEL", BatchStore.inflight(batch), String(line)],
+                                                             ["RPUSH", BatchStore.retry(batch), String(line)]])
+                return
+            }
+            var w = JSONWriter()
+            w.objectStart()
+            w.field("id", "batch_req_\(requestId)")
+            w.field("custom_id", customID)
+            w.key("response"); w.objectStart()
+            w.field("status_code", outcome.status); w.field("request_id", requestId); w.key("body"); w.raw(outcome.body)
+            w.objectEnd()
+            w.key("error"); w.null()
+            w.objectEnd()
+            _ = try await store.record(batch: batch, line: line, ok: outcome.ok, outputLine: w.string)
+        } catch {
+            logger.error("cannot record batch line; it will run again after a restart", metadata: ["batch": "\(batch)", "line": "\(line)", "error": "\(error)"])
+        }
+    }
+
+    func finishWhenDrained(_ b: BatchRecord, as status: String, now: Int64) async throws {
+        if status == "expired", b.status == "in_progress" {
+            // Stop dispatch: mark the rest as never run by moving the cursor to the end.
+            _ = try await store.redis.pipeline(strings: [["HSET", BatchStore.key(b.id), "expiring", "1"], ["DEL", BatchStore.retry(b.id)]])
+        }
+        _ = try await store.redis.send(["DEL", BatchStore.retry(b.id)])
+        guard try await store.redis.send(["HLEN", BatchStore.inflight(b.id)]).int == 0 else { return }
+        try await finalize(try await store.get(b.id) ?? b, status: status, now: now)
+    }
+
+    /// Writes the output file (successes, in input order) and the error file (failures, and lines
+    /// never run when cancelled or expired), then the final status.
+    func finalize(_ b: BatchRecord, status: String, now: Int64) async throws {
+        try await store.set(b.id, ["finalizing_at": String(now)])
+        let lines = (try? await lines(of: b)) ?? []
+        let results = try await store.redis.send(["HGETALL", BatchStore.results(b.id)]).hash
+        let errors = try await store.redis.send(["HGETALL", BatchStore.errors(b.id)]).hash
+        var out: [UInt8] = [], err: [UInt8] = []
+        for (i, line) in lines.enumerated() {
+            if let r = results[String(i)] { out += Array(r.utf8); out.append(10) }
+            else if let e = errors[String(i)] { err += Array(e.utf8); err.append(10) }
+            else if status != "completed" {
+                var w = JSONWriter()
+                w.objectStart(); w.field("id", "batch_req_\(b.id)_\(i)"); w.field("custom_id", line.customID); w.key("response"); w.null()
+                w.key("error"); w.objectStart()
+                w.field("code", status == "expired" ? "batch_expired" : "batch_cancelled")
+                w.field("message", status == "expired" ? "This request could not be executed before the completion window expired."
+                                                       : "This request was not executed because the batch was cancelled.")
+                w.objectEnd(); w.objectEnd()
+                err += w.bytes; err.append(10)
+            }
+        }
+        var fields: [String: String] = ["status": status, "\(status)_at": String(now)]
+        if !out.isEmpty { fields["output_file_id"] = try await storeFile(out, project: b.project, name: "\(b.id)_output.jsonl") }
+        if !err.isEmpty { fields["error_file_id"] = try await storeFile(err, project: b.project, name: "\(b.id)_error.jsonl") }
+        try await store.set(b.id, fields)
+        _ = try await store.redis.send(["SREM", BatchStore.active, b.id])
+        parsed.withLock { _ = $0.removeValue(forKey: b.id) }
+        logger.info("batch finished", metadata: ["batch": "\(b.id)", "status": "\(status)", "completed": "\(results.count)", "failed": "\(errors.count)"])
+    }
+
+    func storeFile(_ bytes: [UInt8], project: String, name: String) async throws -> String {
+        let id = "file-" + randomID(length: 24)
+        try fileStore.write(bytes, id: id)
+        try await files.put(FileRecord(id: id, project: project, filename: name, bytes: bytes.count, purpose: "batch_output",
+                                       createdAt: Int64(Date().timeIntervalSince1970)))
+        return id
+    }
+}
