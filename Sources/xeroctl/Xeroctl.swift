@@ -11,7 +11,7 @@ import FoundationNetworking
 struct Xeroctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xeroctl", abstract: "Manage Xerotier projects, endpoints, keys, agents and join keys.",
-        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self])
+        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self, BatchCommand.self])
 
     static func main() async {
         do {

@@ -175,3 +175,31 @@ def test_crash_of_worker_and_runner_loses_and_duplicates_nothing(fresh_platform)
     assert len(ids) == 1000 and len(set(ids)) == 1000, "every custom_id exactly once"
     assert all(o["response"]["status_code"] == 200 for o in out)
     assert "batch resumed after restart" in p.log("runner-2")
+
+
+def test_xeroctl_batch_commands(bp, tmp_path):
+    import os
+    import subprocess
+    from conftest import BIN
+    from pathlib import Path
+    xeroctl = str(Path(BIN).parent / "xeroctl")
+    keyed = bp.bootstrap(scopes="inference,management")
+    env = {**os.environ, "XEROCTL_BASE_URL": bp.gateways[0], "XEROCTL_KEY": keyed["api_key"]}
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(jsonl(30, prefix="cli"))
+    out = subprocess.run([xeroctl, "batch", "submit", str(src), "--endpoint", "my-endpoint", "--watch"], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "100%" in out.stderr and "30/30 done" in out.stderr and "req/s" in out.stderr   # the progress bar
+    batch_id = out.stdout.splitlines()[1].split()[0]
+    assert batch_id.startswith("batch_") and "completed" in out.stdout
+    res = subprocess.run([xeroctl, "batch", "results", batch_id, "--endpoint", "my-endpoint"], capture_output=True, text=True, env=env, timeout=30)
+    ids = sorted(json.loads(l)["custom_id"] for l in res.stdout.splitlines())
+    assert ids == sorted(f"cli-{i}" for i in range(30))
+    lst = subprocess.run([xeroctl, "batch", "list", "--endpoint", "my-endpoint", "--json"], capture_output=True, text=True, env=env, timeout=30)
+    assert batch_id in lst.stdout
+    st = subprocess.run([xeroctl, "batch", "status", batch_id, "--endpoint", "my-endpoint"], capture_output=True, text=True, env=env, timeout=30)
+    assert "completed" in st.stdout and "30" in st.stdout
+    bad = subprocess.run([xeroctl, "batch", "cancel", batch_id, "--endpoint", "my-endpoint"], capture_output=True, text=True, env=env, timeout=30)
+    assert bad.returncode != 0 and "cannot be cancelled" in bad.stderr
+    missing = subprocess.run([xeroctl, "batch", "submit", str(tmp_path / "nope.jsonl"), "--endpoint", "my-endpoint"], capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and "cannot read" in missing.stderr

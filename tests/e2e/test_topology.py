@@ -225,7 +225,7 @@ def test_compose_file_is_valid():
     out = subprocess.run(["docker-compose", "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     services = subprocess.run(["docker-compose", "-f", str(compose), "config", "--services"], capture_output=True, text=True).stdout.split()
-    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "worker-1", "worker-2"])
+    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "batch-runner", "worker-1", "worker-2"])
 
 
 def test_worker_without_valid_join_key_gets_no_jobs(fresh_platform):
