@@ -78,6 +78,12 @@ public struct TenancyStore: Sendable {
         return Project(id: id, slug: slug, name: h["name"] ?? "", createdAt: Int64(h["created_at"] ?? "") ?? 0)
     }
 
+    /// The project with this slug, created if there is none.
+    public func ensureProject(slug: String, name: String) async throws -> Project {
+        if let p = try await project(slug: slug) { return p }
+        return try await createProject(slug: slug, name: name)
+    }
+
     public func project(slug: String) async throws -> Project? {
         guard let id = try await redis.send(["GET", RedisKeys.projectSlug(slug)]).string else { return nil }
         return try await project(id: id)

@@ -25,9 +25,7 @@ struct Admin: AsyncParsableCommand {
             let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
             defer { client.close() }
             let store = TenancyStore(redis: client)
-            var found = try await store.project(slug: projectSlug)
-            if found == nil { found = try await store.createProject(slug: projectSlug, name: projectSlug) }
-            let project = found!
+            let project = try await store.ensureProject(slug: projectSlug, name: projectSlug)
             guard TenancyStore.isValidSlug(endpointSlug) else { throw ValidationError("invalid endpoint slug '\(endpointSlug)'") }
             try await store.putEndpoint(Endpoint(project: project.id, slug: endpointSlug, model: model, tier: tier, createdAt: nowMs()))
             let (key, _) = try await store.createKey(project: project, name: "bootstrap",
@@ -60,9 +58,8 @@ struct Admin: AsyncParsableCommand {
             let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
             defer { client.close() }
             let store = TenancyStore(redis: client)
-            var found = try await store.project(slug: projectSlug)
-            if found == nil { found = try await store.createProject(slug: projectSlug, name: projectSlug) }
-            print(try await store.createJoinKey(project: found!.id, name: name).key)
+            let project = try await store.ensureProject(slug: projectSlug, name: projectSlug)
+            print(try await store.createJoinKey(project: project.id, name: name).key)
         }
     }
 

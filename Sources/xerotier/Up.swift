@@ -156,9 +156,7 @@ struct Up: AsyncParsableCommand {
             try await store.putEndpoint(Endpoint(project: pid, slug: slug, model: model, tier: tier, createdAt: nowMs()))
             return Demo(path: "/proj_\(project.id)/\(slug)/v1", projectSlug: project.slug, newKey: nil)
         }
-        var project = try await store.project(slug: d.projectSlug)
-        if project == nil { project = try await store.createProject(slug: d.projectSlug, name: d.projectName) }
-        let p = project!
+        let p = try await store.ensureProject(slug: d.projectSlug, name: d.projectName)
         try await store.putEndpoint(Endpoint(project: p.id, slug: d.endpointSlug, model: model, tier: d.tier, createdAt: nowMs()))
         let (key, _) = try await store.createKey(project: p, name: "demo", scopes: [KeyRecord.inference, KeyRecord.management])
         let (admin, _) = try await store.createAdminKey()

@@ -5,21 +5,11 @@ import XeroCore
 
 /// Runs against a real redis-server started on a free port for this test case.
 final class RedisTests: XCTestCase {
-    nonisolated(unsafe) static var server: Process?
-    nonisolated(unsafe) static var port = 0
+    nonisolated(unsafe) static var redis: RedisServerFixture!
+    static var port: Int { redis.port }
 
-    override class func setUp() {
-        port = Int.random(in: 30000...45000)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        p.standardOutput = FileHandle.nullDevice
-        try? p.run()
-        server = p
-        for _ in 0..<100 where (try? RedisConnection(RedisAddress(port: port))) == nil { usleep(20_000) }
-    }
-
-    override class func tearDown() { server?.terminate(); server?.waitUntilExit() }
+    override class func setUp() { redis = RedisServerFixture(portRange: 30000...45000) }
+    override class func tearDown() { redis.stop() }
 
     var address: RedisAddress { RedisAddress(port: Self.port) }
 

@@ -1,0 +1,24 @@
+import Foundation
+import XeroStore
+
+/// A private redis-server for one test class: started on a random free-ish port, stopped after.
+final class RedisServerFixture: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+
+    init(portRange: ClosedRange<Int>) {
+        port = Int.random(in: portRange)
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
+        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        process.standardOutput = FileHandle.nullDevice
+        try? process.run()
+        for _ in 0..<100 where (try? RedisConnection(RedisAddress(port: port))) == nil { usleep(20_000) }
+    }
+
+    var address: RedisAddress { RedisAddress(port: port) }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+}
