@@ -44,10 +44,36 @@ public final class BatchRunner: Sendable {
 
     public func stop() { stopped.withLock { $0 = true } }
 
+    /// Only one runner drives batches at a time: it holds `xero:batch-runner:lease` (renewed every
+    /// loop, 5 s expiry). A standby runner takes over within seconds of the holder dying, and
+    /// recovers its in-flight lines first.
+    static let leaseKey = "xero:batch-runner:lease"
+    static let leaseMs = 5000
+
+    func holdLease() async -> Bool {
+        let me = hub.gatewayID
+        let renewed = try? await store.redis.send(["EVAL", """
+            if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+            if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 2 end
+            return 0
+            """, "1", Self.leaseKey, me, String(Self.leaseMs)])
+        return (renewed?.int ?? 0) > 0
+    }
+
     public func run() async {
         _ = await hub.waitUntilReady(timeoutMs: 30_000)
-        await recover()
+        var leading = false
         while !stopped.withLock({ $0 }) {
+            let holds = await holdLease()
+            if holds && !leading {
+                logger.info("batch runner leads", metadata: ["runner": "\(hub.gatewayID)"])
+                await recover()
+            }
+            leading = holds
+            guard leading else {
+                try? await Task.sleep(nanoseconds: 500_000_000)
+                continue
+            }
             do {
                 // One broken batch must not hold up the others.
                 for id in try await store.activeIDs() {
@@ -60,6 +86,9 @@ public final class BatchRunner: Sendable {
             }
             try? await Task.sleep(nanoseconds: options.pollMs * 1_000_000)
         }
+        // Hand the lease over at once on a clean stop.
+        _ = try? await store.redis.send(["EVAL", "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                                         "1", Self.leaseKey, hub.gatewayID])
     }
 
     /// After a restart: what the previous runner had in flight will never report to us (its
@@ -68,7 +97,7 @@ public final class BatchRunner: Sendable {
         guard let ids = try? await store.activeIDs() else { return }
         for id in ids {
             guard let lines = try? await store.redis.send(["HKEYS", BatchStore.inflight(id)]).array.compactMap(\.string), !lines.isEmpty else { continue }
-            _ = try? await store.redis.pipeline(strings: [["RPUSH", BatchStore.retry(id)] + lines, ["DEL", BatchStore.inflight(id)]])
+            _ = try? await store.redis.pipeline(strings: [["MULTI"], ["RPUSH", BatchStore.retry(id)] + lines, ["DEL", BatchStore.inflight(id)], ["EXEC"]])
             logger.info("batch resumed after restart", metadata: ["batch": "\(id)", "requeued": "\(lines.count)"])
         }
     }
@@ -139,27 +168,37 @@ public final class BatchRunner: Sendable {
         return l
     }
 
+    /// KEYS: batch, inflight, retry, tries. ARGV: total lines, request id prefix, runner epoch.
+    /// Returns {line, tries}, or {-1, 0} when nothing is left to dispatch.
+    static let claimScript = """
+    local line = redis.call('LPOP', KEYS[3])
+    if not line then
+      local n = tonumber(redis.call('HGET', KEYS[1], 'next_line') or '0')
+      if n >= tonumber(ARGV[1]) then return {-1, 0} end
+      redis.call('HSET', KEYS[1], 'next_line', n + 1)
+      line = n
+    end
+    line = tonumber(line)
+    local tries = redis.call('HINCRBY', KEYS[4], line, 1)
+    redis.call('HSET', KEYS[2], line, ARGV[2] .. line .. '_' .. ARGV[3] .. '_' .. tries)
+    return {line, tries}
+    """
+
     func dispatch(_ b: BatchRecord, lines: [BatchLine]) async throws {
         let tier = config.tier(named: options.tierName) ?? config.tiers.last!
         while inflight.withLock({ $0 }) < options.maxInFlight {
-            // Retries first, then the next unread line.
-            var line: Int
-            if let r = try await store.redis.send(["LPOP", BatchStore.retry(b.id)]).int {
-                line = r
-            } else {
-                line = (try await store.redis.send(["HINCRBY", BatchStore.key(b.id), "next_line", "1"]).int ?? 1) - 1
-                guard line < lines.count else {
-                    _ = try await store.redis.send(["HSET", BatchStore.key(b.id), "next_line", String(lines.count)])
-                    return
-                }
-            }
-            let tries = try await store.redis.send(["HINCRBY", BatchStore.tries(b.id), String(line), "1"]).int ?? 1
+            // Claim a line atomically (retries first, then the cursor) and mark it in flight in the
+            // same step: a crash can never leave a line claimed but unrecorded.
+            let claim = try await store.redis.send(["EVAL", Self.claimScript, "4", BatchStore.key(b.id), BatchStore.inflight(b.id),
+                                                    BatchStore.retry(b.id), BatchStore.tries(b.id), String(lines.count),
+                                                    "batchreq_\(b.id)_", epoch]).array.compactMap(\.int)
+            guard claim.count == 2, claim[0] >= 0, claim[0] < lines.count else { return }
+            let line = claim[0], tries = claim[1]
             let requestId = "batchreq_\(b.id)_\(line)_\(epoch)_\(tries)"
             let now = nowMs()
             let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, tier: tier.name, project: b.project, endpoint: b.endpointSlug,
                                   model: b.model, acceptedAtMs: now, queueDeadlineMs: max(now + Int64(tier.queueTimeoutMs), b.expiresAt * 1000),
                                   requestDeadlineMs: now + Int64(tier.requestTimeoutMs), payload: lines[line].body)
-            _ = try await store.redis.send(["HSET", BatchStore.inflight(b.id), String(line), requestId])
             inflight.withLock { $0 += 1 }
             let box = hub.open(requestId)
             hub.submit(job)
@@ -204,8 +243,8 @@ public final class BatchRunner: Sendable {
         let transient = !outcome.ok && [502, 503, 504].contains(outcome.status)
         do {
             if transient && tries < options.maxTries {
-                _ = try await store.redis.pipeline(strings: [["HDEL", BatchStore.inflight(batch), String(line)],
-                                                             ["RPUSH", BatchStore.retry(batch), String(line)]])
+                _ = try await store.redis.pipeline(strings: [["MULTI"], ["HDEL", BatchStore.inflight(batch), String(line)],
+                                                             ["RPUSH", BatchStore.retry(batch), String(line)], ["EXEC"]])
                 return
             }
             var w = JSONWriter()

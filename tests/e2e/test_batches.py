@@ -203,3 +203,56 @@ def test_xeroctl_batch_commands(bp, tmp_path):
     assert bad.returncode != 0 and "cannot be cancelled" in bad.stderr
     missing = subprocess.run([xeroctl, "batch", "submit", str(tmp_path / "nope.jsonl"), "--endpoint", "my-endpoint"], capture_output=True, text=True, env=env)
     assert missing.returncode != 0 and "cannot read" in missing.stderr
+
+
+def test_expired_batch_ends_with_partial_results(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    p.start_gateway()
+    p.start_worker("ew", "--slots", "2", "--sim-tpot-ms", "10", "--sim-answer-tokens", "1000")
+    p.start_batch_runner("batch-runner", "--max-in-flight", "2")
+    demo = p.bootstrap()
+    c = client_for(p.gateways[0], demo)
+    f = c.files.create(file=("input.jsonl", io.BytesIO(jsonl(100, max_tokens=20))), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: c.batches.retrieve(b.id).request_counts.completed >= 4, timeout=30, what="progress")
+    # An operator's view of time passing: the completion window ends now.
+    p.redis.cli("HSET", f"xero:batch:{b.id}", "expires_at", str(int(time.time()) - 1))
+    b = poll(c, b.id)
+    assert b.status == "expired" and b.expired_at
+    done, errs = outputs(c, b.output_file_id), outputs(c, b.error_file_id)
+    assert len(done) + len(errs) == 100 and len(done) >= 4
+    assert {e["error"]["code"] for e in errs} == {"batch_expired"}
+
+
+def test_file_limits_are_enforced(bp):
+    c = bp.client
+    too_many = b"".join(b'{"custom_id":"%d"}\n' % i for i in range(50_001))
+    with pytest.raises(openai.BadRequestError) as e:
+        c.files.create(file=("big.jsonl", io.BytesIO(too_many)), purpose="batch")
+    assert e.value.body["code"] == "too_many_lines"
+    r = httpx.post(bp.gateways[0] + bp.demo["base_path"] + "/files", headers={"Authorization": f"Bearer {bp.demo['api_key']}"},
+                   content=b"not multipart", timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "file"
+
+
+def test_standby_runner_takes_over(fresh_platform):
+    p = fresh_platform
+    p.start_router()
+    p.start_gateway()
+    p.start_worker("sw", "--slots", "8", "--sim-tpot-ms", "10")
+    p.start_batch_runner("leader", "--max-in-flight", "8")
+    time.sleep(1)
+    p.start_batch_runner("standby", "--max-in-flight", "8")
+    demo = p.bootstrap()
+    c = client_for(p.gateways[0], demo)
+    f = c.files.create(file=("input.jsonl", io.BytesIO(jsonl(300, max_tokens=6))), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+    wait_for(lambda: c.batches.retrieve(b.id).request_counts.completed >= 30, timeout=30, what="progress")
+    assert "batch runner leads" in p.log("leader") and "batch runner leads" not in p.log("standby")
+    p.stop("leader", signal.SIGKILL)
+    b = poll(c, b.id, timeout=120)
+    assert b.status == "completed" and b.request_counts.completed == 300
+    ids = [o["custom_id"] for o in outputs(c, b.output_file_id)]
+    assert len(ids) == 300 == len(set(ids))
+    assert "batch runner leads" in p.log("standby")
