@@ -17,6 +17,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/vapor/multipart-kit.git", from: "4.7.1"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -44,6 +45,11 @@ let package = Package(
         ]),
         // The Engine seam and its implementations.
         .target(name: "XeroEngines", dependencies: ["XeroCore"]),
+        // The `openai` engine: a worker in front of any OpenAI-compatible server (vLLM, llama-server, …).
+        .target(name: "XeroUpstreamEngine", dependencies: [
+            "XeroCore", "XeroEngines",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+        ]),
         // Job loop: pulls jobs with credits, drives an Engine, publishes tokens.
         .target(name: "XeroWorker", dependencies: [
             "XeroCore", "XeroQueue", "XeroEngines",
@@ -63,7 +69,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "xerotier", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch", "XeroUpstreamEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -35,13 +35,16 @@ public struct EngineRequest: Sendable {
     /// The model the endpoint serves (the client's `model` field is informational).
     public var model: String
     public var chat: ChatRequest
+    /// The client's JSON body as sent (pass-through engines forward fields the platform does not model).
+    public var rawBody: [UInt8]
     /// Wall-clock ms after which the engine should stop (the tier's request timeout).
     public var deadlineMs: Int64
 
-    public init(requestId: String, model: String, chat: ChatRequest, deadlineMs: Int64 = .max) {
+    public init(requestId: String, model: String, chat: ChatRequest, rawBody: [UInt8] = [], deadlineMs: Int64 = .max) {
         self.requestId = requestId
         self.model = model
         self.chat = chat
+        self.rawBody = rawBody
         self.deadlineMs = deadlineMs
     }
 }

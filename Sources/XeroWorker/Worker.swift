@@ -168,7 +168,7 @@ public final class Worker: Sendable {
         let job = run.job
         do {
             let chat = try ChatRequest.parse(job.payload)
-            let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, deadlineMs: job.requestDeadlineMs)
+            let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs)
             for try await ev in engine.generate(request) {
                 try Task.checkCancellation()
                 switch ev {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import XeroEngines
+import XeroUpstreamEngine
 import XeroWorker
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -9,8 +10,20 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var address: RouterAddressOptions
 
-    @Option(help: "Engine: sim (the simulator).")
+    @Option(help: "Engine: sim (the simulator), openai (forward to an OpenAI-compatible server).")
     var engine: String = "sim"
+
+    @Option(help: "openai engine: upstream base URL ending in /v1.")
+    var upstreamURL: String?
+
+    @Option(help: "openai engine: upstream API key (default: $XERO_UPSTREAM_KEY).")
+    var upstreamKey: String?
+
+    @Option(help: "openai engine: models this worker serves (comma-separated).")
+    var models: String?
+
+    @Option(help: "openai engine: model name to send upstream (default: the endpoint's model).")
+    var upstreamModel: String?
 
     @Option(help: "Concurrent jobs (slots) this worker offers.")
     var slots: Int?
@@ -64,8 +77,14 @@ struct WorkerCommand: AsyncParsableCommand {
         switch engine {
         case "sim":
             return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64))
+        case "openai":
+            guard let upstreamURL else { throw ValidationError("--engine openai needs --upstream-url") }
+            guard let models, !models.isEmpty else { throw ValidationError("--engine openai needs --models (the model ids it serves)") }
+            return OpenAIUpstreamEngine(options: .init(baseURL: upstreamURL, apiKey: upstreamKey ?? ProcessInfo.processInfo.environment["XERO_UPSTREAM_KEY"],
+                                                       models: models.split(separator: ",").map(String.init), upstreamModel: upstreamModel,
+                                                       slots: slots ?? 16))
         default:
-            throw ValidationError("unknown engine '\(engine)' (available: sim)")
+            throw ValidationError("unknown engine '\(engine)' (available: sim, openai)")
         }
     }
 }

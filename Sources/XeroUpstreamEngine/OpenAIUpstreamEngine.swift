@@ -1,0 +1,161 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import NIOHTTP1
+import XeroCore
+import XeroEngines
+
+/// The `openai` engine: forwards each job to an OpenAI-compatible server (vLLM, SGLang,
+/// llama.cpp's llama-server, Ollama, another Xerotier) over pooled HTTP connections, always
+/// streaming upstream so tokens pass through as they come. The client's body is forwarded as sent
+/// (tools, response_format and any vendor fields included) with `model` set to the upstream model.
+/// Upstream failures become OpenAI-shaped errors; cancelling the job cancels the upstream request.
+public struct OpenAIUpstreamEngine: Engine {
+    public struct Options: Sendable {
+        /// Base URL ending in `/v1` (e.g. `http://gpu-box:8000/v1`).
+        public var baseURL: String
+        public var apiKey: String?
+        /// Models this worker serves; the job's model is sent upstream unless `upstreamModel` is set.
+        public var models: [String]
+        public var upstreamModel: String?
+        public var slots: Int
+        public init(baseURL: String, apiKey: String?, models: [String], upstreamModel: String?, slots: Int) {
+            self.baseURL = baseURL
+            self.apiKey = apiKey
+            self.models = models
+            self.upstreamModel = upstreamModel
+            self.slots = slots
+        }
+    }
+
+    public let options: Options
+    let client: HTTPClient
+
+    public init(options: Options) {
+        self.options = options
+        var config = HTTPClient.Configuration()
+        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, options.slots))
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+    }
+
+    public var info: EngineInfo { EngineInfo(name: "openai", models: options.models, capabilities: ["chat"], slots: options.slots) }
+
+    public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
+        let client = self.client, options = self.options
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                do {
+                    try await Self.run(request, client: client, options: options, continuation: continuation)
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    static func run(_ request: EngineRequest, client: HTTPClient, options: Options,
+                    continuation: AsyncThrowingStream<EngineEvent, Error>.Continuation) async throws {
+        // The client's body, with our model and streaming (with usage) forced on.
+        guard case var .object(body) = try JSONValue.parse(request.rawBody) else { throw APIError.invalidRequest("The request body must be a JSON object.") }
+        body["model"] = .string(options.upstreamModel ?? request.model)
+        body["stream"] = .bool(true)
+        body["stream_options"] = .object(["include_usage": .bool(true)])
+        var http = HTTPClientRequest(url: options.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/chat/completions")
+        http.method = .POST
+        http.headers.add(name: "Content-Type", value: "application/json")
+        http.headers.add(name: "Accept", value: "text/event-stream")
+        if let key = options.apiKey, !key.isEmpty { http.headers.add(name: "Authorization", value: "Bearer \(key)") }
+        http.body = .bytes(ByteBuffer(bytes: JSONValue.object(body).encoded()))
+        let remainingMs = max(1, request.deadlineMs == .max ? 600_000 : request.deadlineMs - nowMs())
+        let response: HTTPClientResponse
+        do {
+            response = try await client.execute(http, timeout: .milliseconds(remainingMs))
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch let e as HTTPClientError where e == .deadlineExceeded || e == .readTimeout || e == .connectTimeout {
+            throw APIError(status: 504, message: "The upstream model server did not answer in time.", type: "timeout", code: "upstream_timeout")
+        } catch {
+            throw APIError(status: 502, message: "The upstream model server is unreachable (\(error)).", type: "server_error", code: "upstream_unreachable")
+        }
+        guard response.status == .ok else {
+            let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+            throw mapUpstreamError(status: Int(response.status.code), body: text)
+        }
+        var pending: [UInt8] = []
+        var usage: Usage?
+        var finished = Set<Int>()
+        for try await chunk in response.body {
+            pending += chunk.readableBytesView
+            // SSE events end with a blank line; process every complete one.
+            while let end = findEventEnd(pending) {
+                let event = Array(pending[..<end.start])
+                pending.removeFirst(end.next)
+                for line in String(decoding: event, as: UTF8.self).split(separator: "\n") where line.hasPrefix("data:") {
+                    let data = line.dropFirst(5).trimmingCharacters(in: .whitespaces)
+                    if data == "[DONE]" { continue }
+                    guard case let .object(o)? = try? JSONValue.parse(Array(data.utf8)) else { continue }
+                    if let err = o["error"], case let .object(eo) = err {
+                        var msg = "upstream error"
+                        if case let .string(m)? = eo["message"] { msg = m }
+                        throw APIError(status: 502, message: "The upstream model server failed mid-stream: \(msg)", type: "server_error", code: "upstream_error")
+                    }
+                    if case let .object(u)? = o["usage"], case let .int(p)? = u["prompt_tokens"], case let .int(c)? = u["completion_tokens"] {
+                        var cached = 0
+                        if case let .object(d)? = u["prompt_tokens_details"], case let .int(ct)? = d["cached_tokens"] { cached = ct }
+                        usage = Usage(promptTokens: p, completionTokens: c, cachedTokens: cached)
+                    }
+                    guard case let .array(choices)? = o["choices"] else { continue }
+                    for ch in choices {
+                        guard case let .object(co) = ch, case let .int(index)? = co["index"] else { continue }
+                        if case let .object(delta)? = co["delta"], case let .string(text)? = delta["content"], !text.isEmpty {
+                            var lp: String?
+                            if case let .object(l)? = co["logprobs"], case let .array(content)? = l["content"] {
+                                lp = content.map { String(decoding: $0.encoded(), as: UTF8.self) }.joined(separator: ",")
+                            }
+                            continuation.yield(.text(choice: index, text, logprobs: lp))
+                        }
+                        if case let .string(reason)? = co["finish_reason"], finished.insert(index).inserted {
+                            continuation.yield(.finish(choice: index, reason: reason))
+                        }
+                    }
+                }
+            }
+        }
+        continuation.yield(.usage(usage ?? Usage(promptTokens: 0, completionTokens: 0)))
+    }
+
+    /// Where the first SSE event in `bytes` ends (`\n\n` or `\r\n\r\n`).
+    static func findEventEnd(_ bytes: [UInt8]) -> (start: Int, next: Int)? {
+        var i = 0
+        while i + 1 < bytes.count {
+            if bytes[i] == 10 && bytes[i + 1] == 10 { return (i, i + 2) }
+            if i + 3 < bytes.count, bytes[i] == 13, bytes[i + 1] == 10, bytes[i + 2] == 13, bytes[i + 3] == 10 { return (i, i + 4) }
+            i += 1
+        }
+        return nil
+    }
+
+    /// Upstream 4xx about the request itself pass through (the client can fix them); failures of
+    /// the upstream or of our credentials for it are 502 (the client cannot).
+    static func mapUpstreamError(status: Int, body: String) -> APIError {
+        var message = "upstream answered \(status)"
+        var type = "invalid_request_error", param: String?, code: String?
+        if case let .object(o)? = try? JSONValue.parse(Array(body.utf8)), case let .object(e)? = o["error"] {
+            if case let .string(m)? = e["message"] { message = m }
+            if case let .string(t)? = e["type"] { type = t }
+            if case let .string(p)? = e["param"] { param = p }
+            if case let .string(c)? = e["code"] { code = c }
+        }
+        switch status {
+        case 400, 404, 413, 422:
+            return APIError(status: status == 422 ? 400 : status, message: message, type: type, param: param, code: code)
+        case 429:
+            return APIError(status: 429, message: "The upstream model server is rate limiting: \(message)", type: "requests", code: "upstream_rate_limited",
+                            headers: ["Retry-After": "1"])
+        default:
+            return APIError(status: 502, message: "The upstream model server refused the request (\(status)): \(message)", type: "server_error", code: "upstream_error")
+        }
+    }
+}
