@@ -215,7 +215,7 @@ public struct TierScheduler {
     private func firstServable(in q: FIFO<JobEnvelope>) -> (Int, String)? {
         for i in 0..<min(q.count, Self.lookahead) {
             let job = q.element(at: i)
-            let candidates = workers.values.filter { $0.credits > 0 && !$0.draining && $0.info.serves(model: job.model) }
+            let candidates = workers.values.filter { $0.credits > 0 && !$0.draining && $0.info.serves(job) }
             if let w = placement.choose(job: job, among: candidates) { return (i, w) }
         }
         return nil

@@ -81,6 +81,18 @@ final class TierSchedulerTests: XCTestCase {
         XCTAssertEqual(s.dispatch(now: 0).map(\.worker), ["wb"])
     }
 
+    func testJobsGoOnlyToWorkersWithTheCapability() {
+        var s = TierScheduler(tiers: tiers)
+        var embed = job("e1")
+        embed.kind = .embeddings
+        _ = s.enqueue(embed)
+        _ = s.enqueue(job("c1"))
+        s.join(WorkerInfo(id: "chat-only", slots: 4, freeSlots: 4, models: ["*"], capabilities: ["chat"], engine: "sim", host: "", pid: 0), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).map(\.envelope.requestId), ["c1"])
+        s.join(WorkerInfo(id: "embedder", slots: 4, freeSlots: 4, models: ["*"], capabilities: ["embeddings"], engine: "x", host: "", pid: 0), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).map(\.worker), ["embedder"])
+    }
+
     func testLeastLoadedPlacementSpreadsJobs() {
         var s = TierScheduler(tiers: tiers)
         for i in 0..<4 { _ = s.enqueue(job("j\(i)")) }
@@ -142,7 +154,7 @@ final class TierSchedulerTests: XCTestCase {
 
     func testRejoinAfterRouterRestartKeepsAccounting() {
         var s = TierScheduler(tiers: tiers)
-        s.join(WorkerInfo(id: "w", slots: 4, freeSlots: 1, models: ["*"], capabilities: [], engine: "sim", host: "", pid: 0), now: 0)
+        s.join(WorkerInfo(id: "w", slots: 4, freeSlots: 1, models: ["*"], capabilities: ["chat"], engine: "sim", host: "", pid: 0), now: 0)
         for i in 0..<3 { _ = s.enqueue(job("j\(i)")) }
         XCTAssertEqual(s.dispatch(now: 0).count, 1, "a re-joining worker is credited only its free slots")
     }
@@ -161,7 +173,7 @@ final class BatchTierTests: XCTestCase {
         }
         for i in 0..<5 { _ = s.enqueue(job("b\(i)", "batch")) }
         for i in 0..<3 { _ = s.enqueue(job("s\(i)", "standard")) }
-        s.join(WorkerInfo(id: "w", slots: 4, freeSlots: 4, models: ["*"], capabilities: [], engine: "sim", host: "", pid: 0), now: 0)
+        s.join(WorkerInfo(id: "w", slots: 4, freeSlots: 4, models: ["*"], capabilities: ["chat"], engine: "sim", host: "", pid: 0), now: 0)
         let d = s.dispatch(now: 0).map(\.envelope.requestId)
         XCTAssertEqual(d, ["s0", "s1", "s2", "b0"], "interactive first; batch only gets the slot left over")
     }

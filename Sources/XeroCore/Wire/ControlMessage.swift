@@ -159,6 +159,9 @@ public struct WorkerInfo: Sendable, Equatable {
     }
 
     public func serves(model: String) -> Bool { models.contains("*") || models.contains(model) }
+
+    /// Whether this worker can run `job`: its model, and the capability its kind needs.
+    public func serves(_ job: JobEnvelope) -> Bool { serves(model: job.model) && capabilities.contains(job.kind.capability) }
 }
 
 /// A finished job as the worker saw it, for the job record in Redis.

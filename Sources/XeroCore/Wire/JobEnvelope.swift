@@ -1,7 +1,17 @@
 /// A job as it travels gateway → router → worker. The router reads only these header fields;
 /// `payload` is the client's validated request body, opaque to the router.
 public struct JobEnvelope: Sendable, Equatable {
-    public enum Kind: UInt8, Sendable { case chatCompletion = 1, embeddings = 2, rerank = 3 }
+    public enum Kind: UInt8, Sendable {
+        case chatCompletion = 1, embeddings = 2, rerank = 3
+        /// The worker capability a job of this kind needs.
+        public var capability: String {
+            switch self {
+            case .chatCompletion: return "chat"
+            case .embeddings: return "embeddings"
+            case .rerank: return "rerank"
+            }
+        }
+    }
 
     public var requestId: String
     /// Where the token stream goes: the topic prefix the owning gateway subscribed to.
