@@ -203,17 +203,18 @@ public final class BatchRunner: Sendable {
             let box = hub.open(requestId)
             hub.submit(job)
             let customID = lines[line].customID
-            Task { await self.collect(batch: b.id, model: b.model, line: line, customID: customID, requestId: requestId, tries: tries, box: box) }
+            let n = (try? ChatRequest.parse(lines[line].body))?.n ?? 1
+            Task { await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, requestId: requestId, tries: tries, box: box) }
         }
     }
 
     /// Waits for one line's result and records it (or queues a retry for a transient failure).
-    func collect(batch: String, model: String, line: Int, customID: String, requestId: String, tries: Int, box: EventMailbox) async {
+    func collect(batch: String, model: String, line: Int, customID: String, n: Int, requestId: String, tries: Int, box: EventMailbox) async {
         defer {
             hub.close(requestId)
             inflight.withLock { $0 -= 1 }
         }
-        var choices: [ChatResponseWriter.Choice] = []
+        var answer = ChatAccumulator(n: n, logprobs: false)
         var outcome: (ok: Bool, status: Int, body: [UInt8])?
         var attempt: Int?
         while outcome == nil {
@@ -223,18 +224,13 @@ public final class BatchRunner: Sendable {
                 if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
                 if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
                 switch ev.body {
-                case let .delta(i, text, lp):
-                    while choices.count <= i { choices.append(ChatResponseWriter.Choice()) }
-                    choices[i].content += text
-                    if let lp { choices[i].wantsLogprobs = true; choices[i].logprobEntries.append(lp) }
-                case let .finish(i, reason):
-                    while choices.count <= i { choices.append(ChatResponseWriter.Choice()) }
-                    choices[i].finishReason = reason
                 case let .done(usage):
                     let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
-                    outcome = (true, 200, w.completion(choices: choices, usage: usage))
+                    outcome = (true, 200, w.completion(choices: answer.choices, usage: usage))
                 case let .error(e):
                     outcome = (false, e.status, Array(e.jsonBody.utf8))
+                default:
+                    answer.add(ev.body)
                 }
                 if outcome != nil { break }
             }

@@ -51,6 +51,8 @@ public struct EngineRequest: Sendable {
 
 public enum EngineEvent: Sendable, Equatable {
     case text(choice: Int, String, logprobs: String? = nil)
+    /// A piece of a tool call (`id`/`name` on the first piece of each tool call).
+    case toolCall(choice: Int, toolIndex: Int, id: String, name: String, arguments: String)
     case finish(choice: Int, reason: String)
     case usage(Usage)
 }

@@ -6,6 +6,9 @@ import XeroCore
 /// drawn from a fixed list by a PRNG seeded from `seed` (or the prompt) and the choice index.
 /// Honours `max_tokens` (finish `length`), `stop` (finish `stop`, never emitting the stop string),
 /// `n` and `seed`. One simulated token is one word; prompt tokens are counted the same way.
+/// Tools: when the request offers tools and `tool_choice` is not `none`, the simulator calls the
+/// named function (or the first one) with `{"query": <last user message>}` and finishes with
+/// `tool_calls` — deterministic, so the tool-calling path can be tested end to end.
 public struct SimEngine: Engine {
     public struct Options: Sendable {
         /// Time to first token, per request.
@@ -53,9 +56,27 @@ public struct SimEngine: Engine {
         let options = self.options
         let chat = request.chat
         let answers = (0..<chat.n).map { tokens(for: chat, choice: $0) }
+        let toolName = chat.toolNames.isEmpty || chat.toolChoice == "none" ? nil
+            : (chat.toolChoice.flatMap { chat.toolNames.contains($0) ? $0 : nil } ?? chat.toolNames[0])
         return AsyncThrowingStream { continuation in
             let task = Task {
                 if options.ttftMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.ttftMs * 1_000_000)) }
+                if let toolName {
+                    let lastUser = chat.messages.last { $0.role == "user" }?.content ?? ""
+                    var args = JSONWriter()
+                    args.objectStart(); args.field("query", lastUser); args.objectEnd()
+                    let text = args.string
+                    let cut = text.index(text.startIndex, offsetBy: text.count / 2)
+                    for c in 0..<chat.n {
+                        let id = "call_\(String(UInt64(bitPattern: Int64(Self.stableHash(request.requestId + String(c)))), radix: 36))"
+                        continuation.yield(.toolCall(choice: c, toolIndex: 0, id: id, name: toolName, arguments: String(text[..<cut])))
+                        continuation.yield(.toolCall(choice: c, toolIndex: 0, id: "", name: "", arguments: String(text[cut...])))
+                        continuation.yield(.finish(choice: c, reason: "tool_calls"))
+                    }
+                    continuation.yield(.usage(Usage(promptTokens: Self.promptTokens(chat), completionTokens: 2 * chat.n)))
+                    continuation.finish()
+                    return
+                }
                 var scanners = (0..<chat.n).map { _ in StopScanner(stops: chat.stop) }
                 var finished = [Bool](repeating: false, count: chat.n)
                 var completion = 0

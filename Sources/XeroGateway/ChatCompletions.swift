@@ -103,25 +103,20 @@ struct ChatCompletions: Sendable {
         }
         if !chat.stream {
             defer { timer.cancel(); hub.close(requestId) }
-            var choices = (0..<chat.n).map { _ in ChatResponseWriter.Choice() }
-            for i in choices.indices { choices[i].wantsLogprobs = chat.logprobs }
+            var answer = ChatAccumulator(n: chat.n, logprobs: chat.logprobs)
             var event = first
             while true {
                 switch event.body {
-                case let .delta(index, text, logprobs) where index < choices.count:
-                    choices[index].content += text
-                    if let logprobs { choices[index].logprobEntries.append(logprobs) }
-                case let .finish(index, reason) where index < choices.count:
-                    choices[index].finishReason = reason
                 case let .done(usage):
                     settle(usage)
                     responseHeaders[.contentType] = "application/json"
                     return Response(status: .ok, headers: responseHeaders,
-                                    body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: choices, usage: usage))))
+                                    body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: answer.choices, usage: usage))))
                 case let .error(e):
                     settle(nil)
                     throw e
-                default: break
+                default:
+                    answer.add(event.body)
                 }
                 do { event = try await withTaskCancellationHandler { try await reader.next() } onCancel: { hub.cancel(requestId) } } catch {
                     hub.cancel(requestId)
@@ -157,6 +152,12 @@ struct ChatCompletions: Sendable {
                         SSE.append(writer.chunk(index: index, role: true, content: ""), to: &buffer)
                     }
                     SSE.append(writer.chunk(index: index, content: text, logprobs: logprobs), to: &buffer)
+                case let .toolCall(index, toolIndex, id, name, arguments) where index < n:
+                    if !roleSent[index] {
+                        roleSent[index] = true
+                        SSE.append(writer.chunk(index: index, role: true, content: nil), to: &buffer)
+                    }
+                    SSE.append(writer.toolCallChunk(index: index, toolIndex: toolIndex, id: id, name: name, arguments: arguments), to: &buffer)
                 case let .finish(index, reason) where index < n:
                     if !roleSent[index] {
                         roleSent[index] = true

@@ -116,6 +116,18 @@ public struct OpenAIUpstreamEngine: Engine {
                             }
                             continuation.yield(.text(choice: index, text, logprobs: lp))
                         }
+                        if case let .object(delta)? = co["delta"], case let .array(calls)? = delta["tool_calls"] {
+                            for call in calls {
+                                guard case let .object(c) = call, case let .int(t)? = c["index"] else { continue }
+                                var id = "", name = "", args = ""
+                                if case let .string(v)? = c["id"] { id = v }
+                                if case let .object(fn)? = c["function"] {
+                                    if case let .string(v)? = fn["name"] { name = v }
+                                    if case let .string(v)? = fn["arguments"] { args = v }
+                                }
+                                continuation.yield(.toolCall(choice: index, toolIndex: t, id: id, name: name, arguments: args))
+                            }
+                        }
                         if case let .string(reason)? = co["finish_reason"], finished.insert(index).inserted {
                             continuation.yield(.finish(choice: index, reason: reason))
                         }

@@ -173,6 +173,7 @@ public final class Worker: Sendable {
                 try Task.checkCancellation()
                 switch ev {
                 case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
+                case let .toolCall(choice, t, id, name, args): emit(run, .toolCall(index: choice, toolIndex: t, id: id, name: name, arguments: args))
                 case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
                 case let .usage(u): run.usage = u
                 }

@@ -34,7 +34,7 @@ final class ChatRequestTests: XCTestCase {
         {"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],
          "max_completion_tokens":7,"temperature":0.5,"top_p":0.9,"top_k":40,"min_p":0.05,"n":3,"stream":true,
          "stream_options":{"include_usage":true},"stop":["x","y"],"seed":42,"presence_penalty":1,"frequency_penalty":-1,
-         "logprobs":true,"top_logprobs":5,"user":"u","response_format":{"type":"json_object"},"tools":[{"type":"function"}],
+         "logprobs":true,"top_logprobs":5,"user":"u","response_format":{"type":"json_object"},"tools":[{"type":"function","function":{"name":"f"}}],
          "some_future_field":{"ignored":true}}
         """)
         XCTAssertEqual(r.messages[0].content, "ab")
@@ -87,6 +87,39 @@ final class ChatRequestTests: XCTestCase {
         assertRejected("{\(ok),\"top_logprobs\":21,\"logprobs\":true}", param: "top_logprobs")
         assertRejected("{\(ok),\"response_format\":{\"type\":\"xml\"}}", param: "response_format.type")
         assertRejected("{\(ok),\"tools\":{}}", param: "tools")
+    }
+
+    func testToolsAndToolChoice() throws {
+        let tools = #"[{"type":"function","function":{"name":"get_weather","parameters":{}}},{"type":"function","function":{"name":"search"}}]"#
+        let ok = #""model":"m","messages":[{"role":"user","content":"x"}]"#
+        let r = try parse("{\(ok),\"tools\":\(tools),\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"search\"}}}")
+        XCTAssertEqual(r.toolNames, ["get_weather", "search"])
+        XCTAssertEqual(r.toolChoice, "search")
+        XCTAssertEqual(try parse("{\(ok),\"tools\":\(tools),\"tool_choice\":\"required\"}").toolChoice, "required")
+        assertRejected("{\(ok),\"tools\":[{\"type\":\"function\"}]}", param: "tools[0]")
+        assertRejected("{\(ok),\"tools\":\(tools),\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"nope\"}}}", param: "tool_choice")
+        assertRejected("{\(ok),\"tool_choice\":\"required\"}", param: "tool_choice")
+        assertRejected("{\(ok),\"tools\":\(tools),\"tool_choice\":\"sometimes\"}", param: "tool_choice")
+    }
+
+    func testAccumulatorFoldsToolCallsAndText() throws {
+        var acc = ChatAccumulator(n: 2, logprobs: false)
+        acc.add(.toolCall(index: 0, toolIndex: 0, id: "call_a", name: "f", arguments: "{\"q\":"))
+        acc.add(.toolCall(index: 0, toolIndex: 0, id: "", name: "", arguments: "1}"))
+        acc.add(.finish(index: 0, reason: "tool_calls"))
+        acc.add(.delta(index: 1, text: "hi", logprobs: nil))
+        acc.add(.finish(index: 1, reason: "stop"))
+        acc.add(.delta(index: 7, text: "ignored", logprobs: nil))
+        XCTAssertEqual(acc.choices[0].toolCalls, [ChatResponseWriter.ToolCall(id: "call_a", name: "f", arguments: "{\"q\":1}")])
+        let w = ChatResponseWriter(id: "c", created: 0, model: "m")
+        let obj = try JSONSerialization.jsonObject(with: Data(w.completion(choices: acc.choices, usage: Usage(promptTokens: 1, completionTokens: 2)))) as! [String: Any]
+        let choices = obj["choices"] as! [[String: Any]]
+        let msg = choices[0]["message"] as! [String: Any]
+        XCTAssertTrue(msg["content"] is NSNull)
+        let call = (msg["tool_calls"] as! [[String: Any]])[0]
+        XCTAssertEqual(call["type"] as? String, "function")
+        XCTAssertEqual((call["function"] as! [String: Any])["arguments"] as? String, "{\"q\":1}")
+        XCTAssertEqual((choices[1]["message"] as! [String: Any])["content"] as? String, "hi")
     }
 
     func testMalformedJSONIsInvalidJSON() {

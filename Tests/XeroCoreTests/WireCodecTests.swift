@@ -56,6 +56,7 @@ final class WireCodecTests: XCTestCase {
             .delta(index: 1, text: "Paris 🇫🇷", logprobs: nil),
             .delta(index: 0, text: "", logprobs: #"{"token":"a","logprob":-0.1}"#),
             .finish(index: 3, reason: "length"),
+            .toolCall(index: 1, toolIndex: 2, id: "call_1", name: "get_weather", arguments: "{\"city\":"),
             .done(Usage(promptTokens: 12, completionTokens: 34, cachedTokens: 5)),
             .error(APIError.noCapacity(model: "m", tier: "standard", waitedMs: 30000)),
             .error(APIError(status: 400, message: "x", type: "invalid_request_error", param: "messages", code: nil)),

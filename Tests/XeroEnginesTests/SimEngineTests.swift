@@ -14,6 +14,7 @@ final class SimEngineTests: XCTestCase {
             case let .text(c, t, _): texts[c, default: ""] += t
             case let .finish(c, r): finish[c] = r
             case let .usage(u): usage = u
+            case .toolCall: break
             }
         }
         return (texts, finish, usage)

@@ -160,3 +160,26 @@ def test_client_disconnect_cancels_the_job(platform):
             break
         time.sleep(0.1)
     assert state == "cancelled"
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
+                                           "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]
+
+
+def test_tool_calling_through_the_whole_path(client):
+    r = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS)
+    choice = r.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.type == "function" and call.function.name == "get_weather" and call.id.startswith("call_")
+    assert json.loads(call.function.arguments) == {"query": "weather in Paris?"}
+    assert choice.message.content is None
+    chunks = list(client.chat.completions.create(model="x", messages=[{"role": "user", "content": "weather in Paris?"}], tools=TOOLS,
+                                                 stream=True))
+    deltas = [c.choices[0].delta.tool_calls[0] for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+    assert deltas[0].id and deltas[0].function.name == "get_weather"
+    assert json.loads("".join(d.function.arguments for d in deltas)) == {"query": "weather in Paris?"}
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["tool_calls"]
+    # tool_choice none: a normal answer.
+    plain = client.chat.completions.create(model="x", messages=[{"role": "user", "content": "no tools"}], tools=TOOLS, tool_choice="none")
+    assert plain.choices[0].message.tool_calls is None and plain.choices[0].message.content.startswith("You said: no tools")

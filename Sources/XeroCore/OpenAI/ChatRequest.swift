@@ -33,6 +33,10 @@ public struct ChatRequest: Sendable, Equatable {
     public var responseFormat: String?
     public var toolsJSON: [UInt8]?
     public var toolChoiceJSON: [UInt8]?
+    /// Names of the functions in `tools`.
+    public var toolNames: [String] = []
+    /// `none`, `auto`, `required`, or the name of the one function that must be called.
+    public var toolChoice: String?
 
     public static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
     public static let maxN = 128
@@ -120,18 +124,42 @@ public struct ChatRequest: Sendable, Equatable {
             responseFormat = t
         }
         var toolsJSON: [UInt8]?
+        var toolNames: [String] = []
         if let tools = o["tools"], tools != .null {
-            guard case .array = tools else {
+            guard case let .array(items) = tools else {
                 throw APIError.invalidRequest("Invalid type for 'tools': expected an array, but got \(tools.typeName) instead.", param: "tools", code: "invalid_type")
+            }
+            for (i, t) in items.enumerated() {
+                guard case let .object(to) = t, case .string("function")? = to["type"], case let .object(fn)? = to["function"],
+                      case let .string(name)? = fn["name"], !name.isEmpty else {
+                    throw APIError.invalidRequest("Invalid 'tools[\(i)]': expected {\"type\": \"function\", \"function\": {\"name\": …}}.", param: "tools[\(i)]", code: "invalid_value")
+                }
+                toolNames.append(name)
             }
             toolsJSON = tools.encoded()
         }
         let toolChoiceJSON = o["tool_choice"].flatMap { $0 == .null ? nil : $0.encoded() }
+        var toolChoice: String?
+        switch o["tool_choice"] {
+        case nil, .null?: break
+        case let .string(c)? where ["none", "auto", "required"].contains(c): toolChoice = c
+        case let .object(tc)?:
+            guard case let .object(fn)? = tc["function"], case let .string(name)? = fn["name"], toolNames.contains(name) else {
+                throw APIError.invalidRequest("Invalid 'tool_choice': it must name a function given in 'tools'.", param: "tool_choice", code: "invalid_value")
+            }
+            toolChoice = name
+        case let v?:
+            throw APIError.invalidRequest("Invalid 'tool_choice': \(v.typeName). Expected 'none', 'auto', 'required' or a function.", param: "tool_choice", code: "invalid_value")
+        }
+        if toolChoice != nil && toolChoice != "none" && toolNames.isEmpty {
+            throw APIError.invalidRequest("'tool_choice' is only allowed when 'tools' are specified.", param: "tool_choice", code: "invalid_value")
+        }
 
         return ChatRequest(model: model, messages: messages, maxTokens: maxTokens, temperature: temperature, topP: topP, topK: topK,
                            minP: minP, n: n, stream: stream, includeUsage: includeUsage, stop: stop, seed: seed,
                            presencePenalty: presence, frequencyPenalty: frequency, logprobs: logprobs, topLogprobs: topLogprobs,
-                           user: user, responseFormat: responseFormat, toolsJSON: toolsJSON, toolChoiceJSON: toolChoiceJSON)
+                           user: user, responseFormat: responseFormat, toolsJSON: toolsJSON, toolChoiceJSON: toolChoiceJSON,
+                           toolNames: toolNames, toolChoice: toolChoice)
     }
 
     private static func parseMessage(_ raw: JSONValue, at i: Int) throws(APIError) -> Message {

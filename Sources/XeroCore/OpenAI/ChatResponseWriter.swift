@@ -22,6 +22,31 @@ public struct ChatResponseWriter: Sendable {
         w.key("system_fingerprint"); w.null()
     }
 
+    /// A streaming chunk carrying a tool-call delta.
+    public func toolCallChunk(index: Int, toolIndex: Int, id: String, name: String, arguments: String) -> [UInt8] {
+        var w = JSONWriter(capacity: 256)
+        w.objectStart()
+        header(&w, object: "chat.completion.chunk")
+        w.key("choices"); w.arrayStart(); w.objectStart()
+        w.field("index", index)
+        w.key("delta"); w.objectStart()
+        w.key("tool_calls"); w.arrayStart(); w.objectStart()
+        w.field("index", toolIndex)
+        if !id.isEmpty { w.field("id", id); w.field("type", "function") }
+        w.key("function"); w.objectStart()
+        if !name.isEmpty { w.field("name", name) }
+        w.field("arguments", arguments)
+        w.objectEnd()
+        w.objectEnd(); w.arrayEnd()
+        w.objectEnd()
+        w.key("logprobs"); w.null()
+        w.key("finish_reason"); w.null()
+        w.objectEnd(); w.arrayEnd()
+        if includeUsage { w.key("usage"); w.null() }
+        w.objectEnd()
+        return w.bytes
+    }
+
     /// A streaming chunk for one choice. `role` is set on a choice's first chunk only.
     public func chunk(index: Int, role: Bool = false, content: String?, logprobs: String? = nil, finishReason: String? = nil) -> [UInt8] {
         var w = JSONWriter(capacity: 192 + (content?.utf8.count ?? 0))
@@ -54,8 +79,15 @@ public struct ChatResponseWriter: Sendable {
         return w.bytes
     }
 
+    public struct ToolCall: Sendable, Equatable {
+        public var id = ""
+        public var name = ""
+        public var arguments = ""
+    }
+
     public struct Choice: Sendable {
         public var content: String = ""
+        public var toolCalls: [ToolCall] = []
         public var finishReason: String?
         /// Logprob entries (`{"token":..}` objects) as raw JSON, joined into `logprobs.content`.
         public var logprobEntries: [String] = []
@@ -74,8 +106,18 @@ public struct ChatResponseWriter: Sendable {
             w.field("index", i)
             w.key("message"); w.objectStart()
             w.field("role", "assistant")
-            w.field("content", c.content)
+            // With tool calls and no text, OpenAI sends content null.
+            if c.content.isEmpty && !c.toolCalls.isEmpty { w.key("content"); w.null() } else { w.field("content", c.content) }
             w.key("refusal"); w.null()
+            if !c.toolCalls.isEmpty {
+                w.key("tool_calls"); w.arrayStart()
+                for t in c.toolCalls {
+                    w.objectStart(); w.field("id", t.id); w.field("type", "function")
+                    w.key("function"); w.objectStart(); w.field("name", t.name); w.field("arguments", t.arguments); w.objectEnd()
+                    w.objectEnd()
+                }
+                w.arrayEnd()
+            }
             w.objectEnd()
             w.key("logprobs")
             if c.wantsLogprobs {
@@ -103,5 +145,31 @@ public struct ChatResponseWriter: Sendable {
         w.key("prompt_tokens_details"); w.objectStart(); w.field("cached_tokens", u.cachedTokens); w.objectEnd()
         w.key("completion_tokens_details"); w.objectStart(); w.field("reasoning_tokens", 0); w.objectEnd()
         w.objectEnd()
+    }
+}
+
+/// Folds a job's events into the choices of a non-streaming answer (gateway and batch runner).
+public struct ChatAccumulator: Sendable {
+    public private(set) var choices: [ChatResponseWriter.Choice]
+
+    public init(n: Int, logprobs: Bool) {
+        choices = (0..<max(1, n)).map { _ in var c = ChatResponseWriter.Choice(); c.wantsLogprobs = logprobs; return c }
+    }
+
+    /// Adds a non-terminal event; events for choices beyond `n` are ignored.
+    public mutating func add(_ body: StreamEvent.Body) {
+        switch body {
+        case let .delta(i, text, logprobs) where i < choices.count:
+            choices[i].content += text
+            if let logprobs { choices[i].wantsLogprobs = true; choices[i].logprobEntries.append(logprobs) }
+        case let .toolCall(i, t, id, name, arguments) where i < choices.count && t >= 0 && t < 128:
+            while choices[i].toolCalls.count <= t { choices[i].toolCalls.append(ChatResponseWriter.ToolCall()) }
+            if !id.isEmpty { choices[i].toolCalls[t].id = id }
+            if !name.isEmpty { choices[i].toolCalls[t].name = name }
+            choices[i].toolCalls[t].arguments += arguments
+        case let .finish(i, reason) where i < choices.count:
+            choices[i].finishReason = reason
+        default: break
+        }
     }
 }

@@ -5,7 +5,10 @@ public struct StreamEvent: Sendable, Equatable {
     public enum Body: Sendable, Equatable {
         /// A piece of text for choice `index`; `logprobs` is an OpenAI-shaped JSON fragment, if asked for.
         case delta(index: Int, text: String, logprobs: String?)
-        /// Choice `index` ended (`stop`, `length`, ...).
+        /// A piece of a tool call for choice `index`: `id` and `name` on its first piece (empty after),
+        /// `arguments` a fragment of the JSON arguments.
+        case toolCall(index: Int, toolIndex: Int, id: String, name: String, arguments: String)
+        /// Choice `index` ended (`stop`, `length`, `tool_calls`, ...).
         case finish(index: Int, reason: String)
         /// Terminal: the job finished; real token counts.
         case done(Usage)
@@ -42,6 +45,8 @@ public struct StreamEvent: Sendable, Equatable {
             w.u8(2); w.int(index); w.string(reason)
         case let .done(usage):
             w.u8(3); w.int(usage.promptTokens); w.int(usage.completionTokens); w.int(usage.cachedTokens)
+        case let .toolCall(index, toolIndex, id, name, arguments):
+            w.u8(5); w.int(index); w.int(toolIndex); w.string(id); w.string(name); w.string(arguments)
         case let .error(e):
             w.u8(4); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
         }
@@ -60,6 +65,7 @@ public struct StreamEvent: Sendable, Equatable {
         case 4:
             let status = try r.int(), message = try r.string(), type = try r.string()
             body = .error(APIError(status: status, message: message, type: type, param: try r.optionalString(), code: try r.optionalString()))
+        case 5: body = .toolCall(index: try r.int(), toolIndex: try r.int(), id: try r.string(), name: try r.string(), arguments: try r.string())
         case let k: throw WireError.invalid("unknown event body \(k)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after stream event") }
