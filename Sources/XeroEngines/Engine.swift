@@ -8,6 +8,39 @@ public protocol Engine: Sendable {
     /// with exactly one `.usage`. Ending the iteration early (cancellation) must stop the work.
     /// Failures are thrown as `APIError` so the client sees a precise OpenAI error.
     func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error>
+    /// Unit-length embeddings for every input, in order, computed as one batch.
+    func embed(_ request: EmbeddingsRequest) async throws -> EmbeddingResult
+    /// Relevance of each document to the query, in document order.
+    func rerank(_ request: RerankRequest) async throws -> RerankResult
+}
+
+public struct EmbeddingResult: Sendable {
+    public var dim: Int
+    public var vectors: [[Float]]
+    public var promptTokens: Int
+    public init(dim: Int, vectors: [[Float]], promptTokens: Int) {
+        self.dim = dim
+        self.vectors = vectors
+        self.promptTokens = promptTokens
+    }
+}
+
+public struct RerankResult: Sendable {
+    public var scores: [Float]
+    public var promptTokens: Int
+    public init(scores: [Float], promptTokens: Int) {
+        self.scores = scores
+        self.promptTokens = promptTokens
+    }
+}
+
+extension Engine {
+    public func embed(_ request: EmbeddingsRequest) async throws -> EmbeddingResult {
+        throw APIError.invalidRequest("This endpoint's model does not serve embeddings.", code: "unsupported_operation")
+    }
+    public func rerank(_ request: RerankRequest) async throws -> RerankResult {
+        throw APIError.invalidRequest("This endpoint's model does not serve reranking.", code: "unsupported_operation")
+    }
 }
 
 /// What an engine serves, as the worker advertises it to the router.

@@ -11,12 +11,8 @@ import XeroStore
 /// `POST …/v1/chat/completions`: validate, enqueue on the endpoint's tier, then either collect the
 /// events into one `chat.completion` or stream them as `chat.completion.chunk` SSE events.
 struct ChatCompletions: Sendable {
-    let hub: StreamHub
-    let tiers: [String: Tier]
-    let ids: RequestIDs
-    let limiter: RateLimiter?
-    let store: TenancyStore
-    let logger: Logger
+    let jobs: InferenceJobs
+    var tiers: [String: Tier] { jobs.tiers }
 
     /// Tokens reserved for the answer when the request sets no `max_tokens`.
     static let defaultReservedCompletionTokens = 256
@@ -26,51 +22,21 @@ struct ChatCompletions: Sendable {
         guard let tier = tiers[caller.endpoint.tier] else {
             throw APIError.internalError("Endpoint '\(caller.endpoint.slug)' names tier '\(caller.endpoint.tier)', which this gateway does not know.")
         }
-        let requestId = ids.next()
+        let requestId = jobs.ids.next()
         // Rate limits: reserve the prompt estimate plus the answer budget; settle with real usage.
-        let limits = RateLimiter.Limits(tier: tier)
         let reserve = Self.estimatePromptTokens(chat) + (chat.maxTokens ?? Self.defaultReservedCompletionTokens) * chat.n
-        var limitHeaders: HTTPFields = [:]
-        if let limiter {
-            let decision: RateLimiter.Decision
-            do { decision = try await limiter.admit(keyHash: caller.key.hash, project: caller.project, limits: limits, reserveTokens: reserve, requestId: requestId) } catch {
-                throw APIError.unavailable("The rate limiter is unreachable; retry shortly.")
-            }
-            limitHeaders = Self.rateLimitHeaders(decision)
-            guard decision.allowed else {
-                let retry = max(1, (decision.retryAfterMs + 999) / 1000)
-                var e = APIError(status: 429, message: "Rate limit reached: \(decision.refusedBy ?? "limit") (tier '\(tier.name)'). Retry after \(retry) s.",
-                                 type: "requests", code: "rate_limit_exceeded")
-                e.headers = ["Retry-After": String(retry)]
-                for f in limitHeaders { e.headers[f.name.rawName] = f.value }
-                throw e
-            }
-        }
-        let settle: @Sendable (Usage?) -> Void = { [limiter, logger] usage in
-            guard let limiter else { return }
-            Task {
-                do {
-                    try await limiter.finish(keyHash: caller.key.hash, project: caller.project, endpoint: caller.endpoint.slug, tier: tier,
-                                             limits: limits, reserved: reserve, usage: usage, requestId: requestId)
-                } catch {
-                    logger.warning("usage settlement failed", metadata: ["error": "\(error)"])
-                }
-            }
-        }
+        let admission = try await jobs.admit(caller: caller, tier: tier, reserve: reserve, requestId: requestId)
+        let limitHeaders = admission.headers, settle = admission.settle
         let now = nowMs()
-        let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, tier: tier.name, project: caller.project,
-                              endpoint: caller.endpoint.slug, model: caller.endpoint.model, acceptedAtMs: now,
-                              queueDeadlineMs: now + Int64(tier.queueTimeoutMs), requestDeadlineMs: now + Int64(tier.requestTimeoutMs),
-                              sloTTFTMs: headers[HTTPField.Name("X-SLO-TTFT-Ms")!].flatMap { Int($0) } ?? 0,
-                              sloTPOTMs: headers[HTTPField.Name("X-SLO-TPOT-Ms")!].flatMap { Int($0) } ?? 0,
-                              payload: body)
+        let job = jobs.envelope(kind: .chatCompletion, requestId: requestId, caller: caller, tier: tier, now: now, headers: headers, body: body)
+        let hub = jobs.hub
         guard await hub.waitUntilReady(timeoutMs: 2000) else {
+            settle(nil)
             throw APIError.unavailable("This gateway is not connected to a router yet; retry shortly.")
         }
         let events = hub.open(requestId)
         hub.submit(job)
         // A safety net beyond the router's and worker's own deadlines: never leave a client hanging.
-        let hub = self.hub
         let timer = Task {
             try? await Task.sleep(nanoseconds: UInt64(tier.requestTimeoutMs + 5000) * 1_000_000)
             if Task.isCancelled { return }

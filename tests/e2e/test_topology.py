@@ -172,7 +172,7 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
     port = free_port()
     data = tmp_path / "data"
     cmd = [BIN, "up", "--workers", "2", "--data", str(data), "--port", str(port), "--sim-ttft-ms", "0", "--sim-tpot-ms", "0",
-           "--config", str(ROOT / "config/xerotier.yaml")]
+           "--config", str(ROOT / "config/xerotier.yaml"), "--models-dir", str(ROOT / "models")]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
 
     def start():
@@ -198,7 +198,11 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
     r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What is the capital of France?"}])
     assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
     kids = children_of(proc.pid)
-    assert len(kids) == 6   # redis, router, gateway, batch runner, 2 workers
+    assert len(kids) == 7   # redis, router, gateway, batch runner, 2 chat workers, the embeddings worker
+    emb_url = re.search(r"Embeddings: (\S+)", banner).group(1)
+    assert emb_url.startswith(base_url.split("/my-endpoint")[0]) and emb_url.endswith("/embeddings/v1")
+    emb = openai.OpenAI(base_url=emb_url, api_key=key, max_retries=0).embeddings.create(model="any", input="hello")
+    assert len(emb.data[0].embedding) == 384 and "MiniLM" in emb.model
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     for k in kids:

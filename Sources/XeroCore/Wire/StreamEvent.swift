@@ -8,6 +8,8 @@ public struct StreamEvent: Sendable, Equatable {
         /// A piece of a tool call for choice `index`: `id` and `name` on its first piece (empty after),
         /// `arguments` a fragment of the JSON arguments.
         case toolCall(index: Int, toolIndex: Int, id: String, name: String, arguments: String)
+        /// Embedding vectors (or rerank scores, `dim` 1): `count` × `dim` little-endian Float32.
+        case vectors(dim: Int, data: [UInt8])
         /// Choice `index` ended (`stop`, `length`, `tool_calls`, ...).
         case finish(index: Int, reason: String)
         /// Terminal: the job finished; real token counts.
@@ -47,6 +49,8 @@ public struct StreamEvent: Sendable, Equatable {
             w.u8(3); w.int(usage.promptTokens); w.int(usage.completionTokens); w.int(usage.cachedTokens)
         case let .toolCall(index, toolIndex, id, name, arguments):
             w.u8(5); w.int(index); w.int(toolIndex); w.string(id); w.string(name); w.string(arguments)
+        case let .vectors(dim, data):
+            w.u8(6); w.int(dim); w.blob(data)
         case let .error(e):
             w.u8(4); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
         }
@@ -66,6 +70,7 @@ public struct StreamEvent: Sendable, Equatable {
             let status = try r.int(), message = try r.string(), type = try r.string()
             body = .error(APIError(status: status, message: message, type: type, param: try r.optionalString(), code: try r.optionalString()))
         case 5: body = .toolCall(index: try r.int(), toolIndex: try r.int(), id: try r.string(), name: try r.string(), arguments: try r.string())
+        case 6: body = .vectors(dim: try r.int(), data: try r.blob())
         case let k: throw WireError.invalid("unknown event body \(k)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after stream event") }
