@@ -65,8 +65,9 @@ public enum BatchInput {
             }
             let encoded = body.encoded()
             do {
-                let chat = try ChatRequest.parse(encoded)
-                if chat.stream {
+                if endpoint == "/v1/embeddings" {
+                    _ = try EmbeddingsRequest.parse(encoded)
+                } else if try ChatRequest.parse(encoded).stream {
                     errors.append(LineError(code: "invalid_value", message: "Batch requests cannot stream.", param: "body.stream", line: n))
                     continue
                 }

@@ -196,25 +196,28 @@ public final class BatchRunner: Sendable {
             let line = claim[0], tries = claim[1]
             let requestId = "batchreq_\(b.id)_\(line)_\(epoch)_\(tries)"
             let now = nowMs()
-            let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, tier: tier.name, project: b.project, endpoint: b.endpointSlug,
+            let embeddings = b.fields["endpoint"] == "/v1/embeddings"
+            let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, kind: embeddings ? .embeddings : .chatCompletion, tier: tier.name, project: b.project, endpoint: b.endpointSlug,
                                   model: b.model, acceptedAtMs: now, queueDeadlineMs: max(now + Int64(tier.queueTimeoutMs), b.expiresAt * 1000),
                                   requestDeadlineMs: now + Int64(tier.requestTimeoutMs), payload: lines[line].body)
             inflight.withLock { $0 += 1 }
             let box = hub.open(requestId)
             hub.submit(job)
             let customID = lines[line].customID
-            let n = (try? ChatRequest.parse(lines[line].body))?.n ?? 1
-            Task { await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, requestId: requestId, tries: tries, box: box) }
+            let n = embeddings ? ((try? EmbeddingsRequest.parse(lines[line].body))?.inputs.count ?? 1) : ((try? ChatRequest.parse(lines[line].body))?.n ?? 1)
+            let base64 = embeddings && ((try? EmbeddingsRequest.parse(lines[line].body))?.base64 ?? false)
+            Task { await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, base64: base64, requestId: requestId, tries: tries, box: box) }
         }
     }
 
     /// Waits for one line's result and records it (or queues a retry for a transient failure).
-    func collect(batch: String, model: String, line: Int, customID: String, n: Int, requestId: String, tries: Int, box: EventMailbox) async {
+    func collect(batch: String, model: String, line: Int, customID: String, n: Int, base64: Bool, requestId: String, tries: Int, box: EventMailbox) async {
         defer {
             hub.close(requestId)
             inflight.withLock { $0 -= 1 }
         }
         var answer = ChatAccumulator(n: n, logprobs: false)
+        var vectors: (dim: Int, data: [UInt8])?
         var outcome: (ok: Bool, status: Int, body: [UInt8])?
         var attempt: Int?
         while outcome == nil {
@@ -224,9 +227,16 @@ public final class BatchRunner: Sendable {
                 if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
                 if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
                 switch ev.body {
+                case let .vectors(dim, data):
+                    vectors = (dim, data)
                 case let .done(usage):
-                    let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
-                    outcome = (true, 200, w.completion(choices: answer.choices, usage: usage))
+                    if let vectors {
+                        outcome = (true, 200, EmbeddingsResponse.json(dim: vectors.dim, data: vectors.data, count: n, base64: base64, model: model,
+                                                                      promptTokens: usage.promptTokens))
+                    } else {
+                        let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
+                        outcome = (true, 200, w.completion(choices: answer.choices, usage: usage))
+                    }
                 case let .error(e):
                     outcome = (false, e.status, Array(e.jsonBody.utf8))
                 default:

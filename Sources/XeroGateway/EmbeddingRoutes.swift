@@ -22,33 +22,11 @@ struct EmbeddingRoutes: Sendable {
             guard case let .vectors(dim, data)? = r.events.first, dim > 0, data.count == dim * 4 * parsed.inputs.count else {
                 throw APIError.internalError("The embedding worker returned no vectors.")
             }
-            var w = JSONWriter(capacity: data.count * 3)
-            w.objectStart()
-            w.field("object", "list")
-            w.key("data"); w.arrayStart()
-            for i in 0..<parsed.inputs.count {
-                let slice = Array(data[(i * dim * 4)..<((i + 1) * dim * 4)])
-                w.objectStart(); w.field("object", "embedding"); w.field("index", i)
-                w.key("embedding")
-                if parsed.base64 {
-                    w.value(Data(slice).base64EncodedString())
-                } else {
-                    w.arrayStart()
-                    for j in 0..<dim {
-                        let bits = UInt32(slice[4 * j]) | UInt32(slice[4 * j + 1]) << 8 | UInt32(slice[4 * j + 2]) << 16 | UInt32(slice[4 * j + 3]) << 24
-                        w.value(Double(Float(bitPattern: bits)))
-                    }
-                    w.arrayEnd()
-                }
-                w.objectEnd()
-            }
-            w.arrayEnd()
-            w.field("model", caller.endpoint.model)
-            w.key("usage"); w.objectStart(); w.field("prompt_tokens", r.usage.promptTokens); w.field("total_tokens", r.usage.promptTokens); w.objectEnd()
-            w.objectEnd()
+            let json = EmbeddingsResponse.json(dim: dim, data: data, count: parsed.inputs.count, base64: parsed.base64,
+                                               model: caller.endpoint.model, promptTokens: r.usage.promptTokens)
             var headers = r.headers
             headers[.contentType] = "application/json"
-            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: w.bytes)))
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: json)))
         }
         api.post("/rerank") { req, ctx in
             let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
@@ -59,9 +37,7 @@ struct EmbeddingRoutes: Sendable {
             guard case let .vectors(1, data)? = r.events.first, data.count == 4 * parsed.documents.count else {
                 throw APIError.internalError("The rerank worker returned no scores.")
             }
-            let scores = (0..<parsed.documents.count).map { j -> Float in
-                Float(bitPattern: UInt32(data[4 * j]) | UInt32(data[4 * j + 1]) << 8 | UInt32(data[4 * j + 2]) << 16 | UInt32(data[4 * j + 3]) << 24)
-            }
+            let scores = (0..<parsed.documents.count).map { EmbeddingsResponse.float32(data, at: $0) }
             // Highest first; ties keep document order.
             let order = scores.indices.sorted { scores[$0] != scores[$1] ? scores[$0] > scores[$1] : $0 < $1 }
             var w = JSONWriter()

@@ -86,7 +86,7 @@ def test_malformed_file_and_bad_lines_fail_the_batch_before_any_work(bp):
     assert b.request_counts.completed == 0 and b.output_file_id is None
     # Request-level validation of the batch call itself.
     with pytest.raises(openai.BadRequestError):
-        c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+        c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
     with pytest.raises(openai.BadRequestError):
         c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="1h")
     with pytest.raises(openai.NotFoundError):

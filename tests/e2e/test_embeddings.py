@@ -21,6 +21,7 @@ def ep(redis, tmp_path_factory):
     p.start_gateway()
     p.start_worker("chat-w", "--slots", "8")
     p.start_worker("emb-w", "--engine", "minilm", "--model-dir", str(MODEL_DIR))
+    p.start_batch_runner()
     p.emb = p.bootstrap(project="vectors", endpoint="embed", model="all-MiniLM-L6-v2")
     p.chat = p.bootstrap(project="vectors", endpoint="chat", model="chat-model")
     yield p
@@ -93,3 +94,34 @@ def test_rerank(ep):
 def test_model_listing_shows_each_endpoints_model(ep):
     assert [m.id for m in client_for(ep.gateways[0], ep.emb).models.list().data] == ["all-MiniLM-L6-v2"]
     assert [m.id for m in client_for(ep.gateways[0], ep.chat).models.list().data] == ["chat-model"]
+
+
+def test_embeddings_batch(ep):
+    import io
+    import json
+    import time
+    c = client_for(ep.gateways[0], ep.emb)
+    lines = [json.dumps({"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+                         "body": {"model": "all-MiniLM-L6-v2", "input": [f"sentence number {i}", "another one"]}}) for i in range(20)]
+    f = c.files.create(file=("emb.jsonl", io.BytesIO("\n".join(lines).encode())), purpose="batch")
+    b = c.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+    deadline = time.time() + 60
+    while b.status not in ("completed", "failed") and time.time() < deadline:
+        time.sleep(0.2)
+        b = c.batches.retrieve(b.id)
+    assert b.status == "completed" and b.request_counts.completed == 20, b
+    out = [json.loads(l) for l in c.files.content(b.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == sorted(f"e{i}" for i in range(20))
+    direct = c.embeddings.create(model="x", input=["sentence number 3", "another one"]).data[0].embedding
+    row = next(o for o in out if o["custom_id"] == "e3")["response"]["body"]
+    assert row["object"] == "list" and len(row["data"]) == 2
+    assert cos(row["data"][0]["embedding"], direct) > 0.99999
+    # A bad embeddings line fails the batch before any work.
+    bad = c.files.create(file=("bad.jsonl", io.BytesIO(json.dumps({"custom_id": "x", "method": "POST", "url": "/v1/embeddings",
+                                                                     "body": {"model": "m", "input": ""}}).encode())), purpose="batch")
+    b = c.batches.create(input_file_id=bad.id, endpoint="/v1/embeddings", completion_window="24h")
+    deadline = time.time() + 30
+    while b.status not in ("completed", "failed") and time.time() < deadline:
+        time.sleep(0.2)
+        b = c.batches.retrieve(b.id)
+    assert b.status == "failed" and b.errors.data[0].param == "body.input"
