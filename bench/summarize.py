@@ -2,7 +2,10 @@
 import json
 import sys
 
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+all_rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+emb_engine = [r for r in all_rows if r["mode"] == "embed-engine"]
+emb_http = [r for r in all_rows if "embeddings_per_request" in r]
+rows = [r for r in all_rows if r["mode"] != "embed-engine" and "embeddings_per_request" not in r]
 eng = {r["concurrency"]: r for r in rows if r["mode"] == "engine"}
 print("\n| scenario | concurrency | req/s | TTFT p50 ms | TTFT p99 ms | engine-direct TTFT p50/p99 ms | added p50/p99 ms | tokens/s |")
 print("|---|---|---|---|---|---|---|---|")
@@ -44,3 +47,11 @@ if on and off and on_l and off_l:
     print(f"| non-streaming req/s | {med(on, 'rps'):.0f} | {med(off, 'rps'):.0f} | {med(on, 'rps') / med(off, 'rps') * 100:.0f} % |")
     print(f"| TTFT p50 at 1000/s, ms | {med(on_l, 'ttft_p50_ms'):.3f} | {med(off_l, 'ttft_p50_ms'):.3f} | +{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms |")
     print(f"| TTFT p99 at 1000/s, ms | {med(on_l, 'ttft_p99_ms'):.3f} | {med(off_l, 'ttft_p99_ms'):.3f} | +{med(on_l, 'ttft_p99_ms') - med(off_l, 'ttft_p99_ms'):.3f} ms |")
+
+if emb_engine or emb_http:
+    print("\n| embeddings (all-MiniLM-L6-v2) | batch | sentences/s | latency p50 ms |")
+    print("|---|---|---|---|")
+    for r in emb_engine:
+        print(f"| in-process encoder | {r['batch']} | {r['inputs_per_s']:.0f} | {r['call_p50_ms']:.1f} per call |")
+    for r in emb_http:
+        print(f"| through the platform, {r['concurrency']} concurrent requests | {r['embeddings_per_request']} | {r['rps'] * r['embeddings_per_request']:.0f} | {r['total_p50_ms']:.1f} per request |")

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import XeroCore
+import XeroEmbeddings
 import XeroEngines
 
 /// Load generator and engine-direct baseline for docs/benchmarks.md. Usage:
@@ -23,8 +24,29 @@ struct Xerobench {
                                threads: a.count > 9 ? Int(a[9])! : 1).run()
         case "engine":
             try await engineDirect(concurrency: Int(a[2])!, seconds: Double(a[3])!, maxTokens: a.count > 4 ? Int(a[4])! : 1)
+        case "embed-engine":
+            try embedDirect(directory: a[2], batch: Int(a[3])!, seconds: Double(a[4])!)
         default: fatalError("unknown mode \(a[1])")
         }
+    }
+
+    /// The MiniLM encoder in-process: sentences embedded per second at a given batch size.
+    static func embedDirect(directory: String, batch: Int, seconds: Double) throws {
+        let enc = try MiniLMEncoder(directory: directory)
+        let sentences = (0..<batch).map { "This is benchmark sentence number \($0), about as long as a typical search query." }
+        let inputs = sentences.map { enc.tokenizer.encode($0, maxLength: 256).ids }
+        let end = monotonicNs() + UInt64(seconds * 1e9)
+        var calls = 0
+        var lat: [UInt64] = []
+        while monotonicNs() < end {
+            let t0 = monotonicNs()
+            _ = enc.embed(inputs)
+            lat.append(monotonicNs() - t0)
+            calls += 1
+        }
+        lat.sort()
+        print(String(format: #"{"mode":"embed-engine","batch":%d,"tokens_per_input":%d,"calls":%d,"inputs_per_s":%.1f,"call_p50_ms":%.2f}"#,
+                     batch, inputs[0].count, calls, Double(calls * batch) / seconds, Double(lat[lat.count / 2]) / 1e6))
     }
 
     /// The same SimEngine the workers run, called in-process: what a request costs with no platform.
@@ -95,7 +117,8 @@ struct HTTPLoad {
     func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let stats = Stats()
-        let body = #"{"model":"bench","messages":[{"role":"user","content":"bench"}],"max_tokens":\#(maxTokens),"stream":\#(stream)}"#
+        let body = ProcessInfo.processInfo.environment["XEROBENCH_BODY"]
+            ?? #"{"model":"bench","messages":[{"role":"user","content":"bench"}],"max_tokens":\#(maxTokens),"stream":\#(stream)}"#
         let endNs = monotonicNs() + UInt64(seconds * 1e9)
         let pacer = rate > 0 ? Pacer(interval: UInt64(1e9 / rate), start: monotonicNs()) : nil
         var channels: [Channel] = []
