@@ -191,26 +191,34 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
         return [int(x) for x in out.stdout.split()]
 
     proc, banner = start()
-    base_url = re.search(r"Base URL: (\S+)", banner).group(1)
-    key = re.search(r"API key:\s+(xero_\S+)", banner).group(1)
-    assert base_url.startswith(f"http://127.0.0.1:{port}/proj_") and base_url.endswith("/my-endpoint/v1")
-    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
-    r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What is the capital of France?"}])
-    assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
-    kids = children_of(proc.pid)
-    assert len(kids) == 7   # redis, router, gateway, batch runner, 2 chat workers, the embeddings worker
-    emb_url = re.search(r"Embeddings: (\S+)", banner).group(1)
-    assert emb_url.startswith(base_url.split("/my-endpoint")[0]) and emb_url.endswith("/embeddings/v1")
-    emb = openai.OpenAI(base_url=emb_url, api_key=key, max_retries=0).embeddings.create(model="any", input="hello")
-    assert len(emb.data[0].embedding) == 384 and "MiniLM" in emb.model
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(30) == 0
-    for k in kids:
-        assert not Path(f"/proc/{k}").exists(), f"child {k} left behind"
-    # Only the key's hash is in Redis data on disk.
-    aof = b"".join(f.read_bytes() for f in (data / "redis").rglob("*") if f.is_file())
-    assert key.encode() not in aof
+    kids = []
+    try:
+        assert "Ctrl-C stops everything" in banner, banner
+        base_url = re.search(r"Base URL: (\S+)", banner).group(1)
+        key = re.search(r"API key:\s+(xero_\S+)", banner).group(1)
+        assert base_url.startswith(f"http://127.0.0.1:{port}/proj_") and base_url.endswith("/my-endpoint/v1")
+        client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+        r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What is the capital of France?"}])
+        assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
+        kids = children_of(proc.pid)
+        assert len(kids) == 7   # redis, router, gateway, batch runner, 2 chat workers, the embeddings worker
+        emb_url = re.search(r"Embeddings: (\S+)", banner).group(1)
+        assert emb_url.startswith(base_url.split("/my-endpoint")[0]) and emb_url.endswith("/embeddings/v1")
+        emb = openai.OpenAI(base_url=emb_url, api_key=key, max_retries=0).embeddings.create(model="any", input="hello")
+        assert len(emb.data[0].embedding) == 384 and "MiniLM" in emb.model
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        for k in kids:
+            assert not Path(f"/proc/{k}").exists(), f"child {k} left behind"
+        # Only the key's hash is in Redis data on disk.
+        aof = b"".join(f.read_bytes() for f in (data / "redis").rglob("*") if f.is_file())
+        assert key.encode() not in aof
 
+    finally:
+        if proc.poll() is None:   # a failed assertion above: leave nothing running
+            for k in kids or children_of(proc.pid):
+                subprocess.run(["kill", "-9", str(k)])
+            proc.kill()
     # Second start: same project and URL, no key shown, the old key still works.
     proc, banner = start()
     try:
