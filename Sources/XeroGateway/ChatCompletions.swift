@@ -30,17 +30,10 @@ struct ChatCompletions: Sendable {
         let now = nowMs()
         let job = jobs.envelope(kind: .chatCompletion, requestId: requestId, caller: caller, tier: tier, now: now, headers: headers, body: body)
         let hub = jobs.hub
-        guard await hub.waitUntilReady(timeoutMs: 2000) else {
+        let (events, timer): (EventMailbox, Task<Void, Never>)
+        do { (events, timer) = try await jobs.submit(job, tier: tier) } catch {
             settle(nil)
-            throw APIError.unavailable("This gateway is not connected to a router yet; retry shortly.")
-        }
-        let events = hub.open(requestId)
-        hub.submit(job)
-        // A safety net beyond the router's and worker's own deadlines: never leave a client hanging.
-        let timer = Task {
-            try? await Task.sleep(nanoseconds: UInt64(tier.requestTimeoutMs + 5000) * 1_000_000)
-            if Task.isCancelled { return }
-            hub.inject(requestId, StreamEvent(requestId: requestId, attempt: 0, seq: 0, body: .error(APIError.timeout(tier: tier.name, ms: tier.requestTimeoutMs))))
+            throw error
         }
         var reader = EventReader(events)
         let writer = ChatResponseWriter(id: requestId, created: Int(now / 1000), model: caller.endpoint.model,

@@ -70,19 +70,14 @@ struct InferenceJobs: Sendable {
                     payload: body)
     }
 
-    /// Admits, submits and waits for a job that answers in one piece (embeddings, rerank). Returns
-    /// its non-terminal events and usage; throws the job's error. Settles the admission.
-    func runToCompletion(kind: JobEnvelope.Kind, caller: CallerContext, reserve: Int, headers: HTTPFields, body: [UInt8])
-        async throws -> (requestId: String, events: [StreamEvent.Body], usage: Usage, headers: HTTPFields) {
-        let tier = try tier(for: caller)
-        let requestId = ids.next()
-        let admission = try await admit(caller: caller, tier: tier, reserve: reserve, requestId: requestId)
+    /// Opens the job's mailbox and submits it, with the gateway's own safety net: if neither the
+    /// router nor the worker has ended the job a little after its request timeout, the client gets
+    /// a timeout error — never a hang. Cancel the returned timer when the job ends.
+    func submit(_ job: JobEnvelope, tier: Tier) async throws -> (EventMailbox, Task<Void, Never>) {
         guard await hub.waitUntilReady(timeoutMs: 2000) else {
-            admission.settle(nil)
             throw APIError.unavailable("This gateway is not connected to a router yet; retry shortly.")
         }
-        let job = envelope(kind: kind, requestId: requestId, caller: caller, tier: tier, now: nowMs(), headers: headers, body: body)
-        let hub = self.hub
+        let hub = self.hub, requestId = job.requestId
         let box = hub.open(requestId)
         hub.submit(job)
         let timer = Task {
@@ -90,6 +85,23 @@ struct InferenceJobs: Sendable {
             if Task.isCancelled { return }
             hub.inject(requestId, StreamEvent(requestId: requestId, attempt: 0, seq: 0, body: .error(APIError.timeout(tier: tier.name, ms: tier.requestTimeoutMs))))
         }
+        return (box, timer)
+    }
+
+    /// Admits, submits and waits for a job that answers in one piece (embeddings, rerank). Returns
+    /// its non-terminal events and usage; throws the job's error. Settles the admission.
+    func runToCompletion(kind: JobEnvelope.Kind, caller: CallerContext, reserve: Int, headers: HTTPFields, body: [UInt8])
+        async throws -> (requestId: String, events: [StreamEvent.Body], usage: Usage, headers: HTTPFields) {
+        let tier = try tier(for: caller)
+        let requestId = ids.next()
+        let admission = try await admit(caller: caller, tier: tier, reserve: reserve, requestId: requestId)
+        let job = envelope(kind: kind, requestId: requestId, caller: caller, tier: tier, now: nowMs(), headers: headers, body: body)
+        let (box, timer): (EventMailbox, Task<Void, Never>)
+        do { (box, timer) = try await submit(job, tier: tier) } catch {
+            admission.settle(nil)
+            throw error
+        }
+        let hub = self.hub
         defer { timer.cancel(); hub.close(requestId) }
         var reader = EventReader(box)
         var collected: [StreamEvent.Body] = []
