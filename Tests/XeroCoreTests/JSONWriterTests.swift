@@ -35,3 +35,32 @@ final class JSONWriterTests: XCTestCase {
         XCTAssertTrue(noParam?["error"]?["param"] is NSNull)
     }
 }
+
+final class JSONParserTests: XCTestCase {
+    func testValuesAndTypes() throws {
+        let v = try JSONValue.parse(Array(#" {"a":[1,-2,3.5,1e3,-0,true,false,null],"s":"x\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00","e":{},"l":[]} "#.utf8))
+        guard case let .object(o) = v, case let .array(a)? = o["a"] else { return XCTFail() }
+        XCTAssertEqual(a, [.int(1), .int(-2), .double(3.5), .double(1000), .int(0), .bool(true), .bool(false), .null])
+        XCTAssertEqual(o["s"], .string("x\"\\/\u{8}\u{c}\n\r\té😀"))
+        XCTAssertEqual(o["e"], .object([:]))
+        XCTAssertEqual(o["l"], .array([]))
+        XCTAssertEqual(try JSONValue.parse(Array("9223372036854775808".utf8)), .double(9223372036854775808))
+    }
+
+    func testAgreesWithFoundationOnRoundTrips() throws {
+        let text = #"{"model":"m","messages":[{"role":"user","content":"héllo 👋🏽 \n\t \"q\""}],"max_tokens":100,"temperature":0.7,"stop":["a","b"]}"#
+        let ours = try JSONValue.parse(Array(text.utf8))
+        let theirs = try JSONDecoder().decode(JSONValue.self, from: Data(text.utf8))
+        XCTAssertEqual(ours, theirs)
+        XCTAssertEqual(try JSONValue.parse(ours.encoded()), ours)
+    }
+
+    func testRejectsInvalidJSON() {
+        let bad = ["", " ", "{", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.", ".5", "-", "1e", "tru", "nul", "\"abc", "\"\\x\"", "\"\\ud800\"",
+                   "\"\\udc00\"", "\"\u{01}\"", "[1] x", "{\"a\" 1}", "[\"a\" \"b\"]", "1e999", String(repeating: "[", count: 600) + String(repeating: "]", count: 600)]
+        for s in bad {
+            XCTAssertThrowsError(try JSONValue.parse(Array(s.utf8)), s.prefix(20).description)
+        }
+        XCTAssertThrowsError(try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]), "invalid UTF-8")
+    }
+}

@@ -24,11 +24,7 @@ public enum JSONValue: Sendable, Equatable, Decodable {
 
     /// Parses bytes; throws `APIError.invalidJSON` with the parser's reason.
     public static func parse(_ bytes: [UInt8]) throws(APIError) -> JSONValue {
-        do {
-            return try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
-        } catch let DecodingError.dataCorrupted(ctx) {
-            throw APIError.invalidJSON(ctx.underlyingError.map { "\($0)" } ?? ctx.debugDescription)
-        } catch {
+        do { return try JSONParser.parse(bytes) } catch {
             throw APIError.invalidJSON("\(error)")
         }
     }
