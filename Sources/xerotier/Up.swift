@@ -48,7 +48,8 @@ struct Up: AsyncParsableCommand {
             guard let redisServer = findOnPath("redis-server") else {
                 throw ValidationError("redis-server is not installed (scripts/setup.sh installs it), and REDIS_URL is not set")
             }
-            try children.start(name: "redis", executable: redisServer, arguments: [
+            // Through `supervise`: redis-server cannot watch its parent, so a killed `up` would orphan it.
+            try children.start(name: "redis", executable: selfPath, arguments: ["supervise", "--parent-pid", String(getpid()), "--", redisServer,
                 "--port", String(redisPort), "--bind", "127.0.0.1", "--dir", dataDir + "/redis", "--appendonly", "yes",
                 "--save", "", "--daemonize", "no", "--protected-mode", "yes",
             ])
@@ -213,14 +214,16 @@ final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var exited = false
 
-    init(name: String, executable: String, arguments: [String], logPath: String) throws {
+    init(name: String, executable: String, arguments: [String], logPath: String, inheritOutput: Bool = false) throws {
         self.name = name
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if !inheritOutput {
+            posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        }
         // A clean signal state for the child: this thread may have signals blocked (Dispatch's
         // threads do) or ignored, and a child inherits both — redis-server would then ignore SIGTERM.
         var attr = posix_spawnattr_t()

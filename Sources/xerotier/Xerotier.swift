@@ -8,7 +8,7 @@ struct Xerotier: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xerotier",
         abstract: "Xerotier: a multi-tenant LLM inference platform with an OpenAI-compatible API.",
-        subcommands: [Up.self, GatewayCommand.self, RouterCommand.self, WorkerCommand.self, BatchRunnerCommand.self, Admin.self])
+        subcommands: [Up.self, GatewayCommand.self, RouterCommand.self, WorkerCommand.self, BatchRunnerCommand.self, Admin.self, Supervise.self])
 }
 
 /// Options every process shares.

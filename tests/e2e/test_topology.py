@@ -254,3 +254,28 @@ def test_worker_without_valid_join_key_gets_no_jobs(fresh_platform):
     demo = p.bootstrap(model="nobody")
     with pytest.raises(openai.InternalServerError):
         client_for(gw, demo).chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+
+
+def test_xerotier_up_killed_with_sigkill_leaves_nothing_behind(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([BIN, "up", "--workers", "1", "--data", str(tmp_path / "d"), "--port", str(port), "--models-dir", str(tmp_path / "none"),
+                             "--config", str(ROOT / "config/xerotier.yaml")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and "Ctrl-C stops everything" not in (proc.stdout.readline() or ""):
+            pass
+    finally:
+        pass
+
+    def kids(pid):
+        return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    tree = kids(proc.pid)
+    tree += [g for k in tree for g in kids(k)]   # redis-server runs under `xerotier supervise`
+    redis = subprocess.run(["pgrep", "-f", "redis-server 127.0.0.1:"], capture_output=True, text=True).stdout.split()
+    proc.kill()   # first, so a failed assertion below cannot leave `up` running
+    proc.wait(10)
+    assert len(tree) >= 5
+    wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in tree), timeout=20, what="children to leave")
+    for p in redis:
+        cmd = Path(f"/proc/{p}/cmdline")
+        assert not (cmd.exists() and str(tmp_path) in cmd.read_text(errors="replace")), "redis-server orphaned"
