@@ -197,8 +197,14 @@ def test_request_rate_limit_is_shared_by_two_gateways(tp):
     assert ok.headers["x-ratelimit-limit-requests"] == "300"
     assert int(ok.headers["x-ratelimit-remaining-requests"]) < 300
     assert ok.headers["x-ratelimit-reset-requests"].endswith("s")
-    with pytest.raises(openai.RateLimitError):
-        chat(tp, a, a["api_key"], gateway=1)
+    # The SDK sees the same budget as exhausted (the bucket refills 5/s, so some of ten quick calls are refused).
+    refused_by_sdk = 0
+    for _ in range(10):
+        try:
+            chat(tp, a, a["api_key"], gateway=1)
+        except openai.RateLimitError:
+            refused_by_sdk += 1
+    assert refused_by_sdk >= 5
 
 
 def test_token_rate_limit_reserves_and_settles(tp):
