@@ -123,9 +123,8 @@ struct BatchCommand: AsyncParsableCommand {
 
 extension Connection {
     func raw(_ method: String, _ path: String) async throws -> Data {
-        let env = ProcessInfo.processInfo.environment
-        guard let base = baseURL ?? env["XEROCTL_BASE_URL"], let key = key ?? env["XEROCTL_KEY"] else { throw CLIError(message: "no base URL or key") }
-        var req = URLRequest(url: URL(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)!)
+        let (base, key) = try credentials()
+        var req = URLRequest(url: URL(string: base + path)!)
         req.httpMethod = method
         req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         let (data, resp) = try await URLSession.shared.data(for: req)
@@ -134,15 +133,14 @@ extension Connection {
     }
 
     func upload(_ path: String, fileName: String, data: Data, purpose: String) async throws -> [String: Any] {
-        let env = ProcessInfo.processInfo.environment
-        guard let base = baseURL ?? env["XEROCTL_BASE_URL"], let key = key ?? env["XEROCTL_KEY"] else { throw CLIError(message: "no base URL or key") }
+        let (base, key) = try credentials()
         let boundary = "xeroctl-\(UUID().uuidString)"
         var body = Data()
         body.append(Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\n\(purpose)\r\n".utf8))
         body.append(Data("--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\(fileName)\"\r\nContent-Type: application/jsonl\r\n\r\n".utf8))
         body.append(data)
         body.append(Data("\r\n--\(boundary)--\r\n".utf8))
-        var req = URLRequest(url: URL(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)!)
+        var req = URLRequest(url: URL(string: base + path)!)
         req.httpMethod = "POST"
         req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         req.setValue("multipart/form-data; boundary=\(boundary)", forHTTPHeaderField: "Content-Type")

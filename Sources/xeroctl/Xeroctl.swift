@@ -38,11 +38,17 @@ struct Connection: ParsableArguments {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
-    func request(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> [String: Any] {
+    /// The gateway base URL (no trailing slash) and key, from the flags or the environment.
+    func credentials() throws -> (base: String, key: String) {
         let env = ProcessInfo.processInfo.environment
         guard let base = baseURL ?? env["XEROCTL_BASE_URL"] else { throw CLIError(message: "no base URL: pass --base-url or set XEROCTL_BASE_URL") }
         guard let key = key ?? env["XEROCTL_KEY"] else { throw CLIError(message: "no key: pass --key or set XEROCTL_KEY") }
-        var comps = URLComponents(string: base.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + path)
+        return (base.trimmingCharacters(in: CharacterSet(charactersIn: "/")), key)
+    }
+
+    func request(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> [String: Any] {
+        let (base, key) = try credentials()
+        var comps = URLComponents(string: base + path)
         if let project {
             let existing = comps?.queryItems ?? []
             comps?.queryItems = existing + [URLQueryItem(name: "project", value: project)]
@@ -253,11 +259,10 @@ struct TestCommand: AsyncParsableCommand {
     func run() async throws {
         let me = try await c.request("GET", "/manage/v1/whoami")
         guard let project = me["project"] as? String, !project.isEmpty else { throw CLIError(message: "test needs a project key with the inference scope") }
-        let env = ProcessInfo.processInfo.environment
-        let base = (c.baseURL ?? env["XEROCTL_BASE_URL"] ?? "").trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        let (base, key) = try c.credentials()
         var req = URLRequest(url: URL(string: "\(base)/proj_\(project)/\(endpoint)/v1/chat/completions")!)
         req.httpMethod = "POST"
-        req.setValue("Bearer \(c.key ?? env["XEROCTL_KEY"] ?? "")", forHTTPHeaderField: "Authorization")
+        req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         req.setValue("application/json", forHTTPHeaderField: "Content-Type")
         req.httpBody = try JSONSerialization.data(withJSONObject: ["model": "test", "max_tokens": maxTokens,
                                                                    "messages": [["role": "user", "content": message]]])
