@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The built-in GGUF engine, from its first piece: the model-file reader.
-        .target(name: "XeroGGUF", swiftSettings: [.unsafeFlags(["-O"])]),
+        .target(name: "XeroGGUF", swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
         // Built-in sentence embeddings: BERT (all-MiniLM-L6-v2) in Swift, optimised even in debug builds.
         .target(name: "XeroEmbeddings", swiftSettings: [.unsafeFlags(["-O"])]),
         // The Engine seam and its implementations.
@@ -84,7 +84,7 @@ let package = Package(
         ]),
         // Load generator and engine baseline for docs/benchmarks.md (bench/run.sh drives it).
         .executableTarget(name: "xerobench", dependencies: [
-            "XeroCore", "XeroEngines", "XeroEmbeddings",
+            "XeroCore", "XeroEngines", "XeroEmbeddings", "XeroGGUF",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),

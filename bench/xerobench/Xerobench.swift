@@ -6,10 +6,12 @@ import NIOPosix
 import XeroCore
 import XeroEmbeddings
 import XeroEngines
+import XeroGGUF
 
 /// Load generator and engine-direct baseline for docs/benchmarks.md. Usage:
 ///   xerobench http URL KEY CONCURRENCY SECONDS [stream] [max_tokens] [rate] [threads]
 ///   xerobench engine CONCURRENCY SECONDS [max_tokens]
+///   xerobench gguf MODEL.gguf [prompt_tokens=512] [decode_tokens=128] [reps=3]   (llama-bench's pp/tg)
 /// Prints one JSON object per run.
 @main
 struct Xerobench {
@@ -26,8 +28,36 @@ struct Xerobench {
             try await engineDirect(concurrency: Int(a[2])!, seconds: Double(a[3])!, maxTokens: a.count > 4 ? Int(a[4])! : 1)
         case "embed-engine":
             try embedDirect(directory: a[2], batch: Int(a[3])!, seconds: Double(a[4])!)
+        case "gguf":
+            try ggufDirect(path: a[2], promptTokens: a.count > 3 ? Int(a[3])! : 512, decodeTokens: a.count > 4 ? Int(a[4])! : 128,
+                           reps: a.count > 5 ? Int(a[5])! : 3)
         default: fatalError("unknown mode \(a[1])")
         }
+    }
+
+    /// The GGUF model in-process, measured the way llama-bench does: prompt processing of N tokens
+    /// in one batch (pp), then decoding M tokens one at a time (tg); best of `reps`.
+    static func ggufDirect(path: String, promptTokens: Int, decodeTokens: Int, reps: Int) throws {
+        let model = try LlamaModel(path: path)
+        var rng = SystemRandomNumberGenerator()
+        let prompt = (0..<promptTokens).map { _ in Int32.random(in: 100..<Int32(model.config.vocab), using: &rng) }
+        var pp = 0.0, tg = 0.0
+        for _ in 0..<reps {
+            let cache = model.newCache(reserve: promptTokens + decodeTokens)
+            var t0 = DispatchTime.now().uptimeNanoseconds
+            _ = model.forward(prompt, cache: cache)
+            pp = max(pp, Double(promptTokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            let decodeCache = model.newCache(reserve: decodeTokens + 1)
+            var tok: Int32 = 1
+            t0 = DispatchTime.now().uptimeNanoseconds
+            for _ in 0..<decodeTokens {
+                let logits = model.forward([tok], cache: decodeCache)
+                tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
+            }
+            tg = max(tg, Double(decodeTokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+        }
+        print(String(format: #"{"mode":"gguf","threads":%d,"pp":%d,"pp_tokens_per_s":%.1f,"tg":%d,"tg_tokens_per_s":%.1f}"#,
+                     Parallel.threads, promptTokens, pp, decodeTokens, tg))
     }
 
     /// The MiniLM encoder in-process: sentences embedded per second at a given batch size.

@@ -1,0 +1,351 @@
+import Foundation
+
+/// Activations quantized to 8-bit blocks of 32, the way ggml does before a quantized matrix
+/// product (`Q8_0`: scale `d`; `Q8_1`: also `s = d·Σq`). Doing the same rounding as llama.cpp is
+/// what lets greedy decoding reproduce its token ids; the integer dot products are also the fast
+/// path. `d` and `s` are rounded through Float16 exactly as ggml stores them.
+public struct QuantizedRows {
+    public let rows: Int, cols: Int
+    public var qs: [Int8]
+    public var d: [Float]
+    public var s: [Float]
+    /// The same rows rounded to Float16, for F16 weights (ggml's vec_dot_type for F16).
+    public var f16: [Float16]
+
+    public init(rows: Int, cols: Int) {
+        self.rows = rows
+        self.cols = cols
+        qs = [Int8](repeating: 0, count: rows * cols)
+        d = [Float](repeating: 0, count: rows * cols / 32)
+        s = d
+        f16 = []
+    }
+
+    /// Quantizes `rows × cols` floats (cols a multiple of 32).
+    public mutating func quantize(_ x: UnsafePointer<Float>, withF16: Bool) {
+        let nb = cols / 32
+        qs.withUnsafeMutableBufferPointer { q in
+            d.withUnsafeMutableBufferPointer { dp in
+                s.withUnsafeMutableBufferPointer { sp in
+                    for b in 0..<(rows * nb) {
+                        let src = x + b * 32
+                        var amax: Float = 0
+                        for j in 0..<32 { amax = max(amax, abs(src[j])) }
+                        let dd = amax / 127
+                        // 127/amax, not 1/d: the x86 kernels' rounding, which llama.cpp's results depend on.
+                        let id: Float = amax != 0 ? 127 / amax : 0
+                        var sum: Int32 = 0
+                        for j in 0..<32 {
+                            // A corrupt model can produce NaN/inf; clamp rather than trap.
+                            let f = (src[j] * id).rounded(.toNearestOrEven)
+                            let v: Int8 = f.isNaN ? 0 : Int8(max(-127, min(127, f)))
+                            q[b * 32 + j] = v
+                            sum += Int32(v)
+                        }
+                        dp[b] = Float(Float16(dd))
+                        sp[b] = Float(Float16(Float(sum) * dd))
+                    }
+                }
+            }
+        }
+        if withF16 {
+            f16 = [Float16](unsafeUninitializedCapacity: rows * cols) { buf, n in
+                for i in 0..<(rows * cols) { buf[i] = Float16(x[i]) }
+                n = rows * cols
+            }
+        }
+    }
+}
+
+/// A weight matrix inside the mapped file: `rows` output features, each a row of `cols` inputs
+/// stored in ggml's block layout for `type`.
+public struct WeightMatrix: @unchecked Sendable {
+    public let type: GGUFFile.TensorType
+    public let rows: Int, cols: Int
+    public let base: UnsafeRawPointer
+    public let rowBytes: Int
+
+    public init(type: GGUFFile.TensorType, rows: Int, cols: Int, base: UnsafeRawPointer) {
+        self.type = type
+        self.rows = rows
+        self.cols = cols
+        self.base = base
+        rowBytes = cols / type.blockLayout.elements * type.blockLayout.bytes
+    }
+
+    public static let supportedTypes: Set<GGUFFile.TensorType> = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+
+    /// Dot product of row `r` with activation row `t` of `a`.
+    @inline(__always)
+    func dot(row r: Int, _ a: UnsafeQuantized, _ t: Int) -> Float {
+        let w = base + r * rowBytes
+        switch type {
+        case .q4_1: return Kernels.dotQ4_1(w, a, t, cols / 32)
+        case .q4_0: return Kernels.dotQ4_0(w, a, t, cols / 32)
+        case .q8_0: return Kernels.dotQ8_0(w, a, t, cols / 32)
+        case .f16: return Kernels.dotF16(w, a.f16! + t * cols, cols)
+        case .f32: return Kernels.dotF32(w, a.f32 + t * cols, cols)
+        default: return 0
+        }
+    }
+
+    /// Row `r` as floats (embedding lookup).
+    public func dequantizeRow(_ r: Int, into out: UnsafeMutablePointer<Float>) {
+        let w = base + r * rowBytes
+        switch type {
+        case .f32: for i in 0..<cols { out[i] = w.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+        case .f16: for i in 0..<cols { out[i] = Float(w.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) }
+        case .q8_0:
+            for b in 0..<(cols / 32) {
+                let bp = w + b * 34
+                let d = Float(bp.loadUnaligned(as: Float16.self))
+                for j in 0..<32 { out[b * 32 + j] = d * Float(bp.loadUnaligned(fromByteOffset: 2 + j, as: Int8.self)) }
+            }
+        case .q4_0:
+            for b in 0..<(cols / 32) {
+                let bp = w + b * 18
+                let d = Float(bp.loadUnaligned(as: Float16.self))
+                for j in 0..<16 {
+                    let q = bp.load(fromByteOffset: 2 + j, as: UInt8.self)
+                    out[b * 32 + j] = d * Float(Int(q & 0x0F) - 8)
+                    out[b * 32 + j + 16] = d * Float(Int(q >> 4) - 8)
+                }
+            }
+        case .q4_1:
+            for b in 0..<(cols / 32) {
+                let bp = w + b * 20
+                let d = Float(bp.loadUnaligned(as: Float16.self)), m = Float(bp.loadUnaligned(fromByteOffset: 2, as: Float16.self))
+                for j in 0..<16 {
+                    let q = bp.load(fromByteOffset: 4 + j, as: UInt8.self)
+                    out[b * 32 + j] = d * Float(q & 0x0F) + m
+                    out[b * 32 + j + 16] = d * Float(q >> 4) + m
+                }
+            }
+        default: break
+        }
+    }
+}
+
+/// Raw pointers into a `QuantizedRows` and its float source, valid for one matrix product.
+struct UnsafeQuantized: @unchecked Sendable {
+    let qs: UnsafePointer<Int8>
+    let d: UnsafePointer<Float>
+    let s: UnsafePointer<Float>
+    let f16: UnsafePointer<Float16>?
+    let f32: UnsafePointer<Float>
+    let cols: Int
+}
+
+/// The vectorised inner loops. Each keeps eight float lanes of partial sums (one FMA per block of
+/// 32 products), lane k holding the integer dot of elements 4k…4k+3, and reduces them in the order
+/// of llama.cpp's x86 kernels — so the float rounding, not just the mathematics, is the same.
+///
+/// Written with same-width lane operations and bit casts only: Swift's SIMD element-type
+/// conversions (`SIMD16<Int16>(truncatingIfNeeded:)`, `SIMD8<Float>(SIMD8<Int32>)`) are generic
+/// loops the optimiser does not turn into vector instructions, and cost 10–50× here.
+enum Kernels {
+    /// Int16 lanes holding two bytes each → the low bytes and the high bytes, sign-extended.
+    @inline(__always)
+    static func splitBytes(_ v: SIMD8<Int16>) -> (even: SIMD8<Int16>, odd: SIMD8<Int16>) {
+        ((v &<< 8) &>> 8, v &>> 8)
+    }
+
+    /// Int16 pair sums → Int32 sums of adjacent pairs (4 lanes).
+    @inline(__always)
+    static func pairSums(_ v: SIMD8<Int16>) -> SIMD4<Int32> {
+        let w = unsafeBitCast(v, to: SIMD4<Int32>.self)
+        return ((w &<< 16) &>> 16) &+ (w &>> 16)
+    }
+
+    /// Exact Int32 → Float for |v| < 2²²: add the integer to the bits of 1.5·2²³ and subtract it.
+    @inline(__always)
+    static func toFloat(_ v: SIMD8<Int32>) -> SIMD8<Float> {
+        unsafeBitCast(v &+ 0x4B40_0000, to: SIMD8<Float>.self) - 12_582_912
+    }
+
+    /// Lane k = Σ w[4k+i]·a[4k+i] over one 32-element block, given the weights' even/odd elements
+    /// of each half as Int16 lanes and the activations' 32 bytes.
+    @inline(__always)
+    static func blockDot(w0e: SIMD8<Int16>, w0o: SIMD8<Int16>, w1e: SIMD8<Int16>, w1o: SIMD8<Int16>, _ act: UnsafeRawPointer) -> SIMD8<Float> {
+        let (a0e, a0o) = splitBytes(act.loadUnaligned(as: SIMD8<Int16>.self))
+        let (a1e, a1o) = splitBytes(act.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
+        let q0 = pairSums(w0e &* a0e &+ w0o &* a0o), q1 = pairSums(w1e &* a1e &+ w1o &* a1o)
+        return toFloat(SIMD8<Int32>(lowHalf: q0, highHalf: q1))
+    }
+
+    /// A 4-bit block's 16 bytes → elements (0–15 low nibbles, 16–31 high nibbles) as even/odd lanes.
+    @inline(__always)
+    static func nibbles(_ p: UnsafeRawPointer) -> (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>) {
+        let v = p.loadUnaligned(as: SIMD8<Int16>.self)
+        let m: SIMD8<Int16> = SIMD8(repeating: 0x0F)
+        return (v & m, (v &>> 8) & m, (v &>> 4) & m, (v &>> 12) & m)
+    }
+
+    /// ggml's hsum_float_8: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
+    @inline(__always)
+    static func hsum(_ v: SIMD8<Float>) -> Float {
+        let r = v.lowHalf + v.highHalf
+        return (r[0] + r[2]) + (r[1] + r[3])
+    }
+
+    @inline(__always)
+    static func dotQ4_1(_ w: UnsafeRawPointer, _ a: UnsafeQuantized, _ t: Int, _ nb: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var accM: Float = 0
+        let aq = UnsafeRawPointer(a.qs + t * a.cols), ad = a.d + t * nb, asum = a.s + t * nb
+        for b in 0..<nb {
+            let bp = w + b * 20
+            let dw = Float(bp.loadUnaligned(as: Float16.self)), mw = Float(bp.loadUnaligned(fromByteOffset: 2, as: Float16.self))
+            accM += mw * asum[b]
+            let (w0e, w0o, w1e, w1o) = nibbles(bp + 4)
+            acc.addProduct(SIMD8<Float>(repeating: dw * ad[b]), blockDot(w0e: w0e, w0o: w0o, w1e: w1e, w1o: w1o, aq + b * 32))
+        }
+        return hsum(acc) + accM
+    }
+
+    @inline(__always)
+    static func dotQ4_0(_ w: UnsafeRawPointer, _ a: UnsafeQuantized, _ t: Int, _ nb: Int) -> Float {
+        var acc = SIMD8<Float>()
+        let aq = UnsafeRawPointer(a.qs + t * a.cols), ad = a.d + t * nb
+        for b in 0..<nb {
+            let bp = w + b * 18
+            let dw = Float(bp.loadUnaligned(as: Float16.self))
+            let (w0e, w0o, w1e, w1o) = nibbles(bp + 2)
+            acc.addProduct(SIMD8<Float>(repeating: dw * ad[b]), blockDot(w0e: w0e &- 8, w0o: w0o &- 8, w1e: w1e &- 8, w1o: w1o &- 8, aq + b * 32))
+        }
+        return hsum(acc)
+    }
+
+    @inline(__always)
+    static func dotQ8_0(_ w: UnsafeRawPointer, _ a: UnsafeQuantized, _ t: Int, _ nb: Int) -> Float {
+        var acc = SIMD8<Float>()
+        let aq = UnsafeRawPointer(a.qs + t * a.cols), ad = a.d + t * nb
+        for b in 0..<nb {
+            let bp = w + b * 34
+            let dw = Float(bp.loadUnaligned(as: Float16.self))
+            let (w0e, w0o) = splitBytes((bp + 2).loadUnaligned(as: SIMD8<Int16>.self))
+            let (w1e, w1o) = splitBytes((bp + 18).loadUnaligned(as: SIMD8<Int16>.self))
+            acc.addProduct(SIMD8<Float>(repeating: dw * ad[b]), blockDot(w0e: w0e, w0o: w0o, w1e: w1e, w1o: w1o, aq + b * 32))
+        }
+        return hsum(acc)
+    }
+
+    @inline(__always)
+    static func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float16>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            let wv = SIMD8<Float>(w.loadUnaligned(fromByteOffset: 2 * i, as: SIMD8<Float16>.self))
+            let xv = SIMD8<Float>(UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float16>.self))
+            acc.addProduct(wv, xv)
+            i += 8
+        }
+        var s = acc.sum()
+        while i < n { s += Float(w.loadUnaligned(fromByteOffset: 2 * i, as: Float16.self)) * Float(x[i]); i += 1 }
+        return s
+    }
+
+    @inline(__always)
+    static func dotF32(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            acc.addProduct(w.loadUnaligned(fromByteOffset: 4 * i, as: SIMD8<Float>.self), UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self))
+            i += 8
+        }
+        var s = acc.sum()
+        while i < n { s += w.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) * x[i]; i += 1 }
+        return s
+    }
+}
+
+/// Runs work over all cores. One process-wide pool: the model is shared by a worker's sequences,
+/// and its matrix products are what keep the cores busy.
+public enum Parallel {
+    public static let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+    /// Calls `body(range)` for contiguous chunks of `0..<count`, in parallel when worth it.
+    public static func chunks(_ count: Int, minChunk: Int = 16, _ body: (Range<Int>) -> Void) {
+        let n = min(threads, max(1, count / minChunk))
+        if n <= 1 { body(0..<count); return }
+        let per = (count + n - 1) / n
+        withoutActuallyEscaping(body) { body in
+            // concurrentPerform returns only after every chunk ran, so the closure outlives no call.
+            let box = UncheckedBox(body)
+            DispatchQueue.concurrentPerform(iterations: n) { i in
+                let lo = i * per, hi = min(count, lo + per)
+                if lo < hi { box.value(lo..<hi) }
+            }
+        }
+    }
+}
+
+extension WeightMatrix {
+    /// `out[t][r] = W[r] · x[t]` for the `n` rows of `x` (n × cols floats) → n × rows floats.
+    /// Activations are quantized once; each weight row is then used against every input row while
+    /// it is in cache (prompt processing is matrix–matrix, not n matrix–vector products).
+    public func multiply(_ x: UnsafePointer<Float>, rows n: Int, into out: UnsafeMutablePointer<Float>, scratch: inout QuantizedRows) {
+        if type != .f32 {
+            if scratch.rows != n || scratch.cols != cols { scratch = QuantizedRows(rows: n, cols: cols) }
+            scratch.quantize(x, withF16: type == .f16)
+        }
+        let rowsOut = rows, cols = self.cols
+        scratch.qs.withUnsafeBufferPointer { qs in
+            scratch.d.withUnsafeBufferPointer { d in
+                scratch.s.withUnsafeBufferPointer { s in
+                    scratch.f16.withUnsafeBufferPointer { f16 in
+                        let a = UnsafeQuantized(qs: qs.baseAddress ?? UnsafePointer(bitPattern: 8)!, d: d.baseAddress ?? UnsafePointer(bitPattern: 8)!,
+                                                s: s.baseAddress ?? UnsafePointer(bitPattern: 8)!, f16: f16.baseAddress, f32: x, cols: cols)
+                        let o = UnsafeSendable(out)
+                        Parallel.chunks(rowsOut, minChunk: max(8, 4096 / max(1, n))) { range in
+                            // Tile the input rows so a tile of activations and a weight row stay in cache.
+                            let tile = 16
+                            var t0 = 0
+                            while t0 < n {
+                                let t1 = min(n, t0 + tile)
+                                for r in range {
+                                    for t in t0..<t1 { o.p[t * rowsOut + r] = self.dot(row: r, a, t) }
+                                }
+                                t0 = t1
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let p: UnsafeMutablePointer<T>
+    init(_ p: UnsafeMutablePointer<T>) { self.p = p }
+}
+
+struct UncheckedBox<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// e^x in single precision by the vectorisable algorithm ggml's CPU backend uses for SiLU and
+/// softmax (Arm's optimized-routines expf: x = n·ln2 + b, |b| ≤ ln2/2, a degree-5 polynomial for
+/// e^b, scaled by 2^n; max error ≈ 1.5 ulp). Using the same function as llama.cpp rather than
+/// libm's expf is what keeps greedy decoding on the same tokens: a 1-ulp difference in a SiLU
+/// output can flip an 8-bit activation rounding and, dozens of layers later, a near-tie.
+@inline(__always)
+public func approxExp(_ x: Float) -> Float {
+    let shift: Float = 0x1.8p23
+    let z = shift.addingProduct(x, 0x1.715476p+0)
+    let n = z - shift
+    let b = x.addingProduct(-n, 0x1.62e4p-1).addingProduct(-n, 0x1.7f7d1cp-20)
+    if abs(n) > 192 { return n <= 0 ? 0 : .infinity }
+    let u = b * b
+    let p1 = Float(0x1.573e2ep-5).addingProduct(0x1.0e4020p-7, b)
+    let p2 = Float(0x1.fffdb6p-2).addingProduct(0x1.555e66p-3, b)
+    let p3 = Float(1).addingProduct(0x1.ffffecp-1, b)
+    let j = p3.addingProduct(p2.addingProduct(p1, u), u)
+    return Float(sign: .plus, exponent: Int(n), significand: j)
+}
+
+/// x·σ(x), with ggml's exponential.
+@inline(__always)
+public func silu(_ x: Float) -> Float { x / (1 + approxExp(-x)) }
