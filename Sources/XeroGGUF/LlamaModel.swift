@@ -206,6 +206,7 @@ public final class LlamaModel: @unchecked Sendable {
             }
             rope(&q, heads: c.heads, rows: n, start: start)
             rope(&k, heads: c.kvHeads, rows: n, start: start)
+            Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
             let kc = cache.keys[l], vc = cache.values[l]
             for i in 0..<(n * KV) {
                 kc[start * KV + i] = Float16(k[i])
@@ -224,6 +225,7 @@ public final class LlamaModel: @unchecked Sendable {
                 g.withUnsafeMutableBufferPointer { layer.gate.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
                 u.withUnsafeMutableBufferPointer { layer.up.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
             }
+            Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
             for i in 0..<(n * F) { g[i] = silu(g[i]) * u[i] }
             Self.tap?("ffn_swiglu", l, g)
             g.withUnsafeBufferPointer { gb in
@@ -242,6 +244,7 @@ public final class LlamaModel: @unchecked Sendable {
         normed.withUnsafeBufferPointer { nb in
             logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: 1, into: $0.baseAddress!, scratch: &scratch) }
         }
+        Self.tap?("result_norm", 0, normed); Self.tap?("result_output", 0, logits)
         return logits
     }
 
@@ -272,27 +275,34 @@ public final class LlamaModel: @unchecked Sendable {
                 let base = (r * heads + h) * hd
                 for i in 0..<half {
                     let a = x[base + 2 * i], b = x[base + 2 * i + 1]
-                    x[base + 2 * i] = a * cosT[i] - b * sinT[i]
-                    x[base + 2 * i + 1] = a * sinT[i] + b * cosT[i]
+                    x[base + 2 * i] = (-(b * sinT[i])).addingProduct(a, cosT[i])
+                    x[base + 2 * i + 1] = (b * cosT[i]).addingProduct(a, sinT[i])
                 }
             }
         }
     }
 
     /// Causal grouped-query attention for `rows` new positions starting at `start`, over the cache.
-    /// Rounds q and the attention weights through Float16 as ggml's F16-cache path does.
+    /// Mirrors ggml's F16-KV-cache arithmetic so results are bit-identical to llama.cpp: q and the
+    /// attention weights are rounded to Float16, exponentials use `approxExp`, and every dot
+    /// product accumulates in the lane order of the kernel llama.cpp picks — 16-lane tiles when a
+    /// batch has several tokens (its tinyBLAS path), four 16-lane accumulators over 64-element
+    /// steps for a single token (its vec_dot_f16).
     func attention(_ q: [Float], keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, rows: Int, start: Int, into out: inout [Float]) {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
         let scale = 1 / sqrtf(Float(hd))
+        let tiled = rows >= 2
         let kp = UnsafeSendable(keys), vp = UnsafeSendable(values)
+        let padded = (start + rows + 63) / 64 * 64
         out.withUnsafeMutableBufferPointer { ob in
         let o = UnsafeSendable(ob.baseAddress!)
         q.withUnsafeBufferPointer { qb in
             let qp = qb.baseAddress!
             Parallel.chunks(rows * c.heads, minChunk: 2) { range in
                 var qh = [Float16](repeating: 0, count: hd)
-                var scores = [Float](repeating: 0, count: start + rows)
-                var acc = [Float](repeating: 0, count: hd)
+                var scores = [Float](repeating: 0, count: padded)
+                var probs = [Float16](repeating: 0, count: padded)
+                var column = [Float16](repeating: 0, count: padded)
                 for job in range {
                     let t = job / c.heads, h = job % c.heads, kvh = h / group
                     let len = start + t + 1
@@ -300,31 +310,86 @@ public final class LlamaModel: @unchecked Sendable {
                     var mx = -Float.infinity
                     qh.withUnsafeBufferPointer { qhb in
                         for j in 0..<len {
-                            let s = Kernels.dotF16(UnsafeRawPointer(kp.p + j * KV + kvh * hd), qhb.baseAddress!, hd) * scale
-                            scores[j] = s
-                            mx = max(mx, s)
+                            let k = kp.p + j * KV + kvh * hd
+                            let dot = tiled ? AttentionMath.tiledDot(k, qhb.baseAddress!, hd) : AttentionMath.vecDot(k, qhb.baseAddress!, hd)
+                            scores[j] = dot * scale
+                            mx = max(mx, scores[j])
                         }
                     }
-                    // Summed in float per 16 lanes, then in double, as ggml's softmax does.
-                    var sum: Double = 0, lane: Float = 0
-                    for j in 0..<len {
-                        let e = approxExp(scores[j] - mx)
-                        scores[j] = e
-                        lane += e
-                        if j % 16 == 15 { sum += Double(lane); lane = 0 }
+                    // Softmax: float sums per 16 lanes (in ggml's reduction order), then double.
+                    var sum: Double = 0
+                    var j0 = 0
+                    while j0 < len {
+                        var chunk = SIMD16<Float>()
+                        for l in 0..<16 where j0 + l < len {
+                            let e = approxExp(scores[j0 + l] - mx)
+                            scores[j0 + l] = e
+                            chunk[l] = e
+                        }
+                        sum += Double(AttentionMath.reduce16(chunk))
+                        j0 += 16
                     }
-                    sum += Double(lane)
                     let inv = Float(1 / sum)
-                    for i in 0..<hd { acc[i] = 0 }
-                    for j in 0..<len {
-                        let p = Float(Float16(scores[j] * inv))
-                        let vrow = vp.p + j * KV + kvh * hd
-                        for i in 0..<hd { acc[i] += p * Float(vrow[i]) }
+                    for j in 0..<padded { probs[j] = j < len ? Float16(scores[j] * inv) : 0 }
+                    probs.withUnsafeBufferPointer { pb in
+                        column.withUnsafeMutableBufferPointer { cb in
+                            for d in 0..<hd {
+                                // The value column for dimension d (V is stored by position).
+                                for j in 0..<len { cb[j] = vp.p[j * KV + kvh * hd + d] }
+                                for j in len..<padded { cb[j] = 0 }
+                                let n = tiled ? (len + 15) / 16 * 16 : padded
+                                o.p[(t * c.heads + h) * hd + d] = tiled
+                                    ? AttentionMath.tiledDot(cb.baseAddress!, pb.baseAddress!, n)
+                                    : AttentionMath.vecDot(cb.baseAddress!, pb.baseAddress!, n)
+                            }
+                        }
                     }
-                    for i in 0..<hd { o.p[(t * c.heads + h) * hd + i] = acc[i] }
                 }
             }
         }
         }
+    }
+}
+
+/// Float16 dot products in the accumulation orders of llama.cpp's x86 (AVX-512) kernels.
+enum AttentionMath {
+    /// _mm512_reduce_add_ps as GCC expands it: halves, quarters, then ((0+2)+(1+3)).
+    @inline(__always)
+    static func reduce16(_ a: SIMD16<Float>) -> Float {
+        let t3 = a.lowHalf + a.highHalf
+        let t6 = t3.lowHalf + t3.highHalf
+        return (t6[0] + t6[2]) + (t6[1] + t6[3])
+    }
+
+    @inline(__always)
+    static func load16(_ p: UnsafePointer<Float16>) -> SIMD16<Float> {
+        let h = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float16>.self)
+        var out = SIMD16<Float>()
+        for i in 0..<16 { out[i] = Float(h[i]) }
+        return out
+    }
+
+    /// tinyBLAS: one 16-lane accumulator over 16-element steps (n a multiple of 16).
+    @inline(__always)
+    static func tiledDot(_ x: UnsafePointer<Float16>, _ y: UnsafePointer<Float16>, _ n: Int) -> Float {
+        var acc = SIMD16<Float>()
+        var i = 0
+        while i < n { acc.addProduct(load16(x + i), load16(y + i)); i += 16 }
+        return reduce16(acc)
+    }
+
+    /// ggml_vec_dot_f16: four 16-lane accumulators over 64-element steps (n a multiple of 64).
+    @inline(__always)
+    static func vecDot(_ x: UnsafePointer<Float16>, _ y: UnsafePointer<Float16>, _ n: Int) -> Float {
+        var s0 = SIMD16<Float>(), s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>()
+        var i = 0
+        while i < n {
+            s0.addProduct(load16(x + i), load16(y + i))
+            s1.addProduct(load16(x + i + 16), load16(y + i + 16))
+            s2.addProduct(load16(x + i + 32), load16(y + i + 32))
+            s3.addProduct(load16(x + i + 48), load16(y + i + 48))
+            i += 64
+        }
+        return reduce16((s0 + s2) + (s1 + s3))
     }
 }
