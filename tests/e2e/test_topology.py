@@ -171,7 +171,7 @@ def test_router_restart_workers_rejoin(fresh_platform):
 def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
     port = free_port()
     data = tmp_path / "data"
-    cmd = [BIN, "up", "--workers", "2", "--data", str(data), "--port", str(port), "--sim-ttft-ms", "0", "--sim-tpot-ms", "0",
+    cmd = [BIN, "up", "--engine", "sim", "--workers", "2", "--data", str(data), "--port", str(port), "--sim-ttft-ms", "0", "--sim-tpot-ms", "0",
            "--config", str(ROOT / "config/xerotier.yaml"), "--models-dir", str(ROOT / "models")]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
 

@@ -59,7 +59,9 @@ public struct ChatResponseWriter: Sendable {
         if role { w.field("role", "assistant") }
         if let content { w.field("content", content) }
         w.objectEnd()
-        w.key("logprobs"); if let logprobs { w.raw(Array(logprobs.utf8)) } else { w.null() }
+        // `logprobs` holds this chunk's entries; the chunk carries them as OpenAI does.
+        w.key("logprobs")
+        if let logprobs { w.raw(Array(("{\"content\":[" + logprobs + "],\"refusal\":null}").utf8)) } else { w.null() }
         w.fieldOrNull("finish_reason", finishReason)
         w.objectEnd()
         w.arrayEnd()

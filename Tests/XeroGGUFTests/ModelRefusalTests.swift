@@ -1,0 +1,57 @@
+import Foundation
+import XCTest
+@testable import XeroGGUF
+
+/// Model files the engine cannot run are refused at load, naming what is missing.
+final class ModelRefusalTests: XCTestCase {
+    /// A minimal GGUF v3: string metadata and F32/other-typed tensors with zeroed data.
+    func gguf(meta: [String: String], ints: [String: UInt32] = [:], tensors: [(String, [UInt64], UInt32)]) throws -> String {
+        var b = Array("GGUF".utf8)
+        func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { b += $0 } }
+        func str(_ s: String) { u64(UInt64(s.utf8.count)); b += Array(s.utf8) }
+        u32(3); u64(UInt64(tensors.count)); u64(UInt64(meta.count + ints.count))
+        for (k, v) in meta.sorted(by: { $0.key < $1.key }) { str(k); u32(8); str(v) }
+        for (k, v) in ints.sorted(by: { $0.key < $1.key }) { str(k); u32(4); u32(v) }
+        var offset: UInt64 = 0
+        var sizes: [Int] = []
+        for (name, dims, type) in tensors {
+            str(name); u32(UInt32(dims.count)); for d in dims { u64(d) }; u32(type); u64(offset)
+            let layout = GGUFFile.TensorType(rawValue: type)!.blockLayout
+            let size = Int(dims.reduce(1, *)) / layout.elements * layout.bytes
+            sizes.append(size)
+            offset += UInt64((size + 31) / 32 * 32)
+        }
+        while b.count % 32 != 0 { b.append(0) }
+        for s in sizes { b += [UInt8](repeating: 0, count: (s + 31) / 32 * 32) }
+        let p = NSTemporaryDirectory() + "xero-\(UUID().uuidString).gguf"
+        FileManager.default.createFile(atPath: p, contents: Data(b))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: p) }
+        return p
+    }
+
+    func assertRefused(_ path: String, mentions words: [String], file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertThrowsError(try LlamaModel(path: path), file: file, line: line) { e in
+            let text = "\(e)"
+            for w in words { XCTAssertTrue(text.contains(w), "'\(text)' should mention \(w)", file: file, line: line) }
+        }
+    }
+
+    func testUnsupportedArchitectureIsNamed() throws {
+        assertRefused(try gguf(meta: ["general.architecture": "mamba"], tensors: [("x", [32], 0)]), mentions: ["mamba", "llama"])
+    }
+
+    func testUnsupportedTensorTypeIsNamed() throws {
+        let p = try gguf(meta: ["general.architecture": "llama"], tensors: [("token_embd.weight", [256, 4], 14), ("blk.0.attn_q.weight", [256, 4], 12)])
+        assertRefused(p, mentions: ["q6_k", "q4_k", "not supported"])
+    }
+
+    func testMissingHyperParametersAndTensorsAreNamed() throws {
+        assertRefused(try gguf(meta: ["general.architecture": "llama"], tensors: [("x", [32], 0)]), mentions: ["llama.embedding_length"])
+        let p = try gguf(meta: ["general.architecture": "llama"],
+                         ints: ["llama.embedding_length": 64, "llama.attention.head_count": 2, "llama.block_count": 1,
+                                "llama.feed_forward_length": 64, "llama.vocab_size": 8],
+                         tensors: [("token_embd.weight", [64, 8], 0)])
+        assertRefused(p, mentions: ["output_norm.weight", "missing"])
+    }
+}

