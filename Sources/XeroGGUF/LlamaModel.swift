@@ -16,15 +16,18 @@ public struct LlamaConfig: Sendable, Equatable {
     public var kvDim: Int { kvHeads * headDim }
 }
 
-/// The KV state of one sequence: per layer, the roped keys and the values of every position so far,
-/// stored as Float16 (llama.cpp's default cache type). Grows on demand. Owned by one sequence at a
-/// time; `truncate` rolls it back (prefix reuse keeps a prefix and computes the rest).
+/// The KV state of one sequence: per layer, the roped keys of every position (position-major) and
+/// the values transposed (dimension-major, as llama.cpp's non-flash-attention cache), both Float16.
+/// Transposed values make each attention output a contiguous dot product over positions. Capacity
+/// grows in steps of 64 positions and fresh memory is zeroed, because the attention kernels read
+/// whole 16/64-position lanes and multiply the unused tail by zero weights. `truncate` rolls it back.
 public final class KVCache: @unchecked Sendable {
     public let layers: Int, kvDim: Int
     public private(set) var capacity = 0
     /// Positions filled.
     public internal(set) var count = 0
     var keys: [UnsafeMutablePointer<Float16>] = []
+    /// values[l][d * capacity + position]
     var values: [UnsafeMutablePointer<Float16>] = []
 
     public init(config: LlamaConfig, reserve: Int = 256) {
@@ -43,13 +46,15 @@ public final class KVCache: @unchecked Sendable {
 
     func grow(to needed: Int) {
         guard needed > capacity else { return }
-        let newCap = max(needed, capacity * 2, 64)
+        let newCap = (max(needed, capacity * 2, 64) + 63) / 64 * 64
         for l in 0..<layers {
             let nk = UnsafeMutablePointer<Float16>.allocate(capacity: newCap * kvDim)
             let nv = UnsafeMutablePointer<Float16>.allocate(capacity: newCap * kvDim)
+            nk.initialize(repeating: 0, count: newCap * kvDim)
+            nv.initialize(repeating: 0, count: newCap * kvDim)
             if capacity > 0 {
                 nk.update(from: keys[l], count: count * kvDim)
-                nv.update(from: values[l], count: count * kvDim)
+                for d in 0..<kvDim { (nv + d * newCap).update(from: values[l] + d * capacity, count: count) }
                 keys[l].deallocate()
                 values[l].deallocate()
                 keys[l] = nk
@@ -62,6 +67,16 @@ public final class KVCache: @unchecked Sendable {
         capacity = newCap
     }
 
+    /// Stores position `pos`'s key and value rows for layer `l`.
+    @inline(__always)
+    func store(layer l: Int, position pos: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        let k = keys[l] + pos * kvDim, v = values[l]
+        for i in 0..<kvDim {
+            k[i] = Float16(key[i])
+            v[i * capacity + pos] = Float16(value[i])
+        }
+    }
+
     /// Forgets positions from `n` on.
     public func truncate(to n: Int) { count = min(count, max(0, n)) }
 
@@ -71,7 +86,7 @@ public final class KVCache: @unchecked Sendable {
         let m = min(n, count)
         for l in 0..<layers {
             c.keys[l].update(from: keys[l], count: m * kvDim)
-            c.values[l].update(from: values[l], count: m * kvDim)
+            for d in 0..<kvDim { (c.values[l] + d * c.capacity).update(from: values[l] + d * capacity, count: m) }
         }
         c.count = m
         return c
@@ -207,12 +222,12 @@ public final class LlamaModel: @unchecked Sendable {
             rope(&q, heads: c.heads, rows: n, start: start)
             rope(&k, heads: c.kvHeads, rows: n, start: start)
             Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
-            let kc = cache.keys[l], vc = cache.values[l]
-            for i in 0..<(n * KV) {
-                kc[start * KV + i] = Float16(k[i])
-                vc[start * KV + i] = Float16(v[i])
+            k.withUnsafeBufferPointer { kb in
+                v.withUnsafeBufferPointer { vb in
+                    for t in 0..<n { cache.store(layer: l, position: start + t, key: kb.baseAddress! + t * KV, value: vb.baseAddress! + t * KV) }
+                }
             }
-            attention(q, keys: kc, values: vc, rows: n, start: start, into: &attn)
+            attention(q, keys: cache.keys[l], values: cache.values[l], capacity: cache.capacity, rows: n, start: start, into: &attn)
             Self.tap?("kqv", l, attn)
             attn.withUnsafeBufferPointer { ab in
                 proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
@@ -288,7 +303,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// product accumulates in the lane order of the kernel llama.cpp picks — 16-lane tiles when a
     /// batch has several tokens (its tinyBLAS path), four 16-lane accumulators over 64-element
     /// steps for a single token (its vec_dot_f16).
-    func attention(_ q: [Float], keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, rows: Int, start: Int, into out: inout [Float]) {
+    func attention(_ q: [Float], keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, into out: inout [Float]) {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
         let scale = 1 / sqrtf(Float(hd))
         let tiled = rows >= 2
@@ -302,7 +317,6 @@ public final class LlamaModel: @unchecked Sendable {
                 var qh = [Float16](repeating: 0, count: hd)
                 var scores = [Float](repeating: 0, count: padded)
                 var probs = [Float16](repeating: 0, count: padded)
-                var column = [Float16](repeating: 0, count: padded)
                 for job in range {
                     let t = job / c.heads, h = job % c.heads, kvh = h / group
                     let len = start + t + 1
@@ -332,16 +346,13 @@ public final class LlamaModel: @unchecked Sendable {
                     let inv = Float(1 / sum)
                     for j in 0..<padded { probs[j] = j < len ? Float16(scores[j] * inv) : 0 }
                     probs.withUnsafeBufferPointer { pb in
-                        column.withUnsafeMutableBufferPointer { cb in
-                            for d in 0..<hd {
-                                // The value column for dimension d (V is stored by position).
-                                for j in 0..<len { cb[j] = vp.p[j * KV + kvh * hd + d] }
-                                for j in len..<padded { cb[j] = 0 }
-                                let n = tiled ? (len + 15) / 16 * 16 : padded
-                                o.p[(t * c.heads + h) * hd + d] = tiled
-                                    ? AttentionMath.tiledDot(cb.baseAddress!, pb.baseAddress!, n)
-                                    : AttentionMath.vecDot(cb.baseAddress!, pb.baseAddress!, n)
-                            }
+                        // Beyond `len` the weights are zero and the cache holds zeros or finite values.
+                        let n = tiled ? (len + 15) / 16 * 16 : padded
+                        for d in 0..<hd {
+                            let column = UnsafePointer(vp.p + (kvh * hd + d) * capacity)
+                            o.p[(t * c.heads + h) * hd + d] = tiled
+                                ? AttentionMath.tiledDot(column, pb.baseAddress!, n)
+                                : AttentionMath.vecDot(column, pb.baseAddress!, n)
                         }
                     }
                 }
