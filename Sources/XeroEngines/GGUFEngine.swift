@@ -92,9 +92,22 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
             var stops = StopScanner(stops: chat.stop)
             var logits = promptLogits
             var finish = "length"
+            // JSON mode: only tokens that keep the output a valid JSON-object prefix (json_schema
+            // gets the same guarantee of a JSON object; the schema itself is not enforced).
+            var json = chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" ? JSONConstraint(tokenizer: tokenizer) : nil
             for step in 0..<limit {
                 if cancelled.isSet { return }
-                let token = sampler.sample(&logits)
+                var mask: [Bool]?
+                if let json {
+                    if let forced = json.forcedToken {
+                        mask = [Bool](repeating: false, count: tokenizer.vocabSize)
+                        mask![Int(forced)] = true
+                    } else {
+                        mask = json.mask(remaining: min(limit - step, context - cache.count))
+                    }
+                }
+                let token = sampler.sample(&logits, mask: mask)
+                json?.advance(token.id)
                 if tokenizer.endOfGeneration.contains(token.id) { finish = "stop"; break }
                 sampler.accept(token.id)
                 completion += 1

@@ -39,16 +39,16 @@ public struct Sampler {
     /// Records a token of the output (for presence/frequency penalties).
     public mutating func accept(_ id: Int32) { counts[id, default: 0] += 1 }
 
-    /// Picks the next token from `logits`; `allowed` (when given) masks tokens out first.
-    public mutating func sample(_ logits: inout [Float], allowed: ((Int32) -> Bool)? = nil) -> SampledToken {
+    /// Picks the next token from `logits`; where `mask` is false the token cannot be chosen.
+    public mutating func sample(_ logits: inout [Float], mask: [Bool]? = nil) -> SampledToken {
         let o = options
         if o.presencePenalty != 0 || o.frequencyPenalty != 0 {
             for (id, n) in counts where Int(id) < logits.count {
                 logits[Int(id)] -= Float(n) * o.frequencyPenalty + o.presencePenalty
             }
         }
-        if let allowed {
-            for i in 0..<logits.count where !allowed(Int32(i)) { logits[i] = -.infinity }
+        if let mask {
+            for i in 0..<min(mask.count, logits.count) where !mask[i] { logits[i] = -.infinity }
         }
         var chosen: Int32
         if o.temperature <= 1e-5 {

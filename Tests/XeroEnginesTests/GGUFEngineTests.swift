@@ -112,6 +112,15 @@ final class GGUFEngineTests: XCTestCase {
         }
     }
 
+    func testJSONModeOutputParsesEvenWhenTheBudgetCutsItShort() async throws {
+        for (seed, maxTokens) in [(1, 6), (2, 12), (3, 20), (4, 40)] {
+            let r = try await run(#"{"model":"m","messages":[{"role":"user","content":"Describe a dog as JSON with many fields."}],"temperature":1.0,"seed":\#(seed),"max_tokens":\#(maxTokens),"response_format":{"type":"json_object"}}"#)
+            let parsed = try? JSONSerialization.jsonObject(with: Data(r.texts[0].utf8))
+            XCTAssertTrue(parsed is [String: Any], "max_tokens \(maxTokens): \(r.texts[0])")
+            XCTAssertLessThanOrEqual(r.usage?.completionTokens ?? .max, maxTokens)
+        }
+    }
+
     func testStreamedPiecesNeverSplitACharacter() {
         var p = UTF8Pieces()
         let bytes = Array("a👍🏽中".utf8)

@@ -115,3 +115,18 @@ def test_context_overflow_is_a_400(up):
     assert e.value.code == "context_length_exceeded"
     # The worker is unharmed.
     assert "Paris" in client.chat.completions.create(model="m", messages=SEED_MESSAGES, temperature=0).choices[0].message.content
+
+
+def test_json_mode_50_samples_at_temperature_1_all_parse(up):
+    client, _ = up
+    texts = []
+    for seed in (1, 2):
+        r = client.chat.completions.create(
+            model="m", n=25, seed=seed, temperature=1.0, max_tokens=48, response_format={"type": "json_object"},
+            messages=[{"role": "system", "content": "You reply in JSON."},
+                      {"role": "user", "content": "Give me a JSON object describing a cat with its name and age."}])
+        texts += [c.message.content for c in r.choices]
+    assert len(texts) == 50
+    for t in texts:
+        assert isinstance(json.loads(t), dict), t
+    assert len(set(texts)) > 10, "temperature 1 samples should differ"
