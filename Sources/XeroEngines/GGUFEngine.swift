@@ -108,7 +108,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 }
                 let token = sampler.sample(&logits, mask: mask)
                 json?.advance(token.id)
-                if tokenizer.endOfGeneration.contains(token.id) { finish = "stop"; break }
+                // The end token was generated (and computed): it counts, as in llama.cpp and vLLM.
+                if tokenizer.endOfGeneration.contains(token.id) { completion += 1; finish = "stop"; break }
                 sampler.accept(token.id)
                 completion += 1
                 let bytes = tokenizer.bytes(of: token.id)

