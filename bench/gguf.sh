@@ -13,6 +13,7 @@ swift build -c release --product xerobench >/dev/null
 B=$(swift build -c release --show-bin-path)/xerobench
 OURS=$("$B" gguf "$MODEL" 512 128 3)
 echo "$OURS"
+"$B" gguf-prefix "$MODEL" 1000    # time to first token: 1,000-token prefix cached vs cold
 if [[ -n "$LLAMA_BENCH" && -x "$LLAMA_BENCH" ]]; then
   THEIRS=$("$LLAMA_BENCH" -m "$MODEL" -t "$THREADS" -p 512 -n 128 -r 3 -o json 2>/dev/null)
 else

@@ -19,8 +19,10 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// recommended temperature 0.2 and top_p 0.9. Anything the client sends wins.
     public var defaultTemperature: Float = 0.2
     public var defaultTopP: Float = 0.9
+    /// KV state of recent prompts, shared by this worker's jobs (nil = off).
+    public let prefixCache: PrefixCache?
 
-    public init(path: String, modelID: String, slots: Int = 4, contextLength: Int? = nil) throws {
+    public init(path: String, modelID: String, slots: Int = 4, contextLength: Int? = nil, prefixCacheBytes: Int = 512 << 20) throws {
         let file = try GGUFFile(path: path)
         model = try LlamaModel(file: file)
         tokenizer = try BPETokenizer(file: file)
@@ -28,6 +30,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         self.modelID = modelID
         self.slots = max(1, slots)
         self.contextLength = min(contextLength ?? model.config.contextLength, model.config.contextLength)
+        prefixCache = prefixCacheBytes > 0 ? PrefixCache(config: model.config, budgetBytes: prefixCacheBytes) : nil
     }
 
     public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
@@ -70,8 +73,12 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 param: "max_tokens", code: "context_length_exceeded")
         }
         let limit = chat.maxTokens ?? (context - prompt.count)
-        let promptCache = model.newCache(reserve: prompt.count + min(limit, 512))
-        let promptLogits = model.forward(prompt, cache: promptCache)
+        // Start from the longest cached prefix (another request's system prompt, earlier chat turns).
+        let reserve = prompt.count + min(limit, 512)
+        let promptCache = prefixCache?.lookup(prompt, reserve: reserve) ?? model.newCache(reserve: reserve)
+        let cachedTokens = promptCache.count
+        let promptLogits = model.forward(Array(prompt[cachedTokens...]), cache: promptCache)
+        prefixCache?.insert(prompt, count: prompt.count, from: promptCache)
         var completion = 0
         for c in 0..<chat.n {
             if cancelled.isSet { return }
@@ -127,7 +134,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
             }
             emit(.finish(choice: c, reason: finish))
         }
-        emit(.usage(Usage(promptTokens: prompt.count, completionTokens: completion)))
+        emit(.usage(Usage(promptTokens: prompt.count, completionTokens: completion, cachedTokens: cachedTokens)))
     }
 
     /// One OpenAI `logprobs.content` entry.

@@ -23,6 +23,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "gguf engine: context length per sequence (default: the model's).")
     var context: Int?
 
+    @Option(help: "gguf engine: memory for the prefix (KV) cache, MiB; 0 turns it off.")
+    var prefixCacheMb: Int = 512
+
     @Option(help: "gguf engine: temperature when a request gives none.")
     var defaultTemperature: Float = 0.2
 
@@ -100,7 +103,8 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw ValidationError("no model file at \(path) (scripts/setup.sh installs SmolLM2-135M-Instruct; or pass --model-path)")
             }
             do {
-                let e = try GGUFEngine(path: path, modelID: modelID ?? GGUFDefaults.modelID, slots: slots ?? 4, contextLength: context)
+                let e = try GGUFEngine(path: path, modelID: modelID ?? GGUFDefaults.modelID, slots: slots ?? 4, contextLength: context,
+                                       prefixCacheBytes: max(0, prefixCacheMb) << 20)
                 e.defaultTemperature = defaultTemperature
                 e.defaultTopP = defaultTopP
                 return e

@@ -28,6 +28,8 @@ struct Xerobench {
             try await engineDirect(concurrency: Int(a[2])!, seconds: Double(a[3])!, maxTokens: a.count > 4 ? Int(a[4])! : 1)
         case "embed-engine":
             try embedDirect(directory: a[2], batch: Int(a[3])!, seconds: Double(a[4])!)
+        case "gguf-prefix":
+            try ggufPrefix(path: a[2], prefixTokens: a.count > 3 ? Int(a[3])! : 1000)
         case "gguf":
             try ggufDirect(path: a[2], promptTokens: a.count > 3 ? Int(a[3])! : 512, decodeTokens: a.count > 4 ? Int(a[4])! : 128,
                            reps: a.count > 5 ? Int(a[5])! : 3)
@@ -58,6 +60,34 @@ struct Xerobench {
         }
         print(String(format: #"{"mode":"gguf","threads":%d,"pp":%d,"pp_tokens_per_s":%.1f,"tg":%d,"tg_tokens_per_s":%.1f}"#,
                      Parallel.threads, promptTokens, pp, decodeTokens, tg))
+    }
+
+    /// Time to first token for a prompt whose `prefixTokens`-token prefix is cached vs cold (median of 5).
+    static func ggufPrefix(path: String, prefixTokens: Int) throws {
+        let model = try LlamaModel(path: path)
+        var rng = SystemRandomNumberGenerator()
+        let prefix = (0..<prefixTokens).map { _ in Int32.random(in: 100..<Int32(model.config.vocab), using: &rng) }
+        func ttft(_ pc: PrefixCache?, suffix: [Int32]) -> Double {
+            let tokens = prefix + suffix
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let cache = pc?.lookup(tokens, reserve: tokens.count + 1) ?? model.newCache(reserve: tokens.count + 1)
+            let logits = model.forward(Array(tokens[cache.count...]), cache: cache)
+            _ = logits.indices.max { logits[$0] < logits[$1] }
+            let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
+            pc?.insert(tokens, count: tokens.count, from: cache)
+            return ms
+        }
+        let pc = PrefixCache(config: model.config, budgetBytes: 1 << 30)
+        _ = ttft(pc, suffix: [42, 43, 44])   // warm the cache with the prefix
+        var cold: [Double] = [], warm: [Double] = []
+        for i in 0..<5 {
+            let suffix = (0..<20).map { Int32(200 + i * 20 + $0) }
+            cold.append(ttft(nil, suffix: suffix))
+            warm.append(ttft(pc, suffix: suffix))
+        }
+        let c = cold.sorted()[2], w = warm.sorted()[2]
+        print(String(format: #"{"mode":"gguf-prefix","prefix_tokens":%d,"suffix_tokens":20,"ttft_cold_ms":%.1f,"ttft_cached_ms":%.1f,"speedup":%.1f}"#,
+                     prefixTokens, c, w, c / w))
     }
 
     /// The MiniLM encoder in-process: sentences embedded per second at a given batch size.

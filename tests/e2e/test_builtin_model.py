@@ -130,3 +130,17 @@ def test_json_mode_50_samples_at_temperature_1_all_parse(up):
     for t in texts:
         assert isinstance(json.loads(t), dict), t
     assert len(set(texts)) > 10, "temperature 1 samples should differ"
+
+
+def test_prefix_cache_reports_cached_tokens_and_keeps_answers(up):
+    client, _ = up
+    system = "You are a meticulous assistant. " * 20   # a long shared system prompt
+    def ask(q):
+        return client.chat.completions.create(model="m", temperature=0, max_tokens=16,
+                                              messages=[{"role": "system", "content": system}, {"role": "user", "content": q}])
+    first = ask("What is the capital of France?")
+    again = ask("What is the capital of France?")
+    assert again.choices[0].message.content == first.choices[0].message.content
+    assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 2
+    other = ask("Name a colour.")       # another question, same system prompt
+    assert other.usage.prompt_tokens_details.cached_tokens > 100
