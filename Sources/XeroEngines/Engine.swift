@@ -12,6 +12,8 @@ public protocol Engine: Sendable {
     func embed(_ request: EmbeddingsRequest) async throws -> EmbeddingResult
     /// Relevance of each document to the query, in document order.
     func rerank(_ request: RerankRequest) async throws -> RerankResult
+    /// Hashes of the prompt-prefix blocks this engine holds KV state for (empty: no prefix cache).
+    func prefixBlockHashes() -> [UInt64]
 }
 
 public struct EmbeddingResult: Sendable {
@@ -35,6 +37,7 @@ public struct RerankResult: Sendable {
 }
 
 extension Engine {
+    public func prefixBlockHashes() -> [UInt64] { [] }
     public func embed(_ request: EmbeddingsRequest) async throws -> EmbeddingResult {
         throw APIError.invalidRequest("This endpoint's model does not serve embeddings.", code: "unsupported_operation")
     }

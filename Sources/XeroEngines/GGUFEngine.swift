@@ -35,6 +35,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
 
     public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
 
+    public func prefixBlockHashes() -> [UInt64] { prefixCache?.blockHashes(limit: 1024) ?? [] }
+
     /// The prompt's token ids, exactly as the model will see them.
     public func promptTokens(_ chat: ChatRequest) -> [Int32] {
         tokenizer.encode(segments: template.render(chat.messages.map { ChatTemplate.Message(role: $0.role, content: $0.content) }))

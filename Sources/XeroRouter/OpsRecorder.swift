@@ -16,6 +16,7 @@ public final class OpsRecorder: Sendable {
         var workers: [String: [(String, String)]] = [:]
         var workerScores: [String: Int64] = [:]
         var removedWorkers: Set<String> = []
+        var workerPrefixes: [String: [String]] = [:]
         var routerBeat: (String, Int64)?
     }
 
@@ -61,6 +62,11 @@ public final class OpsRecorder: Sendable {
         }
     }
 
+    /// Replaces the set of prefix-block hashes a worker reported.
+    public func workerPrefixes(_ id: String, _ hashes: [String]) {
+        batch.withLock { $0.workerPrefixes[id] = hashes }
+    }
+
     public func workerGone(_ id: String) {
         batch.withLock { b in
             b.workers[id] = nil
@@ -88,10 +94,19 @@ public final class OpsRecorder: Sendable {
                 cmd(["HSET", RedisKeys.worker(id)] + fields.flatMap { [$0.0, $0.1] })
                 cmd(["EXPIRE", RedisKeys.worker(id), String(workerTTLSeconds)])
             }
+            for (id, hashes) in b.workerPrefixes {
+                cmd(["DEL", RedisKeys.workerPrefixes(id)])
+                if !hashes.isEmpty {
+                    cmd(["SADD", RedisKeys.workerPrefixes(id)] + hashes)
+                    cmd(["EXPIRE", RedisKeys.workerPrefixes(id), String(workerTTLSeconds)])
+                }
+                cmd(["HSET", RedisKeys.worker(id), "prefix_blocks", String(hashes.count)])
+            }
             for (id, score) in b.workerScores { cmd(["ZADD", RedisKeys.workers, String(score), id]) }
             for id in b.removedWorkers {
                 cmd(["ZREM", RedisKeys.workers, id])
                 cmd(["DEL", RedisKeys.worker(id)])
+                cmd(["DEL", RedisKeys.workerPrefixes(id)])
             }
             if let (id, at) = b.routerBeat { cmd(["ZADD", RedisKeys.routers, String(at), id]) }
             guard !cmds.isEmpty else { continue }

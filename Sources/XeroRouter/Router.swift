@@ -199,6 +199,9 @@ final class RouterState: @unchecked Sendable {
             dispatch(ctx, now: now)
         case .heartbeat:
             recordWorker(worker, now: now)
+        case let .prefixes(hashes):
+            // Recorded for operators and for prefix-aware placement (a later policy).
+            ops?.workerPrefixes(worker, hashes.map { String($0, radix: 16) })
         case let .started(requestId):
             scheduler.markStarted(requestId)
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])

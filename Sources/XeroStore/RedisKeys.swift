@@ -26,6 +26,8 @@ public enum RedisKeys {
     public static func tier(_ name: String) -> String { "xero:tier:\(name)" }      // HASH: depth, inflight, counters
     public static let workers = "xero:workers"                                     // ZSET: worker id → last heartbeat ms
     public static func worker(_ id: String) -> String { "xero:worker:\(id)" }      // HASH, TTL
+    /// SET of hex hashes of the prompt-prefix blocks the worker holds KV state for (TTL).
+    public static func workerPrefixes(_ id: String) -> String { "xero:worker:\(id):prefixes" }
     public static func job(_ id: String) -> String { "xero:job:\(id)" }            // HASH, TTL
     public static let routers = "xero:routers"                                     // ZSET: router id → last tick ms
 }

@@ -31,6 +31,8 @@ public final class Worker: Sendable {
         var channelReady = false
         var draining = false
         var lastHeartbeatMs: Int64 = 0
+        /// Prefix-block hashes last reported (sent again only when they change).
+        var reportedPrefixes: [UInt64] = []
         var refused: String?
     }
 
@@ -127,7 +129,15 @@ public final class Worker: Sendable {
             if due { s.lastHeartbeatMs = now }
             return (due, s.active.count, s.helloSent)
         }
-        if due && ready { ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.heartbeat(active: active).encode()]) }
+        guard due && ready else { return }
+        ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.heartbeat(active: active).encode()])
+        let prefixes = engine.prefixBlockHashes()
+        let changed = state.withLock { s -> Bool in
+            guard s.reportedPrefixes != prefixes else { return false }
+            s.reportedPrefixes = prefixes
+            return true
+        }
+        if changed { ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.prefixes(prefixes).encode()]) }
     }
 
     private func sayHello(_ ctx: LoopContext) {

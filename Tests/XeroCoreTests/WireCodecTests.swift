@@ -72,7 +72,7 @@ final class WireCodecTests: XCTestCase {
     func testControlMessagesRoundTrip() throws {
         let info = WorkerInfo(id: "w1", slots: 8, freeSlots: 6, models: ["a", "b"], capabilities: ["chat"], engine: "sim", host: "h", pid: 42, joinKey: "jk")
         let workerMessages: [WorkerMessage] = [
-            .hello(info), .credit(3), .heartbeat(active: 2), .started(requestId: "r"),
+            .hello(info), .credit(3), .heartbeat(active: 2), .started(requestId: "r"), .prefixes([]), .prefixes([1, .max, 0xdead_beef]),
             .done(JobReport(requestId: "r", attempt: 1, outcome: "done", firstTokenAtMs: 5, finishedAtMs: 9, promptTokens: 1, completionTokens: 2)),
             .draining, .bye,
         ]

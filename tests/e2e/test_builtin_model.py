@@ -133,7 +133,7 @@ def test_json_mode_50_samples_at_temperature_1_all_parse(up):
 
 
 def test_prefix_cache_reports_cached_tokens_and_keeps_answers(up):
-    client, _ = up
+    client, banner = up
     system = "You are a meticulous assistant. " * 20   # a long shared system prompt
     def ask(q):
         return client.chat.completions.create(model="m", temperature=0, max_tokens=16,
@@ -144,3 +144,13 @@ def test_prefix_cache_reports_cached_tokens_and_keeps_answers(up):
     assert again.usage.prompt_tokens_details.cached_tokens == again.usage.prompt_tokens - 2
     other = ask("Name a colour.")       # another question, same system prompt
     assert other.usage.prompt_tokens_details.cached_tokens > 100
+    # The worker reports the hashes of the prefix blocks it holds; the router puts them in Redis.
+    redis_url = re.search(r"Redis:\s+(\S+)", banner).group(1)
+    def blocks():
+        keys = subprocess.run(["redis-cli", "-u", redis_url, "--scan", "--pattern", "xero:worker:*:prefixes"],
+                              capture_output=True, text=True).stdout.split()
+        return sum(int(subprocess.run(["redis-cli", "-u", redis_url, "SCARD", k], capture_output=True, text=True).stdout) for k in keys)
+    deadline = time.time() + 10
+    while blocks() < 4 and time.time() < deadline:
+        time.sleep(0.3)
+    assert blocks() >= 4    # the ~130-token system prompt alone is 4 blocks of 32

@@ -15,6 +15,9 @@ public enum WorkerMessage: Sendable, Equatable {
     case draining
     /// The worker is gone (sent at exit).
     case bye
+    /// Hashes of the prompt-prefix blocks whose KV state the worker's engine holds (sent with a
+    /// heartbeat when they changed), so a router can prefer the worker that has a prompt's prefix.
+    case prefixes([UInt64])
 
     static let wireKind: UInt8 = 0x57 // "W"
 
@@ -33,6 +36,7 @@ public enum WorkerMessage: Sendable, Equatable {
             w.i64(report.firstTokenAtMs); w.i64(report.finishedAtMs); w.int(report.promptTokens); w.int(report.completionTokens)
         case .draining: w.u8(6)
         case .bye: w.u8(7)
+        case let .prefixes(hashes): w.u8(8); w.int(hashes.count); for h in hashes { w.u64(h) }
         }
         return w.bytes
     }
@@ -53,6 +57,10 @@ public enum WorkerMessage: Sendable, Equatable {
                                 finishedAtMs: try r.i64(), promptTokens: try r.int(), completionTokens: try r.int()))
         case 6: m = .draining
         case 7: m = .bye
+        case 8:
+            let n = try r.int()
+            guard n >= 0, n <= 65_536 else { throw WireError.invalid("prefix hash count \(n)") }
+            m = .prefixes(try (0..<n).map { _ in try r.u64() })
         case let k: throw WireError.invalid("unknown worker message \(k)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after worker message") }
