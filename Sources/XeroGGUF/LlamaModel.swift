@@ -196,10 +196,25 @@ public final class LlamaModel: @unchecked Sendable {
     /// Runs `tokens` at positions `cache.count ..< cache.count + tokens.count`, appending to the
     /// cache, and returns the logits of the last token (vocab floats).
     public func forward(_ tokens: [Int32], cache: KVCache) -> [Float] {
-        precondition(!tokens.isEmpty)
-        let c = config, n = tokens.count, E = c.embedding, KV = c.kvDim, F = c.feedForward
-        let start = cache.count
-        cache.grow(to: start + n)
+        forward([(tokens, cache)])[0]
+    }
+
+    /// Several sequences in one pass (continuous batching): each segment's tokens continue its own
+    /// cache, every weight matrix is read once for all rows, and the last-token logits of each
+    /// segment come back in order. Row results do not depend on what else is in the batch — a
+    /// segment of one token gets single-token attention arithmetic, a longer one the batch
+    /// arithmetic — so batching never changes a sequence's output.
+    public func forward(_ segments: [(tokens: [Int32], cache: KVCache)]) -> [[Float]] {
+        precondition(!segments.isEmpty && segments.allSatisfy { !$0.tokens.isEmpty })
+        let c = config, E = c.embedding, KV = c.kvDim, F = c.feedForward
+        let n = segments.reduce(0) { $0 + $1.tokens.count }
+        var offsets: [Int] = [], starts: [Int] = [], positions: [Int] = []
+        for (tokens, cache) in segments {
+            offsets.append(positions.count)
+            starts.append(cache.count)
+            cache.grow(to: cache.count + tokens.count)
+            positions += (0..<tokens.count).map { cache.count + $0 }
+        }
         var x = [Float](repeating: 0, count: n * E)
         var xn = x, q = x, attn = x, proj = x
         var k = [Float](repeating: 0, count: n * KV), v = k
@@ -207,8 +222,10 @@ public final class LlamaModel: @unchecked Sendable {
         var scratch = QuantizedRows(rows: 0, cols: 0)
 
         x.withUnsafeMutableBufferPointer { xp in
-            for (t, id) in tokens.enumerated() {
-                tokenEmbedding.dequantizeRow(Int(max(0, min(Int32(c.vocab - 1), id))), into: xp.baseAddress! + t * E)
+            for (s, seg) in segments.enumerated() {
+                for (t, id) in seg.tokens.enumerated() {
+                    tokenEmbedding.dequantizeRow(Int(max(0, min(Int32(c.vocab - 1), id))), into: xp.baseAddress! + (offsets[s] + t) * E)
+                }
             }
         }
         for (l, layer) in layers.enumerated() {
@@ -219,15 +236,21 @@ public final class LlamaModel: @unchecked Sendable {
                 k.withUnsafeMutableBufferPointer { layer.k.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
                 v.withUnsafeMutableBufferPointer { layer.v.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
             }
-            rope(&q, heads: c.heads, rows: n, start: start)
-            rope(&k, heads: c.kvHeads, rows: n, start: start)
+            rope(&q, heads: c.heads, positions: positions)
+            rope(&k, heads: c.kvHeads, positions: positions)
             Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
-            k.withUnsafeBufferPointer { kb in
-                v.withUnsafeBufferPointer { vb in
-                    for t in 0..<n { cache.store(layer: l, position: start + t, key: kb.baseAddress! + t * KV, value: vb.baseAddress! + t * KV) }
+            for (s, seg) in segments.enumerated() {
+                k.withUnsafeBufferPointer { kb in
+                    v.withUnsafeBufferPointer { vb in
+                        for t in 0..<seg.tokens.count {
+                            let row = offsets[s] + t
+                            seg.cache.store(layer: l, position: starts[s] + t, key: kb.baseAddress! + row * KV, value: vb.baseAddress! + row * KV)
+                        }
+                    }
                 }
+                attention(q, rowOffset: offsets[s], keys: seg.cache.keys[l], values: seg.cache.values[l], capacity: seg.cache.capacity,
+                          rows: seg.tokens.count, start: starts[s], into: &attn)
             }
-            attention(q, keys: cache.keys[l], values: cache.values[l], capacity: cache.capacity, rows: n, start: start, into: &attn)
             Self.tap?("kqv", l, attn)
             attn.withUnsafeBufferPointer { ab in
                 proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
@@ -250,17 +273,22 @@ public final class LlamaModel: @unchecked Sendable {
             for i in 0..<(n * E) { x[i] += proj[i] }
             Self.tap?("l_out", l, x)
         }
-        cache.count = start + n
-        // Only the last position's logits are needed to continue.
-        let last = Array(x[((n - 1) * E)...])
-        var normed = [Float](repeating: 0, count: E)
-        rmsNorm(last, outputNorm, rows: 1, into: &normed)
-        var logits = [Float](repeating: 0, count: c.vocab)
+        for (s, seg) in segments.enumerated() { seg.cache.count = starts[s] + seg.tokens.count }
+        // Only each segment's last position is needed to continue.
+        let m = segments.count
+        var last = [Float](repeating: 0, count: m * E)
+        for s in 0..<m {
+            let row = offsets[s] + segments[s].tokens.count - 1
+            for i in 0..<E { last[s * E + i] = x[row * E + i] }
+        }
+        var normed = [Float](repeating: 0, count: m * E)
+        rmsNorm(last, outputNorm, rows: m, into: &normed)
+        var logits = [Float](repeating: 0, count: m * c.vocab)
         normed.withUnsafeBufferPointer { nb in
-            logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: 1, into: $0.baseAddress!, scratch: &scratch) }
+            logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: m, into: $0.baseAddress!, scratch: &scratch) }
         }
         Self.tap?("result_norm", 0, normed); Self.tap?("result_output", 0, logits)
-        return logits
+        return (0..<m).map { Array(logits[($0 * c.vocab)..<(($0 + 1) * c.vocab)]) }
     }
 
     /// ggml's rms_norm (sum of squares in double) followed by the weight multiply.
@@ -276,11 +304,11 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Rotary embedding on adjacent pairs (ggml's "normal" mode, which the GGUF converter's
     /// Q/K permutation expects for llama).
-    func rope(_ x: inout [Float], heads: Int, rows: Int, start: Int) {
+    func rope(_ x: inout [Float], heads: Int, positions: [Int]) {
         let hd = config.headDim, half = config.ropeDims / 2
         var cosT = [Float](repeating: 0, count: half), sinT = cosT
-        for r in 0..<rows {
-            var theta = Float(start + r)
+        for (r, position) in positions.enumerated() {
+            var theta = Float(position)
             for i in 0..<half {
                 cosT[i] = cosf(theta)
                 sinT[i] = sinf(theta)
@@ -303,16 +331,16 @@ public final class LlamaModel: @unchecked Sendable {
     /// product accumulates in the lane order of the kernel llama.cpp picks — 16-lane tiles when a
     /// batch has several tokens (its tinyBLAS path), four 16-lane accumulators over 64-element
     /// steps for a single token (its vec_dot_f16).
-    func attention(_ q: [Float], keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, into out: inout [Float]) {
+    func attention(_ q: [Float], rowOffset: Int = 0, keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, into out: inout [Float]) {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
         let scale = 1 / sqrtf(Float(hd))
         let tiled = rows >= 2
         let kp = UnsafeSendable(keys), vp = UnsafeSendable(values)
         let padded = (start + rows + 63) / 64 * 64
         out.withUnsafeMutableBufferPointer { ob in
-        let o = UnsafeSendable(ob.baseAddress!)
+        let o = UnsafeSendable(ob.baseAddress! + rowOffset * c.heads * hd)
         q.withUnsafeBufferPointer { qb in
-            let qp = qb.baseAddress!
+            let qp = qb.baseAddress! + rowOffset * c.heads * hd
             Parallel.chunks(rows * c.heads, minChunk: 2) { range in
                 var qh = [Float16](repeating: 0, count: hd)
                 var scores = [Float](repeating: 0, count: padded)
