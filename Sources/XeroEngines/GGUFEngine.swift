@@ -21,8 +21,13 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     public var defaultTopP: Float = 0.9
     /// KV state of recent prompts, shared by this worker's jobs (nil = off).
     public let prefixCache: PrefixCache?
+    /// Runs every sequence of this worker in shared forward passes.
+    private(set) var scheduler: BatchScheduler!
+    /// Prompt tokens processed per step while others decode (a newcomer's prompt is chunked).
+    public let prefillChunk: Int
 
-    public init(path: String, modelID: String, slots: Int = 4, contextLength: Int? = nil, prefixCacheBytes: Int = 512 << 20) throws {
+    public init(path: String, modelID: String, slots: Int = 8, contextLength: Int? = nil, prefixCacheBytes: Int = 512 << 20,
+                prefillChunk: Int = 64) throws {
         let file = try GGUFFile(path: path)
         model = try LlamaModel(file: file)
         tokenizer = try BPETokenizer(file: file)
@@ -31,6 +36,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         self.slots = max(1, slots)
         self.contextLength = min(contextLength ?? model.config.contextLength, model.config.contextLength)
         prefixCache = prefixCacheBytes > 0 ? PrefixCache(config: model.config, budgetBytes: prefixCacheBytes) : nil
+        self.prefillChunk = max(2, prefillChunk)
+        scheduler = BatchScheduler(engine: self)
     }
 
     public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
@@ -46,21 +53,21 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         AsyncThrowingStream { continuation in
             let cancelled = CancelFlag()
             continuation.onTermination = { _ in cancelled.set() }
-            // A plain thread: generation blocks for its whole length, which the cooperative pool must not.
-            let thread = Thread { [self] in
-                do {
-                    try self.run(request, cancelled: cancelled) { continuation.yield($0) }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
+            let job: BatchJob
+            do {
+                job = try self.admit(request, cancelled: cancelled, emit: { continuation.yield($0) },
+                                     end: { error in continuation.finish(throwing: error) })
+            } catch {
+                continuation.finish(throwing: error)
+                return
             }
-            thread.stackSize = 1 << 20
-            thread.start()
+            scheduler.submit(job)
         }
     }
 
-    func run(_ request: EngineRequest, cancelled: CancelFlag, emit: (EngineEvent) -> Void) throws {
+    /// Checks a request against the context and prepares its job (prompt, prefix-cache hit).
+    func admit(_ request: EngineRequest, cancelled: CancelFlag, emit: @escaping @Sendable (EngineEvent) -> Void,
+               end: @escaping @Sendable (Error?) -> Void) throws -> BatchJob {
         let chat = request.chat
         let prompt = promptTokens(chat)
         let context = contextLength
@@ -74,69 +81,70 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count + m) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
                 param: "max_tokens", code: "context_length_exceeded")
         }
-        let limit = chat.maxTokens ?? (context - prompt.count)
-        // Start from the longest cached prefix (another request's system prompt, earlier chat turns).
-        let reserve = prompt.count + min(limit, 512)
-        let promptCache = prefixCache?.lookup(prompt, reserve: reserve) ?? model.newCache(reserve: reserve)
-        let cachedTokens = promptCache.count
-        let promptLogits = model.forward(Array(prompt[cachedTokens...]), cache: promptCache)
-        prefixCache?.insert(prompt, count: prompt.count, from: promptCache)
-        var completion = 0
-        for c in 0..<chat.n {
-            if cancelled.isSet { return }
-            // The last choice takes the prompt's cache; earlier ones work on copies.
-            let cache = c == chat.n - 1 ? promptCache : promptCache.copy(prefix: prompt.count)
-            var options = SamplingOptions()
-            options.temperature = chat.temperature.map(Float.init) ?? defaultTemperature
-            options.topP = chat.topP.map(Float.init) ?? (chat.temperature == nil ? defaultTopP : 1)
-            options.topK = max(0, chat.topK ?? 0)
-            options.minP = Float(chat.minP ?? 0)
-            options.seed = chat.seed.map { UInt64(bitPattern: Int64($0)) &+ UInt64(c) &* 0x9E37_79B9_7F4A_7C15 }
-            options.presencePenalty = Float(chat.presencePenalty ?? 0)
-            options.frequencyPenalty = Float(chat.frequencyPenalty ?? 0)
-            options.wantLogprobs = chat.logprobs
-            options.topLogprobs = chat.topLogprobs ?? 0
-            var sampler = Sampler(options: options)
-            var text = UTF8Pieces()
-            var stops = StopScanner(stops: chat.stop)
-            var logits = promptLogits
-            var finish = "length"
-            // JSON mode: only tokens that keep the output a valid JSON-object prefix (json_schema
-            // gets the same guarantee of a JSON object; the schema itself is not enforced).
-            var json = chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" ? JSONConstraint(tokenizer: tokenizer) : nil
-            for step in 0..<limit {
-                if cancelled.isSet { return }
-                var mask: [Bool]?
-                if let json {
-                    if let forced = json.forcedToken {
-                        mask = [Bool](repeating: false, count: tokenizer.vocabSize)
-                        mask![Int(forced)] = true
-                    } else {
-                        mask = json.mask(remaining: min(limit - step, context - cache.count))
-                    }
-                }
-                let token = sampler.sample(&logits, mask: mask)
-                json?.advance(token.id)
-                // The end token was generated (and computed): it counts, as in llama.cpp and vLLM.
-                if tokenizer.endOfGeneration.contains(token.id) { completion += 1; finish = "stop"; break }
-                sampler.accept(token.id)
-                completion += 1
-                let bytes = tokenizer.bytes(of: token.id)
-                let piece = stops.feed(text.push(bytes))
-                let logprobs = chat.logprobs ? logprobEntry(token, bytes: bytes) : nil
-                if !piece.isEmpty || logprobs != nil { emit(.text(choice: c, piece, logprobs: logprobs)) }
-                if stops.stopped { finish = "stop"; break }
-                if step + 1 == limit || cache.count + 1 >= context { break }
-                logits = model.forward([token.id], cache: cache)
+        return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), cancelled: cancelled, emit: emit, end: end)
+    }
+
+    /// The sampling state of one choice, from its request.
+    func makeChoice(_ job: BatchJob, index c: Int, cache: KVCache, logits: [Float]) -> BatchSequence {
+        let chat = job.chat
+        var options = SamplingOptions()
+        options.temperature = chat.temperature.map(Float.init) ?? defaultTemperature
+        options.topP = chat.topP.map(Float.init) ?? (chat.temperature == nil ? defaultTopP : 1)
+        options.topK = max(0, chat.topK ?? 0)
+        options.minP = Float(chat.minP ?? 0)
+        options.seed = chat.seed.map { UInt64(bitPattern: Int64($0)) &+ UInt64(c) &* 0x9E37_79B9_7F4A_7C15 }
+        options.presencePenalty = Float(chat.presencePenalty ?? 0)
+        options.frequencyPenalty = Float(chat.frequencyPenalty ?? 0)
+        options.wantLogprobs = chat.logprobs
+        options.topLogprobs = chat.topLogprobs ?? 0
+        let seq = BatchSequence(job: job, choice: c, cache: cache, sampler: Sampler(options: options), stops: StopScanner(stops: chat.stop))
+        seq.logits = logits
+        // JSON mode: only tokens that keep the output a valid JSON-object prefix (json_schema
+        // gets the same guarantee of a JSON object; the schema itself is not enforced).
+        if chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" { seq.json = JSONConstraint(tokenizer: tokenizer) }
+        return seq
+    }
+
+    /// Samples the next token of a choice from its logits and emits its text. Returns false when
+    /// the choice has finished (its finish event sent).
+    func step(_ seq: BatchSequence) -> Bool {
+        let job = seq.job, chat = job.chat
+        var mask: [Bool]?
+        if let json = seq.json {
+            if let forced = json.forcedToken {
+                mask = [Bool](repeating: false, count: tokenizer.vocabSize)
+                mask![Int(forced)] = true
+            } else {
+                mask = json.mask(remaining: min(job.limit - seq.generated, contextLength - seq.cache.count))
             }
-            if !stops.stopped {
-                var rest = stops.feed(text.flush())
-                if stops.stopped { finish = "stop" } else { rest += stops.flush() }
-                if !rest.isEmpty { emit(.text(choice: c, rest, logprobs: nil)) }
-            }
-            emit(.finish(choice: c, reason: finish))
         }
-        emit(.usage(Usage(promptTokens: prompt.count, completionTokens: completion, cachedTokens: cachedTokens)))
+        let token = seq.sampler.sample(&seq.logits, mask: mask)
+        seq.json?.advance(token.id)
+        seq.generated += 1
+        job.addCompletionToken()
+        // The end token was generated (and computed): it counts, as in llama.cpp and vLLM.
+        if tokenizer.endOfGeneration.contains(token.id) { return finish(seq, "stop") }
+        seq.sampler.accept(token.id)
+        let bytes = tokenizer.bytes(of: token.id)
+        let piece = seq.stops.feed(seq.text.push(bytes))
+        let logprobs = chat.logprobs ? logprobEntry(token, bytes: bytes) : nil
+        if !piece.isEmpty || logprobs != nil { job.emit(.text(choice: seq.choice, piece, logprobs: logprobs)) }
+        if seq.stops.stopped { return finish(seq, "stop") }
+        if seq.generated >= job.limit || seq.cache.count + 1 >= contextLength { return finish(seq, "length") }
+        seq.next = token.id
+        return true
+    }
+
+    func finish(_ seq: BatchSequence, _ reason: String) -> Bool {
+        var reason = reason
+        if !seq.stops.stopped {
+            var rest = seq.stops.feed(seq.text.flush())
+            if seq.stops.stopped { reason = "stop" } else { rest += seq.stops.flush() }
+            if !rest.isEmpty { seq.job.emit(.text(choice: seq.choice, rest, logprobs: nil)) }
+        }
+        seq.job.emit(.finish(choice: seq.choice, reason: reason))
+        seq.job.choiceFinished()
+        return false
     }
 
     /// One OpenAI `logprobs.content` entry.
@@ -156,6 +164,166 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         w.arrayEnd()
         w.objectEnd()
         return w.string
+    }
+}
+
+/// One request in the batch: its prompt, its choices' shared bookkeeping, and how to reach its client.
+final class BatchJob: @unchecked Sendable {
+    let chat: ChatRequest
+    let prompt: [Int32]
+    let limit: Int
+    let cancelled: CancelFlag
+    let emit: @Sendable (EngineEvent) -> Void
+    let end: @Sendable (Error?) -> Void
+    var cachedTokens = 0
+    private var completion = 0
+    private var choicesLeft: Int
+
+    init(chat: ChatRequest, prompt: [Int32], limit: Int, cancelled: CancelFlag, emit: @escaping @Sendable (EngineEvent) -> Void,
+         end: @escaping @Sendable (Error?) -> Void) {
+        self.chat = chat
+        self.prompt = prompt
+        self.limit = limit
+        self.cancelled = cancelled
+        self.emit = emit
+        self.end = end
+        choicesLeft = chat.n
+    }
+
+    func addCompletionToken() { completion += 1 }
+
+    /// After the last choice: usage (prompt counted once), then the end of the stream.
+    func choiceFinished() {
+        choicesLeft -= 1
+        if choicesLeft == 0 {
+            emit(.usage(Usage(promptTokens: prompt.count, completionTokens: completion, cachedTokens: cachedTokens)))
+            end(nil)
+        }
+    }
+}
+
+/// A sequence in the running batch: a job's prompt being processed (`pending` tokens left), or
+/// one of its choices decoding (`next` is the token to feed).
+final class BatchSequence {
+    let job: BatchJob
+    let choice: Int
+    var cache: KVCache
+    var pending: ArraySlice<Int32> = []
+    var next: Int32?
+    var logits: [Float] = []
+    var sampler: Sampler
+    var stops: StopScanner
+    var text = UTF8Pieces()
+    var json: JSONConstraint?
+    var generated = 0
+
+    init(job: BatchJob, choice: Int, cache: KVCache, sampler: Sampler, stops: StopScanner) {
+        self.job = job
+        self.choice = choice
+        self.cache = cache
+        self.sampler = sampler
+        self.stops = stops
+    }
+}
+
+/// Continuous batching: one thread runs every sequence of the engine in shared forward passes.
+/// A new job joins at the next step; its prompt is processed in chunks of `prefillChunk` tokens
+/// beside the others' decoding, so it does not stall them; a finished or cancelled sequence
+/// leaves at once and its KV cache is freed with it.
+final class BatchScheduler: @unchecked Sendable {
+    unowned let engine: GGUFEngine
+    private let condition = NSCondition()
+    private var waiting: [BatchJob] = []
+    private var running: [BatchSequence] = []
+
+    init(engine: GGUFEngine) {
+        self.engine = engine
+        let thread = Thread { [unowned self] in self.loop() }
+        thread.name = "gguf-batch"
+        thread.stackSize = 4 << 20
+        thread.start()
+    }
+
+    func submit(_ job: BatchJob) {
+        condition.lock()
+        waiting.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Sequences in the batch (for tests and reporting).
+    var activeSequences: Int { condition.lock(); defer { condition.unlock() }; return running.count }
+
+    private func loop() {
+        while true {
+            condition.lock()
+            while waiting.isEmpty && running.isEmpty { condition.wait() }
+            // Admit newcomers while there are slots (a job needs one per choice once decoding).
+            while let job = waiting.first, running.count + job.chat.n <= engine.slots || running.isEmpty {
+                waiting.removeFirst()
+                running.append(prefillSequence(job))
+            }
+            var batch = running
+            condition.unlock()
+
+            // Leave at once when cancelled.
+            batch.removeAll { $0.job.cancelled.isSet }
+            guard !batch.isEmpty else { sync(batch); continue }
+            var segments: [(tokens: [Int32], cache: KVCache)] = []
+            var members: [BatchSequence] = []
+            var prefillBudget = engine.prefillChunk
+            for seq in batch {
+                if let next = seq.next {
+                    segments.append(([next], seq.cache)); members.append(seq)
+                } else if !seq.pending.isEmpty && prefillBudget >= 2 {
+                    // Chunks keep at least two tokens, so each sees the batch arithmetic of a cold run.
+                    var take = min(seq.pending.count, prefillBudget)
+                    if seq.pending.count - take == 1 { take = seq.pending.count > 2 ? take - 1 : seq.pending.count }
+                    segments.append((Array(seq.pending.prefix(take)), seq.cache)); members.append(seq)
+                    prefillBudget -= take
+                }
+            }
+            guard !segments.isEmpty else { sync(batch); continue }
+            let outs = engine.model.forward(segments)
+            var next: [BatchSequence] = []
+            for (seq, (segment, logits)) in zip(members, zip(segments, outs)) {
+                if seq.next != nil {
+                    seq.logits = logits
+                    seq.next = nil
+                    if engine.step(seq) { next.append(seq) }
+                } else {
+                    seq.pending = seq.pending.dropFirst(segment.tokens.count)
+                    if !seq.pending.isEmpty { next.append(seq); continue }
+                    // Prompt done: remember it, then fork the choices (the last takes the cache).
+                    engine.prefixCache?.insert(seq.job.prompt, count: seq.job.prompt.count, from: seq.cache)
+                    let n = seq.job.chat.n
+                    for c in 0..<n {
+                        let cache = c == n - 1 ? seq.cache : seq.cache.copy(prefix: seq.cache.count)
+                        let choice = engine.makeChoice(seq.job, index: c, cache: cache, logits: logits)
+                        if engine.step(choice) { next.append(choice) }
+                    }
+                }
+            }
+            // Sequences that did not run this step (prefill waiting for budget) stay.
+            for seq in batch where !members.contains(where: { $0 === seq }) { next.append(seq) }
+            sync(next)
+        }
+    }
+
+    /// Replaces the running set with `kept` plus whatever arrived meanwhile is still waiting.
+    private func sync(_ kept: [BatchSequence]) {
+        condition.lock()
+        running = kept
+        condition.unlock()
+    }
+
+    private func prefillSequence(_ job: BatchJob) -> BatchSequence {
+        let reserve = job.prompt.count + min(job.limit, 512)
+        let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve) ?? engine.model.newCache(reserve: reserve)
+        job.cachedTokens = cache.count
+        let seq = BatchSequence(job: job, choice: -1, cache: cache, sampler: Sampler(options: SamplingOptions()), stops: StopScanner(stops: []))
+        seq.pending = job.prompt[cache.count...]
+        return seq
     }
 }
 

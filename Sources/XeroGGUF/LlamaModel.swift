@@ -39,7 +39,14 @@ public final class KVCache: @unchecked Sendable {
     deinit {
         for p in keys { p.deallocate() }
         for p in values { p.deallocate() }
+        Self.account(-bytes)
     }
+
+    /// KV memory held by all live caches of this process (measured by the tests of cancellation).
+    public static var liveBytes: Int { liveLock.withLock { live } }
+    nonisolated(unsafe) private static var live = 0
+    private static let liveLock = NSLock()
+    static func account(_ delta: Int) { liveLock.withLock { live += delta } }
 
     /// Bytes held (what a memory budget counts).
     public var bytes: Int { 2 * layers * capacity * kvDim * MemoryLayout<Float16>.size }
@@ -64,6 +71,7 @@ public final class KVCache: @unchecked Sendable {
                 values.append(nv)
             }
         }
+        Self.account(2 * layers * (newCap - capacity) * kvDim * MemoryLayout<Float16>.size)
         capacity = newCap
     }
 

@@ -103,7 +103,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw ValidationError("no model file at \(path) (scripts/setup.sh installs SmolLM2-135M-Instruct; or pass --model-path)")
             }
             do {
-                let e = try GGUFEngine(path: path, modelID: modelID ?? GGUFDefaults.modelID, slots: slots ?? 4, contextLength: context,
+                let e = try GGUFEngine(path: path, modelID: modelID ?? GGUFDefaults.modelID, slots: slots ?? 8, contextLength: context,
                                        prefixCacheBytes: max(0, prefixCacheMb) << 20)
                 e.defaultTemperature = defaultTemperature
                 e.defaultTopP = defaultTopP

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import XeroCore
+import XeroGGUF
 @testable import XeroEngines
 
 /// The built-in chat engine on the shipped SmolLM2 model: sampling, stops, limits, streaming text.
@@ -131,5 +132,58 @@ final class GGUFEngineTests: XCTestCase {
         XCTAssertEqual(out.joined(), "a👍🏽中")
         for piece in out { XCTAssertFalse(piece.contains("\u{FFFD}")) }
         XCTAssertEqual(out.filter { !$0.isEmpty }, ["a", "👍", "🏽", "中"])
+    }
+}
+
+/// Continuous batching seen from outside the engine.
+final class GGUFBatchingTests: XCTestCase {
+    static func request(_ content: String, maxTokens: Int) throws -> EngineRequest {
+        let body = #"{"model":"m","messages":[{"role":"user","content":"\#(content)"}],"temperature":0,"max_tokens":\#(maxTokens)}"#
+        return EngineRequest(requestId: "r", model: "m", chat: try ChatRequest.parse(Array(body.utf8)))
+    }
+
+    func testANewRequestJoinsTheRunningBatch() async throws {
+        let e = try GGUFEngineTests.engine()
+        let long = e.generate(try Self.request("Write a long story about a lighthouse keeper.", maxTokens: 120))
+        var longIterator = long.makeAsyncIterator()
+        _ = try await longIterator.next()          // the long one is decoding
+        var longTokens = 1
+        let shortRequest = try Self.request("Say hi.", maxTokens: 4)
+        let short = Task { () -> Int in
+            var pieces = 0
+            for try await ev in e.generate(shortRequest) { if case .text = ev { pieces += 1 } }
+            return pieces
+        }
+        // While the short request runs to completion, the long one keeps producing tokens; the
+        // short one does not wait for the long one to end.
+        var sawTwo = false
+        while let ev = try await longIterator.next() {
+            if case .text = ev { longTokens += 1 }
+            if e.scheduler.activeSequences >= 2 { sawTwo = true }
+            if longTokens == 60 { break }
+        }
+        let shortPieces = try await short.value
+        XCTAssertGreaterThan(shortPieces, 0)
+        XCTAssertTrue(sawTwo, "both sequences were in the batch at once")
+        XCTAssertEqual(longTokens, 60, "the long request was still running when the short one finished")
+    }
+
+    func testACancelledSequenceLeavesAndFreesItsMemory() async throws {
+        let e = try GGUFEngineTests.engine()
+        for _ in 0..<50 where e.scheduler.activeSequences > 0 { try await Task.sleep(nanoseconds: 100_000_000) }
+        let before = KVCache.liveBytes
+        let countRequest = try Self.request("Write a long story about a lighthouse keeper.", maxTokens: 400)
+        let task = Task {
+            for try await _ in e.generate(countRequest) {}
+        }
+        for _ in 0..<100 where e.scheduler.activeSequences == 0 { try await Task.sleep(nanoseconds: 20_000_000) }
+        try await Task.sleep(nanoseconds: 100_000_000)
+        XCTAssertEqual(e.scheduler.activeSequences, 1)
+        let during = KVCache.liveBytes
+        XCTAssertGreaterThan(during, before)
+        task.cancel()
+        for _ in 0..<100 where e.scheduler.activeSequences > 0 { try await Task.sleep(nanoseconds: 20_000_000) }
+        XCTAssertEqual(e.scheduler.activeSequences, 0)
+        XCTAssertEqual(KVCache.liveBytes, before, "the cancelled sequence's KV memory (\(during - before) bytes) was freed")
     }
 }
