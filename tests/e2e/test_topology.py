@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import BIN, ROOT, client_for, free_port, wait_for
+from conftest import BIN, ROOT, client_for, free_port, start_up, wait_for
 
 
 def run_traffic(client, count, concurrency, results, errors, prefix="req", **kw):
@@ -176,15 +176,7 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
 
     def start():
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
-        lines = []
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C stops everything" in line or (not line and proc.poll() is not None):
-                break
-        return proc, "".join(lines)
+        return start_up(cmd, env, tmp_path, timeout=60)
 
     def children_of(pid):
         out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
