@@ -137,8 +137,6 @@ public final class BPETokenizer: @unchecked Sendable {
         String(decoding: tokens.flatMap { bytes(of: $0) }, as: UTF8.self)
     }
 
-    public func isControl(_ token: Int32) -> Bool { specials.contains { $0.id == token && $0.control } }
-
     func encodeText(_ bytes: ArraySlice<UInt8>, into out: inout [Int32]) {
         let text = String(decoding: bytes, as: UTF8.self)
         for piece in preTokenize(text) {

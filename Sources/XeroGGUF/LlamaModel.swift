@@ -20,7 +20,7 @@ public struct LlamaConfig: Sendable, Equatable {
 /// the values transposed (dimension-major, as llama.cpp's non-flash-attention cache), both Float16.
 /// Transposed values make each attention output a contiguous dot product over positions. Capacity
 /// grows in steps of 64 positions and fresh memory is zeroed, because the attention kernels read
-/// whole 16/64-position lanes and multiply the unused tail by zero weights. `truncate` rolls it back.
+/// whole 16/64-position lanes and multiply the unused tail by zero weights.
 public final class KVCache: @unchecked Sendable {
     public let layers: Int, kvDim: Int
     public private(set) var capacity = 0
@@ -84,9 +84,6 @@ public final class KVCache: @unchecked Sendable {
             v[i * capacity + pos] = Float16(value[i])
         }
     }
-
-    /// Forgets positions from `n` on.
-    public func truncate(to n: Int) { count = min(count, max(0, n)) }
 
     /// A copy of the first `n` positions (for a prefix cache that hands out its entries).
     public func copy(prefix n: Int) -> KVCache {

@@ -194,12 +194,4 @@ public final class PrefixCache: @unchecked Sendable {
             bytes -= leaf.bytes
         }
     }
-
-    /// Number of cached positions held (for reporting).
-    public var positions: Int {
-        lock.withLock {
-            func count(_ n: Node) -> Int { n.tokens.count + n.children.values.reduce(0) { $0 + count($1) } }
-            return count(root)
-        }
-    }
 }
