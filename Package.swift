@@ -44,7 +44,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The built-in GGUF engine, from its first piece: the model-file reader.
-        .target(name: "XeroGGUF", swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
+        .target(name: "XeroGGUF", dependencies: ["XeroCore"], swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
         // Built-in sentence embeddings: BERT (all-MiniLM-L6-v2) in Swift, optimised even in debug builds.
         .target(name: "XeroEmbeddings", swiftSettings: [.unsafeFlags(["-O"])]),
         // The Engine seam and its implementations.

@@ -51,8 +51,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
 
     public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
         AsyncThrowingStream { continuation in
-            let cancelled = CancelFlag()
-            continuation.onTermination = { _ in cancelled.set() }
+            let cancelled = Locked(false)
+            continuation.onTermination = { _ in cancelled.withLock { $0 = true } }
             let job: BatchJob
             do {
                 job = try self.admit(request, cancelled: cancelled, emit: { continuation.yield($0) },
@@ -66,7 +66,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     }
 
     /// Checks a request against the context and prepares its job (prompt, prefix-cache hit).
-    func admit(_ request: EngineRequest, cancelled: CancelFlag, emit: @escaping @Sendable (EngineEvent) -> Void,
+    func admit(_ request: EngineRequest, cancelled: Locked<Bool>, emit: @escaping @Sendable (EngineEvent) -> Void,
                end: @escaping @Sendable (Error?) -> Void) throws -> BatchJob {
         let chat = request.chat
         let prompt = promptTokens(chat)
@@ -172,14 +172,14 @@ final class BatchJob: @unchecked Sendable {
     let chat: ChatRequest
     let prompt: [Int32]
     let limit: Int
-    let cancelled: CancelFlag
+    let cancelled: Locked<Bool>
     let emit: @Sendable (EngineEvent) -> Void
     let end: @Sendable (Error?) -> Void
     var cachedTokens = 0
     private var completion = 0
     private var choicesLeft: Int
 
-    init(chat: ChatRequest, prompt: [Int32], limit: Int, cancelled: CancelFlag, emit: @escaping @Sendable (EngineEvent) -> Void,
+    init(chat: ChatRequest, prompt: [Int32], limit: Int, cancelled: Locked<Bool>, emit: @escaping @Sendable (EngineEvent) -> Void,
          end: @escaping @Sendable (Error?) -> Void) {
         self.chat = chat
         self.prompt = prompt
@@ -267,7 +267,7 @@ final class BatchScheduler: @unchecked Sendable {
             condition.unlock()
 
             // Leave at once when cancelled.
-            batch.removeAll { $0.job.cancelled.isSet }
+            batch.removeAll { $0.job.cancelled.withLock { $0 } }
             guard !batch.isEmpty else { sync(batch); continue }
             var segments: [(tokens: [Int32], cache: KVCache)] = []
             var members: [BatchSequence] = []
@@ -326,14 +326,6 @@ final class BatchScheduler: @unchecked Sendable {
         seq.pending = job.prompt[cache.count...]
         return seq
     }
-}
-
-/// Set once, read from the generating thread.
-final class CancelFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
 }
 
 /// Turns token bytes into text pieces that end on character boundaries: a character whose bytes

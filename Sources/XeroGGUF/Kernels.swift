@@ -296,7 +296,6 @@ extension WeightMatrix {
                     scratch.f16.withUnsafeBufferPointer { f16 in
                         let a = UnsafeQuantized(qs: qs.baseAddress ?? UnsafePointer(bitPattern: 8)!, d: d.baseAddress ?? UnsafePointer(bitPattern: 8)!,
                                                 s: s.baseAddress ?? UnsafePointer(bitPattern: 8)!, f16: f16.baseAddress, f32: x, cols: cols)
-                        let o = UnsafeSendable(out)
                         Parallel.chunks(rowsOut, minChunk: max(8, 4096 / max(1, n))) { range in
                             // Tile the input rows so a tile of activations and a weight row stay in cache.
                             let tile = 16
@@ -304,7 +303,7 @@ extension WeightMatrix {
                             while t0 < n {
                                 let t1 = min(n, t0 + tile)
                                 for r in range {
-                                    for t in t0..<t1 { o.p[t * rowsOut + r] = self.dot(row: r, a, t) }
+                                    for t in t0..<t1 { out[t * rowsOut + r] = self.dot(row: r, a, t) }
                                 }
                                 t0 = t1
                             }
@@ -314,11 +313,6 @@ extension WeightMatrix {
             }
         }
     }
-}
-
-struct UnsafeSendable<T>: @unchecked Sendable {
-    let p: UnsafeMutablePointer<T>
-    init(_ p: UnsafeMutablePointer<T>) { self.p = p }
 }
 
 struct UncheckedBox<T>: @unchecked Sendable {

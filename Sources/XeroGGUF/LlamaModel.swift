@@ -340,10 +340,9 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
         let scale = 1 / sqrtf(Float(hd))
         let tiled = rows >= 2
-        let kp = UnsafeSendable(keys), vp = UnsafeSendable(values)
         let padded = (start + rows + 63) / 64 * 64
         out.withUnsafeMutableBufferPointer { ob in
-        let o = UnsafeSendable(ob.baseAddress! + rowOffset * c.heads * hd)
+        let o = ob.baseAddress! + rowOffset * c.heads * hd
         q.withUnsafeBufferPointer { qb in
             let qp = qb.baseAddress! + rowOffset * c.heads * hd
             Parallel.chunks(rows * c.heads, minChunk: 2) { range in
@@ -357,7 +356,7 @@ public final class LlamaModel: @unchecked Sendable {
                     var mx = -Float.infinity
                     qh.withUnsafeBufferPointer { qhb in
                         for j in 0..<len {
-                            let k = kp.p + j * KV + kvh * hd
+                            let k = keys + j * KV + kvh * hd
                             let dot = tiled ? AttentionMath.tiledDot(k, qhb.baseAddress!, hd) : AttentionMath.vecDot(k, qhb.baseAddress!, hd)
                             scores[j] = dot * scale
                             mx = max(mx, scores[j])
@@ -382,8 +381,8 @@ public final class LlamaModel: @unchecked Sendable {
                         // Beyond `len` the weights are zero and the cache holds zeros or finite values.
                         let n = tiled ? (len + 15) / 16 * 16 : padded
                         for d in 0..<hd {
-                            let column = UnsafePointer(vp.p + (kvh * hd + d) * capacity)
-                            o.p[(t * c.heads + h) * hd + d] = tiled
+                            let column = UnsafePointer(values + (kvh * hd + d) * capacity)
+                            o[(t * c.heads + h) * hd + d] = tiled
                                 ? AttentionMath.tiledDot(column, pb.baseAddress!, n)
                                 : AttentionMath.vecDot(column, pb.baseAddress!, n)
                         }

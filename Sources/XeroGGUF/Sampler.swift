@@ -1,4 +1,5 @@
 import Foundation
+import XeroCore
 
 /// How to pick each next token. Order of operations (vLLM's): penalties, temperature, top-k,
 /// top-p, min-p, then a seeded draw. Temperature 0 is greedy (argmax, lowest id on ties).
@@ -27,13 +28,13 @@ public struct SampledToken: Sendable {
 
 public struct Sampler {
     public let options: SamplingOptions
-    private var rng: SplitMixRandom
+    private var rng: SplitMix64
     private var counts: [Int32: Int] = [:]
 
     public init(options: SamplingOptions) {
         self.options = options
         var system = SystemRandomNumberGenerator()
-        rng = SplitMixRandom(seed: options.seed ?? system.next())
+        rng = SplitMix64(seed: options.seed ?? system.next())
     }
 
     /// Records a token of the output (for presence/frequency penalties).
@@ -125,18 +126,5 @@ public struct Sampler {
         }
         if heap.count < k { heap.sort { $0.0 > $1.0 || ($0.0 == $1.0 && $0.1 < $1.1) } }
         return heap.map(\.1)
-    }
-}
-
-/// SplitMix64: seedable, reproducible across runs and machines.
-struct SplitMixRandom {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
