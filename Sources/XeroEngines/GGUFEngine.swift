@@ -42,7 +42,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
 
     public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
 
-    public func prefixBlockHashes() -> [UInt64] { prefixCache?.blockHashes(limit: 1024) ?? [] }
+    public func prefixBlockHashes() -> [UInt64] { prefixCache?.blockHashes() ?? [] }
 
     /// The prompt's token ids, exactly as the model will see them.
     public func promptTokens(_ chat: ChatRequest) -> [Int32] {

@@ -100,26 +100,35 @@ public final class PrefixCache: @unchecked Sendable {
             }
             node.lastUsed = clock
             evict()
+            publishHashes()
         }
     }
 
     /// Hashes of every complete `blockSize`-token block along cached paths (each hash covers the
     /// whole prefix up to the end of its block), for the router to prefer a worker that holds them.
-    public func blockHashes(limit: Int = 1024) -> [UInt64] {
-        lock.withLock {
-            var out = Set<UInt64>()
-            func visit(_ node: Node, hash: UInt64, position: Int) {
-                var h = hash, pos = position
-                for t in node.tokens {
-                    h = Self.mix(h, t)
-                    pos += 1
-                    if pos % Self.blockSize == 0 { out.insert(h) }
-                }
-                for c in node.children.values where out.count < limit { visit(c, hash: h, position: pos) }
+    /// A snapshot taken when the tree last changed: reading it never waits behind an insert's
+    /// copying (the worker reads it on its socket thread).
+    public func blockHashes() -> [UInt64] { snapshotLock.withLock { snapshot } }
+
+    private var snapshot: [UInt64] = []
+    private let snapshotLock = NSLock()
+    static let maxHashes = 1024
+
+    /// Recomputes the snapshot; called with `lock` held, after the tree changed.
+    private func publishHashes() {
+        var out = Set<UInt64>()
+        func visit(_ node: Node, hash: UInt64, position: Int) {
+            var h = hash, pos = position
+            for t in node.tokens {
+                h = Self.mix(h, t)
+                pos += 1
+                if pos % Self.blockSize == 0 { out.insert(h) }
             }
-            visit(root, hash: 0xcbf2_9ce4_8422_2325, position: 0)
-            return out.sorted()
+            for c in node.children.values where out.count < Self.maxHashes { visit(c, hash: h, position: pos) }
         }
+        visit(root, hash: 0xcbf2_9ce4_8422_2325, position: 0)
+        let sorted = out.sorted()
+        snapshotLock.withLock { snapshot = sorted }
     }
 
     /// The hash of the first `blocks` blocks of `tokens`, as `blockHashes` computes it.
