@@ -45,6 +45,14 @@ final class WireCodecTests: XCTestCase {
         XCTAssertThrowsError(try JobEnvelope.decode(w.bytes))
     }
 
+    func testPrefixHashListsAreBoundedAndComplete() {
+        let good = WorkerMessage.prefixes([7, 8, 9]).encode()
+        for cut in 3..<good.count { XCTAssertThrowsError(try WorkerMessage.decode(Array(good[0..<cut])), "cut at \(cut)") }
+        var w = WireWriter()
+        w.u8(0x57); w.u8(wireVersion); w.u8(8); w.int(1 << 30)   // claims a billion hashes
+        XCTAssertThrowsError(try WorkerMessage.decode(w.bytes)) { XCTAssertEqual($0 as? WireError, .invalid("prefix hash count \(1 << 30)")) }
+    }
+
     func testInvalidUTF8StringRejected() {
         var w = WireWriter()
         w.u8(0x4A); w.u8(wireVersion); w.u32(2); w.u8(0xFF); w.u8(0xFE)

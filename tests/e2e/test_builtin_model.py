@@ -146,3 +146,22 @@ def test_prefix_cache_reports_cached_tokens_and_keeps_answers(up):
     while blocks() < 4 and time.time() < deadline:
         time.sleep(0.3)
     assert blocks() >= 4    # the ~130-token system prompt alone is 4 blocks of 32
+
+
+def test_worker_refuses_missing_or_broken_model_files(tmp_path):
+    """`xerotier worker --engine gguf` with a model it cannot run exits at once, saying why."""
+    def worker(*args):
+        return subprocess.run([BIN, "worker", "--engine", "gguf", "--id", "w", *args], capture_output=True, text=True, timeout=30)
+    r = worker("--model-path", str(tmp_path / "nope.gguf"))
+    assert r.returncode != 0 and "no model file" in r.stderr
+    if MODEL.exists():
+        cut = tmp_path / "cut.gguf"
+        cut.write_bytes(MODEL.read_bytes()[:1_000_000])
+        r = worker("--model-path", str(cut))
+        assert r.returncode != 0 and "truncated" in r.stderr, r.stderr
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"not a model at all" * 10)
+    r = worker("--model-path", str(junk))
+    assert r.returncode != 0 and "not a GGUF file" in r.stderr, r.stderr
+    r = subprocess.run([BIN, "worker", "--engine", "bogus", "--id", "w"], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "unknown engine 'bogus'" in r.stderr and "gguf" in r.stderr
