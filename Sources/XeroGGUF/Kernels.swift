@@ -12,17 +12,23 @@ public struct QuantizedRows {
     /// The same rows rounded to Float16, for F16 weights (ggml's vec_dot_type for F16).
     public var f16: [Float16]
 
-    public init(rows: Int, cols: Int) {
+    /// The float rows themselves, for F32 weights; valid while the caller's buffer is.
+    let source: UnsafePointer<Float>
+
+    /// Quantizes `rows × cols` floats (cols a multiple of 32) once, for every matrix that reads
+    /// them (q, k and v read the same normed input; so do gate and up).
+    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, withF16: Bool) {
         self.rows = rows
         self.cols = cols
+        source = x
         qs = [Int8](repeating: 0, count: rows * cols)
         d = [Float](repeating: 0, count: rows * cols / 32)
         s = d
         f16 = []
+        quantize(x, withF16: withF16)
     }
 
-    /// Quantizes `rows × cols` floats (cols a multiple of 32).
-    public mutating func quantize(_ x: UnsafePointer<Float>, withF16: Bool) {
+    private mutating func quantize(_ x: UnsafePointer<Float>, withF16: Bool) {
         let nb = cols / 32
         qs.withUnsafeMutableBufferPointer { q in
             d.withUnsafeMutableBufferPointer { dp in
@@ -282,20 +288,21 @@ public enum Parallel {
 
 extension WeightMatrix {
     /// `out[t][r] = W[r] · x[t]` for the `n` rows of `x` (n × cols floats) → n × rows floats.
-    /// Activations are quantized once; each weight row is then used against every input row while
-    /// it is in cache (prompt processing is matrix–matrix, not n matrix–vector products).
-    public func multiply(_ x: UnsafePointer<Float>, rows n: Int, into out: UnsafeMutablePointer<Float>, scratch: inout QuantizedRows) {
-        if type != .f32 {
-            if scratch.rows != n || scratch.cols != cols { scratch = QuantizedRows(rows: n, cols: cols) }
-            scratch.quantize(x, withF16: type == .f16)
-        }
-        let rowsOut = rows, cols = self.cols
-        scratch.qs.withUnsafeBufferPointer { qs in
-            scratch.d.withUnsafeBufferPointer { d in
-                scratch.s.withUnsafeBufferPointer { s in
-                    scratch.f16.withUnsafeBufferPointer { f16 in
-                        let a = UnsafeQuantized(qs: qs.baseAddress ?? UnsafePointer(bitPattern: 8)!, d: d.baseAddress ?? UnsafePointer(bitPattern: 8)!,
-                                                s: s.baseAddress ?? UnsafePointer(bitPattern: 8)!, f16: f16.baseAddress, f32: x, cols: cols)
+    public func multiply(_ x: UnsafePointer<Float>, rows n: Int, into out: UnsafeMutablePointer<Float>) {
+        multiply(QuantizedRows(x, rows: n, cols: cols, withF16: type == .f16), into: out)
+    }
+
+    /// The same with activations already quantized. Each weight row is used against every input
+    /// row while it is in cache (prompt processing is matrix–matrix, not n matrix–vector products).
+    public func multiply(_ a: QuantizedRows, into out: UnsafeMutablePointer<Float>) {
+        precondition(a.cols == cols && (type != .f16 || a.f16.count == a.rows * cols))
+        let rowsOut = rows, cols = self.cols, n = a.rows
+        a.qs.withUnsafeBufferPointer { qs in
+            a.d.withUnsafeBufferPointer { d in
+                a.s.withUnsafeBufferPointer { s in
+                    a.f16.withUnsafeBufferPointer { f16 in
+                        let a = UnsafeQuantized(qs: qs.baseAddress!, d: d.baseAddress!, s: s.baseAddress!, f16: f16.baseAddress,
+                                                f32: a.source, cols: cols)
                         Parallel.chunks(rowsOut, minChunk: max(8, 4096 / max(1, n))) { range in
                             // Tile the input rows so a tile of activations and a weight row stay in cache.
                             let tile = 16

@@ -121,6 +121,8 @@ public final class LlamaModel: @unchecked Sendable {
     let layers: [Layer]
     let outputNorm: [Float]
     let output: WeightMatrix
+    /// Whether any matrix is F16 (its activations are then also kept as Float16).
+    let usesF16: Bool
     /// RoPE frequencies per pair, computed as ggml does (repeated multiplication by theta_scale).
     let ropeThetaScale: Float
 
@@ -177,7 +179,7 @@ public final class LlamaModel: @unchecked Sendable {
         tokenEmbedding = try matrix("token_embd.weight", rows: c.vocab, cols: c.embedding)
         outputNorm = try vector("output_norm.weight", c.embedding)
         output = file.tensors["output.weight"] != nil ? try matrix("output.weight", rows: c.vocab, cols: c.embedding) : tokenEmbedding
-        layers = try (0..<c.layers).map { i in
+        let layers = try (0..<c.layers).map { i in
             let p = "blk.\(i)."
             return Layer(
                 attnNorm: try vector(p + "attn_norm.weight", c.embedding), ffnNorm: try vector(p + "ffn_norm.weight", c.embedding),
@@ -189,6 +191,8 @@ public final class LlamaModel: @unchecked Sendable {
                 up: try matrix(p + "ffn_up.weight", rows: c.feedForward, cols: c.embedding),
                 down: try matrix(p + "ffn_down.weight", rows: c.embedding, cols: c.feedForward))
         }
+        self.layers = layers
+        usesF16 = layers.contains { l in [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.type == .f16 } }
     }
 
     /// Test hook: sees named intermediate tensors (for comparing with llama.cpp's eval callback).
@@ -224,7 +228,6 @@ public final class LlamaModel: @unchecked Sendable {
         var xn = x, q = x, attn = x, proj = x
         var k = [Float](repeating: 0, count: n * KV), v = k
         var g = [Float](repeating: 0, count: n * F), u = g
-        var scratch = QuantizedRows(rows: 0, cols: 0)
 
         x.withUnsafeMutableBufferPointer { xp in
             for (s, seg) in segments.enumerated() {
@@ -237,9 +240,10 @@ public final class LlamaModel: @unchecked Sendable {
             rmsNorm(x, layer.attnNorm, rows: n, into: &xn)
             Self.tap?("attn_norm", l, xn)
             xn.withUnsafeBufferPointer { xb in
-                q.withUnsafeMutableBufferPointer { layer.q.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
-                k.withUnsafeMutableBufferPointer { layer.k.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
-                v.withUnsafeMutableBufferPointer { layer.v.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
+                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, withF16: usesF16)
+                q.withUnsafeMutableBufferPointer { layer.q.multiply(a, into: $0.baseAddress!) }
+                k.withUnsafeMutableBufferPointer { layer.k.multiply(a, into: $0.baseAddress!) }
+                v.withUnsafeMutableBufferPointer { layer.v.multiply(a, into: $0.baseAddress!) }
             }
             rope(&q, heads: c.heads, positions: positions)
             rope(&k, heads: c.kvHeads, positions: positions)
@@ -258,21 +262,22 @@ public final class LlamaModel: @unchecked Sendable {
             }
             Self.tap?("kqv", l, attn)
             attn.withUnsafeBufferPointer { ab in
-                proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
+                proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!) }
             }
             Self.tap?("attn_out", l, proj)
             for i in 0..<(n * E) { x[i] += proj[i] }
             rmsNorm(x, layer.ffnNorm, rows: n, into: &xn)
             Self.tap?("ffn_norm", l, xn)
             xn.withUnsafeBufferPointer { xb in
-                g.withUnsafeMutableBufferPointer { layer.gate.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
-                u.withUnsafeMutableBufferPointer { layer.up.multiply(xb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
+                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, withF16: usesF16)
+                g.withUnsafeMutableBufferPointer { layer.gate.multiply(a, into: $0.baseAddress!) }
+                u.withUnsafeMutableBufferPointer { layer.up.multiply(a, into: $0.baseAddress!) }
             }
             Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
             for i in 0..<(n * F) { g[i] = silu(g[i]) * u[i] }
             Self.tap?("ffn_swiglu", l, g)
             g.withUnsafeBufferPointer { gb in
-                proj.withUnsafeMutableBufferPointer { layer.down.multiply(gb.baseAddress!, rows: n, into: $0.baseAddress!, scratch: &scratch) }
+                proj.withUnsafeMutableBufferPointer { layer.down.multiply(gb.baseAddress!, rows: n, into: $0.baseAddress!) }
             }
             Self.tap?("ffn_out", l, proj)
             for i in 0..<(n * E) { x[i] += proj[i] }
@@ -290,7 +295,7 @@ public final class LlamaModel: @unchecked Sendable {
         rmsNorm(last, outputNorm, rows: m, into: &normed)
         var logits = [Float](repeating: 0, count: m * c.vocab)
         normed.withUnsafeBufferPointer { nb in
-            logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: m, into: $0.baseAddress!, scratch: &scratch) }
+            logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: m, into: $0.baseAddress!) }
         }
         Self.tap?("result_norm", 0, normed); Self.tap?("result_output", 0, logits)
         return (0..<m).map { Array(logits[($0 * c.vocab)..<(($0 + 1) * c.vocab)]) }
