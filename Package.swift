@@ -44,7 +44,10 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The built-in GGUF engine, from its first piece: the model-file reader.
-        .target(name: "XeroGGUF", dependencies: ["XeroCore"], swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
+        // Its quantized matrix products: AVX2 / AVX-512 VNNI intrinsics Swift SIMD cannot express.
+        // No FP contraction: every FMA is written out, so the rounding is exactly llama.cpp's.
+        .target(name: "CXeroKernels", cSettings: [.unsafeFlags(["-O3", "-mavx2", "-mfma", "-mf16c", "-ffp-contract=off"])]),
+        .target(name: "XeroGGUF", dependencies: ["XeroCore", "CXeroKernels"], swiftSettings: [.unsafeFlags(["-O", "-target-cpu", "haswell"])]),
         // Built-in sentence embeddings: BERT (all-MiniLM-L6-v2) in Swift, optimised even in debug builds.
         .target(name: "XeroEmbeddings", swiftSettings: [.unsafeFlags(["-O"])]),
         // The Engine seam and its implementations.
@@ -96,7 +99,7 @@ let package = Package(
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore", "XeroGGUF"]),
-        .testTarget(name: "XeroGGUFTests", dependencies: ["XeroGGUF"]),
+        .testTarget(name: "XeroGGUFTests", dependencies: ["XeroGGUF", "CXeroKernels", "XeroCore"]),
         .testTarget(name: "XeroEmbeddingsTests", dependencies: ["XeroEmbeddings"], resources: [.copy("Fixtures")]),
         .testTarget(name: "XeroBatchTests", dependencies: ["XeroBatch", "XeroCore", "XeroStore"]),
         .testTarget(name: "XeroGatewayTests", dependencies: [

@@ -1,3 +1,4 @@
+import CXeroKernels
 import Foundation
 
 /// Activations quantized to 8-bit blocks of 32, the way ggml does before a quantized matrix
@@ -81,17 +82,25 @@ public struct WeightMatrix: @unchecked Sendable {
 
     public static let supportedTypes: Set<GGUFFile.TensorType> = [.f32, .f16, .q8_0, .q4_0, .q4_1]
 
-    /// Dot product of row `r` with activation row `t` of `a`.
+    /// Dot product of float row `r` with activation row `t` (F16 and F32 weights; the quantized
+    /// types go through the C kernels, `xk_gemm`).
     @inline(__always)
     func dot(row r: Int, _ a: UnsafeQuantized, _ t: Int) -> Float {
         let w = base + r * rowBytes
         switch type {
-        case .q4_1: return Kernels.dotQ4_1(w, a, t, cols / 32)
-        case .q4_0: return Kernels.dotQ4_0(w, a, t, cols / 32)
-        case .q8_0: return Kernels.dotQ8_0(w, a, t, cols / 32)
         case .f16: return Kernels.dotF16(w, a.f16! + t * cols, cols)
         case .f32: return Kernels.dotF32(w, a.f32 + t * cols, cols)
         default: return 0
+        }
+    }
+
+    /// The C kernels' name for a quantized type; nil for F16/F32.
+    var kernelType: Int32? {
+        switch type {
+        case .q4_0: return Int32(XK_Q4_0.rawValue)
+        case .q4_1: return Int32(XK_Q4_1.rawValue)
+        case .q8_0: return Int32(XK_Q8_0.rawValue)
+        default: return nil
         }
     }
 
@@ -142,100 +151,9 @@ struct UnsafeQuantized: @unchecked Sendable {
     let cols: Int
 }
 
-/// The vectorised inner loops. Each keeps eight float lanes of partial sums (one FMA per block of
-/// 32 products), lane k holding the integer dot of elements 4k…4k+3, and reduces them in the order
-/// of llama.cpp's x86 kernels — so the float rounding, not just the mathematics, is the same.
-///
-/// Written with same-width lane operations and bit casts only: Swift's SIMD element-type
-/// conversions (`SIMD16<Int16>(truncatingIfNeeded:)`, `SIMD8<Float>(SIMD8<Int32>)`) are generic
-/// loops the optimiser does not turn into vector instructions, and cost 10–50× here.
+/// The float inner loops (F16/F32 weights: small models, norms kept as matrices). Eight float
+/// lanes of partial sums; the quantized types are in the C target `CXeroKernels`.
 enum Kernels {
-    /// Int16 lanes holding two bytes each → the low bytes and the high bytes, sign-extended.
-    @inline(__always)
-    static func splitBytes(_ v: SIMD8<Int16>) -> (even: SIMD8<Int16>, odd: SIMD8<Int16>) {
-        ((v &<< 8) &>> 8, v &>> 8)
-    }
-
-    /// Int16 pair sums → Int32 sums of adjacent pairs (4 lanes).
-    @inline(__always)
-    static func pairSums(_ v: SIMD8<Int16>) -> SIMD4<Int32> {
-        let w = unsafeBitCast(v, to: SIMD4<Int32>.self)
-        return ((w &<< 16) &>> 16) &+ (w &>> 16)
-    }
-
-    /// Exact Int32 → Float for |v| < 2²²: add the integer to the bits of 1.5·2²³ and subtract it.
-    @inline(__always)
-    static func toFloat(_ v: SIMD8<Int32>) -> SIMD8<Float> {
-        unsafeBitCast(v &+ 0x4B40_0000, to: SIMD8<Float>.self) - 12_582_912
-    }
-
-    /// Lane k = Σ w[4k+i]·a[4k+i] over one 32-element block, given the weights' even/odd elements
-    /// of each half as Int16 lanes and the activations' 32 bytes.
-    @inline(__always)
-    static func blockDot(w0e: SIMD8<Int16>, w0o: SIMD8<Int16>, w1e: SIMD8<Int16>, w1o: SIMD8<Int16>, _ act: UnsafeRawPointer) -> SIMD8<Float> {
-        let (a0e, a0o) = splitBytes(act.loadUnaligned(as: SIMD8<Int16>.self))
-        let (a1e, a1o) = splitBytes(act.loadUnaligned(fromByteOffset: 16, as: SIMD8<Int16>.self))
-        let q0 = pairSums(w0e &* a0e &+ w0o &* a0o), q1 = pairSums(w1e &* a1e &+ w1o &* a1o)
-        return toFloat(SIMD8<Int32>(lowHalf: q0, highHalf: q1))
-    }
-
-    /// A 4-bit block's 16 bytes → elements (0–15 low nibbles, 16–31 high nibbles) as even/odd lanes.
-    @inline(__always)
-    static func nibbles(_ p: UnsafeRawPointer) -> (SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>, SIMD8<Int16>) {
-        let v = p.loadUnaligned(as: SIMD8<Int16>.self)
-        let m: SIMD8<Int16> = SIMD8(repeating: 0x0F)
-        return (v & m, (v &>> 8) & m, (v &>> 4) & m, (v &>> 12) & m)
-    }
-
-    /// ggml's hsum_float_8: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
-    @inline(__always)
-    static func hsum(_ v: SIMD8<Float>) -> Float {
-        let r = v.lowHalf + v.highHalf
-        return (r[0] + r[2]) + (r[1] + r[3])
-    }
-
-    @inline(__always)
-    static func dotQ4_1(_ w: UnsafeRawPointer, _ a: UnsafeQuantized, _ t: Int, _ nb: Int) -> Float {
-        var acc = SIMD8<Float>()
-        var accM: Float = 0
-        let aq = UnsafeRawPointer(a.qs + t * a.cols), ad = a.d + t * nb, asum = a.s + t * nb
-        for b in 0..<nb {
-            let bp = w + b * 20
-            let dw = Float(bp.loadUnaligned(as: Float16.self)), mw = Float(bp.loadUnaligned(fromByteOffset: 2, as: Float16.self))
-            accM += mw * asum[b]
-            let (w0e, w0o, w1e, w1o) = nibbles(bp + 4)
-            acc.addProduct(SIMD8<Float>(repeating: dw * ad[b]), blockDot(w0e: w0e, w0o: w0o, w1e: w1e, w1o: w1o, aq + b * 32))
-        }
-        return hsum(acc) + accM
-    }
-
-    @inline(__always)
-    static func dotQ4_0(_ w: UnsafeRawPointer, _ a: UnsafeQuantized, _ t: Int, _ nb: Int) -> Float {
-        var acc = SIMD8<Float>()
-        let aq = UnsafeRawPointer(a.qs + t * a.cols), ad = a.d + t * nb
-        for b in 0..<nb {
-            let bp = w + b * 18
-            let dw = Float(bp.loadUnaligned(as: Float16.self))
-            let (w0e, w0o, w1e, w1o) = nibbles(bp + 2)
-            acc.addProduct(SIMD8<Float>(repeating: dw * ad[b]), blockDot(w0e: w0e &- 8, w0o: w0o &- 8, w1e: w1e &- 8, w1o: w1o &- 8, aq + b * 32))
-        }
-        return hsum(acc)
-    }
-
-    @inline(__always)
-    static func dotQ8_0(_ w: UnsafeRawPointer, _ a: UnsafeQuantized, _ t: Int, _ nb: Int) -> Float {
-        var acc = SIMD8<Float>()
-        let aq = UnsafeRawPointer(a.qs + t * a.cols), ad = a.d + t * nb
-        for b in 0..<nb {
-            let bp = w + b * 34
-            let dw = Float(bp.loadUnaligned(as: Float16.self))
-            let (w0e, w0o) = splitBytes((bp + 2).loadUnaligned(as: SIMD8<Int16>.self))
-            let (w1e, w1o) = splitBytes((bp + 18).loadUnaligned(as: SIMD8<Int16>.self))
-            acc.addProduct(SIMD8<Float>(repeating: dw * ad[b]), blockDot(w0e: w0e, w0o: w0o, w1e: w1e, w1o: w1o, aq + b * 32))
-        }
-        return hsum(acc)
-    }
-
     @inline(__always)
     static func dotF16(_ w: UnsafeRawPointer, _ x: UnsafePointer<Float16>, _ n: Int) -> Float {
         var acc = SIMD8<Float>()
@@ -265,10 +183,11 @@ enum Kernels {
     }
 }
 
-/// Runs work over all cores. One process-wide pool: the model is shared by a worker's sequences,
-/// and its matrix products are what keep the cores busy.
+/// Runs work over all cores, on the C kernels' fork–join pool (helpers spin between calls, so one
+/// token's ~150 parallel loops cost microseconds each, not Dispatch's tens). One process-wide pool:
+/// the model is shared by a worker's sequences, and its matrix products keep the cores busy.
 public enum Parallel {
-    public static let threads = max(1, ProcessInfo.processInfo.activeProcessorCount)
+    public static let threads = Int(xk_threads())
 
     /// Calls `body(range)` for contiguous chunks of `0..<count`, in parallel when worth it.
     public static func chunks(_ count: Int, minChunk: Int = 16, _ body: (Range<Int>) -> Void) {
@@ -276,13 +195,21 @@ public enum Parallel {
         if n <= 1 { body(0..<count); return }
         let per = (count + n - 1) / n
         withoutActuallyEscaping(body) { body in
-            // concurrentPerform returns only after every chunk ran, so the closure outlives no call.
-            let box = UncheckedBox(body)
-            DispatchQueue.concurrentPerform(iterations: n) { i in
-                let lo = i * per, hi = min(count, lo + per)
-                if lo < hi { box.value(lo..<hi) }
+            // xk_parallel returns only after every chunk ran, so the closure outlives no call.
+            var job = ChunkJob(body: body, count: count, per: per)
+            withUnsafeMutablePointer(to: &job) { p in
+                xk_parallel(Int32(n), { ctx, i in
+                    let job = ctx!.assumingMemoryBound(to: ChunkJob.self)
+                    let lo = Int(i) * job.pointee.per, hi = min(job.pointee.count, lo + job.pointee.per)
+                    if lo < hi { job.pointee.body(lo..<hi) }
+                }, p)
             }
         }
+    }
+
+    private struct ChunkJob {
+        let body: (Range<Int>) -> Void
+        let count: Int, per: Int
     }
 }
 
@@ -303,6 +230,15 @@ extension WeightMatrix {
                     a.f16.withUnsafeBufferPointer { f16 in
                         let a = UnsafeQuantized(qs: qs.baseAddress!, d: d.baseAddress!, s: s.baseAddress!, f16: f16.baseAddress,
                                                 f32: a.source, cols: cols)
+                        if let kt = kernelType {
+                            // Chunks of whole 4-row groups: the kernel's register tile.
+                            Parallel.chunks(rowsOut / 4, minChunk: max(2, 32 / max(1, n))) { range in
+                                let r1 = range.upperBound * 4 == rowsOut / 4 * 4 ? rowsOut : range.upperBound * 4
+                                xk_gemm(kt, self.base, self.rowBytes, Int32(range.lowerBound * 4), Int32(r1),
+                                        a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(rowsOut))
+                            }
+                            return
+                        }
                         Parallel.chunks(rowsOut, minChunk: max(8, 4096 / max(1, n))) { range in
                             // Tile the input rows so a tile of activations and a weight row stay in cache.
                             let tile = 16
@@ -320,11 +256,6 @@ extension WeightMatrix {
             }
         }
     }
-}
-
-struct UncheckedBox<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
 }
 
 /// e^x in single precision by the vectorisable algorithm ggml's CPU backend uses for SiLU and

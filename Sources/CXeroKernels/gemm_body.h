@@ -1,0 +1,174 @@
+// The quantized matrix product, compiled twice by kernels.c: once for AVX-512 VNNI (XK_VNNI 1)
+// and once for plain AVX2 (XK_VNNI 0). Included only from kernels.c.
+//
+// Bit-exactness with llama.cpp: for every output, lane k of an eight-float accumulator receives,
+// block by block, fma(d_w·d_a, float(Σ_{i=4k}^{4k+3} w_i·a_i), acc) — the integer dot is exact
+// however it is computed, so VNNI, maddubs and the offset tricks below all give the same integers,
+// and the float operations happen in the same order as ggml's vec_dot. Tiling only changes which
+// outputs are computed together, never the order of one output's operations.
+
+#define XK_INLINE static inline XK_TARGET __attribute__((always_inline))
+
+#ifndef XK_PREFETCH_AHEAD
+// Bytes ahead of the group being read (measured on 1536×576 Q4_1 streaming from DRAM: 1,440 →
+// 16.6 GB/s, 4,096 → 21.6 GB/s, 8,192 → no better; none → 9 GB/s on the VNNI path).
+#define XK_PREFETCH_AHEAD 4096
+#endif
+
+XK_INLINE __m256i XK_NAME(nibbles)(const uint8_t *p) {
+    // Elements 0–15 are the low nibbles, 16–31 the high ones (ggml's block_q4 layout).
+    const __m128i t = _mm_loadu_si128((const __m128i *)p);
+    const __m256i v = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0F));
+}
+
+// Σ of unsigned u[4k..4k+3] · signed s[4k..4k+3] per int32 lane, added to `acc`.
+XK_INLINE __m256i XK_NAME(dot_us)(__m256i acc, __m256i u, __m256i s) {
+#if XK_VNNI
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    // Pairs of u8·s8 fit in int16 here (|u| ≤ 128, |s| ≤ 127: 2·128·127 < 32768).
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+XK_INLINE float XK_NAME(hsum)(__m256 v) {
+    // ggml's hsum_float_8: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
+    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+// R weight rows × T activation rows, every output kept in registers for the whole row.
+XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
+                             const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
+                             const float *as, int nb, int cols, float *out, int ldo) {
+    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q4_1 ? 20 : 18;
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[4][4];
+    __m128 summ[4];  // Q4_1: lane t = Σ_b m_w·s_a (ggml's `summs`, same order)
+    for (int r = 0; r < R; r++) {
+        summ[r] = _mm_setzero_ps();
+        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    }
+    for (int b = 0; b < nb; b++) {
+        __m256i x[4], xoff[4];
+        __m256 dw[4];
+        __m128 mw[4];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
+            const __m128 head = xk_head(bp);
+            dw[r] = _mm256_broadcastss_ps(head);
+            if (type == XK_Q4_1) {
+                mw[r] = _mm_permute_ps(head, 0x55);
+                x[r] = XK_NAME(nibbles)(bp + 4);
+            } else if (type == XK_Q4_0) {
+                x[r] = XK_NAME(nibbles)(bp + 2);
+#if !XK_VNNI
+                x[r] = _mm256_sub_epi8(x[r], _mm256_set1_epi8(8));
+#endif
+            } else {
+                x[r] = _mm256_loadu_si256((const __m256i *)(bp + 2));
+#if XK_VNNI
+                // Σ w·a = Σ w·(a+128) − 128·Σ w: a+128 is unsigned, as VNNI wants.
+                const __m256i sw = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x[r]);
+                xoff[r] = _mm256_sub_epi32(zero, _mm256_slli_epi32(sw, 7));
+#endif
+            }
+#if !XK_VNNI
+            if (type != XK_Q4_1) {
+                // Signed × signed through maddubs: |w| · (a with w's sign).
+                xoff[r] = x[r];
+                x[r] = _mm256_sign_epi8(x[r], x[r]);
+            }
+#endif
+        }
+        // The next R rows are the next R·row_bytes bytes: sweep them into cache at the pace this
+        // group is consumed (R·bs bytes per block), so decoding streams weights at full bandwidth.
+        {
+            const char *next = (const char *)w + (size_t)R * rb + (size_t)b * R * bs;
+            _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
+            if (R * bs > 64) _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        }
+        __m128 s4 = _mm_setzero_ps();
+        if (type == XK_Q4_1) {
+            // Built in registers: a store/reload through memory stalls on store forwarding.
+            if (T == 1) s4 = _mm_set1_ps(as[b]);
+            else s4 = _mm_setr_ps(as[b], as[(size_t)nb + b], T > 2 ? as[(size_t)2 * nb + b] : 0,
+                                  T > 3 ? as[(size_t)3 * nb + b] : 0);
+        }
+        for (int t = 0; t < T; t++) {
+            const __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32));
+            const __m256 da = _mm256_broadcast_ss(ad + (size_t)t * nb + b);
+#if XK_VNNI
+            __m256i yoff = zero, yu = y;
+            if (type == XK_Q4_0) {
+                // Σ (n−8)·a = Σ n·a − 8·Σ a, with n the raw nibble.
+                yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y), 3));
+            } else if (type == XK_Q8_0) {
+                yu = _mm256_xor_si256(y, _mm256_set1_epi8((char)0x80));
+            }
+#endif
+            for (int r = 0; r < R; r++) {
+                __m256i p;
+#if XK_VNNI
+                if (type == XK_Q4_1) p = _mm256_dpbusd_epi32(zero, x[r], y);
+                else if (type == XK_Q4_0) p = _mm256_dpbusd_epi32(yoff, x[r], y);
+                else p = _mm256_dpbusd_epi32(xoff[r], yu, x[r]);
+#else
+                if (type == XK_Q4_1) p = XK_NAME(dot_us)(zero, x[r], y);
+                else p = XK_NAME(dot_us)(zero, x[r], _mm256_sign_epi8(y, xoff[r]));
+#endif
+                acc[r][t] = _mm256_fmadd_ps(_mm256_mul_ps(dw[r], da), _mm256_cvtepi32_ps(p), acc[r][t]);
+            }
+        }
+        if (type == XK_Q4_1)
+            for (int r = 0; r < R; r++) summ[r] = _mm_add_ps(summ[r], _mm_mul_ps(mw[r], s4));
+    }
+    for (int r = 0; r < R; r++) {
+        float sm[4];
+        _mm_storeu_ps(sm, summ[r]);
+        for (int t = 0; t < T; t++) {
+            float v = XK_NAME(hsum)(acc[r][t]);
+            if (type == XK_Q4_1) v += sm[t];
+            out[(size_t)t * ldo + r] = v;
+        }
+    }
+}
+
+XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, int r0, int r1,
+                                   const int8_t *aq, const float *ad, const float *as, int n, int cols,
+                                   float *out, int ldo) {
+    const int nb = cols / 32;
+    // 16 activation rows (≤ 24 KB at 1,536 columns) stay in L1 while the weight rows stream by.
+    for (int t0 = 0; t0 < n; t0 += 16) {
+        const int t1 = t0 + 16 < n ? t0 + 16 : n;
+        int r = r0;
+#define XK_TILE(R, T) XK_NAME(tile)(type, R, T, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb, \
+                                    as ? as + (size_t)t * nb : 0, nb, cols, out + (size_t)t * ldo + r, ldo)
+        for (; r + 4 <= r1; r += 4) {
+            int t = t0;
+            for (; t + 4 <= t1; t += 4) XK_TILE(4, 4);
+            for (; t < t1; t++) XK_TILE(4, 1);
+        }
+        for (; r < r1; r++) {
+            int t = t0;
+            for (; t + 4 <= t1; t += 4) XK_TILE(1, 4);
+            for (; t < t1; t++) XK_TILE(1, 1);
+        }
+#undef XK_TILE
+    }
+}
+
+static XK_TARGET void XK_NAME(gemm)(int type, const uint8_t *w, size_t rb, int r0, int r1,
+                                    const int8_t *aq, const float *ad, const float *as, int n, int cols,
+                                    float *out, int ldo) {
+    switch (type) {
+    case XK_Q4_0: XK_NAME(gemm_typed)(XK_Q4_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q4_1: XK_NAME(gemm_typed)(XK_Q4_1, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q8_0: XK_NAME(gemm_typed)(XK_Q8_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    }
+}
+
+#undef XK_INLINE

@@ -1,0 +1,39 @@
+#ifndef XERO_KERNELS_H
+#define XERO_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Weight types the quantized matrix product handles (ggml's numbering is not used on purpose:
+/// Swift maps its own enum to these).
+enum xk_type { XK_Q4_0 = 0, XK_Q4_1 = 1, XK_Q8_0 = 2 };
+
+/// out[t * ldo + r] = W[r] · a[t] for rows r0 ..< r1 of W and activation rows 0 ..< n.
+///
+/// W: rows of `row_bytes` bytes in ggml's block layout for `type` (blocks of 32).
+/// a: n rows of `cols` int8 values (`aq`), with per-block scales `ad[t * nb + b]` and, for Q4_1,
+///    per-block sums `as[t * nb + b]` (ggml's Q8_0 / Q8_1 activations, nb = cols / 32).
+///
+/// Every output is computed with exactly the arithmetic of llama.cpp's x86 vec_dot kernels
+/// (eight float lanes, one FMA per block, the same horizontal sum), whatever the tiling.
+void xk_gemm(int type, const void *w, size_t row_bytes, int r0, int r1,
+             const int8_t *aq, const float *ad, const float *as, int n, int cols,
+             float *out, int ldo);
+
+/// 1 when the VNNI (AVX-512 VL) path is in use, 0 for plain AVX2.
+int xk_uses_vnni(void);
+
+/// Chooses the path (VNNI only where the CPU has it); returns the previous one. For tests that
+/// check both paths give the same bits.
+int xk_set_vnni(int enabled);
+
+/// A task of a parallel loop: `index` in 0 ..< tasks.
+typedef void (*xk_task_fn)(void *ctx, int index);
+
+/// Runs fn(ctx, 0 ..< tasks) over the pool's threads (the caller is one of them) and returns when
+/// all are done. Concurrent or nested calls run inline on the calling thread.
+void xk_parallel(int tasks, xk_task_fn fn, void *ctx);
+
+/// Threads in the pool, counting the caller (one per online core).
+int xk_threads(void);
+
+#endif

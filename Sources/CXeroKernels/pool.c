@@ -1,0 +1,103 @@
+// A fork–join pool for the engine's parallel loops. Dispatch's concurrentPerform costs tens of
+// microseconds per call; decoding one token makes ~150 parallel calls, so helpers here spin for a
+// while between calls (ggml does the same) and sleep on a condition variable only when idle.
+#include "xero_kernels.h"
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XK_MAX_THREADS 256
+// How long an idle helper spins before sleeping: long enough to span the gaps between one
+// token's matrix products, short enough that an idle worker process uses no CPU.
+#define XK_SPIN_NS 2000000
+
+static struct {
+    pthread_once_t once;
+    pthread_mutex_t run;      // one job at a time; a second caller runs its job inline
+    pthread_mutex_t sleep;
+    pthread_cond_t wake;
+    int helpers;
+    atomic_uint generation;   // bumped (seq_cst) to publish a job
+    atomic_int sleepers;
+    atomic_uint finished[XK_MAX_THREADS];
+    xk_task_fn fn;            // the job, written before the generation is bumped
+    void *ctx;
+    int tasks;
+} pool = { .once = PTHREAD_ONCE_INIT, .run = PTHREAD_MUTEX_INITIALIZER,
+           .sleep = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
+
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+// Tasks are split statically: thread k (0 = the caller) runs k, k + threads, …
+static void run_share(int k) {
+    for (int i = k; i < pool.tasks; i += pool.helpers + 1) pool.fn(pool.ctx, i);
+}
+
+static void *helper_main(void *arg) {
+    const int k = (int)(intptr_t)arg;
+    unsigned seen = 0;
+    for (;;) {
+        uint64_t since = 0;
+        for (unsigned spins = 0; atomic_load(&pool.generation) == seen; spins++) {
+            _mm_pause();
+            if ((spins & 255) != 0) continue;
+            const uint64_t t = now_ns();
+            if (since == 0) since = t;
+            if (t - since < XK_SPIN_NS) continue;
+            pthread_mutex_lock(&pool.sleep);
+            atomic_fetch_add(&pool.sleepers, 1);
+            while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.sleep);
+            atomic_fetch_sub(&pool.sleepers, 1);
+            pthread_mutex_unlock(&pool.sleep);
+        }
+        seen = atomic_load(&pool.generation);
+        run_share(k);
+        atomic_store(&pool.finished[k], seen);
+    }
+    return 0;
+}
+
+static void start_pool(void) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    if (cores > XK_MAX_THREADS) cores = XK_MAX_THREADS;
+    for (int k = 1; k < cores; k++) {
+        pthread_t t;
+        if (pthread_create(&t, 0, helper_main, (void *)(intptr_t)k) != 0) break;
+        pthread_detach(t);
+        pool.helpers = k;
+    }
+}
+
+int xk_threads(void) {
+    pthread_once(&pool.once, start_pool);
+    return pool.helpers + 1;
+}
+
+void xk_parallel(int tasks, xk_task_fn fn, void *ctx) {
+    pthread_once(&pool.once, start_pool);
+    if (tasks <= 1 || pool.helpers == 0 || pthread_mutex_trylock(&pool.run) != 0) {
+        // Nothing to share, no helpers, or the pool is busy (a nested or concurrent call).
+        for (int i = 0; i < tasks; i++) fn(ctx, i);
+        return;
+    }
+    pool.fn = fn;
+    pool.ctx = ctx;
+    pool.tasks = tasks;
+    const unsigned g = atomic_fetch_add(&pool.generation, 1) + 1;
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.sleep);
+        pthread_cond_broadcast(&pool.wake);
+        pthread_mutex_unlock(&pool.sleep);
+    }
+    run_share(0);
+    for (int k = 1; k <= pool.helpers; k++)
+        while (atomic_load(&pool.finished[k]) != g) _mm_pause();
+    pthread_mutex_unlock(&pool.run);
+}

@@ -1,0 +1,142 @@
+import CXeroKernels
+import Foundation
+import XCTest
+import XeroCore
+@testable import XeroGGUF
+
+/// The C matrix kernels against a plain scalar statement of llama.cpp's x86 arithmetic (eight
+/// float lanes, lane k = the exact integer dot of elements 4k…4k+3, one fused multiply-add per
+/// block, ggml's horizontal-sum order, Q4_1's separate `summs`). Bit-for-bit, on both the VNNI and
+/// the AVX2 path, for shapes that exercise every register tile and its edges.
+final class KernelTests: XCTestCase {
+    struct Case { let type: GGUFFile.TensorType; let rows: Int; let cols: Int; let n: Int }
+
+    func testEveryPathAndTileMatchesTheScalarStatementBitForBit() {
+        let cases = [
+            Case(type: .q4_1, rows: 13, cols: 96, n: 7), Case(type: .q4_1, rows: 64, cols: 576, n: 1),
+            Case(type: .q4_1, rows: 40, cols: 64, n: 37), Case(type: .q4_0, rows: 11, cols: 128, n: 6),
+            Case(type: .q4_0, rows: 8, cols: 32, n: 1), Case(type: .q8_0, rows: 9, cols: 160, n: 5),
+            Case(type: .q8_0, rows: 4, cols: 64, n: 17),
+        ]
+        var rng = SplitMix64(seed: 7)
+        for c in cases {
+            let weights = Self.randomWeights(c.type, rows: c.rows, cols: c.cols, &rng)
+            let x = (0..<(c.n * c.cols)).map { _ in Float(Double(rng.next() % 20_001) / 1_000 - 10) }
+            let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: c.n, cols: c.cols, withF16: false) }
+            let expected = weights.withUnsafeBytes { w in
+                (0..<c.n).flatMap { t in (0..<c.rows).map { r in Self.reference(c.type, w.baseAddress! + r * (w.count / c.rows), a, t) } }
+            }
+            for vnni in [1, 0] {
+                let previous = xk_set_vnni(Int32(vnni))
+                defer { xk_set_vnni(previous) }
+                if vnni == 1 && xk_uses_vnni() == 0 { continue }  // this CPU has no VNNI: AVX2 only
+                var out = [Float](repeating: .nan, count: c.n * c.rows)
+                weights.withUnsafeBytes { w in
+                    let m = WeightMatrix(type: c.type, rows: c.rows, cols: c.cols, base: w.baseAddress!)
+                    out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
+                }
+                for i in out.indices where out[i].bitPattern != expected[i].bitPattern {
+                    XCTFail("\(c) vnni=\(vnni): output \(i) is \(out[i]), expected \(expected[i])")
+                    break
+                }
+            }
+        }
+    }
+
+    func testARowRangeWritesOnlyItsRowsAtTheGivenStride() {
+        var rng = SplitMix64(seed: 3)
+        let rows = 16, cols = 64, n = 5
+        let weights = Self.randomWeights(.q4_1, rows: rows, cols: cols, &rng)
+        let x = (0..<(n * cols)).map { _ in Float(Double(rng.next() % 2_001) / 100 - 10) }
+        let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: cols, withF16: false) }
+        var out = [Float](repeating: -1, count: n * rows)
+        weights.withUnsafeBytes { w in
+            a.qs.withUnsafeBufferPointer { qs in a.d.withUnsafeBufferPointer { d in a.s.withUnsafeBufferPointer { s in
+                out.withUnsafeMutableBufferPointer { o in
+                    xk_gemm(Int32(XK_Q4_1.rawValue), w.baseAddress!, w.count / rows, 3, 10, qs.baseAddress!, d.baseAddress!,
+                            s.baseAddress!, Int32(n), Int32(cols), o.baseAddress!, Int32(rows))
+                }
+            } } }
+            for t in 0..<n {
+                for r in 0..<rows {
+                    let v = out[t * rows + r]
+                    if (3..<10).contains(r) {
+                        XCTAssertEqual(v.bitPattern, Self.reference(.q4_1, w.baseAddress! + r * (w.count / rows), a, t).bitPattern)
+                    } else {
+                        XCTAssertEqual(v, -1, "row \(r) is outside the range and must be untouched")
+                    }
+                }
+            }
+        }
+    }
+
+    func testThePoolRunsEveryTaskOnceIncludingNestedAndConcurrentCalls() {
+        final class Counts: @unchecked Sendable { var hits = [Int](repeating: 0, count: 1_000); let lock = NSLock() }
+        let counts = Counts()
+        // Nested: each outer chunk runs an inner parallel loop (which runs inline).
+        Parallel.chunks(100, minChunk: 1) { outer in
+            for i in outer {
+                Parallel.chunks(10, minChunk: 1) { inner in
+                    for j in inner { counts.lock.lock(); counts.hits[i * 10 + j] += 1; counts.lock.unlock() }
+                }
+            }
+        }
+        XCTAssertEqual(counts.hits, [Int](repeating: 1, count: 1_000))
+        // Concurrent callers from several threads: each call still covers its range exactly once.
+        let totals = Counts()
+        DispatchQueue.concurrentPerform(iterations: 8) { caller in
+            for _ in 0..<50 {
+                Parallel.chunks(125, minChunk: 1) { range in
+                    totals.lock.lock(); for i in range { totals.hits[caller * 125 + i] += 1 }; totals.lock.unlock()
+                }
+            }
+        }
+        XCTAssertEqual(totals.hits, [Int](repeating: 50, count: 1_000))
+    }
+
+    // MARK: - The scalar statement
+
+    static func randomWeights(_ type: GGUFFile.TensorType, rows: Int, cols: Int, _ rng: inout SplitMix64) -> [UInt8] {
+        let (_, bytes) = type.blockLayout
+        var w = [UInt8](repeating: 0, count: rows * cols / 32 * bytes)
+        for i in w.indices { w[i] = UInt8(truncatingIfNeeded: rng.next()) }
+        // Sane scales (random bits would be NaN/inf half the time); Q8_0 keeps -128 among its values.
+        for b in 0..<(w.count / bytes) {
+            let d = Float16(Float(rng.next() % 1_000 + 1) / 20_000), m = Float16(-Float(rng.next() % 1_000) / 1_000)
+            withUnsafeBytes(of: d.bitPattern.littleEndian) { w[b * bytes] = $0[0]; w[b * bytes + 1] = $0[1] }
+            if type == .q4_1 { withUnsafeBytes(of: m.bitPattern.littleEndian) { w[b * bytes + 2] = $0[0]; w[b * bytes + 3] = $0[1] } }
+        }
+        return w
+    }
+
+    static func reference(_ type: GGUFFile.TensorType, _ row: UnsafeRawPointer, _ a: QuantizedRows, _ t: Int) -> Float {
+        let nb = a.cols / 32, bytes = type.blockLayout.bytes
+        var lanes = [Float](repeating: 0, count: 8)
+        var summs: Float = 0
+        for b in 0..<nb {
+            let bp = row + b * bytes
+            let d = Float(bp.loadUnaligned(as: Float16.self))
+            var w = [Int32](repeating: 0, count: 32)
+            switch type {
+            case .q4_1, .q4_0:
+                let off = type == .q4_1 ? 4 : 2
+                for j in 0..<16 {
+                    let q = bp.load(fromByteOffset: off + j, as: UInt8.self)
+                    w[j] = Int32(q & 0x0F) - (type == .q4_0 ? 8 : 0)
+                    w[j + 16] = Int32(q >> 4) - (type == .q4_0 ? 8 : 0)
+                }
+            default:
+                for j in 0..<32 { w[j] = Int32(bp.load(fromByteOffset: 2 + j, as: Int8.self)) }
+            }
+            let scale = d * a.d[t * nb + b]
+            for k in 0..<8 {
+                var sum: Int32 = 0
+                for i in 0..<4 { sum += w[4 * k + i] * Int32(a.qs[t * a.cols + b * 32 + 4 * k + i]) }
+                lanes[k] = lanes[k].addingProduct(scale, Float(sum))
+            }
+            if type == .q4_1 { summs = summs + Float(bp.loadUnaligned(fromByteOffset: 2, as: Float16.self)) * a.s[t * nb + b] }
+        }
+        let h = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) + ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]))
+        return type == .q4_1 ? h + summs : h
+    }
+}
