@@ -269,13 +269,17 @@ public func approxExp(_ x: Float) -> Float {
     let z = shift.addingProduct(x, 0x1.715476p+0)
     let n = z - shift
     let b = x.addingProduct(-n, 0x1.62e4p-1).addingProduct(-n, 0x1.7f7d1cp-20)
+    if n.isNaN { return .nan }  // a NaN input (a corrupt model) must not trap in Int32(n)
     if abs(n) > 192 { return n <= 0 ? 0 : .infinity }
     let u = b * b
     let p1 = Float(0x1.573e2ep-5).addingProduct(0x1.0e4020p-7, b)
     let p2 = Float(0x1.fffdb6p-2).addingProduct(0x1.555e66p-3, b)
     let p3 = Float(1).addingProduct(0x1.ffffecp-1, b)
     let j = p3.addingProduct(p2.addingProduct(p1, u), u)
-    return Float(sign: .plus, exponent: Int(n), significand: j)
+    // j·2ⁿ rounded once, as AVX-512's scalef does. (Float(sign:exponent:significand:) rounds twice
+    // when the result is subnormal, 1 ulp off llama.cpp there.)
+    if n >= -126 && n <= 127 { return j * Float(sign: .plus, exponentBitPattern: UInt(127 + Int(n)), significandBitPattern: 0) }
+    return scalbnf(j, Int32(n))
 }
 
 /// x·σ(x), with ggml's exponential.

@@ -1,3 +1,4 @@
+import CXeroKernels
 import Foundation
 
 /// Hyper-parameters of a llama-architecture model, from the GGUF metadata.
@@ -340,7 +341,8 @@ public final class LlamaModel: @unchecked Sendable {
     /// attention weights are rounded to Float16, exponentials use `approxExp`, and every dot
     /// product accumulates in the lane order of the kernel llama.cpp picks — 16-lane tiles when a
     /// batch has several tokens (its tinyBLAS path), four 16-lane accumulators over 64-element
-    /// steps for a single token (its vec_dot_f16).
+    /// steps for a single token (its vec_dot_f16); the dot products are the C kernels'
+    /// `xk_attention_scores` / `xk_attention_values`.
     func attention(_ q: [Float], rowOffset: Int = 0, keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, into out: inout [Float]) {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
         let scale = 1 / sqrtf(Float(hd))
@@ -353,91 +355,25 @@ public final class LlamaModel: @unchecked Sendable {
             Parallel.chunks(rows * c.heads, minChunk: 2) { range in
                 var qh = [Float16](repeating: 0, count: hd)
                 var scores = [Float](repeating: 0, count: padded)
-                var probs = [Float16](repeating: 0, count: padded)
+                var probs = [UInt16](repeating: 0, count: padded)  // Float16 bits
+                var scratch = [Float](repeating: 0, count: max(padded, hd))
                 for job in range {
                     let t = job / c.heads, h = job % c.heads, kvh = h / group
                     let len = start + t + 1
                     for i in 0..<hd { qh[i] = Float16(qp[(t * c.heads + h) * hd + i]) }
-                    var mx = -Float.infinity
                     qh.withUnsafeBufferPointer { qhb in
-                        for j in 0..<len {
-                            let k = keys + j * KV + kvh * hd
-                            let dot = tiled ? AttentionMath.tiledDot(k, qhb.baseAddress!, hd) : AttentionMath.vecDot(k, qhb.baseAddress!, hd)
-                            scores[j] = dot * scale
-                            mx = max(mx, scores[j])
-                        }
+                        xk_attention_scores(UnsafeRawPointer(keys).assumingMemoryBound(to: UInt16.self) + kvh * hd, KV, Int32(len),
+                                            UnsafeRawPointer(qhb.baseAddress!).assumingMemoryBound(to: UInt16.self), Int32(hd),
+                                            tiled ? 1 : 0, scale, &scratch, &scores)
                     }
-                    // Softmax: float sums per 16 lanes (in ggml's reduction order), then double.
-                    var sum: Double = 0
-                    var j0 = 0
-                    while j0 < len {
-                        var chunk = SIMD16<Float>()
-                        for l in 0..<16 where j0 + l < len {
-                            let e = approxExp(scores[j0 + l] - mx)
-                            scores[j0 + l] = e
-                            chunk[l] = e
-                        }
-                        sum += Double(AttentionMath.reduce16(chunk))
-                        j0 += 16
-                    }
-                    let inv = Float(1 / sum)
-                    for j in 0..<padded { probs[j] = j < len ? Float16(scores[j] * inv) : 0 }
-                    probs.withUnsafeBufferPointer { pb in
-                        // Beyond `len` the weights are zero and the cache holds zeros or finite values.
-                        let n = tiled ? (len + 15) / 16 * 16 : padded
-                        for d in 0..<hd {
-                            let column = UnsafePointer(values + (kvh * hd + d) * capacity)
-                            o[(t * c.heads + h) * hd + d] = tiled
-                                ? AttentionMath.tiledDot(column, pb.baseAddress!, n)
-                                : AttentionMath.vecDot(column, pb.baseAddress!, n)
-                        }
-                    }
+                    xk_softmax_f16(&scores, Int32(len), Int32(padded), &probs)
+                    // Beyond `len` the weights are zero and the cache holds zeros or finite values.
+                    let n = tiled ? (len + 15) / 16 * 16 : padded
+                    xk_attention_values(UnsafeRawPointer(values).assumingMemoryBound(to: UInt16.self) + kvh * hd * capacity, capacity,
+                                        Int32(hd), probs, Int32(n), tiled ? 1 : 0, &scratch, o + (t * c.heads + h) * hd)
                 }
             }
         }
         }
-    }
-}
-
-/// Float16 dot products in the accumulation orders of llama.cpp's x86 (AVX-512) kernels.
-enum AttentionMath {
-    /// _mm512_reduce_add_ps as GCC expands it: halves, quarters, then ((0+2)+(1+3)).
-    @inline(__always)
-    static func reduce16(_ a: SIMD16<Float>) -> Float {
-        let t3 = a.lowHalf + a.highHalf
-        let t6 = t3.lowHalf + t3.highHalf
-        return (t6[0] + t6[2]) + (t6[1] + t6[3])
-    }
-
-    @inline(__always)
-    static func load16(_ p: UnsafePointer<Float16>) -> SIMD16<Float> {
-        let h = UnsafeRawPointer(p).loadUnaligned(as: SIMD16<Float16>.self)
-        var out = SIMD16<Float>()
-        for i in 0..<16 { out[i] = Float(h[i]) }
-        return out
-    }
-
-    /// tinyBLAS: one 16-lane accumulator over 16-element steps (n a multiple of 16).
-    @inline(__always)
-    static func tiledDot(_ x: UnsafePointer<Float16>, _ y: UnsafePointer<Float16>, _ n: Int) -> Float {
-        var acc = SIMD16<Float>()
-        var i = 0
-        while i < n { acc.addProduct(load16(x + i), load16(y + i)); i += 16 }
-        return reduce16(acc)
-    }
-
-    /// ggml_vec_dot_f16: four 16-lane accumulators over 64-element steps (n a multiple of 64).
-    @inline(__always)
-    static func vecDot(_ x: UnsafePointer<Float16>, _ y: UnsafePointer<Float16>, _ n: Int) -> Float {
-        var s0 = SIMD16<Float>(), s1 = SIMD16<Float>(), s2 = SIMD16<Float>(), s3 = SIMD16<Float>()
-        var i = 0
-        while i < n {
-            s0.addProduct(load16(x + i), load16(y + i))
-            s1.addProduct(load16(x + i + 16), load16(y + i + 16))
-            s2.addProduct(load16(x + i + 32), load16(y + i + 32))
-            s3.addProduct(load16(x + i + 48), load16(y + i + 48))
-            i += 64
-        }
-        return reduce16((s0 + s2) + (s1 + s3))
     }
 }

@@ -140,3 +140,24 @@ final class KernelTests: XCTestCase {
         return type == .q4_1 ? h + summs : h
     }
 }
+
+/// The C softmax's exponential is the same function as Swift's approxExp (used by SiLU), to the
+/// bit, across the range softmax and SiLU see — including results that are subnormal or zero.
+final class ExpAgreementTests: XCTestCase {
+    func testCExponentialEqualsApproxExpBitForBit() {
+        // A fine sweep of [-110, 89], then every float near the edges of the normal range.
+        var inputs = (0..<400_000).map { Float(-110 + Double($0) * 199 / 400_000) }
+        for edge: Float in [-87.33655, -87.68, -103.27893, -88.72284] {
+            var x = edge
+            for _ in 0..<2_000 { inputs.append(x); x = x.nextUp }
+        }
+        for x in inputs where xk_exp(x).bitPattern != approxExp(x).bitPattern {
+            XCTFail("exp(\(x)): C \(xk_exp(x)) vs Swift \(approxExp(x))")
+            return
+        }
+        for special: Float in [0, -0, -.infinity, -200, -150, -103.97, -87.34, 88.72, 100] {
+            XCTAssertEqual(xk_exp(special).bitPattern, approxExp(special).bitPattern, "exp(\(special))")
+        }
+        XCTAssertTrue(xk_exp(.nan).isNaN && approxExp(.nan).isNaN)
+    }
+}

@@ -26,6 +26,26 @@ int xk_uses_vnni(void);
 /// check both paths give the same bits.
 int xk_set_vnni(int enabled);
 
+/// Attention scores of one query head over `count` cached keys (Float16, `key_stride` apart):
+/// scores[j] = (k_j · q) · scale, in the accumulation order llama.cpp uses for a batch of several
+/// tokens (`tiled` = 1, dims a multiple of 16) or a single token (`tiled` = 0, dims a multiple of
+/// 64). `scratch` holds `dims` floats.
+void xk_attention_scores(const uint16_t *keys, size_t key_stride, int count, const uint16_t *q, int dims,
+                         int tiled, float scale, float *scratch, float *scores);
+
+/// The weighted sum of values for one head: out[d] = column_d · probs over `n` positions, the
+/// value cache being stored transposed (one column of `column_stride` per dimension). n a
+/// multiple of 16 (tiled) or 64 (single token). `scratch` holds `n` floats.
+void xk_attention_values(const uint16_t *columns, size_t column_stride, int dims, const uint16_t *probs, int n,
+                         int tiled, float *scratch, float *out);
+
+/// Softmax of scores[0 ..< len] in place (as exponentials) and the weights rounded to Float16 in
+/// probs[0 ..< len], zeros up to `padded`: ggml's soft_max arithmetic (16-lane groups, double sum).
+void xk_softmax_f16(float *scores, int len, int padded, uint16_t *probs);
+
+/// The exponential xk_softmax_f16 uses, for one value (tests compare it with Swift's approxExp).
+float xk_exp(float x);
+
 /// A task of a parallel loop: `index` in 0 ..< tasks.
 typedef void (*xk_task_fn)(void *ctx, int index);
 

@@ -1,0 +1,129 @@
+// Attention's Float16 dot products over the KV cache, in the accumulation orders of llama.cpp's
+// x86 AVX-512 kernels, computed with pairs of 8-lane registers (the per-lane operations are the
+// same, so the bits are too, and AVX2 + F16C suffices):
+//  - "tiled" (tinyBLAS, a batch of several tokens): one 16-lane accumulator over 16-element steps;
+//  - "vec" (ggml_vec_dot_f16, a single token): four 16-lane accumulators over 64-element steps,
+//    combined as (s0 + s2) + (s1 + s3).
+// Both end with _mm512_reduce_add_ps as GCC expands it: halves, quarters, ((0+2)+(1+3)).
+#include "xero_kernels.h"
+#include <immintrin.h>
+#include <math.h>
+
+static inline __m256 load8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline float reduce16(__m256 lo, __m256 hi) {
+    const __m256 t3 = _mm256_add_ps(lo, hi);
+    const __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
+    const __m128 a = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+    return _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)));
+}
+
+// x (Float16) · y (floats), n a multiple of 16.
+static inline float dot_tiled(const uint16_t *x, const float *y, int n) {
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        lo = _mm256_fmadd_ps(load8(x + i), _mm256_loadu_ps(y + i), lo);
+        hi = _mm256_fmadd_ps(load8(x + i + 8), _mm256_loadu_ps(y + i + 8), hi);
+    }
+    return reduce16(lo, hi);
+}
+
+// The same, n a multiple of 64, four accumulators.
+static inline float dot_vec(const uint16_t *x, const float *y, int n) {
+    __m256 s[8];
+    for (int k = 0; k < 8; k++) s[k] = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 64)
+        for (int k = 0; k < 8; k++) s[k] = _mm256_fmadd_ps(load8(x + i + 8 * k), _mm256_loadu_ps(y + i + 8 * k), s[k]);
+    // Accumulator a is the register pair (s[2a], s[2a+1]).
+    return reduce16(_mm256_add_ps(_mm256_add_ps(s[0], s[4]), _mm256_add_ps(s[2], s[6])),
+                    _mm256_add_ps(_mm256_add_ps(s[1], s[5]), _mm256_add_ps(s[3], s[7])));
+}
+
+static void to_floats(const uint16_t *h, int n, float *out) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8(h + i));
+    for (; i < n; i++) out[i] = _cvtsh_ss(h[i]);
+}
+
+void xk_attention_scores(const uint16_t *keys, size_t key_stride, int count, const uint16_t *q, int dims,
+                         int tiled, float scale, float *scratch, float *scores) {
+    to_floats(q, dims, scratch);
+    for (int j = 0; j < count; j++) {
+        const uint16_t *k = keys + (size_t)j * key_stride;
+        scores[j] = (tiled ? dot_tiled(k, scratch, dims) : dot_vec(k, scratch, dims)) * scale;
+    }
+}
+
+void xk_attention_values(const uint16_t *columns, size_t column_stride, int dims, const uint16_t *probs, int n,
+                         int tiled, float *scratch, float *out) {
+    to_floats(probs, n, scratch);
+    for (int d = 0; d < dims; d++) {
+        const uint16_t *col = columns + (size_t)d * column_stride;
+        out[d] = tiled ? dot_tiled(col, scratch, n) : dot_vec(col, scratch, n);
+    }
+}
+
+// e^x for eight lanes, the algorithm of ggml's vectorised expf (see approxExp in Swift, which
+// states it lane by lane; a test holds the two to the same bits). Lanes whose 2^n scaling leaves
+// the normal range take libm's correctly rounded ldexpf, as the Swift statement does.
+static inline __m256 exp8(__m256 x) {
+    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
+    const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift), shift);
+    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
+    b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), b);
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 p1 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
+    const __m256 p2 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
+    const __m256 p3 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f));
+    const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(p1, u, p2), u, p3);
+    const __m256i ni = _mm256_cvtps_epi32(n);
+    // 2^n as float bits, exact while −126 ≤ n ≤ 127.
+    __m256 r = _mm256_mul_ps(j, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23)));
+    const __m256i outside = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(-126), ni), _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127)));
+    if (!_mm256_testz_si256(outside, outside)) {
+        float rs[8], js[8], xs[8];
+        int ns[8];
+        _mm256_storeu_ps(xs, x);
+        _mm256_storeu_ps(rs, r);
+        _mm256_storeu_ps(js, j);
+        _mm256_storeu_si256((__m256i *)ns, ni);
+        for (int k = 0; k < 8; k++) {
+            if (ns[k] >= -126 && ns[k] <= 127) continue;
+            rs[k] = isnan(xs[k]) ? NAN : ns[k] > 192 ? INFINITY : ns[k] < -192 ? 0.0f : ldexpf(js[k], ns[k]);
+        }
+        r = _mm256_loadu_ps(rs);
+    }
+    return r;
+}
+
+float xk_exp(float x) {
+    float v[8] = {x, x, x, x, x, x, x, x};
+    float r[8];
+    _mm256_storeu_ps(r, exp8(_mm256_loadu_ps(v)));
+    return r[0];
+}
+
+void xk_softmax_f16(float *scores, int len, int padded, uint16_t *probs) {
+    float mx = -INFINITY;
+    for (int j = 0; j < len; j++) mx = scores[j] > mx ? scores[j] : mx;
+    // ggml's soft_max: 16 lanes at a time (masked positions are exp(−inf) = 0), each group summed
+    // in _mm512_reduce_add_ps order into a double.
+    double sum = 0;
+    for (int j0 = 0; j0 < len; j0 += 16) {
+        float chunk[16];
+        for (int l = 0; l < 16; l++) chunk[l] = j0 + l < len ? scores[j0 + l] - mx : -INFINITY;
+        const __m256 lo = exp8(_mm256_loadu_ps(chunk)), hi = exp8(_mm256_loadu_ps(chunk + 8));
+        _mm256_storeu_ps(chunk, lo);
+        _mm256_storeu_ps(chunk + 8, hi);
+        for (int l = 0; l < 16 && j0 + l < len; l++) scores[j0 + l] = chunk[l];
+        sum += (double)reduce16(lo, hi);
+    }
+    const float inv = (float)(1 / sum);
+    int j = 0;
+    for (; j + 8 <= len; j += 8)
+        _mm_storeu_si128((__m128i *)(probs + j), _mm256_cvtps_ph(_mm256_mul_ps(_mm256_loadu_ps(scores + j), _mm256_set1_ps(inv)), _MM_FROUND_TO_NEAREST_INT));
+    for (; j < len; j++) probs[j] = _cvtss_sh(scores[j] * inv, _MM_FROUND_TO_NEAREST_INT);
+    for (; j < padded; j++) probs[j] = 0;
+}
