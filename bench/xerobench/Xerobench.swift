@@ -181,23 +181,35 @@ struct HTTPLoad {
             ?? #"{"model":"bench","messages":[{"role":"user","content":"bench"}],"max_tokens":\#(maxTokens),"stream":\#(stream)}"#
         let endNs = monotonicNs() + UInt64(seconds * 1e9)
         let pacer = rate > 0 ? Pacer(interval: UInt64(1e9 / rate), start: monotonicNs()) : nil
-        var channels: [Channel] = []
-        for _ in 0..<concurrency {
+        let open = OpenChannels()
+        // A server may close the connection after a response (llama-server does for streams):
+        // the slot then reconnects and goes on, so every slot keeps one request in flight.
+        @Sendable func connect() async throws {
             let handler = BenchConnection(host: url.host!, path: url.path, key: key, body: body, endNs: endNs, stats: stats, pacer: pacer)
+            handler.onClose = { if monotonicNs() < endNs { Task { try? await connect() } } }
             let ch = try await ClientBootstrap(group: group)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { ch in
                     ch.pipeline.addHTTPClientHandlers().flatMap { ch.pipeline.addHandler(handler) }
                 }
                 .connect(host: url.host!, port: url.port!).get()
-            channels.append(ch)
+            open.add(ch)
         }
+        for _ in 0..<concurrency { try await connect() }
         try await Task.sleep(nanoseconds: UInt64(seconds * 1e9) + 200_000_000)
-        for ch in channels { try? await ch.close() }
+        for ch in open.all() { try? await ch.close() }
         try await group.shutdownGracefully()
         print(stats.report(mode: stream ? "http-stream" : "http", concurrency: concurrency, seconds: seconds,
                            extra: rate > 0 ? String(format: #","target_rps":%.0f"#, rate) : ""))
     }
+}
+
+/// The load's connections, for closing them at the end.
+final class OpenChannels: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var channels: [Channel] = []
+    func add(_ ch: Channel) { lock.withLock { channels.append(ch) } }
+    func all() -> [Channel] { lock.withLock { channels } }
 }
 
 /// Hands out evenly spaced start times for open-loop load.
@@ -220,6 +232,8 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     var first: UInt64 = 0
     var tokens = 0
     var status = 0
+    var inFlight = false
+    var onClose: (@Sendable () -> Void)?
     static let marker = Array(#""delta":{"content":"#.utf8)
 
     init(host: String, path: String, key: String, body: String, endNs: UInt64, stats: Stats, pacer: Pacer?) {
@@ -246,6 +260,8 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
 
     func send(context: ChannelHandlerContext, scheduled: UInt64) {
         start = scheduled
+        inFlight = true
+        status = 0
         first = 0
         tokens = 0
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: path)
@@ -265,6 +281,7 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
             if first == 0 { first = monotonicNs() }
             tokens += count(buf)
         case .end:
+            inFlight = false
             let now = monotonicNs()
             stats.record(ttft: (first == 0 ? now : first) - start, total: now - start, tokens: max(tokens, status == 200 ? 1 : 0),
                          ok: status == 200, status: status)
@@ -290,4 +307,14 @@ final class BenchConnection: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) { context.close(promise: nil) }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        // A request cut off mid-response counts as an error; one the server closed on before
+        // answering (it ended the keep-alive) is simply sent again on the new connection.
+        if inFlight && status != 0 && monotonicNs() < endNs {
+            stats.record(ttft: 0, total: monotonicNs() - start, tokens: 0, ok: false, status: 0)
+        }
+        inFlight = false
+        onClose?()
+    }
 }
