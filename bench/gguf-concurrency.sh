@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Aggregate decode tokens/s of the built-in engine through the whole platform (redis, router,
 # gateway, one gguf worker; streamed chat completions from bench/xerobench) at 1, 4 and 16
-# concurrent requests — and, when llama-server is given, llama.cpp's server with --parallel 16
+# concurrent requests, then time to first token with a cached ~1,000-token prefix vs a new one
+# (bench/ttft_prefix.py) — and, when llama-server is given, llama.cpp's server with --parallel 16
 # driven by the same load generator. Each request: max_tokens 64, temperature 0, ignore nothing.
 #   bench/gguf-concurrency.sh [seconds=10] [path/to/llama-server]
 set -euo pipefail
@@ -33,11 +34,14 @@ export XEROBENCH_BODY='{"model":"smollm2","messages":[{"role":"user","content":"
 for c in 1 4 16; do
   "$B" http "http://127.0.0.1:$HTTP$PATHP/chat/completions" "$KEY" $c "$SECS" stream 64 | sed "s/^/xerotier /"
 done
+# Time to first token, ~1,000-token prompt, prefix cached vs new (through the OpenAI SDK).
+.venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 | sed "s/^/xerotier ttft /"
 if [[ -n "$LLAMA_SERVER" ]]; then
   LPORT=$(free_port)
-  "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 16384 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)
+  "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 32768 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)
   until curl -sf "http://127.0.0.1:$LPORT/health" >/dev/null; do sleep 0.3; done
   for c in 1 4 16; do
     "$B" http "http://127.0.0.1:$LPORT/v1/chat/completions" "none" $c "$SECS" stream 64 | sed "s/^/llama.cpp /"
   done
+  .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$LPORT/v1" none smollm2 | sed "s/^/llama.cpp ttft /"
 fi
