@@ -6,19 +6,7 @@
 //    combined as (s0 + s2) + (s1 + s3).
 // Both end with _mm512_reduce_add_ps as GCC expands it: halves, quarters, ((0+2)+(1+3)).
 #include "xero_kernels.h"
-#include <immintrin.h>
-#include <math.h>
-
-static inline __m256 load8(const uint16_t *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-static inline float reduce16(__m256 lo, __m256 hi) {
-    const __m256 t3 = _mm256_add_ps(lo, hi);
-    const __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
-    const __m128 a = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-    return _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)));
-}
+#include "vec_math.h"
 
 // x (Float16) · y (floats), n a multiple of 16.
 static inline float dot_tiled(const uint16_t *x, const float *y, int n) {
@@ -63,39 +51,6 @@ void xk_attention_values(const uint16_t *columns, size_t column_stride, int dims
         const uint16_t *col = columns + (size_t)d * column_stride;
         out[d] = tiled ? dot_tiled(col, scratch, n) : dot_vec(col, scratch, n);
     }
-}
-
-// e^x for eight lanes, the algorithm of ggml's vectorised expf (see approxExp in Swift, which
-// states it lane by lane; a test holds the two to the same bits). Lanes whose 2^n scaling leaves
-// the normal range take libm's correctly rounded ldexpf, as the Swift statement does.
-static inline __m256 exp8(__m256 x) {
-    const __m256 shift = _mm256_set1_ps(0x1.8p23f);
-    const __m256 n = _mm256_sub_ps(_mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), shift), shift);
-    __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x);
-    b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f), b);
-    const __m256 u = _mm256_mul_ps(b, b);
-    const __m256 p1 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f));
-    const __m256 p2 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f));
-    const __m256 p3 = _mm256_fmadd_ps(_mm256_set1_ps(0x1.ffffecp-1f), b, _mm256_set1_ps(1.0f));
-    const __m256 j = _mm256_fmadd_ps(_mm256_fmadd_ps(p1, u, p2), u, p3);
-    const __m256i ni = _mm256_cvtps_epi32(n);
-    // 2^n as float bits, exact while −126 ≤ n ≤ 127.
-    __m256 r = _mm256_mul_ps(j, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23)));
-    const __m256i outside = _mm256_or_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(-126), ni), _mm256_cmpgt_epi32(ni, _mm256_set1_epi32(127)));
-    if (!_mm256_testz_si256(outside, outside)) {
-        float rs[8], js[8], xs[8];
-        int ns[8];
-        _mm256_storeu_ps(xs, x);
-        _mm256_storeu_ps(rs, r);
-        _mm256_storeu_ps(js, j);
-        _mm256_storeu_si256((__m256i *)ns, ni);
-        for (int k = 0; k < 8; k++) {
-            if (ns[k] >= -126 && ns[k] <= 127) continue;
-            rs[k] = isnan(xs[k]) ? NAN : ns[k] > 192 ? INFINITY : ns[k] < -192 ? 0.0f : ldexpf(js[k], ns[k]);
-        }
-        r = _mm256_loadu_ps(rs);
-    }
-    return r;
 }
 
 float xk_exp(float x) {

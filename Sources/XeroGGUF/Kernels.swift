@@ -34,23 +34,10 @@ public struct QuantizedRows {
         qs.withUnsafeMutableBufferPointer { q in
             d.withUnsafeMutableBufferPointer { dp in
                 s.withUnsafeMutableBufferPointer { sp in
-                    for b in 0..<(rows * nb) {
-                        let src = x + b * 32
-                        var amax: Float = 0
-                        for j in 0..<32 { amax = max(amax, abs(src[j])) }
-                        let dd = amax / 127
-                        // 127/amax, not 1/d: the x86 kernels' rounding, which llama.cpp's results depend on.
-                        let id: Float = amax != 0 ? 127 / amax : 0
-                        var sum: Int32 = 0
-                        for j in 0..<32 {
-                            // A corrupt model can produce NaN/inf; clamp rather than trap.
-                            let f = (src[j] * id).rounded(.toNearestOrEven)
-                            let v: Int8 = f.isNaN ? 0 : Int8(max(-127, min(127, f)))
-                            q[b * 32 + j] = v
-                            sum += Int32(v)
-                        }
-                        dp[b] = Float(Float16(dd))
-                        sp[b] = Float(Float16(Float(sum) * dd))
+                    let (q, dp, sp) = (q.baseAddress!, dp.baseAddress!, sp.baseAddress!)
+                    Parallel.chunks(rows, minChunk: 4) { range in
+                        let b0 = range.lowerBound * nb
+                        xk_quantize_q8(x + b0 * 32, Int32(range.count * nb), q + b0 * 32, dp + b0, sp + b0)
                     }
                 }
             }
@@ -257,31 +244,3 @@ extension WeightMatrix {
         }
     }
 }
-
-/// e^x in single precision by the vectorisable algorithm ggml's CPU backend uses for SiLU and
-/// softmax (Arm's optimized-routines expf: x = n·ln2 + b, |b| ≤ ln2/2, a degree-5 polynomial for
-/// e^b, scaled by 2^n; max error ≈ 1.5 ulp). Using the same function as llama.cpp rather than
-/// libm's expf is what keeps greedy decoding on the same tokens: a 1-ulp difference in a SiLU
-/// output can flip an 8-bit activation rounding and, dozens of layers later, a near-tie.
-@inline(__always)
-public func approxExp(_ x: Float) -> Float {
-    let shift: Float = 0x1.8p23
-    let z = shift.addingProduct(x, 0x1.715476p+0)
-    let n = z - shift
-    let b = x.addingProduct(-n, 0x1.62e4p-1).addingProduct(-n, 0x1.7f7d1cp-20)
-    if n.isNaN { return .nan }  // a NaN input (a corrupt model) must not trap in Int32(n)
-    if abs(n) > 192 { return n <= 0 ? 0 : .infinity }
-    let u = b * b
-    let p1 = Float(0x1.573e2ep-5).addingProduct(0x1.0e4020p-7, b)
-    let p2 = Float(0x1.fffdb6p-2).addingProduct(0x1.555e66p-3, b)
-    let p3 = Float(1).addingProduct(0x1.ffffecp-1, b)
-    let j = p3.addingProduct(p2.addingProduct(p1, u), u)
-    // j·2ⁿ rounded once, as AVX-512's scalef does. (Float(sign:exponent:significand:) rounds twice
-    // when the result is subnormal, 1 ulp off llama.cpp there.)
-    if n >= -126 && n <= 127 { return j * Float(sign: .plus, exponentBitPattern: UInt(127 + Int(n)), significandBitPattern: 0) }
-    return scalbnf(j, Int32(n))
-}
-
-/// x·σ(x), with ggml's exponential.
-@inline(__always)
-public func silu(_ x: Float) -> Float { x / (1 + approxExp(-x)) }

@@ -275,7 +275,14 @@ public final class LlamaModel: @unchecked Sendable {
                 u.withUnsafeMutableBufferPointer { layer.up.multiply(a, into: $0.baseAddress!) }
             }
             Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
-            for i in 0..<(n * F) { g[i] = silu(g[i]) * u[i] }
+            g.withUnsafeMutableBufferPointer { gb in
+                u.withUnsafeBufferPointer { ub in
+                    let (gp, up) = (gb.baseAddress!, ub.baseAddress!)
+                    Parallel.chunks(n, minChunk: 4) { rows in
+                        xk_swiglu(gp + rows.lowerBound * F, up + rows.lowerBound * F, Int32(rows.count * F))
+                    }
+                }
+            }
             Self.tap?("ffn_swiglu", l, g)
             g.withUnsafeBufferPointer { gb in
                 proj.withUnsafeMutableBufferPointer { layer.down.multiply(gb.baseAddress!, rows: n, into: $0.baseAddress!) }
@@ -338,7 +345,7 @@ public final class LlamaModel: @unchecked Sendable {
 
     /// Causal grouped-query attention for `rows` new positions starting at `start`, over the cache.
     /// Mirrors ggml's F16-KV-cache arithmetic so results are bit-identical to llama.cpp: q and the
-    /// attention weights are rounded to Float16, exponentials use `approxExp`, and every dot
+    /// attention weights are rounded to Float16, exponentials are ggml's (`exp8` in C), and every dot
     /// product accumulates in the lane order of the kernel llama.cpp picks — 16-lane tiles when a
     /// batch has several tokens (its tinyBLAS path), four 16-lane accumulators over 64-element
     /// steps for a single token (its vec_dot_f16); the dot products are the C kernels'

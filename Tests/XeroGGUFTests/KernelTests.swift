@@ -141,23 +141,51 @@ final class KernelTests: XCTestCase {
     }
 }
 
-/// The C softmax's exponential is the same function as Swift's approxExp (used by SiLU), to the
-/// bit, across the range softmax and SiLU see — including results that are subnormal or zero.
-final class ExpAgreementTests: XCTestCase {
-    func testCExponentialEqualsApproxExpBitForBit() {
+/// The element-wise C kernels against the scalar statement, bit for bit.
+final class ElementwiseKernelTests: XCTestCase {
+    func testExponentialEqualsTheStatementAcrossTheRange() {
         // A fine sweep of [-110, 89], then every float near the edges of the normal range.
         var inputs = (0..<400_000).map { Float(-110 + Double($0) * 199 / 400_000) }
         for edge: Float in [-87.33655, -87.68, -103.27893, -88.72284] {
             var x = edge
             for _ in 0..<2_000 { inputs.append(x); x = x.nextUp }
         }
-        for x in inputs where xk_exp(x).bitPattern != approxExp(x).bitPattern {
-            XCTFail("exp(\(x)): C \(xk_exp(x)) vs Swift \(approxExp(x))")
+        inputs += [0, -0, -.infinity, -200, -150, 100, .infinity]
+        for x in inputs where xk_exp(x).bitPattern != ScalarStatement.exp(x).bitPattern {
+            XCTFail("exp(\(x)): C \(xk_exp(x)) vs statement \(ScalarStatement.exp(x))")
             return
         }
-        for special: Float in [0, -0, -.infinity, -200, -150, -103.97, -87.34, 88.72, 100] {
-            XCTAssertEqual(xk_exp(special).bitPattern, approxExp(special).bitPattern, "exp(\(special))")
+        XCTAssertTrue(xk_exp(.nan).isNaN && ScalarStatement.exp(.nan).isNaN)
+    }
+
+    func testSwiGLUEqualsTheStatement() {
+        var rng = SplitMix64(seed: 11)
+        // 1,003 elements: whole vectors and a scalar tail; values from −100 to 100.
+        var g = (0..<1_003).map { _ in Float(Double(rng.next() % 200_001) / 1_000 - 100) }
+        let u = (0..<1_003).map { _ in Float(Double(rng.next() % 2_001) / 100 - 10) }
+        let expected = zip(g, u).map { ScalarStatement.swiglu($0, $1) }
+        xk_swiglu(&g, u, Int32(g.count))
+        for i in g.indices where g[i].bitPattern != expected[i].bitPattern {
+            XCTFail("swiglu[\(i)]: \(g[i]) vs \(expected[i])")
+            return
         }
-        XCTAssertTrue(xk_exp(.nan).isNaN && approxExp(.nan).isNaN)
+    }
+
+    func testQuantizationEqualsTheStatementIncludingZeroAndCorruptBlocks() {
+        var rng = SplitMix64(seed: 5)
+        var x = (0..<(32 * 64)).map { _ in Float(Double(rng.next() % 2_000_001) / 100_000 - 10) }
+        for i in 32..<64 { x[i] = 0 }                 // an all-zero block: d = 0, q = 0
+        x[70] = .nan                                   // a NaN element is ignored and becomes 0
+        x[100] = .infinity                             // an infinite one: d = ∞, nothing traps
+        for i in 128..<160 { x[i] = x[i] * 1e-30 }     // tiny values: d rounds to a Float16 subnormal or 0
+        let blocks = x.count / 32
+        var q = [Int8](repeating: 0, count: x.count), d = [Float](repeating: 0, count: blocks), s = d
+        xk_quantize_q8(x, Int32(blocks), &q, &d, &s)
+        for b in 0..<blocks {
+            let e = ScalarStatement.quantize(x[(b * 32)..<((b + 1) * 32)])
+            XCTAssertEqual(Array(q[(b * 32)..<((b + 1) * 32)]), e.q, "block \(b)")
+            XCTAssertTrue(d[b].bitPattern == e.d.bitPattern || (d[b].isNaN && e.d.isNaN), "block \(b) d \(d[b]) vs \(e.d)")
+            XCTAssertTrue(s[b].bitPattern == e.s.bitPattern || (s[b].isNaN && e.s.isNaN), "block \(b) s \(s[b]) vs \(e.s)")
+        }
     }
 }

@@ -46,6 +46,13 @@ void xk_softmax_f16(float *scores, int len, int padded, uint16_t *probs);
 /// The exponential xk_softmax_f16 uses, for one value (tests compare it with Swift's approxExp).
 float xk_exp(float x);
 
+/// Quantizes `blocks` blocks of 32 floats to 8 bits as ggml does for Q8_0/Q8_1 activations:
+/// d = amax/127 and s = d·Σq, both rounded through Float16; q = round-half-even(x·127/amax).
+void xk_quantize_q8(const float *x, int blocks, int8_t *qs, float *d, float *s);
+
+/// g[i] = silu(g[i]) · u[i] with xk_exp (ggml's swiglu).
+void xk_swiglu(float *g, const float *u, int n);
+
 /// A task of a parallel loop: `index` in 0 ..< tasks.
 typedef void (*xk_task_fn)(void *ctx, int index);
 

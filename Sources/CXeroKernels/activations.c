@@ -1,0 +1,63 @@
+// Per-element work between the matrix products, vectorised: quantizing activations to 8 bits (what
+// every quantized product reads) and SwiGLU. Same operations, element by element, as the Swift
+// statements they replace (and as ggml's x86 code), so the bits are unchanged.
+#include "xero_kernels.h"
+#include "vec_math.h"
+
+static inline float round_f16(float v) {
+    return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
+}
+
+void xk_quantize_q8(const float *x, int blocks, int8_t *qs, float *d, float *s) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < blocks; b++) {
+        const float *src = x + (size_t)b * 32;
+        __m256 v[4];
+        __m256 amax = _mm256_setzero_ps();
+        for (int k = 0; k < 4; k++) {
+            v[k] = _mm256_loadu_ps(src + 8 * k);
+            // max(|v|, amax) keeps amax when |v| is NaN: NaN lanes are ignored, as in the Swift statement.
+            amax = _mm256_max_ps(_mm256_andnot_ps(sign, v[k]), amax);
+        }
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float a = _mm_cvtss_f32(m);
+        const float dd = a / 127;
+        // 127/amax, not 1/d: the x86 kernels' rounding, which llama.cpp's results depend on.
+        const __m256 id = _mm256_set1_ps(a != 0 ? 127 / a : 0);
+        __m256i sum = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            const __m256 p = _mm256_mul_ps(v[k], id);
+            __m256i q = _mm256_cvtps_epi32(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            // A corrupt model can produce NaN/inf: clamp to ±127, NaN to 0 (as the Swift path did).
+            q = _mm256_max_epi32(_mm256_min_epi32(q, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
+            q = _mm256_andnot_si256(_mm256_castps_si256(_mm256_cmp_ps(p, p, _CMP_UNORD_Q)), q);
+            sum = _mm256_add_epi32(sum, q);
+            int32_t lanes[8];
+            _mm256_storeu_si256((__m256i *)lanes, q);
+            for (int l = 0; l < 8; l++) qs[(size_t)b * 32 + 8 * k + l] = (int8_t)lanes[l];
+        }
+        __m128i t = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        t = _mm_hadd_epi32(t, t);
+        t = _mm_hadd_epi32(t, t);
+        d[b] = round_f16(dd);
+        s[b] = round_f16((float)_mm_cvtsi128_si32(t) * dd);
+    }
+}
+
+void xk_swiglu(float *g, const float *u, int n) {
+    const __m256 one = _mm256_set1_ps(1), zero = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, x))));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) {
+        const float x = g[i];
+        float e[8] = {-x, -x, -x, -x, -x, -x, -x, -x};
+        _mm256_storeu_ps(e, exp8(_mm256_loadu_ps(e)));
+        g[i] = x / (1 + e[0]) * u[i];
+    }
+}
