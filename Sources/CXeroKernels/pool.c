@@ -25,6 +25,7 @@ static struct {
     xk_task_fn fn;            // the job, written before the generation is bumped
     void *ctx;
     int tasks;
+    atomic_int next;          // the next task to hand out
 } pool = { .once = PTHREAD_ONCE_INIT, .run = PTHREAD_MUTEX_INITIALIZER,
            .sleep = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
@@ -34,9 +35,11 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-// Tasks are split statically: thread k (0 = the caller) runs k, k + threads, …
-static void run_share(int k) {
-    for (int i = k; i < pool.tasks; i += pool.helpers + 1) pool.fn(pool.ctx, i);
+// Tasks are handed out one at a time, so a thread that starts late or runs slower takes fewer.
+// No helper can still be in a job when the next is published (the caller waits for all of them),
+// so resetting `next` per job is safe.
+static void run_share(void) {
+    for (int i; (i = atomic_fetch_add(&pool.next, 1)) < pool.tasks;) pool.fn(pool.ctx, i);
 }
 
 static void *helper_main(void *arg) {
@@ -57,7 +60,7 @@ static void *helper_main(void *arg) {
             pthread_mutex_unlock(&pool.sleep);
         }
         seen = atomic_load(&pool.generation);
-        run_share(k);
+        run_share();
         atomic_store(&pool.finished[k], seen);
     }
     return 0;
@@ -90,13 +93,14 @@ void xk_parallel(int tasks, xk_task_fn fn, void *ctx) {
     pool.fn = fn;
     pool.ctx = ctx;
     pool.tasks = tasks;
+    atomic_store(&pool.next, 0);
     const unsigned g = atomic_fetch_add(&pool.generation, 1) + 1;
     if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.sleep);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.sleep);
     }
-    run_share(0);
+    run_share();
     for (int k = 1; k <= pool.helpers; k++)
         while (atomic_load(&pool.finished[k]) != g) _mm_pause();
     pthread_mutex_unlock(&pool.run);
