@@ -38,6 +38,10 @@ int xk_uses_vnni(void) {
     return vnni_path;
 }
 
+int xk_cpu_supported(void) {
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+}
+
 int xk_set_vnni(int enabled) {
     const int previous = xk_uses_vnni();
     vnni_path = enabled && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");

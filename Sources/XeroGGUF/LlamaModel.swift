@@ -131,6 +131,11 @@ public final class LlamaModel: @unchecked Sendable {
 
     public init(file: GGUFFile) throws {
         self.file = file
+        // The kernels are x86-64 with AVX2, FMA and F16C: refuse a CPU without them here, with a
+        // message, rather than die on an illegal instruction at the first token.
+        guard xk_cpu_supported() != 0 else {
+            throw GGUFError.unsupported("this CPU: the built-in engine needs x86-64 with AVX2, FMA and F16C (2013 or later)")
+        }
         guard let arch = file.architecture else { throw GGUFError.corrupt("general.architecture is missing") }
         guard Self.supportedArchitectures.contains(arch) else {
             throw GGUFError.unsupported("architecture '\(arch)' (this engine runs: \(Self.supportedArchitectures.sorted().joined(separator: ", ")))")

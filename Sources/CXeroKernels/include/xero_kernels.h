@@ -19,6 +19,9 @@ void xk_gemm(int type, const void *w, size_t row_bytes, int r0, int r1,
              const int8_t *aq, const float *ad, const float *as, int n, int cols,
              float *out, int ldo);
 
+/// 1 when this CPU has what every kernel here assumes (AVX2, FMA, F16C), else 0.
+int xk_cpu_supported(void);
+
 /// 1 when the VNNI (AVX-512 VL) path is in use, 0 for plain AVX2.
 int xk_uses_vnni(void);
 
