@@ -19,13 +19,18 @@ static struct {
     pthread_mutex_t sleep;
     pthread_cond_t wake;
     int helpers;
-    atomic_uint generation;   // bumped (seq_cst) to publish a job
+    // Odd while the caller writes a job, even once it is published (a seqlock): a helper joins a
+    // job only by counting itself in `active` and then seeing the generation unchanged, and the
+    // caller writes the next job only when `active` is 0, so no helper ever reads a half-written
+    // job and none is left behind in an old one.
+    atomic_uint generation;
+    atomic_int active;
     atomic_int sleepers;
-    atomic_uint finished[XK_MAX_THREADS];
-    xk_task_fn fn;            // the job, written before the generation is bumped
+    xk_task_fn fn;
     void *ctx;
     int tasks;
     atomic_int next;          // the next task to hand out
+    atomic_int done;          // tasks finished
 } pool = { .once = PTHREAD_ONCE_INIT, .run = PTHREAD_MUTEX_INITIALIZER,
            .sleep = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER };
 
@@ -35,19 +40,23 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-// Tasks are handed out one at a time, so a thread that starts late or runs slower takes fewer.
-// No helper can still be in a job when the next is published (the caller waits for all of them),
-// so resetting `next` per job is safe.
+// Tasks are handed out one at a time, so a thread that starts late or runs slower takes fewer;
+// the caller does not wait for helpers that never got a task, only for the tasks. (Yielding the
+// core in these waits was tried: beside two CPU hogs it cost decode 40 %.)
 static void run_share(void) {
-    for (int i; (i = atomic_fetch_add(&pool.next, 1)) < pool.tasks;) pool.fn(pool.ctx, i);
+    for (int i; (i = atomic_fetch_add(&pool.next, 1)) < pool.tasks;) {
+        pool.fn(pool.ctx, i);
+        atomic_fetch_add(&pool.done, 1);
+    }
 }
 
 static void *helper_main(void *arg) {
-    const int k = (int)(intptr_t)arg;
+    (void)arg;
     unsigned seen = 0;
     for (;;) {
         uint64_t since = 0;
-        for (unsigned spins = 0; atomic_load(&pool.generation) == seen; spins++) {
+        unsigned g;
+        for (unsigned spins = 0; ((g = atomic_load(&pool.generation)) & 1) || g == seen; spins++) {
             _mm_pause();
             if ((spins & 255) != 0) continue;
             const uint64_t t = now_ns();
@@ -58,10 +67,14 @@ static void *helper_main(void *arg) {
             while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.sleep);
             atomic_fetch_sub(&pool.sleepers, 1);
             pthread_mutex_unlock(&pool.sleep);
+            since = 0;
         }
-        seen = atomic_load(&pool.generation);
-        run_share();
-        atomic_store(&pool.finished[k], seen);
+        atomic_fetch_add(&pool.active, 1);
+        if (atomic_load(&pool.generation) == g) {
+            seen = g;
+            run_share();
+        }
+        atomic_fetch_sub(&pool.active, 1);
     }
     return 0;
 }
@@ -72,7 +85,7 @@ static void start_pool(void) {
     if (cores > XK_MAX_THREADS) cores = XK_MAX_THREADS;
     for (int k = 1; k < cores; k++) {
         pthread_t t;
-        if (pthread_create(&t, 0, helper_main, (void *)(intptr_t)k) != 0) break;
+        if (pthread_create(&t, 0, helper_main, 0) != 0) break;
         pthread_detach(t);
         pool.helpers = k;
     }
@@ -90,18 +103,20 @@ void xk_parallel(int tasks, xk_task_fn fn, void *ctx) {
         for (int i = 0; i < tasks; i++) fn(ctx, i);
         return;
     }
+    atomic_fetch_add(&pool.generation, 1);  // odd: writing
+    while (atomic_load(&pool.active) != 0) _mm_pause();
     pool.fn = fn;
     pool.ctx = ctx;
     pool.tasks = tasks;
     atomic_store(&pool.next, 0);
-    const unsigned g = atomic_fetch_add(&pool.generation, 1) + 1;
+    atomic_store(&pool.done, 0);
+    atomic_fetch_add(&pool.generation, 1);  // even: published
     if (atomic_load(&pool.sleepers) > 0) {
         pthread_mutex_lock(&pool.sleep);
         pthread_cond_broadcast(&pool.wake);
         pthread_mutex_unlock(&pool.sleep);
     }
     run_share();
-    for (int k = 1; k <= pool.helpers; k++)
-        while (atomic_load(&pool.finished[k]) != g) _mm_pause();
+    while (atomic_load(&pool.done) != tasks) _mm_pause();
     pthread_mutex_unlock(&pool.run);
 }

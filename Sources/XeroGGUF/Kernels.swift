@@ -211,37 +211,58 @@ extension WeightMatrix {
     /// The same with activations already quantized. Each weight row is used against every input
     /// row while it is in cache (prompt processing is matrix–matrix, not n matrix–vector products).
     public func multiply(_ a: QuantizedRows, into out: UnsafeMutablePointer<Float>) {
-        precondition(a.cols == cols && (type != .f16 || a.f16.count == a.rows * cols))
-        let rowsOut = rows, cols = self.cols, n = a.rows
+        Self.multiply([(self, out)], a)
+    }
+
+    /// Several matrices that read the same activations (q, k, v; gate, up) in one parallel loop:
+    /// their rows are split over the threads as one range, so the work is balanced and the pool is
+    /// entered once instead of once per matrix.
+    public static func multiply(_ products: [(matrix: WeightMatrix, out: UnsafeMutablePointer<Float>)], _ a: QuantizedRows) {
+        let n = a.rows, cols = a.cols
+        for (m, _) in products { precondition(m.cols == cols && (m.type != .f16 || a.f16.count == n * cols)) }
         a.qs.withUnsafeBufferPointer { qs in
             a.d.withUnsafeBufferPointer { d in
                 a.s.withUnsafeBufferPointer { s in
                     a.f16.withUnsafeBufferPointer { f16 in
                         let a = UnsafeQuantized(qs: qs.baseAddress!, d: d.baseAddress!, s: s.baseAddress!, f16: f16.baseAddress,
                                                 f32: a.source, cols: cols)
-                        if let kt = kernelType {
-                            // Chunks of whole 4-row groups: the kernel's register tile.
-                            Parallel.chunks(rowsOut / 4, minChunk: max(2, 32 / max(1, n))) { range in
-                                let r1 = range.upperBound * 4 == rowsOut / 4 * 4 ? rowsOut : range.upperBound * 4
-                                xk_gemm(kt, self.base, self.rowBytes, Int32(range.lowerBound * 4), Int32(r1),
-                                        a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(rowsOut))
-                            }
+                        guard products.allSatisfy({ $0.matrix.kernelType != nil }) else {
+                            for (m, out) in products { m.multiplyFloat(a, rows: n, into: out) }
                             return
                         }
-                        Parallel.chunks(rowsOut, minChunk: max(8, 4096 / max(1, n))) { range in
-                            // Tile the input rows so a tile of activations and a weight row stay in cache.
-                            let tile = 16
-                            var t0 = 0
-                            while t0 < n {
-                                let t1 = min(n, t0 + tile)
-                                for r in range {
-                                    for t in t0..<t1 { out[t * rowsOut + r] = self.dot(row: r, a, t) }
-                                }
-                                t0 = t1
+                        // Groups of 4 rows (the kernel's register tile); a matrix's last group takes
+                        // its remainder rows. `starts[i]` is matrix i's first group in the joint range.
+                        let groups = products.map { max(1, $0.matrix.rows / 4) }
+                        var starts = [0]
+                        for g in groups { starts.append(starts.last! + g) }
+                        Parallel.chunks(starts.last!, minChunk: max(2, 32 / max(1, n))) { range in
+                            for (i, (m, out)) in products.enumerated() {
+                                let lo = max(range.lowerBound, starts[i]) - starts[i], hi = min(range.upperBound, starts[i + 1]) - starts[i]
+                                guard lo < hi else { continue }
+                                let r1 = hi == groups[i] ? m.rows : hi * 4
+                                xk_gemm(m.kernelType!, m.base, m.rowBytes, Int32(lo * 4), Int32(r1),
+                                        a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(m.rows))
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// F16/F32 weights: Swift SIMD dot products, input rows tiled so a tile and a weight row stay
+    /// in cache.
+    func multiplyFloat(_ a: UnsafeQuantized, rows n: Int, into out: UnsafeMutablePointer<Float>) {
+        let rowsOut = rows
+        Parallel.chunks(rowsOut, minChunk: max(8, 4096 / max(1, n))) { range in
+            let tile = 16
+            var t0 = 0
+            while t0 < n {
+                let t1 = min(n, t0 + tile)
+                for r in range {
+                    for t in t0..<t1 { out[t * rowsOut + r] = self.dot(row: r, a, t) }
+                }
+                t0 = t1
             }
         }
     }

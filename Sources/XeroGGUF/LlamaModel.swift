@@ -247,9 +247,13 @@ public final class LlamaModel: @unchecked Sendable {
             Self.tap?("attn_norm", l, xn)
             xn.withUnsafeBufferPointer { xb in
                 let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, withF16: usesF16)
-                q.withUnsafeMutableBufferPointer { layer.q.multiply(a, into: $0.baseAddress!) }
-                k.withUnsafeMutableBufferPointer { layer.k.multiply(a, into: $0.baseAddress!) }
-                v.withUnsafeMutableBufferPointer { layer.v.multiply(a, into: $0.baseAddress!) }
+                q.withUnsafeMutableBufferPointer { qb in
+                    k.withUnsafeMutableBufferPointer { kb in
+                        v.withUnsafeMutableBufferPointer { vb in
+                            WeightMatrix.multiply([(layer.q, qb.baseAddress!), (layer.k, kb.baseAddress!), (layer.v, vb.baseAddress!)], a)
+                        }
+                    }
+                }
             }
             rope(&q, heads: c.heads, positions: positions)
             rope(&k, heads: c.kvHeads, positions: positions)
@@ -276,8 +280,11 @@ public final class LlamaModel: @unchecked Sendable {
             Self.tap?("ffn_norm", l, xn)
             xn.withUnsafeBufferPointer { xb in
                 let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, withF16: usesF16)
-                g.withUnsafeMutableBufferPointer { layer.gate.multiply(a, into: $0.baseAddress!) }
-                u.withUnsafeMutableBufferPointer { layer.up.multiply(a, into: $0.baseAddress!) }
+                g.withUnsafeMutableBufferPointer { gb in
+                    u.withUnsafeMutableBufferPointer { ub in
+                        WeightMatrix.multiply([(layer.gate, gb.baseAddress!), (layer.up, ub.baseAddress!)], a)
+                    }
+                }
             }
             Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
             g.withUnsafeMutableBufferPointer { gb in
