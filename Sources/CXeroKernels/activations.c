@@ -29,10 +29,12 @@ void xk_quantize_q8(const float *x, int blocks, int8_t *qs, float *d, float *s) 
         __m256i sum = _mm256_setzero_si256();
         for (int k = 0; k < 4; k++) {
             const __m256 p = _mm256_mul_ps(v[k], id);
-            __m256i q = _mm256_cvtps_epi32(_mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
-            // A corrupt model can produce NaN/inf: clamp to ±127, NaN to 0 (as the Swift path did).
-            q = _mm256_max_epi32(_mm256_min_epi32(q, _mm256_set1_epi32(127)), _mm256_set1_epi32(-127));
-            q = _mm256_andnot_si256(_mm256_castps_si256(_mm256_cmp_ps(p, p, _CMP_UNORD_Q)), q);
+            // Clamp to ±127 in float, before converting (an amax below ~4e-37 makes 127/amax infinite,
+            // and the integer conversion of +inf is INT_MIN); NaN becomes 0.
+            const __m256 nan = _mm256_cmp_ps(p, p, _CMP_UNORD_Q);
+            const __m256 c = _mm256_max_ps(_mm256_min_ps(p, _mm256_set1_ps(127)), _mm256_set1_ps(-127));
+            __m256i q = _mm256_cvtps_epi32(_mm256_round_ps(c, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            q = _mm256_andnot_si256(_mm256_castps_si256(nan), q);
             sum = _mm256_add_epi32(sum, q);
             int32_t lanes[8];
             _mm256_storeu_si256((__m256i *)lanes, q);

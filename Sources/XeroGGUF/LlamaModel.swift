@@ -151,6 +151,10 @@ public final class LlamaModel: @unchecked Sendable {
         let kvHeads = try int("attention.head_count_kv", heads)
         guard heads % kvHeads == 0 else { throw GGUFError.corrupt("head_count \(heads) is not a multiple of head_count_kv \(kvHeads)") }
         let headDim = embd / heads
+        // The attention kernels step through a head 64 values at a time (ggml's vec_dot_f16 order).
+        guard headDim % 64 == 0 else {
+            throw GGUFError.unsupported("head dimension \(headDim) (embedding_length / head_count; this engine needs a multiple of 64)")
+        }
         let vocab = try file.metadata["tokenizer.ggml.tokens"]?.array?.count ?? int("vocab_size")
         if let scaling = file.metadata["\(arch).rope.scaling.type"]?.string, scaling != "none" {
             throw GGUFError.unsupported("rope scaling '\(scaling)'")

@@ -49,6 +49,10 @@ final class KernelTests: XCTestCase {
         let weights = Self.randomWeights(.q4_1, rows: rows, cols: cols, &rng)
         let x = (0..<(n * cols)).map { _ in Float(Double(rng.next() % 2_001) / 100 - 10) }
         let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: cols, withF16: false) }
+        for vnni in [1, 0] {
+        let previous = xk_set_vnni(Int32(vnni))
+        defer { xk_set_vnni(previous) }
+        if vnni == 1 && xk_uses_vnni() == 0 { continue }
         var out = [Float](repeating: -1, count: n * rows)
         weights.withUnsafeBytes { w in
             a.qs.withUnsafeBufferPointer { qs in a.d.withUnsafeBufferPointer { d in a.s.withUnsafeBufferPointer { s in
@@ -67,6 +71,7 @@ final class KernelTests: XCTestCase {
                     }
                 }
             }
+        }
         }
     }
 
@@ -171,6 +176,45 @@ final class ElementwiseKernelTests: XCTestCase {
         }
     }
 
+    func testAttentionScoresValuesAndSoftmaxEqualTheStatement() {
+        var rng = SplitMix64(seed: 13)
+        func half(_ scale: Double) -> Float16 { Float16(Double(rng.next() % 20_001) / 10_000 - 1) * Float16(scale) }
+        let dims = 128, stride = 3 * dims + 64, count = 37, padded = 64  // 37: not a whole 16-lane group
+        let keys = (0..<(count * stride)).map { _ in half(2) }
+        let q = (0..<dims).map { _ in half(1) }
+        var scratch = [Float](repeating: 0, count: max(padded, dims))
+        for tiled in [1, 0] {
+            var scores = [Float](repeating: 0, count: padded)
+            keys.withUnsafeBytes { k in q.withUnsafeBytes { qb in
+                xk_attention_scores(k.baseAddress!.assumingMemoryBound(to: UInt16.self) + dims, stride, Int32(count),
+                                    qb.baseAddress!.assumingMemoryBound(to: UInt16.self), Int32(dims), Int32(tiled), 0.125, &scratch, &scores)
+            } }
+            for j in 0..<count {
+                let key = keys[(j * stride + dims)..<(j * stride + 2 * dims)]
+                let dot = tiled == 1 ? ScalarStatement.tiledDot(key, q[...]) : ScalarStatement.vecDot(key, q[...])
+                XCTAssertEqual(scores[j].bitPattern, (dot * 0.125).bitPattern, "score \(j), tiled \(tiled)")
+            }
+            let expected = ScalarStatement.softmax(scores, len: count, padded: padded)
+            var probs = [UInt16](repeating: 0xFFFF, count: padded)
+            xk_softmax_f16(&scores, Int32(count), Int32(padded), &probs)
+            XCTAssertEqual(probs, expected.map(\.bitPattern), "softmax weights, tiled \(tiled)")
+            // Values stored transposed: one column of `capacity` per dimension; n = the kernel's length.
+            let capacity = 128, n = tiled == 1 ? 48 : 64
+            let columns = (0..<(dims * capacity)).map { _ in half(3) }
+            var out = [Float](repeating: .nan, count: dims)
+            columns.withUnsafeBytes { c in
+                xk_attention_values(c.baseAddress!.assumingMemoryBound(to: UInt16.self), capacity, Int32(dims), probs, Int32(n),
+                                    Int32(tiled), &scratch, &out)
+            }
+            let p16 = expected.map { $0 }
+            for d in 0..<dims {
+                let column = columns[(d * capacity)..<(d * capacity + n)]
+                let want = tiled == 1 ? ScalarStatement.tiledDot(column, p16[..<n]) : ScalarStatement.vecDot(column, p16[..<n])
+                XCTAssertEqual(out[d].bitPattern, want.bitPattern, "value \(d), tiled \(tiled)")
+            }
+        }
+    }
+
     func testQuantizationEqualsTheStatementIncludingZeroAndCorruptBlocks() {
         var rng = SplitMix64(seed: 5)
         var x = (0..<(32 * 64)).map { _ in Float(Double(rng.next() % 2_000_001) / 100_000 - 10) }
@@ -178,6 +222,7 @@ final class ElementwiseKernelTests: XCTestCase {
         x[70] = .nan                                   // a NaN element is ignored and becomes 0
         x[100] = .infinity                             // an infinite one: d = ∞, nothing traps
         for i in 128..<160 { x[i] = x[i] * 1e-30 }     // tiny values: d rounds to a Float16 subnormal or 0
+        for i in 160..<192 { x[i] = x[i] * 1e-38 }     // so tiny that 127/amax is infinite: still ±127
         let blocks = x.count / 32
         var q = [Int8](repeating: 0, count: x.count), d = [Float](repeating: 0, count: blocks), s = d
         xk_quantize_q8(x, Int32(blocks), &q, &d, &s)

@@ -49,9 +49,17 @@ final class ModelRefusalTests: XCTestCase {
     func testMissingHyperParametersAndTensorsAreNamed() throws {
         assertRefused(try gguf(meta: ["general.architecture": "llama"], tensors: [("x", [32], 0)]), mentions: ["llama.embedding_length"])
         let p = try gguf(meta: ["general.architecture": "llama"],
-                         ints: ["llama.embedding_length": 64, "llama.attention.head_count": 2, "llama.block_count": 1,
+                         ints: ["llama.embedding_length": 128, "llama.attention.head_count": 2, "llama.block_count": 1,
                                 "llama.feed_forward_length": 64, "llama.vocab_size": 8],
-                         tensors: [("token_embd.weight", [64, 8], 0)])
+                         tensors: [("token_embd.weight", [128, 8], 0)])
         assertRefused(p, mentions: ["output_norm.weight", "missing"])
+    }
+
+    func testAHeadDimensionTheAttentionKernelsCannotStepIsRefused() throws {
+        let p = try gguf(meta: ["general.architecture": "llama"],
+                         ints: ["llama.embedding_length": 160, "llama.attention.head_count": 2, "llama.block_count": 1,
+                                "llama.feed_forward_length": 64, "llama.vocab_size": 8],
+                         tensors: [("token_embd.weight", [160, 8], 0)])
+        assertRefused(p, mentions: ["head dimension 80", "multiple of 64"])
     }
 }

@@ -43,3 +43,42 @@ enum ScalarStatement {
         return (q, Float(Float16(dd)), Float(Float16(Float(sum) * dd)))
     }
 }
+
+extension ScalarStatement {
+    /// _mm512_reduce_add_ps as GCC expands it: halves, quarters, then ((0+2)+(1+3)).
+    static func reduce16(_ a: [Float]) -> Float {
+        let t3 = (0..<8).map { a[$0] + a[$0 + 8] }
+        let t6 = (0..<4).map { t3[$0] + t3[$0 + 4] }
+        return (t6[0] + t6[2]) + (t6[1] + t6[3])
+    }
+
+    /// tinyBLAS's Float16 dot (a batch of several tokens): one 16-lane accumulator, 16-element steps.
+    static func tiledDot(_ x: ArraySlice<Float16>, _ y: ArraySlice<Float16>) -> Float {
+        var acc = [Float](repeating: 0, count: 16)
+        for (i, (a, b)) in zip(x, y).enumerated() { acc[i % 16] = acc[i % 16].addingProduct(Float(a), Float(b)) }
+        return reduce16(acc)
+    }
+
+    /// ggml_vec_dot_f16 (a single token): four 16-lane accumulators over 64-element steps,
+    /// combined as (s0 + s2) + (s1 + s3).
+    static func vecDot(_ x: ArraySlice<Float16>, _ y: ArraySlice<Float16>) -> Float {
+        var s = [[Float]](repeating: [Float](repeating: 0, count: 16), count: 4)
+        for (i, (a, b)) in zip(x, y).enumerated() { s[(i / 16) % 4][i % 16] = s[(i / 16) % 4][i % 16].addingProduct(Float(a), Float(b)) }
+        return reduce16((0..<16).map { (s[0][$0] + s[2][$0]) + (s[1][$0] + s[3][$0]) })
+    }
+
+    /// ggml's soft_max over `len` scores (16-lane groups summed in reduce16 order into a double),
+    /// the weights rounded to Float16 and zero up to `padded`.
+    static func softmax(_ scores: [Float], len: Int, padded: Int) -> [Float16] {
+        let mx = scores[..<len].max()!
+        var e = [Float](repeating: 0, count: len)
+        var sum: Double = 0
+        for j0 in stride(from: 0, to: len, by: 16) {
+            var chunk = [Float](repeating: 0, count: 16)
+            for l in 0..<16 where j0 + l < len { e[j0 + l] = exp(scores[j0 + l] - mx); chunk[l] = e[j0 + l] }
+            sum += Double(reduce16(chunk))
+        }
+        let inv = Float(1 / sum)
+        return (0..<padded).map { $0 < len ? Float16(e[$0] * inv) : 0 }
+    }
+}

@@ -46,7 +46,7 @@ void xk_attention_values(const uint16_t *columns, size_t column_stride, int dims
 /// probs[0 ..< len], zeros up to `padded`: ggml's soft_max arithmetic (16-lane groups, double sum).
 void xk_softmax_f16(float *scores, int len, int padded, uint16_t *probs);
 
-/// The exponential xk_softmax_f16 uses, for one value (tests compare it with Swift's approxExp).
+/// The exponential xk_softmax_f16 and xk_swiglu use, for one value (tests hold it to ScalarStatement.exp).
 float xk_exp(float x);
 
 /// Quantizes `blocks` blocks of 32 floats to 8 bits as ggml does for Q8_0/Q8_1 activations:
