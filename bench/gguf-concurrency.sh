@@ -4,7 +4,7 @@
 # concurrent requests, then time to first token with a cached ~1,000-token prefix vs a new one
 # (bench/ttft_prefix.py) — and, when llama-server is given, llama.cpp's server with --parallel 16
 # driven by the same load generator. Each request: max_tokens 64, temperature 0, ignore nothing.
-#   bench/gguf-concurrency.sh [seconds=10] [path/to/llama-server]
+#   bench/gguf-concurrency.sh [seconds=10] [path/to/llama-server]   (CONCURRENCY="16" to run one level)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -31,7 +31,7 @@ PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null; do sleep 0.2; done; sleep 2
 export XEROBENCH_BODY='{"model":"smollm2","messages":[{"role":"user","content":"Write a story about a lighthouse keeper."}],"max_tokens":64,"temperature":0,"stream":true}'
-for c in 1 4 16; do
+for c in ${CONCURRENCY:-1 4 16}; do
   "$B" http "http://127.0.0.1:$HTTP$PATHP/chat/completions" "$KEY" $c "$SECS" stream 64 | sed "s/^/xerotier /"
 done
 # Time to first token, ~1,000-token prompt, prefix cached vs new (through the OpenAI SDK).
