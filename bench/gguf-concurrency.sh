@@ -40,7 +40,7 @@ if [[ -n "$LLAMA_SERVER" ]]; then
   LPORT=$(free_port)
   "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 32768 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)
   until curl -sf "http://127.0.0.1:$LPORT/health" >/dev/null; do sleep 0.3; done
-  for c in 1 4 16; do
+  for c in ${CONCURRENCY:-1 4 16}; do
     "$B" http "http://127.0.0.1:$LPORT/v1/chat/completions" "none" $c "$SECS" stream 64 | sed "s/^/llama.cpp /"
   done
   .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$LPORT/v1" none smollm2 | sed "s/^/llama.cpp ttft /"
