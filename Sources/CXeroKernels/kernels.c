@@ -28,12 +28,16 @@ static inline __m128 xk_head(const uint8_t *p) {
 // -1: not yet decided; 0: AVX2; 1: VNNI. Deciding twice from two threads is harmless.
 static int vnni_path = -1;
 
+static int cpu_has_vnni(void) {
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+}
+
 int xk_uses_vnni(void) {
     if (vnni_path < 0) {
         // XERO_KERNELS=avx2 forces the AVX2 path (to compare the two on one machine).
         const char *forced = getenv("XERO_KERNELS");
         const int allowed = !(forced && strcmp(forced, "avx2") == 0);
-        vnni_path = allowed && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl") ? 1 : 0;
+        vnni_path = allowed && cpu_has_vnni();
     }
     return vnni_path;
 }
@@ -44,7 +48,7 @@ int xk_cpu_supported(void) {
 
 int xk_set_vnni(int enabled) {
     const int previous = xk_uses_vnni();
-    vnni_path = enabled && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
+    vnni_path = enabled && cpu_has_vnni();
     return previous;
 }
 
