@@ -56,10 +56,5 @@ void xk_swiglu(float *g, const float *u, int n) {
         const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, exp8(_mm256_sub_ps(zero, x))));
         _mm256_storeu_ps(g + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
     }
-    for (; i < n; i++) {
-        const float x = g[i];
-        float e[8] = {-x, -x, -x, -x, -x, -x, -x, -x};
-        _mm256_storeu_ps(e, exp8(_mm256_loadu_ps(e)));
-        g[i] = x / (1 + e[0]) * u[i];
-    }
+    for (; i < n; i++) g[i] = g[i] / (1 + xk_exp(0 - g[i])) * u[i];
 }
