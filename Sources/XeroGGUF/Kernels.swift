@@ -180,7 +180,7 @@ public enum Parallel {
     /// chunk per thread: finer chunks (4 per thread) cost decode 15 % (weight streams restart and
     /// interleave), more than they win back in balance.
     public static func chunks(_ count: Int, minChunk: Int = 16, _ body: (Range<Int>) -> Void) {
-        let n = threads == 1 ? 1 : min(threads, max(1, count / minChunk))
+        let n = min(threads, max(1, count / minChunk))
         if n <= 1 { body(0..<count); return }
         let per = (count + n - 1) / n
         withoutActuallyEscaping(body) { body in
