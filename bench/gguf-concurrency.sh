@@ -25,7 +25,7 @@ ROUTER=$((20000 + RANDOM % 10000)); HTTP=$(free_port); CFG=bench/bench-config.ya
 "$X" router --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
 "$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --no-rate-limits --log-level warning & PIDS+=($!)
-"$X" worker --config $CFG --router-port $ROUTER --engine gguf --model-path $MODEL --model-id smollm2 --slots 16 --log-level warning & PIDS+=($!)
+"$X" worker --router-port $ROUTER --engine gguf --model-path $MODEL --model-id smollm2 --slots 16 --log-level warning & PIDS+=($!)
 BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug ep --model smollm2 --json)
 PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')

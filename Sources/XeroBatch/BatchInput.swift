@@ -64,6 +64,11 @@ public enum BatchInput {
                 continue
             }
             let encoded = body.encoded()
+            // A line must fit in one job frame (a larger frame would cost the runner its router link).
+            guard encoded.count <= WireLimits.maxPayloadBytes else {
+                errors.append(LineError(code: "request_too_large", message: "This line's body is larger than \(WireLimits.maxPayloadBytes) bytes.", param: "body", line: n))
+                continue
+            }
             do {
                 if endpoint == "/v1/embeddings" {
                     _ = try EmbeddingsRequest.parse(encoded)

@@ -76,9 +76,11 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 "This model's maximum context length is \(context) tokens. However, your messages resulted in \(prompt.count) tokens. Please reduce the length of the messages.",
                 param: "messages", code: "context_length_exceeded")
         }
-        if let m = chat.maxTokens, prompt.count + m > context {
+        // Written as a subtraction: `max_tokens` comes from the client (batch lines skip the
+        // gateway), and prompt + max_tokens must not be able to overflow.
+        if let m = chat.maxTokens, m > context - prompt.count {
             throw APIError.invalidRequest(
-                "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count + m) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
+                "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count.addingSaturated(m)) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
                 param: "max_tokens", code: "context_length_exceeded")
         }
         return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), cancelled: cancelled, emit: emit, end: end)

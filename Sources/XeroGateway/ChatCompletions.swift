@@ -24,7 +24,8 @@ struct ChatCompletions: Sendable {
         }
         let requestId = jobs.ids.next()
         // Rate limits: reserve the prompt estimate plus the answer budget; settle with real usage.
-        let reserve = Self.estimatePromptTokens(chat) + (chat.maxTokens ?? Self.defaultReservedCompletionTokens) * chat.n
+        let reserve = Self.estimatePromptTokens(chat)
+            .addingSaturated((chat.maxTokens ?? Self.defaultReservedCompletionTokens).multipliedSaturated(by: chat.n))
         let admission = try await jobs.admit(caller: caller, tier: tier, reserve: reserve, requestId: requestId)
         let limitHeaders = admission.headers, settle = admission.settle
         let now = nowMs()
@@ -57,7 +58,7 @@ struct ChatCompletions: Sendable {
             timer.cancel()
             hub.close(requestId)
             settle(nil)
-            for f in limitHeaders { e.headers[f.name.rawName] = f.value }
+            InferenceJobs.addHeaders(limitHeaders, to: &e)
             throw e
         }
         if !chat.stream {
@@ -73,6 +74,7 @@ struct ChatCompletions: Sendable {
                                     body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: answer.choices, usage: usage))))
                 case let .error(e):
                     settle(nil)
+                    if e.code == APIError.streamInterrupted("").code { hub.cancel(requestId) }   // the worker may still be running
                     throw e
                 default:
                     answer.add(event.body)
@@ -105,19 +107,19 @@ struct ChatCompletions: Sendable {
             while true {
                 var terminal = false
                 switch event.body {
-                case let .delta(index, text, logprobs) where index < n:
+                case let .delta(index, text, logprobs) where (0..<n).contains(index):
                     if !roleSent[index] {
                         roleSent[index] = true
                         SSE.append(writer.chunk(index: index, role: true, content: ""), to: &buffer)
                     }
                     SSE.append(writer.chunk(index: index, content: text, logprobs: logprobs), to: &buffer)
-                case let .toolCall(index, toolIndex, id, name, arguments) where index < n:
+                case let .toolCall(index, toolIndex, id, name, arguments) where (0..<n).contains(index) && WireLimits.toolIndices.contains(toolIndex):
                     if !roleSent[index] {
                         roleSent[index] = true
                         SSE.append(writer.chunk(index: index, role: true, content: nil), to: &buffer)
                     }
                     SSE.append(writer.toolCallChunk(index: index, toolIndex: toolIndex, id: id, name: name, arguments: arguments), to: &buffer)
-                case let .finish(index, reason) where index < n:
+                case let .finish(index, reason) where (0..<n).contains(index):
                     if !roleSent[index] {
                         roleSent[index] = true
                         SSE.append(writer.chunk(index: index, role: true, content: ""), to: &buffer)
@@ -132,6 +134,7 @@ struct ChatCompletions: Sendable {
                     // Mid-stream failure: an error event (the OpenAI SDK raises on it), no [DONE].
                     SSE.append(Array(e.jsonBody.utf8), to: &buffer)
                     terminal = true
+                    if e.code == APIError.streamInterrupted("").code { clientGone = true }   // stop the worker too
                 default: break
                 }
                 // Batch: while more events have already arrived, keep appending; write once.
@@ -161,7 +164,7 @@ extension ChatCompletions {
     /// A cheap upper-bound guess of prompt tokens for reservation (≈ 4 bytes per token, plus
     /// per-message overhead); settlement corrects it with the engine's real count.
     static func estimatePromptTokens(_ chat: ChatRequest) -> Int {
-        chat.messages.reduce(0) { $0 + $1.content.utf8.count / 4 + 8 } + 8
+        chat.messages.reduce(8) { $0.addingSaturated($1.content.utf8.count / 4 + 8) }
     }
 
     /// OpenAI's `x-ratelimit-*` headers, for the key's own buckets.
@@ -189,10 +192,14 @@ extension ChatCompletions {
     }
 }
 
-/// Reads a request's events in order, keeping to the first attempt that spoke.
+/// Reads a request's events in order, keeping to the first attempt that spoke, and checks that
+/// none is missing: events of an attempt carry seq 0, 1, 2, …; a gap (a bound dropped some on
+/// the way) ends the request with `stream_interrupted` instead of showing an answer with a hole.
+/// Terminal events made by a router or this gateway carry `WireLimits.outOfBandSeq`.
 struct EventReader {
     let mailbox: EventMailbox
     var attempt: Int?
+    private var nextSeq = 0
     private var pending: [StreamEvent] = []
     private var index = 0
 
@@ -216,9 +223,19 @@ struct EventReader {
             }
             let ev = pending[index]
             index += 1
+            if ev.seq == WireLimits.outOfBandSeq {
+                if ev.isTerminal { return ev }
+                continue   // only terminal events travel out of band
+            }
             // A re-dispatched job speaks with a new attempt number; never mix two attempts.
-            if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
-            if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
+            if let attempt, ev.attempt != attempt { continue }
+            if attempt == nil { attempt = ev.attempt }
+            if ev.seq < nextSeq { continue }   // a duplicate
+            if ev.seq > nextSeq {
+                let e = APIError.streamInterrupted("events \(nextSeq)…\(ev.seq - 1) were lost")
+                return StreamEvent(requestId: ev.requestId, attempt: ev.attempt, seq: WireLimits.outOfBandSeq, body: .error(e))
+            }
+            nextSeq += 1
             return ev
         }
     }

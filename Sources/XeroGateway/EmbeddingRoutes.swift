@@ -19,8 +19,9 @@ struct EmbeddingRoutes: Sendable {
                 switch input { case let .text(s): return total + s.utf8.count / 3 + 2; case let .tokens(t): return total + t.count + 2 }
             }
             let r = try await jobs.runToCompletion(kind: .embeddings, caller: caller, reserve: reserve, headers: req.headers, body: body)
-            guard case let .vectors(dim, data)? = r.events.first, dim > 0, data.count == dim * 4 * parsed.inputs.count else {
-                throw APIError.internalError("The embedding worker returned no vectors.")
+            guard case let .vectors(dim, data)? = r.events.first, dim > 0,
+                  data.count == dim.multipliedSaturated(by: 4).multipliedSaturated(by: parsed.inputs.count) else {
+                throw APIError.badWorkerAnswer("The embedding worker did not return one vector per input.")
             }
             let json = EmbeddingsResponse.json(dim: dim, data: data, count: parsed.inputs.count, base64: parsed.base64,
                                                model: caller.endpoint.model, promptTokens: r.usage.promptTokens)
@@ -35,7 +36,7 @@ struct EmbeddingRoutes: Sendable {
             let reserve = ([parsed.query] + parsed.documents).reduce(0) { $0 + $1.utf8.count / 3 + 2 }
             let r = try await jobs.runToCompletion(kind: .rerank, caller: caller, reserve: reserve, headers: req.headers, body: body)
             guard case let .vectors(1, data)? = r.events.first, data.count == 4 * parsed.documents.count else {
-                throw APIError.internalError("The rerank worker returned no scores.")
+                throw APIError.badWorkerAnswer("The rerank worker did not return one score per document.")
             }
             let scores = (0..<parsed.documents.count).map { EmbeddingsResponse.float32(data, at: $0) }
             // Highest first; ties keep document order.

@@ -38,7 +38,7 @@ struct OpenAIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     static func response(_ e: APIError) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         for (k, v) in e.headers { if let name = HTTPField.Name(k) { headers[name] = v } }
-        return Response(status: .init(code: e.status), headers: headers,
+        return Response(status: .init(code: e.httpStatus), headers: headers,
                         body: .init(byteBuffer: ByteBuffer(string: e.jsonBody)))
     }
 }

@@ -22,6 +22,13 @@ struct InferenceJobs: Sendable {
         let settle: @Sendable (Usage?) -> Void
     }
 
+    /// An error event becomes the client's error with the rate-limit headers; a 429 from a full
+    /// router queue (events carry no headers) gets its `Retry-After` here.
+    static func addHeaders(_ headers: HTTPFields, to e: inout APIError) {
+        for f in headers { e.headers[f.name.rawName] = f.value }
+        if e.status == 429, e.headers["Retry-After"] == nil { e.headers["Retry-After"] = "1" }
+    }
+
     func tier(for caller: CallerContext) throws -> Tier {
         guard let tier = tiers[caller.endpoint.tier] else {
             throw APIError.internalError("Endpoint '\(caller.endpoint.slug)' names tier '\(caller.endpoint.tier)', which this gateway does not know.")
@@ -79,11 +86,15 @@ struct InferenceJobs: Sendable {
         }
         let hub = self.hub, requestId = job.requestId
         let box = hub.open(requestId)
-        hub.submit(job)
+        guard hub.submit(job) else {
+            hub.close(requestId)
+            throw APIError.overloaded("This gateway's queue to the router is full; retry shortly.", code: "gateway_overloaded")
+        }
         let timer = Task {
             try? await Task.sleep(nanoseconds: UInt64(tier.requestTimeoutMs + 5000) * 1_000_000)
             if Task.isCancelled { return }
-            hub.inject(requestId, StreamEvent(requestId: requestId, attempt: 0, seq: 0, body: .error(APIError.timeout(tier: tier.name, ms: tier.requestTimeoutMs))))
+            hub.inject(requestId, StreamEvent(requestId: requestId, attempt: 0, seq: WireLimits.outOfBandSeq,
+                                              body: .error(APIError.timeout(tier: tier.name, ms: tier.requestTimeoutMs))))
         }
         return (box, timer)
     }
@@ -120,7 +131,8 @@ struct InferenceJobs: Sendable {
                 return (requestId, collected, usage, h)
             case var .error(e):
                 admission.settle(nil)
-                for f in admission.headers { e.headers[f.name.rawName] = f.value }
+                if e.code == APIError.streamInterrupted("").code { hub.cancel(requestId) }
+                Self.addHeaders(admission.headers, to: &e)
                 throw e
             default:
                 collected.append(ev.body)

@@ -13,6 +13,10 @@ struct ManagementRoutes: Sendable {
     let config: PlatformConfig
     var store: TenancyStore { auth.store }
 
+    /// A key lives at most ten years (also what keeps `expires_in_seconds × 1000` far from overflow).
+    static let maxKeyLifetimeSeconds = 10 * 365 * 86_400
+    static let maxNameBytes = 256
+
     func register(on router: Router<GatewayRequestContext>) {
         let m = router.group("/manage/v1")
         m.get("/whoami") { req, ctx in try await self.run(req, ctx) { caller, _ in
@@ -32,6 +36,7 @@ struct ManagementRoutes: Sendable {
             }
             var name = slug
             if case let .string(n)? = o["name"] { name = n }
+            guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
             if try await store.project(slug: slug) != nil { throw APIError(status: 409, message: "Project slug '\(slug)' is taken.", type: "invalid_request_error", param: "slug", code: "conflict") }
             let p = try await store.createProject(slug: slug, name: name)
             var w = JSONWriter(); Self.writeProject(p, &w); return w.bytes
@@ -47,10 +52,22 @@ struct ManagementRoutes: Sendable {
                 throw APIError.invalidRequest("'slug' must be lowercase letters, digits and '-' (at most 63).", param: "slug")
             }
             guard case let .string(model)? = o["model"], !model.isEmpty else { throw APIError.invalidRequest("'model' is required.", param: "model") }
-            var tier = config.tiers.last!.name
-            if case let .string(t)? = o["tier"] { tier = t }
-            guard config.tier(named: tier) != nil else {
+            guard model.utf8.count <= WireLimits.maxNameBytes else {
+                throw APIError.invalidRequest("'model' may be at most \(WireLimits.maxNameBytes) bytes.", param: "model")
+            }
+            var tier = config.defaultEndpointTier
+            switch o["tier"] {
+            case nil, .null?: break
+            case let .string(t)?: tier = t
+            case let v?: throw APIError.invalidRequest("Invalid type for 'tier': expected a string, but got \(v.typeName) instead.", param: "tier", code: "invalid_type")
+            }
+            guard let t = config.tier(named: tier) else {
                 throw APIError.invalidRequest("Unknown tier '\(tier)'; tiers: \(config.tiers.map(\.name).joined(separator: ", ")).", param: "tier")
+            }
+            // Weight-0 tiers (batch: idle capacity, a day's queue timeout) are not for interactive
+            // endpoints; until per-project tier entitlements exist, only the admin may choose one.
+            if t.weight == 0, !caller.key.scopes.contains(KeyRecord.admin) {
+                throw APIError.forbidden("Tier '\(tier)' takes only idle capacity and is not open to this project; choose another tier.", code: "tier_not_allowed")
             }
             let e = Endpoint(project: project, slug: slug, model: model, tier: tier, createdAt: nowMs())
             try await store.putEndpoint(e)
@@ -74,6 +91,7 @@ struct ManagementRoutes: Sendable {
             let o = try Self.object(body)
             var name = "key"
             if case let .string(n)? = o["name"] { name = n }
+            guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
             var scopes: Set<String> = [KeyRecord.inference]
             if case let .array(a)? = o["scopes"] {
                 scopes = Set(a.compactMap { if case let .string(s) = $0 { return s } else { return nil } })
@@ -83,11 +101,15 @@ struct ManagementRoutes: Sendable {
             }
             var expires: Int64?
             if let v = o["expires_in_seconds"], v != .null {
-                guard case let .int(s) = v, s > 0 else { throw APIError.invalidRequest("'expires_in_seconds' must be a positive integer.", param: "expires_in_seconds") }
+                guard case let .int(s) = v, (1...Self.maxKeyLifetimeSeconds).contains(s) else {
+                    throw APIError.invalidRequest("'expires_in_seconds' must be an integer between 1 and \(Self.maxKeyLifetimeSeconds) (10 years).",
+                                                  param: "expires_in_seconds", code: "invalid_value")
+                }
                 expires = nowMs() + Int64(s) * 1000
             }
             var cidrs: [String] = []
             if case let .array(a)? = o["allowed_ips"] {
+                guard a.count <= 256 else { throw APIError.invalidRequest("'allowed_ips' may hold at most 256 entries.", param: "allowed_ips") }
                 for item in a {
                     guard case let .string(c) = item, let parsed = CIDR(c) else {
                         throw APIError.invalidRequest("'allowed_ips' entries must be IPv4/IPv6 addresses or CIDR blocks.", param: "allowed_ips")
@@ -140,6 +162,7 @@ struct ManagementRoutes: Sendable {
         m.post("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, body in
             var name = "workers"
             if !body.isEmpty, case let .string(n)? = try Self.object(body)["name"] { name = n }
+            guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
             let (key, id) = try await store.createJoinKey(project: try caller.requireProject(), name: name)
             var w = JSONWriter(); w.objectStart(); w.field("id", id); w.field("name", name); w.field("join_key", key); w.objectEnd(); return w.bytes
         } }

@@ -3,22 +3,45 @@ import XeroCore
 /// One request's incoming events. The hub's loop thread puts events in; the request's task takes
 /// everything that has arrived in one go, so a burst of tokens becomes one SSE write instead of one
 /// write (and one task wake-up) per token.
+///
+/// Bounded: a request whose reader falls `capacity` events behind (a client that stopped reading)
+/// is failed visibly — its buffered events are replaced by one `stream_interrupted` error — rather
+/// than growing the gateway's memory without end or dropping tokens silently.
 public final class EventMailbox: @unchecked Sendable {
+    public static let defaultCapacity = 65_536
+
     private let lock = Locked(State())
+    private let capacity: Int
     private struct State {
         var events: [StreamEvent] = []
         var waiter: CheckedContinuation<[StreamEvent], Never>?
         var closed = false
+        var overflowed = false
     }
 
-    public func put(_ event: StreamEvent) {
+    public init(capacity: Int = EventMailbox.defaultCapacity) { self.capacity = max(1, capacity) }
+
+    /// Returns false when this event overflowed the mailbox: the request has been failed and
+    /// its job should be cancelled. Later events are ignored.
+    @discardableResult
+    public func put(_ event: StreamEvent) -> Bool {
+        var overflowNow = false
         let waiter = lock.withLock { s -> CheckedContinuation<[StreamEvent], Never>? in
-            if s.closed { return nil }
+            if s.closed || s.overflowed { return nil }
             if let w = s.waiter { s.waiter = nil; return w }
+            if s.events.count >= capacity {
+                s.overflowed = true
+                overflowNow = true
+                let requestId = event.requestId, attempt = event.attempt
+                s.events = [StreamEvent(requestId: requestId, attempt: attempt, seq: WireLimits.outOfBandSeq,
+                                        body: .error(.streamInterrupted("the client fell more than \(capacity) events behind")))]
+                return nil
+            }
             s.events.append(event)
             return nil
         }
         waiter?.resume(returning: [event])
+        return !overflowNow
     }
 
     /// Everything waiting, or — if nothing is — the next arrival. Empty when closed or cancelled.

@@ -18,6 +18,8 @@ public final class SocketLoop: Sendable {
     private struct Shared {
         var outbox: [Outgoing] = []
         var stopping = false
+        /// Messages waiting in the loop's backlogs (published by the loop thread after each pass).
+        var backlogged = 0
     }
 
     public let name: String
@@ -29,10 +31,14 @@ public final class SocketLoop: Sendable {
     private let tickMs: Int
     private let stopped = Locked<Bool>(false)
     private let finished = DispatchSemaphoreLite()
+    /// Bound on messages waiting to leave (outbox plus backlogs), across the loop's sockets.
+    public let maxQueued: Int
 
     /// `sockets` are handed over: from here on only the loop thread uses them.
-    public init(name: String, sockets: [ZMQSocket], tickMs: Int = 50, onMessage: @escaping MessageHandler, onTick: TickHandler? = nil) {
+    public init(name: String, sockets: [ZMQSocket], tickMs: Int = 50, maxQueued: Int = 1_000_000,
+                onMessage: @escaping MessageHandler, onTick: TickHandler? = nil) {
         self.name = name
+        self.maxQueued = max(1, maxQueued)
         self.owned = OwnedSockets(sockets)
         self.wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         self.onMessage = onMessage
@@ -47,13 +53,18 @@ public final class SocketLoop: Sendable {
     }
 
     /// Queues a message for `socket` (an index into the sockets given at init). Thread-safe.
-    public func send(socket: Int, frames: [[UInt8]]) {
-        let wasEmpty = shared.withLock { s -> Bool in
+    /// Returns false (and queues nothing) when `maxQueued` messages already wait to leave: the
+    /// peer is not taking them, and the caller must refuse its own client rather than grow memory.
+    @discardableResult
+    public func send(socket: Int, frames: [[UInt8]]) -> Bool {
+        let (accepted, wasEmpty) = shared.withLock { s -> (Bool, Bool) in
+            guard s.outbox.count + s.backlogged < maxQueued else { return (false, false) }
             let e = s.outbox.isEmpty
             s.outbox.append(Outgoing(socket: socket, frames: frames))
-            return e
+            return (true, e)
         }
         if wasEmpty { wake() }
+        return accepted
     }
 
     /// Stops the loop, closes its sockets and waits until the thread is gone.
@@ -73,7 +84,7 @@ public final class SocketLoop: Sendable {
 
     private func run() {
         let sockets = owned.sockets
-        let ctx = LoopContext(sockets: sockets)
+        let ctx = LoopContext(sockets: sockets, maxBacklog: maxQueued)
         var items = sockets.map { zmq_pollitem_t(socket: $0.raw, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0) }
         let pollIn = Int16(ZMQ_POLLIN), pollOut = Int16(ZMQ_POLLOUT)
         items.append(zmq_pollitem_t(socket: nil, fd: wakeFD, events: Int16(ZMQ_POLLIN), revents: 0))
@@ -109,6 +120,8 @@ public final class SocketLoop: Sendable {
                 onTick?(ctx)
                 nextTick = now + Int64(tickMs)
             }
+            let waiting = ctx.backlogCount
+            shared.withLock { $0.backlogged = waiting }
         }
         for s in sockets { s.close() }
         finished.signal()
@@ -121,22 +134,33 @@ public final class LoopContext {
     /// Messages a socket could not take yet (no peer connected, or its queue full), in order.
     /// Nothing is dropped: they go out, in order, when the socket becomes writable.
     var backlog: [[[[UInt8]]]]
-    init(sockets: [ZMQSocket]) {
+    /// Messages in all backlogs; at `maxBacklog` a send is refused instead of queued.
+    private(set) var backlogCount = 0
+    let maxBacklog: Int
+    init(sockets: [ZMQSocket], maxBacklog: Int = 1_000_000) {
         self.sockets = sockets
+        self.maxBacklog = maxBacklog
         backlog = Array(repeating: [], count: sockets.count)
     }
 
-    /// Sends on the loop thread, or queues behind earlier unsent messages. Returns false only when
-    /// the message cannot be routed (a ROUTER socket's peer is gone); it is then dropped.
+    /// Sends on the loop thread, or queues behind earlier unsent messages. Returns false when the
+    /// message cannot be routed (a ROUTER socket's peer is gone) or the backlogs are full; it is
+    /// then dropped and the caller answers for it.
     @discardableResult
     public func send(socket: Int, frames: [[UInt8]]) -> Bool {
         if !backlog[socket].isEmpty {
+            guard backlogCount < maxBacklog else { return false }
             backlog[socket].append(frames)
+            backlogCount += 1
             return true
         }
         switch (try? sockets[socket].send(frames)) ?? .unroutable {
         case .sent: return true
-        case .wouldBlock: backlog[socket].append(frames); return true
+        case .wouldBlock:
+            guard backlogCount < maxBacklog else { return false }
+            backlog[socket].append(frames)
+            backlogCount += 1
+            return true
         case .unroutable: return false
         }
     }
@@ -150,6 +174,7 @@ public final class LoopContext {
             sent += 1 // sent, or unroutable and dropped
         }
         backlog[socket].removeFirst(sent)
+        backlogCount -= sent
     }
 }
 

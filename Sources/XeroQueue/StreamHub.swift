@@ -17,15 +17,18 @@ public final class StreamHub: Sendable {
     private let logger: Logger
     private let prefixLength: Int
 
-    public init(gatewayID: String, routerJobs: String, routerEventsOut: String, logger: Logger) throws {
+    /// Events one request may have waiting before it is failed (`EventMailbox`).
+    public let mailboxCapacity: Int
+
+    public init(gatewayID: String, routerJobs: String, routerEventsOut: String, mailboxCapacity: Int = EventMailbox.defaultCapacity,
+                logger: Logger) throws {
         let context = ZMQContext()
         let jobs = try ZMQSocket(context, .push)
         let events = try ZMQSocket(context, .sub)
-        for s in [jobs, events] {
-            try s.set(.sendHighWaterMark(0))
-            try s.set(.receiveHighWaterMark(0))
-            try s.set(.reconnectInterval(100))
-        }
+        for s in [jobs, events] { try s.set(.reconnectInterval(100)) }
+        try jobs.set(.sendHighWaterMark(PipeBounds.control))
+        try events.set(.receiveHighWaterMark(PipeBounds.events))
+        try events.set(.maxMessageSize(WireLimits.maxEventFrameBytes))
         try events.subscribe(gatewayID + "/")
         try jobs.connect(routerJobs)
         try events.connect(routerEventsOut)
@@ -33,6 +36,7 @@ public final class StreamHub: Sendable {
         self.context = context
         self.logger = logger
         self.prefixLength = gatewayID.utf8.count + 1
+        self.mailboxCapacity = mailboxCapacity
         let box = HubBox()
         loop = SocketLoop(name: "gateway-hub", sockets: [jobs, events], tickMs: 1000,
                           onMessage: { _, socket, frames in box.hub?.deliver(socket: socket, frames: frames) })
@@ -55,7 +59,7 @@ public final class StreamHub: Sendable {
 
     /// Registers a request's mailbox. Call before `submit`, so no event can arrive unheard.
     public func open(_ requestId: String) -> EventMailbox {
-        let box = EventMailbox()
+        let box = EventMailbox(capacity: mailboxCapacity)
         streams.withLock { $0[requestId] = box }
         return box
     }
@@ -69,7 +73,8 @@ public final class StreamHub: Sendable {
         streams.withLock { $0[requestId] }?.put(event)
     }
 
-    public func submit(_ job: JobEnvelope) {
+    /// False when the router is not taking jobs and the outgoing queue is full: refuse the request.
+    public func submit(_ job: JobEnvelope) -> Bool {
         loop.send(socket: Self.jobsSocket, frames: [GatewayMessage.submit(job).encode()])
     }
 
@@ -96,8 +101,18 @@ public final class StreamHub: Sendable {
         guard topic.count > prefixLength else { return }
         let requestId = String(decoding: topic[prefixLength...], as: UTF8.self)
         guard let box = streams.withLock({ $0[requestId] }) else { return }
-        do { box.put(try StreamEvent.decode(frames[1])) } catch {
-            logger.warning("undecodable event dropped", metadata: ["request": "\(requestId)", "error": "\(error)"])
+        let event: StreamEvent
+        do { event = try StreamEvent.decode(frames[1]) } catch {
+            logger.warning("invalid event dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "error": "\(error)"])
+            return
+        }
+        guard event.requestId == requestId else {
+            logger.warning("event for another request dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "event_request": "\(event.requestId)"])
+            return
+        }
+        if !box.put(event) {
+            logger.warning("request failed: its reader fell too far behind", metadata: ["request": "\(requestId)", "capacity": "\(mailboxCapacity)"])
+            cancel(requestId)
         }
     }
 }

@@ -73,6 +73,11 @@ public final class ZMQSocket {
         guard zmq_setsockopt(raw, option, &v, MemoryLayout<Int32>.size) == 0 else { throw ZMQError.last("zmq_setsockopt(\(option))") }
     }
 
+    public func setOption(_ option: Int32, int64 value: Int64) throws {
+        var v = value
+        guard zmq_setsockopt(raw, option, &v, MemoryLayout<Int64>.size) == 0 else { throw ZMQError.last("zmq_setsockopt(\(option))") }
+    }
+
     public func setOption(_ option: Int32, bytes: [UInt8]) throws {
         let rc = bytes.withUnsafeBytes { zmq_setsockopt(raw, option, $0.baseAddress, $0.count) }
         guard rc == 0 else { throw ZMQError.last("zmq_setsockopt(\(option))") }
@@ -150,6 +155,8 @@ public enum SocketOption: Sendable {
     case routingID(String)
     /// Reconnect interval in ms.
     case reconnectInterval(Int32)
+    /// Largest message accepted from a peer; a peer that sends a larger one is disconnected.
+    case maxMessageSize(Int)
 }
 
 extension ZMQSocket {
@@ -161,6 +168,7 @@ extension ZMQSocket {
         case .xpubVerbose: try setOption(ZMQ_XPUB_VERBOSE, 1)
         case let .routingID(id): try setOption(ZMQ_ROUTING_ID, bytes: Array(id.utf8))
         case let .reconnectInterval(ms): try setOption(ZMQ_RECONNECT_IVL, ms)
+        case let .maxMessageSize(n): try setOption(ZMQ_MAXMSGSIZE, int64: Int64(n))
         }
     }
 }

@@ -41,6 +41,8 @@ public final class Router: Sendable {
         public var statsEveryMs: Int64 = 100
         /// Workers must present a valid join key (`xero:joinkey:<sha256>`, not revoked) in `hello`.
         public var requireJoinKey = true
+        /// Jobs queued at most across tiers (TierScheduler.maxQueued).
+        public var maxQueuedJobs = 100_000
         /// Where join keys are checked (nil = no check possible: every hello is refused if required).
         public var redis: RedisAddress?
         public init() {}
@@ -59,11 +61,21 @@ public final class Router: Sendable {
         let workers = try ZMQSocket(context, .router)
         let eventsIn = try ZMQSocket(context, .xsub)
         let eventsOut = try ZMQSocket(context, .xpub)
-        // Unbounded queues on the token path: a slow consumer costs memory, never lost tokens.
-        for s in [jobs, workers, eventsIn, eventsOut] {
-            try s.set(.sendHighWaterMark(0))
-            try s.set(.receiveHighWaterMark(0))
+        // Bounded queues (PipeBounds) and message sizes (WireLimits): no peer can make the router
+        // allocate without end. A gateway that stops reading its events loses them (XPUB drops at
+        // its bound) and fails its own requests on the gap; the other gateways are not affected.
+        for s in [jobs, workers] {
+            try s.set(.sendHighWaterMark(PipeBounds.control))
+            try s.set(.receiveHighWaterMark(PipeBounds.control))
         }
+        for s in [eventsIn, eventsOut] {
+            try s.set(.sendHighWaterMark(PipeBounds.events))
+            try s.set(.receiveHighWaterMark(PipeBounds.events))
+        }
+        try jobs.set(.maxMessageSize(WireLimits.maxJobFrameBytes))
+        try workers.set(.maxMessageSize(WireLimits.maxControlFrameBytes))
+        try eventsIn.set(.maxMessageSize(WireLimits.maxEventFrameBytes))
+        try eventsOut.set(.maxMessageSize(PipeBounds.subscriptionBytes))
         try workers.set(.routerMandatory)
         try eventsOut.set(.xpubVerbose)
         let bound = RouterEndpoints(jobs: try jobs.bind(endpoints.jobs), workers: try workers.bind(endpoints.workers),
@@ -73,7 +85,9 @@ public final class Router: Sendable {
         _ = try eventsIn.send([[1]])
 
         let id = randomID("router-", length: 8)
-        let core = RouterState(id: id, scheduler: TierScheduler(tiers: config.tiers), ops: ops, options: options, logger: logger)
+        var scheduler = TierScheduler(tiers: config.tiers)
+        scheduler.maxQueued = options.maxQueuedJobs
+        let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, logger: logger)
         self.id = id
         self.context = context
         self.boundEndpoints = bound
@@ -117,13 +131,19 @@ final class RouterState: @unchecked Sendable {
         case Router.eventsInSocket:
             ctx.send(socket: Router.eventsOutSocket, frames: frames)
         case Router.jobsSocket:
-            guard frames.count == 1 else { return }
+            guard frames.count == 1 else {
+                logger.warning("bad message from a gateway dropped", metadata: ["error": "\(frames.count) frames, expected 1"])
+                return
+            }
             do { try handleGateway(ctx, GatewayMessage.decode(frames[0])) } catch {
                 logger.warning("bad message from a gateway dropped", metadata: ["error": "\(error)"])
             }
         case Router.workersSocket:
-            guard frames.count == 2 else { return }
             let worker = String(decoding: frames[0], as: UTF8.self)
+            guard frames.count == 2 else {
+                logger.warning("bad message from a worker dropped", metadata: ["worker": "\(worker)", "error": "\(frames.count) frames, expected 2"])
+                return
+            }
             do { try handleWorker(ctx, identity: frames[0], worker: worker, WorkerMessage.decode(frames[1])) } catch {
                 logger.warning("bad message from a worker dropped", metadata: ["worker": "\(worker)", "error": "\(error)"])
             }
@@ -150,7 +170,10 @@ final class RouterState: @unchecked Sendable {
                 publishError(ctx, job, APIError.noCapacity(model: job.model, tier: tier.name, waitedMs: tier.queueTimeoutMs))
                 return
             }
-            _ = scheduler.enqueue(job)
+            guard scheduler.enqueue(job) else {
+                publishError(ctx, job, APIError.overloaded("The router's queues are full (\(scheduler.maxQueued) jobs); retry shortly."))
+                return
+            }
             ops?.job(job.requestId, [("state", "queued"), ("tier", job.tier), ("project", job.project), ("endpoint", job.endpoint),
                                      ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo),
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])
@@ -203,7 +226,10 @@ final class RouterState: @unchecked Sendable {
             // Recorded for operators and for prefix-aware placement (a later policy).
             ops?.workerPrefixes(worker, hashes.map { String($0, radix: 16) })
         case let .started(requestId):
-            scheduler.markStarted(requestId)
+            guard scheduler.markStarted(requestId, worker: worker) else {
+                logger.warning("'started' for a job this worker does not run ignored", metadata: ["worker": "\(worker)", "request": "\(requestId)"])
+                return
+            }
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])
         case let .done(report):
             if scheduler.finish(report.requestId, worker: worker) != nil {

@@ -64,14 +64,18 @@ public struct TierScheduler {
 
     public func tier(_ name: String) -> Tier? { tiers.first { $0.name == name } }
     public func depth(_ tier: String) -> Int { queues[tier]?.count ?? 0 }
-    public var totalQueued: Int { queues.values.reduce(0) { $0 + $1.count } }
+    public private(set) var totalQueued = 0
 
     // MARK: Jobs
 
-    /// Queues a job. Returns false for an unknown tier.
+    /// Jobs queued at most, across tiers: past it a submit is refused (429), never queued.
+    public var maxQueued = 100_000
+
+    /// Queues a job. Returns false for an unknown tier or when the queues are full.
     public mutating func enqueue(_ job: JobEnvelope) -> Bool {
-        guard queues[job.tier] != nil else { return false }
+        guard queues[job.tier] != nil, totalQueued < maxQueued else { return false }
         queues[job.tier]!.append(job)
+        totalQueued += 1
         stats[job.tier]!.submitted += 1
         return true
     }
@@ -83,13 +87,20 @@ public struct TierScheduler {
         if let f = inflight[requestId] { return .running(worker: f.worker) }
         for (t, _) in queues {
             let removed = queues[t]!.removeAll { $0.requestId == requestId }
+            totalQueued -= removed.count
             if !removed.isEmpty { return .dequeued }
         }
         return .unknown
     }
 
-    /// Marks a job as having produced output: it can no longer be re-dispatched.
-    public mutating func markStarted(_ requestId: String) { inflight[requestId]?.started = true }
+    /// Marks a job as having produced output: it can no longer be re-dispatched. Only the worker
+    /// running it can say so; returns false for anyone else (the message is ignored).
+    @discardableResult
+    public mutating func markStarted(_ requestId: String, worker: String) -> Bool {
+        guard inflight[requestId]?.worker == worker else { return false }
+        inflight[requestId]!.started = true
+        return true
+    }
 
     /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
     @discardableResult
@@ -116,6 +127,7 @@ public struct TierScheduler {
             for i in 0..<q.count where q.element(at: i).queueDeadlineMs <= now { any = true; break }
             guard any else { continue }
             let gone = queues[t.name]!.removeAll { $0.queueDeadlineMs <= now }
+            totalQueued -= gone.count
             stats[t.name]!.expired += gone.count
             out += gone
         }
@@ -130,8 +142,9 @@ public struct TierScheduler {
         w.info = info
         w.lastSeenMs = now
         w.draining = false
-        // Free slots it reports, minus jobs we sent that it has not seen yet.
-        w.credits = max(0, info.freeSlots - w.inflight.count)
+        // Free slots it reports, minus jobs we sent that it has not seen yet (hello is validated:
+        // 0 ≤ freeSlots ≤ slots ≤ WireLimits.slots, so none of this can overflow).
+        w.credits = max(0, min(info.freeSlots, info.slots) - w.inflight.count)
         workers[info.id] = w
     }
 
@@ -140,7 +153,8 @@ public struct TierScheduler {
     public mutating func credit(_ worker: String, _ n: Int, now: Int64) {
         guard var w = workers[worker] else { return }
         w.lastSeenMs = now
-        if !w.draining { w.credits = min(w.credits + max(0, n), w.info.slots - w.inflight.count) }
+        // Never more credits than free slots, whatever the worker claims.
+        if !w.draining { w.credits = max(0, min(w.credits.addingSaturated(max(0, n)), w.info.slots - w.inflight.count)) }
         workers[worker] = w
     }
 
@@ -160,7 +174,8 @@ public struct TierScheduler {
             stats[f.envelope.tier]?.inflight -= 1
             if !f.started && f.envelope.attempt < maxAttempts {
                 f.envelope.attempt += 1
-                queues[f.envelope.tier]?.prepend(f.envelope)
+                queues[f.envelope.tier]?.prepend(f.envelope)   // may pass maxQueued: these were accepted already
+                totalQueued += 1
                 lost.requeued.append(f.envelope)
             } else {
                 lost.failed.append(f.envelope)
@@ -199,6 +214,7 @@ public struct TierScheduler {
             let pick = eligible[best]
             current[pick.tier.name]! -= total
             let job = queues[pick.tier.name]!.remove(at: pick.offset)
+            totalQueued -= 1
             workers[pick.worker]!.credits -= 1
             workers[pick.worker]!.inflight.insert(job.requestId)
             inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now)

@@ -45,10 +45,11 @@ public final class Worker: Sendable {
         // XPUB, not PUB: it lets the worker see the router's subscription arrive, so it says hello
         // (and gets jobs) only once its events can no longer be dropped for want of a subscriber.
         let events = try ZMQSocket(context, .xpub)
-        for s in [control, events] {
-            try s.set(.sendHighWaterMark(0))
-            try s.set(.receiveHighWaterMark(0))
-        }
+        try control.set(.sendHighWaterMark(PipeBounds.control))
+        try control.set(.receiveHighWaterMark(PipeBounds.control))
+        try control.set(.maxMessageSize(WireLimits.maxJobFrameBytes))
+        try events.set(.sendHighWaterMark(PipeBounds.events))
+        try events.set(.maxMessageSize(PipeBounds.subscriptionBytes))
         try events.set(.reconnectInterval(100))
         try control.connect(routerWorkers)
         try events.connect(routerEventsIn)
@@ -160,12 +161,32 @@ public final class Worker: Sendable {
 
     private func publish(_ topic: [UInt8], _ event: StreamEvent) { loop.send(socket: Self.eventsSocket, frames: [topic, event.encode()]) }
 
+    /// Longest a job may run here, whatever deadline its envelope names.
+    static let maxJobMs: Int64 = 7 * 86_400_000
+
     private func startJob(_ job: JobEnvelope) {
         let run = JobRun(job: job)
+        // A job beyond our slots, or one we already run, was never asked for: refuse it visibly
+        // (the router only sends against credits, so this means a confused or hostile router).
+        let refusal: String? = state.withLock { s in
+            if s.active[job.requestId] != nil { return "duplicate" }
+            if s.active.count >= engine.info.slots { return "no free slot" }
+            return nil
+        }
+        if let refusal {
+            logger.warning("job refused", metadata: ["request": "\(job.requestId)", "reason": "\(refusal)"])
+            if refusal != "duplicate" {
+                emit(run, .error(APIError.unavailable("The worker had no free slot for this request; retry.")))
+                sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: "error:no_slot", firstTokenAtMs: 0,
+                                            finishedAtMs: nowMs(), promptTokens: 0, completionTokens: 0)))
+            }
+            return
+        }
         let task = Task { [self] in await self.run(run) }
         state.withLock { $0.active[job.requestId] = task }
-        // The tier's request timeout: cancel the job at its deadline and say why.
-        let remaining = job.requestDeadlineMs - nowMs()
+        // The tier's request timeout: cancel the job at its deadline and say why. Clamped, so an
+        // absurd deadline neither overflows the sleep nor pins a slot forever.
+        let remaining = min(job.requestDeadlineMs.subtractingReportingOverflow(nowMs()).partialValue, Self.maxJobMs)
         Task {
             if remaining > 0 { try? await Task.sleep(nanoseconds: UInt64(remaining) * 1_000_000) }
             guard !task.isCancelled, self.state.withLock({ $0.active[job.requestId] != nil }) else { return }

@@ -9,6 +9,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
                                                     abstract: "Run batches: validate, feed the batch tier, write output files. State in Redis; restart at will.")
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
 
@@ -21,7 +22,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.batch")
-        let config = try common.loadConfig()
+        let config = try configOptions.load()
         let client = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let hub = try StreamHub(gatewayID: "batch-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36),
                                 routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",

@@ -9,6 +9,7 @@ struct GatewayCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "gateway", abstract: "Run an HTTP gateway (OpenAI-compatible API).")
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
 
@@ -33,7 +34,7 @@ struct GatewayCommand: AsyncParsableCommand {
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.gateway")
-        let config = try common.loadConfig()
+        let config = try configOptions.load()
         let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
         let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",

@@ -7,6 +7,7 @@ struct RouterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "router", abstract: "Run a router: tier queues, credits, deadlines.")
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
 
@@ -19,7 +20,7 @@ struct RouterCommand: AsyncParsableCommand {
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.router")
-        let config = try common.loadConfig()
+        let config = try configOptions.load()
         let ops = OpsRecorder(address: try RedisAddress(url: redis.url), logger: logger)
         var options = Router.Options()
         options.workerTimeoutMs = Int64(workerTimeoutMs)

@@ -11,6 +11,9 @@ struct Up: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
+    @Option(help: "Platform config (default: config/xerotier.yaml of the repository this binary was built in, found from any directory).")
+    var config: String?
+
     @Option(help: "Number of chat workers (default: 1 for gguf, whose matrix products already use every core; 2 for sim).")
     var workers: Int?
 
@@ -20,8 +23,8 @@ struct Up: AsyncParsableCommand {
     @Option(help: "HTTP port of the gateway (default 8080, or a free one if 8080 is taken).")
     var port: Int?
 
-    @Option(help: "Where scripts/setup.sh put the model packages.")
-    var modelsDir: String = "models"
+    @Option(help: "Where scripts/setup.sh put the model packages (default: models/ of the repository).")
+    var modelsDir: String?
 
     @Option(help: "Directory for Redis data and logs.")
     var data: String = ".xerotier"
@@ -36,8 +39,13 @@ struct Up: AsyncParsableCommand {
         let dataDir = URL(fileURLWithPath: data).standardizedFileURL.path
         let logDir = dataDir + "/logs"
         try FileManager.default.createDirectory(atPath: logDir, withIntermediateDirectories: true)
-        let config = try common.loadConfig()
         let selfPath = try executablePath()
+        let repository = Self.repositoryRoot(from: selfPath)
+        guard let configPath = config ?? repository.map({ $0 + "/config/xerotier.yaml" }) else {
+            throw ValidationError("cannot find config/xerotier.yaml: this binary (\(selfPath)) is not inside a Xerotier checkout; pass --config PATH")
+        }
+        let config = try ConfigOptions.load(path: configPath)
+        let modelsDir = self.modelsDir ?? (repository.map { $0 + "/models" } ?? "models")
         var children = ChildProcesses(logDir: logDir)
 
         // Redis: the caller's, or a private one with AOF under the data directory.
@@ -69,14 +77,16 @@ struct Up: AsyncParsableCommand {
         setenv("XERO_JOIN_KEY", joinKey, 1) // inherited by the workers; not on their command lines
         let routerPort = try freePortRange(4)
         let httpPort = try port ?? (isPortFree(8080) ? 8080 : freePort())
-        let shared = ["--config", common.config, "--log-level", common.logLevel, "--parent-pid", String(getpid())]
+        // Workers take no platform config (a tenant's agent has none); the rest read this one.
+        let shared = ["--log-level", common.logLevel, "--parent-pid", String(getpid())]
+        let withConfig = shared + ["--config", URL(fileURLWithPath: configPath).standardizedFileURL.path]
         let routerArgs = ["--router-port", String(routerPort)]
-        try children.start(name: "router", executable: selfPath, arguments: ["router"] + shared + routerArgs + ["--redis", redisURL])
+        try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs + ["--redis", redisURL])
         let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,
-                           arguments: ["gateway"] + shared + routerArgs + ["--redis", redisURL, "--port", String(httpPort), "--files-dir", filesDir])
+                           arguments: ["gateway"] + withConfig + routerArgs + ["--redis", redisURL, "--port", String(httpPort), "--files-dir", filesDir])
         try children.start(name: "batch-runner", executable: selfPath,
-                           arguments: ["batch-runner"] + shared + routerArgs + ["--redis", redisURL, "--files-dir", filesDir])
+                           arguments: ["batch-runner"] + withConfig + routerArgs + ["--redis", redisURL, "--files-dir", filesDir])
         for i in 1...max(1, workers) {
             try children.start(name: "worker-\(i)", executable: selfPath,
                                arguments: ["worker"] + shared + routerArgs + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",
@@ -156,6 +166,25 @@ struct Up: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data("Stopped.\n".utf8))
     }
 
+    /// The checkout this binary was built in: the nearest ancestor of its directory (or of the
+    /// working directory) that holds config/xerotier.yaml — `.build/debug/xerotier`,
+    /// `.build/release/xerotier` and `.build/<triple>/debug/xerotier` all resolve.
+    static func repositoryRoot(from executable: String) -> String? {
+        let fm = FileManager.default
+        var starts = [URL(fileURLWithPath: executable).deletingLastPathComponent()]
+        starts.append(URL(fileURLWithPath: fm.currentDirectoryPath))
+        for start in starts {
+            var dir = start.standardizedFileURL
+            for _ in 0..<8 {
+                if fm.fileExists(atPath: dir.path + "/config/xerotier.yaml") { return dir.path }
+                let parent = dir.deletingLastPathComponent()
+                if parent.path == dir.path { break }
+                dir = parent
+            }
+        }
+        return nil
+    }
+
     struct Demo {
         var path: String
         var projectSlug: String
@@ -168,7 +197,7 @@ struct Up: AsyncParsableCommand {
     /// them (the endpoint is pointed at the current engine's model) and show no key.
     func bootstrapDemo(store: TenancyStore, redis: RedisClient, config: PlatformConfig, model: String) async throws -> Demo {
         let d = config.demo ?? PlatformConfig.Demo(projectSlug: "demo", projectName: "Demo project", endpointSlug: "my-endpoint",
-                                                   model: model, tier: config.tiers.last!.name)
+                                                   model: model, tier: config.defaultEndpointTier)
         let existing = try await redis.send(["HGETALL", RedisKeys.demo]).hash
         if let pid = existing["project"], let project = try await store.project(id: pid) {
             let slug = existing["endpoint"] ?? d.endpointSlug

@@ -13,19 +13,11 @@ struct Xerotier: AsyncParsableCommand {
 
 /// Options every process shares.
 struct CommonOptions: ParsableArguments {
-    @Option(help: "Platform config (tiers, demo). Falls back to the built-in default when absent.")
-    var config: String = "config/xerotier.yaml"
-
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
     @Option(help: ArgumentHelp("Exit when this process id is no longer our parent (set by `up`).", visibility: .hidden))
     var parentPid: Int32?
-
-    func loadConfig() throws -> PlatformConfig {
-        if FileManager.default.fileExists(atPath: config) { return try PlatformConfig.load(path: config) }
-        return try PlatformConfig.parse(yaml: defaultConfigYAML, source: "built-in default config")
-    }
 
     func makeLogger(_ label: String) -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
@@ -42,6 +34,28 @@ struct CommonOptions: ParsableArguments {
             kill(getpid(), SIGTERM)
             sleep(10)
             Foundation.exit(1)
+        }
+    }
+}
+
+/// The platform config, for the processes that read it (gateway, router, batch runner, up).
+/// Workers take none: a tenant's agent on another machine has no platform config, and what a
+/// job needs (its deadlines) travels in its envelope.
+struct ConfigOptions: ParsableArguments {
+    @Option(help: "Platform config (tiers, defaults, demo). It must exist and be valid: a process never falls back to built-in defaults.")
+    var config: String = "config/xerotier.yaml"
+
+    /// Loads the config or stops the process with a message naming the path and what is wrong.
+    func load() throws -> PlatformConfig {
+        try Self.load(path: config)
+    }
+
+    static func load(path: String) throws -> PlatformConfig {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("config file \(path) does not exist (pass --config PATH; the repository's is config/xerotier.yaml)")
+        }
+        do { return try PlatformConfig.load(path: path) } catch {
+            throw ValidationError("config file \(path) is invalid: \(error)")
         }
     }
 }

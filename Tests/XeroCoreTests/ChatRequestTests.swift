@@ -87,6 +87,15 @@ final class ChatRequestTests: XCTestCase {
         assertRejected("{\(ok),\"top_logprobs\":21,\"logprobs\":true}", param: "top_logprobs")
         assertRejected("{\(ok),\"response_format\":{\"type\":\"xml\"}}", param: "response_format.type")
         assertRejected("{\(ok),\"tools\":{}}", param: "tools")
+        // The gateway-killer: max_tokens near Int64.max overflowed the reservation. Now a 400.
+        for big in ["9223372036854775807", "1048577", "-9223372036854775808", "1e308"] {
+            assertRejected("{\(ok),\"max_tokens\":\(big)}", param: "max_tokens")
+            assertRejected("{\(ok),\"max_completion_tokens\":\(big)}", param: "max_completion_tokens")
+        }
+        XCTAssertEqual(try ChatRequest.parse(Array("{\(ok),\"max_tokens\":1048576}".utf8)).maxTokens, 1 << 20)
+        assertRejected("{\(ok),\"top_k\":9223372036854775807}", param: "top_k")
+        assertRejected("{\(ok),\"stop\":\"\(String(repeating: "s", count: 1025))\"}", param: "stop")
+        assertRejected(String(repeating: "[", count: 129) + String(repeating: "]", count: 129), param: nil)
     }
 
     func testToolsAndToolChoice() throws {
@@ -168,11 +177,51 @@ final class ChatRequestTests: XCTestCase {
         tiers:
           - {name: a, priority: 1, weight: -1, queue_timeout_ms: 1, request_timeout_ms: 1}
         """))
+        // New endpoints land on an interactive tier: named, or the interactive one of lowest priority.
+        XCTAssertEqual(c.defaultEndpointTier, "basic")
+        let named = try PlatformConfig.parse(yaml: """
+        default_endpoint_tier: gold
+        tiers:
+          - {name: gold, priority: 9, weight: 3, queue_timeout_ms: 100, request_timeout_ms: 1000}
+          - {name: bulk, priority: 0, weight: 0, queue_timeout_ms: 100, request_timeout_ms: 1000}
+        """)
+        XCTAssertEqual(named.defaultEndpointTier, "gold")
+        XCTAssertThrowsError(try PlatformConfig.parse(yaml: """
+        default_endpoint_tier: bulk
+        tiers:
+          - {name: gold, priority: 9, weight: 3, queue_timeout_ms: 100, request_timeout_ms: 1000}
+          - {name: bulk, priority: 0, weight: 0, queue_timeout_ms: 100, request_timeout_ms: 1000}
+        """), "a weight-0 default tier fails the load")
+        XCTAssertThrowsError(try PlatformConfig.parse(yaml: """
+        default_endpoint_tier: nope
+        tiers:
+          - {name: gold, priority: 9, weight: 3, queue_timeout_ms: 100, request_timeout_ms: 1000}
+        """))
+        XCTAssertThrowsError(try PlatformConfig.parse(yaml: """
+        tiers:
+          - {name: bulk, priority: 0, weight: 0, queue_timeout_ms: 100, request_timeout_ms: 1000}
+        """), "no interactive tier at all")
+        XCTAssertThrowsError(try PlatformConfig.parse(yaml: """
+        tiers:
+          - {name: gold, priority: 9, weight: 3, queue_timeout_ms: 100, request_timeout_ms: 1000, tokens_per_minute: -5}
+        """))
+        XCTAssertThrowsError(try PlatformConfig.load(path: "/nonexistent/xerotier.yaml"))
         // The shipped config must load.
         let shipped = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("config/xerotier.yaml").path
         let real = try PlatformConfig.load(path: shipped)
         XCTAssertGreaterThanOrEqual(real.tiers.count, 2)
         XCTAssertNotNil(real.demo)
+        XCTAssertEqual(real.defaultEndpointTier, "standard")
+    }
+
+    func testSaturatingArithmetic() {
+        XCTAssertEqual(Int.max.addingSaturated(1), .max)
+        XCTAssertEqual(Int.min.addingSaturated(-1), .min)
+        XCTAssertEqual(Int.max.multipliedSaturated(by: 128), .max)
+        XCTAssertEqual(Int.min.multipliedSaturated(by: 2), .min)
+        XCTAssertEqual((-5).multipliedSaturated(by: Int.max), .min)
+        XCTAssertEqual(Int.min.subtractingSaturated(1), .min)
+        XCTAssertEqual(3.addingSaturated(4), 7)
     }
 }

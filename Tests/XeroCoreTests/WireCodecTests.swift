@@ -50,7 +50,54 @@ final class WireCodecTests: XCTestCase {
         for cut in 3..<good.count { XCTAssertThrowsError(try WorkerMessage.decode(Array(good[0..<cut])), "cut at \(cut)") }
         var w = WireWriter()
         w.u8(0x57); w.u8(wireVersion); w.u8(8); w.int(1 << 30)   // claims a billion hashes
-        XCTAssertThrowsError(try WorkerMessage.decode(w.bytes)) { XCTAssertEqual($0 as? WireError, .invalid("prefix hash count \(1 << 30)")) }
+        XCTAssertThrowsError(try WorkerMessage.decode(w.bytes)) { XCTAssertEqual($0 as? WireError, .invalid("prefix hash count \(1 << 30) outside 0...65536")) }
+    }
+
+    /// Values another process made up are refused at decode, before any arithmetic: the traps
+    /// found by reading the code (credits + n, freeSlots − inflight, deadlines × 10⁶, statuses).
+    func testOutOfRangeControlValuesAreRefused() {
+        func hello(slots: Int, free: Int) -> [UInt8] {
+            WorkerMessage.hello(WorkerInfo(id: "w", slots: slots, freeSlots: free, models: ["*"], capabilities: ["chat"], engine: "sim", host: "h", pid: 1)).encode()
+        }
+        XCTAssertNoThrow(try WorkerMessage.decode(hello(slots: 4, free: 4)))
+        for (slots, free) in [(0, 0), (-1, 0), (1 << 62, 0), (4, 5), (4, -1), (Int.max, Int.max)] {
+            XCTAssertThrowsError(try WorkerMessage.decode(hello(slots: slots, free: free)), "slots \(slots) free \(free)")
+        }
+        for n in [0, -1, Int.max, Int.min, 4097] { XCTAssertThrowsError(try WorkerMessage.decode(WorkerMessage.credit(n).encode()), "credit \(n)") }
+        XCTAssertThrowsError(try WorkerMessage.decode(WorkerMessage.heartbeat(active: -1).encode()))
+        let badReports = [
+            JobReport(requestId: "r", attempt: 0, outcome: "done", firstTokenAtMs: 0, finishedAtMs: 0, promptTokens: 0, completionTokens: 0),
+            JobReport(requestId: "r", attempt: 1, outcome: "done", firstTokenAtMs: -1, finishedAtMs: 0, promptTokens: 0, completionTokens: 0),
+            JobReport(requestId: "r", attempt: 1, outcome: "done", firstTokenAtMs: 0, finishedAtMs: Int64.max, promptTokens: 0, completionTokens: 0),
+            JobReport(requestId: "r", attempt: 1, outcome: "done", firstTokenAtMs: 0, finishedAtMs: 0, promptTokens: -5, completionTokens: 0),
+            JobReport(requestId: "r", attempt: 1, outcome: "done", firstTokenAtMs: 0, finishedAtMs: 0, promptTokens: 0, completionTokens: 1 << 62),
+        ]
+        for r in badReports { XCTAssertThrowsError(try WorkerMessage.decode(WorkerMessage.done(r).encode()), "\(r)") }
+        var job = sampleJob()
+        job.requestDeadlineMs = Int64.max
+        XCTAssertThrowsError(try JobEnvelope.decode(job.encode()), "a deadline past the year 9999")
+        job = sampleJob(); job.attempt = 0
+        XCTAssertThrowsError(try JobEnvelope.decode(job.encode()))
+        job = sampleJob(); job.sloTTFTMs = -1
+        XCTAssertThrowsError(try JobEnvelope.decode(job.encode()))
+    }
+
+    func testOutOfRangeEventValuesAreRefusedAndStatusesClamped() throws {
+        func roundTrip(_ b: StreamEvent.Body) throws -> StreamEvent.Body {
+            try StreamEvent.decode(StreamEvent(requestId: "r", attempt: 1, seq: 0, body: b).encode()).body
+        }
+        for b: StreamEvent.Body in [.delta(index: -1, text: "x", logprobs: nil), .delta(index: 1 << 40, text: "x", logprobs: nil),
+                                    .finish(index: 128, reason: "stop"), .toolCall(index: 0, toolIndex: -1, id: "", name: "", arguments: ""),
+                                    .vectors(dim: 1 << 61, data: [0, 0, 0, 0]), .vectors(dim: 2, data: [0, 0, 0, 0]), .vectors(dim: 0, data: []),
+                                    .done(Usage(promptTokens: -1, completionTokens: 0))] {
+            XCTAssertThrowsError(try roundTrip(b), "\(b)")
+        }
+        for status in [1000, -1, 99_999, 200, Int.max] {
+            guard case let .error(e) = try roundTrip(.error(APIError(status: status, message: "m", type: "t"))) else { return XCTFail() }
+            XCTAssertEqual(e.status, 502, "status \(status) becomes 502")
+        }
+        XCTAssertThrowsError(try StreamEvent.decode(StreamEvent(requestId: "r", attempt: -1, seq: 0, body: .done(Usage(promptTokens: 0, completionTokens: 0))).encode()))
+        XCTAssertThrowsError(try StreamEvent.decode(StreamEvent(requestId: "r", attempt: 1, seq: -3, body: .done(Usage(promptTokens: 0, completionTokens: 0))).encode()))
     }
 
     func testInvalidUTF8StringRejected() {

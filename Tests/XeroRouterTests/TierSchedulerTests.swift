@@ -108,7 +108,8 @@ final class TierSchedulerTests: XCTestCase {
         _ = s.enqueue(job("b"))
         s.join(worker("w1", slots: 2), now: 0)
         XCTAssertEqual(s.dispatch(now: 0).count, 2)
-        s.markStarted("a")
+        XCTAssertFalse(s.markStarted("a", worker: "w2"), "only the job's own worker may mark it started")
+        XCTAssertTrue(s.markStarted("a", worker: "w1"))
         let lost = s.remove("w1")
         XCTAssertEqual(lost.failed.map(\.requestId), ["a"])
         XCTAssertEqual(lost.requeued.map(\.requestId), ["b"])
@@ -158,6 +159,37 @@ final class TierSchedulerTests: XCTestCase {
         for i in 0..<3 { _ = s.enqueue(job("j\(i)")) }
         XCTAssertEqual(s.dispatch(now: 0).count, 1, "a re-joining worker is credited only its free slots")
     }
+    func testCreditsNeverExceedFreeSlotsWhateverTheWorkerClaims() {
+        var s = TierScheduler(tiers: tiers)
+        s.join(worker("w1", slots: 4), now: 0)
+        s.credit("w1", Int.max, now: 0)
+        XCTAssertEqual(s.workers["w1"]?.credits, 4)
+        s.credit("w1", Int.min, now: 0)
+        XCTAssertEqual(s.workers["w1"]?.credits, 4)
+        for i in 0..<3 { _ = s.enqueue(job("j\(i)")) }
+        XCTAssertEqual(s.dispatch(now: 0).count, 3)
+        // A hello claiming fewer slots than are in flight leaves no negative credit.
+        s.join(WorkerInfo(id: "w1", slots: 2, freeSlots: 2, models: ["*"], capabilities: ["chat"], engine: "sim", host: "h", pid: 1), now: 0)
+        XCTAssertEqual(s.workers["w1"]?.credits, 0)
+        s.credit("w1", 5, now: 0)
+        XCTAssertEqual(s.workers["w1"]?.credits, 0)
+    }
+
+    func testQueueBoundRefusesNewJobsButKeepsRequeuedOnes() {
+        var s = TierScheduler(tiers: tiers)
+        s.maxQueued = 2
+        XCTAssertTrue(s.enqueue(job("a")))
+        XCTAssertTrue(s.enqueue(job("b")))
+        XCTAssertFalse(s.enqueue(job("c")))
+        XCTAssertEqual(s.totalQueued, 2)
+        XCTAssertEqual(s.cancel("a"), .dequeued)
+        XCTAssertEqual(s.totalQueued, 1)
+        XCTAssertTrue(s.enqueue(job("c")))
+        s.join(worker("w1", slots: 1), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).count, 1)
+        XCTAssertEqual(s.totalQueued, 1)
+    }
+
 }
 
 final class BatchTierTests: XCTestCase {
@@ -177,4 +209,5 @@ final class BatchTierTests: XCTestCase {
         let d = s.dispatch(now: 0).map(\.envelope.requestId)
         XCTAssertEqual(d, ["s0", "s1", "s2", "b0"], "interactive first; batch only gets the slot left over")
     }
+
 }

@@ -109,7 +109,9 @@ class Platform:
 
     def _spawn(self, name, args):
         log = open(self.log_dir / f"{name}.log", "wb")
-        p = subprocess.Popen([BIN, *args, "--config", str(self.config), "--router-port", str(self.router_port)],
+        # Workers take no platform config (a tenant's agent has none); the other processes must.
+        config = [] if args[0] == "worker" else ["--config", str(self.config)]
+        p = subprocess.Popen([BIN, *args, *config, "--router-port", str(self.router_port)],
                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.procs[name] = p
         return p

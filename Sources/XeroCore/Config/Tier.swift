@@ -67,10 +67,30 @@ public struct PlatformConfig: Sendable, Codable {
 
     public var tiers: [Tier]
     public var demo: Demo?
+    /// The tier of an endpoint created without one (`default_endpoint_tier`). It must be
+    /// interactive (weight > 0); when the file names none, the interactive tier of lowest priority.
+    public var defaultEndpointTier: String
 
-    public init(tiers: [Tier], demo: Demo? = nil) {
+    enum CodingKeys: String, CodingKey {
+        case tiers, demo
+        case defaultEndpointTier = "default_endpoint_tier"
+    }
+
+    public init(tiers: [Tier], demo: Demo? = nil, defaultEndpointTier: String? = nil) {
         self.tiers = tiers
         self.demo = demo
+        self.defaultEndpointTier = defaultEndpointTier ?? Self.lowestInteractive(tiers) ?? tiers.first?.name ?? ""
+    }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let tiers = try c.decode([Tier].self, forKey: .tiers)
+        self.init(tiers: tiers, demo: try c.decodeIfPresent(Demo.self, forKey: .demo),
+                  defaultEndpointTier: try c.decodeIfPresent(String.self, forKey: .defaultEndpointTier))
+    }
+
+    static func lowestInteractive(_ tiers: [Tier]) -> String? {
+        tiers.filter { $0.weight > 0 }.min { $0.priority < $1.priority }?.name
     }
 
     public func tier(named name: String) -> Tier? { tiers.first { $0.name == name } }
@@ -103,6 +123,25 @@ public struct PlatformConfig: Sendable, Codable {
             guard t.queueTimeoutMs > 0, t.requestTimeoutMs > 0 else { throw ConfigError("\(source): tier '\(t.name)' timeouts must be > 0") }
         }
         if let demo, tier(named: demo.tier) == nil { throw ConfigError("\(source): demo tier '\(demo.tier)' is not defined") }
+        guard let d = tier(named: defaultEndpointTier) else {
+            throw ConfigError("\(source): default_endpoint_tier '\(defaultEndpointTier)' is not defined (and no interactive tier exists to default to)")
+        }
+        guard d.weight > 0 else {
+            throw ConfigError("\(source): default_endpoint_tier '\(d.name)' has weight 0; new endpoints must land on an interactive tier")
+        }
+        for t in tiers {
+            for (name, v) in [("requests_per_minute", t.requestsPerMinute), ("tokens_per_minute", t.tokensPerMinute),
+                              ("project_requests_per_minute", t.projectRequestsPerMinute), ("project_tokens_per_minute", t.projectTokensPerMinute),
+                              ("max_concurrent_requests", t.maxConcurrentRequests)] {
+                if let v, v <= 0 || v > 1_000_000_000 { throw ConfigError("\(source): tier '\(t.name)' \(name) must be between 1 and 1e9 (omit it for no limit)") }
+            }
+            for (name, v) in [("price_input_per_million", t.priceInputPerMillion), ("price_output_per_million", t.priceOutputPerMillion)] {
+                if let v, !(v >= 0 && v <= 1_000_000) { throw ConfigError("\(source): tier '\(t.name)' \(name) must be between 0 and 1e6") }
+            }
+            guard t.queueTimeoutMs <= 7 * 86_400_000, t.requestTimeoutMs <= 7 * 86_400_000 else {
+                throw ConfigError("\(source): tier '\(t.name)' timeouts must be at most 7 days")
+            }
+        }
     }
 }
 

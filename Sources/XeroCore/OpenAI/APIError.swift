@@ -20,6 +20,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
 
     public var description: String { "\(status) \(type)\(code.map { "/\($0)" } ?? ""): \(message)" }
 
+    /// The status to send: `status` when it is a real HTTP error status, else 502 (HTTPTypes
+    /// traps on a status outside 0…999, and a made-up one must never reach a client).
+    public var httpStatus: Int { (400...599).contains(status) ? status : 502 }
+
     /// The JSON body OpenAI sends with an error.
     public var jsonBody: String {
         var w = JSONWriter()
@@ -74,6 +78,20 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     }
     public static func internalError(_ message: String = "The server had an error while processing your request.") -> APIError {
         APIError(status: 500, message: message, type: "server_error", code: "internal_error")
+    }
+    /// A queue or buffer bound was reached: back off and retry.
+    public static func overloaded(_ message: String, code: String = "queue_full", retryAfterSeconds: Int = 1) -> APIError {
+        APIError(status: 429, message: message, type: "requests", code: code, headers: ["Retry-After": String(retryAfterSeconds)])
+    }
+    /// The token stream of a request lost events (a bound was reached on its path): the answer
+    /// is incomplete, so the request fails visibly instead of showing a gap.
+    public static func streamInterrupted(_ detail: String) -> APIError {
+        APIError(status: 502, message: "The answer's event stream was interrupted (\(detail)); the request was stopped. Retry the request.",
+                 type: "server_error", code: "stream_interrupted")
+    }
+    /// A worker (or the upstream behind it) answered something that does not fit the request.
+    public static func badWorkerAnswer(_ message: String) -> APIError {
+        APIError(status: 502, message: message, type: "server_error", code: "bad_worker_answer")
     }
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: 503, message: message, type: "service_unavailable", code: "service_unavailable")

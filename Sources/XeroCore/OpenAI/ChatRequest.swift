@@ -41,6 +41,12 @@ public struct ChatRequest: Sendable, Equatable {
     public static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
     public static let maxN = 128
     public static let maxStops = 4
+    /// No model served here has a longer context; past the model's own context the engine answers
+    /// 400 `context_length_exceeded` before any token (docs/architecture.md, "Request ranges").
+    public static let maxCompletionTokens = 1 << 20
+    public static let maxTopK = 1 << 20
+    /// Longest `stop` string, in bytes.
+    public static let maxStopBytes = 1024
 
     public static func parse(_ body: [UInt8]) throws(APIError) -> ChatRequest {
         guard case let .object(o) = try JSONValue.parse(body) else {
@@ -65,11 +71,11 @@ public struct ChatRequest: Sendable, Equatable {
             messages.append(try parseMessage(raw, at: i))
         }
 
-        var maxTokens = try f.int("max_completion_tokens", min: 1)
-        if maxTokens == nil { maxTokens = try f.int("max_tokens", min: 1) }
+        var maxTokens = try f.int("max_completion_tokens", min: 1, max: maxCompletionTokens)
+        if maxTokens == nil { maxTokens = try f.int("max_tokens", min: 1, max: maxCompletionTokens) }
         let temperature = try f.double("temperature", range: 0...2)
         let topP = try f.double("top_p", range: 0...1)
-        let topK = try f.int("top_k", min: -1)
+        let topK = try f.int("top_k", min: -1, max: maxTopK)
         let minP = try f.double("min_p", range: 0...1)
         let n = try f.int("n", min: 1, max: maxN) ?? 1
         let stream = try f.bool("stream") ?? false
@@ -104,7 +110,10 @@ public struct ChatRequest: Sendable, Equatable {
         if stop.contains("") {
             throw APIError.invalidRequest("Invalid 'stop': stop sequences must not be empty.", param: "stop", code: "invalid_value")
         }
-        let seed = try f.int("seed", min: Int.min)
+        if stop.contains(where: { $0.utf8.count > maxStopBytes }) {
+            throw APIError.invalidRequest("Invalid 'stop': each stop sequence may be at most \(maxStopBytes) bytes.", param: "stop", code: "invalid_value")
+        }
+        let seed = try f.int("seed", min: Int.min)   // any 64-bit integer; engines mix it with wrapping arithmetic
         let presence = try f.double("presence_penalty", range: -2...2)
         let frequency = try f.double("frequency_penalty", range: -2...2)
         let logprobs = try f.bool("logprobs") ?? false

@@ -161,15 +161,15 @@ public struct ChatAccumulator: Sendable {
     /// Adds a non-terminal event; events for choices beyond `n` are ignored.
     public mutating func add(_ body: StreamEvent.Body) {
         switch body {
-        case let .delta(i, text, logprobs) where i < choices.count:
+        case let .delta(i, text, logprobs) where choices.indices.contains(i):
             choices[i].content += text
             if let logprobs { choices[i].wantsLogprobs = true; choices[i].logprobEntries.append(logprobs) }
-        case let .toolCall(i, t, id, name, arguments) where i < choices.count && t >= 0 && t < 128:
+        case let .toolCall(i, t, id, name, arguments) where choices.indices.contains(i) && WireLimits.toolIndices.contains(t):
             while choices[i].toolCalls.count <= t { choices[i].toolCalls.append(ChatResponseWriter.ToolCall()) }
             if !id.isEmpty { choices[i].toolCalls[t].id = id }
             if !name.isEmpty { choices[i].toolCalls[t].name = name }
             choices[i].toolCalls[t].arguments += arguments
-        case let .finish(i, reason) where i < choices.count:
+        case let .finish(i, reason) where choices.indices.contains(i):
             choices[i].finishReason = reason
         default: break
         }

@@ -69,7 +69,7 @@ public struct EmbeddingsRequest: Sendable, Equatable {
             }
             base64 = e == "base64"
         }
-        let dimensions = try f.int("dimensions", min: 1)
+        let dimensions = try f.int("dimensions", min: 1, max: WireLimits.dims.upperBound)
         _ = try f.string("user", allowEmpty: true)
         return EmbeddingsRequest(model: model, inputs: inputs, base64: base64, dimensions: dimensions)
     }
@@ -107,7 +107,7 @@ public struct RerankRequest: Sendable, Equatable {
                 throw APIError.invalidRequest("Invalid 'documents[\(i)]': expected a non-empty string or {\"text\": …}.", param: "documents[\(i)]", code: "invalid_value")
             }
         }
-        let topN = try f.int("top_n", min: 1)
+        let topN = try f.int("top_n", min: 1, max: maxDocuments)
         let ret = try f.bool("return_documents") ?? true
         _ = try f.string("model", allowEmpty: true)
         return RerankRequest(query: query, documents: docs, topN: topN, returnDocuments: ret)

@@ -1,12 +1,12 @@
 /// A strict RFC 8259 parser straight to `JSONValue`, for the request path: one pass over the
 /// bytes, no intermediate Foundation objects, bools and integers kept distinct from doubles.
 /// Rejects trailing garbage, unpaired surrogates, control characters in strings, leading zeros,
-/// and nesting deeper than 512.
+/// and nesting deeper than 128 (recursion depth: request handlers run on small task stacks).
 struct JSONParser {
     private let b: [UInt8]
     private var i = 0
     private var depth = 0
-    static let maxDepth = 512
+    static let maxDepth = 128
 
     struct Failure: Error, CustomStringConvertible {
         let message: String

@@ -41,25 +41,34 @@ public enum WorkerMessage: Sendable, Equatable {
         return w.bytes
     }
 
+    private typealias L = WireLimits
+
     public static func decode(_ bytes: [UInt8]) throws -> WorkerMessage {
         var r = WireReader(bytes)
         try r.header(expecting: wireKind)
         let m: WorkerMessage
         switch try r.u8() {
         case 1:
-            m = .hello(WorkerInfo(id: try r.string(), slots: try r.int(), freeSlots: try r.int(), models: try r.strings(),
-                                  capabilities: try r.strings(), engine: try r.string(), host: try r.string(), pid: try r.int(), joinKey: try r.string()))
-        case 2: m = .credit(try r.int())
-        case 3: m = .heartbeat(active: try r.int())
-        case 4: m = .started(requestId: try r.string())
+            let id = try r.string(max: L.maxIDBytes, "worker id")
+            let slots = try r.int(in: L.slots, "slots")
+            let free = try r.int(in: 0...slots, "free slots")
+            m = .hello(WorkerInfo(id: id, slots: slots, freeSlots: free,
+                                  models: try r.strings(maxCount: L.maxModels, maxBytes: L.maxNameBytes, "models"),
+                                  capabilities: try r.strings(maxCount: L.maxCapabilities, maxBytes: L.maxNameBytes, "capabilities"),
+                                  engine: try r.string(max: L.maxNameBytes, "engine"), host: try r.string(max: L.maxNameBytes, "host"),
+                                  pid: try r.int(in: 0...Int(Int32.max), "pid"), joinKey: try r.string(max: L.maxIDBytes, "join key")))
+        case 2: m = .credit(try r.int(in: L.slots, "credit"))
+        case 3: m = .heartbeat(active: try r.int(in: 0...L.slots.upperBound, "active jobs"))
+        case 4: m = .started(requestId: try r.string(max: L.maxIDBytes, "request id"))
         case 5:
-            m = .done(JobReport(requestId: try r.string(), attempt: try r.int(), outcome: try r.string(), firstTokenAtMs: try r.i64(),
-                                finishedAtMs: try r.i64(), promptTokens: try r.int(), completionTokens: try r.int()))
+            m = .done(JobReport(requestId: try r.string(max: L.maxIDBytes, "request id"), attempt: try r.int(in: L.attempts, "attempt"),
+                                outcome: try r.string(max: L.maxNameBytes, "outcome"), firstTokenAtMs: try r.time("first token"),
+                                finishedAtMs: try r.time("finished"), promptTokens: try r.int(in: L.tokens, "prompt tokens"),
+                                completionTokens: try r.int(in: L.tokens, "completion tokens")))
         case 6: m = .draining
         case 7: m = .bye
         case 8:
-            let n = try r.int()
-            guard n >= 0, n <= 65_536 else { throw WireError.invalid("prefix hash count \(n)") }
+            let n = try r.int(in: 0...L.maxPrefixHashes, "prefix hash count")
             m = .prefixes(try (0..<n).map { _ in try r.u64() })
         case let k: throw WireError.invalid("unknown worker message \(k)")
         }
@@ -94,17 +103,24 @@ public enum RouterMessage: Sendable, Equatable {
         }
     }
 
+    private typealias L = WireLimits
+
     public static func decode(_ bytes: [UInt8]) throws -> RouterMessage {
         var r = WireReader(bytes)
         try r.header(expecting: wireKind)
         switch try r.u8() {
         case 1: return .job(try JobEnvelope.decode(Array(bytes[3...])))
         case 2:
-            let id = try r.string()
+            let id = try r.string(max: L.maxIDBytes, "request id")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after cancel") }
             return .cancel(requestId: id)
-        case 3: return .identify
-        case 4: return .refused(try r.string())
+        case 3:
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after identify") }
+            return .identify
+        case 4:
+            let why = try r.string(max: L.maxTextBytes, "reason")
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after refused") }
+            return .refused(why)
         case let k: throw WireError.invalid("unknown router message \(k)")
         }
     }
@@ -125,13 +141,15 @@ public enum GatewayMessage: Sendable, Equatable {
         }
     }
 
+    private typealias L = WireLimits
+
     public static func decode(_ bytes: [UInt8]) throws -> GatewayMessage {
         var r = WireReader(bytes)
         try r.header(expecting: wireKind)
         switch try r.u8() {
         case 1: return .submit(try JobEnvelope.decode(Array(bytes[3...])))
         case 2:
-            let id = try r.string()
+            let id = try r.string(max: L.maxIDBytes, "request id")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after cancel") }
             return .cancel(requestId: id)
         case let k: throw WireError.invalid("unknown gateway message \(k)")

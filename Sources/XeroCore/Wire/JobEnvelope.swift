@@ -75,12 +75,17 @@ public struct JobEnvelope: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws -> JobEnvelope {
         var r = WireReader(bytes)
         try r.header(expecting: wireKind)
-        let requestId = try r.string(), replyTo = try r.string(), attempt = try r.int()
+        typealias L = WireLimits
+        let requestId = try r.string(max: L.maxIDBytes, "request id"), replyTo = try r.string(max: L.maxIDBytes, "reply-to")
+        let attempt = try r.int(in: L.attempts, "attempt")
         guard let kind = Kind(rawValue: try r.u8()) else { throw WireError.invalid("unknown job kind") }
-        let tier = try r.string(), project = try r.string(), endpoint = try r.string(), model = try r.string()
-        let accepted = try r.i64(), queueDeadline = try r.i64(), requestDeadline = try r.i64()
-        let affinity = try r.string(), ttft = try r.int(), tpot = try r.int()
+        let tier = try r.string(max: L.maxNameBytes, "tier"), project = try r.string(max: L.maxNameBytes, "project")
+        let endpoint = try r.string(max: L.maxNameBytes, "endpoint"), model = try r.string(max: L.maxNameBytes, "model")
+        let accepted = try r.time("accepted-at"), queueDeadline = try r.time("queue deadline"), requestDeadline = try r.time("request deadline")
+        let affinity = try r.string(max: L.maxIDBytes, "affinity key")
+        let ttft = try r.int(in: L.sloMs, "SLO TTFT"), tpot = try r.int(in: L.sloMs, "SLO TPOT")
         let payload = try r.blob()
+        guard payload.count <= L.maxPayloadBytes else { throw WireError.invalid("payload of \(payload.count) bytes") }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after job envelope") }
         return JobEnvelope(requestId: requestId, replyTo: replyTo, attempt: attempt, kind: kind, tier: tier, project: project,
                            endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,

@@ -60,17 +60,38 @@ public struct StreamEvent: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws -> StreamEvent {
         var r = WireReader(bytes)
         try r.header(expecting: wireKind)
-        let id = try r.string(), attempt = try r.int(), seq = try r.int()
+        typealias L = WireLimits
+        let id = try r.string(max: L.maxIDBytes, "request id")
+        // Attempt 0 is the gateway's own (its safety timeout); workers and routers use 1….
+        let attempt = try r.int(in: 0...L.attempts.upperBound, "attempt"), seq = try r.int(in: L.seqs, "seq")
         let body: Body
         switch try r.u8() {
-        case 1: body = .delta(index: try r.int(), text: try r.string(), logprobs: try r.optionalString())
-        case 2: body = .finish(index: try r.int(), reason: try r.string())
-        case 3: body = .done(Usage(promptTokens: try r.int(), completionTokens: try r.int(), cachedTokens: try r.int()))
+        case 1: body = .delta(index: try r.int(in: L.choices, "choice"), text: try r.string(), logprobs: try r.optionalString())
+        case 2: body = .finish(index: try r.int(in: L.choices, "choice"), reason: try r.string(max: L.maxNameBytes, "finish reason"))
+        case 3:
+            body = .done(Usage(promptTokens: try r.int(in: L.tokens, "prompt tokens"), completionTokens: try r.int(in: L.tokens, "completion tokens"),
+                               cachedTokens: try r.int(in: L.tokens, "cached tokens")))
         case 4:
-            let status = try r.int(), message = try r.string(), type = try r.string()
-            body = .error(APIError(status: status, message: message, type: type, param: try r.optionalString(), code: try r.optionalString()))
-        case 5: body = .toolCall(index: try r.int(), toolIndex: try r.int(), id: try r.string(), name: try r.string(), arguments: try r.string())
-        case 6: body = .vectors(dim: try r.int(), data: try r.blob())
+            // A status that is not an HTTP error (HTTPTypes traps outside 0…999) becomes 502.
+            let raw = try r.int()
+            let status = L.errorStatuses.contains(raw) ? raw : L.mappedStatus
+            let message = try r.string(max: L.maxTextBytes, "error message"), type = try r.string(max: L.maxNameBytes, "error type")
+            let param = try r.optionalString(), code = try r.optionalString()
+            guard (param?.utf8.count ?? 0) <= L.maxNameBytes, (code?.utf8.count ?? 0) <= L.maxNameBytes else {
+                throw WireError.invalid("error param or code too long")
+            }
+            body = .error(APIError(status: status, message: message, type: type, param: param, code: code))
+        case 5:
+            body = .toolCall(index: try r.int(in: L.choices, "choice"), toolIndex: try r.int(in: L.toolIndices, "tool index"),
+                             id: try r.string(max: L.maxIDBytes, "tool call id"), name: try r.string(max: L.maxNameBytes, "tool name"),
+                             arguments: try r.string())
+        case 6:
+            let dim = try r.int(in: L.dims, "dimension")
+            let data = try r.blob()
+            guard data.count <= L.maxVectorBytes, data.count % (4 * dim) == 0 else {
+                throw WireError.invalid("vectors of \(data.count) bytes do not hold whole \(dim)-dimensional vectors")
+            }
+            body = .vectors(dim: dim, data: data)
         case let k: throw WireError.invalid("unknown event body \(k)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after stream event") }
