@@ -101,14 +101,17 @@ public struct OpenAIUpstreamEngine: Engine {
                         if case let .string(m)? = eo["message"] { msg = m }
                         throw APIError(status: 502, message: "The upstream model server failed mid-stream: \(msg)", type: "server_error", code: "upstream_error")
                     }
+                    // The upstream's numbers are not trusted: counts are clamped to what the wire
+                    // carries, choices and tool calls outside the request's range are ignored.
                     if case let .object(u)? = o["usage"], case let .int(p)? = u["prompt_tokens"], case let .int(c)? = u["completion_tokens"] {
                         var cached = 0
                         if case let .object(d)? = u["prompt_tokens_details"], case let .int(ct)? = d["cached_tokens"] { cached = ct }
-                        usage = Usage(promptTokens: p, completionTokens: c, cachedTokens: cached)
+                        let clamp = { (v: Int) in min(max(v, WireLimits.tokens.lowerBound), WireLimits.tokens.upperBound) }
+                        usage = Usage(promptTokens: clamp(p), completionTokens: clamp(c), cachedTokens: clamp(cached))
                     }
                     guard case let .array(choices)? = o["choices"] else { continue }
                     for ch in choices {
-                        guard case let .object(co) = ch, case let .int(index)? = co["index"] else { continue }
+                        guard case let .object(co) = ch, case let .int(index)? = co["index"], (0..<request.chat.n).contains(index) else { continue }
                         if case let .object(delta)? = co["delta"], case let .string(text)? = delta["content"], !text.isEmpty {
                             var lp: String?
                             if case let .object(l)? = co["logprobs"], case let .array(content)? = l["content"] {
@@ -118,7 +121,7 @@ public struct OpenAIUpstreamEngine: Engine {
                         }
                         if case let .object(delta)? = co["delta"], case let .array(calls)? = delta["tool_calls"] {
                             for call in calls {
-                                guard case let .object(c) = call, case let .int(t)? = c["index"] else { continue }
+                                guard case let .object(c) = call, case let .int(t)? = c["index"], WireLimits.toolIndices.contains(t) else { continue }
                                 var id = "", name = "", args = ""
                                 if case let .string(v)? = c["id"] { id = v }
                                 if case let .object(fn)? = c["function"] {
@@ -134,9 +137,15 @@ public struct OpenAIUpstreamEngine: Engine {
                     }
                 }
             }
+            // What is left is one unfinished event; an upstream that never ends one must not grow memory.
+            if pending.count > Self.maxEventBytes {
+                throw APIError(status: 502, message: "The upstream model server sent an event larger than \(Self.maxEventBytes) bytes.", type: "server_error", code: "upstream_error")
+            }
         }
         continuation.yield(.usage(usage ?? Usage(promptTokens: 0, completionTokens: 0)))
     }
+
+    static let maxEventBytes = 4 << 20
 
     /// Where the first SSE event in `bytes` ends (`\n\n` or `\r\n\r\n`).
     static func findEventEnd(_ bytes: [UInt8]) -> (start: Int, next: Int)? {

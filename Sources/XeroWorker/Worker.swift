@@ -168,12 +168,20 @@ public final class Worker: Sendable {
         let run = JobRun(job: job)
         // A job beyond our slots, or one we already run, was never asked for: refuse it visibly
         // (the router only sends against credits, so this means a confused or hostile router).
+        // The task is recorded in the same critical section that decides to run it: a job that
+        // ends at once removes itself only after it was recorded (else its slot would leak).
+        let slots = engine.info.slots
+        var task: Task<Void, Never>?
         let refusal: String? = state.withLock { s in
             if s.active[job.requestId] != nil { return "duplicate" }
-            if s.active.count >= engine.info.slots { return "no free slot" }
+            if s.active.count >= slots { return "no free slot" }
+            let t = Task { [self] in await self.run(run) }
+            s.active[job.requestId] = t
+            task = t
             return nil
         }
-        if let refusal {
+        guard let task else {
+            let refusal = refusal ?? "refused"
             logger.warning("job refused", metadata: ["request": "\(job.requestId)", "reason": "\(refusal)"])
             if refusal != "duplicate" {
                 emit(run, .error(APIError.unavailable("The worker had no free slot for this request; retry.")))
@@ -182,8 +190,6 @@ public final class Worker: Sendable {
             }
             return
         }
-        let task = Task { [self] in await self.run(run) }
-        state.withLock { $0.active[job.requestId] = task }
         // The tier's request timeout: cancel the job at its deadline and say why. Clamped, so an
         // absurd deadline neither overflows the sleep nor pins a slot forever.
         let remaining = min(job.requestDeadlineMs.subtractingReportingOverflow(nowMs()).partialValue, Self.maxJobMs)

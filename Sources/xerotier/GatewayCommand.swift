@@ -28,6 +28,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "Directory for the Files API, shared with every gateway and the batch runner (default: $XERO_FILES_DIR or ./.xerotier/files).")
     var filesDir: String?
 
+    @Option(help: "Events one request may have waiting for its client (a client that stops reading); past it the request fails with stream_interrupted.")
+    var maxBufferedEvents: Int = EventMailbox.defaultCapacity
+
     @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
     var noRateLimits = false
 
@@ -38,7 +41,8 @@ struct GatewayCommand: AsyncParsableCommand {
         let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
         let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
-                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)", logger: logger)
+                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
+                                mailboxCapacity: maxBufferedEvents, logger: logger)
         var options = Gateway.Options()
         options.host = host
         options.port = port

@@ -104,6 +104,8 @@ struct Up: AsyncParsableCommand {
             embeddingsURL = "http://127.0.0.1:\(httpPort)/proj_\(project.id)/embeddings/v1"
         }
         let base = "http://127.0.0.1:\(httpPort)"
+        // Caught from here on, before the banner says we are up.
+        let signals = TerminationSignals.install()
         guard await waitForHealth(port: httpPort, timeoutSeconds: 30) else {
             children.stopAll()
             throw ValidationError("the gateway did not become healthy within 30 s; see \(logDir)/gateway.log")
@@ -150,7 +152,7 @@ struct Up: AsyncParsableCommand {
 
         // Run until a signal, or until a child dies (then stop the rest: a half platform helps nobody).
         let (stops, stop) = AsyncStream<String>.makeStream()
-        Task { stop.yield("signal \(await waitForTerminationSignal())") }
+        Task { stop.yield("signal \(await signals.wait())") }
         let watched = children
         Task {
             while true {

@@ -78,24 +78,48 @@ struct RedisOptions: ParsableArguments {
 
 /// Blocks until SIGINT or SIGTERM arrives.
 func waitForTerminationSignal() async -> Int32 {
-    await withCheckedContinuation { (cont: CheckedContinuation<Int32, Never>) in
-        let once = OnceFlag()
+    await TerminationSignals.install().wait()
+}
+
+/// SIGINT/SIGTERM caught from the moment `install()` returns (not from whenever an async task
+/// first runs): a signal sent right after a process says it is ready is never lost.
+final class TerminationSignals: @unchecked Sendable {
+    private let lock = NSLock()
+    private var received: Int32?
+    private var waiter: CheckedContinuation<Int32, Never>?
+
+    static func install() -> TerminationSignals {
+        let t = TerminationSignals()
         var sources: [DispatchSourceSignal] = []
         for sig in [SIGINT, SIGTERM] {
             signal(sig, SIG_IGN)
             let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { if once.claim() { cont.resume(returning: sig) } }
+            s.setEventHandler { t.deliver(sig) }
             s.resume()
             sources.append(s)
         }
         SignalSources.keep(sources)
+        return t
     }
-}
 
-final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    func claim() -> Bool { lock.lock(); defer { lock.unlock() }; if done { return false }; done = true; return true }
+    private func deliver(_ sig: Int32) {
+        lock.lock()
+        guard received == nil else { lock.unlock(); return }
+        received = sig
+        let w = waiter
+        waiter = nil
+        lock.unlock()
+        w?.resume(returning: sig)
+    }
+
+    func wait() async -> Int32 {
+        await withCheckedContinuation { cont in
+            lock.lock()
+            if let r = received { lock.unlock(); cont.resume(returning: r); return }
+            waiter = cont
+            lock.unlock()
+        }
+    }
 }
 
 /// Keeps signal sources alive for the life of the process.

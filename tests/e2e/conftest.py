@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("XEROTIER_BIN", str(ROOT / ".build/debug/xerotier"))
 
 TEST_CONFIG = """
+default_endpoint_tier: standard
 tiers:
   - {name: priority, priority: 10, weight: 4, queue_timeout_ms: 2000, request_timeout_ms: 30000}
   - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000}
@@ -119,10 +120,10 @@ class Platform:
     def start_router(self, *extra):
         self._spawn("router", ["router", "--redis", self.redis.url, *extra])
 
-    def start_gateway(self, name=None):
+    def start_gateway(self, name=None, *extra):
         name = name or f"gateway-{len(self.gateways) + 1}"
         port = free_port()
-        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files")])
+        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files"), *extra])
         url = f"http://127.0.0.1:{port}"
         import httpx
         wait_for(lambda: httpx.get(url + "/health", timeout=1).status_code == 200, what=f"{name} health")
@@ -152,16 +153,17 @@ class Platform:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
     def shutdown(self):
-        for name in list(self.procs):
-            p = self.procs.pop(name)
+        stopping = [self.procs.pop(name) for name in list(self.procs)]
+        for p in stopping:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
         deadline = time.time() + 15
-        for p in list(self.procs.values()):
+        for p in stopping:
             try:
                 p.wait(max(0.1, deadline - time.time()))
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait(5)
 
 
 @pytest.fixture(scope="session")
