@@ -197,7 +197,8 @@ public final class BatchRunner: Sendable {
             let requestId = "batchreq_\(b.id)_\(line)_\(epoch)_\(tries)"
             let now = nowMs()
             let embeddings = b.fields["endpoint"] == "/v1/embeddings"
-            let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, kind: embeddings ? .embeddings : .chatCompletion, tier: tier.name, project: b.project, endpoint: b.endpointSlug,
+            let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, kind: embeddings ? .embeddings : .chatCompletion, tier: tier.name, project: b.project,
+                                  fleet: b.fields["fleet"].flatMap(EndpointFleet.init(name:)) ?? .both, endpoint: b.endpointSlug,
                                   model: b.model, acceptedAtMs: now, queueDeadlineMs: max(now + Int64(tier.queueTimeoutMs), b.expiresAt * 1000),
                                   requestDeadlineMs: now + Int64(tier.requestTimeoutMs), payload: lines[line].body)
             inflight.withLock { $0 += 1 }

@@ -188,7 +188,7 @@ struct BatchRoutes: Sendable {
         let now = Int(Date().timeIntervalSince1970)
         let id = "batch_" + randomID(length: 24)
         try await batches.create([
-            "id": id, "project": caller.project, "endpoint": endpoint, "endpoint_slug": caller.endpoint.slug, "model": caller.endpoint.model,
+            "id": id, "project": caller.project, "endpoint": endpoint, "endpoint_slug": caller.endpoint.slug, "fleet": caller.endpoint.fleet.name, "model": caller.endpoint.model,
             "input_file_id": fileID, "completion_window": "24h", "status": "validating", "created_at": String(now),
             "expires_at": String(now + 86400), "total": "0", "completed": "0", "failed": "0", "metadata": metadata,
         ])

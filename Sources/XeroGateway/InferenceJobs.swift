@@ -70,7 +70,7 @@ struct InferenceJobs: Sendable {
 
     func envelope(kind: JobEnvelope.Kind, requestId: String, caller: CallerContext, tier: Tier, now: Int64, headers: HTTPFields, body: [UInt8]) -> JobEnvelope {
         JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, kind: kind, tier: tier.name, project: caller.project,
-                    endpoint: caller.endpoint.slug, model: caller.endpoint.model, acceptedAtMs: now,
+                    fleet: caller.endpoint.fleet, endpoint: caller.endpoint.slug, model: caller.endpoint.model, acceptedAtMs: now,
                     queueDeadlineMs: now + Int64(tier.queueTimeoutMs), requestDeadlineMs: now + Int64(tier.requestTimeoutMs),
                     sloTTFTMs: headers[HTTPField.Name("X-SLO-TTFT-Ms")!].flatMap { Int($0) } ?? 0,
                     sloTPOTMs: headers[HTTPField.Name("X-SLO-TPOT-Ms")!].flatMap { Int($0) } ?? 0,

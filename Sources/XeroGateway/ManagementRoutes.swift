@@ -69,7 +69,17 @@ struct ManagementRoutes: Sendable {
             if t.weight == 0, !caller.key.scopes.contains(KeyRecord.admin) {
                 throw APIError.forbidden("Tier '\(tier)' takes only idle capacity and is not open to this project; choose another tier.", code: "tier_not_allowed")
             }
-            let e = Endpoint(project: project, slug: slug, model: model, tier: tier, createdAt: nowMs())
+            var fleet = EndpointFleet.both
+            switch o["fleet"] {
+            case nil, .null?: break
+            case let .string(f)?:
+                guard let parsed = EndpointFleet(name: f) else {
+                    throw APIError.invalidRequest("Invalid 'fleet': '\(f)'. Supported values are: 'project', 'platform' and 'both'.", param: "fleet", code: "invalid_value")
+                }
+                fleet = parsed
+            case let v?: throw APIError.invalidRequest("Invalid type for 'fleet': expected a string, but got \(v.typeName) instead.", param: "fleet", code: "invalid_type")
+            }
+            let e = Endpoint(project: project, slug: slug, model: model, tier: tier, fleet: fleet, createdAt: nowMs())
             try await store.putEndpoint(e)
             auth.invalidateEndpoint(project: project, slug: slug)
             var w = JSONWriter(); Self.writeEndpoint(e, &w); return w.bytes
@@ -138,36 +148,41 @@ struct ManagementRoutes: Sendable {
             auth.invalidate(keyHash: rec.hash)
             var w = JSONWriter(); Self.writeKey(new, &w, plaintext: key); return w.bytes
         } }
-        m.get("/agents") { req, ctx in try await self.run(req, ctx) { _, _ in
+        m.get("/agents") { req, ctx in try await self.run(req, ctx) { caller, _ in
+            // A project sees its own agents; the admin sees every worker (or one project's with ?project=).
+            let only: String? = caller.isAdmin ? caller.project.map { AgentFleet.project($0).description } : AgentFleet.project(try caller.requireProject()).description
             let redis = store.redis
             let ids = try await redis.send(["ZRANGE", RedisKeys.workers, "0", "-1", "WITHSCORES"]).array.compactMap(\.string)
             var w = JSONWriter(); w.objectStart(); w.field("object", "list"); w.key("data"); w.arrayStart()
             var i = 0
             while i + 1 < ids.count {
+                defer { i += 2 }
                 let h = try await redis.send(["HGETALL", RedisKeys.worker(ids[i])]).hash
+                if let only, h["fleet"] != only { continue }
                 w.objectStart(); w.field("id", ids[i]); w.field("last_heartbeat", Int(ids[i + 1]) ?? 0)
                 for k in h.keys.sorted() where k != "last_heartbeat" { w.field(k, h[k]!) }
                 w.objectEnd()
-                i += 2
             }
             w.arrayEnd(); w.objectEnd(); return w.bytes
         } }
         m.get("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, _ in
-            let jks = try await store.joinKeys(project: try caller.requireProject())
+            let jks = try await store.joinKeys(fleet: try caller.joinKeyFleet())
             return Self.list(jks) { w, j in
-                w.objectStart(); w.field("id", j["id"] ?? ""); w.field("name", j["name"] ?? "")
-                w.field("created_at", Int(j["created_at"] ?? "") ?? 0); w.field("revoked", j["revoked"] == "1"); w.objectEnd()
+                w.objectStart(); w.field("id", j.id); w.field("name", j.name); w.field("fleet", j.fleet.description)
+                w.field("created_at", Int(j.createdAt / 1000)); w.field("revoked", j.revoked); w.objectEnd()
             }
         } }
         m.post("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, body in
             var name = "workers"
             if !body.isEmpty, case let .string(n)? = try Self.object(body)["name"] { name = n }
             guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
-            let (key, id) = try await store.createJoinKey(project: try caller.requireProject(), name: name)
-            var w = JSONWriter(); w.objectStart(); w.field("id", id); w.field("name", name); w.field("join_key", key); w.objectEnd(); return w.bytes
+            let fleet = try caller.joinKeyFleet()
+            let (key, id) = try await store.createJoinKey(fleet: fleet, name: name)
+            var w = JSONWriter(); w.objectStart(); w.field("id", id); w.field("name", name); w.field("fleet", fleet.description)
+            w.field("join_key", key); w.objectEnd(); return w.bytes
         } }
         m.post("/join-keys/:id/revoke") { req, ctx in try await self.run(req, ctx) { caller, _ in
-            guard try await store.revokeJoinKey(project: try caller.requireProject(), id: ctx.parameters.get("id") ?? "") else {
+            guard try await store.revokeJoinKey(fleet: try caller.joinKeyFleet(), id: ctx.parameters.get("id") ?? "") else {
                 throw APIError.notFound("No such join key.", code: "join_key_not_found")
             }
             return Array(#"{"revoked":true}"#.utf8)
@@ -205,11 +220,18 @@ struct ManagementRoutes: Sendable {
     struct Caller {
         var key: KeyRecord
         var project: String?
+        var isAdmin: Bool { key.scopes.contains(KeyRecord.admin) }
         func requireProject() throws -> String {
             guard let project, !project.isEmpty else {
                 throw APIError.invalidRequest("An admin key must name a project: add ?project=<id or slug>.", param: "project")
             }
             return project
+        }
+        /// Join keys a project's key makes are that project's agents; the admin's (without
+        /// ?project=) are the platform's.
+        func joinKeyFleet() throws -> AgentFleet {
+            if isAdmin && (project ?? "").isEmpty { return .platform }
+            return .project(try requireProject())
         }
     }
 
@@ -264,7 +286,7 @@ struct ManagementRoutes: Sendable {
     }
 
     static func writeEndpoint(_ e: Endpoint, _ w: inout JSONWriter) {
-        w.objectStart(); w.field("slug", e.slug); w.field("model", e.model); w.field("tier", e.tier)
+        w.objectStart(); w.field("slug", e.slug); w.field("model", e.model); w.field("tier", e.tier); w.field("fleet", e.fleet.name)
         w.field("base_path", "/proj_\(e.project)/\(e.slug)/v1"); w.field("created_at", Int(e.createdAt / 1000)); w.objectEnd()
     }
 

@@ -196,13 +196,24 @@ final class RouterState: @unchecked Sendable {
                 ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused("worker id must equal its routing id").encode()])
                 return
             }
-            if options.requireJoinKey, let why = joinKeyProblem(info.joinKey) {
-                logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "\(why)"])
-                ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused(why).encode()])
+            var fleet = AgentFleet.platform
+            if options.requireJoinKey {
+                switch checkJoinKey(info.joinKey) {
+                case let .refused(why):
+                    logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "\(why)"])
+                    ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused(why).encode()])
+                    return
+                case let .accepted(f): fleet = f
+                }
+            }
+            if let existing = scheduler.workers[worker], existing.fleet != fleet {
+                // A routing id already taken by another fleet's worker: never let one hijack the other.
+                logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "routing id in use by another fleet"])
+                ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused("worker id in use").encode()])
                 return
             }
             let known = scheduler.knows(worker)
-            scheduler.join(info, now: now)
+            scheduler.join(info, fleet: fleet, now: now)
             logger.info(known ? "worker re-joined" : "worker joined", metadata: ["worker": "\(worker)", "slots": "\(info.slots)",
                                                                                "models": "\(info.models.joined(separator: ","))", "engine": "\(info.engine)"])
             recordWorker(worker, now: now)
@@ -248,20 +259,27 @@ final class RouterState: @unchecked Sendable {
 
     private var joinKeyConnection: RedisConnection?
 
-    /// Why a join key is not acceptable, or nil if it is. A blocking Redis read on the loop thread:
-    /// hellos are rare (a worker joining), and it keeps the check in arrival order.
-    func joinKeyProblem(_ joinKey: String) -> String? {
-        guard !joinKey.isEmpty else { return "a join key is required (worker --join-key)" }
-        guard let address = options.redis else { return "this router cannot check join keys (no Redis)" }
+    enum JoinKeyCheck { case accepted(AgentFleet), refused(String) }
+
+    /// Whether a join key is acceptable and which fleet its workers belong to. A blocking Redis
+    /// read on the loop thread: hellos are rare (a worker joining), and it keeps the check in
+    /// arrival order.
+    func checkJoinKey(_ joinKey: String) -> JoinKeyCheck {
+        guard !joinKey.isEmpty else { return .refused("a join key is required (worker --join-key)") }
+        guard let address = options.redis else { return .refused("this router cannot check join keys (no Redis)") }
         do {
             if joinKeyConnection == nil || joinKeyConnection!.isBroken { joinKeyConnection = try RedisConnection(address) }
             let h = try joinKeyConnection!.command(["HGETALL", RedisKeys.joinKey(hash: APIKey.hash(joinKey))]).hash
-            if h.isEmpty { return "unknown join key" }
-            if h["revoked"] == "1" { return "join key revoked" }
-            return nil
+            if h.isEmpty { return .refused("unknown join key") }
+            if h["revoked"] == "1" { return .refused("join key revoked") }
+            var slug: String?
+            if h["fleet"] == nil, let p = h["project"], !p.isEmpty {
+                slug = try joinKeyConnection!.command(["HGET", RedisKeys.project(p), "slug"]).string
+            }
+            return .accepted(TenancyStore.fleet(of: h, projectSlug: slug))
         } catch {
             joinKeyConnection = nil
-            return "cannot check the join key: \(error)"
+            return .refused("cannot check the join key: \(error)")
         }
     }
 
@@ -331,7 +349,7 @@ final class RouterState: @unchecked Sendable {
             ("slots", String(w.info.slots)), ("free", String(w.credits)), ("inflight", String(w.inflight.count)),
             ("models", w.info.models.joined(separator: ",")), ("capabilities", w.info.capabilities.joined(separator: ",")),
             ("engine", w.info.engine), ("host", w.info.host), ("pid", String(w.info.pid)),
-            ("state", w.draining ? "draining" : "ready"), ("last_heartbeat", String(now)), ("router", id),
+            ("state", w.draining ? "draining" : "ready"), ("last_heartbeat", String(now)), ("router", id), ("fleet", w.fleet.description),
         ])
     }
 }

@@ -12,6 +12,8 @@ import XeroCore
 public struct TierScheduler {
     public struct Worker: Sendable {
         public var info: WorkerInfo
+        /// Whose worker it is (from its join key): which projects' jobs it may see.
+        public var fleet: AgentFleet = .platform
         public var credits: Int
         public var draining = false
         public var lastSeenMs: Int64
@@ -137,9 +139,10 @@ public struct TierScheduler {
     // MARK: Workers
 
     /// A worker said hello (first time, or again after a router restart).
-    public mutating func join(_ info: WorkerInfo, now: Int64) {
+    public mutating func join(_ info: WorkerInfo, fleet: AgentFleet = .platform, now: Int64) {
         var w = workers[info.id] ?? Worker(info: info, credits: 0, lastSeenMs: now)
         w.info = info
+        w.fleet = fleet
         w.lastSeenMs = now
         w.draining = false
         // Free slots it reports, minus jobs we sent that it has not seen yet (hello is validated:
@@ -231,7 +234,8 @@ public struct TierScheduler {
     private func firstServable(in q: FIFO<JobEnvelope>) -> (Int, String)? {
         for i in 0..<min(q.count, Self.lookahead) {
             let job = q.element(at: i)
-            let candidates = workers.values.filter { $0.credits > 0 && !$0.draining && $0.info.serves(job) }
+            // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
+            let candidates = workers.values.filter { $0.credits > 0 && !$0.draining && $0.info.serves(job) && $0.fleet.mayServe(job) }
             if let w = placement.choose(job: job, among: candidates) { return (i, w) }
         }
         return nil

@@ -15,15 +15,28 @@ public struct Endpoint: Sendable, Equatable {
     public var slug: String
     public var model: String
     public var tier: String
+    /// Who serves it: the project's agents, the platform's workers, or both (the default).
+    public var fleet: EndpointFleet
     public var createdAt: Int64
 
-    public init(project: String, slug: String, model: String, tier: String, createdAt: Int64) {
+    public init(project: String, slug: String, model: String, tier: String, fleet: EndpointFleet = .both, createdAt: Int64) {
         self.project = project
         self.slug = slug
         self.model = model
         self.tier = tier
+        self.fleet = fleet
         self.createdAt = createdAt
     }
+}
+
+/// A worker join key as stored (`xero:joinkey:<sha256>`), with the fleet it makes its workers part of.
+public struct JoinKeyRecord: Sendable, Equatable {
+    public var id: String
+    public var hash: String
+    public var name: String
+    public var fleet: AgentFleet
+    public var createdAt: Int64
+    public var revoked: Bool
 }
 
 /// What a key grants, as stored under its hash.
@@ -92,7 +105,7 @@ public struct TenancyStore: Sendable {
     public func putEndpoint(_ e: Endpoint) async throws {
         _ = try await redis.pipeline(strings: [
             ["HSET", RedisKeys.endpoint(e.project, e.slug), "project", e.project, "slug", e.slug, "model", e.model, "tier", e.tier,
-             "created_at", String(e.createdAt)],
+             "fleet", e.fleet.name, "created_at", String(e.createdAt)],
             ["SADD", RedisKeys.endpoints(e.project), e.slug],
         ])
     }
@@ -100,7 +113,9 @@ public struct TenancyStore: Sendable {
     public func endpoint(project: String, slug: String) async throws -> Endpoint? {
         let h = try await redis.send(["HGETALL", RedisKeys.endpoint(project, slug)]).hash
         guard let model = h["model"], let tier = h["tier"] else { return nil }
-        return Endpoint(project: project, slug: slug, model: model, tier: tier, createdAt: Int64(h["created_at"] ?? "") ?? 0)
+        // Endpoints from before fleets existed are served by both, as new ones are by default.
+        return Endpoint(project: project, slug: slug, model: model, tier: tier, fleet: h["fleet"].flatMap(EndpointFleet.init(name:)) ?? .both,
+                        createdAt: Int64(h["created_at"] ?? "") ?? 0)
     }
 
     /// Creates a key and returns its plaintext — the only time it exists outside the client.
@@ -197,31 +212,62 @@ public struct TenancyStore: Sendable {
 
     // MARK: Join keys (workers present one to receive jobs)
 
-    public func createJoinKey(project: String, name: String) async throws -> (key: String, id: String) {
+    /// Platform join keys are listed under this pseudo-project (project ids are 12 [a-z0-9]).
+    static let platformJoinKeys = "_platform"
+
+    static func joinKeySet(_ fleet: AgentFleet) -> String {
+        switch fleet {
+        case .platform: return RedisKeys.projectJoinKeys(platformJoinKeys)
+        case let .project(id): return RedisKeys.projectJoinKeys(id)
+        }
+    }
+
+    /// A join key for `fleet`: made with the admin key (or `xerotier admin create-join-key`) it
+    /// makes platform workers, which serve every project; made with a project's management key it
+    /// makes that project's agents, which see only its jobs.
+    public func createJoinKey(fleet: AgentFleet, name: String) async throws -> (key: String, id: String) {
         let key = randomID("xjoin_", length: 32)
         let id = randomID("jk_", length: 12)
         let hash = APIKey.hash(key)
+        var project = ""
+        if case let .project(p) = fleet { project = p }
         _ = try await redis.pipeline(strings: [
-            ["HSET", RedisKeys.joinKey(hash: hash), "id", id, "project", project, "name", name, "created_at", String(nowMs()), "revoked", "0"],
-            ["SADD", RedisKeys.projectJoinKeys(project), hash],
+            ["HSET", RedisKeys.joinKey(hash: hash), "id", id, "project", project, "fleet", fleet == .platform ? "platform" : "project",
+             "name", name, "created_at", String(nowMs()), "revoked", "0"],
+            ["SADD", Self.joinKeySet(fleet), hash],
         ])
         return (key, id)
     }
 
-    public func joinKeys(project: String) async throws -> [[String: String]] {
-        let hashes = try await redis.send(["SMEMBERS", RedisKeys.projectJoinKeys(project)]).array.compactMap(\.string)
-        var out: [[String: String]] = []
-        for h in hashes {
-            var rec = try await redis.send(["HGETALL", RedisKeys.joinKey(hash: h)]).hash
-            rec["hash"] = h
-            out.append(rec)
+    /// The fleet a stored join key record stands for. Records from before fleets existed have only
+    /// a `project`: the `system` project's keys (what `admin create-join-key` made) become platform
+    /// keys; any other project's stay that project's — the safe reading, since a tenant's key must
+    /// never see other tenants' prompts. `projectSlug` resolves the project id's slug.
+    public static func fleet(of h: [String: String], projectSlug: String?) -> AgentFleet {
+        switch h["fleet"] {
+        case "platform"?: return .platform
+        case "project"?: return .project(h["project"] ?? "")
+        default:
+            guard let p = h["project"], !p.isEmpty, projectSlug != "system" else { return .platform }
+            return .project(p)
         }
-        return out.sorted { ($0["created_at"] ?? "") < ($1["created_at"] ?? "") }
     }
 
-    public func revokeJoinKey(project: String, id: String) async throws -> Bool {
-        for rec in try await joinKeys(project: project) where rec["id"] == id {
-            _ = try await redis.send(["HSET", RedisKeys.joinKey(hash: rec["hash"]!), "revoked", "1"])
+    public func joinKeys(fleet: AgentFleet) async throws -> [JoinKeyRecord] {
+        let hashes = try await redis.send(["SMEMBERS", Self.joinKeySet(fleet)]).array.compactMap(\.string)
+        var out: [JoinKeyRecord] = []
+        for h in hashes {
+            let rec = try await redis.send(["HGETALL", RedisKeys.joinKey(hash: h)]).hash
+            guard let id = rec["id"] else { continue }
+            out.append(JoinKeyRecord(id: id, hash: h, name: rec["name"] ?? "", fleet: fleet, createdAt: Int64(rec["created_at"] ?? "") ?? 0,
+                                     revoked: rec["revoked"] == "1"))
+        }
+        return out.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    public func revokeJoinKey(fleet: AgentFleet, id: String) async throws -> Bool {
+        for rec in try await joinKeys(fleet: fleet) where rec.id == id {
+            _ = try await redis.send(["HSET", RedisKeys.joinKey(hash: rec.hash), "revoked", "1"])
             return true
         }
         return false

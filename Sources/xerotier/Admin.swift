@@ -52,14 +52,19 @@ struct Admin: AsyncParsableCommand {
     struct CreateJoinKey: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create a join key workers present to the router; prints it once.")
         @OptionGroup var redis: RedisOptions
-        @Option(help: "Project that owns it (slug).") var projectSlug: String = "system"
+        @Option(help: "Make the key's workers this project's agents (slug); without it they are platform workers, serving every project.")
+        var projectSlug: String?
         @Option var name: String = "workers"
         func run() async throws {
             let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
             defer { client.close() }
             let store = TenancyStore(redis: client)
-            let project = try await store.ensureProject(slug: projectSlug, name: projectSlug)
-            print(try await store.createJoinKey(project: project.id, name: name).key)
+            var fleet = AgentFleet.platform
+            if let projectSlug {
+                guard let project = try await store.project(slug: projectSlug) else { throw ValidationError("no project with slug '\(projectSlug)'") }
+                fleet = .project(project.id)
+            }
+            print(try await store.createJoinKey(fleet: fleet, name: name).key)
         }
     }
 

@@ -72,8 +72,8 @@ struct Up: AsyncParsableCommand {
         let workers = self.workers ?? (engine == "gguf" ? 1 : 2)
         let demo = try await bootstrapDemo(store: store, redis: redis, config: config, model: model)
 
-        // Workers join with a join key; `up` makes a fresh one each start (shown to nobody).
-        let joinKey = try await store.createJoinKey(project: try await store.project(slug: demo.projectSlug)?.id ?? "", name: "up-\(getpid())").key
+        // Workers join with a join key; `up` makes a fresh platform one each start (shown to nobody).
+        let joinKey = try await store.createJoinKey(fleet: .platform, name: "up-\(getpid())").key
         setenv("XERO_JOIN_KEY", joinKey, 1) // inherited by the workers; not on their command lines
         let routerPort = try freePortRange(4)
         let httpPort = try port ?? (isPortFree(8080) ? 8080 : freePort())

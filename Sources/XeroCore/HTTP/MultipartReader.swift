@@ -79,7 +79,7 @@ public struct MultipartReader: Sendable {
         if let failure { throw failure }
         let buf = bytes as? [UInt8] ?? Array(bytes)
         var events: [MultipartEvent] = []
-        do { try run(buf, &events) } catch { failure = error; throw error }
+        do throws(MultipartError) { try run(buf, &events) } catch { failure = error; throw error }
         return events
     }
 

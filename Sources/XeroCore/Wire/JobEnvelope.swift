@@ -21,6 +21,8 @@ public struct JobEnvelope: Sendable, Equatable {
     public var kind: Kind
     public var tier: String
     public var project: String
+    /// Which workers may run it: the project's agents, the platform's, or both.
+    public var fleet: EndpointFleet
     public var endpoint: String
     public var model: String
     /// Wall-clock ms since the epoch: when the gateway accepted the request.
@@ -37,7 +39,7 @@ public struct JobEnvelope: Sendable, Equatable {
     public var payload: [UInt8]
 
     public init(requestId: String, replyTo: String, attempt: Int = 1, kind: Kind = .chatCompletion, tier: String,
-                project: String, endpoint: String, model: String, acceptedAtMs: Int64, queueDeadlineMs: Int64,
+                project: String, fleet: EndpointFleet = .both, endpoint: String, model: String, acceptedAtMs: Int64, queueDeadlineMs: Int64,
                 requestDeadlineMs: Int64, affinityKey: String = "", sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, payload: [UInt8]) {
         self.requestId = requestId
         self.replyTo = replyTo
@@ -45,6 +47,7 @@ public struct JobEnvelope: Sendable, Equatable {
         self.kind = kind
         self.tier = tier
         self.project = project
+        self.fleet = fleet
         self.endpoint = endpoint
         self.model = model
         self.acceptedAtMs = acceptedAtMs
@@ -65,7 +68,7 @@ public struct JobEnvelope: Sendable, Equatable {
         var w = WireWriter(capacity: 128 + payload.count)
         w.u8(Self.wireKind); w.u8(wireVersion)
         w.string(requestId); w.string(replyTo); w.int(attempt); w.u8(kind.rawValue)
-        w.string(tier); w.string(project); w.string(endpoint); w.string(model)
+        w.string(tier); w.string(project); w.u8(fleet.rawValue); w.string(endpoint); w.string(model)
         w.i64(acceptedAtMs); w.i64(queueDeadlineMs); w.i64(requestDeadlineMs)
         w.string(affinityKey); w.int(sloTTFTMs); w.int(sloTPOTMs)
         w.blob(payload)
@@ -80,6 +83,7 @@ public struct JobEnvelope: Sendable, Equatable {
         let attempt = try r.int(in: L.attempts, "attempt")
         guard let kind = Kind(rawValue: try r.u8()) else { throw WireError.invalid("unknown job kind") }
         let tier = try r.string(max: L.maxNameBytes, "tier"), project = try r.string(max: L.maxNameBytes, "project")
+        guard let fleet = EndpointFleet(rawValue: try r.u8()) else { throw WireError.invalid("unknown fleet") }
         let endpoint = try r.string(max: L.maxNameBytes, "endpoint"), model = try r.string(max: L.maxNameBytes, "model")
         let accepted = try r.time("accepted-at"), queueDeadline = try r.time("queue deadline"), requestDeadline = try r.time("request deadline")
         let affinity = try r.string(max: L.maxIDBytes, "affinity key")
@@ -88,7 +92,7 @@ public struct JobEnvelope: Sendable, Equatable {
         guard payload.count <= L.maxPayloadBytes else { throw WireError.invalid("payload of \(payload.count) bytes") }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after job envelope") }
         return JobEnvelope(requestId: requestId, replyTo: replyTo, attempt: attempt, kind: kind, tier: tier, project: project,
-                           endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,
+                           fleet: fleet, endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,
                            requestDeadlineMs: requestDeadline, affinityKey: affinity, sloTTFTMs: ttft, sloTPOTMs: tpot, payload: payload)
     }
 }
