@@ -117,10 +117,10 @@ class Platform:
     def start_router(self, *extra):
         self._spawn("router", ["router", "--redis", self.redis.url, *extra])
 
-    def start_gateway(self, name=None):
+    def start_gateway(self, name=None, *extra):
         name = name or f"gateway-{len(self.gateways) + 1}"
         port = free_port()
-        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files")])
+        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files"), *extra])
         url = f"http://127.0.0.1:{port}"
         import httpx
         wait_for(lambda: httpx.get(url + "/health", timeout=1).status_code == 200, what=f"{name} health")
