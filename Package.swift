@@ -73,7 +73,10 @@ let package = Package(
             "XeroCore", "XeroQueue", "XeroStore", "XeroBatch",
             .product(name: "MultipartKit", package: "multipart-kit"),
             .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HTTPTypes", package: "swift-http-types"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "xerotier", dependencies: [
@@ -109,6 +112,7 @@ let package = Package(
         .testTarget(name: "XeroGatewayTests", dependencies: [
             "XeroGateway", "XeroCore",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
     ]
 )

@@ -105,50 +105,60 @@ struct BatchRoutes: Sendable {
     }
 
     /// Streams a multipart upload straight to disk (never the whole body in memory), enforcing
-    /// the size and line limits as it goes.
+    /// the size, part and line limits as it goes. Every refusal removes the temporary file.
     private func upload(_ request: Request, project: String) async throws -> Response {
         guard let ct = request.headers[.contentType], ct.lowercased().hasPrefix("multipart/form-data"),
               let boundary = ct.components(separatedBy: "boundary=").dropFirst().first?.split(separator: ";").first.map({ String($0).trimmingCharacters(in: CharacterSet(charactersIn: "\" ")) }),
               !boundary.isEmpty else {
             throw APIError.invalidRequest("Uploads must be multipart/form-data with a 'file' part and a 'purpose' field.", param: "file")
         }
+        if let len = request.headers[.contentLength].flatMap({ Int($0) }), len > UploadState.maxBodyBytes {
+            throw APIError.payloadTooLarge(limit: BatchInput.maxBytes)
+        }
         let tmp = fileStore.temporaryPath()
         FileManager.default.createFile(atPath: tmp, contents: nil)
         guard let handle = FileHandle(forWritingAtPath: tmp) else { throw APIError.internalError("Cannot write the upload.") }
         let state = UploadState(handle: handle)
-        defer { try? handle.close() }
+        var adopted = false
+        defer {
+            try? handle.close()
+            if !adopted { try? FileManager.default.removeItem(atPath: tmp) }
+        }
         let parser = MultipartParser(boundary: boundary)
         parser.onHeader = { name, value in state.header(name, value) }
         parser.onBody = { buf in state.body(&buf) }
         parser.onPartComplete = { state.partComplete() }
         do {
+            var received = 0
             for try await buffer in request.body {
+                received += buffer.readableBytes
+                // File, fields, part headers and boundaries together; the file alone is checked below.
+                if received > UploadState.maxBodyBytes { throw APIError.payloadTooLarge(limit: BatchInput.maxBytes) }
                 try parser.execute(buffer)
-                if state.fileBytes > BatchInput.maxBytes {
-                    try? FileManager.default.removeItem(atPath: tmp)
-                    throw APIError.payloadTooLarge(limit: BatchInput.maxBytes)
-                }
+                if let refusal = state.refusal { throw refusal }
+                if state.fileBytes > BatchInput.maxBytes { throw APIError.payloadTooLarge(limit: BatchInput.maxBytes) }
             }
         } catch let e as APIError { throw e } catch {
-            try? FileManager.default.removeItem(atPath: tmp)
             throw APIError.invalidRequest("The multipart body could not be parsed (\(error)).", param: "file")
         }
         try? handle.close()
         guard state.sawFile else {
-            try? FileManager.default.removeItem(atPath: tmp)
             throw APIError.invalidRequest("Missing required parameter: 'file'.", param: "file", code: "missing_required_parameter")
+        }
+        // A body that ended inside the file part (the client went away) is not a whole file.
+        guard state.fileComplete else {
+            throw APIError.invalidRequest("The multipart body ended before the 'file' part did.", param: "file")
         }
         let purpose = state.fields["purpose"] ?? ""
         guard purpose == "batch" else {
-            try? FileManager.default.removeItem(atPath: tmp)
             throw APIError.invalidRequest("Invalid 'purpose': '\(purpose)'. This deployment accepts 'batch'.", param: "purpose", code: "invalid_value")
         }
         if state.lines > BatchInput.maxLines {
-            try? FileManager.default.removeItem(atPath: tmp)
             throw APIError.invalidRequest("A batch input file may hold at most \(BatchInput.maxLines) requests; this one has \(state.lines).", param: "file", code: "too_many_lines")
         }
         let id = "file-" + randomID(length: 24)
         try fileStore.adopt(temporaryPath: tmp, id: id)
+        adopted = true
         let rec = FileRecord(id: id, project: project, filename: state.filename ?? "upload.jsonl", bytes: state.fileBytes, purpose: purpose,
                              createdAt: Int64(Date().timeIntervalSince1970))
         try await files.put(rec)
@@ -196,17 +206,29 @@ struct BatchRoutes: Sendable {
     }
 }
 
-/// Parser callbacks' state for one upload.
+/// Parser callbacks' state for one upload, and its bounds on what is not the file: every part
+/// counts against `maxParts`, a field's value and a part's headers have their own byte bounds.
+/// The callbacks cannot throw, so a broken bound is kept in `refusal` for the caller to raise.
 final class UploadState: @unchecked Sendable {
+    static let maxParts = 16
+    static let maxFieldBytes = 4096
+    static let maxPartHeaderBytes = 8192
+    /// The whole body: the largest file plus every other part at its bounds, and boundaries.
+    static let maxBodyBytes = BatchInput.maxBytes + maxParts * (maxFieldBytes + maxPartHeaderBytes + 256)
+
     let handle: FileHandle
     var headers: [String: String] = [:]
+    var headerBytes = 0
     var fields: [String: String] = [:]
     var current: [UInt8] = []
     var filename: String?
     var sawFile = false
+    var fileComplete = false
     var fileBytes = 0
     var lines = 0
     var lastByte: UInt8 = 10
+    var parts = 0
+    var refusal: APIError?
 
     init(handle: FileHandle) { self.handle = handle }
 
@@ -221,9 +243,20 @@ final class UploadState: @unchecked Sendable {
         return nil
     }
 
-    func header(_ name: String, _ value: String) { headers[name.lowercased()] = value }
+    func header(_ name: String, _ value: String) {
+        guard refusal == nil else { return }
+        // MultipartKit hands over whole header lines; a single line still being read is bounded
+        // only by the body bound.
+        headerBytes += name.utf8.count + value.utf8.count + 4
+        if headerBytes > Self.maxPartHeaderBytes {
+            refusal = .invalidRequest("A multipart part's headers are larger than \(Self.maxPartHeaderBytes) bytes.", param: "file", code: "part_headers_too_large")
+            return
+        }
+        headers[name.lowercased()] = value
+    }
 
     func body(_ buf: inout ByteBuffer) {
+        guard refusal == nil else { return }
         if partName == "file" {
             sawFile = true
             if filename == nil { filename = disposition("filename") }
@@ -232,15 +265,29 @@ final class UploadState: @unchecked Sendable {
             for b in bytes where b == 10 { lines += 1 }
             if let last = bytes.last { lastByte = last }
             handle.write(Data(bytes))
-        } else if current.count < 4096 {
+        } else {
             current += buf.readBytes(length: buf.readableBytes) ?? []
+            if current.count > Self.maxFieldBytes {
+                let name = partName ?? "(unnamed)"
+                refusal = .invalidRequest("The multipart field '\(name)' is larger than \(Self.maxFieldBytes) bytes.", param: name, code: "field_too_large")
+            }
         }
     }
 
     func partComplete() {
+        guard refusal == nil else { return }
+        parts += 1
+        if parts > Self.maxParts {
+            refusal = .invalidRequest("A multipart upload may hold at most \(Self.maxParts) parts.", param: "file", code: "too_many_parts")
+            return
+        }
         if let name = partName, name != "file" { fields[name] = String(decoding: current, as: UTF8.self) }
-        if partName == "file" && lastByte != 10 { lines += 1 }   // a last line without a newline
+        if partName == "file" {
+            fileComplete = true
+            if lastByte != 10 { lines += 1 }   // a last line without a newline
+        }
         headers = [:]
+        headerBytes = 0
         current = []
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import XeroBatch
@@ -28,7 +29,21 @@ public struct Gateway: Sendable {
     public struct Options: Sendable {
         public var host = "127.0.0.1"
         public var port = 8080
+        /// Largest request body; at most `WireLimits.maxPayloadBytes`, since the body travels as a job payload.
         public var maxBodyBytes = 8 * 1024 * 1024
+        /// A keep-alive connection with no request in progress is closed after this long. Also bounds
+        /// slow headers: nothing reaches a route before a request's head is complete.
+        public var idleTimeoutSeconds = 60
+        /// From a request's head to its end; a body still arriving then gets 408 and a close.
+        public var requestReadTimeoutSeconds = 300
+        /// A connection whose client stops reading an answer is closed after this long unwritable.
+        public var writeStallSeconds = 30
+        /// Open connections per gateway; the next one gets 503 `too_many_connections` at once.
+        public var maxConnections = 4096
+        /// A request's header block (and any single header field); over it gets 431.
+        public var maxHeaderBytes = 64 * 1024
+        /// Header fields per request; over it gets 431.
+        public var maxHeaderFields = 256
         public var keyCacheMs = 2000
         public var endpointCacheMs = 5000
         /// Token-bucket limits from the tiers (off only for benchmarks that measure their cost).
@@ -45,6 +60,9 @@ public struct Gateway: Sendable {
     let logger: Logger
 
     public init(options: Options, config: PlatformConfig, hub: StreamHub, store: TenancyStore, logger: Logger) {
+        var options = options
+        // A body travels as one job payload; the CLI refuses more, library callers are held to it here.
+        options.maxBodyBytes = min(options.maxBodyBytes, WireLimits.maxPayloadBytes)
         self.options = options
         self.config = config
         self.hub = hub
@@ -108,9 +126,26 @@ public struct Gateway: Sendable {
     }
 
     public func makeApplication() -> some ApplicationProtocol {
-        Application(router: makeRouter(),
+        Application(router: makeRouter(), server: .http1(configuration: http1Configuration()),
                     configuration: .init(address: .hostname(options.host, port: options.port), serverName: "xerotier", backlog: 4096),
                     logger: logger)
+    }
+
+    /// The HTTP/1 channel with the bounds of `Options` (docs/architecture.md, "HTTP limits"): the
+    /// idle timeout and header limits are Hummingbird's and NIO's, the rest are handlers of ours
+    /// between the codec and the request loop. One counter serves every connection.
+    func http1Configuration() -> HTTP1Channel.Configuration {
+        let o = options
+        let counter = ConnectionCounter(limit: o.maxConnections)
+        return HTTP1Channel.Configuration(
+            additionalChannelHandlers: [
+                ConnectionCapHandler(counter: counter),
+                HeaderOverflowHandler(maxHeaderBytes: o.maxHeaderBytes, maxFields: o.maxHeaderFields),
+                RequestReadTimeoutHandler(seconds: o.requestReadTimeoutSeconds),
+                WriteStallHandler(seconds: o.writeStallSeconds),
+            ],
+            idleTimeout: .seconds(Int64(o.idleTimeoutSeconds)),
+            httpDecoderConfiguration: .init(maxHeaderFieldSize: o.maxHeaderBytes, maxHeaderListSize: o.maxHeaderBytes, maxHeaderFieldCount: o.maxHeaderFields))
     }
 
     static func authenticate(_ request: Request, _ context: GatewayRequestContext, _ auth: Authenticator, scope: String) async throws -> CallerContext {

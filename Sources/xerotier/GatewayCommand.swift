@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Hummingbird
+import XeroCore
 import XeroGateway
 import XeroQueue
 import XeroStore
@@ -19,8 +20,23 @@ struct GatewayCommand: AsyncParsableCommand {
     @Option(help: "HTTP listen port.")
     var port: Int = 8080
 
-    @Option(help: "Largest request body accepted, bytes (larger gets 413).")
+    @Option(help: "Largest request body accepted, bytes (larger gets 413); at most \(WireLimits.maxPayloadBytes), the largest job payload.")
     var maxBodyBytes: Int = 8 * 1024 * 1024
+
+    @Option(help: "Close a keep-alive connection with no request in progress after this many seconds; also bounds slow request headers.")
+    var idleTimeoutSeconds: Int = 60
+
+    @Option(help: "Seconds from a request's head to its end; a body still arriving then gets 408 and the connection is closed.")
+    var requestReadTimeoutSeconds: Int = 300
+
+    @Option(help: "Close a connection whose client has stopped reading its answer (socket unwritable) for this many seconds; its job is cancelled.")
+    var writeStallSeconds: Int = 30
+
+    @Option(help: "Open connections this gateway holds; one more is answered at once with 503 too_many_connections and closed.")
+    var maxConnections: Int = 4096
+
+    @Option(help: "Largest request header block, and largest single header field, in bytes (larger gets 431).")
+    var maxHeaderBytes: Int = 64 * 1024
 
     @Option(help: "Gateway id: the prefix of its event channel (default: random).")
     var id: String?
@@ -33,6 +49,17 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
     var noRateLimits = false
+
+    func validate() throws {
+        // A body travels to the worker as one job payload, which every decoder bounds.
+        guard (1...WireLimits.maxPayloadBytes).contains(maxBodyBytes) else {
+            throw ValidationError("--max-body-bytes \(maxBodyBytes) is outside 1...\(WireLimits.maxPayloadBytes) (WireLimits.maxPayloadBytes, the largest job payload).")
+        }
+        for (flag, value) in [("--idle-timeout-seconds", idleTimeoutSeconds), ("--request-read-timeout-seconds", requestReadTimeoutSeconds),
+                              ("--write-stall-seconds", writeStallSeconds), ("--max-connections", maxConnections), ("--max-header-bytes", maxHeaderBytes)] {
+            guard value >= 1 else { throw ValidationError("\(flag) must be at least 1 (got \(value)).") }
+        }
+    }
 
     func run() async throws {
         common.watchParent()
@@ -47,6 +74,11 @@ struct GatewayCommand: AsyncParsableCommand {
         options.host = host
         options.port = port
         options.maxBodyBytes = maxBodyBytes
+        options.idleTimeoutSeconds = idleTimeoutSeconds
+        options.requestReadTimeoutSeconds = requestReadTimeoutSeconds
+        options.writeStallSeconds = writeStallSeconds
+        options.maxConnections = maxConnections
+        options.maxHeaderBytes = maxHeaderBytes
         options.rateLimits = !noRateLimits
         options.filesDirectory = filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"
         let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)

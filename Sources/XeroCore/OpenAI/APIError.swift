@@ -64,6 +64,12 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func payloadTooLarge(limit: Int) -> APIError {
         APIError(status: 413, message: "Request body is larger than the \(limit) byte limit.", type: "invalid_request_error", code: "request_too_large")
     }
+    public static func requestTimeout408(seconds: Int) -> APIError {
+        APIError(status: 408, message: "The request body did not arrive within \(seconds) s of its headers; the connection is closed.", type: "invalid_request_error", code: "request_timeout")
+    }
+    public static func headersTooLarge(limit: Int, maxFields: Int) -> APIError {
+        APIError(status: 431, message: "The request headers are larger than the \(limit) byte limit (or more than \(maxFields) fields).", type: "invalid_request_error", code: "request_headers_too_large")
+    }
     public static func unsupportedMediaType(_ got: String) -> APIError {
         APIError(status: 415, message: "Content-Type must be application/json (got \(got)).", type: "invalid_request_error", code: "unsupported_media_type")
     }
@@ -92,6 +98,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A worker (or the upstream behind it) answered something that does not fit the request.
     public static func badWorkerAnswer(_ message: String) -> APIError {
         APIError(status: 502, message: message, type: "server_error", code: "bad_worker_answer")
+    }
+    public static func tooManyConnections(limit: Int) -> APIError {
+        APIError(status: 503, message: "This gateway already holds its maximum of \(limit) connections. Retry later or on another gateway.", type: "service_unavailable", code: "too_many_connections")
     }
     public static func unavailable(_ message: String) -> APIError {
         APIError(status: 503, message: message, type: "service_unavailable", code: "service_unavailable")
