@@ -290,8 +290,12 @@ def test_xeroctl_as_a_user(tp):
     PLAINTEXT_KEYS.append(jk["join_key"])
     assert jk["join_key"].startswith("xjoin_")
     assert jk["id"] in ctl(tp, "join-keys", "list", key=a["api_key"]).stdout
+    # A project sees its own agents only: tw1 is a platform worker, so only the admin lists it.
     agents = json.loads(ctl(tp, "agents", "--json", key=a["api_key"]).stdout)
-    assert any(w["id"] == "tw1" for w in agents["data"])
+    assert not any(w["id"] == "tw1" for w in agents["data"])
+    assert jk["fleet"] == "project:" + a["id"]
+    agents = json.loads(ctl(tp, "agents", "--json").stdout)
+    assert any(w["id"] == "tw1" and w["fleet"] == "platform" for w in agents["data"])
     tiers = ctl(tp, "tiers", key=a["api_key"]).stdout
     assert "limited" in tiers and "300" in tiers
     test = json.loads(ctl(tp, "test", "--endpoint", "chat", "--json", key=a["api_key"]).stdout)

@@ -174,6 +174,7 @@ class JobEnvelope:
     kind: int = JOB_CHAT
     tier: str = "standard"
     project: str = ""
+    fleet: int = 3          # 1 project, 2 platform, 3 both
     endpoint: str = ""
     model: str = ""
     accepted_at_ms: int = 0
@@ -191,7 +192,7 @@ class JobEnvelope:
     def encode(self):
         w = Writer().header(KIND_JOB)
         w.string(self.request_id).string(self.reply_to).int(self.attempt).u8(self.kind)
-        w.string(self.tier).string(self.project).string(self.endpoint).string(self.model)
+        w.string(self.tier).string(self.project).u8(self.fleet).string(self.endpoint).string(self.model)
         w.i64(self.accepted_at_ms).i64(self.queue_deadline_ms).i64(self.request_deadline_ms)
         w.string(self.affinity_key).int(self.slo_ttft_ms).int(self.slo_tpot_ms).blob(self.payload)
         return w.bytes()
@@ -204,12 +205,14 @@ class JobEnvelope:
         kind = r.u8()
         if kind not in (JOB_CHAT, JOB_EMBEDDINGS, JOB_RERANK):
             raise WireError("unknown job kind")
-        tier, project, endpoint, model = r.string(), r.string(), r.string(), r.string()
+        tier, project = r.string(), r.string()
+        fleet = r.u8()
+        endpoint, model = r.string(), r.string()
         accepted, qd, rd = r.i64(), r.i64(), r.i64()
         affinity, ttft, tpot = r.string(), r.int(), r.int()
         payload = r.blob()
         r.end("job envelope")
-        return cls(request_id, reply_to, attempt, kind, tier, project, endpoint, model, accepted, qd, rd, affinity, ttft, tpot, payload)
+        return cls(request_id, reply_to, attempt, kind, tier, project, fleet, endpoint, model, accepted, qd, rd, affinity, ttft, tpot, payload)
 
 
 # ---------------------------------------------------------------------------------------------
