@@ -18,13 +18,13 @@ struct BatchRoutes: Sendable {
     static let supportedEndpoints = ["/v1/chat/completions", "/v1/embeddings"]
     static let purposes = ["batch", "batch_output"]
 
-    func register(on api: RouterGroup<GatewayRequestContext>) {
+    func register(on api: RouterGroup<InferenceContext>) {
         api.post("/files") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             return try await upload(req, project: caller.project)
         }
         api.get("/files") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let list = try await files.list(project: caller.project, purpose: req.uri.queryParameters.get("purpose"))
             var w = JSONWriter()
             w.objectStart(); w.field("object", "list"); w.key("data"); w.arrayStart()
@@ -33,30 +33,30 @@ struct BatchRoutes: Sendable {
             return Gateway.json(w.bytes)
         }
         api.get("/files/:file") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let f = try await file(ctx, caller)
             var w = JSONWriter(); f.write(to: &w)
             return Gateway.json(w.bytes)
         }
         api.get("/files/:file/content") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let f = try await file(ctx, caller)
             let data = try fileStore.read(id: f.id)
             return Response(status: .ok, headers: [.contentType: "application/octet-stream"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
         }
         api.delete("/files/:file") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let f = try await file(ctx, caller)
             try await files.delete(f.id, project: caller.project)
             try? fileStore.delete(id: f.id)
             return Gateway.json(Array(#"{"id":"\#(f.id)","object":"file","deleted":true}"#.utf8))
         }
         api.post("/batches") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             return try await createBatch(req, caller)
         }
         api.get("/batches") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             var limit = 20
             if let l = req.uri.queryParameters.get("limit") {
                 guard let v = Int(l), (1...100).contains(v) else { throw APIError.invalidRequest("'limit' must be between 1 and 100.", param: "limit") }
@@ -72,11 +72,11 @@ struct BatchRoutes: Sendable {
             return Gateway.json(w.bytes)
         }
         api.get("/batches/:batch") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             return Gateway.json(try await batch(ctx, caller).json())
         }
         api.post("/batches/:batch/cancel") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let b = try await batch(ctx, caller)
             guard ["validating", "in_progress", "cancelling"].contains(b.status) else {
                 throw APIError(status: 409, message: "Batch \(b.id) is \(b.status) and cannot be cancelled.", type: "invalid_request_error", code: "batch_not_cancellable")
@@ -88,7 +88,7 @@ struct BatchRoutes: Sendable {
         }
     }
 
-    private func file(_ ctx: GatewayRequestContext, _ caller: CallerContext) async throws -> FileRecord {
+    private func file(_ ctx: InferenceContext, _ caller: CallerContext) async throws -> FileRecord {
         let id = ctx.parameters.get("file") ?? ""
         guard let f = try await files.get(id, project: caller.project) else {
             throw APIError.notFound("No such File object: \(id)", code: "file_not_found")
@@ -96,7 +96,7 @@ struct BatchRoutes: Sendable {
         return f
     }
 
-    private func batch(_ ctx: GatewayRequestContext, _ caller: CallerContext) async throws -> BatchRecord {
+    private func batch(_ ctx: InferenceContext, _ caller: CallerContext) async throws -> BatchRecord {
         let id = ctx.parameters.get("batch") ?? ""
         guard let b = try await batches.get(id, project: caller.project) else {
             throw APIError.notFound("No such Batch object: \(id)", code: "batch_not_found")

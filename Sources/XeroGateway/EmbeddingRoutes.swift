@@ -10,9 +10,9 @@ struct EmbeddingRoutes: Sendable {
     let auth: Authenticator
     let maxBodyBytes: Int
 
-    func register(on api: RouterGroup<GatewayRequestContext>) {
+    func register(on api: RouterGroup<InferenceContext>) {
         api.post("/embeddings") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let body = try await Gateway.collect(req, limit: maxBodyBytes)
             let parsed = try EmbeddingsRequest.parse(body)
             let reserve = parsed.inputs.reduce(0) { total, input in
@@ -30,7 +30,7 @@ struct EmbeddingRoutes: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: json)))
         }
         api.post("/rerank") { req, ctx in
-            let caller = try await Gateway.authenticate(req, ctx, auth, scope: KeyRecord.inference)
+            let caller = ctx.caller
             let body = try await Gateway.collect(req, limit: maxBodyBytes)
             let parsed = try RerankRequest.parse(body)
             let reserve = ([parsed.query] + parsed.documents).reduce(0) { $0 + $1.utf8.count / 3 + 2 }

@@ -9,15 +9,22 @@ import XeroCore
 import XeroQueue
 import XeroStore
 
-/// The request context: Hummingbird's core storage plus the caller's address (for IP allow-lists).
+/// The request context: Hummingbird's core storage, the socket's peer, and what the
+/// authentication middlewares found (from which `InferenceContext` / `ManagementContext` are made).
 public struct GatewayRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     public let remoteAddress: SocketAddress?
+    /// The client's address after `--trusted-proxy` (set by the authentication middlewares).
+    public var clientIP: String?
+    /// Set by `InferenceAuthMiddleware`.
+    public var caller: CallerContext?
+    /// Set by `ManagementAuthMiddleware`.
+    public var management: ManagementCaller?
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
     }
-    /// The client's IP address as text (IPv4 or IPv6), for IP allow-lists.
+    /// The socket peer's IP address as text (IPv4 or IPv6).
     public var remoteIP: String? { remoteAddress?.ipAddress }
     /// Bodies are collected explicitly with the gateway's own limit.
     public var maxUploadSize: Int { Int.max }
@@ -50,6 +57,8 @@ public struct Gateway: Sendable {
         public var rateLimits = true
         /// The shared directory for the Files API (nil = Files and Batches APIs off).
         public var filesDirectory: String?
+        /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (`--trusted-proxy`).
+        public var trustedProxies = TrustedProxies()
         public init() {}
     }
 
@@ -70,9 +79,13 @@ public struct Gateway: Sendable {
         self.logger = logger
     }
 
-    public func makeRouter() -> Router<GatewayRequestContext> {
+    public func makeRouter() -> Router<GatewayRequestContext> { makeRoutes().router }
+
+    /// The router and the table of every route on it (for `--print-routes` and the route walk test).
+    func makeRoutes() -> (router: Router<GatewayRequestContext>, table: RouteTable<GatewayRequestContext>) {
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
+        let routes = RouteTable(router)
         let jobs = InferenceJobs(hub: hub, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }),
                                  ids: RequestIDs(), limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis) : nil, logger: logger)
         let chat = ChatCompletions(jobs: jobs)
@@ -80,40 +93,41 @@ public struct Gateway: Sendable {
         let maxBody = options.maxBodyBytes
         let hub = self.hub
 
-        router.get("/health") { _, _ -> Response in
+        routes.get("/health") { _, _ -> Response in
             let ready = hub.isReady
             return Response(status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(string: ready ? #"{"status":"ok"}"# : #"{"status":"starting"}"#)))
         }
 
-        ManagementRoutes(auth: auth, config: config).register(on: router)
+        ManagementRoutes(auth: auth, config: config).register(on: routes, proxies: options.trustedProxies)
 
-        let api = router.group("/:project/:endpoint/v1")
+        // Every route below is behind one authentication step: handlers get `context.caller`.
+        let api = routes.group("/:project/:endpoint/v1")
+            .add(middleware: InferenceAuthMiddleware(auth: auth, proxies: options.trustedProxies))
+            .group(context: InferenceContext.self)
         if let dir = options.filesDirectory, let store = try? FilesystemFileStore(directory: dir) {
             BatchRoutes(auth: auth, fileStore: store, files: FileRecords(redis: auth.store.redis),
                         batches: BatchStore(redis: auth.store.redis)).register(on: api)
         }
         api.post("/chat/completions") { request, context -> Response in
-            let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
             // Any Content-Type is accepted if the body is JSON: curl's -d without a header sends
             // form encoding, and refusing that would help nobody.
             let body = try await Self.collect(request, limit: maxBody)
-            return try await chat.handle(body, caller: caller, headers: request.headers)
+            return try await chat.handle(body, caller: context.caller, headers: request.headers)
         }
         EmbeddingRoutes(jobs: jobs, auth: auth, maxBodyBytes: maxBody).register(on: api)
-        api.get("/models") { request, context -> Response in
-            let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
+        api.get("/models") { _, context -> Response in
             var w = JSONWriter()
             w.objectStart()
             w.field("object", "list")
             w.key("data"); w.arrayStart()
-            Self.writeModel(caller.endpoint, to: &w)
+            Self.writeModel(context.caller.endpoint, to: &w)
             w.arrayEnd()
             w.objectEnd()
             return Self.json(w.bytes)
         }
-        api.get("/models/:model") { request, context -> Response in
-            let caller = try await Self.authenticate(request, context, auth, scope: KeyRecord.inference)
+        api.get("/models/:model") { _, context -> Response in
+            let caller = context.caller
             let wanted = context.parameters.get("model") ?? ""
             guard wanted == caller.endpoint.model else {
                 throw APIError.notFound("The model '\(wanted)' does not exist on this endpoint; it serves '\(caller.endpoint.model)'.", code: "model_not_found")
@@ -122,7 +136,12 @@ public struct Gateway: Sendable {
             Self.writeModel(caller.endpoint, to: &w)
             return Self.json(w.bytes)
         }
-        return router
+        return (router, routes)
+    }
+
+    /// Every route as `METHOD path`, one a line (`xerotier gateway --print-routes`).
+    public func routeList() -> [String] {
+        makeRoutes().table.entries.map { "\($0.method) \($0.path)" }
     }
 
     public func makeApplication() -> some ApplicationProtocol {
@@ -146,11 +165,6 @@ public struct Gateway: Sendable {
             ],
             idleTimeout: .seconds(Int64(o.idleTimeoutSeconds)),
             httpDecoderConfiguration: .init(maxHeaderFieldSize: o.maxHeaderBytes, maxHeaderListSize: o.maxHeaderBytes, maxHeaderFieldCount: o.maxHeaderFields))
-    }
-
-    static func authenticate(_ request: Request, _ context: GatewayRequestContext, _ auth: Authenticator, scope: String) async throws -> CallerContext {
-        try await auth.authenticate(authorization: request.headers[.authorization], projectPath: context.parameters.get("project") ?? "",
-                                    endpointSlug: context.parameters.get("endpoint") ?? "", scope: scope, remoteIP: context.remoteIP)
     }
 
     static func collect(_ request: Request, limit: Int) async throws -> [UInt8] {

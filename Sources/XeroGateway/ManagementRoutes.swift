@@ -17,19 +17,23 @@ struct ManagementRoutes: Sendable {
     static let maxKeyLifetimeSeconds = 10 * 365 * 86_400
     static let maxNameBytes = 256
 
-    func register(on router: Router<GatewayRequestContext>) {
-        let m = router.group("/manage/v1")
+    func register(on routes: RouteTable<GatewayRequestContext>, proxies: TrustedProxies) {
+        // Every route is behind one authentication step; project administration needs the admin key.
+        let m = routes.group("/manage/v1").add(middleware: ManagementAuthMiddleware(auth: auth, proxies: proxies))
+            .group(context: ManagementContext.self)
+        let admin = routes.group("/manage/v1").add(middleware: ManagementAuthMiddleware(auth: auth, proxies: proxies, adminOnly: true))
+            .group(context: ManagementContext.self)
         m.get("/whoami") { req, ctx in try await self.run(req, ctx) { caller, _ in
             var w = JSONWriter(); w.objectStart()
             w.field("key_id", caller.key.id); w.field("project", caller.project ?? ""); w.field("name", caller.key.name)
             w.key("scopes"); w.arrayStart(); for s in caller.key.scopes.sorted() { w.value(s) }; w.arrayEnd()
             w.objectEnd(); return w.bytes
         } }
-        m.get("/projects") { req, ctx in try await self.run(req, ctx, admin: true) { _, _ in
+        admin.get("/projects") { req, ctx in try await self.run(req, ctx) { _, _ in
             let ps = try await store.projects()
             return Self.list(ps) { w, p in Self.writeProject(p, &w) }
         } }
-        m.post("/projects") { req, ctx in try await self.run(req, ctx, admin: true) { _, body in
+        admin.post("/projects") { req, ctx in try await self.run(req, ctx) { _, body in
             let o = try Self.object(body)
             guard case let .string(slug)? = o["slug"], TenancyStore.isValidSlug(slug), !slug.contains("_") else {
                 throw APIError.invalidRequest("'slug' must be lowercase letters, digits and '-'.", param: "slug")
@@ -216,50 +220,15 @@ struct ManagementRoutes: Sendable {
         } }
     }
 
-    /// The authenticated management caller and the project it acts on.
-    struct Caller {
-        var key: KeyRecord
-        var project: String?
-        var isAdmin: Bool { key.scopes.contains(KeyRecord.admin) }
-        func requireProject() throws -> String {
-            guard let project, !project.isEmpty else {
-                throw APIError.invalidRequest("An admin key must name a project: add ?project=<id or slug>.", param: "project")
-            }
-            return project
-        }
-        /// Join keys a project's key makes are that project's agents; the admin's (without
-        /// ?project=) are the platform's.
-        func joinKeyFleet() throws -> AgentFleet {
-            if isAdmin && (project ?? "").isEmpty { return .platform }
-            return .project(try requireProject())
-        }
-    }
-
-    private func run(_ request: Request, _ context: GatewayRequestContext, admin: Bool = false,
-                     _ body: @escaping (Caller, [UInt8]) async throws -> [UInt8]) async throws -> Response {
-        let key = try await auth.keyRecord(authorization: request.headers[.authorization], remoteIP: context.remoteIP)
-        let isAdmin = key.scopes.contains(KeyRecord.admin)
-        if admin && !isAdmin { throw APIError.forbidden("This operation needs the 'admin' scope.", code: "insufficient_scope") }
-        guard isAdmin || key.scopes.contains(KeyRecord.management) else {
-            throw APIError.forbidden("This API key lacks the 'management' scope required for this request.", code: "insufficient_scope")
-        }
-        var project: String? = isAdmin ? nil : key.project
-        if let wanted = request.uri.queryParameters.get("project"), !wanted.isEmpty {
-            let resolved: String?
-            if try await store.project(id: wanted) != nil { resolved = wanted } else { resolved = try await store.project(slug: wanted)?.id }
-            if isAdmin {
-                guard let resolved else { throw APIError.notFound("No project '\(wanted)'.", code: "project_not_found") }
-                project = resolved
-            } else if resolved != key.project {
-                throw APIError.forbidden("This API key does not belong to project '\(wanted)'.", code: "wrong_project")
-            }
-        }
+    /// Runs a management call: its body (≤ 1 MiB) in, JSON out. The caller was authenticated
+    /// by `ManagementAuthMiddleware` before the route was reached.
+    private func run(_ request: Request, _ context: ManagementContext,
+                     _ body: @escaping (ManagementCaller, [UInt8]) async throws -> [UInt8]) async throws -> Response {
         let bytes = try await Gateway.collect(request, limit: 1 << 20)
-        let out = try await body(Caller(key: key, project: project), bytes)
-        return Gateway.json(out)
+        return Gateway.json(try await body(context.caller, bytes))
     }
 
-    private func ownedKey(_ caller: Caller, _ id: String) async throws -> KeyRecord {
+    private func ownedKey(_ caller: ManagementCaller, _ id: String) async throws -> KeyRecord {
         guard let rec = try await store.keyRecord(id: id), rec.project == (try caller.requireProject()) else {
             throw APIError.notFound("No key '\(id)' in this project.", code: "key_not_found")
         }

@@ -50,6 +50,12 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
     var noRateLimits = false
 
+    @Option(help: "A proxy or load balancer (IP or CIDR; repeatable) whose X-Forwarded-For and X-Forwarded-Proto are believed. Without it the socket's peer is the client.")
+    var trustedProxy: [String] = []
+
+    @Flag(help: "Print every route (METHOD path) and exit.")
+    var printRoutes = false
+
     func validate() throws {
         // A body travels to the worker as one job payload, which every decoder bounds.
         guard (1...WireLimits.maxPayloadBytes).contains(maxBodyBytes) else {
@@ -58,6 +64,9 @@ struct GatewayCommand: AsyncParsableCommand {
         for (flag, value) in [("--idle-timeout-seconds", idleTimeoutSeconds), ("--request-read-timeout-seconds", requestReadTimeoutSeconds),
                               ("--write-stall-seconds", writeStallSeconds), ("--max-connections", maxConnections), ("--max-header-bytes", maxHeaderBytes)] {
             guard value >= 1 else { throw ValidationError("\(flag) must be at least 1 (got \(value)).") }
+        }
+        for p in trustedProxy where CIDR(p) == nil {
+            throw ValidationError("--trusted-proxy \(p) is not an IPv4/IPv6 address or CIDR block.")
         }
     }
 
@@ -81,7 +90,14 @@ struct GatewayCommand: AsyncParsableCommand {
         options.maxHeaderBytes = maxHeaderBytes
         options.rateLimits = !noRateLimits
         options.filesDirectory = filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"
+        options.trustedProxies = TrustedProxies(trustedProxy.compactMap(CIDR.init))
         let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)
+        if printRoutes {
+            print(gateway.routeList().joined(separator: "\n"))
+            hub.stop()
+            redisClient.close()
+            return
+        }
         // Revocations and rotations on any gateway evict this gateway's cached key at once.
         let auth = gateway.auth
         let events = KeyEventSubscriber(address: try RedisAddress(url: redis.url),
