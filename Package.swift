@@ -32,6 +32,7 @@ let package = Package(
         // ZeroMQ sockets owned by one thread each; async bridges.
         .target(name: "XeroQueue", dependencies: [
             "CZeroMQ", "XeroCore",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Redis over hiredis: connections owned by threads, pipelining, scripts.

@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import XeroCore
+import XeroQueue
 import XeroStore
 
 /// The management API (`/manage/v1/…`), for `xeroctl` and scripts. Requires a key with the
@@ -181,7 +182,7 @@ struct ManagementRoutes: Sendable {
             if !body.isEmpty, case let .string(n)? = try Self.object(body)["name"] { name = n }
             guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
             let fleet = try caller.joinKeyFleet()
-            let (key, id) = try await store.createJoinKey(fleet: fleet, name: name)
+            let (key, id) = try await store.createJoinKey(fleet: fleet, name: name) { try CurveKeyPair.derived(fromJoinKey: $0).publicKey }
             var w = JSONWriter(); w.objectStart(); w.field("id", id); w.field("name", name); w.field("fleet", fleet.description)
             w.field("join_key", key); w.objectEnd(); return w.bytes
         } }

@@ -165,6 +165,10 @@ public final class LoopContext {
         }
     }
 
+    /// The ZAP User-Id of the message being handled on `socket` (its authenticated sender), for
+    /// sockets created with `wantsUserID`; nil on plain sockets.
+    public func userID(of socket: Int) -> String? { sockets[socket].lastUserID }
+
     /// Sends as much of a socket's backlog as it will take now.
     func flush(_ socket: Int) {
         var sent = 0

@@ -21,7 +21,7 @@ public final class StreamHub: Sendable {
     public let mailboxCapacity: Int
 
     public init(gatewayID: String, routerJobs: String, routerEventsOut: String, mailboxCapacity: Int = EventMailbox.defaultCapacity,
-                logger: Logger) throws {
+                security: FabricSecurity = .plaintext, logger: Logger) throws {
         let context = ZMQContext()
         let jobs = try ZMQSocket(context, .push)
         let events = try ZMQSocket(context, .sub)
@@ -29,6 +29,8 @@ public final class StreamHub: Sendable {
         try jobs.set(.sendHighWaterMark(PipeBounds.control))
         try events.set(.receiveHighWaterMark(PipeBounds.events))
         try events.set(.maxMessageSize(WireLimits.maxEventFrameBytes))
+        try jobs.secure(security)
+        try events.secure(security)
         try events.subscribe(gatewayID + "/")
         try jobs.connect(routerJobs)
         try events.connect(routerEventsOut)

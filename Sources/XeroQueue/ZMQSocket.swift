@@ -22,7 +22,7 @@ public final class ZMQContext: @unchecked Sendable {
 }
 
 public enum SocketType: Sendable {
-    case push, pull, pub, sub, xpub, xsub, router, dealer
+    case push, pull, pub, sub, xpub, xsub, router, dealer, rep, pair
 
     var raw: Int32 {
         switch self {
@@ -34,6 +34,8 @@ public enum SocketType: Sendable {
         case .xsub: return ZMQ_XSUB
         case .router: return ZMQ_ROUTER
         case .dealer: return ZMQ_DEALER
+        case .rep: return ZMQ_REP
+        case .pair: return ZMQ_PAIR
         }
     }
 }
@@ -99,6 +101,29 @@ public final class ZMQSocket {
         guard zmq_connect(raw, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
     }
 
+    /// A PAIR socket that receives this socket's handshake failures (libzmq's socket monitor):
+    /// two frames, `u16 event, u32 value` and the endpoint. A client learns so that the router
+    /// refused its credentials, which CURVE otherwise only shows as silence.
+    public func handshakeFailures(context: ZMQContext, name: String) throws -> ZMQSocket {
+        let endpoint = "inproc://handshake-\(name)"
+        guard zmq_socket_monitor(raw, endpoint, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0 else {
+            throw ZMQError.last("zmq_socket_monitor")
+        }
+        let pair = try ZMQSocket(context, .pair)
+        try pair.connect(endpoint)
+        return pair
+    }
+
+    /// Decodes a monitor event: (event, value).
+    public static func monitorEvent(_ frames: [[UInt8]]) -> (event: Int32, value: UInt32)? {
+        guard let f = frames.first, f.count == 6 else { return nil }
+        let event = Int32(UInt16(f[0]) | UInt16(f[1]) << 8)
+        let value = UInt32(f[2]) | UInt32(f[3]) << 8 | UInt32(f[4]) << 16 | UInt32(f[5]) << 24
+        return (event, value)
+    }
+
+    public static let handshakeFailedAuth = Int32(ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+
     public enum SendResult: Sendable { case sent, wouldBlock, unroutable }
 
     /// Sends a multipart message (ZeroMQ delivers all frames or none). `wouldBlock`: no peer yet or
@@ -120,6 +145,11 @@ public final class ZMQSocket {
         return .sent
     }
 
+    /// Read the ZAP `User-Id` of each received message into `lastUserID` (CURVE server sockets).
+    public var wantsUserID = false
+    /// The authenticated peer of the last message received (nil on plain sockets).
+    public private(set) var lastUserID: String?
+
     /// Receives one multipart message, or nil when none is waiting (with `dontWait`).
     public func receive(dontWait: Bool = true) throws -> [[UInt8]]? {
         var frames: [[UInt8]] = []
@@ -133,6 +163,12 @@ public final class ZMQSocket {
                 if e == EAGAIN && frames.isEmpty { return nil }
                 if e == EINTR && frames.isEmpty { return nil }
                 throw ZMQError(errno: e, operation: "zmq_msg_recv")
+            }
+            // A ROUTER's identity frame is made locally and carries no metadata: take the User-Id
+            // from the first frame that came over the wire.
+            if wantsUserID {
+                if frames.isEmpty { lastUserID = nil }
+                if lastUserID == nil { lastUserID = zmq_msg_gets(&msg, "User-Id").map { String(cString: $0) } }
             }
             let size = zmq_msg_size(&msg)
             let data = zmq_msg_data(&msg)!

@@ -45,10 +45,13 @@ public final class Router: Sendable {
         public var maxQueuedJobs = 100_000
         /// Where join keys are checked (nil = no check possible: every hello is refused if required).
         public var redis: RedisAddress?
+        /// CURVE on every socket with this router's ZAP handler (the default in every command), or
+        /// plain ZeroMQ behind `--insecure-plaintext-fabric`.
+        public var security: RouterSecurity = .plaintext
         public init() {}
     }
 
-    static let jobsSocket = 0, workersSocket = 1, eventsInSocket = 2, eventsOutSocket = 3
+    static let jobsSocket = 0, workersSocket = 1, eventsInSocket = 2, eventsOutSocket = 3, zapSocket = 4
 
     public let id: String
     public let boundEndpoints: RouterEndpoints
@@ -57,6 +60,14 @@ public final class Router: Sendable {
 
     public init(config: PlatformConfig, endpoints: RouterEndpoints, ops: OpsRecorder?, options: Options = Options(), logger: Logger) throws {
         let context = ZMQContext()
+        // The ZAP handler first: libzmq asks it about every CURVE handshake in this context, and a
+        // CURVE socket without one would admit any key pair.
+        var zap: ZMQSocket?
+        if case .curve = options.security {
+            let z = try ZMQSocket(context, .rep)
+            try z.bind("inproc://zeromq.zap.01")
+            zap = z
+        }
         let jobs = try ZMQSocket(context, .pull)
         let workers = try ZMQSocket(context, .router)
         let eventsIn = try ZMQSocket(context, .xsub)
@@ -78,6 +89,13 @@ public final class Router: Sendable {
         try eventsOut.set(.maxMessageSize(PipeBounds.subscriptionBytes))
         try workers.set(.routerMandatory)
         try eventsOut.set(.xpubVerbose)
+        if case let .curve(server, _) = options.security {
+            for (socket, domain) in [(jobs, FabricGuard.jobsDomain), (workers, FabricGuard.workersDomain),
+                                     (eventsIn, FabricGuard.eventsInDomain), (eventsOut, FabricGuard.eventsOutDomain)] {
+                try socket.secure(.server(server, domain: domain))
+            }
+            for socket in [jobs, workers, eventsIn] { socket.wantsUserID = true }
+        }
         let bound = RouterEndpoints(jobs: try jobs.bind(endpoints.jobs), workers: try workers.bind(endpoints.workers),
                                     eventsIn: try eventsIn.bind(endpoints.eventsIn), eventsOut: try eventsOut.bind(endpoints.eventsOut))
         // XSUB subscribes to every topic: a worker's events flow from its first message on,
@@ -88,11 +106,14 @@ public final class Router: Sendable {
         var scheduler = TierScheduler(tiers: config.tiers)
         scheduler.maxQueued = options.maxQueuedJobs
         let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, logger: logger)
+        if case let .curve(_, platformPublicKey) = options.security {
+            core.fabric = FabricGuard(platformPublicKey: platformPublicKey, lookupAgent: { [core] key in try core.agentJoinKeyHash(publicKey: key) })
+        }
         self.id = id
         self.context = context
         self.boundEndpoints = bound
         self.loop = SocketLoop(
-            name: "router", sockets: [jobs, workers, eventsIn, eventsOut], tickMs: options.tickMs,
+            name: "router", sockets: [jobs, workers, eventsIn, eventsOut] + (zap.map { [$0] } ?? []), tickMs: options.tickMs,
             onMessage: { ctx, socket, frames in core.handle(ctx, socket: socket, frames: frames) },
             onTick: { ctx in core.tick(ctx) })
         logger.info("router listening", metadata: ["jobs": "\(bound.jobs)", "workers": "\(bound.workers)",
@@ -117,6 +138,17 @@ final class RouterState: @unchecked Sendable {
     let logger: Logger
     var lastStatsMs: Int64 = 0
     var lastLivenessMs: Int64 = 0
+    var lastRevocationCheckMs: Int64 = 0
+    /// CURVE mode: the ZAP judge, and the authenticated identity (ZAP User-Id) each worker said
+    /// hello with. A frame whose User-Id is not its worker's is ignored.
+    var fabric: FabricGuard?
+    var workerUsers: [String: String] = [:]
+    /// Jobs finished recently, with their worker: a job's last events may arrive after its `done`
+    /// (they travel on another socket), and must still be accepted from that worker only.
+    var recentlyFinished: [String: String] = [:]
+    var recentlyFinishedOrder: [String] = []
+    static let recentlyFinishedCapacity = 100_000
+    var droppedEvents = 0
 
     init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, logger: Logger) {
         self.id = id
@@ -128,9 +160,17 @@ final class RouterState: @unchecked Sendable {
 
     func handle(_ ctx: LoopContext, socket: Int, frames: [[UInt8]]) {
         switch socket {
+        case Router.zapSocket:
+            guard fabric != nil else { return }
+            ctx.send(socket: Router.zapSocket, frames: fabric!.reply(to: frames, now: nowMs()))
         case Router.eventsInSocket:
+            if fabric != nil, !eventIsFromItsWorker(frames, user: ctx.userID(of: socket)) { return }
             ctx.send(socket: Router.eventsOutSocket, frames: frames)
         case Router.jobsSocket:
+            if fabric != nil, ctx.userID(of: socket) != FabricGuard.platformUser {
+                logger.warning("message on the jobs socket from a non-platform peer dropped", metadata: ["user": "\(ctx.userID(of: socket) ?? "none")"])
+                return
+            }
             guard frames.count == 1 else {
                 logger.warning("bad message from a gateway dropped", metadata: ["error": "\(frames.count) frames, expected 1"])
                 return
@@ -144,7 +184,7 @@ final class RouterState: @unchecked Sendable {
                 logger.warning("bad message from a worker dropped", metadata: ["worker": "\(worker)", "error": "\(frames.count) frames, expected 2"])
                 return
             }
-            do { try handleWorker(ctx, identity: frames[0], worker: worker, WorkerMessage.decode(frames[1])) } catch {
+            do { try handleWorker(ctx, identity: frames[0], worker: worker, user: ctx.userID(of: socket), WorkerMessage.decode(frames[1])) } catch {
                 logger.warning("bad message from a worker dropped", metadata: ["worker": "\(worker)", "error": "\(error)"])
             }
         case Router.eventsOutSocket:
@@ -189,16 +229,25 @@ final class RouterState: @unchecked Sendable {
         }
     }
 
-    func handleWorker(_ ctx: LoopContext, identity: [UInt8], worker: String, _ msg: WorkerMessage) throws {
+    func handleWorker(_ ctx: LoopContext, identity: [UInt8], worker: String, user: String?, _ msg: WorkerMessage) throws {
         let now = nowMs()
         if case let .hello(info) = msg {
             guard info.id == worker else {
                 ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused("worker id must equal its routing id").encode()])
                 return
             }
+            if fabric != nil, let bound = workerUsers[worker], bound != user {
+                // Another connection claims a live worker's routing id: never let it take over.
+                logger.warning("hello for a worker id held by another identity ignored", metadata: ["worker": "\(worker)", "user": "\(user ?? "none")"])
+                return
+            }
             var fleet = AgentFleet.platform
-            if options.requireJoinKey {
-                switch checkJoinKey(info.joinKey) {
+            // With CURVE the handshake proved the join key (the User-Id names its hash); without,
+            // the worker presents the key itself in hello.
+            let joinKeyHash: String? = fabric == nil ? (info.joinKey.isEmpty ? nil : APIKey.hash(info.joinKey))
+                : user.flatMap { $0.hasPrefix(FabricGuard.agentPrefix) ? String($0.dropFirst(FabricGuard.agentPrefix.count)) : nil }
+            if options.requireJoinKey || fabric != nil {
+                switch checkJoinKey(hash: joinKeyHash) {
                 case let .refused(why):
                     logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "\(why)"])
                     ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused(why).encode()])
@@ -214,13 +263,18 @@ final class RouterState: @unchecked Sendable {
             }
             let known = scheduler.knows(worker)
             scheduler.join(info, fleet: fleet, now: now)
+            if let user { workerUsers[worker] = user }
             logger.info(known ? "worker re-joined" : "worker joined", metadata: ["worker": "\(worker)", "slots": "\(info.slots)",
                                                                                "models": "\(info.models.joined(separator: ","))", "engine": "\(info.engine)"])
             recordWorker(worker, now: now)
             dispatch(ctx, now: now)
             return
         }
-        guard scheduler.knows(worker) else {
+        if fabric != nil, let bound = workerUsers[worker], bound != user {
+            logger.warning("worker message from another identity ignored", metadata: ["worker": "\(worker)", "user": "\(user ?? "none")"])
+            return
+        }
+        guard scheduler.knows(worker), fabric == nil || workerUsers[worker] != nil else {
             // We restarted, or dropped it as silent: ask who it is.
             if msg != .bye { ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.identify.encode()]) }
             return
@@ -244,6 +298,7 @@ final class RouterState: @unchecked Sendable {
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])
         case let .done(report):
             if scheduler.finish(report.requestId, worker: worker) != nil {
+                rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
                                             ("prompt_tokens", String(report.promptTokens)), ("completion_tokens", String(report.completionTokens))])
             }
@@ -261,15 +316,34 @@ final class RouterState: @unchecked Sendable {
 
     enum JoinKeyCheck { case accepted(AgentFleet), refused(String) }
 
-    /// Whether a join key is acceptable and which fleet its workers belong to. A blocking Redis
-    /// read on the loop thread: hellos are rare (a worker joining), and it keeps the check in
-    /// arrival order.
-    func checkJoinKey(_ joinKey: String) -> JoinKeyCheck {
-        guard !joinKey.isEmpty else { return .refused("a join key is required (worker --join-key)") }
-        guard let address = options.redis else { return .refused("this router cannot check join keys (no Redis)") }
+    /// The Redis connection for the router's rare lookups (join keys, worker keys), on the loop
+    /// thread: hellos and handshakes are rare, and it keeps the checks in arrival order.
+    func lookupConnection() throws -> RedisConnection {
+        guard let address = options.redis else { throw RedisError("this router has no Redis to check keys") }
+        if joinKeyConnection == nil || joinKeyConnection!.isBroken { joinKeyConnection = try RedisConnection(address) }
+        return joinKeyConnection!
+    }
+
+    /// The join-key hash a worker's CURVE public key stands for, if that join key exists and is
+    /// not revoked (ZAP).
+    func agentJoinKeyHash(publicKey: String) throws -> String? {
+        let conn = try lookupConnection()
         do {
-            if joinKeyConnection == nil || joinKeyConnection!.isBroken { joinKeyConnection = try RedisConnection(address) }
-            let h = try joinKeyConnection!.command(["HGETALL", RedisKeys.joinKey(hash: APIKey.hash(joinKey))]).hash
+            guard let hash = try conn.command(["GET", RedisKeys.curveKey(publicKey)]).string else { return nil }
+            let revoked = try conn.command(["HGET", RedisKeys.joinKey(hash: hash), "revoked"]).string
+            return revoked == "0" ? hash : nil
+        } catch {
+            joinKeyConnection = nil
+            throw error
+        }
+    }
+
+    /// Whether a join key is acceptable and which fleet its workers belong to.
+    func checkJoinKey(hash: String?) -> JoinKeyCheck {
+        guard let hash else { return .refused("a join key is required (worker --join-key)") }
+        guard options.redis != nil else { return .refused("this router cannot check join keys (no Redis)") }
+        do {
+            let h = try lookupConnection().command(["HGETALL", RedisKeys.joinKey(hash: hash)]).hash
             if h.isEmpty { return .refused("unknown join key") }
             if h["revoked"] == "1" { return .refused("join key revoked") }
             var slug: String?
@@ -283,8 +357,56 @@ final class RouterState: @unchecked Sendable {
         }
     }
 
+    /// An event is passed on only from the worker its job was given to (by ZAP User-Id). Anything
+    /// else — an outsider cannot get here at all, but another worker can — is dropped.
+    func eventIsFromItsWorker(_ frames: [[UInt8]], user: String?) -> Bool {
+        guard frames.count == 2, let slash = frames[0].lastIndex(of: UInt8(ascii: "/")) else { return false }
+        let requestId = String(decoding: frames[0][(slash + 1)...], as: UTF8.self)
+        let owner = scheduler.inflight[requestId]?.worker ?? recentlyFinished[requestId]
+        if let owner, let user, workerUsers[owner] == user { return true }
+        droppedEvents += 1
+        if droppedEvents % 1000 == 1 {
+            logger.warning("events for a job the sender does not run dropped", metadata: ["user": "\(user ?? "none")", "request": "\(requestId)",
+                                                                                        "dropped_total": "\(droppedEvents)"])
+        }
+        return false
+    }
+
+    func rememberFinished(_ requestId: String, worker: String) {
+        guard fabric != nil else { return }
+        recentlyFinished[requestId] = worker
+        recentlyFinishedOrder.append(requestId)
+        if recentlyFinishedOrder.count > Self.recentlyFinishedCapacity {
+            let old = recentlyFinishedOrder.prefix(Self.recentlyFinishedCapacity / 2)
+            for id in old { recentlyFinished[id] = nil }
+            recentlyFinishedOrder.removeFirst(old.count)
+        }
+    }
+
+    /// Revoked join keys: their workers are dropped (unstarted jobs re-queued, started ones fail)
+    /// and their frames ignored from then on (libzmq cannot disconnect one peer of a ROUTER).
+    func checkRevocations(_ ctx: LoopContext, now: Int64) {
+        let agents = workerUsers.filter { $0.value.hasPrefix(FabricGuard.agentPrefix) }
+        guard !agents.isEmpty, let conn = try? lookupConnection() else { return }
+        let order = Array(agents)
+        guard let replies = try? conn.pipeline(order.map { [Array("HGET".utf8), Array(RedisKeys.joinKey(hash: String($0.value.dropFirst(FabricGuard.agentPrefix.count))).utf8), Array("revoked".utf8)] }) else {
+            joinKeyConnection = nil
+            return
+        }
+        for (i, (worker, user)) in order.enumerated() where replies[i].string != "0" {
+            logger.warning("join key revoked: worker dropped", metadata: ["worker": "\(worker)", "user": "\(user)"])
+            workerUsers[worker] = "revoked"   // never matches a User-Id again
+            fabric?.forget()
+            if scheduler.knows(worker) { dropWorker(ctx, worker, reason: "join key revoked", now: now) }
+        }
+    }
+
     func tick(_ ctx: LoopContext) {
         let now = nowMs()
+        if fabric != nil, now - lastRevocationCheckMs >= 500 {
+            lastRevocationCheckMs = now
+            checkRevocations(ctx, now: now)
+        }
         for job in scheduler.expire(now: now) {
             let tier = scheduler.tier(job.tier)
             publishError(ctx, job, APIError.noCapacity(model: job.model, tier: job.tier, waitedMs: tier?.queueTimeoutMs ?? 0))
@@ -324,6 +446,7 @@ final class RouterState: @unchecked Sendable {
 
     func dropWorker(_ ctx: LoopContext, _ worker: String, reason: String, now: Int64) {
         let lost = scheduler.remove(worker)
+        workerUsers[worker] = nil
         logger.warning("worker removed", metadata: ["worker": "\(worker)", "reason": "\(reason)",
                                                      "requeued": "\(lost.requeued.count)", "failed": "\(lost.failed.count)"])
         for job in lost.requeued {
@@ -352,4 +475,14 @@ final class RouterState: @unchecked Sendable {
             ("state", w.draining ? "draining" : "ready"), ("last_heartbeat", String(now)), ("router", id), ("fleet", w.fleet.description),
         ])
     }
+}
+
+/// How the router's sockets are secured.
+public enum RouterSecurity: Sendable {
+    /// Plain ZeroMQ (`--insecure-plaintext-fabric`): benchmarks only; anyone who can reach the
+    /// ports can read and inject everything.
+    case plaintext
+    /// CURVE with the deployment's server key pair; `platformPublicKey` is the key gateways and
+    /// batch runners present; workers present keys derived from their join keys.
+    case curve(server: CurveKeyPair, platformPublicKey: String)
 }

@@ -15,6 +15,10 @@ public enum RedisKeys {
     public static func joinKey(hash: String) -> String { "xero:joinkey:\(hash)" } // HASH
     public static func projectJoinKeys(_ project: String) -> String { "xero:joinkeys:\(project)" } // SET of hashes
     public static let demo = "xero:demo"                                           // HASH: what `up` created
+    /// The deployment's CURVE key pairs (server, platform client).
+    public static let fabric = "xero:fabric"                                       // HASH
+    /// A worker's CURVE public key (Z85) → the hash of the join key it is derived from.
+    public static func curveKey(_ publicKey: String) -> String { "xero:curve:\(publicKey)" } // STRING
 
     // Rate limits and usage.
     public static func rateBucket(_ scope: String, _ id: String, _ kind: String) -> String { "xero:rl:\(scope):\(id):\(kind)" } // HASH {t, ts}

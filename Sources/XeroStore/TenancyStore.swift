@@ -212,6 +212,9 @@ public struct TenancyStore: Sendable {
 
     // MARK: Join keys (workers present one to receive jobs)
 
+    /// Revocations are announced here (routers also re-check their workers' keys twice a second).
+    public static let joinKeyEvents = "xero:events:joinkeys"
+
     /// Platform join keys are listed under this pseudo-project (project ids are 12 [a-z0-9]).
     static let platformJoinKeys = "_platform"
 
@@ -225,15 +228,22 @@ public struct TenancyStore: Sendable {
     /// A join key for `fleet`: made with the admin key (or `xerotier admin create-join-key`) it
     /// makes platform workers, which serve every project; made with a project's management key it
     /// makes that project's agents, which see only its jobs.
-    public func createJoinKey(fleet: AgentFleet, name: String) async throws -> (key: String, id: String) {
+    ///
+    /// `curvePublicKey` gives the CURVE public key a worker derives from the key (XeroQueue's
+    /// `CurveKeyPair.derived`); it is recorded, with an index from it to the key's hash, so the
+    /// routers' ZAP handler can refuse any other key at the handshake. The join key itself is
+    /// returned once and stored only as its hash.
+    public func createJoinKey(fleet: AgentFleet, name: String, curvePublicKey: (String) throws -> String) async throws -> (key: String, id: String) {
         let key = randomID("xjoin_", length: 32)
         let id = randomID("jk_", length: 12)
         let hash = APIKey.hash(key)
+        let curve = try curvePublicKey(key)
         var project = ""
         if case let .project(p) = fleet { project = p }
         _ = try await redis.pipeline(strings: [
             ["HSET", RedisKeys.joinKey(hash: hash), "id", id, "project", project, "fleet", fleet == .platform ? "platform" : "project",
-             "name", name, "created_at", String(nowMs()), "revoked", "0"],
+             "name", name, "created_at", String(nowMs()), "revoked", "0", "curve_public", curve],
+            ["SET", RedisKeys.curveKey(curve), hash],
             ["SADD", Self.joinKeySet(fleet), hash],
         ])
         return (key, id)
@@ -267,7 +277,8 @@ public struct TenancyStore: Sendable {
 
     public func revokeJoinKey(fleet: AgentFleet, id: String) async throws -> Bool {
         for rec in try await joinKeys(fleet: fleet) where rec.id == id {
-            _ = try await redis.send(["HSET", RedisKeys.joinKey(hash: rec.hash), "revoked", "1"])
+            _ = try await redis.pipeline(strings: [["HSET", RedisKeys.joinKey(hash: rec.hash), "revoked", "1"],
+                                                   ["PUBLISH", Self.joinKeyEvents, rec.hash]])
             return true
         }
         return false

@@ -15,7 +15,7 @@ public final class Worker: Sendable {
         public init() {}
     }
 
-    static let controlSocket = 0, eventsSocket = 1
+    static let controlSocket = 0, eventsSocket = 1, monitorSocket = 2
 
     public let id: String
     public let engine: any Engine
@@ -37,7 +37,7 @@ public final class Worker: Sendable {
     }
 
     public init(id: String = randomWorkerID(), engine: any Engine, routerWorkers: String, routerEventsIn: String,
-                options: Options = Options(), logger: Logger) throws {
+                security: FabricSecurity = .plaintext, options: Options = Options(), logger: Logger) throws {
         let context = ZMQContext()
         let control = try ZMQSocket(context, .dealer)
         try control.set(.routingID(id))
@@ -51,6 +51,11 @@ public final class Worker: Sendable {
         try events.set(.sendHighWaterMark(PipeBounds.events))
         try events.set(.maxMessageSize(PipeBounds.subscriptionBytes))
         try events.set(.reconnectInterval(100))
+        try control.secure(security)
+        try events.secure(security)
+        // With CURVE a refused handshake is silence; the monitor turns it into a clear exit.
+        var monitor: ZMQSocket?
+        if case .client = security { monitor = try control.handshakeFailures(context: context, name: id) }
         try control.connect(routerWorkers)
         try events.connect(routerEventsIn)
         self.id = id
@@ -61,7 +66,7 @@ public final class Worker: Sendable {
         let state = Locked(State())
         self.state = state
         let box = WorkerBox()
-        self.loop = SocketLoop(name: "worker", sockets: [control, events], tickMs: 100,
+        self.loop = SocketLoop(name: "worker", sockets: [control, events] + (monitor.map { [$0] } ?? []), tickMs: 100,
                                onMessage: { ctx, socket, frames in box.worker?.handle(ctx, socket: socket, frames: frames) },
                                onTick: { ctx in box.worker?.tick(ctx) })
         box.worker = self
@@ -96,6 +101,17 @@ public final class Worker: Sendable {
     // MARK: Loop thread
 
     func handle(_ ctx: LoopContext, socket: Int, frames: [[UInt8]]) {
+        if socket == Self.monitorSocket {
+            guard let (event, value) = ZMQSocket.monitorEvent(frames) else { return }
+            if event == ZMQSocket.handshakeFailedAuth {
+                let why = "the router refused this worker's credentials (ZAP \(value)): an unknown or revoked join key"
+                logger.error("router refused this worker", metadata: ["reason": "\(why)"])
+                state.withLock { $0.refused = why }
+            } else {
+                logger.warning("handshake with the router failed (is --router-key this deployment's?)", metadata: ["event": "\(event)"])
+            }
+            return
+        }
         if socket == Self.eventsSocket {
             // A subscription from the router's XSUB: our event channel is live.
             guard frames.first?.first == 1 else { return }

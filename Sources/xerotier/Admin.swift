@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import XeroCore
+import XeroQueue
 import XeroStore
 
 /// Direct administration against Redis, for operators on the box and for tests. The management
@@ -8,7 +9,7 @@ import XeroStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin", abstract: "Create projects, endpoints and keys directly in Redis.",
-        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self, CreateJoinKey.self])
+        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self, CreateJoinKey.self, FabricKey.self])
 
     struct Bootstrap: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -64,7 +65,17 @@ struct Admin: AsyncParsableCommand {
                 guard let project = try await store.project(slug: projectSlug) else { throw ValidationError("no project with slug '\(projectSlug)'") }
                 fleet = .project(project.id)
             }
-            print(try await store.createJoinKey(fleet: fleet, name: name).key)
+            let key = try await store.createJoinKey(fleet: fleet, name: name) { try CurveKeyPair.derived(fromJoinKey: $0).publicKey }.key
+            print(key)
+        }
+    }
+
+    struct FabricKey: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the deployment's router public key (Z85) that workers need (--router-key / XERO_ROUTER_KEY); creates the deployment's keys if there are none.")
+        @OptionGroup var redis: RedisOptions
+        func run() async throws {
+            print(try FabricKeys.load(try RedisAddress(url: redis.url)).server.publicKey)
         }
     }
 

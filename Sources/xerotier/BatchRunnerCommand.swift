@@ -12,6 +12,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
+    @OptionGroup var fabric: FabricOptions
 
     @Option(help: "Directory of the Files API, the same the gateways use (default: $XERO_FILES_DIR or ./.xerotier/files).")
     var filesDir: String?
@@ -26,7 +27,8 @@ struct BatchRunnerCommand: AsyncParsableCommand {
         let client = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let hub = try StreamHub(gatewayID: "batch-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36),
                                 routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
-                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)", logger: logger)
+                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
+                                security: try FabricKeys.platformClient(fabric, redis: try RedisAddress(url: redis.url)), logger: logger)
         var options = BatchRunner.Options()
         options.maxInFlight = maxInFlight
         let runner = BatchRunner(store: BatchStore(redis: client), files: FileRecords(redis: client),

@@ -13,6 +13,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
+    @OptionGroup var fabric: FabricOptions
 
     @Option(help: "HTTP listen host.")
     var host: String = "127.0.0.1"
@@ -78,7 +79,8 @@ struct GatewayCommand: AsyncParsableCommand {
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
         let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
                                 routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
-                                mailboxCapacity: maxBufferedEvents, logger: logger)
+                                mailboxCapacity: maxBufferedEvents,
+                                security: try FabricKeys.platformClient(fabric, redis: try RedisAddress(url: redis.url)), logger: logger)
         var options = Gateway.Options()
         options.host = host
         options.port = port

@@ -10,6 +10,7 @@ struct RouterCommand: AsyncParsableCommand {
     @OptionGroup var configOptions: ConfigOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
+    @OptionGroup var fabric: FabricOptions
 
     @Option(help: "Drop a worker from dispatch after this many ms without a heartbeat.")
     var workerTimeoutMs: Int = 3000
@@ -26,6 +27,7 @@ struct RouterCommand: AsyncParsableCommand {
         options.workerTimeoutMs = Int64(workerTimeoutMs)
         options.requireJoinKey = !noJoinKeys
         options.redis = try RedisAddress(url: redis.url)
+        options.security = try FabricKeys.router(fabric, redis: try RedisAddress(url: redis.url))
         let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
                                 options: options, logger: logger)
         router.start()

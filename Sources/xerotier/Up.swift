@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import XeroCore
+import XeroQueue
 import XeroStore
 
 /// `xerotier up`: the whole platform on one machine — a private redis-server (unless REDIS_URL is
@@ -10,6 +11,7 @@ struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "up", abstract: "Start everything on this machine for a first try.")
 
     @OptionGroup var common: CommonOptions
+    @OptionGroup var fabric: FabricOptions
 
     @Option(help: "Platform config (default: config/xerotier.yaml of the repository this binary was built in, found from any directory).")
     var config: String?
@@ -73,14 +75,21 @@ struct Up: AsyncParsableCommand {
         let demo = try await bootstrapDemo(store: store, redis: redis, config: config, model: model)
 
         // Workers join with a join key; `up` makes a fresh platform one each start (shown to nobody).
-        let joinKey = try await store.createJoinKey(fleet: .platform, name: "up-\(getpid())").key
+        let joinKey = try await store.createJoinKey(fleet: .platform, name: "up-\(getpid())") { try CurveKeyPair.derived(fromJoinKey: $0).publicKey }.key
         setenv("XERO_JOIN_KEY", joinKey, 1) // inherited by the workers; not on their command lines
+        // CURVE keys: made in Redis on first use; workers get the router's public key the same way.
+        var fabricArgs: [String] = []
+        if fabric.insecurePlaintextFabric {
+            fabricArgs = ["--insecure-plaintext-fabric"]
+        } else {
+            setenv("XERO_ROUTER_KEY", try FabricKeys.load(try RedisAddress(url: redisURL)).server.publicKey, 1)
+        }
         let routerPort = try freePortRange(4)
         let httpPort = try port ?? (isPortFree(8080) ? 8080 : freePort())
         // Workers take no platform config (a tenant's agent has none); the rest read this one.
         let shared = ["--log-level", common.logLevel, "--parent-pid", String(getpid())]
         let withConfig = shared + ["--config", URL(fileURLWithPath: configPath).standardizedFileURL.path]
-        let routerArgs = ["--router-port", String(routerPort)]
+        let routerArgs = ["--router-port", String(routerPort)] + fabricArgs
         try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs + ["--redis", redisURL])
         let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,

@@ -3,6 +3,7 @@ import Foundation
 import XeroEngines
 import XeroGGUF
 import XeroUpstreamEngine
+import XeroQueue
 import XeroWorker
 
 struct WorkerCommand: AsyncParsableCommand {
@@ -10,6 +11,7 @@ struct WorkerCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
     @OptionGroup var address: RouterAddressOptions
+    @OptionGroup var fabric: FabricOptions
 
     @Option(help: "Engine: gguf (built-in llama-family chat model), sim (the simulator), minilm (built-in embeddings), openai (forward to an OpenAI-compatible server).")
     var engine: String = "sim"
@@ -62,8 +64,11 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Worker id (default: random).")
     var id: String?
 
-    @Option(help: "Join key presented to the router (default: $XERO_JOIN_KEY).")
+    @Option(help: "Join key (default: $XERO_JOIN_KEY). With CURVE the worker's key pair is derived from it and the key itself never leaves this process.")
     var joinKey: String?
+
+    @Option(help: "The deployment's router public key, Z85 (default: $XERO_ROUTER_KEY; `xerotier admin fabric-key` prints it).")
+    var routerKey: String?
 
     @Option(help: "On SIGTERM, wait at most this long for running jobs to finish.")
     var drainSeconds: Double = 60
@@ -73,11 +78,26 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = common.makeLogger("xerotier.worker")
         let engine = try makeEngine()
         var options = Worker.Options()
-        options.joinKey = joinKey ?? ProcessInfo.processInfo.environment["XERO_JOIN_KEY"] ?? ""
+        let joinKey = joinKey ?? ProcessInfo.processInfo.environment["XERO_JOIN_KEY"] ?? ""
+        let security: FabricSecurity
+        if fabric.insecurePlaintextFabric {
+            security = .plaintext
+            options.joinKey = joinKey   // plain mode: presented in hello
+        } else {
+            guard let serverKey = routerKey ?? ProcessInfo.processInfo.environment["XERO_ROUTER_KEY"], CurveKeyPair.isValid(serverKey) else {
+                throw ValidationError("the worker needs the router's public key: --router-key or $XERO_ROUTER_KEY (xerotier admin fabric-key prints it)")
+            }
+            guard !joinKey.isEmpty else {
+                // Exit 2, as a refused worker does: there is nothing to present to the router.
+                FileHandle.standardError.write(Data("worker refused: the worker needs a join key: --join-key or $XERO_JOIN_KEY\n".utf8))
+                Foundation.exit(2)
+            }
+            security = .client(try CurveKeyPair.derived(fromJoinKey: joinKey), serverPublicKey: serverKey)
+        }
         let worker = try Worker(id: id ?? randomWorkerID(), engine: engine,
                                 routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)",
                                 routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
-                                options: options, logger: logger)
+                                security: security, options: options, logger: logger)
         worker.start()
         // Leave with a clear reason if the router refuses us (bad join key).
         Task {

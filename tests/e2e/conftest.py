@@ -40,6 +40,16 @@ def start_up(cmd, env, cwd, timeout=90):
     return proc, "".join(lines)
 
 
+def curve_keys_for(join_key):
+    """The CURVE key pair a worker derives from its join key, as XeroQueue's CurveKeyPair.derived
+    does: secret = SHA-256("xerotier-curve-v1:" + join key), public = X25519(secret), both Z85."""
+    import hashlib
+    import zmq
+    from zmq.utils import z85
+    secret = z85.encode(hashlib.sha256(b"xerotier-curve-v1:" + join_key.encode()).digest())
+    return zmq.curve_public(secret), secret
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -105,6 +115,10 @@ class Platform:
         self.gateways = []
         self.log_dir = self.tmp / "logs"
         self.log_dir.mkdir(exist_ok=True)
+        # The deployment's CURVE keys live in Redis (made on first use); workers need the router's
+        # public key, handed to them in the environment as `up` does.
+        self.router_key = subprocess.run([BIN, "admin", "fabric-key", "--redis", redis.url], capture_output=True, text=True,
+                                         timeout=30, check=True).stdout.strip()
         self.join_key = subprocess.run([BIN, "admin", "create-join-key", "--redis", redis.url], capture_output=True, text=True,
                                        timeout=30, check=True).stdout.strip()
 
@@ -112,8 +126,9 @@ class Platform:
         log = open(self.log_dir / f"{name}.log", "wb")
         # Workers take no platform config (a tenant's agent has none); the other processes must.
         config = [] if args[0] == "worker" else ["--config", str(self.config)]
+        env = {**os.environ, "XERO_ROUTER_KEY": self.router_key}
         p = subprocess.Popen([BIN, *args, *config, "--router-port", str(self.router_port)],
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.procs[name] = p
         return p
 

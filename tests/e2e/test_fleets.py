@@ -2,11 +2,12 @@
 project's jobs, an endpoint says which fleet serves it, a project sees only its own agents, and join
 keys from before fleets existed migrate safely. Real router, gateway, workers (the simulator) and Redis."""
 import subprocess
+import time
 
 import httpx
 import pytest
 
-from conftest import BIN, Platform, wait_for
+from conftest import BIN, Platform, curve_keys_for, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +89,23 @@ def test_a_project_sees_only_its_own_agents_and_the_admin_sees_all(fp):
     assert jk["id"] not in manage(fp, fp.b, "GET", "/join-keys").text
 
 
+def legacy_join_key(fp, key, project, with_curve=True):
+    """A join key record as older versions wrote it: only a `project`, no `fleet`. With CURVE the
+    record also needs the public key derived from the key (older records cannot have it, since only
+    the key's hash is stored: such keys are refused at the handshake and must be re-issued)."""
+    import hashlib
+    h = hashlib.sha256(key.encode()).hexdigest()
+    fp.redis.cli("HSET", f"xero:joinkey:{h}", "id", "jk_" + key[-6:], "project", project, "name", "old", "created_at", "0", "revoked", "0")
+    if with_curve:
+        fp.redis.cli("SET", "xero:curve:" + curve_keys_for(key)[0].decode(), h)
+
+
 def test_join_keys_from_before_fleets_migrate_safely(fp):
     """A record with only a `project`: a tenant project's key stays that tenant's; the `system`
     project's (what `admin create-join-key` used to make) becomes a platform key."""
-    import hashlib
     a_id = fp.a["project_id"]
     legacy = "xjoin_" + "l" * 32
-    h = hashlib.sha256(legacy.encode()).hexdigest()
-    fp.redis.cli("HSET", f"xero:joinkey:{h}", "id", "jk_legacy", "project", a_id, "name", "old", "created_at", "0", "revoked", "0")
+    legacy_join_key(fp, legacy, a_id)
     fp.start_worker("a-legacy", "--sim-tpot-ms", "1", "--slots", "8", join_key=legacy)
     wait_for(lambda: fp.redis.cli("HGET", "xero:worker:a-legacy", "fleet") != "", what="fleet recorded")
     assert fp.redis.cli("HGET", "xero:worker:a-legacy", "fleet") == f"project:{a_id}"
@@ -107,8 +117,15 @@ def test_join_keys_from_before_fleets_migrate_safely(fp):
     import json
     sys_id = json.loads(system.stdout)["project_id"]
     legacy2 = "xjoin_" + "s" * 32
-    h2 = hashlib.sha256(legacy2.encode()).hexdigest()
-    fp.redis.cli("HSET", f"xero:joinkey:{h2}", "id", "jk_sys", "project", sys_id, "name", "old", "created_at", "0", "revoked", "0")
+    legacy_join_key(fp, legacy2, sys_id)
     fp.start_worker("sys-legacy", "--sim-tpot-ms", "1", "--slots", "2", join_key=legacy2)
     wait_for(lambda: fp.redis.cli("HGET", "xero:worker:sys-legacy", "fleet") != "", what="fleet recorded")
     assert fp.redis.cli("HGET", "xero:worker:sys-legacy", "fleet") == "platform"
+
+
+def test_a_join_key_without_a_recorded_curve_key_is_refused_at_the_handshake(fp):
+    old = "xjoin_" + "o" * 32
+    legacy_join_key(fp, old, fp.a["project_id"], with_curve=False)
+    fp.start_worker("no-curve", "--sim-tpot-ms", "1", join_key=old, wait=False)
+    time.sleep(3)
+    assert fp.redis.cli("ZSCORE", "xero:workers", "no-curve") == "", "a key the routers cannot check must not join"

@@ -24,7 +24,7 @@ import pytest
 import zmq
 
 import wire
-from conftest import Platform, wait_for
+from conftest import Platform, curve_keys_for, wait_for
 
 HOSTILE_ID = "hostile-w"     # sorts before "real-w": on equal free fractions the router prefers it
 REQUEST_TIMEOUT_S = 30.0
@@ -49,10 +49,11 @@ def hp(redis, tmp_path):
 class HostileWorker(threading.Thread):
     """Owns its ZeroMQ sockets (only this thread touches them)."""
 
-    def __init__(self, router_port, join_key):
+    def __init__(self, router_port, join_key, router_key):
         super().__init__(daemon=True, name="hostile-worker")
         self.router_port = router_port
         self.join_key = join_key
+        self.router_key = router_key
         self.ready = threading.Event()       # the plausible hello has been sent
         self.stop_now = threading.Event()
         self.stopped = threading.Event()
@@ -192,6 +193,12 @@ class HostileWorker(threading.Thread):
             self.dealer.setsockopt(zmq.LINGER, 0)
             self.xpub = ctx.socket(zmq.XPUB)
             self.xpub.setsockopt(zmq.LINGER, 0)
+            # A real agent's credentials: the CURVE key pair its join key derives.
+            public, secret = curve_keys_for(self.join_key)
+            for sock in (self.dealer, self.xpub):
+                sock.curve_serverkey = self.router_key.encode()
+                sock.curve_publickey = public
+                sock.curve_secretkey = secret
             self.dealer.connect(f"tcp://127.0.0.1:{self.router_port + 1}")
             self.xpub.connect(f"tcp://127.0.0.1:{self.router_port + 2}")
             self.last_heartbeat = 0.0
@@ -339,7 +346,7 @@ def test_hostile_worker_cannot_break_router_gateway_or_clients(hp):
         assert text.startswith(f"You said: {prompt}"), text
         expected[prompt] = text
 
-    hostile = HostileWorker(p.router_port, p.join_key)
+    hostile = HostileWorker(p.router_port, p.join_key, p.router_key)
     hostile.start()
     assert hostile.ready.wait(20), f"the hostile worker never got going: {hostile.errors}"
     wait_for(lambda: "worker=hostile-w" in p.log("router") or "hostile-w" in p.redis.cli("ZRANGE", "xero:workers", "0", "-1"),

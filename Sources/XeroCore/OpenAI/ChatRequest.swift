@@ -71,8 +71,10 @@ public struct ChatRequest: Sendable, Equatable {
             messages.append(try parseMessage(raw, at: i))
         }
 
-        var maxTokens = try f.int("max_completion_tokens", min: 1, max: maxCompletionTokens)
-        if maxTokens == nil { maxTokens = try f.int("max_tokens", min: 1, max: maxCompletionTokens) }
+        // Both are validated, whichever wins: a bad value is a 400 even beside a good one.
+        let maxCompletion = try f.int("max_completion_tokens", min: 1, max: maxCompletionTokens)
+        let legacyMax = try f.int("max_tokens", min: 1, max: maxCompletionTokens)
+        let maxTokens = maxCompletion ?? legacyMax
         let temperature = try f.double("temperature", range: 0...2)
         let topP = try f.double("top_p", range: 0...1)
         let topK = try f.int("top_k", min: -1, max: maxTopK)
