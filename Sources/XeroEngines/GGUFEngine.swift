@@ -298,7 +298,7 @@ final class BatchScheduler: @unchecked Sendable {
                     seq.pending = seq.pending.dropFirst(segment.tokens.count)
                     if !seq.pending.isEmpty { next.append(seq); continue }
                     // Prompt done: remember it, then fork the choices (the last takes the cache).
-                    engine.prefixCache?.insert(seq.job.prompt, count: seq.job.prompt.count, from: seq.cache)
+                    engine.prefixCache?.insert(seq.job.prompt, count: seq.job.prompt.count, from: seq.cache, partition: "")
                     let n = seq.job.chat.n
                     for c in 0..<n {
                         let cache = c == n - 1 ? seq.cache : seq.cache.copy(prefix: seq.cache.count)
@@ -322,7 +322,7 @@ final class BatchScheduler: @unchecked Sendable {
 
     private func prefillSequence(_ job: BatchJob) -> BatchSequence {
         let reserve = job.prompt.count + min(job.limit, 512)
-        let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve) ?? engine.model.newCache(reserve: reserve)
+        let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve, partition: "") ?? engine.model.newCache(reserve: reserve)
         job.cachedTokens = cache.count
         let seq = BatchSequence(job: job, choice: -1, cache: cache, sampler: Sampler(options: SamplingOptions()), stops: StopScanner(stops: []))
         seq.pending = job.prompt[cache.count...]
