@@ -75,13 +75,18 @@ public struct EngineRequest: Sendable {
     public var rawBody: [UInt8]
     /// Wall-clock ms after which the engine should stop (the tier's request timeout).
     public var deadlineMs: Int64
+    /// The project the job belongs to. Engines that keep state across jobs (the GGUF prefix
+    /// cache) partition it by this, so one project never sees another's.
+    public var project: String
 
-    public init(requestId: String, model: String, chat: ChatRequest, rawBody: [UInt8] = [], deadlineMs: Int64 = .max) {
+    public init(requestId: String, model: String, chat: ChatRequest, rawBody: [UInt8] = [], deadlineMs: Int64 = .max,
+                project: String = "") {
         self.requestId = requestId
         self.model = model
         self.chat = chat
         self.rawBody = rawBody
         self.deadlineMs = deadlineMs
+        self.project = project
     }
 }
 

@@ -19,7 +19,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// recommended temperature 0.2 and top_p 0.9. Anything the client sends wins.
     public var defaultTemperature: Float = 0.2
     public var defaultTopP: Float = 0.9
-    /// KV state of recent prompts, shared by this worker's jobs (nil = off).
+    /// KV state of recent prompts, shared by this worker's jobs of the same project — partitioned
+    /// by `EngineRequest.project`, so no project can probe another's prompts (nil = off).
     public let prefixCache: PrefixCache?
     /// Runs every sequence of this worker in shared forward passes.
     private(set) var scheduler: BatchScheduler!
@@ -83,7 +84,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count.addingSaturated(m)) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
                 param: "max_tokens", code: "context_length_exceeded")
         }
-        return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), cancelled: cancelled, emit: emit, end: end)
+        return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), project: request.project,
+                        cancelled: cancelled, emit: emit, end: end)
     }
 
     /// The sampling state of one choice, from its request.
@@ -174,6 +176,8 @@ final class BatchJob: @unchecked Sendable {
     let chat: ChatRequest
     let prompt: [Int32]
     let limit: Int
+    /// The prefix-cache partition (the job's project).
+    let project: String
     let cancelled: Locked<Bool>
     let emit: @Sendable (EngineEvent) -> Void
     let end: @Sendable (Error?) -> Void
@@ -181,11 +185,12 @@ final class BatchJob: @unchecked Sendable {
     private var completion = 0
     private var choicesLeft: Int
 
-    init(chat: ChatRequest, prompt: [Int32], limit: Int, cancelled: Locked<Bool>, emit: @escaping @Sendable (EngineEvent) -> Void,
+    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, cancelled: Locked<Bool>, emit: @escaping @Sendable (EngineEvent) -> Void,
          end: @escaping @Sendable (Error?) -> Void) {
         self.chat = chat
         self.prompt = prompt
         self.limit = limit
+        self.project = project
         self.cancelled = cancelled
         self.emit = emit
         self.end = end
@@ -298,7 +303,7 @@ final class BatchScheduler: @unchecked Sendable {
                     seq.pending = seq.pending.dropFirst(segment.tokens.count)
                     if !seq.pending.isEmpty { next.append(seq); continue }
                     // Prompt done: remember it, then fork the choices (the last takes the cache).
-                    engine.prefixCache?.insert(seq.job.prompt, count: seq.job.prompt.count, from: seq.cache)
+                    engine.prefixCache?.insert(seq.job.prompt, count: seq.job.prompt.count, from: seq.cache, partition: seq.job.project)
                     let n = seq.job.chat.n
                     for c in 0..<n {
                         let cache = c == n - 1 ? seq.cache : seq.cache.copy(prefix: seq.cache.count)
@@ -322,7 +327,7 @@ final class BatchScheduler: @unchecked Sendable {
 
     private func prefillSequence(_ job: BatchJob) -> BatchSequence {
         let reserve = job.prompt.count + min(job.limit, 512)
-        let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve) ?? engine.model.newCache(reserve: reserve)
+        let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve, partition: job.project) ?? engine.model.newCache(reserve: reserve)
         job.cachedTokens = cache.count
         let seq = BatchSequence(job: job, choice: -1, cache: cache, sampler: Sampler(options: SamplingOptions()), stops: StopScanner(stops: []))
         seq.pending = job.prompt[cache.count...]

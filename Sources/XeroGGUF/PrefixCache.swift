@@ -1,14 +1,31 @@
 import Foundation
 
-/// KV state of recent prompts, in a radix tree over token ids, under a memory budget. A request
-/// whose prompt shares a prefix with anything cached — the same system prompt from another user,
-/// the earlier turns of a chat — starts from that prefix and computes only the rest.
+/// KV state of recent prompts, in radix trees over token ids, under a memory budget. A request
+/// whose prompt shares a prefix with anything cached in its partition — the same system prompt
+/// from another user of the project, the earlier turns of a chat — starts from that prefix and
+/// computes only the rest.
+///
+/// **Partitions.** Every call names a partition (the engine uses the job's project id) and only
+/// ever sees that partition's tree: a lookup in partition B never matches a prefix inserted in
+/// partition A, so one tenant cannot learn from `cached_tokens` or time-to-first-token whether
+/// another sent a given prompt. The partitions share one memory budget and one LRU clock:
+/// eviction removes the least-recently-used leaf of any partition until the total fits, a
+/// partition whose last node is evicted is dropped, and beyond `maxPartitions` (4,096 by
+/// default) the least-recently-used partition is dropped whole — a flood of projects costs at
+/// most the budget plus a bounded number of empty roots.
 ///
 /// Each node owns the keys and values of the positions on its edge, so branches share their
-/// common prefix's memory. Eviction removes least-recently-used leaves until the tree fits the
-/// budget. Only positions computed as part of a prompt batch are inserted (never tokens decoded
-/// one at a time), and a lookup always leaves at least two prompt tokens to compute: the batch
-/// kernels then see the same arithmetic as a cold run, so reuse never changes the output.
+/// common prefix's memory (within a partition). Only positions computed as part of a prompt batch
+/// are inserted (never tokens decoded one at a time), and a lookup always leaves at least two
+/// prompt tokens to compute: the batch kernels then see the same arithmetic as a cold run, so
+/// reuse never changes the output.
+///
+/// **Block hashes** (`blockHashes`, `blockHash(_:blocks:partition:)`) are FNV-1a 64 over the
+/// partition's UTF-8 bytes, a 0xFF terminator (never a UTF-8 byte, so (partition, tokens) maps to
+/// one byte stream), then each token id's 4 little-endian bytes; the hash of block k covers the
+/// first k × 32 tokens. The same tokens hash differently in different partitions, so what a
+/// worker reports to the router does not reveal that two projects share a prompt, and a
+/// prefix-aware router computes a job's hashes with its project as the partition.
 public final class PrefixCache: @unchecked Sendable {
     final class Node {
         var tokens: [Int32]
@@ -26,32 +43,63 @@ public final class PrefixCache: @unchecked Sendable {
         var bytes: Int { (keys.reduce(0) { $0 + $1.count } + values.reduce(0) { $0 + $1.count }) * 2 }
     }
 
+    /// One partition's tree (its root holds no tokens).
+    final class Partition {
+        let key: String
+        let root = Node(tokens: [], keys: [], values: [])
+        /// FNV-1a state after the partition's bytes: where its block hashes start.
+        let seed: UInt64
+        var lastUsed: UInt64 = 0
+        var bytes = 0
+        init(key: String) {
+            self.key = key
+            seed = PrefixCache.seed(key)
+        }
+    }
+
     public let budgetBytes: Int
+    /// Most partitions kept at once; a new one beyond this drops the least recently used whole.
+    public let maxPartitions: Int
+    public static let defaultMaxPartitions = 4096
     public static let blockSize = 32
     let layers: Int, kvDim: Int
-    private let root = Node(tokens: [], keys: [], values: [])
+    private var partitions: [String: Partition] = [:]
     private var clock: UInt64 = 0
     public private(set) var bytes = 0
     private let lock = NSLock()
 
-    public init(config: LlamaConfig, budgetBytes: Int) {
+    public init(config: LlamaConfig, budgetBytes: Int, maxPartitions: Int = PrefixCache.defaultMaxPartitions) {
         self.budgetBytes = budgetBytes
+        self.maxPartitions = max(1, maxPartitions)
         layers = config.layers
         kvDim = config.kvDim
     }
 
-    /// How many leading tokens of `tokens` are cached (a lookup without side effects).
-    public func cachedLength(_ tokens: [Int32]) -> Int { lock.withLock { walk(tokens).matched } }
+    /// How many partitions hold anything.
+    public var partitionCount: Int { lock.withLock { partitions.count } }
 
-    /// The longest cached prefix of `tokens` usable for this prompt, as a fresh cache ready to
-    /// continue from (capacity `reserve`), or nil when nothing useful is cached.
-    public func lookup(_ tokens: [Int32], reserve: Int) -> KVCache? {
+    /// Bytes held by one partition (0 when it holds nothing).
+    public func bytes(partition: String) -> Int { lock.withLock { partitions[partition]?.bytes ?? 0 } }
+
+    /// How many leading tokens of `tokens` are cached in `partition` (a lookup without side effects).
+    public func cachedLength(_ tokens: [Int32], partition: String) -> Int {
         lock.withLock {
+            guard let p = partitions[partition] else { return 0 }
+            return walk(tokens, from: p.root).matched
+        }
+    }
+
+    /// The longest prefix of `tokens` cached in `partition` usable for this prompt, as a fresh
+    /// cache ready to continue from (capacity `reserve`), or nil when nothing useful is cached.
+    public func lookup(_ tokens: [Int32], reserve: Int, partition: String) -> KVCache? {
+        lock.withLock {
+            guard let part = partitions[partition] else { return nil }
             let usable = max(0, tokens.count - 2)
-            let (path, matched) = walk(tokens)
+            let (path, matched) = walk(tokens, from: part.root)
             let n = min(matched, usable)
             guard n > 0 else { return nil }
             clock += 1
+            part.lastUsed = clock
             let cache = KVCache(layers: layers, kvDim: kvDim, reserve: max(reserve, n))
             var pos = 0
             for (node, take) in path {
@@ -73,13 +121,15 @@ public final class PrefixCache: @unchecked Sendable {
         }
     }
 
-    /// Remembers the first `count` positions of `cache` as the KV state of `tokens[..<count]`.
-    public func insert(_ tokens: [Int32], count: Int, from cache: KVCache) {
+    /// Remembers the first `count` positions of `cache` as the KV state of `tokens[..<count]` in `partition`.
+    public func insert(_ tokens: [Int32], count: Int, from cache: KVCache, partition: String) {
         let count = min(count, cache.count, tokens.count)
         guard count > 0 else { return }
         lock.withLock {
             clock += 1
-            var node = root
+            let part = partitions[partition] ?? newPartition(partition)
+            part.lastUsed = clock
+            var node = part.root
             var pos = 0
             while pos < count {
                 node.lastUsed = clock
@@ -89,6 +139,7 @@ public final class PrefixCache: @unchecked Sendable {
                     leaf.lastUsed = clock
                     node.children[tokens[pos]] = leaf
                     bytes += leaf.bytes
+                    part.bytes += leaf.bytes
                     break
                 }
                 // Follow the edge as far as it agrees.
@@ -104,17 +155,19 @@ public final class PrefixCache: @unchecked Sendable {
         }
     }
 
-    /// Hashes of every complete `blockSize`-token block along cached paths (each hash covers the
-    /// whole prefix up to the end of its block), for the router to prefer a worker that holds them.
-    /// A snapshot taken when the tree last changed: reading it never waits behind an insert's
-    /// copying (the worker reads it on its socket thread).
+    /// Hashes of every complete `blockSize`-token block along cached paths of every partition
+    /// (each hash covers the whole prefix up to the end of its block, salted by its partition),
+    /// for the router to prefer a worker that holds them. A snapshot taken when the tree last
+    /// changed: reading it never waits behind an insert's copying (the worker reads it on its
+    /// socket thread).
     public func blockHashes() -> [UInt64] { snapshotLock.withLock { snapshot } }
 
     private var snapshot: [UInt64] = []
     private let snapshotLock = NSLock()
     static let maxHashes = 1024
 
-    /// Recomputes the snapshot; called with `lock` held, after the tree changed.
+    /// Recomputes the snapshot; called with `lock` held, after the tree changed. The most
+    /// recently used partitions come first under the `maxHashes` cap.
     private func publishHashes() {
         var out = Set<UInt64>()
         func visit(_ node: Node, hash: UInt64, position: Int) {
@@ -126,16 +179,26 @@ public final class PrefixCache: @unchecked Sendable {
             }
             for c in node.children.values where out.count < Self.maxHashes { visit(c, hash: h, position: pos) }
         }
-        visit(root, hash: 0xcbf2_9ce4_8422_2325, position: 0)
+        for p in partitions.values.sorted(by: { $0.lastUsed > $1.lastUsed }) where out.count < Self.maxHashes {
+            visit(p.root, hash: p.seed, position: 0)
+        }
         let sorted = out.sorted()
         snapshotLock.withLock { snapshot = sorted }
     }
 
-    /// The hash of the first `blocks` blocks of `tokens`, as `blockHashes` computes it.
-    public static func blockHash(_ tokens: [Int32], blocks: Int) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    /// The hash of the first `blocks` blocks of `tokens` in `partition`, as `blockHashes` computes
+    /// it: the one definition (a prefix-aware router computes it for a job with its project).
+    public static func blockHash(_ tokens: [Int32], blocks: Int, partition: String) -> UInt64 {
+        var h = seed(partition)
         for t in tokens.prefix(blocks * blockSize) { h = mix(h, t) }
         return h
+    }
+
+    /// FNV-1a 64 over the partition's UTF-8 bytes and a 0xFF terminator.
+    static func seed(_ partition: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in partition.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        return (h ^ 0xFF) &* 0x100_0000_01b3
     }
 
     static func mix(_ h: UInt64, _ t: Int32) -> UInt64 {
@@ -147,7 +210,7 @@ public final class PrefixCache: @unchecked Sendable {
     // MARK: tree maintenance
 
     /// The path of nodes matching `tokens` and how many tokens of each node's edge matched.
-    private func walk(_ tokens: [Int32]) -> (path: [(Node, Int)], matched: Int) {
+    private func walk(_ tokens: [Int32], from root: Node) -> (path: [(Node, Int)], matched: Int) {
         var node = root, pos = 0
         var path: [(Node, Int)] = []
         while pos < tokens.count, let child = node.children[tokens[pos]] {
@@ -188,19 +251,41 @@ public final class PrefixCache: @unchecked Sendable {
         node.children = [tail.tokens[0]: tail]
     }
 
+    /// A new empty partition, first dropping the least recently used one whole when at the bound.
+    private func newPartition(_ key: String) -> Partition {
+        while partitions.count >= maxPartitions, let oldest = partitions.values.min(by: { $0.lastUsed < $1.lastUsed }) {
+            drop(oldest)
+        }
+        let p = Partition(key: key)
+        partitions[key] = p
+        return p
+    }
+
+    private func drop(_ p: Partition) {
+        bytes -= p.bytes
+        p.bytes = 0
+        p.root.children = [:]
+        partitions[p.key] = nil
+    }
+
+    /// Removes least-recently-used leaves, whatever their partition, until the total fits the
+    /// budget; a partition left empty is dropped.
     private func evict() {
         while bytes > budgetBytes {
-            var oldest: Node?
-            func visit(_ n: Node) {
-                if n.children.isEmpty, n !== root {
-                    if oldest == nil || n.lastUsed < oldest!.lastUsed { oldest = n }
+            var oldest: (leaf: Node, partition: Partition)?
+            func visit(_ n: Node, _ p: Partition) {
+                if n.children.isEmpty, n !== p.root {
+                    if oldest == nil || n.lastUsed < oldest!.leaf.lastUsed { oldest = (n, p) }
                 }
-                for c in n.children.values { visit(c) }
+                for c in n.children.values { visit(c, p) }
             }
-            visit(root)
-            guard let leaf = oldest, let parent = leaf.parent else { return }
+            for p in partitions.values { visit(p.root, p) }
+            guard let found = oldest, let parent = found.leaf.parent else { return }
+            let leaf = found.leaf, part = found.partition
             parent.children[leaf.tokens[0]] = nil
             bytes -= leaf.bytes
+            part.bytes -= leaf.bytes
+            if part.root.children.isEmpty { drop(part) }
         }
     }
 }

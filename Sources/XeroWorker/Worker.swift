@@ -260,7 +260,8 @@ public final class Worker: Sendable {
     private func runChat(_ run: JobRun) async throws {
         let job = run.job
         let chat = try ChatRequest.parse(job.payload)
-        let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs)
+        let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs,
+                                    project: job.project)
         for try await ev in engine.generate(request) {
             try Task.checkCancellation()
             switch ev {

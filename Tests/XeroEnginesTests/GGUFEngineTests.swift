@@ -22,12 +22,12 @@ final class GGUFEngineTests: XCTestCase {
 
     struct Result { var texts: [String] = []; var pieces: [[String]] = []; var finish: [String] = []; var usage: Usage?; var logprobs: [[String]] = [] }
 
-    func run(_ body: String) async throws -> Result {
+    func run(_ body: String, project: String = "") async throws -> Result {
         let chat = try ChatRequest.parse(Array(body.utf8))
         var r = Result()
         r.texts = Array(repeating: "", count: chat.n); r.pieces = Array(repeating: [], count: chat.n)
         r.finish = Array(repeating: "", count: chat.n); r.logprobs = Array(repeating: [], count: chat.n)
-        for try await ev in try Self.engine().generate(EngineRequest(requestId: "t", model: "smollm2", chat: chat)) {
+        for try await ev in try Self.engine().generate(EngineRequest(requestId: "t", model: "smollm2", chat: chat, project: project)) {
             switch ev {
             case let .text(c, s, lp):
                 r.texts[c] += s; r.pieces[c].append(s)
@@ -139,6 +139,31 @@ final class GGUFEngineTests: XCTestCase {
         }
         let whole = try await run(body)
         XCTAssertEqual(fromChunks, whole.logprobs[0], "logprobs to the last bit")
+    }
+
+    func testThePrefixCacheIsPartitionedByProject() async throws {
+        // A long system prompt: project A's second request reuses it, project B's identical one
+        // computes from scratch (it must not learn that A sent it), and all three answer alike.
+        let system = "You are the assistant of the lighthouse museum. " + String(repeating: "Answer briefly, kindly and only about lighthouses. ", count: 12)
+        let body = #"{"model":"m","messages":[{"role":"system","content":"\#(system)"},{"role":"user","content":"Who keeps the light?"}],"temperature":0,"max_tokens":8}"#
+        let a = "project-a-" + UUID().uuidString, b = "project-b-" + UUID().uuidString
+        let first = try await run(body, project: a)
+        let second = try await run(body, project: a)
+        let other = try await run(body, project: b)
+        let promptTokens = try XCTUnwrap(first.usage?.promptTokens)
+        XCTAssertGreaterThan(promptTokens, 100)
+        XCTAssertEqual(first.usage?.cachedTokens, 0)
+        XCTAssertEqual(second.usage?.cachedTokens, promptTokens - 2, "the same project reuses its prompt")
+        XCTAssertEqual(other.usage?.cachedTokens, 0, "another project does not")
+        XCTAssertEqual(second.texts, first.texts)
+        XCTAssertEqual(other.texts, first.texts)
+        // The hashes the worker reports differ per project for the same tokens.
+        let e = try Self.engine()
+        let tokens = e.promptTokens(try ChatRequest.parse(Array(body.utf8)))
+        let reported = Set(e.prefixBlockHashes())
+        XCTAssertTrue(reported.contains(PrefixCache.blockHash(tokens, blocks: 1, partition: a)))
+        XCTAssertTrue(reported.contains(PrefixCache.blockHash(tokens, blocks: 1, partition: b)))
+        XCTAssertNotEqual(PrefixCache.blockHash(tokens, blocks: 1, partition: a), PrefixCache.blockHash(tokens, blocks: 1, partition: b))
     }
 
     func testStreamedPiecesNeverSplitACharacter() {

@@ -12,12 +12,12 @@ final class PrefixCacheTests: XCTestCase {
     }
 
     /// Runs `tokens` from the prefix cache (inserting the prompt afterwards) → (logits, cached tokens).
-    func run(_ tokens: [Int32], _ pc: PrefixCache) throws -> ([Float], Int) {
+    func run(_ tokens: [Int32], _ pc: PrefixCache, partition: String = "project-a") throws -> ([Float], Int) {
         let (model, _, _) = try LlamaTests.load()
-        let cache = pc.lookup(tokens, reserve: tokens.count + 8) ?? model.newCache()
+        let cache = pc.lookup(tokens, reserve: tokens.count + 8, partition: partition) ?? model.newCache()
         let cached = cache.count
         let logits = model.forward(Array(tokens[cached...]), cache: cache)
-        pc.insert(tokens, count: tokens.count, from: cache)
+        pc.insert(tokens, count: tokens.count, from: cache, partition: partition)
         return (logits, cached)
     }
 
@@ -51,7 +51,7 @@ final class PrefixCacheTests: XCTestCase {
         let long = try prompt(String(repeating: "Tell me about the sea and its waves. ", count: 8))
         _ = try run(long, pc)
         let hashes = Set(pc.blockHashes())
-        for k in 1...(long.count / PrefixCache.blockSize) { XCTAssertTrue(hashes.contains(PrefixCache.blockHash(long, blocks: k)), "block \(k)") }
+        for k in 1...(long.count / PrefixCache.blockSize) { XCTAssertTrue(hashes.contains(PrefixCache.blockHash(long, blocks: k, partition: "project-a")), "block \(k)") }
     }
 
     func testEvictionKeepsTheBudgetAndOutputStaysIdentical() throws {
@@ -60,15 +60,139 @@ final class PrefixCacheTests: XCTestCase {
         let pc = PrefixCache(config: model.config, budgetBytes: 40 * perToken)
         let a = try prompt("First question about apples?", system: "System prompt A, quite long to fill the cache up.")
         _ = try run(a, pc)
-        XCTAssertGreaterThan(pc.cachedLength(a), 0)
+        XCTAssertGreaterThan(pc.cachedLength(a, partition: "project-a"), 0)
         let b = try prompt("Second question about bananas?", system: "A different system prompt B that shares nothing.")
         _ = try run(b, pc)
         XCTAssertLessThanOrEqual(pc.bytes, pc.budgetBytes)
         // Only the template's opening, shared with b, survives of a.
         let shared = zip(a, b).prefix { $0 == $1 }.count
-        XCTAssertEqual(pc.cachedLength(a), shared, "the least recently used prompt was evicted")
+        XCTAssertEqual(pc.cachedLength(a, partition: "project-a"), shared, "the least recently used prompt was evicted")
         let (la, ca) = try run(a, pc)
         XCTAssertEqual(ca, shared)
         XCTAssertEqual(la, try cold(a))
+    }
+
+    // MARK: partitions (one per project: no project can probe another's prompts)
+
+    func testPartitionsWithTheSameTokensDoNotShare() throws {
+        let (model, _, _) = try LlamaTests.load()
+        let pc = PrefixCache(config: model.config, budgetBytes: 256 << 20)
+        let p = try prompt(String(repeating: "Tell me about the sea and its waves. ", count: 8))
+        _ = try run(p, pc, partition: "A")
+        XCTAssertEqual(pc.cachedLength(p, partition: "A"), p.count)
+        XCTAssertEqual(pc.cachedLength(p, partition: "B"), 0, "B sees nothing A inserted")
+        XCTAssertNil(pc.lookup(p, reserve: p.count, partition: "B"))
+        XCTAssertEqual(pc.partitionCount, 1, "a lookup does not create a partition")
+        // B computes cold (and gets the cold numbers), then has its own copy.
+        let (lb, cb) = try run(p, pc, partition: "B")
+        XCTAssertEqual(cb, 0)
+        XCTAssertEqual(lb, try cold(p))
+        XCTAssertEqual(pc.partitionCount, 2)
+        XCTAssertEqual(pc.bytes(partition: "A"), pc.bytes(partition: "B"), "no memory shared across partitions")
+        XCTAssertEqual(pc.bytes, pc.bytes(partition: "A") + pc.bytes(partition: "B"))
+        // A still hits, bit-identically.
+        let (la, ca) = try run(p, pc, partition: "A")
+        XCTAssertEqual(ca, p.count - 2)
+        XCTAssertEqual(la, lb)
+        // The empty partition ("", what a job without a project uses) is a partition like any other.
+        XCTAssertEqual(pc.cachedLength(p, partition: ""), 0)
+    }
+
+    func testBlockHashesAreSaltedByPartition() throws {
+        let (model, _, _) = try LlamaTests.load()
+        let pc = PrefixCache(config: model.config, budgetBytes: 256 << 20)
+        let p = try prompt(String(repeating: "Tell me about the sea and its waves. ", count: 8))
+        let blocks = p.count / PrefixCache.blockSize
+        XCTAssertGreaterThanOrEqual(blocks, 2)
+        _ = try run(p, pc, partition: "A")
+        let onlyA = Set(pc.blockHashes())
+        for k in 1...blocks {
+            let a = PrefixCache.blockHash(p, blocks: k, partition: "A"), b = PrefixCache.blockHash(p, blocks: k, partition: "B")
+            XCTAssertNotEqual(a, b, "block \(k) hashes differently per partition")
+            XCTAssertTrue(onlyA.contains(a), "block \(k) of A reported")
+            XCTAssertFalse(onlyA.contains(b), "block \(k) of B not reported before B sent it")
+        }
+        XCTAssertEqual(onlyA.count, blocks)
+        _ = try run(p, pc, partition: "B")
+        let both = Set(pc.blockHashes())
+        XCTAssertEqual(both.count, 2 * blocks)
+        for k in 1...blocks { XCTAssertTrue(both.contains(PrefixCache.blockHash(p, blocks: k, partition: "B"))) }
+        XCTAssertNotEqual(PrefixCache.blockHash(p, blocks: 1, partition: ""), PrefixCache.blockHash(p, blocks: 1, partition: "A"))
+    }
+
+    func testPartitionSaltIsTerminatedSoNoPartitionCanImpersonateAnother() {
+        // Small token ids are valid UTF-8 bytes (t, 0, 0, 0): without a terminator, partition
+        // "x" + the bytes of 32 tokens would hash its block 1 exactly as partition "x" hashes block 2.
+        let tokens: [Int32] = (0..<64).map { Int32(1 + $0 % 100) }
+        var bytes = Array("x".utf8)
+        for t in tokens.prefix(32) { withUnsafeBytes(of: UInt32(bitPattern: t).littleEndian) { bytes.append(contentsOf: $0) } }
+        let impostor = String(decoding: bytes, as: UTF8.self)
+        XCTAssertEqual(Array(impostor.utf8), bytes)
+        XCTAssertNotEqual(PrefixCache.blockHash(tokens, blocks: 2, partition: "x"),
+                          PrefixCache.blockHash(Array(tokens[32...]), blocks: 1, partition: impostor))
+    }
+
+    func testEvictionAcrossPartitionsKeepsTheBudgetAndDropsEmptyPartitions() throws {
+        let (model, _, _) = try LlamaTests.load()
+        let perToken = 2 * model.config.layers * model.config.kvDim * 2
+        let pc = PrefixCache(config: model.config, budgetBytes: 40 * perToken)
+        let a = try prompt("First question about apples?", system: "System prompt A, quite long to fill the cache up.")
+        let b = try prompt("Second question about bananas?", system: "A different system prompt B that shares nothing.")
+        XCTAssertGreaterThan(a.count + b.count, 40)
+        _ = try run(a, pc, partition: "A")
+        XCTAssertEqual(pc.cachedLength(a, partition: "A"), a.count)
+        // B's prompt does not fit beside A's: A's (older) leaf goes, and with it partition A.
+        _ = try run(b, pc, partition: "B")
+        XCTAssertLessThanOrEqual(pc.bytes, pc.budgetBytes)
+        XCTAssertEqual(pc.cachedLength(a, partition: "A"), 0)
+        XCTAssertEqual(pc.cachedLength(b, partition: "B"), b.count)
+        XCTAssertEqual(pc.partitionCount, 1, "the emptied partition was dropped")
+        // And back: now B is the least recently used.
+        let (la, ca) = try run(a, pc, partition: "A")
+        XCTAssertEqual(ca, 0)
+        XCTAssertEqual(la, try cold(a))
+        XCTAssertLessThanOrEqual(pc.bytes, pc.budgetBytes)
+        XCTAssertEqual(pc.cachedLength(b, partition: "B"), 0)
+        XCTAssertEqual(pc.partitionCount, 1)
+        XCTAssertEqual(pc.bytes, pc.bytes(partition: "A"))
+    }
+
+    /// A tiny synthetic model shape, for structure tests that need no weights.
+    static let tiny = LlamaConfig(layers: 2, embedding: 8, feedForward: 8, heads: 1, kvHeads: 1, headDim: 4, ropeDims: 4,
+                                  ropeBase: 10000, rmsEps: 1e-5, contextLength: 512, vocab: 100)
+
+    func synthetic(_ n: Int, fill: Float16) -> KVCache {
+        let c = KVCache(config: Self.tiny, reserve: n)
+        for l in 0..<c.layers { for i in 0..<(n * c.kvDim) { c.keys[l][i] = fill } }
+        c.count = n
+        return c
+    }
+
+    func testPartitionCountIsBoundedDroppingTheLeastRecentlyUsed() {
+        let pc = PrefixCache(config: Self.tiny, budgetBytes: 1 << 20, maxPartitions: 3)
+        let tokens: [Int32] = Array(1...10)
+        for i in 0..<3 { pc.insert(tokens, count: 10, from: synthetic(10, fill: Float16(i)), partition: "p\(i)") }
+        XCTAssertEqual(pc.partitionCount, 3)
+        // p0 is used again, so p1 is now the least recently used.
+        let hit = pc.lookup(tokens, reserve: 16, partition: "p0")
+        XCTAssertEqual(hit?.count, 8)
+        withExtendedLifetime(hit) { XCTAssertEqual(hit?.keys[0][0], 0, "the partition's own KV state") }
+        pc.insert(tokens, count: 10, from: synthetic(10, fill: 3), partition: "p3")
+        XCTAssertEqual(pc.partitionCount, 3)
+        XCTAssertEqual(pc.cachedLength(tokens, partition: "p1"), 0, "least recently used partition dropped whole")
+        XCTAssertEqual(pc.cachedLength(tokens, partition: "p0"), 10)
+        XCTAssertEqual(pc.cachedLength(tokens, partition: "p2"), 10)
+        let p3 = pc.lookup(tokens, reserve: 16, partition: "p3")
+        withExtendedLifetime(p3) { XCTAssertEqual(p3?.keys[0][0], 3) }
+        XCTAssertEqual(pc.bytes, 3 * pc.bytes(partition: "p0"), "a dropped partition's bytes are released")
+        XCTAssertEqual(Set(pc.blockHashes()).count, 0, "10 tokens make no full block")
+        // A flood of projects stays at the bound.
+        for i in 0..<100 { pc.insert(tokens, count: 10, from: synthetic(10, fill: 1), partition: "flood-\(i)") }
+        XCTAssertEqual(pc.partitionCount, 3)
+        XCTAssertEqual(pc.bytes, 3 * pc.bytes(partition: "flood-99"))
+    }
+
+    func testDefaultPartitionBound() {
+        XCTAssertEqual(PrefixCache(config: Self.tiny, budgetBytes: 1 << 20).maxPartitions, 4096)
     }
 }

@@ -70,11 +70,11 @@ struct Xerobench {
         func ttft(_ pc: PrefixCache?, suffix: [Int32]) -> Double {
             let tokens = prefix + suffix
             let t0 = DispatchTime.now().uptimeNanoseconds
-            let cache = pc?.lookup(tokens, reserve: tokens.count + 1) ?? model.newCache(reserve: tokens.count + 1)
+            let cache = pc?.lookup(tokens, reserve: tokens.count + 1, partition: "bench") ?? model.newCache(reserve: tokens.count + 1)
             let logits = model.forward(Array(tokens[cache.count...]), cache: cache)
             _ = logits.indices.max { logits[$0] < logits[$1] }
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
-            pc?.insert(tokens, count: tokens.count, from: cache)
+            pc?.insert(tokens, count: tokens.count, from: cache, partition: "bench")
             return ms
         }
         let pc = PrefixCache(config: model.config, budgetBytes: 1 << 30)
