@@ -50,6 +50,12 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
     var noRateLimits = false
 
+    @Option(help: "PEM certificate chain (server certificate first): serve HTTPS (TLS 1.2+, HTTP/1.1) on --port instead of HTTP. Needs --tls-key.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert (unencrypted).")
+    var tlsKey: String?
+
     func validate() throws {
         // A body travels to the worker as one job payload, which every decoder bounds.
         guard (1...WireLimits.maxPayloadBytes).contains(maxBodyBytes) else {
@@ -59,18 +65,28 @@ struct GatewayCommand: AsyncParsableCommand {
                               ("--write-stall-seconds", writeStallSeconds), ("--max-connections", maxConnections), ("--max-header-bytes", maxHeaderBytes)] {
             guard value >= 1 else { throw ValidationError("\(flag) must be at least 1 (got \(value)).") }
         }
+        // Half a TLS setup is a mistake, not a request for plain HTTP.
+        guard (tlsCert == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together (got only \(tlsCert == nil ? "--tls-key" : "--tls-cert")).")
+        }
     }
 
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.gateway")
         let config = try configOptions.load()
+        var options = Gateway.Options()
+        // Before anything connects: a bad certificate or key stops the gateway naming the file.
+        if let tlsCert, let tlsKey {
+            do { options.tls = try GatewayTLS.configuration(certificatePath: tlsCert, keyPath: tlsKey) } catch {
+                throw ValidationError("cannot serve TLS: \(error)")
+            }
+        }
         let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
         let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
                                 routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
                                 mailboxCapacity: maxBufferedEvents, logger: logger)
-        var options = Gateway.Options()
         options.host = host
         options.port = port
         options.maxBodyBytes = maxBodyBytes
@@ -86,7 +102,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let auth = gateway.auth
         let events = KeyEventSubscriber(address: try RedisAddress(url: redis.url),
                                         onMessage: { auth.invalidate(keyHash: $0) }, onReconnect: { auth.invalidateAll() })
-        logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", "http": "\(host):\(port)"])
+        logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", options.tls == nil ? "http" : "https": "\(host):\(port)"])
         let app = gateway.makeApplication()
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
         events.stop()
