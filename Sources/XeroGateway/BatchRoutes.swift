@@ -1,7 +1,6 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import MultipartKit
 import NIOCore
 import XeroBatch
 import XeroCore
@@ -105,16 +104,21 @@ struct BatchRoutes: Sendable {
     }
 
     /// Streams a multipart upload straight to disk (never the whole body in memory), enforcing
-    /// the size, part and line limits as it goes. Every refusal removes the temporary file.
+    /// the size, part and line limits as it goes. Parsed by our own `MultipartReader` (strict, and
+    /// unable to trap on any byte: MultipartKit's parser traps on a non-ASCII header name). Every
+    /// refusal removes the temporary file.
     private func upload(_ request: Request, project: String) async throws -> Response {
-        guard let ct = request.headers[.contentType], ct.lowercased().hasPrefix("multipart/form-data"),
-              let boundary = ct.components(separatedBy: "boundary=").dropFirst().first?.split(separator: ";").first.map({ String($0).trimmingCharacters(in: CharacterSet(charactersIn: "\" ")) }),
-              !boundary.isEmpty else {
+        guard let ct = request.headers[.contentType], let boundary = MultipartReader.boundary(fromContentType: ct) else {
             throw APIError.invalidRequest("Uploads must be multipart/form-data with a 'file' part and a 'purpose' field.", param: "file")
         }
         if let len = request.headers[.contentLength].flatMap({ Int($0) }), len > UploadState.maxBodyBytes {
             throw APIError.payloadTooLarge(limit: BatchInput.maxBytes)
         }
+        var reader: MultipartReader
+        do {
+            reader = try MultipartReader(boundary: boundary, maxParts: UploadState.maxParts, maxHeaderBytes: UploadState.maxPartHeaderBytes,
+                                         maxFieldBytes: UploadState.maxFieldBytes, isFile: { name, _ in name == "file" })
+        } catch { throw error.apiError }
         let tmp = fileStore.temporaryPath()
         FileManager.default.createFile(atPath: tmp, contents: nil)
         guard let handle = FileHandle(forWritingAtPath: tmp) else { throw APIError.internalError("Cannot write the upload.") }
@@ -124,28 +128,29 @@ struct BatchRoutes: Sendable {
             try? handle.close()
             if !adopted { try? FileManager.default.removeItem(atPath: tmp) }
         }
-        let parser = MultipartParser(boundary: boundary)
-        parser.onHeader = { name, value in state.header(name, value) }
-        parser.onBody = { buf in state.body(&buf) }
-        parser.onPartComplete = { state.partComplete() }
         do {
             var received = 0
             for try await buffer in request.body {
                 received += buffer.readableBytes
                 // File, fields, part headers and boundaries together; the file alone is checked below.
                 if received > UploadState.maxBodyBytes { throw APIError.payloadTooLarge(limit: BatchInput.maxBytes) }
-                try parser.execute(buffer)
-                if let refusal = state.refusal { throw refusal }
+                for event in try reader.feed(buffer.readableBytesView) { state.handle(event) }
                 if state.fileBytes > BatchInput.maxBytes { throw APIError.payloadTooLarge(limit: BatchInput.maxBytes) }
             }
+            try reader.finish()
+        } catch let e as MultipartError {
+            // A body that ends inside the file part (the client went away) is not a whole file.
+            if case .unterminated = e, state.sawFile, !state.fileComplete {
+                throw APIError.invalidRequest("The multipart body ended before the 'file' part did.", param: "file")
+            }
+            throw e.apiError
         } catch let e as APIError { throw e } catch {
-            throw APIError.invalidRequest("The multipart body could not be parsed (\(error)).", param: "file")
+            throw APIError.invalidRequest("The upload could not be read (\(error)).", param: "file")
         }
         try? handle.close()
         guard state.sawFile else {
             throw APIError.invalidRequest("Missing required parameter: 'file'.", param: "file", code: "missing_required_parameter")
         }
-        // A body that ended inside the file part (the client went away) is not a whole file.
         guard state.fileComplete else {
             throw APIError.invalidRequest("The multipart body ended before the 'file' part did.", param: "file")
         }
@@ -206,9 +211,9 @@ struct BatchRoutes: Sendable {
     }
 }
 
-/// Parser callbacks' state for one upload, and its bounds on what is not the file: every part
-/// counts against `maxParts`, a field's value and a part's headers have their own byte bounds.
-/// The callbacks cannot throw, so a broken bound is kept in `refusal` for the caller to raise.
+/// What one upload has produced so far (`MultipartReader` events): the file streamed to disk with
+/// its size and line count, and the other fields. The reader enforces the part, header and field
+/// bounds; these are the numbers it is given.
 final class UploadState: @unchecked Sendable {
     static let maxParts = 16
     static let maxFieldBytes = 4096
@@ -217,77 +222,37 @@ final class UploadState: @unchecked Sendable {
     static let maxBodyBytes = BatchInput.maxBytes + maxParts * (maxFieldBytes + maxPartHeaderBytes + 256)
 
     let handle: FileHandle
-    var headers: [String: String] = [:]
-    var headerBytes = 0
     var fields: [String: String] = [:]
-    var current: [UInt8] = []
     var filename: String?
     var sawFile = false
     var fileComplete = false
     var fileBytes = 0
     var lines = 0
     var lastByte: UInt8 = 10
-    var parts = 0
-    var refusal: APIError?
+    private var inFile = false
 
     init(handle: FileHandle) { self.handle = handle }
 
-    var partName: String? { disposition("name") }
-
-    func disposition(_ key: String) -> String? {
-        guard let d = headers["content-disposition"] else { return nil }
-        for piece in d.split(separator: ";") {
-            let kv = piece.trimmingCharacters(in: .whitespaces).split(separator: "=", maxSplits: 1)
-            if kv.count == 2, kv[0] == key { return kv[1].trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-        }
-        return nil
-    }
-
-    func header(_ name: String, _ value: String) {
-        guard refusal == nil else { return }
-        // MultipartKit hands over whole header lines; a single line still being read is bounded
-        // only by the body bound.
-        headerBytes += name.utf8.count + value.utf8.count + 4
-        if headerBytes > Self.maxPartHeaderBytes {
-            refusal = .invalidRequest("A multipart part's headers are larger than \(Self.maxPartHeaderBytes) bytes.", param: "file", code: "part_headers_too_large")
-            return
-        }
-        headers[name.lowercased()] = value
-    }
-
-    func body(_ buf: inout ByteBuffer) {
-        guard refusal == nil else { return }
-        if partName == "file" {
-            sawFile = true
-            if filename == nil { filename = disposition("filename") }
-            let bytes = buf.readBytes(length: buf.readableBytes) ?? []
+    func handle(_ event: MultipartEvent) {
+        switch event {
+        case let .partStart(_, name, filename):
+            inFile = name == "file"
+            if inFile { sawFile = true; self.filename = filename ?? self.filename }
+        case let .body(bytes) where inFile:
             fileBytes += bytes.count
             for b in bytes where b == 10 { lines += 1 }
             if let last = bytes.last { lastByte = last }
             handle.write(Data(bytes))
-        } else {
-            current += buf.readBytes(length: buf.readableBytes) ?? []
-            if current.count > Self.maxFieldBytes {
-                let name = partName ?? "(unnamed)"
-                refusal = .invalidRequest("The multipart field '\(name)' is larger than \(Self.maxFieldBytes) bytes.", param: name, code: "field_too_large")
+        case .body:
+            break
+        case let .field(name, value):
+            fields[name] = String(decoding: value, as: UTF8.self)
+        case .partEnd:
+            if inFile {
+                fileComplete = true
+                if lastByte != 10 { lines += 1 }   // a last line without a newline
             }
+            inFile = false
         }
-    }
-
-    func partComplete() {
-        guard refusal == nil else { return }
-        parts += 1
-        if parts > Self.maxParts {
-            refusal = .invalidRequest("A multipart upload may hold at most \(Self.maxParts) parts.", param: "file", code: "too_many_parts")
-            return
-        }
-        if let name = partName, name != "file" { fields[name] = String(decoding: current, as: UTF8.self) }
-        if partName == "file" {
-            fileComplete = true
-            if lastByte != 10 { lines += 1 }   // a last line without a newline
-        }
-        headers = [:]
-        headerBytes = 0
-        current = []
     }
 }

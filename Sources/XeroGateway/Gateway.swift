@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdCore
+import HummingbirdTLS
 import Logging
 import NIOCore
 import XeroBatch
@@ -20,9 +21,13 @@ public struct GatewayRequestContext: RequestContext {
     public var caller: CallerContext?
     /// Set by `ManagementAuthMiddleware`.
     public var management: ManagementCaller?
+    /// True when the request arrived on a TLS connection (`Options.tls`): what Secure cookies and
+    /// https links go by. Set by the server setup, never from a header a client could send.
+    public var isTLS: Bool
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         remoteAddress = source.channel.remoteAddress
+        isTLS = ConnectionTransport.isTLS
     }
     /// The socket peer's IP address as text (IPv4 or IPv6).
     public var remoteIP: String? { remoteAddress?.ipAddress }
@@ -59,6 +64,8 @@ public struct Gateway: Sendable {
         public var filesDirectory: String?
         /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (`--trusted-proxy`).
         public var trustedProxies = TrustedProxies()
+        /// HTTPS on `port` with these settings (`GatewayTLS.configuration`); nil = plain HTTP.
+        public var tls: TLSConfiguration?
         public init() {}
     }
 
@@ -145,9 +152,19 @@ public struct Gateway: Sendable {
     }
 
     public func makeApplication() -> some ApplicationProtocol {
-        Application(router: makeRouter(), server: .http1(configuration: http1Configuration()),
+        Application(router: makeRouter(), server: Self.serverBuilder(http1: http1Configuration(), tls: options.tls),
                     configuration: .init(address: .hostname(options.host, port: options.port), serverName: "xerotier", backlog: 4096),
                     logger: logger)
+    }
+
+    /// HTTP/1, or TLS in front of the very same HTTP/1 channel: every limit handler sits after
+    /// the codec, so it sees the same decrypted parts either way. TLS connections are marked for
+    /// `GatewayRequestContext.isTLS`.
+    static func serverBuilder(http1: HTTP1Channel.Configuration, tls: TLSConfiguration?) -> HTTPServerBuilder {
+        guard let tls else { return .http1(configuration: http1) }
+        return HTTPServerBuilder { responder in
+            TLSMarkedChannel(base: try TLSChannel(HTTP1Channel(responder: responder, configuration: http1), tlsConfiguration: tls))
+        }
     }
 
     /// The HTTP/1 channel with the bounds of `Options` (docs/architecture.md, "HTTP limits"): the

@@ -22,8 +22,8 @@ public final class RedisClient: Sendable {
 
     public init(_ address: RedisAddress, connections: Int = 2) throws {
         self.address = address
-        // Fail fast when the server is not there.
-        _ = try RedisConnection(address).command(["PING"])
+        // Fail fast when the server is not there or refuses our credentials.
+        try RedisConnection(address).ping()
         for i in 0..<max(1, connections) {
             let t = Thread { [self] in self.serve() }
             t.name = "redis-\(i)"

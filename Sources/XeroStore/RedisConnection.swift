@@ -41,29 +41,6 @@ public struct RedisError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
-/// Where a Redis server is: parsed from `redis://host:port[/db]`.
-public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-    public var db: Int
-
-    public init(host: String = "127.0.0.1", port: Int = 6379, db: Int = 0) {
-        self.host = host
-        self.port = port
-        self.db = db
-    }
-
-    public init(url: String) throws {
-        guard let u = URLComponents(string: url), u.scheme == "redis" else { throw RedisError("not a redis:// URL: \(url)") }
-        host = u.host ?? "127.0.0.1"
-        port = u.port ?? 6379
-        let path = u.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        db = path.isEmpty ? 0 : (Int(path) ?? 0)
-    }
-
-    public var description: String { "redis://\(host):\(port)/\(db)" }
-}
-
 /// One blocking hiredis connection. Not thread-safe: owned by one thread at a time.
 /// Uses `redisCommandArgv` (binary-safe; hiredis' variadic API cannot be called from Swift).
 public final class RedisConnection {
@@ -86,7 +63,38 @@ public final class RedisConnection {
         redisSetTimeout(c, tv)
         redisEnableKeepAlive(c)
         ctx = c
-        if address.db != 0 { _ = try command(["SELECT", String(address.db)]) }
+        try handshake()
+    }
+
+    /// Log in and pick the database, on every (re)connect: every reconnect makes a new
+    /// `RedisConnection`, so no connection ever runs a command before this. A refusal is thrown
+    /// (naming the redacted address, never the password) rather than left for the first command.
+    private func handshake() throws {
+        if let password = address.password {
+            let reply = try command(address.username.map { ["AUTH", $0, password] } ?? ["AUTH", password])
+            if case let .error(e) = reply {
+                close()
+                let who = address.username.map { "as user '\($0)'" } ?? "with the default user's password"
+                throw RedisError("cannot log in to \(address) \(who): \(e)")
+            }
+        }
+        if address.db != 0, case let .error(e) = try command(["SELECT", String(address.db)]) {
+            close()
+            throw RedisError("cannot select database \(address.db) on \(address): \(e)")
+        }
+    }
+
+    /// PING, with an error reply thrown: a server that wants a password we did not send answers
+    /// NOAUTH here, at start, instead of on some later command.
+    public func ping() throws {
+        guard case let .error(e) = try command(["PING"]) else { return }
+        let hint = e.hasPrefix("NOAUTH") ? " (the URL needs credentials: redis://[user]:password@host:port)" : ""
+        throw RedisError("redis at \(address) refused PING: \(e)\(hint)")
+    }
+
+    private func close() {
+        if let ctx { redisFree(ctx) }
+        ctx = nil
     }
 
     deinit { if let ctx { redisFree(ctx) } }

@@ -57,6 +57,12 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "Print every route (METHOD path) and exit.")
     var printRoutes = false
 
+    @Option(help: "PEM certificate chain (server certificate first): serve HTTPS (TLS 1.2+, HTTP/1.1) on --port instead of HTTP. Needs --tls-key.")
+    var tlsCert: String?
+
+    @Option(help: "PEM private key of --tls-cert (unencrypted).")
+    var tlsKey: String?
+
     func validate() throws {
         // A body travels to the worker as one job payload, which every decoder bounds.
         guard (1...WireLimits.maxPayloadBytes).contains(maxBodyBytes) else {
@@ -69,19 +75,29 @@ struct GatewayCommand: AsyncParsableCommand {
         for p in trustedProxy where CIDR(p) == nil {
             throw ValidationError("--trusted-proxy \(p) is not an IPv4/IPv6 address or CIDR block.")
         }
+        // Half a TLS setup is a mistake, not a request for plain HTTP.
+        guard (tlsCert == nil) == (tlsKey == nil) else {
+            throw ValidationError("--tls-cert and --tls-key go together (got only \(tlsCert == nil ? "--tls-key" : "--tls-cert")).")
+        }
     }
 
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.gateway")
         let config = try configOptions.load()
+        var options = Gateway.Options()
+        // Before anything connects: a bad certificate or key stops the gateway naming the file.
+        if let tlsCert, let tlsKey {
+            do { options.tls = try GatewayTLS.configuration(certificatePath: tlsCert, keyPath: tlsKey) } catch {
+                throw ValidationError("cannot serve TLS: \(error)")
+            }
+        }
         let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
         let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
                                 routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
                                 mailboxCapacity: maxBufferedEvents,
                                 security: try FabricKeys.platformClient(fabric, redis: try RedisAddress(url: redis.url)), logger: logger)
-        var options = Gateway.Options()
         options.host = host
         options.port = port
         options.maxBodyBytes = maxBodyBytes
@@ -104,7 +120,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let auth = gateway.auth
         let events = KeyEventSubscriber(address: try RedisAddress(url: redis.url),
                                         onMessage: { auth.invalidate(keyHash: $0) }, onReconnect: { auth.invalidateAll() })
-        logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", "http": "\(host):\(port)"])
+        logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", options.tls == nil ? "http" : "https": "\(host):\(port)"])
         let app = gateway.makeApplication()
         try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
         events.stop()

@@ -22,12 +22,15 @@ struct RouterCommand: AsyncParsableCommand {
         common.watchParent()
         let logger = common.makeLogger("xerotier.router")
         let config = try configOptions.load()
-        let ops = OpsRecorder(address: try RedisAddress(url: redis.url), logger: logger)
+        let redisAddress = try RedisAddress(url: redis.url)
+        // Its connections open lazily; a wrong URL or password stops the router here, not later.
+        try RedisConnection(redisAddress).ping()
+        let ops = OpsRecorder(address: redisAddress, logger: logger)
         var options = Router.Options()
         options.workerTimeoutMs = Int64(workerTimeoutMs)
         options.requireJoinKey = !noJoinKeys
-        options.redis = try RedisAddress(url: redis.url)
-        options.security = try FabricKeys.router(fabric, redis: try RedisAddress(url: redis.url))
+        options.redis = redisAddress
+        options.security = try FabricKeys.router(fabric, redis: redisAddress)
         let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
                                 options: options, logger: logger)
         router.start()

@@ -139,12 +139,12 @@ struct Up: AsyncParsableCommand {
         } else {
             banner += """
               API key:  shown at the first start only. For a new one:
-                        xerotier admin create-key --project-slug \(demo.projectSlug) --redis \(redisURL)
+                        xerotier admin create-key --project-slug \(demo.projectSlug) --redis \(RedisAddress.redact(redisURL))
 
             """
         }
         banner += """
-          Redis:    \(redisURL)    Logs: \(logDir)/
+          Redis:    \(RedisAddress.redact(redisURL))    Logs: \(logDir)/
 
         Try it:
           curl \(baseURL)/chat/completions -H "Authorization: Bearer $XERO_KEY" \\

@@ -111,29 +111,23 @@ final class HTTPLimitsTests: XCTestCase {
         XCTAssertFalse(channel.isActive, "unwritable past the stall: closed")
     }
 
-    func testUploadStateRefusesManyPartsAndBigFields() throws {
+    func testUploadStateCountsTheFileAndKeepsFields() throws {
         let path = NSTemporaryDirectory() + "upload-\(UUID().uuidString)"
         _ = FileManager.default.createFile(atPath: path, contents: nil)
         defer { try? FileManager.default.removeItem(atPath: path) }
         let s = UploadState(handle: FileHandle(forWritingAtPath: path)!)
-        for i in 0..<UploadState.maxParts {
-            s.header("Content-Disposition", "form-data; name=\"f\(i)\"")
-            s.partComplete()
-        }
-        XCTAssertNil(s.refusal)
-        s.partComplete()
-        XCTAssertEqual(s.refusal?.code, "too_many_parts")
-
-        let t = UploadState(handle: FileHandle(forWritingAtPath: path)!)
-        t.header("Content-Disposition", "form-data; name=\"purpose\"")
-        var big = ByteBuffer(repeating: UInt8(ascii: "a"), count: UploadState.maxFieldBytes + 1)
-        t.body(&big)
-        XCTAssertEqual(t.refusal?.code, "field_too_large")
-        XCTAssertEqual(t.refusal?.param, "purpose")
-
-        let u = UploadState(handle: FileHandle(forWritingAtPath: path)!)
-        for i in 0..<100 { u.header("X-Pad-\(i)", String(repeating: "p", count: 100)) }
-        XCTAssertEqual(u.refusal?.code, "part_headers_too_large")
+        s.handle(.partStart(headers: [], name: "purpose", filename: nil))
+        s.handle(.field(name: "purpose", value: Array("batch".utf8)))
+        s.handle(.partEnd)
+        s.handle(.partStart(headers: [], name: "file", filename: "in.jsonl"))
+        s.handle(.body(ArraySlice("a\nb".utf8)))
+        XCTAssertFalse(s.fileComplete)
+        s.handle(.partEnd)
+        XCTAssertEqual(s.fields["purpose"], "batch")
+        XCTAssertEqual(s.filename, "in.jsonl")
+        XCTAssertEqual(s.fileBytes, 3)
+        XCTAssertEqual(s.lines, 2, "a last line without a newline counts")
+        XCTAssertTrue(s.sawFile && s.fileComplete)
     }
 }
 

@@ -2,16 +2,18 @@ import Foundation
 import XeroStore
 
 /// A private redis-server for one test class: started on a random free-ish port, stopped after.
+/// `extraArguments` go on its command line (`--requirepass pw`, `--user alice on >pw …`).
 final class RedisServerFixture: @unchecked Sendable {
     let process = Process()
     let port: Int
 
-    init(portRange: ClosedRange<Int>) {
+    init(portRange: ClosedRange<Int>, extraArguments: [String] = []) {
         port = Int.random(in: portRange)
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
-        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments
         process.standardOutput = FileHandle.nullDevice
         try? process.run()
+        // Connecting needs no credentials (only commands do), so this works for any server.
         for _ in 0..<100 where (try? RedisConnection(RedisAddress(port: port))) == nil { usleep(20_000) }
     }
 

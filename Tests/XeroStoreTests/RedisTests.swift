@@ -32,6 +32,8 @@ final class RedisTests: XCTestCase {
         XCTAssertThrowsError(try RedisConnection(RedisAddress(port: 1)))
         XCTAssertThrowsError(try RedisAddress(url: "http://x"))
         XCTAssertEqual(try RedisAddress(url: "redis://h:7/3"), RedisAddress(host: "h", port: 7, db: 3))
+        // A password on a server that wants none is refused (Redis: "AUTH ... called without any password configured").
+        XCTAssertThrowsError(try RedisConnection(RedisAddress(port: Self.port, password: "x")))
     }
 
     func testAsyncClientUnderConcurrency() async throws {

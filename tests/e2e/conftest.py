@@ -6,10 +6,12 @@ import os
 import random
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -85,16 +87,28 @@ def wait_for(predicate, timeout=20.0, what="condition"):
 
 
 class Redis:
-    def __init__(self, tmp):
+    """A private redis-server. With `password` it wants one: `requirepass` for the default user,
+    or, with `user` too, a Redis 6+ ACL user allowed everything and the default user turned off.
+    `url` then carries the credentials (percent-encoded)."""
+
+    def __init__(self, tmp, password=None, user=None):
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}"
+        self.password, self.user = password, user
+        auth = []
+        if password is not None and user is None:
+            auth = ["--requirepass", password]
+        elif password is not None:
+            auth = ["--user", user, "on", f">{password}", "~*", "&*", "+@all", "--user", "default", "off"]
+        creds = "" if password is None else f"{quote(user or '', safe='')}:{quote(password, safe='')}@"
+        self.url = f"redis://{creds}127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(tmp)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--dir", str(tmp), *auth], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.cli("PING") == "PONG", what="redis")
 
     def cli(self, *args):
-        out = subprocess.run(["redis-cli", "-p", str(self.port), "--raw", *args], capture_output=True, text=True, timeout=10)
+        auth = [] if self.password is None else [*(["--user", self.user] if self.user else []), "--pass", self.password, "--no-auth-warning"]
+        out = subprocess.run(["redis-cli", "-p", str(self.port), *auth, "--raw", *args], capture_output=True, text=True, timeout=10)
         return out.stdout.strip()
 
     def stop(self):
@@ -135,13 +149,18 @@ class Platform:
     def start_router(self, *extra):
         self._spawn("router", ["router", "--redis", self.redis.url, *extra])
 
-    def start_gateway(self, name=None, *extra):
+    def start_gateway(self, name=None, *extra, tls=None):
+        """Starts a gateway and waits for its /health. `tls=(cert, key, ca)` serves HTTPS with that
+        certificate and key; the health check then trusts `ca` only. Returns its base URL."""
         name = name or f"gateway-{len(self.gateways) + 1}"
         port = free_port()
-        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files"), *extra])
-        url = f"http://127.0.0.1:{port}"
+        tls_args = [] if tls is None else ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
+        self._spawn(name, ["gateway", "--redis", self.redis.url, "--port", str(port), "--files-dir", str(self.tmp / "files"),
+                           *tls_args, *extra])
+        url = f"{'http' if tls is None else 'https'}://127.0.0.1:{port}"
+        verify = True if tls is None else ssl.create_default_context(cafile=str(tls[2]))
         import httpx
-        wait_for(lambda: httpx.get(url + "/health", timeout=1).status_code == 200, what=f"{name} health")
+        wait_for(lambda: httpx.get(url + "/health", timeout=1, verify=verify).status_code == 200, what=f"{name} health")
         self.gateways.append(url)
         return url
 

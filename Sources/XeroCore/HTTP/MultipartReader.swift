@@ -413,7 +413,7 @@ public enum MultipartError: Error, Sendable, Equatable, CustomStringConvertible 
         case .invalidBoundary: "invalid_multipart_boundary"
         case .malformed: "invalid_multipart"
         case .tooManyParts: "too_many_parts"
-        case .headerTooLarge: "multipart_header_too_large"
+        case .headerTooLarge: "part_headers_too_large"
         case .fieldTooLarge: "field_too_large"
         case .unterminated: "unterminated_multipart"
         }
