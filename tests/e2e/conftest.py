@@ -183,6 +183,11 @@ class Platform:
                              capture_output=True, text=True, timeout=30, check=True)
         return json.loads(out.stdout)
 
+    def create_admin_key(self):
+        """A bootstrap admin key (admin + management scopes), as an operator makes one."""
+        return subprocess.run([BIN, "admin", "create-admin-key", "--redis", self.redis.url], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.strip()
+
     def log(self, name):
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 

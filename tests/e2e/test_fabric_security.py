@@ -9,7 +9,6 @@ with CURVE, attacked with pyzmq.
 - Revoking the join key of a connected, streaming worker stops all of its traffic within a bound.
 - A capture of the loopback traffic shows neither the prompt, nor the answer, nor the join key.
 """
-import os
 import shutil
 import signal
 import subprocess
@@ -21,7 +20,7 @@ import pytest
 import zmq
 
 import wire
-from conftest import BIN, Platform, client_for, curve_keys_for, wait_for
+from conftest import Platform, client_for, curve_keys_for, wait_for
 
 SECRET_PROMPT = "the-launch-code-is-7f3a9c"
 
@@ -34,8 +33,7 @@ def fs(redis, tmp_path_factory):
     p.start_worker("fs-w1", "--sim-tpot-ms", "5", "--slots", "32")
     p.a = p.bootstrap(project="sec-a", scopes="inference,management")
     p.b = p.bootstrap(project="sec-b", scopes="inference,management")
-    p.admin = subprocess.run([BIN, "admin", "create-admin-key", "--redis", redis.url], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.strip()
+    p.admin = p.create_admin_key()
     yield p
     p.shutdown()
 

@@ -1,17 +1,14 @@
 """Crash-proofing against real processes: the one request that used to kill a gateway, values that
 used to overflow in the management API, configuration that used to fail open, and the default tier
 of a new endpoint. Every refusal is an OpenAI-shaped 4xx and every process stays up."""
-import json
 import os
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from conftest import BIN, ROOT, TEST_CONFIG, Platform, free_port, free_port_range, start_up, wait_for
+from conftest import BIN, Platform, free_port, free_port_range, start_up
 
 
 @pytest.fixture(scope="module")
@@ -21,8 +18,7 @@ def fc(redis, tmp_path_factory):
     p.start_gateway()
     p.start_worker("fc-w1", "--sim-tpot-ms", "1", "--slots", "16")
     p.demo = p.bootstrap(project="fcdemo", scopes="inference,management")
-    p.admin = subprocess.run([BIN, "admin", "create-admin-key", "--redis", redis.url], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.strip()
+    p.admin = p.create_admin_key()
     yield p
     p.shutdown()
 

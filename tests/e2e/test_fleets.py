@@ -18,8 +18,7 @@ def fp(redis, tmp_path_factory):
     p.start_worker("plat-1", "--sim-tpot-ms", "1", "--slots", "4")
     p.a = p.bootstrap(project="fleet-a", scopes="inference,management")
     p.b = p.bootstrap(project="fleet-b", scopes="inference,management")
-    p.admin = subprocess.run([BIN, "admin", "create-admin-key", "--redis", redis.url], capture_output=True, text=True,
-                             check=True, timeout=30).stdout.strip()
+    p.admin = p.create_admin_key()
     # Project B brings its own agent, many slots, serving any model: it must still see only B's jobs.
     jk = manage(p, p.b, "POST", "/join-keys", json={"name": "b-agents"}).json()
     assert jk["fleet"] == "project:" + p.b["project_id"]
