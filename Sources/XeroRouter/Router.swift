@@ -143,8 +143,8 @@ final class RouterState: @unchecked Sendable {
     /// hello with. A frame whose User-Id is not its worker's is ignored.
     var fabric: FabricGuard?
     var workerUsers: [String: String] = [:]
-    /// Jobs finished recently, with their worker: a job's last events may arrive after its `done`
-    /// (they travel on another socket), and must still be accepted from that worker only.
+    /// Jobs finished recently, with their worker's identity: a job's last events may arrive after
+    /// its `done` (they travel on another socket), and must still be accepted from that identity only.
     var recentlyFinished: [String: String] = [:]
     var recentlyFinishedOrder: [String] = []
     static let recentlyFinishedCapacity = 100_000
@@ -362,8 +362,8 @@ final class RouterState: @unchecked Sendable {
     func eventIsFromItsWorker(_ frames: [[UInt8]], user: String?) -> Bool {
         guard frames.count == 2, let slash = frames[0].lastIndex(of: UInt8(ascii: "/")) else { return false }
         let requestId = String(decoding: frames[0][(slash + 1)...], as: UTF8.self)
-        let owner = scheduler.inflight[requestId]?.worker ?? recentlyFinished[requestId]
-        if let owner, let user, workerUsers[owner] == user { return true }
+        let ownerUser = scheduler.inflight[requestId].flatMap { workerUsers[$0.worker] } ?? recentlyFinished[requestId]
+        if let ownerUser, let user, ownerUser == user { return true }
         droppedEvents += 1
         if droppedEvents % 1000 == 1 {
             logger.warning("events for a job the sender does not run dropped", metadata: ["user": "\(user ?? "none")", "request": "\(requestId)",
@@ -372,9 +372,12 @@ final class RouterState: @unchecked Sendable {
         return false
     }
 
+    /// Keeps the finished job's identity, not its worker id: a draining worker says `done` and
+    /// `bye` on its control socket while its last events are still on the events socket, and
+    /// those must pass after the worker is gone.
     func rememberFinished(_ requestId: String, worker: String) {
-        guard fabric != nil else { return }
-        recentlyFinished[requestId] = worker
+        guard fabric != nil, let user = workerUsers[worker] else { return }
+        recentlyFinished[requestId] = user
         recentlyFinishedOrder.append(requestId)
         if recentlyFinishedOrder.count > Self.recentlyFinishedCapacity {
             let old = recentlyFinishedOrder.prefix(Self.recentlyFinishedCapacity / 2)

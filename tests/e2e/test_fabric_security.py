@@ -283,3 +283,32 @@ def test_a_capture_of_the_fabric_shows_no_prompt_answer_or_join_key(fs, tmp_path
     assert len(data) > 10_000, "the capture saw the traffic"
     for secret in (SECRET_PROMPT.encode(), b"You said", jk["join_key"].encode(), jk["join_key"][6:].encode()):
         assert secret not in data, f"{secret!r} crossed the fabric in clear"
+
+
+def test_a_draining_workers_last_events_still_reach_the_client(fs):
+    """A worker told to stop finishes its job, then says done and bye on its control socket while its
+    last events may still be on the events socket: the router must pass them (they are the job's
+    own identity's), or the client would lose the end of its answer."""
+    fs.start_worker("drainer", "--sim-tpot-ms", "2", "--slots", "8")
+    fs.stop("fs-w1")
+    try:
+        results = {}
+
+        def one(i):
+            with httpx.stream("POST", fs.gateways[0] + fs.a["base_path"] + "/chat/completions", timeout=60,
+                              headers={"Authorization": f"Bearer {fs.a['api_key']}"},
+                              json={"model": "m", "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": f"drain {i}"}]}) as r:
+                results[i] = r.read().decode()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        time.sleep(0.15)
+        fs.procs["drainer"].send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        assert fs.procs.pop("drainer").wait(30) == 0
+        for i in range(8):
+            assert results[i].rstrip().endswith("data: [DONE]"), results[i][-300:]
+    finally:
+        fs.start_worker("fs-w1", "--sim-tpot-ms", "5", "--slots", "32")
