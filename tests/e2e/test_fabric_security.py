@@ -292,18 +292,23 @@ def test_a_draining_workers_last_events_still_reach_the_client(fs):
     fs.start_worker("drainer", "--sim-tpot-ms", "2", "--slots", "8")
     fs.stop("fs-w1")
     try:
-        results = {}
+        results, running = {}, [threading.Event() for _ in range(8)]
 
         def one(i):
             with httpx.stream("POST", fs.gateways[0] + fs.a["base_path"] + "/chat/completions", timeout=60,
                               headers={"Authorization": f"Bearer {fs.a['api_key']}"},
-                              json={"model": "m", "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": f"drain {i}"}]}) as r:
-                results[i] = r.read().decode()
+                              json={"model": "m", "stream": True, "max_tokens": 400, "messages": [{"role": "user", "content": f"drain {i}"}]}) as r:
+                chunks = []
+                for chunk in r.iter_bytes():
+                    chunks.append(chunk)
+                    running[i].set()   # the job runs on the worker: draining must finish it
+                results[i] = b"".join(chunks).decode()
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
         for t in threads:
             t.start()
-        time.sleep(0.15)
+        for e in running:
+            assert e.wait(20), "a stream never started"
         fs.procs["drainer"].send_signal(signal.SIGTERM)
         for t in threads:
             t.join(60)
