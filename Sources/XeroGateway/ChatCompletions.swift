@@ -74,7 +74,7 @@ struct ChatCompletions: Sendable {
                                     body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: answer.choices, usage: usage))))
                 case let .error(e):
                     settle(nil)
-                    if e.code == APIError.streamInterrupted("").code { hub.cancel(requestId) }   // the worker may still be running
+                    if e.code == APIError.streamInterruptedCode { hub.cancel(requestId) }   // the worker may still be running
                     throw e
                 default:
                     answer.add(event.body)
@@ -134,7 +134,7 @@ struct ChatCompletions: Sendable {
                     // Mid-stream failure: an error event (the OpenAI SDK raises on it), no [DONE].
                     SSE.append(Array(e.jsonBody.utf8), to: &buffer)
                     terminal = true
-                    if e.code == APIError.streamInterrupted("").code { clientGone = true }   // stop the worker too
+                    if e.code == APIError.streamInterruptedCode { clientGone = true }   // stop the worker too
                 default: break
                 }
                 // Batch: while more events have already arrived, keep appending; write once.

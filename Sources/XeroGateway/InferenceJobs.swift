@@ -131,7 +131,7 @@ struct InferenceJobs: Sendable {
                 return (requestId, collected, usage, h)
             case var .error(e):
                 admission.settle(nil)
-                if e.code == APIError.streamInterrupted("").code { hub.cancel(requestId) }
+                if e.code == APIError.streamInterruptedCode { hub.cancel(requestId) }
                 Self.addHeaders(admission.headers, to: &e)
                 throw e
             default:

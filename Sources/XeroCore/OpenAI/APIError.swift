@@ -93,8 +93,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     /// is incomplete, so the request fails visibly instead of showing a gap.
     public static func streamInterrupted(_ detail: String) -> APIError {
         APIError(status: 502, message: "The answer's event stream was interrupted (\(detail)); the request was stopped. Retry the request.",
-                 type: "server_error", code: "stream_interrupted")
+                 type: "server_error", code: streamInterruptedCode)
     }
+    /// The code of `streamInterrupted`: a request that ends with it may still run on its worker.
+    public static let streamInterruptedCode = "stream_interrupted"
     /// A worker (or the upstream behind it) answered something that does not fit the request.
     public static func badWorkerAnswer(_ message: String) -> APIError {
         APIError(status: 502, message: message, type: "server_error", code: "bad_worker_answer")
