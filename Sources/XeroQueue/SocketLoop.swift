@@ -13,6 +13,9 @@ import Glibc
 public final class SocketLoop: Sendable {
     public typealias MessageHandler = @Sendable (LoopContext, _ socket: Int, _ frames: [[UInt8]]) -> Void
     public typealias TickHandler = @Sendable (LoopContext) -> Void
+    /// Rewrites the messages for one socket that wait at the same moment (e.g. merges events into
+    /// batches); applied once per loop pass, so nothing waits for it: it only sees what piled up.
+    public typealias Coalescer = @Sendable (_ messages: [[[UInt8]]]) -> [[[UInt8]]]
 
     private struct Outgoing { var socket: Int; var frames: [[UInt8]] }
     private struct Shared {
@@ -29,6 +32,7 @@ public final class SocketLoop: Sendable {
     private let onMessage: MessageHandler
     private let onTick: TickHandler?
     private let tickMs: Int
+    private let coalescing: (socket: Int, merge: Coalescer)?
     private let stopped = Locked<Bool>(false)
     private let finished = DispatchSemaphoreLite()
     /// Bound on messages waiting to leave (outbox plus backlogs), across the loop's sockets.
@@ -36,7 +40,9 @@ public final class SocketLoop: Sendable {
 
     /// `sockets` are handed over: from here on only the loop thread uses them.
     public init(name: String, sockets: [ZMQSocket], tickMs: Int = 50, maxQueued: Int = 1_000_000,
+                coalescing: (socket: Int, merge: Coalescer)? = nil,
                 onMessage: @escaping MessageHandler, onTick: TickHandler? = nil) {
+        self.coalescing = coalescing
         self.name = name
         self.maxQueued = max(1, maxQueued)
         self.owned = OwnedSockets(sockets)
@@ -82,6 +88,22 @@ public final class SocketLoop: Sendable {
         _ = write(wakeFD, &one, 8)
     }
 
+    /// Sends what other threads queued, in order; the coalesced socket's messages are rewritten
+    /// together and go out where its first one stood.
+    private func send(_ outbox: [Outgoing], _ ctx: LoopContext) {
+        guard let (socket, merge) = coalescing, outbox.count > 1 else {
+            for m in outbox { ctx.send(socket: m.socket, frames: m.frames) }
+            return
+        }
+        var merged: [[[UInt8]]]? = merge(outbox.compactMap { $0.socket == socket ? $0.frames : nil })
+        for m in outbox {
+            if m.socket != socket { ctx.send(socket: m.socket, frames: m.frames); continue }
+            guard let batch = merged else { continue }
+            for frames in batch { ctx.send(socket: socket, frames: frames) }
+            merged = nil
+        }
+    }
+
     private func run() {
         let sockets = owned.sockets
         let ctx = LoopContext(sockets: sockets, maxBacklog: maxQueued)
@@ -106,7 +128,7 @@ public final class SocketLoop: Sendable {
                 return (o, s.stopping)
             }
             for i in 0..<sockets.count where !ctx.backlog[i].isEmpty && items[i].revents & pollOut != 0 { ctx.flush(i) }
-            for m in outbox { ctx.send(socket: m.socket, frames: m.frames) }
+            send(outbox, ctx)
             if stopping { break }
             for i in 0..<sockets.count where items[i].revents & Int16(ZMQ_POLLIN) != 0 {
                 // Drain a bounded batch per socket per wake so one busy socket cannot starve the others.

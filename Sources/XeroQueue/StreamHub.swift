@@ -103,16 +103,16 @@ public final class StreamHub: Sendable {
         guard topic.count > prefixLength else { return }
         let requestId = String(decoding: topic[prefixLength...], as: UTF8.self)
         guard let box = streams.withLock({ $0[requestId] }) else { return }
-        let event: StreamEvent
-        do { event = try StreamEvent.decode(frames[1]) } catch {
+        let events: [StreamEvent]
+        do { events = try StreamEventBatch.decodeFrame(frames[1]) } catch {
             logger.warning("invalid event dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "error": "\(error)"])
             return
         }
-        guard event.requestId == requestId else {
-            logger.warning("event for another request dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "event_request": "\(event.requestId)"])
+        guard events[0].requestId == requestId else {
+            logger.warning("event for another request dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "event_request": "\(events[0].requestId)"])
             return
         }
-        if !box.put(event) {
+        if !box.put(events) {
             logger.warning("request failed: its reader fell too far behind", metadata: ["request": "\(requestId)", "capacity": "\(mailboxCapacity)"])
             cancel(requestId)
         }

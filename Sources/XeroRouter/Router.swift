@@ -138,6 +138,8 @@ final class RouterState: @unchecked Sendable {
     let logger: Logger
     var lastStatsMs: Int64 = 0
     var lastLivenessMs: Int64 = 0
+    var lastTickMs: Int64 = 0
+    static let stallWarningMs: Int64 = 2000
     var lastRevocationCheckMs: Int64 = 0
     /// CURVE mode: the ZAP judge, and the authenticated identity (ZAP User-Id) each worker said
     /// hello with. A frame whose User-Id is not its worker's is ignored.
@@ -406,6 +408,13 @@ final class RouterState: @unchecked Sendable {
 
     func tick(_ ctx: LoopContext) {
         let now = nowMs()
+        // A loop that could not run for a long time (a blocking lookup, a starved machine) would
+        // blame its workers for the silence it caused: say so, and hear them before judging.
+        if lastTickMs > 0, now - lastTickMs > Self.stallWarningMs {
+            logger.warning("router loop stalled", metadata: ["ms": "\(now - lastTickMs)"])
+            lastLivenessMs = now
+        }
+        lastTickMs = now
         if fabric != nil, now - lastRevocationCheckMs >= 500 {
             lastRevocationCheckMs = now
             checkRevocations(ctx, now: now)

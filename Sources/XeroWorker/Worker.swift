@@ -12,6 +12,9 @@ public final class Worker: Sendable {
     public struct Options: Sendable {
         public var heartbeatMs: Int64 = 1000
         public var joinKey = ""
+        /// Merge a job's events that wait to be sent at the same moment into one frame
+        /// (`StreamEventBatch`): fast streams pay the per-message CURVE cost once per batch.
+        public var coalesceEvents = true
         public init() {}
     }
 
@@ -67,6 +70,7 @@ public final class Worker: Sendable {
         self.state = state
         let box = WorkerBox()
         self.loop = SocketLoop(name: "worker", sockets: [control, events] + (monitor.map { [$0] } ?? []), tickMs: 100,
+                               coalescing: options.coalesceEvents ? (Self.eventsSocket, StreamEventBatch.coalesce) : nil,
                                onMessage: { ctx, socket, frames in box.worker?.handle(ctx, socket: socket, frames: frames) },
                                onTick: { ctx in box.worker?.tick(ctx) })
         box.worker = self
@@ -143,6 +147,10 @@ public final class Worker: Sendable {
         let now = nowMs()
         let (due, active, ready) = state.withLock { s -> (Bool, Int, Bool) in
             let due = now - s.lastHeartbeatMs >= options.heartbeatMs
+            if due, s.lastHeartbeatMs > 0, now - s.lastHeartbeatMs > 5 * options.heartbeatMs {
+                // The router drops a worker it does not hear from; say why we were silent.
+                logger.warning("worker loop stalled: heartbeat late", metadata: ["ms": "\(now - s.lastHeartbeatMs)"])
+            }
             if due { s.lastHeartbeatMs = now }
             return (due, s.active.count, s.helloSent)
         }

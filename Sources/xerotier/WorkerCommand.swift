@@ -79,11 +79,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "On SIGTERM, wait at most this long for running jobs to finish.")
     var drainSeconds: Double = 60
 
+    @Flag(help: "Send every event in its own frame instead of merging a job's waiting events into one (for benchmarks).")
+    var noCoalesceEvents = false
+
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.worker")
         let engine = try makeEngine()
         var options = Worker.Options()
+        options.coalesceEvents = !noCoalesceEvents
         func read(_ path: String?) throws -> String? {
             guard let path else { return nil }
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read \(path)") }

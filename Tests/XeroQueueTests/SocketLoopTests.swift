@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import XCTest
 @testable import XeroQueue
+import XeroCore
 
 final class SocketLoopTests: XCTestCase {
     /// PUSH → PULL across two loops on tcp loopback: every message arrives, in order, intact.
@@ -55,6 +56,42 @@ final class SocketLoopTests: XCTestCase {
         wait(for: [reply], timeout: 5)
         XCTAssertTrue(unknownPeerRefused.withLock { $0 })
         rLoop.stop(); dLoop.stop()
+        ctx.terminate()
+    }
+
+    /// Messages that pile up before the loop gets to them are merged by the coalescer (here the
+    /// worker's event batching): fewer frames arrive, and every event arrives once, in order.
+    func testCoalescingSocketMergesWhatWaits() throws {
+        let ctx = ZMQContext()
+        let pull = try ZMQSocket(ctx, .pull)
+        let endpoint = try pull.bind("tcp://127.0.0.1:*")
+        let push = try ZMQSocket(ctx, .push)
+        try push.connect(endpoint)
+        let n = 500
+        let frames = Mutex(0), seqs = Mutex<[String: [Int]]>([:])
+        let done = expectation(description: "all events")
+        let rx = SocketLoop(name: "rx", sockets: [pull], onMessage: { _, _, m in
+            let events = (try? StreamEventBatch.decodeFrame(m[1])) ?? []
+            frames.withLock { $0 += 1 }
+            let total = seqs.withLock { s -> Int in
+                for e in events { s[e.requestId, default: []].append(e.seq) }
+                return s.values.reduce(0) { $0 + $1.count }
+            }
+            if total == 2 * n { done.fulfill() }
+        })
+        let tx = SocketLoop(name: "tx", sockets: [push], coalescing: (0, StreamEventBatch.coalesce), onMessage: { _, _, _ in })
+        // Queued before the loop runs, so its first pass sees all of them at once.
+        for i in 0..<n {
+            for r in ["a", "b"] {
+                let e = StreamEvent(requestId: r, attempt: 1, seq: i, body: .delta(index: 0, text: "t\(i)", logprobs: nil))
+                tx.send(socket: 0, frames: [Array("g/\(r)".utf8), e.encode()])
+            }
+        }
+        rx.start(); tx.start()
+        wait(for: [done], timeout: 10)
+        XCTAssertEqual(seqs.withLock { $0 }, ["a": Array(0..<n), "b": Array(0..<n)])
+        XCTAssertLessThanOrEqual(frames.withLock { $0 }, 2)
+        tx.stop(); rx.stop()
         ctx.terminate()
     }
 

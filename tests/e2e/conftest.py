@@ -116,10 +116,32 @@ class Redis:
         self.proc.wait(10)
 
 
+LIVE_PLATFORMS = []
+
+
+def pytest_runtest_setup(item):
+    # Deployments shut down by an earlier test have nothing to say about this one.
+    LIVE_PLATFORMS[:] = [p for p in LIVE_PLATFORMS if not getattr(p, "shut_down", False)]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test carries the last lines of every process log of the deployments it used, so
+    a failure in CI (where the temporary directories are gone) can be understood from its report."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for p in LIVE_PLATFORMS:
+            for log in sorted(p.log_dir.glob("*.log")):
+                lines = log.read_text(errors="replace").splitlines()[-40:]
+                report.sections.append((f"log {p.tmp.name}/{log.name}", "\n".join(lines)))
+
+
 class Platform:
     """One router, any number of gateways and workers, sharing one Redis."""
 
     def __init__(self, redis, tmp, config=TEST_CONFIG):
+        LIVE_PLATFORMS.append(self)
         self.redis = redis
         self.tmp = Path(tmp)
         self.config = self.tmp / "xerotier.yaml"
@@ -192,6 +214,7 @@ class Platform:
         return (self.log_dir / f"{name}.log").read_text(errors="replace")
 
     def shutdown(self):
+        self.shut_down = True
         stopping = [self.procs.pop(name) for name in list(self.procs)]
         for p in stopping:
             if p.poll() is None:

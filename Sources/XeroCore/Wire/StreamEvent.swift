@@ -59,6 +59,13 @@ public struct StreamEvent: Sendable, Equatable {
 
     public static func decode(_ bytes: [UInt8]) throws -> StreamEvent {
         var r = WireReader(bytes)
+        let event = try decode(from: &r)
+        guard r.isAtEnd else { throw WireError.invalid("trailing bytes after stream event") }
+        return event
+    }
+
+    /// Reads one event where `r` stands (inside a frame, or one of a `StreamEventBatch`).
+    static func decode(from r: inout WireReader) throws -> StreamEvent {
         try r.header(expecting: wireKind)
         typealias L = WireLimits
         let id = try r.string(max: L.maxIDBytes, "request id")
@@ -94,7 +101,6 @@ public struct StreamEvent: Sendable, Equatable {
             body = .vectors(dim: dim, data: data)
         case let k: throw WireError.invalid("unknown event body \(k)")
         }
-        guard r.isAtEnd else { throw WireError.invalid("trailing bytes after stream event") }
         return StreamEvent(requestId: id, attempt: attempt, seq: seq, body: body)
     }
 }

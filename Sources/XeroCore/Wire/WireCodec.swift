@@ -22,6 +22,8 @@ public struct WireWriter: Sendable {
         if let v { bool(true); string(v) } else { bool(false) }
     }
     public mutating func strings(_ v: [String]) { u32(UInt32(v.count)); for s in v { string(s) } }
+    /// Bytes as they are (already encoded wire data), no length prefix.
+    public mutating func raw(_ v: [UInt8]) { bytes.append(contentsOf: v) }
 }
 
 /// Reads what `WireWriter` wrote. Every read is bounds-checked and throws `WireError` on short or
