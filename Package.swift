@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -39,6 +40,13 @@ let package = Package(
         .target(name: "XeroStore", dependencies: [
             "CHiredis", "XeroCore",
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // The one way to run a job: admit (rate limits), submit, read its events, end it.
+        // Used by every inference route and by the batch runner.
+        .target(name: "XeroJobs", dependencies: [
+            "XeroCore", "XeroQueue", "XeroStore",
+            .product(name: "Logging", package: "swift-log"),
         ]),
         // Tier queues, credits, deadlines, worker liveness.
         .target(name: "XeroRouter", dependencies: [
@@ -67,11 +75,11 @@ let package = Package(
         // HTTP front door: OpenAI routes, SSE, auth.
         // Files and Batches: file store seam, batch records, the batch runner.
         .target(name: "XeroBatch", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroJobs",
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "XeroGateway", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore", "XeroBatch",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroBatch", "XeroJobs",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -82,8 +90,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "xerotier", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch", "XeroUpstreamEngine",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch", "XeroJobs", "XeroUpstreamEngine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -112,7 +121,7 @@ let package = Package(
         .testTarget(name: "XeroEmbeddingsTests", dependencies: ["XeroEmbeddings"], resources: [.copy("Fixtures")]),
         .testTarget(name: "XeroBatchTests", dependencies: ["XeroBatch", "XeroCore", "XeroStore"]),
         .testTarget(name: "XeroGatewayTests", dependencies: [
-            "XeroGateway", "XeroCore",
+            "XeroGateway", "XeroCore", "XeroJobs", "XeroQueue",
             .product(name: "HummingbirdTesting", package: "hummingbird"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),

@@ -19,7 +19,13 @@ X=$BIN/xerotier
 B=$BIN/xerobench
 WORK=$(mktemp -d)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# Processes get SIGTERM, and SIGKILL if still there 5 s later (a gateway drains open requests).
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for _ in $(seq 50); do alive=0; for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done; [[ $alive == 0 ]] && break; sleep 0.1; done
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true; rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -37,6 +43,8 @@ export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
 "$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
 HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenancy comparison
 "$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
+HTTP_NB=$(free_port)    # limits on, each admission its own script call (before admission batching)
+"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_NB" --no-batch-admissions --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
   for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" "${WFLAGS[@]}" --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
@@ -48,7 +56,9 @@ PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 URL="http://127.0.0.1:$HTTP$PATHP/chat/completions"
 URL_OFF="http://127.0.0.1:$HTTP_OFF$PATHP/chat/completions"
-until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null && curl -sf "http://127.0.0.1:$HTTP_OFF/health" >/dev/null; do sleep 0.2; done
+URL_NB="http://127.0.0.1:$HTTP_NB$PATHP/chat/completions"
+until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null && curl -sf "http://127.0.0.1:$HTTP_OFF/health" >/dev/null \
+  && curl -sf "http://127.0.0.1:$HTTP_NB/health" >/dev/null; do sleep 0.2; done
 OUT=$WORK/results.jsonl
 
 if [[ $ONLY == tenancy ]]; then
@@ -56,8 +66,10 @@ if [[ $ONLY == tenancy ]]; then
   for round in 1 2 3; do
     "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
     "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
+    "$B" http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"unbatched"}/' | tee -a "$OUT"
     "$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
     "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
+    "$B" http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"unbatched"}/' | tee -a "$OUT"
   done
   python3 bench/summarize.py "$OUT"
   exit 0

@@ -16,7 +16,7 @@ for r in rows:
     name = r["mode"]
     if "target_rps" in r:
         name += f" open-loop {r['target_rps']:.0f}/s"
-    name += " (rate limits off)" if r.get("limits") == "off" else ""
+    name += {"off": " (rate limits off)", "unbatched": " (admissions unbatched)"}.get(r.get("limits"), "")
     if "workers" in r:
         name += f" {r['workers']} worker(s), sim-bound"
         scale[r["workers"]] = r["rps"]
@@ -32,10 +32,12 @@ if 1 in scale:
     for n in sorted(scale):
         print(f"| {n} | {scale[n]:.1f} | {scale[n] / (n * scale[1]) * 100:.0f} % |")
 
-on = [r for r in rows if r["mode"] == "http" and r.get("limits") != "off" and "workers" not in r]
+on = [r for r in rows if r["mode"] == "http" and r.get("limits") is None and "workers" not in r]
 off = [r for r in rows if r["mode"] == "http" and r.get("limits") == "off"]
-on_l = [r for r in rows if "target_rps" in r and r.get("limits") != "off"]
+nb = [r for r in rows if r["mode"] == "http" and r.get("limits") == "unbatched"]
+on_l = [r for r in rows if "target_rps" in r and r.get("limits") is None]
 off_l = [r for r in rows if "target_rps" in r and r.get("limits") == "off"]
+nb_l = [r for r in rows if "target_rps" in r and r.get("limits") == "unbatched"]
 def med(rs, k):
     v = sorted(r[k] for r in rs)
     return v[len(v) // 2]
@@ -47,6 +49,11 @@ if on and off and on_l and off_l:
     print(f"| non-streaming req/s | {med(on, 'rps'):.0f} | {med(off, 'rps'):.0f} | {med(on, 'rps') / med(off, 'rps') * 100:.0f} % |")
     print(f"| TTFT p50 at 1000/s, ms | {med(on_l, 'ttft_p50_ms'):.3f} | {med(off_l, 'ttft_p50_ms'):.3f} | +{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms |")
     print(f"| TTFT p99 at 1000/s, ms | {med(on_l, 'ttft_p99_ms'):.3f} | {med(off_l, 'ttft_p99_ms'):.3f} | +{med(on_l, 'ttft_p99_ms') - med(off_l, 'ttft_p99_ms'):.3f} ms |")
+    if nb and nb_l:
+        print(f"\n| admissions, median of {len(nb)} | batched (default) | one script call each (before) | limits off | batched / off | before / off |")
+        print("|---|---|---|---|---|---|")
+        print(f"| non-streaming req/s | {med(on, 'rps'):.0f} | {med(nb, 'rps'):.0f} | {med(off, 'rps'):.0f} | {med(on, 'rps') / med(off, 'rps') * 100:.0f} % | {med(nb, 'rps') / med(off, 'rps') * 100:.0f} % |")
+        print(f"| TTFT p50 at 1000/s, ms | {med(on_l, 'ttft_p50_ms'):.3f} | {med(nb_l, 'ttft_p50_ms'):.3f} | {med(off_l, 'ttft_p50_ms'):.3f} | +{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms | +{med(nb_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms |")
 
 if emb_engine or emb_http:
     print("\n| embeddings (all-MiniLM-L6-v2) | batch | sentences/s | latency p50 ms |")

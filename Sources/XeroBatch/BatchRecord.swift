@@ -45,6 +45,15 @@ public struct BatchRecord: Sendable, Equatable {
         w.field("total", total); w.field("completed", completed); w.field("failed", failed)
         w.objectEnd()
         w.key("metadata"); if let m = fields["metadata"], !m.isEmpty { w.raw(Array(m.utf8)) } else { w.null() }
+        // What the lines used, as the router settled them (docs/tenancy.md, "Billing").
+        let input = Int(fields["usage_input_tokens"] ?? "") ?? 0, output = Int(fields["usage_output_tokens"] ?? "") ?? 0
+        w.key("usage"); w.objectStart()
+        w.field("input_tokens", input)
+        w.key("input_tokens_details"); w.objectStart(); w.field("cached_tokens", 0); w.objectEnd()
+        w.field("output_tokens", output)
+        w.key("output_tokens_details"); w.objectStart(); w.field("reasoning_tokens", 0); w.objectEnd()
+        w.field("total_tokens", input.addingSaturated(output))
+        w.objectEnd()
         w.objectEnd()
         return w.bytes
     }
@@ -58,7 +67,7 @@ public struct BatchStore: Sendable {
     public let redis: RedisClient
     public init(redis: RedisClient) { self.redis = redis }
 
-    public static func key(_ id: String) -> String { "xero:batch:\(id)" }
+    public static func key(_ id: String) -> String { RedisKeys.batch(id) }
     public static func index(_ project: String) -> String { "xero:batches:\(project)" }
     public static let active = "xero:batches:active"
     public static func inflight(_ id: String) -> String { "xero:batch:\(id):inflight" }

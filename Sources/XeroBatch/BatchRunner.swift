@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import XeroCore
+import XeroJobs
 import XeroQueue
 import XeroStore
 
@@ -22,7 +23,10 @@ public final class BatchRunner: Sendable {
     let store: BatchStore
     let files: FileRecords
     let fileStore: FileStore
-    let hub: StreamHub
+    /// Lines run like any job: admitted against the project's limits (waiting, never failing, when
+    /// one holds them back), billed by the router at the batch tier's prices.
+    let jobs: JobClient
+    var hub: StreamHub { jobs.hub }
     let config: PlatformConfig
     let options: Options
     let logger: Logger
@@ -31,12 +35,12 @@ public final class BatchRunner: Sendable {
     private let stopped = Locked(false)
     private let epoch = String(UInt64.random(in: 0..<UInt64.max), radix: 36)
 
-    public init(store: BatchStore, files: FileRecords, fileStore: FileStore, hub: StreamHub, config: PlatformConfig,
+    public init(store: BatchStore, files: FileRecords, fileStore: FileStore, jobs: JobClient, config: PlatformConfig,
                 options: Options = Options(), logger: Logger) {
         self.store = store
         self.files = files
         self.fileStore = fileStore
-        self.hub = hub
+        self.jobs = jobs
         self.config = config
         self.options = options
         self.logger = logger
@@ -195,55 +199,70 @@ public final class BatchRunner: Sendable {
             guard claim.count == 2, claim[0] >= 0, claim[0] < lines.count else { return }
             let line = claim[0], tries = claim[1]
             let requestId = "batchreq_\(b.id)_\(line)_\(epoch)_\(tries)"
-            let now = nowMs()
             let embeddings = b.fields["endpoint"] == "/v1/embeddings"
-            let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, kind: embeddings ? .embeddings : .chatCompletion, tier: tier.name, project: b.project,
-                                  fleet: b.fields["fleet"].flatMap(EndpointFleet.init(name:)) ?? .both, endpoint: b.endpointSlug,
-                                  model: b.model, acceptedAtMs: now, queueDeadlineMs: max(now + Int64(tier.queueTimeoutMs), b.expiresAt * 1000),
-                                  requestDeadlineMs: now + Int64(tier.requestTimeoutMs), payload: lines[line].body)
-            inflight.withLock { $0 += 1 }
-            let box = hub.open(requestId)
-            hub.submit(job)
+            let body = lines[line].body
+            let account = JobAccount(keyHash: "", project: b.project, endpoint: b.endpointSlug,
+                                     fleet: b.fields["fleet"].flatMap(EndpointFleet.init(name:)) ?? .both, model: b.model, tier: tier, batchId: b.id)
+            let embeddingsRequest = embeddings ? try? EmbeddingsRequest.parse(body) : nil
+            let chatRequest = embeddings ? nil : try? ChatRequest.parse(body)
+            let reserve = embeddingsRequest.map(Reservation.tokens(for:)) ?? chatRequest.map(Reservation.tokens(for:)) ?? 0
+            let n = embeddings ? (embeddingsRequest?.inputs.count ?? 1) : (chatRequest?.n ?? 1)
+            let base64 = embeddingsRequest?.base64 ?? false
             let customID = lines[line].customID
-            let n = embeddings ? ((try? EmbeddingsRequest.parse(lines[line].body))?.inputs.count ?? 1) : ((try? ChatRequest.parse(lines[line].body))?.n ?? 1)
-            let base64 = embeddings && ((try? EmbeddingsRequest.parse(lines[line].body))?.base64 ?? false)
-            Task { await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, base64: base64, requestId: requestId, tries: tries, box: box) }
+            // Seconds → ms without overflow, and never past what the wire carries.
+            let expiresAtMs = min(b.expiresAt.multipliedSaturated(by: 1000), WireLimits.timesMs.upperBound)
+            inflight.withLock { $0 += 1 }
+            Task {
+                defer { self.inflight.withLock { $0 -= 1 } }
+                let now = nowMs()
+                let job: JobHandle
+                do {
+                    job = try await self.jobs.start(account, kind: embeddings ? .embeddings : .chatCompletion, payload: body, reserve: reserve,
+                                                    requestId: requestId,
+                                                    deadlines: JobClient.Deadlines(queueMs: max(now + Int64(tier.queueTimeoutMs), expiresAtMs)),
+                                                    waitForLimits: true, waitUntilMs: expiresAtMs)
+                } catch {
+                    await self.retryLater(batch: b.id, line: line, why: "\(error)")
+                    return
+                }
+                await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, base64: base64, tries: tries, job: job)
+            }
         }
     }
 
+    /// A line that could not be submitted (router unreachable, batch expiring while a limit held
+    /// it): back on the retry list; an expiring batch drops that list and reports it as not run.
+    func retryLater(batch: String, line: Int, why: String) async {
+        logger.info("batch line not submitted; retried later", metadata: ["batch": "\(batch)", "line": "\(line)", "reason": "\(why)"])
+        _ = try? await store.redis.pipeline(strings: [["MULTI"], ["HDEL", BatchStore.inflight(batch), String(line)],
+                                                      ["RPUSH", BatchStore.retry(batch), String(line)], ["EXEC"]])
+    }
+
     /// Waits for one line's result and records it (or queues a retry for a transient failure).
-    func collect(batch: String, model: String, line: Int, customID: String, n: Int, base64: Bool, requestId: String, tries: Int, box: EventMailbox) async {
-        defer {
-            hub.close(requestId)
-            inflight.withLock { $0 -= 1 }
-        }
+    func collect(batch: String, model: String, line: Int, customID: String, n: Int, base64: Bool, tries: Int, job: JobHandle) async {
+        defer { job.end() }
+        let requestId = job.requestId
         var answer = ChatAccumulator(n: n, logprobs: false)
         var vectors: (dim: Int, data: [UInt8])?
         var outcome: (ok: Bool, status: Int, body: [UInt8])?
-        var attempt: Int?
         while outcome == nil {
-            let events = await box.take()
-            if events.isEmpty { return }   // closed: the runner is stopping; recovery re-dispatches
-            for ev in events {
-                if let attempt, ev.attempt != attempt, !ev.isTerminal { continue }
-                if attempt == nil, !ev.isTerminal { attempt = ev.attempt }
-                switch ev.body {
-                case let .vectors(dim, data):
-                    vectors = (dim, data)
-                case let .done(usage):
-                    if let vectors {
-                        outcome = (true, 200, EmbeddingsResponse.json(dim: vectors.dim, data: vectors.data, count: n, base64: base64, model: model,
-                                                                      promptTokens: usage.promptTokens))
-                    } else {
-                        let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
-                        outcome = (true, 200, w.completion(choices: answer.choices, usage: usage))
-                    }
-                case let .error(e):
-                    outcome = (false, e.status, Array(e.jsonBody.utf8))
-                default:
-                    answer.add(ev.body)
+            let ev: StreamEvent
+            do { ev = try await job.next() } catch { return }   // the runner is stopping; recovery re-dispatches
+            switch ev.body {
+            case let .vectors(dim, data):
+                vectors = (dim, data)
+            case let .done(usage):
+                if let vectors {
+                    outcome = (true, 200, EmbeddingsResponse.json(dim: vectors.dim, data: vectors.data, count: n, base64: base64, model: model,
+                                                                  promptTokens: usage.promptTokens))
+                } else {
+                    let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
+                    outcome = (true, 200, w.completion(choices: answer.choices, usage: usage))
                 }
-                if outcome != nil { break }
+            case let .error(e):
+                outcome = (false, e.status, Array(e.jsonBody.utf8))
+            default:
+                answer.add(ev.body)
             }
         }
         guard let outcome else { return }

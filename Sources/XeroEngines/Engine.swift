@@ -78,9 +78,13 @@ public struct EngineRequest: Sendable {
     /// The project the job belongs to. Engines that keep state across jobs (the GGUF prefix
     /// cache) partition it by this, so one project never sees another's.
     public var project: String
+    /// What the job has used so far; the engine counts into it as it goes, so a job that is
+    /// cancelled or times out is still billed for what it generated (docs/tenancy.md, "Billing").
+    public var meter: UsageMeter
 
     public init(requestId: String, model: String, chat: ChatRequest, rawBody: [UInt8] = [], deadlineMs: Int64 = .max,
-                project: String = "") {
+                project: String = "", meter: UsageMeter = UsageMeter()) {
+        self.meter = meter
         self.requestId = requestId
         self.model = model
         self.chat = chat

@@ -84,8 +84,9 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count.addingSaturated(m)) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
                 param: "max_tokens", code: "context_length_exceeded")
         }
+        request.meter.setPrompt(prompt.count)
         return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), project: request.project,
-                        cancelled: cancelled, emit: emit, end: end)
+                        meter: request.meter, cancelled: cancelled, emit: emit, end: end)
     }
 
     /// The sampling state of one choice, from its request.
@@ -178,6 +179,7 @@ final class BatchJob: @unchecked Sendable {
     let limit: Int
     /// The prefix-cache partition (the job's project).
     let project: String
+    let meter: UsageMeter
     let cancelled: Locked<Bool>
     let emit: @Sendable (EngineEvent) -> Void
     let end: @Sendable (Error?) -> Void
@@ -185,9 +187,10 @@ final class BatchJob: @unchecked Sendable {
     private var completion = 0
     private var choicesLeft: Int
 
-    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, cancelled: Locked<Bool>, emit: @escaping @Sendable (EngineEvent) -> Void,
-         end: @escaping @Sendable (Error?) -> Void) {
+    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, meter: UsageMeter, cancelled: Locked<Bool>,
+         emit: @escaping @Sendable (EngineEvent) -> Void, end: @escaping @Sendable (Error?) -> Void) {
         self.chat = chat
+        self.meter = meter
         self.prompt = prompt
         self.limit = limit
         self.project = project
@@ -197,7 +200,10 @@ final class BatchJob: @unchecked Sendable {
         choicesLeft = chat.n
     }
 
-    func addCompletionToken() { completion += 1 }
+    func addCompletionToken() {
+        completion += 1
+        meter.addCompletion()
+    }
 
     /// After the last choice: usage (prompt counted once), then the end of the stream.
     func choiceFinished() {
@@ -329,6 +335,7 @@ final class BatchScheduler: @unchecked Sendable {
         let reserve = job.prompt.count + min(job.limit, 512)
         let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve, partition: job.project) ?? engine.model.newCache(reserve: reserve)
         job.cachedTokens = cache.count
+        job.meter.setPrompt(job.prompt.count, cached: cache.count)
         let seq = BatchSequence(job: job, choice: -1, cache: cache, sampler: Sampler(options: SamplingOptions()), stops: StopScanner(stops: []))
         seq.pending = job.prompt[cache.count...]
         return seq

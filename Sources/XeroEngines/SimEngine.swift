@@ -58,8 +58,10 @@ public struct SimEngine: Engine {
         let answers = (0..<chat.n).map { tokens(for: chat, choice: $0) }
         let toolName = chat.toolNames.isEmpty || chat.toolChoice == "none" ? nil
             : (chat.toolChoice.flatMap { chat.toolNames.contains($0) ? $0 : nil } ?? chat.toolNames[0])
+        let meter = request.meter
         return AsyncThrowingStream { continuation in
             let task = Task {
+                meter.setPrompt(Self.promptTokens(chat))
                 if options.ttftMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.ttftMs * 1_000_000)) }
                 if let toolName {
                     let lastUser = chat.messages.last { $0.role == "user" }?.content ?? ""
@@ -73,6 +75,7 @@ public struct SimEngine: Engine {
                         continuation.yield(.toolCall(choice: c, toolIndex: 0, id: "", name: "", arguments: String(text[cut...])))
                         continuation.yield(.finish(choice: c, reason: "tool_calls"))
                     }
+                    meter.addCompletion(2 * chat.n)
                     continuation.yield(.usage(Usage(promptTokens: Self.promptTokens(chat), completionTokens: 2 * chat.n)))
                     continuation.finish()
                     return
@@ -94,6 +97,7 @@ public struct SimEngine: Engine {
                             continue
                         }
                         completion += 1
+                        meter.addCompletion()
                         let out = scanners[c].feed(answers[c][step])
                         if !out.isEmpty { continuation.yield(.text(choice: c, out)) }
                         if scanners[c].stopped {

@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import XeroCore
+import XeroJobs
 import XeroStore
 
 /// `POST …/v1/embeddings` (OpenAI's shape) and `POST …/v1/rerank` (the vLLM / Jina / Cohere shape).
@@ -15,9 +16,7 @@ struct EmbeddingRoutes: Sendable {
             let caller = ctx.caller
             let body = try await Gateway.collect(req, limit: maxBodyBytes)
             let parsed = try EmbeddingsRequest.parse(body)
-            let reserve = parsed.inputs.reduce(0) { total, input in
-                switch input { case let .text(s): return total + s.utf8.count / 3 + 2; case let .tokens(t): return total + t.count + 2 }
-            }
+            let reserve = Reservation.tokens(for: parsed)
             let r = try await jobs.runToCompletion(kind: .embeddings, caller: caller, reserve: reserve, headers: req.headers, body: body)
             guard case let .vectors(dim, data)? = r.events.first, dim > 0,
                   data.count == dim.multipliedSaturated(by: 4).multipliedSaturated(by: parsed.inputs.count) else {
@@ -33,7 +32,7 @@ struct EmbeddingRoutes: Sendable {
             let caller = ctx.caller
             let body = try await Gateway.collect(req, limit: maxBodyBytes)
             let parsed = try RerankRequest.parse(body)
-            let reserve = ([parsed.query] + parsed.documents).reduce(0) { $0 + $1.utf8.count / 3 + 2 }
+            let reserve = Reservation.tokens(for: parsed)
             let r = try await jobs.runToCompletion(kind: .rerank, caller: caller, reserve: reserve, headers: req.headers, body: body)
             guard case let .vectors(1, data)? = r.events.first, data.count == 4 * parsed.documents.count else {
                 throw APIError.badWorkerAnswer("The rerank worker did not return one score per document.")

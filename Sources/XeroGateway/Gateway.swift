@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import XeroBatch
 import XeroCore
+import XeroJobs
 import XeroQueue
 import XeroStore
 
@@ -60,6 +61,8 @@ public struct Gateway: Sendable {
         public var endpointCacheMs = 5000
         /// Token-bucket limits from the tiers (off only for benchmarks that measure their cost).
         public var rateLimits = true
+        /// Admissions waiting at the same moment share one script call (`CallBatcher`).
+        public var batchAdmissions = true
         /// The shared directory for the Files API (nil = Files and Batches APIs off).
         public var filesDirectory: String?
         /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (`--trusted-proxy`).
@@ -93,8 +96,8 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
         let routes = RouteTable(router)
-        let jobs = InferenceJobs(hub: hub, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }),
-                                 ids: RequestIDs(), limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis) : nil, logger: logger)
+        let client = JobClient(hub: hub, limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis, batchAdmissions: options.batchAdmissions, logger: logger) : nil, logger: logger)
+        let jobs = InferenceJobs(client: client, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }))
         let chat = ChatCompletions(jobs: jobs)
         let auth = self.auth
         let maxBody = options.maxBodyBytes

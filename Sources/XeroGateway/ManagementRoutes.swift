@@ -56,38 +56,39 @@ struct ManagementRoutes: Sendable {
             guard case let .string(slug)? = o["slug"], TenancyStore.isValidSlug(slug) else {
                 throw APIError.invalidRequest("'slug' must be lowercase letters, digits and '-' (at most 63).", param: "slug")
             }
-            guard case let .string(model)? = o["model"], !model.isEmpty else { throw APIError.invalidRequest("'model' is required.", param: "model") }
-            guard model.utf8.count <= WireLimits.maxNameBytes else {
-                throw APIError.invalidRequest("'model' may be at most \(WireLimits.maxNameBytes) bytes.", param: "model")
+            guard o["model"] != nil else { throw APIError.invalidRequest("'model' is required.", param: "model") }
+            let fields = try Self.endpointFields(o, model: nil, tier: config.defaultEndpointTier, fleet: .both, config: config)
+            try await requireEntitled(caller, project: project, tier: fields.tier)
+            let e = Endpoint(project: project, slug: slug, model: fields.model, tier: fields.tier, fleet: fields.fleet, createdAt: nowMs())
+            guard try await store.createEndpoint(e) else {
+                throw APIError(status: 409, message: "Endpoint '\(slug)' exists; change it with PATCH /manage/v1/endpoints/\(slug).",
+                               type: "invalid_request_error", param: "slug", code: "endpoint_exists")
             }
-            var tier = config.defaultEndpointTier
-            switch o["tier"] {
-            case nil, .null?: break
-            case let .string(t)?: tier = t
-            case let v?: throw APIError.invalidRequest("Invalid type for 'tier': expected a string, but got \(v.typeName) instead.", param: "tier", code: "invalid_type")
+            auth.invalidateEndpoint(project: project, slug: slug)
+            var w = JSONWriter(); Self.writeEndpoint(e, &w); return w.bytes
+        } }
+        m.patch("/endpoints/:slug") { req, ctx in try await self.run(req, ctx) { caller, body in
+            let project = try caller.requireProject()
+            let slug = ctx.parameters.get("slug") ?? ""
+            guard var e = try await store.endpoint(project: project, slug: slug) else {
+                throw APIError.notFound("No endpoint '\(slug)'.", code: "endpoint_not_found")
             }
-            guard let t = config.tier(named: tier) else {
-                throw APIError.invalidRequest("Unknown tier '\(tier)'; tiers: \(config.tiers.map(\.name).joined(separator: ", ")).", param: "tier")
-            }
-            // Weight-0 tiers (batch: idle capacity, a day's queue timeout) are not for interactive
-            // endpoints; until per-project tier entitlements exist, only the admin may choose one.
-            if t.weight == 0, !caller.key.scopes.contains(KeyRecord.admin) {
-                throw APIError.forbidden("Tier '\(tier)' takes only idle capacity and is not open to this project; choose another tier.", code: "tier_not_allowed")
-            }
-            var fleet = EndpointFleet.both
-            switch o["fleet"] {
-            case nil, .null?: break
-            case let .string(f)?:
-                guard let parsed = EndpointFleet(name: f) else {
-                    throw APIError.invalidRequest("Invalid 'fleet': '\(f)'. Supported values are: 'project', 'platform' and 'both'.", param: "fleet", code: "invalid_value")
-                }
-                fleet = parsed
-            case let v?: throw APIError.invalidRequest("Invalid type for 'fleet': expected a string, but got \(v.typeName) instead.", param: "fleet", code: "invalid_type")
-            }
-            let e = Endpoint(project: project, slug: slug, model: model, tier: tier, fleet: fleet, createdAt: nowMs())
+            let fields = try Self.endpointFields(try Self.object(body), model: e.model, tier: e.tier, fleet: e.fleet, config: config)
+            if fields.tier != e.tier { try await requireEntitled(caller, project: project, tier: fields.tier) }
+            (e.model, e.tier, e.fleet) = (fields.model, fields.tier, fields.fleet)
             try await store.putEndpoint(e)
             auth.invalidateEndpoint(project: project, slug: slug)
             var w = JSONWriter(); Self.writeEndpoint(e, &w); return w.bytes
+        } }
+        admin.get("/projects/:project/tiers") { req, ctx in try await self.run(req, ctx) { _, _ in
+            let project = try await resolveProject(ctx.parameters.get("project") ?? "")
+            return Self.writeEntitlements(try await store.entitledTiers(project: project.id, config: config))
+        } }
+        admin.put("/projects/:project/tiers/:tier") { req, ctx in try await self.run(req, ctx) { _, _ in
+            try await setEntitlement(ctx, granted: true)
+        } }
+        admin.delete("/projects/:project/tiers/:tier") { req, ctx in try await self.run(req, ctx) { _, _ in
+            try await setEntitlement(ctx, granted: false)
         } }
         m.delete("/endpoints/:slug") { req, ctx in try await self.run(req, ctx) { caller, _ in
             let project = try caller.requireProject()
@@ -228,6 +229,74 @@ struct ManagementRoutes: Sendable {
                      _ body: @escaping (ManagementCaller, [UInt8]) async throws -> [UInt8]) async throws -> Response {
         let bytes = try await Gateway.collect(request, limit: 1 << 20)
         return Gateway.json(try await body(context.caller, bytes))
+    }
+
+    /// A management key may use only the tiers its project is entitled to; the admin may use any.
+    private func requireEntitled(_ caller: ManagementCaller, project: String, tier: String) async throws {
+        if caller.key.scopes.contains(KeyRecord.admin) { return }
+        let entitled = try await store.entitledTiers(project: project, config: config)
+        guard entitled.contains(tier) else {
+            throw APIError.forbidden("This project is not entitled to tier '\(tier)'; its tiers: \(entitled.joined(separator: ", ")). The platform admin grants tiers.",
+                                     code: "tier_not_allowed")
+        }
+    }
+
+    private func resolveProject(_ ref: String) async throws -> Project {
+        let id = ref.hasPrefix("proj_") ? String(ref.dropFirst(5)) : ref
+        if let p = try await store.project(id: id) { return p }
+        if let p = try await store.project(slug: ref) { return p }
+        throw APIError.notFound("No project '\(ref)'.", code: "project_not_found")
+    }
+
+    private func setEntitlement(_ ctx: ManagementContext, granted: Bool) async throws -> [UInt8] {
+        let project = try await resolveProject(ctx.parameters.get("project") ?? "")
+        let tier = ctx.parameters.get("tier") ?? ""
+        guard config.tier(named: tier) != nil else {
+            throw APIError.notFound("Unknown tier '\(tier)'; tiers: \(config.tiers.map(\.name).joined(separator: ", ")).", code: "tier_not_found")
+        }
+        try await store.setTier(project: project.id, tier: tier, granted: granted)
+        return Self.writeEntitlements(try await store.entitledTiers(project: project.id, config: config))
+    }
+
+    static func writeEntitlements(_ tiers: [String]) -> [UInt8] {
+        var w = JSONWriter(); w.objectStart(); w.field("object", "tier_entitlements")
+        w.key("tiers"); w.arrayStart(); for t in tiers { w.value(t) }; w.arrayEnd()
+        w.objectEnd(); return w.bytes
+    }
+
+    /// An endpoint's `model`, `tier` and `fleet` from a request body, each defaulting to the value
+    /// given (the existing endpoint's, for an update).
+    static func endpointFields(_ o: [String: JSONValue], model: String?, tier: String, fleet: EndpointFleet, config: PlatformConfig) throws
+        -> (model: String, tier: String, fleet: EndpointFleet) {
+        var model = model, tier = tier, fleet = fleet
+        switch o["model"] {
+        case nil: break
+        case let .string(m)?:
+            guard !m.isEmpty, m.utf8.count <= WireLimits.maxNameBytes else {
+                throw APIError.invalidRequest("'model' must be 1 to \(WireLimits.maxNameBytes) bytes.", param: "model")
+            }
+            model = m
+        case let v?: throw APIError.invalidRequest("Invalid type for 'model': expected a string, but got \(v.typeName) instead.", param: "model", code: "invalid_type")
+        }
+        switch o["tier"] {
+        case nil, .null?: break
+        case let .string(t)?: tier = t
+        case let v?: throw APIError.invalidRequest("Invalid type for 'tier': expected a string, but got \(v.typeName) instead.", param: "tier", code: "invalid_type")
+        }
+        guard config.tier(named: tier) != nil else {
+            throw APIError.invalidRequest("Unknown tier '\(tier)'; tiers: \(config.tiers.map(\.name).joined(separator: ", ")).", param: "tier")
+        }
+        switch o["fleet"] {
+        case nil, .null?: break
+        case let .string(f)?:
+            guard let parsed = EndpointFleet(name: f) else {
+                throw APIError.invalidRequest("Invalid 'fleet': '\(f)'. Supported values are: 'project', 'platform' and 'both'.", param: "fleet", code: "invalid_value")
+            }
+            fleet = parsed
+        case let v?: throw APIError.invalidRequest("Invalid type for 'fleet': expected a string, but got \(v.typeName) instead.", param: "fleet", code: "invalid_type")
+        }
+        guard let model else { throw APIError.invalidRequest("'model' is required.", param: "model") }
+        return (model, tier, fleet)
     }
 
     private func ownedKey(_ caller: ManagementCaller, _ id: String) async throws -> KeyRecord {

@@ -40,8 +40,11 @@ public final class StreamHub: Sendable {
         self.prefixLength = gatewayID.utf8.count + 1
         self.mailboxCapacity = mailboxCapacity
         let box = HubBox()
+        let alive = GatewayMessage.alive(gatewayId: gatewayID).encode()
         loop = SocketLoop(name: "gateway-hub", sockets: [jobs, events], tickMs: 1000,
-                          onMessage: { _, socket, frames in box.hub?.deliver(socket: socket, frames: frames) })
+                          onMessage: { _, socket, frames in box.hub?.deliver(socket: socket, frames: frames) },
+                          // Liveness: routers cancel the jobs of a client they stop hearing from.
+                          onTick: { ctx in ctx.send(socket: Self.jobsSocket, frames: [alive]) })
         box.hub = self
         loop.start()
     }

@@ -48,6 +48,8 @@ public final class Router: Sendable {
         /// CURVE on every socket with this router's ZAP handler (the default in every command), or
         /// plain ZeroMQ behind `--insecure-plaintext-fabric`.
         public var security: RouterSecurity = .plaintext
+        /// A gateway (or batch runner) not heard from for this long is gone: its jobs are cancelled.
+        public var gatewayTimeoutMs: Int64 = 5000
         public init() {}
     }
 
@@ -58,7 +60,9 @@ public final class Router: Sendable {
     private let loop: SocketLoop
     private let context: ZMQContext
 
-    public init(config: PlatformConfig, endpoints: RouterEndpoints, ops: OpsRecorder?, options: Options = Options(), logger: Logger) throws {
+    /// `settlements`: where finished jobs are billed (nil: nothing is accounted).
+    public init(config: PlatformConfig, endpoints: RouterEndpoints, ops: OpsRecorder?, settlements: RateLimiter? = nil,
+                options: Options = Options(), logger: Logger) throws {
         let context = ZMQContext()
         // The ZAP handler first: libzmq asks it about every CURVE handshake in this context, and a
         // CURVE socket without one would admit any key pair.
@@ -106,6 +110,8 @@ public final class Router: Sendable {
         var scheduler = TierScheduler(tiers: config.tiers)
         scheduler.maxQueued = options.maxQueuedJobs
         let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, logger: logger)
+        core.settlements = settlements
+        core.tiers = Dictionary(config.tiers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         if case let .curve(_, platformPublicKey) = options.security {
             core.fabric = FabricGuard(platformPublicKey: platformPublicKey, lookupAgent: { [core] key in try core.agentJoinKeyHash(publicKey: key) })
         }
@@ -151,6 +157,11 @@ final class RouterState: @unchecked Sendable {
     var recentlyFinishedOrder: [String] = []
     static let recentlyFinishedCapacity = 100_000
     var droppedEvents = 0
+    /// Billing: every job the router accepted is settled once, when it ends (docs/seams.md, §4).
+    var settlements: RateLimiter?
+    var tiers: [String: Tier] = [:]
+    /// Gateways and batch runners that said `alive`, with when they last did.
+    var gateways: [String: Int64] = [:]
 
     init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, logger: Logger) {
         self.id = id
@@ -220,9 +231,14 @@ final class RouterState: @unchecked Sendable {
                                      ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo),
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])
             dispatch(ctx, now: now)
+        case let .alive(gateway):
+            if gateways.updateValue(now, forKey: gateway) == nil {
+                logger.info("gateway alive", metadata: ["gateway": "\(gateway)"])
+            }
         case let .cancel(requestId):
             switch scheduler.cancel(requestId) {
-            case .dequeued:
+            case let .dequeued(job):
+                settle(job, usage: nil)
                 ops?.job(requestId, [("state", "cancelled"), ("finished_at", String(now))])
             case let .running(worker):
                 ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])
@@ -299,7 +315,8 @@ final class RouterState: @unchecked Sendable {
             }
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])
         case let .done(report):
-            if scheduler.finish(report.requestId, worker: worker) != nil {
+            if let finished = scheduler.finish(report.requestId, worker: worker) {
+                settle(finished.envelope, usage: Self.billedUsage(report))
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
                                             ("prompt_tokens", String(report.promptTokens)), ("completion_tokens", String(report.completionTokens))])
@@ -429,6 +446,7 @@ final class RouterState: @unchecked Sendable {
             for w in scheduler.silentWorkers(now: now, timeoutMs: options.workerTimeoutMs) {
                 dropWorker(ctx, w, reason: "no heartbeat for \(options.workerTimeoutMs) ms", now: now)
             }
+            abandonSilentGateways(ctx, now: now)
         }
         if now - lastStatsMs >= options.statsEveryMs {
             lastStatsMs = now
@@ -445,7 +463,7 @@ final class RouterState: @unchecked Sendable {
 
     func dispatch(_ ctx: LoopContext, now: Int64) {
         for d in scheduler.dispatch(now: now) {
-            let sent = ctx.send(socket: Router.workersSocket, frames: [Array(d.worker.utf8), RouterMessage.job(d.envelope).encode()])
+            let sent = ctx.send(socket: Router.workersSocket, frames: [Array(d.worker.utf8), RouterMessage.job(d.envelope.forWorker).encode()])
             if sent {
                 ops?.job(d.envelope.requestId, [("state", "dispatched"), ("worker", d.worker), ("attempt", String(d.envelope.attempt)),
                                                 ("dispatched_at", String(now))])
@@ -472,10 +490,47 @@ final class RouterState: @unchecked Sendable {
         dispatch(ctx, now: now)
     }
 
+    /// Ends a job the router answers itself (unknown tier, queue timeout or full, worker lost): the
+    /// client gets `error`, and nothing is billed — the reservation is refunded.
     func publishError(_ ctx: LoopContext, _ job: JobEnvelope, _ error: APIError) {
+        settle(job, usage: nil)
         // seq is far past any worker's so the gateway never mistakes it for a gap.
         let ev = StreamEvent(requestId: job.requestId, attempt: job.attempt, seq: Int(Int32.max), body: .error(error))
         ctx.send(socket: Router.eventsOutSocket, frames: [Array(job.topic.utf8), ev.encode()])
+    }
+
+    /// What a worker's final report bills (docs/tenancy.md, "Billing"): what it generated when the
+    /// job finished, was cancelled or timed out; nothing when it failed (a failure is the platform's).
+    static func billedUsage(_ report: JobReport) -> Usage? {
+        guard report.outcome == "done" || report.outcome == "cancelled" || report.outcome == "timeout" else { return nil }
+        return Usage(promptTokens: report.promptTokens, completionTokens: report.completionTokens)
+    }
+
+    /// Queues a finished job's settlement (once per request id: the script skips repeats).
+    func settle(_ job: JobEnvelope, usage: Usage?) {
+        guard let billing = job.billing, let settlements, let tier = tiers[job.tier] else { return }
+        settlements.settle(RateLimiter.Settlement(requestId: job.requestId, project: job.project, endpoint: job.endpoint, tier: tier,
+                                                  keyHash: billing.keyHash, reserved: billing.reservedTokens, usage: usage,
+                                                  batchId: billing.batchId))
+    }
+
+    /// Gateways not heard from for `gatewayTimeoutMs`: nobody reads their jobs' answers any more,
+    /// so the jobs are cancelled — queued ones at once (refunded), running ones at their worker
+    /// (settled from its report, like any cancel).
+    func abandonSilentGateways(_ ctx: LoopContext, now: Int64) {
+        for (gateway, seen) in gateways where now - seen > options.gatewayTimeoutMs {
+            gateways[gateway] = nil
+            let gone = scheduler.abandon(replyTo: gateway)
+            for job in gone.dequeued {
+                settle(job, usage: nil)
+                ops?.job(job.requestId, [("state", "cancelled"), ("finished_at", String(now))])
+            }
+            for (requestId, worker) in gone.running {
+                ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])
+            }
+            logger.warning("gateway gone: its jobs cancelled", metadata: ["gateway": "\(gateway)", "queued": "\(gone.dequeued.count)",
+                                                                       "running": "\(gone.running.count)"])
+        }
     }
 
     func recordWorker(_ worker: String, now: Int64) {

@@ -82,7 +82,7 @@ public struct TierScheduler {
         return true
     }
 
-    public enum CancelOutcome: Equatable { case dequeued, running(worker: String), unknown }
+    public enum CancelOutcome: Equatable { case dequeued(JobEnvelope), running(worker: String), unknown }
 
     /// A client went away: drop the job if queued, or say which worker must stop it.
     public mutating func cancel(_ requestId: String) -> CancelOutcome {
@@ -90,9 +90,24 @@ public struct TierScheduler {
         for (t, _) in queues {
             let removed = queues[t]!.removeAll { $0.requestId == requestId }
             totalQueued -= removed.count
-            if !removed.isEmpty { return .dequeued }
+            if let job = removed.first { return .dequeued(job) }
         }
         return .unknown
+    }
+
+    /// Every job of a gateway that is gone (`replyTo`): its queued jobs, removed, and the running
+    /// ones with the worker that must be told to stop.
+    public mutating func abandon(replyTo: String) -> (dequeued: [JobEnvelope], running: [(requestId: String, worker: String)]) {
+        var dequeued: [JobEnvelope] = []
+        for (t, _) in queues {
+            let removed = queues[t]!.removeAll { $0.replyTo == replyTo }
+            totalQueued -= removed.count
+            dequeued += removed
+        }
+        let running = inflight.values.filter { $0.envelope.replyTo == replyTo }
+            .map { (requestId: $0.envelope.requestId, worker: $0.worker) }
+            .sorted { $0.requestId < $1.requestId }
+        return (dequeued, running)
     }
 
     /// Marks a job as having produced output: it can no longer be re-dispatched. Only the worker

@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import Logging
 import XeroCore
 
 /// Token-bucket rate limits shared by every gateway: one atomic Lua script per check in Redis.
@@ -43,106 +44,149 @@ public struct RateLimiter: Sendable {
 
     public let redis: RedisClient
     let scripts: ScriptRunner
-    private let settlements = Locked(SettlementQueue())
-    public init(redis: RedisClient) { self.redis = redis; scripts = ScriptRunner(redis: redis) }
+    private let settlements: WriteQueue<([String], [String])>
+    private let releases: WriteQueue<(String, String)>
+    private let admissions: CallBatcher<AdmissionCall, RedisValue>
 
-    /// KEYS: bucket keys, then (if ARGV[2] > 0) the key's in-flight ZSET. ARGV: now_ms, max_concurrent
-    /// (0 = none), request id, slot expiry ms, then per bucket capacity, cost. Bucket = HASH {t, ts}.
-    /// Returns {allowed, retry_ms, refused_index (n+1 = concurrency), then per bucket remaining, reset_ms}.
+    /// `batchAdmissions`: admissions waiting at the same moment share one script call (the
+    /// default); off, each is its own call (benchmarks compare the two).
+    public init(redis: RedisClient, batchAdmissions: Bool = true, logger: Logger = Logger(label: "xerotier.limits")) {
+        self.redis = redis
+        let scripts = ScriptRunner(redis: redis)
+        self.scripts = scripts
+        admissions = CallBatcher(maxBatch: batchAdmissions ? 128 : 1, concurrency: 2) { try await Self.runAdmissions(scripts, $0) }
+        settlements = WriteQueue(name: "settlements", logger: logger) { try await Self.writeSettlements(redis, scripts, $0) }
+        releases = WriteQueue(name: "releases", logger: logger) { try await Self.writeReleases(redis, $0) }
+    }
+
+    /// Admission of several requests in one script call, in order (each sees the buckets as the
+    /// ones before it left them — exactly what separate calls would have seen). ARGV[1] = now_ms,
+    /// ARGV[2] = count; then per request: nkeys, nargs, and its own arguments — max_concurrent
+    /// (0 = none), request id, slot expiry ms, then per bucket capacity, cost. KEYS: per request its
+    /// bucket keys, then (if max_concurrent > 0) the key's in-flight ZSET. Bucket = HASH {t, ts}.
+    /// Returns per request {allowed, retry_ms, refused_index (n+1 = concurrency), then per bucket
+    /// remaining, reset_ms}.
     static let admitScript = LuaScript("""
     local now = tonumber(ARGV[1])
-    local maxc = tonumber(ARGV[2])
-    local n = #KEYS
-    if maxc > 0 then
-      n = n - 1
-      local z = KEYS[#KEYS]
-      redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-      if redis.call('ZCARD', z) >= maxc then
-        local out = {0, 1000, n + 1}
-        for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0 end
-        return out
+    local function admit(k0, nk, a0)
+      local maxc = tonumber(ARGV[a0])
+      local n = nk
+      if maxc > 0 then
+        n = n - 1
+        local z = KEYS[k0 + nk - 1]
+        redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
+        if redis.call('ZCARD', z) >= maxc then
+          local out = {0, 1000, n + 1}
+          for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0 end
+          return out
+        end
       end
-    end
-    local tokens, caps, costs = {}, {}, {}
-    local allowed, retry, refused = 1, 0, 0
-    for i = 1, n do
-      local cap = tonumber(ARGV[3 + 2 * i])
-      local cost = tonumber(ARGV[4 + 2 * i])
-      local rate = cap / 60000.0
-      local b = redis.call('HMGET', KEYS[i], 't', 'ts')
-      local t = tonumber(b[1])
-      local ts = tonumber(b[2])
-      if t == nil then t = cap; ts = now end
-      t = math.min(cap, t + math.max(0, now - ts) * rate)
-      tokens[i] = t; caps[i] = cap; costs[i] = cost
-      if t < cost then
-        allowed = 0
-        local wait = math.ceil((math.min(cost, cap) - t) / rate)
-        if wait > retry then retry = wait; refused = i end
+      local tokens, caps, costs = {}, {}, {}
+      local allowed, retry, refused = 1, 0, 0
+      for i = 1, n do
+        local cap = tonumber(ARGV[a0 + 1 + 2 * i])
+        local cost = tonumber(ARGV[a0 + 2 + 2 * i])
+        local rate = cap / 60000.0
+        local key = KEYS[k0 + i - 1]
+        local b = redis.call('HMGET', key, 't', 'ts')
+        local t = tonumber(b[1])
+        local ts = tonumber(b[2])
+        if t == nil then t = cap; ts = now end
+        t = math.min(cap, t + math.max(0, now - ts) * rate)
+        tokens[i] = t; caps[i] = cap; costs[i] = cost
+        if t < cost then
+          allowed = 0
+          local wait = math.ceil((math.min(cost, cap) - t) / rate)
+          if wait > retry then retry = wait; refused = i end
+        end
       end
+      if allowed == 1 and maxc > 0 then
+        local z = KEYS[k0 + nk - 1]
+        redis.call('ZADD', z, now + tonumber(ARGV[a0 + 2]), ARGV[a0 + 1])
+        redis.call('PEXPIRE', z, tonumber(ARGV[a0 + 2]))
+      end
+      local out = {allowed, retry, refused}
+      for i = 1, n do
+        local t = tokens[i]
+        if allowed == 1 then t = t - costs[i] end
+        redis.call('HSET', KEYS[k0 + i - 1], 't', tostring(t), 'ts', tostring(now))
+        redis.call('PEXPIRE', KEYS[k0 + i - 1], 120000)
+        local rate = caps[i] / 60000.0
+        out[#out + 1] = math.floor(math.max(0, t))
+        out[#out + 1] = math.ceil((caps[i] - t) / rate)
+      end
+      return out
     end
-    if allowed == 1 and maxc > 0 then
-      redis.call('ZADD', KEYS[#KEYS], now + tonumber(ARGV[4]), ARGV[3])
-      redis.call('PEXPIRE', KEYS[#KEYS], tonumber(ARGV[4]))
+    local results = {}
+    local k0, a = 1, 3
+    for r = 1, tonumber(ARGV[2]) do
+      local nk, na = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+      results[r] = admit(k0, nk, a + 2)
+      k0 = k0 + nk
+      a = a + 2 + na
     end
-    local out = {allowed, retry, refused}
-    for i = 1, n do
-      local t = tokens[i]
-      if allowed == 1 then t = t - costs[i] end
-      redis.call('HSET', KEYS[i], 't', tostring(t), 'ts', tostring(now))
-      redis.call('PEXPIRE', KEYS[i], 120000)
-      local rate = caps[i] / 60000.0
-      out[#out + 1] = math.floor(math.max(0, t))
-      out[#out + 1] = math.ceil((caps[i] - t) / rate)
-    end
-    return out
+    return results
     """)
 
     /// Settlement of a batch of finished requests in one round trip. ARGV: now_ms, count, then per
-    /// request: k (its token buckets), delta (actual − reserved), request id, endpoint, input tokens,
-    /// output tokens, cost µ$, record usage (0/1), then k caps. KEYS, per request in the same order:
-    /// its k token buckets, its key's in-flight ZSET, its usage HASH, its project's usage SET.
+    /// request: k (its token buckets), delta (actual − reserved), input tokens, output tokens,
+    /// cost µ$, record usage (0/1), endpoint, in a batch (0/1), then k caps. KEYS, per request in the
+    /// same order: its k token buckets, its settled marker, its usage HASH, its project's usage
+    /// SET, its batch HASH (the marker again when none). A request whose marker exists was settled
+    /// before (a duplicate or a retry) and is skipped: every request counts once.
     static let finishScript = LuaScript("""
     local now = tonumber(ARGV[1])
     local count = tonumber(ARGV[2])
     local a = 3
     local kx = 1
+    local applied = 0
     for r = 1, count do
       local k = tonumber(ARGV[a])
       local delta = tonumber(ARGV[a + 1])
-      for i = 1, k do
-        local cap = tonumber(ARGV[a + 7 + i])
-        local key = KEYS[kx + i - 1]
-        local b = redis.call('HMGET', key, 't', 'ts')
-        local t = tonumber(b[1])
-        if t ~= nil and delta ~= 0 then
-          local rate = cap / 60000.0
-          t = math.min(cap, t + math.max(0, now - tonumber(b[2])) * rate) - delta
-          redis.call('HSET', key, 't', tostring(math.min(cap, t)), 'ts', tostring(now))
-          redis.call('PEXPIRE', key, 120000)
+      if redis.call('SET', KEYS[kx + k], '1', 'NX', 'EX', 86400) then
+        applied = applied + 1
+        for i = 1, k do
+          local cap = tonumber(ARGV[a + 7 + i])
+          local key = KEYS[kx + i - 1]
+          local b = redis.call('HMGET', key, 't', 'ts')
+          local t = tonumber(b[1])
+          if t ~= nil and delta ~= 0 then
+            local rate = cap / 60000.0
+            t = math.min(cap, t + math.max(0, now - tonumber(b[2])) * rate) - delta
+            redis.call('HSET', key, 't', tostring(math.min(cap, t)), 'ts', tostring(now))
+            redis.call('PEXPIRE', key, 120000)
+          end
+        end
+        if ARGV[a + 5] == '1' then
+          local u = KEYS[kx + k + 1]
+          redis.call('HINCRBY', u, 'requests', 1)
+          redis.call('HINCRBY', u, 'input_tokens', ARGV[a + 2])
+          redis.call('HINCRBY', u, 'output_tokens', ARGV[a + 3])
+          redis.call('HINCRBY', u, 'cost_micro_usd', ARGV[a + 4])
+          redis.call('SADD', KEYS[kx + k + 2], ARGV[a + 6])
+          if ARGV[a + 7] == '1' then
+            local bh = KEYS[kx + k + 3]
+            redis.call('HINCRBY', bh, 'usage_requests', 1)
+            redis.call('HINCRBY', bh, 'usage_input_tokens', ARGV[a + 2])
+            redis.call('HINCRBY', bh, 'usage_output_tokens', ARGV[a + 3])
+            redis.call('HINCRBY', bh, 'usage_cost_micro_usd', ARGV[a + 4])
+          end
         end
       end
-      redis.call('ZREM', KEYS[kx + k], ARGV[a + 2])
-      if ARGV[a + 7] == '1' then
-        local u = KEYS[kx + k + 1]
-        redis.call('HINCRBY', u, 'requests', 1)
-        redis.call('HINCRBY', u, 'input_tokens', ARGV[a + 4])
-        redis.call('HINCRBY', u, 'output_tokens', ARGV[a + 5])
-        redis.call('HINCRBY', u, 'cost_micro_usd', ARGV[a + 6])
-        redis.call('SADD', KEYS[kx + k + 2], ARGV[a + 3])
-      end
-      kx = kx + k + 3
+      kx = kx + k + 4
       a = a + 8 + k
     end
-    return count
+    return applied
     """)
 
     private struct Bucket { var key: String; var capacity: Int; var cost: Int; var name: String }
 
     private func buckets(keyHash: String, project: String, limits: Limits, tokens: Int) -> [Bucket] {
         var b: [Bucket] = []
-        if let l = limits.keyRequestsPerMinute { b.append(Bucket(key: RedisKeys.rateBucket("key", keyHash, "req"), capacity: l, cost: 1, name: "requests per minute for this key")) }
-        if let l = limits.keyTokensPerMinute { b.append(Bucket(key: RedisKeys.rateBucket("key", keyHash, "tok"), capacity: l, cost: tokens, name: "tokens per minute for this key")) }
+        // Batch lines have no key: only the project's buckets apply to them.
+        let keyHash: String? = keyHash.isEmpty ? nil : keyHash
+        if let l = limits.keyRequestsPerMinute, let keyHash { b.append(Bucket(key: RedisKeys.rateBucket("key", keyHash, "req"), capacity: l, cost: 1, name: "requests per minute for this key")) }
+        if let l = limits.keyTokensPerMinute, let keyHash { b.append(Bucket(key: RedisKeys.rateBucket("key", keyHash, "tok"), capacity: l, cost: tokens, name: "tokens per minute for this key")) }
         if let l = limits.projectRequestsPerMinute { b.append(Bucket(key: RedisKeys.rateBucket("proj", project, "req"), capacity: l, cost: 1, name: "requests per minute for this project")) }
         if let l = limits.projectTokensPerMinute { b.append(Bucket(key: RedisKeys.rateBucket("proj", project, "tok"), capacity: l, cost: tokens, name: "tokens per minute for this project")) }
         return b
@@ -151,13 +195,12 @@ public struct RateLimiter: Sendable {
     public func admit(keyHash: String, project: String, limits: Limits, reserveTokens: Int, requestId: String) async throws -> Decision {
         let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: reserveTokens)
         var d = Decision(allowed: true, retryAfterMs: 0, reservedTokens: reserveTokens)
-        let maxc = limits.maxConcurrent ?? 0
+        let maxc = keyHash.isEmpty ? 0 : (limits.maxConcurrent ?? 0)
         guard !bs.isEmpty || maxc > 0 else { return d }
         let keys = bs.map(\.key) + (maxc > 0 ? [RedisKeys.inflight(keyHash)] : [])
-        var args = [String(nowMs()), String(maxc), requestId, String(limits.slotTTLMs)]
+        var args = [String(maxc), requestId, String(limits.slotTTLMs)]
         for b in bs { args += [String(b.capacity), String(b.cost)] }
-        let reply = try await scripts.run(Self.admitScript, keys: keys, args: args)
-        if case let .error(e) = reply { throw RedisError("rate limit script: \(e)") }
+        let reply = try await admissions.run(AdmissionCall(keys: keys, args: args))
         let a = reply.array.map { $0.int ?? 0 }
         guard a.count == 3 + 2 * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
         d.allowed = a[0] == 1
@@ -170,49 +213,91 @@ public struct RateLimiter: Sendable {
         return d
     }
 
-    /// Ends a request's accounting: corrects the token buckets by what it really used (refunding the
-    /// unused reservation), frees its concurrency slot and adds its usage and cost to the project's
-    /// and endpoint's counters. `usage` nil = the request failed: nothing is billed. Settlements are
-    /// queued and written together (one script call per batch, at most every 5 ms), off the
-    /// request path; `flush()` forces it.
-    public func finish(keyHash: String, project: String, endpoint: String, tier: Tier, limits: Limits, reserved: Int,
-                       usage: Usage?, requestId: String) async throws {
-        let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: 0).filter { $0.key.hasSuffix(":tok") }
-        let actual = usage.map { $0.totalTokens } ?? 0
-        let cost = usage.map { Double($0.promptTokens) * (tier.priceInputPerMillion ?? 0) + Double($0.completionTokens) * (tier.priceOutputPerMillion ?? 0) } ?? 0
-        let keys = bs.map(\.key) + [RedisKeys.inflight(keyHash), RedisKeys.usage(project, endpoint), RedisKeys.usageEndpoints(project)]
-        let argv = [String(bs.count), String(actual - reserved), requestId, endpoint,
-                    String(usage?.promptTokens ?? 0), String(usage?.completionTokens ?? 0), String(Int(cost.rounded())),
-                    usage == nil ? "0" : "1"] + bs.map { String($0.capacity) }
-        let first = settlements.withLock { q -> Bool in
-            q.items.append((keys, argv))
-            if q.flushing { return false }
-            q.flushing = true
-            return true
-        }
-        if first {
-            try await Task.sleep(nanoseconds: 5_000_000)
-            try await flush()
+    /// One request's part of an admission script call.
+    struct AdmissionCall: Sendable {
+        var keys: [String]
+        var args: [String]
+    }
+
+    /// Runs the admission calls waiting at the same moment as one script call.
+    static func runAdmissions(_ scripts: ScriptRunner, _ calls: [AdmissionCall]) async throws -> [RedisValue] {
+        var args = [String(nowMs()), String(calls.count)]
+        for c in calls { args += [String(c.keys.count), String(c.args.count)] + c.args }
+        let reply = try await scripts.run(Self.admitScript, keys: calls.flatMap(\.keys), args: args)
+        if case let .error(e) = reply { throw RedisError("rate limit script: \(e)") }
+        guard case let .array(results) = reply, results.count == calls.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
+        return results
+    }
+
+    /// One finished job to account for (docs/tenancy.md, "Billing").
+    public struct Settlement: Sendable {
+        public var requestId: String
+        public var project: String
+        public var endpoint: String
+        public var tier: Tier
+        /// The key's hash (empty for batch lines: only the project's buckets apply).
+        public var keyHash: String
+        public var reserved: Int
+        /// nil: the job failed before it used anything — the reservation is refunded, nothing billed.
+        public var usage: Usage?
+        public var batchId: String
+
+        public init(requestId: String, project: String, endpoint: String, tier: Tier, keyHash: String, reserved: Int, usage: Usage?,
+                    batchId: String = "") {
+            self.requestId = requestId
+            self.project = project
+            self.endpoint = endpoint
+            self.tier = tier
+            self.keyHash = keyHash
+            self.reserved = reserved
+            self.usage = usage
+            self.batchId = batchId
         }
     }
 
-    /// Writes every queued settlement now.
+    /// Ends a job's accounting: corrects the token buckets by what it really used (refunding the
+    /// unused reservation) and adds its usage and cost to the project's, endpoint's and batch's
+    /// counters — once per request id, however often it is called. Queued and written in batches
+    /// (one script call at most every 5 ms); kept and retried while Redis refuses.
+    public func settle(_ s: Settlement) {
+        let limits = Limits(tier: s.tier)
+        let bs = buckets(keyHash: s.keyHash, project: s.project, limits: limits, tokens: 0).filter { $0.key.hasSuffix(":tok") }
+        let usage = s.usage
+        let actual = usage.map { $0.totalTokens } ?? 0
+        let cost = usage.map { Double($0.promptTokens) * (s.tier.priceInputPerMillion ?? 0) + Double($0.completionTokens) * (s.tier.priceOutputPerMillion ?? 0) } ?? 0
+        let marker = RedisKeys.settled(s.requestId)
+        let keys = bs.map(\.key) + [marker, RedisKeys.usage(s.project, s.endpoint), RedisKeys.usageEndpoints(s.project),
+                                    s.batchId.isEmpty ? marker : RedisKeys.batch(s.batchId)]
+        let argv = [String(bs.count), String(actual - s.reserved), String(usage?.promptTokens ?? 0), String(usage?.completionTokens ?? 0),
+                    String(Int(cost.rounded())), usage == nil ? "0" : "1", s.endpoint, s.batchId.isEmpty ? "0" : "1"] + bs.map { String($0.capacity) }
+        settlements.add((keys, argv))
+    }
+
+    /// Frees a request's concurrency slot (the key's in-flight set). Separate from settlement: a
+    /// client that leaves frees its slot at once, its usage is settled when the worker reports.
+    public func release(keyHash: String, requestId: String) {
+        releases.add((keyHash, requestId))
+    }
+
+    /// Writes every queued settlement and release now; throws if Redis refused (they stay queued).
     public func flush() async throws {
-        let batch = settlements.withLock { q -> [([String], [String])] in
-            defer { q.items.removeAll(keepingCapacity: true); q.flushing = false }
-            return q.items
-        }
-        guard !batch.isEmpty else { return }
+        guard await settlements.flush(), await releases.flush() else { throw RedisError("settlements could not be written; kept for retry") }
+    }
+
+    /// Settlements and releases not yet written.
+    public var waiting: Int { settlements.waiting + releases.waiting }
+
+    static func writeSettlements(_ redis: RedisClient, _ scripts: ScriptRunner, _ batch: [([String], [String])]) async throws {
         let keys = batch.flatMap(\.0)
         let args = [String(nowMs()), String(batch.count)] + batch.flatMap(\.1)
         let reply = try await scripts.run(Self.finishScript, keys: keys, args: args)
         if case let .error(e) = reply { throw RedisError("settlement script: \(e)") }
     }
-}
 
-struct SettlementQueue: Sendable {
-    var items: [([String], [String])] = []
-    var flushing = false
+    static func writeReleases(_ redis: RedisClient, _ batch: [(String, String)]) async throws {
+        let replies = try await redis.pipeline(strings: batch.map { ["ZREM", RedisKeys.inflight($0.0), $0.1] })
+        for r in replies { if case let .error(e) = r { throw RedisError("release: \(e)") } }
+    }
 }
 
 /// A Lua script and its SHA-1, computed once.

@@ -9,6 +9,8 @@ public enum RedisKeys {
     public static func projectSlug(_ slug: String) -> String { "xero:project-slug:\(slug)" } // STRING → id
     public static func endpoints(_ project: String) -> String { "xero:endpoints:\(project)" } // SET of slugs
     public static func endpoint(_ project: String, _ slug: String) -> String { "xero:endpoint:\(project):\(slug)" } // HASH
+    /// The admin's tier grants and withdrawals for a project: tier → granted | withdrawn.
+    public static func projectTiers(_ project: String) -> String { "xero:project-tiers:\(project)" } // HASH
     public static func apiKey(hash: String) -> String { "xero:key:\(hash)" }       // HASH, by SHA-256 of the key
     public static func projectKeys(_ project: String) -> String { "xero:keys:\(project)" } // SET of key hashes
     public static func keyID(_ id: String) -> String { "xero:keyid:\(id)" }        // STRING → key hash
@@ -25,6 +27,10 @@ public enum RedisKeys {
     public static func inflight(_ keyHash: String) -> String { "xero:inflight:key:\(keyHash)" } // ZSET request id → slot expiry ms
     public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
     public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
+    /// Marks a request as settled (24 h): a second settlement of it is skipped.
+    public static func settled(_ requestId: String) -> String { "xero:settled:\(requestId)" } // STRING, TTL
+    /// A batch's record (`XeroBatch.BatchStore` owns it; settlement adds the lines' usage to it).
+    public static func batch(_ id: String) -> String { "xero:batch:\(id)" }         // HASH
 
     // Operations (written by the router as things happen).
     public static func tier(_ name: String) -> String { "xero:tier:\(name)" }      // HASH: depth, inflight, counters

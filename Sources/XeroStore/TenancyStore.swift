@@ -110,6 +110,32 @@ public struct TenancyStore: Sendable {
         ])
     }
 
+    /// Creates an endpoint; false (nothing written) when the slug is taken in this project.
+    public func createEndpoint(_ e: Endpoint) async throws -> Bool {
+        let r = try await redis.send(["HSETNX", RedisKeys.endpoint(e.project, e.slug), "slug", e.slug])
+        guard r.int == 1 else { return false }
+        try await putEndpoint(e)
+        return true
+    }
+
+    // MARK: Tier entitlements
+
+    /// The admin's per-project grants and withdrawals: tier → `granted` / `withdrawn`. A tier not
+    /// named here follows the config's `project_tiers`.
+    public func tierOverrides(project: String) async throws -> [String: String] {
+        try await redis.send(["HGETALL", RedisKeys.projectTiers(project)]).hash
+    }
+
+    /// The tiers `project` may put endpoints on.
+    public func entitledTiers(project: String, config: PlatformConfig) async throws -> [String] {
+        let overrides = try await tierOverrides(project: project)
+        return config.tiers.map(\.name).filter { overrides[$0] == "granted" || (overrides[$0] == nil && config.projectTiers.contains($0)) }
+    }
+
+    public func setTier(project: String, tier: String, granted: Bool) async throws {
+        _ = try await redis.send(["HSET", RedisKeys.projectTiers(project), tier, granted ? "granted" : "withdrawn"])
+    }
+
     public func endpoint(project: String, slug: String) async throws -> Endpoint? {
         let h = try await redis.send(["HGETALL", RedisKeys.endpoint(project, slug)]).hash
         guard let model = h["model"], let tier = h["tier"] else { return nil }

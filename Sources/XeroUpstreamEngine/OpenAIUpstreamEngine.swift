@@ -108,6 +108,7 @@ public struct OpenAIUpstreamEngine: Engine {
                         if case let .object(d)? = u["prompt_tokens_details"], case let .int(ct)? = d["cached_tokens"] { cached = ct }
                         let clamp = { (v: Int) in min(max(v, WireLimits.tokens.lowerBound), WireLimits.tokens.upperBound) }
                         usage = Usage(promptTokens: clamp(p), completionTokens: clamp(c), cachedTokens: clamp(cached))
+                        request.meter.set(usage!)
                     }
                     guard case let .array(choices)? = o["choices"] else { continue }
                     for ch in choices {
@@ -117,6 +118,9 @@ public struct OpenAIUpstreamEngine: Engine {
                             if case let .object(l)? = co["logprobs"], case let .array(content)? = l["content"] {
                                 lp = content.map { String(decoding: $0.encoded(), as: UTF8.self) }.joined(separator: ",")
                             }
+                            // One streamed chunk ≈ one token: what a cancelled job is billed
+                            // for until the upstream's own usage replaces it.
+                            if usage == nil { request.meter.addCompletion() }
                             continuation.yield(.text(choice: index, text, logprobs: lp))
                         }
                         if case let .object(delta)? = co["delta"], case let .array(calls)? = delta["tool_calls"] {
@@ -142,7 +146,7 @@ public struct OpenAIUpstreamEngine: Engine {
                 throw APIError(status: 502, message: "The upstream model server sent an event larger than \(Self.maxEventBytes) bytes.", type: "server_error", code: "upstream_error")
             }
         }
-        continuation.yield(.usage(usage ?? Usage(promptTokens: 0, completionTokens: 0)))
+        continuation.yield(.usage(usage ?? request.meter.usage))
     }
 
     static let maxEventBytes = 4 << 20

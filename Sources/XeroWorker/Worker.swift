@@ -236,12 +236,14 @@ public final class Worker: Sendable {
                 try Task.checkCancellation()
                 emit(run, .vectors(dim: result.dim, data: Self.float32LE(result.vectors.flatMap { $0 })))
                 run.usage = Usage(promptTokens: result.promptTokens, completionTokens: 0)
+                run.finalUsage = true
                 emit(run, .done(run.usage))
             case .rerank:
                 let result = try await engine.rerank(try RerankRequest.parse(job.payload))
                 try Task.checkCancellation()
                 emit(run, .vectors(dim: 1, data: Self.float32LE(result.scores)))
                 run.usage = Usage(promptTokens: result.promptTokens, completionTokens: 0)
+                run.finalUsage = true
                 emit(run, .done(run.usage))
             }
         } catch let e as APIError {
@@ -260,6 +262,9 @@ public final class Worker: Sendable {
                 emit(run, .error(APIError.internalError()))
             }
         }
+        // However it ended, the report carries what it used: the engine's final count, or what the
+        // meter saw up to the cancel, timeout or failure. The router bills from this report.
+        if !run.finalUsage { run.usage = run.meter.usage }
         state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
         sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
                                     finishedAtMs: nowMs(), promptTokens: run.usage.promptTokens, completionTokens: run.usage.completionTokens)))
@@ -269,14 +274,16 @@ public final class Worker: Sendable {
         let job = run.job
         let chat = try ChatRequest.parse(job.payload)
         let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs,
-                                    project: job.project)
+                                    project: job.project, meter: run.meter)
         for try await ev in engine.generate(request) {
             try Task.checkCancellation()
             switch ev {
             case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
             case let .toolCall(choice, t, id, name, args): emit(run, .toolCall(index: choice, toolIndex: t, id: id, name: name, arguments: args))
             case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
-            case let .usage(u): run.usage = u
+            case let .usage(u):
+                run.usage = u
+                run.finalUsage = true
             }
         }
         try Task.checkCancellation()
@@ -307,6 +314,9 @@ final class JobRun: @unchecked Sendable {
     var seq = 0
     var firstTokenAt: Int64 = 0
     var usage = Usage(promptTokens: 0, completionTokens: 0)
+    /// The engine gave its final usage (else the meter's count is reported).
+    var finalUsage = false
+    let meter = UsageMeter()
     var outcome = "done"
     let timedOut = Locked(false)
     init(job: JobEnvelope) { self.job = job; topic = Array(job.topic.utf8) }

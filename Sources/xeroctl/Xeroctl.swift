@@ -75,6 +75,11 @@ struct Connection: ParsableArguments {
         return obj
     }
 
+    func printEntitlements(_ obj: [String: Any]) {
+        if json { show(obj, columns: []); return }
+        print(((obj["tiers"] as? [String]) ?? []).joined(separator: "\n"))
+    }
+
     func show(_ obj: [String: Any], columns: [String]) {
         if json {
             let d = (try? JSONSerialization.data(withJSONObject: obj, options: [.prettyPrinted, .sortedKeys])) ?? Data()
@@ -125,8 +130,8 @@ struct Projects: AsyncParsableCommand {
 }
 
 struct Endpoints: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(subcommands: [List.self, Create.self, Delete.self], defaultSubcommand: List.self)
-    static let columns = ["slug", "model", "tier", "base_path"]
+    static let configuration = CommandConfiguration(subcommands: [List.self, Create.self, Update.self, Delete.self], defaultSubcommand: List.self)
+    static let columns = ["slug", "model", "tier", "fleet", "base_path"]
     struct List: AsyncParsableCommand {
         @OptionGroup var c: Connection
         func run() async throws { c.show(try await c.request("GET", "/manage/v1/endpoints"), columns: Endpoints.columns) }
@@ -136,10 +141,27 @@ struct Endpoints: AsyncParsableCommand {
         @Argument var slug: String
         @Option var model: String
         @Option var tier: String?
+        @Option(help: "Who serves it: project, platform or both.") var fleet: String?
         func run() async throws {
             var body: [String: Any] = ["slug": slug, "model": model]
             if let tier { body["tier"] = tier }
+            if let fleet { body["fleet"] = fleet }
             c.show(try await c.request("POST", "/manage/v1/endpoints", body: body), columns: Endpoints.columns)
+        }
+    }
+    struct Update: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change an endpoint's model, tier or fleet (a new tier must be one the project is entitled to).")
+        @OptionGroup var c: Connection
+        @Argument var slug: String
+        @Option var model: String?
+        @Option var tier: String?
+        @Option(help: "Who serves it: project, platform or both.") var fleet: String?
+        func run() async throws {
+            var body: [String: Any] = [:]
+            if let model { body["model"] = model }
+            if let tier { body["tier"] = tier }
+            if let fleet { body["fleet"] = fleet }
+            c.show(try await c.request("PATCH", "/manage/v1/endpoints/\(slug)", body: body), columns: Endpoints.columns)
         }
     }
     struct Delete: AsyncParsableCommand {
@@ -241,10 +263,35 @@ struct UsageCommand: AsyncParsableCommand {
 }
 
 struct Tiers: AsyncParsableCommand {
-    @OptionGroup var c: Connection
-    func run() async throws {
-        c.show(try await c.request("GET", "/manage/v1/tiers"), columns: ["name", "priority", "weight", "requests_per_minute", "tokens_per_minute",
-                                                                       "queue_timeout_ms", "request_timeout_ms", "price_input_per_million", "price_output_per_million"])
+    static let configuration = CommandConfiguration(abstract: "Service tiers, and (admin) which tiers a project is entitled to.",
+                                                    subcommands: [List.self, Project.self, Grant.self, Withdraw.self], defaultSubcommand: List.self)
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The deployment's tiers with their limits and prices.")
+        @OptionGroup var c: Connection
+        func run() async throws {
+            c.show(try await c.request("GET", "/manage/v1/tiers"), columns: ["name", "priority", "weight", "requests_per_minute", "tokens_per_minute",
+                                                                           "queue_timeout_ms", "request_timeout_ms", "price_input_per_million", "price_output_per_million"])
+        }
+    }
+    struct Project: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "The tiers a project may put endpoints on (admin).")
+        @OptionGroup var c: Connection
+        @Argument(help: "Project id or slug.") var projectRef: String
+        func run() async throws { c.printEntitlements(try await c.request("GET", "/manage/v1/projects/\(projectRef)/tiers")) }
+    }
+    struct Grant: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Let a project use a tier (admin).")
+        @OptionGroup var c: Connection
+        @Argument(help: "Project id or slug.") var projectRef: String
+        @Argument var tier: String
+        func run() async throws { c.printEntitlements(try await c.request("PUT", "/manage/v1/projects/\(projectRef)/tiers/\(tier)")) }
+    }
+    struct Withdraw: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Take a tier away from a project; its existing endpoints keep it until changed (admin).")
+        @OptionGroup var c: Connection
+        @Argument(help: "Project id or slug.") var projectRef: String
+        @Argument var tier: String
+        func run() async throws { c.printEntitlements(try await c.request("DELETE", "/manage/v1/projects/\(projectRef)/tiers/\(tier)")) }
     }
 }
 

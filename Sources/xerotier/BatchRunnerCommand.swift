@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import XeroBatch
+import XeroJobs
 import XeroQueue
 import XeroStore
 
@@ -33,7 +34,8 @@ struct BatchRunnerCommand: AsyncParsableCommand {
         options.maxInFlight = maxInFlight
         let runner = BatchRunner(store: BatchStore(redis: client), files: FileRecords(redis: client),
                                  fileStore: try FilesystemFileStore(directory: filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"),
-                                 hub: hub, config: config, options: options, logger: logger)
+                                 jobs: JobClient(hub: hub, limiter: RateLimiter(redis: client, logger: logger), logger: logger),
+                                 config: config, options: options, logger: logger)
         let task = Task { await runner.run() }
         logger.info("batch runner started", metadata: ["max_in_flight": "\(maxInFlight)"])
         let sig = await waitForTerminationSignal()

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ServiceLifecycle
 import Hummingbird
 import XeroCore
 import XeroGateway
@@ -50,6 +51,12 @@ struct GatewayCommand: AsyncParsableCommand {
 
     @Flag(help: "Turn rate limiting off (benchmarks measure its cost this way).")
     var noRateLimits = false
+
+    @Option(help: "On SIGTERM, let running requests finish for at most this long, then cancel them.")
+    var drainSeconds: Double = 30
+
+    @Flag(help: "Run each admission as its own script call instead of batching those that wait together (benchmarks).")
+    var noBatchAdmissions = false
 
     @Option(help: "A proxy or load balancer (IP or CIDR; repeatable) whose X-Forwarded-For and X-Forwarded-Proto are believed. Without it the socket's peer is the client.")
     var trustedProxy: [String] = []
@@ -107,6 +114,7 @@ struct GatewayCommand: AsyncParsableCommand {
         options.maxConnections = maxConnections
         options.maxHeaderBytes = maxHeaderBytes
         options.rateLimits = !noRateLimits
+        options.batchAdmissions = !noBatchAdmissions
         options.filesDirectory = filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"
         options.trustedProxies = TrustedProxies(trustedProxy.compactMap(CIDR.init))
         let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)
@@ -122,7 +130,12 @@ struct GatewayCommand: AsyncParsableCommand {
                                         onMessage: { auth.invalidate(keyHash: $0) }, onReconnect: { auth.invalidateAll() })
         logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", options.tls == nil ? "http" : "https": "\(host):\(port)"])
         let app = gateway.makeApplication()
-        try await app.runService(gracefulShutdownSignals: [.sigterm, .sigint])
+        // SIGTERM drains: no new connections, running requests finish — for at most
+        // --drain-seconds, after which the rest are cancelled (a request whose router is gone
+        // would otherwise hold the process until its own timeout).
+        var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        lifecycle.maximumGracefulShutdownDuration = .milliseconds(Int64(max(0, drainSeconds) * 1000))
+        try await ServiceGroup(configuration: lifecycle).run()
         events.stop()
         hub.stop()
         redisClient.close()

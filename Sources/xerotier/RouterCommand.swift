@@ -15,6 +15,9 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(help: "Drop a worker from dispatch after this many ms without a heartbeat.")
     var workerTimeoutMs: Int = 3000
 
+    @Option(help: "Cancel the jobs of a gateway or batch runner after this many ms without its liveness message.")
+    var gatewayTimeoutMs: Int = 5000
+
     @Flag(help: "Accept workers without a join key (trusted networks and benchmarks only).")
     var noJoinKeys = false
 
@@ -28,15 +31,24 @@ struct RouterCommand: AsyncParsableCommand {
         let ops = OpsRecorder(address: redisAddress, logger: logger)
         var options = Router.Options()
         options.workerTimeoutMs = Int64(workerTimeoutMs)
+        options.gatewayTimeoutMs = Int64(max(1000, gatewayTimeoutMs))
         options.requireJoinKey = !noJoinKeys
         options.redis = redisAddress
         options.security = try FabricKeys.router(fabric, redis: redisAddress)
+        // Jobs are billed here, from their workers' final reports (docs/tenancy.md, "Billing").
+        let redisClient = try RedisClient(redisAddress, connections: 1)
+        let settlements = RateLimiter(redis: redisClient, logger: logger)
         let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
-                                options: options, logger: logger)
+                                settlements: settlements, options: options, logger: logger)
         router.start()
         let sig = await waitForTerminationSignal()
         logger.info("router stopping", metadata: ["signal": "\(sig)"])
         router.stop()
+        // What is still queued is written before the process goes (Redis permitting).
+        if (try? await settlements.flush()) == nil {
+            logger.error("settlements not written at exit", metadata: ["waiting": "\(settlements.waiting)"])
+        }
         ops.stop()
+        redisClient.close()
     }
 }

@@ -2,6 +2,7 @@ import XCTest
 import XeroCore
 import XeroQueue
 @testable import XeroGateway
+import XeroJobs
 
 /// The token path fails visibly: a gap in an attempt's sequence numbers, or a mailbox whose
 /// reader fell too far behind, ends the request with `stream_interrupted` — never a silent hole.

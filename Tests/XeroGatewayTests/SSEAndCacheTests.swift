@@ -3,6 +3,7 @@ import NIOCore
 import XCTest
 import XeroCore
 @testable import XeroGateway
+import XeroJobs
 
 final class SSEAndCacheTests: XCTestCase {
     func testEventFraming() {
@@ -56,10 +57,10 @@ final class SSEAndCacheTests: XCTestCase {
 
 final class RateLimitHeaderTests: XCTestCase {
     func testDurationFormat() {
-        XCTAssertEqual(ChatCompletions.formatDuration(ms: 20), "20ms")
-        XCTAssertEqual(ChatCompletions.formatDuration(ms: 1000), "1s")
-        XCTAssertEqual(ChatCompletions.formatDuration(ms: 1500), "1.5s")
-        XCTAssertEqual(ChatCompletions.formatDuration(ms: 360_000), "6m0s")
-        XCTAssertEqual(ChatCompletions.formatDuration(ms: -5), "0ms")
+        XCTAssertEqual(RateLimitHeaders.formatDuration(ms: 20), "20ms")
+        XCTAssertEqual(RateLimitHeaders.formatDuration(ms: 1000), "1s")
+        XCTAssertEqual(RateLimitHeaders.formatDuration(ms: 1500), "1.5s")
+        XCTAssertEqual(RateLimitHeaders.formatDuration(ms: 360_000), "6m0s")
+        XCTAssertEqual(RateLimitHeaders.formatDuration(ms: -5), "0ms")
     }
 }

@@ -146,11 +146,28 @@ final class TierSchedulerTests: XCTestCase {
         var s = TierScheduler(tiers: tiers)
         _ = s.enqueue(job("q"))
         _ = s.enqueue(job("r"))
-        XCTAssertEqual(s.cancel("q"), .dequeued)
+        XCTAssertEqual(s.cancel("q"), .dequeued(job("q")))
         s.join(worker("w", slots: 1), now: 0)
         XCTAssertEqual(s.dispatch(now: 0).map(\.envelope.requestId), ["r"])
         XCTAssertEqual(s.cancel("r"), .running(worker: "w"))
         XCTAssertEqual(s.cancel("nope"), .unknown)
+    }
+
+    /// A gateway that is gone: its queued jobs leave the queues, its running ones are named with
+    /// their workers; another gateway's jobs are untouched.
+    func testAbandonTakesOnlyThatGatewaysJobs() {
+        var s = TierScheduler(tiers: tiers)
+        var other = job("o1")
+        other.replyTo = "gw-2"
+        for j in [job("a"), other, job("b"), job("c")] { _ = s.enqueue(j) }
+        s.join(worker("w", slots: 1), now: 0)
+        XCTAssertEqual(s.dispatch(now: 0).map(\.envelope.requestId), ["a"])
+        let gone = s.abandon(replyTo: "gw")
+        XCTAssertEqual(gone.dequeued.map(\.requestId).sorted(), ["b", "c"])
+        XCTAssertEqual(gone.running.map(\.requestId), ["a"])
+        XCTAssertEqual(gone.running.map(\.worker), ["w"])
+        XCTAssertEqual(s.totalQueued, 1)
+        XCTAssertEqual(s.cancel("o1"), .dequeued(other))
     }
 
     func testRejoinAfterRouterRestartKeepsAccounting() {
@@ -182,7 +199,7 @@ final class TierSchedulerTests: XCTestCase {
         XCTAssertTrue(s.enqueue(job("b")))
         XCTAssertFalse(s.enqueue(job("c")))
         XCTAssertEqual(s.totalQueued, 2)
-        XCTAssertEqual(s.cancel("a"), .dequeued)
+        XCTAssertEqual(s.cancel("a"), .dequeued(job("a")))
         XCTAssertEqual(s.totalQueued, 1)
         XCTAssertTrue(s.enqueue(job("c")))
         s.join(worker("w1", slots: 1), now: 0)

@@ -18,13 +18,24 @@ final class RateLimiterTests: XCTestCase {
         return t
     }
 
-    func limits(rpm: Int? = nil, tpm: Int? = nil, projectRPM: Int? = nil, concurrent: Int? = nil) -> RateLimiter.Limits {
-        var t = Tier(name: "t", priority: 1, weight: 1, queueTimeoutMs: 1000, requestTimeoutMs: 1000)
+    func limitedTier(rpm: Int? = nil, tpm: Int? = nil, projectRPM: Int? = nil, projectTPM: Int? = nil, concurrent: Int? = nil) -> Tier {
+        var t = tier
         t.requestsPerMinute = rpm
         t.tokensPerMinute = tpm
         t.projectRequestsPerMinute = projectRPM
+        t.projectTokensPerMinute = projectTPM
         t.maxConcurrentRequests = concurrent
-        return RateLimiter.Limits(tier: t)
+        return t
+    }
+
+    func limits(rpm: Int? = nil, tpm: Int? = nil, projectRPM: Int? = nil, concurrent: Int? = nil) -> RateLimiter.Limits {
+        RateLimiter.Limits(tier: limitedTier(rpm: rpm, tpm: tpm, projectRPM: projectRPM, concurrent: concurrent))
+    }
+
+    func settlement(_ id: String, key: String, project: String = "p", endpoint: String = "e", tier: Tier, reserved: Int, usage: Usage?,
+                    batch: String = "") -> RateLimiter.Settlement {
+        RateLimiter.Settlement(requestId: id, project: project, endpoint: endpoint, tier: tier, keyHash: key, reserved: reserved,
+                               usage: usage, batchId: batch)
     }
 
     func testBurstThenRefusalWithRetryAfter() async throws {
@@ -53,15 +64,17 @@ final class RateLimiterTests: XCTestCase {
         defer { client.close() }
         let rl = RateLimiter(redis: client)
         let key = randomID(length: 8)
-        let l = limits(tpm: 1000)
+        let t = limitedTier(tpm: 1000)
+        let l = RateLimiter.Limits(tier: t)
         let d1 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 800, requestId: "a")
         XCTAssertTrue(d1.allowed)
         XCTAssertEqual(d1.remainingTokens, 200)
         let d2 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500, requestId: "b")
         XCTAssertFalse(d2.allowed, "a reservation that does not fit is refused")
-        try await rl.finish(keyHash: key, project: "p", endpoint: "e", tier: tier, limits: l, reserved: 800,
-                            usage: Usage(promptTokens: 40, completionTokens: 60), requestId: "a")
-        let usage = try await client.send(["HGETALL", RedisKeys.usage("p", "e")]).hash
+        let project = randomID(length: 8)
+        rl.settle(settlement("a-\(key)", key: key, project: project, tier: t, reserved: 800, usage: Usage(promptTokens: 40, completionTokens: 60)))
+        try await rl.flush()
+        let usage = try await client.send(["HGETALL", RedisKeys.usage(project, "e")]).hash
         XCTAssertEqual(usage["input_tokens"], "40")
         XCTAssertEqual(usage["output_tokens"], "60")
         XCTAssertEqual(usage["cost_micro_usd"], "260", "40 × 2 + 60 × 3 micro-dollars")
@@ -95,9 +108,10 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertTrue(a.allowed)
         XCTAssertTrue(b.allowed)
         XCTAssertFalse(c.allowed)
-        try await rl.finish(keyHash: key, project: "p", endpoint: "e", tier: tier, limits: l, reserved: 1, usage: nil, requestId: "a")
+        rl.release(keyHash: key, requestId: "a")
+        try await rl.flush()
         let d = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "d")
-        XCTAssertTrue(d.allowed, "a finished request frees its slot")
+        XCTAssertTrue(d.allowed, "a released request frees its slot")
     }
 
     func testNoLimitsNoRedis() async throws {
@@ -106,5 +120,85 @@ final class RateLimiterTests: XCTestCase {
         let d = try await RateLimiter(redis: client).admit(keyHash: "k", project: "p", limits: limits(), reserveTokens: 10, requestId: "r")
         XCTAssertTrue(d.allowed)
         XCTAssertNil(d.limitRequests)
+    }
+
+    /// The same settlement delivered twice (a retry, a duplicate report) counts once: usage,
+    /// cost and the token-bucket correction alike.
+    func testSettlementIsIdempotentPerRequest() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let rl = RateLimiter(redis: client)
+        let key = randomID(length: 8), project = randomID(length: 8)
+        let t = limitedTier(tpm: 1000)
+        // Reserved 100, used 300: each settlement would take 200 more from the bucket.
+        _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100, requestId: "r")
+        let s = settlement("dup-\(key)", key: key, project: project, tier: t, reserved: 100, usage: Usage(promptTokens: 100, completionTokens: 200))
+        rl.settle(s)
+        rl.settle(s)
+        try await rl.flush()
+        rl.settle(s)
+        try await rl.flush()
+        let usage = try await client.send(["HGETALL", RedisKeys.usage(project, "e")]).hash
+        XCTAssertEqual(usage["requests"], "1")
+        XCTAssertEqual(usage["input_tokens"], "100")
+        XCTAssertEqual(usage["output_tokens"], "200")
+        let bucket = try await client.send(["HGET", RedisKeys.rateBucket("key", key, "tok"), "t"]).string.flatMap(Double.init) ?? -1
+        // 1000 − 100 reserved − 200 corrected = 700 (plus a few tokens refilled meanwhile); twice would be 500.
+        XCTAssertGreaterThanOrEqual(bucket, 699)
+        XCTAssertLessThan(bucket, 750)
+    }
+
+    /// A batch line has no key: only the project's buckets apply, and its usage is added to the
+    /// batch record as well as to the endpoint.
+    func testBatchLinesBillTheProjectAndTheBatch() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let rl = RateLimiter(redis: client)
+        let project = randomID(length: 8), batch = "batch_" + randomID(length: 8)
+        let t = limitedTier(tpm: 10, projectTPM: 1000)
+        let d = try await rl.admit(keyHash: "", project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 600, requestId: "l1")
+        XCTAssertTrue(d.allowed, "no key bucket for a line: the key limit (10) does not apply, the project's (1000) does")
+        XCTAssertNil(d.limitTokens)
+        let refused = try await rl.admit(keyHash: "", project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 600, requestId: "l2")
+        XCTAssertFalse(refused.allowed, "the project's bucket holds 400 after the first line")
+        rl.settle(settlement("l1-\(batch)", key: "", project: project, endpoint: "ep", tier: t, reserved: 600,
+                             usage: Usage(promptTokens: 7, completionTokens: 5), batch: batch))
+        try await rl.flush()
+        let b = try await client.send(["HGETALL", RedisKeys.batch(batch)]).hash
+        XCTAssertEqual(b["usage_requests"], "1")
+        XCTAssertEqual(b["usage_input_tokens"], "7")
+        XCTAssertEqual(b["usage_output_tokens"], "5")
+        XCTAssertEqual(b["usage_cost_micro_usd"], "29", "7 × 2 + 5 × 3")
+        let u = try await client.send(["HGETALL", RedisKeys.usage(project, "ep")]).hash
+        XCTAssertEqual(u["input_tokens"], "7")
+    }
+
+    /// Settlements made while Redis is down stay queued and are applied, once, when it is back.
+    func testSettlementsSurviveARedisOutage() async throws {
+        let server = RedisServerFixture(portRange: 55001...60000)
+        let client = try RedisClient(server.address, connections: 1)
+        defer { client.close() }
+        let rl = RateLimiter(redis: client)
+        let project = randomID(length: 8)
+        server.stop()
+        for i in 0..<3 {
+            rl.settle(settlement("out-\(i)", key: "k", project: project, tier: tier, reserved: 0, usage: Usage(promptTokens: 1, completionTokens: 2)))
+        }
+        do {
+            try await rl.flush()
+            XCTFail("Redis is down: the flush must report failure")
+        } catch {}
+        XCTAssertEqual(rl.waiting, 3, "nothing is dropped while Redis is down")
+        let back = RedisServerFixture(port: server.port)
+        defer { back.stop() }
+        var applied = false
+        for _ in 0..<100 {
+            try? await Task.sleep(nanoseconds: 50_000_000)
+            if (try? await client.send(["HGET", RedisKeys.usage(project, "e"), "requests"]).string) == "3" { applied = true; break }
+        }
+        XCTAssertTrue(applied, "the queued settlements were retried and applied")
+        XCTAssertEqual(rl.waiting, 0)
+        let again = try await client.send(["HGET", RedisKeys.usage(project, "e"), "output_tokens"]).string
+        XCTAssertEqual(again, "6")
     }
 }

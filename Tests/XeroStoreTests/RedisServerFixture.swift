@@ -7,8 +7,13 @@ final class RedisServerFixture: @unchecked Sendable {
     let process = Process()
     let port: Int
 
-    init(portRange: ClosedRange<Int>, extraArguments: [String] = []) {
-        port = Int.random(in: portRange)
+    convenience init(portRange: ClosedRange<Int>, extraArguments: [String] = []) {
+        self.init(port: Int.random(in: portRange), extraArguments: extraArguments)
+    }
+
+    /// A server on `port` (e.g. one restarted where a stopped one was).
+    init(port: Int, extraArguments: [String] = []) {
+        self.port = port
         process.executableURL = URL(fileURLWithPath: "/usr/bin/redis-server")
         process.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"] + extraArguments
         process.standardOutput = FileHandle.nullDevice

@@ -413,4 +413,6 @@ def test_hostile_worker_cannot_break_router_gateway_or_clients(hp):
     assert fresh_outcome == ("ok", expected[fresh]), (fresh_outcome, summary)
     assert fresh_stream == ("ok", expected[fresh]), (fresh_stream, summary)
     assert hostile.jobs, f"the router never dispatched to the hostile worker, so nothing was tested\n{summary}"
+    # The gateway billed these jobs (rate limits are on), yet no worker learns whose key ran them.
+    assert all(job.billing is None for job, _ in hostile.jobs), "a worker was sent a job's billing"
     assert not hostile.errors, summary

@@ -183,6 +183,7 @@ class JobEnvelope:
     affinity_key: str = ""
     slo_ttft_ms: int = 0
     slo_tpot_ms: int = 0
+    billing: tuple = None   # (key hash, reserved tokens, batch id): gateway -> router only
     payload: bytes = b""
 
     @property
@@ -194,7 +195,12 @@ class JobEnvelope:
         w.string(self.request_id).string(self.reply_to).int(self.attempt).u8(self.kind)
         w.string(self.tier).string(self.project).u8(self.fleet).string(self.endpoint).string(self.model)
         w.i64(self.accepted_at_ms).i64(self.queue_deadline_ms).i64(self.request_deadline_ms)
-        w.string(self.affinity_key).int(self.slo_ttft_ms).int(self.slo_tpot_ms).blob(self.payload)
+        w.string(self.affinity_key).int(self.slo_ttft_ms).int(self.slo_tpot_ms)
+        if self.billing is None:
+            w.u8(0)
+        else:
+            w.u8(1).string(self.billing[0]).int(self.billing[1]).string(self.billing[2])
+        w.blob(self.payload)
         return w.bytes()
 
     @classmethod
@@ -210,9 +216,14 @@ class JobEnvelope:
         endpoint, model = r.string(), r.string()
         accepted, qd, rd = r.i64(), r.i64(), r.i64()
         affinity, ttft, tpot = r.string(), r.int(), r.int()
+        flag = r.u8()
+        if flag not in (0, 1):
+            raise WireError("billing flag")
+        billing = (r.string(), r.int(), r.string()) if flag == 1 else None
         payload = r.blob()
         r.end("job envelope")
-        return cls(request_id, reply_to, attempt, kind, tier, project, fleet, endpoint, model, accepted, qd, rd, affinity, ttft, tpot, payload)
+        return cls(request_id, reply_to, attempt, kind, tier, project, fleet, endpoint, model, accepted, qd, rd, affinity, ttft, tpot,
+                   billing, payload)
 
 
 # ---------------------------------------------------------------------------------------------

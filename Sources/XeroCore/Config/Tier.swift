@@ -70,23 +70,29 @@ public struct PlatformConfig: Sendable, Codable {
     /// The tier of an endpoint created without one (`default_endpoint_tier`). It must be
     /// interactive (weight > 0); when the file names none, the interactive tier of lowest priority.
     public var defaultEndpointTier: String
+    /// The tiers every project may put endpoints on unless the admin granted or withdrew one
+    /// (`project_tiers`); when the file names none, every interactive tier (weight > 0).
+    public var projectTiers: [String]
 
     enum CodingKeys: String, CodingKey {
         case tiers, demo
         case defaultEndpointTier = "default_endpoint_tier"
+        case projectTiers = "project_tiers"
     }
 
-    public init(tiers: [Tier], demo: Demo? = nil, defaultEndpointTier: String? = nil) {
+    public init(tiers: [Tier], demo: Demo? = nil, defaultEndpointTier: String? = nil, projectTiers: [String]? = nil) {
         self.tiers = tiers
         self.demo = demo
         self.defaultEndpointTier = defaultEndpointTier ?? Self.lowestInteractive(tiers) ?? tiers.first?.name ?? ""
+        self.projectTiers = projectTiers ?? tiers.filter { $0.weight > 0 }.map(\.name)
     }
 
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         let tiers = try c.decode([Tier].self, forKey: .tiers)
         self.init(tiers: tiers, demo: try c.decodeIfPresent(Demo.self, forKey: .demo),
-                  defaultEndpointTier: try c.decodeIfPresent(String.self, forKey: .defaultEndpointTier))
+                  defaultEndpointTier: try c.decodeIfPresent(String.self, forKey: .defaultEndpointTier),
+                  projectTiers: try c.decodeIfPresent([String].self, forKey: .projectTiers))
     }
 
     static func lowestInteractive(_ tiers: [Tier]) -> String? {
@@ -128,6 +134,12 @@ public struct PlatformConfig: Sendable, Codable {
         }
         guard d.weight > 0 else {
             throw ConfigError("\(source): default_endpoint_tier '\(d.name)' has weight 0; new endpoints must land on an interactive tier")
+        }
+        for name in projectTiers where tier(named: name) == nil {
+            throw ConfigError("\(source): project_tiers names '\(name)', which is not a defined tier")
+        }
+        guard projectTiers.contains(defaultEndpointTier) else {
+            throw ConfigError("\(source): project_tiers must include default_endpoint_tier '\(defaultEndpointTier)' (endpoints created without a tier land there)")
         }
         for t in tiers {
             for (name, v) in [("requests_per_minute", t.requestsPerMinute), ("tokens_per_minute", t.tokensPerMinute),

@@ -126,10 +126,13 @@ public enum RouterMessage: Sendable, Equatable {
     }
 }
 
-/// Gateway → router (PUSH/PULL): new jobs and cancellations.
+/// Gateway → router (PUSH/PULL): new jobs, cancellations, and liveness.
 public enum GatewayMessage: Sendable, Equatable {
     case submit(JobEnvelope)
     case cancel(requestId: String)
+    /// Once a second from every gateway and batch runner (its reply-to id): a router that stops
+    /// hearing it cancels its jobs, since no one is left to read their answers.
+    case alive(gatewayId: String)
 
     static let wireKind: UInt8 = 0x47 // "G"
 
@@ -138,6 +141,8 @@ public enum GatewayMessage: Sendable, Equatable {
         case let .submit(env): return [Self.wireKind, wireVersion, 1] + env.encode()
         case let .cancel(id):
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(2); w.string(id); return w.bytes
+        case let .alive(id):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(3); w.string(id); return w.bytes
         }
     }
 
@@ -152,6 +157,10 @@ public enum GatewayMessage: Sendable, Equatable {
             let id = try r.string(max: L.maxIDBytes, "request id")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after cancel") }
             return .cancel(requestId: id)
+        case 3:
+            let id = try r.string(max: L.maxIDBytes, "gateway id")
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after alive") }
+            return .alive(gatewayId: id)
         case let k: throw WireError.invalid("unknown gateway message \(k)")
         }
     }

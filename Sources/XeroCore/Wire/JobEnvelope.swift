@@ -36,11 +36,15 @@ public struct JobEnvelope: Sendable, Equatable {
     /// Optional latency targets from `X-SLO-TTFT-Ms` / `X-SLO-TPOT-Ms` (0 = none).
     public var sloTTFTMs: Int
     public var sloTPOTMs: Int
+    /// Who pays (nil: nothing is accounted, e.g. a gateway run with `--no-rate-limits`). Set by the
+    /// gateway, kept by the router, never sent to a worker (`forWorker`).
+    public var billing: Billing?
     public var payload: [UInt8]
 
     public init(requestId: String, replyTo: String, attempt: Int = 1, kind: Kind = .chatCompletion, tier: String,
                 project: String, fleet: EndpointFleet = .both, endpoint: String, model: String, acceptedAtMs: Int64, queueDeadlineMs: Int64,
-                requestDeadlineMs: Int64, affinityKey: String = "", sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, payload: [UInt8]) {
+                requestDeadlineMs: Int64, affinityKey: String = "", sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, billing: Billing? = nil,
+                payload: [UInt8]) {
         self.requestId = requestId
         self.replyTo = replyTo
         self.attempt = attempt
@@ -56,7 +60,15 @@ public struct JobEnvelope: Sendable, Equatable {
         self.affinityKey = affinityKey
         self.sloTTFTMs = sloTTFTMs
         self.sloTPOTMs = sloTPOTMs
+        self.billing = billing
         self.payload = payload
+    }
+
+    /// The envelope as a worker receives it: without the billing, which is the platform's business.
+    public var forWorker: JobEnvelope {
+        var j = self
+        j.billing = nil
+        return j
     }
 
     /// The PUB/SUB topic that carries this job's events: `<replyTo>/<requestId>`.
@@ -71,6 +83,7 @@ public struct JobEnvelope: Sendable, Equatable {
         w.string(tier); w.string(project); w.u8(fleet.rawValue); w.string(endpoint); w.string(model)
         w.i64(acceptedAtMs); w.i64(queueDeadlineMs); w.i64(requestDeadlineMs)
         w.string(affinityKey); w.int(sloTTFTMs); w.int(sloTPOTMs)
+        if let billing { w.u8(1); billing.encode(into: &w) } else { w.u8(0) }
         w.blob(payload)
         return w.bytes
     }
@@ -88,11 +101,18 @@ public struct JobEnvelope: Sendable, Equatable {
         let accepted = try r.time("accepted-at"), queueDeadline = try r.time("queue deadline"), requestDeadline = try r.time("request deadline")
         let affinity = try r.string(max: L.maxIDBytes, "affinity key")
         let ttft = try r.int(in: L.sloMs, "SLO TTFT"), tpot = try r.int(in: L.sloMs, "SLO TPOT")
+        let billing: Billing?
+        switch try r.u8() {
+        case 0: billing = nil
+        case 1: billing = try Billing.decode(from: &r)
+        case let b: throw WireError.invalid("billing flag \(b)")
+        }
         let payload = try r.blob()
         guard payload.count <= L.maxPayloadBytes else { throw WireError.invalid("payload of \(payload.count) bytes") }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after job envelope") }
         return JobEnvelope(requestId: requestId, replyTo: replyTo, attempt: attempt, kind: kind, tier: tier, project: project,
                            fleet: fleet, endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,
-                           requestDeadlineMs: requestDeadline, affinityKey: affinity, sloTTFTMs: ttft, sloTPOTMs: tpot, payload: payload)
+                           requestDeadlineMs: requestDeadline, affinityKey: affinity, sloTTFTMs: ttft, sloTPOTMs: tpot, billing: billing,
+                           payload: payload)
     }
 }
