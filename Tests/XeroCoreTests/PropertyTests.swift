@@ -157,7 +157,10 @@ private func genEnvelope(_ rng: inout RNG, small: Bool = false) -> JobEnvelope {
                        project: text(L.maxNameBytes, &rng, small: small), fleet: pick(EndpointFleet.allCases, &rng), endpoint: text(L.maxNameBytes, &rng, small: small),
                        model: text(L.maxNameBytes, &rng, small: small), acceptedAtMs: edgyTime(&rng), queueDeadlineMs: edgyTime(&rng),
                        requestDeadlineMs: edgyTime(&rng), affinityKey: text(L.maxIDBytes, &rng, small: small),
-                       sloTTFTMs: edgy(L.sloMs, &rng), sloTPOTMs: edgy(L.sloMs, &rng), payload: randomBytes(payloadCount, &rng))
+                       sloTTFTMs: edgy(L.sloMs, &rng), sloTPOTMs: edgy(L.sloMs, &rng),
+                       billing: chance(0.5, &rng) ? Billing(keyHash: text(L.maxIDBytes, &rng, small: small), reservedTokens: edgy(L.tokens, &rng),
+                                                            batchId: text(L.maxIDBytes, &rng, small: small)) : nil,
+                       payload: randomBytes(payloadCount, &rng))
 }
 
 private func genRouter(_ rng: inout RNG, small: Bool = false) -> RouterMessage {
@@ -170,7 +173,11 @@ private func genRouter(_ rng: inout RNG, small: Bool = false) -> RouterMessage {
 }
 
 private func genGateway(_ rng: inout RNG, small: Bool = false) -> GatewayMessage {
-    chance(0.5, &rng) ? .submit(genEnvelope(&rng, small: small)) : .cancel(requestId: text(L.maxIDBytes, &rng, small: small))
+    switch roll(3, &rng) {
+    case 0: return .submit(genEnvelope(&rng, small: small))
+    case 1: return .cancel(requestId: text(L.maxIDBytes, &rng, small: small))
+    default: return .alive(gatewayId: text(L.maxIDBytes, &rng, small: small))
+    }
 }
 
 private let choiceRange = L.choices.lowerBound...(L.choices.upperBound - 1)
@@ -213,6 +220,7 @@ private func inLimits(_ e: JobEnvelope) -> Bool {
         && [e.acceptedAtMs, e.queueDeadlineMs, e.requestDeadlineMs].allSatisfy { L.timesMs.contains($0) }
         && fits(e.affinityKey, L.maxIDBytes) && L.sloMs.contains(e.sloTTFTMs) && L.sloMs.contains(e.sloTPOTMs)
         && e.payload.count <= L.maxPayloadBytes && EndpointFleet.allCases.contains(e.fleet)
+        && (e.billing.map { fits($0.keyHash, L.maxIDBytes) && L.tokens.contains($0.reservedTokens) && fits($0.batchId, L.maxIDBytes) } ?? true)
 }
 
 /// The wire codec as the properties see it.
@@ -271,6 +279,7 @@ extension GatewayMessage: WireCodable {
         switch self {
         case let .submit(e): return inLimits(e)
         case let .cancel(id): return fits(id, L.maxIDBytes)
+        case let .alive(id): return fits(id, L.maxIDBytes)
         }
     }
     var propCanonical: Bool { true }
@@ -515,7 +524,8 @@ private let headers: [[UInt8]] = {
     var h: [[UInt8]] = []
     for t in 0...9 { h.append([WorkerMessage.wireKind, wireVersion, UInt8(t)]) }
     for t in 0...5 { h.append([RouterMessage.wireKind, wireVersion, UInt8(t)]) }
-    for t in 0...3 { h.append([GatewayMessage.wireKind, wireVersion, UInt8(t)]) }
+    for t in 0...4 { h.append([GatewayMessage.wireKind, wireVersion, UInt8(t)]) }
+    h.append([StreamEventBatch.wireKind, wireVersion])
     h.append([RouterMessage.wireKind, wireVersion, 1, JobEnvelope.wireKind, wireVersion])
     h.append([GatewayMessage.wireKind, wireVersion, 1, JobEnvelope.wireKind, wireVersion])
     h.append([JobEnvelope.wireKind, wireVersion])

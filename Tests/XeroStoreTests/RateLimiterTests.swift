@@ -180,7 +180,7 @@ final class RateLimiterTests: XCTestCase {
         defer { client.close() }
         let rl = RateLimiter(redis: client)
         let project = randomID(length: 8)
-        server.stop()
+        server.shutdown()
         for i in 0..<3 {
             rl.settle(settlement("out-\(i)", key: "k", project: project, tier: tier, reserved: 0, usage: Usage(promptTokens: 1, completionTokens: 2)))
         }
@@ -190,7 +190,7 @@ final class RateLimiterTests: XCTestCase {
         } catch {}
         XCTAssertEqual(rl.waiting, 3, "nothing is dropped while Redis is down")
         let back = RedisServerFixture(port: server.port)
-        defer { back.stop() }
+        defer { back.shutdown() }
         var applied = false
         for _ in 0..<100 {
             try? await Task.sleep(nanoseconds: 50_000_000)

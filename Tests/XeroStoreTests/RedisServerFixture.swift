@@ -24,6 +24,13 @@ final class RedisServerFixture: @unchecked Sendable {
 
     var address: RedisAddress { RedisAddress(port: port) }
 
+    /// Stops the server from inside an async test: SHUTDOWN over the protocol, then wait until the
+    /// port refuses connections (Foundation's `waitUntilExit` can hang off the main thread).
+    func shutdown() {
+        _ = try? RedisConnection(address).command(["SHUTDOWN", "NOSAVE"])
+        for _ in 0..<250 where (try? RedisConnection(address)) != nil { usleep(20_000) }
+    }
+
     func stop() {
         process.terminate()
         process.waitUntilExit()
