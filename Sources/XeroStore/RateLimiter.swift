@@ -141,6 +141,13 @@ public struct RateLimiter: Sendable {
     /// before (a duplicate or a retry) and is skipped: every request counts once.
     static let finishScript = LuaScript("""
     local now = tonumber(ARGV[1])
+    -- One request's counters (requests, tokens, cost) added to a usage hash, fields prefixed.
+    local function add_usage(h, prefix, a)
+      redis.call('HINCRBY', h, prefix .. 'requests', 1)
+      redis.call('HINCRBY', h, prefix .. 'input_tokens', ARGV[a + 2])
+      redis.call('HINCRBY', h, prefix .. 'output_tokens', ARGV[a + 3])
+      redis.call('HINCRBY', h, prefix .. 'cost_micro_usd', ARGV[a + 4])
+    end
     local count = tonumber(ARGV[2])
     local a = 3
     local kx = 1
@@ -163,19 +170,9 @@ public struct RateLimiter: Sendable {
           end
         end
         if ARGV[a + 5] == '1' then
-          local u = KEYS[kx + k + 1]
-          redis.call('HINCRBY', u, 'requests', 1)
-          redis.call('HINCRBY', u, 'input_tokens', ARGV[a + 2])
-          redis.call('HINCRBY', u, 'output_tokens', ARGV[a + 3])
-          redis.call('HINCRBY', u, 'cost_micro_usd', ARGV[a + 4])
+          add_usage(KEYS[kx + k + 1], '', a)
           redis.call('SADD', KEYS[kx + k + 2], ARGV[a + 6])
-          if ARGV[a + 7] == '1' then
-            local bh = KEYS[kx + k + 3]
-            redis.call('HINCRBY', bh, 'usage_requests', 1)
-            redis.call('HINCRBY', bh, 'usage_input_tokens', ARGV[a + 2])
-            redis.call('HINCRBY', bh, 'usage_output_tokens', ARGV[a + 3])
-            redis.call('HINCRBY', bh, 'usage_cost_micro_usd', ARGV[a + 4])
-          end
+          if ARGV[a + 7] == '1' then add_usage(KEYS[kx + k + 3], 'usage_', a) end
         end
       end
       kx = kx + k + 4

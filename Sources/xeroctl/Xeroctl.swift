@@ -281,17 +281,23 @@ struct Tiers: AsyncParsableCommand {
     }
     struct Grant: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Let a project use a tier (admin).")
-        @OptionGroup var c: Connection
-        @Argument(help: "Project id or slug.") var projectRef: String
-        @Argument var tier: String
-        func run() async throws { c.printEntitlements(try await c.request("PUT", "/manage/v1/projects/\(projectRef)/tiers/\(tier)")) }
+        @OptionGroup var change: EntitlementChange
+        func run() async throws { try await change.send("PUT") }
     }
     struct Withdraw: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Take a tier away from a project; its existing endpoints keep it until changed (admin).")
-        @OptionGroup var c: Connection
-        @Argument(help: "Project id or slug.") var projectRef: String
-        @Argument var tier: String
-        func run() async throws { c.printEntitlements(try await c.request("DELETE", "/manage/v1/projects/\(projectRef)/tiers/\(tier)")) }
+        @OptionGroup var change: EntitlementChange
+        func run() async throws { try await change.send("DELETE") }
+    }
+}
+
+/// A project and a tier, for granting or withdrawing it.
+struct EntitlementChange: ParsableArguments {
+    @OptionGroup var c: Connection
+    @Argument(help: "Project id or slug.") var projectRef: String
+    @Argument var tier: String
+    func send(_ method: String) async throws {
+        c.printEntitlements(try await c.request(method, "/manage/v1/projects/\(projectRef)/tiers/\(tier)"))
     }
 }
 
