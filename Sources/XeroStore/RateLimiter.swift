@@ -137,7 +137,7 @@ public struct RateLimiter: Sendable {
     /// request: k (its token buckets), delta (actual − reserved), input tokens, output tokens,
     /// cost µ$, record usage (0/1), endpoint, in a batch (0/1), then k caps. KEYS, per request in the
     /// same order: its k token buckets, its settled marker, its usage HASH, its project's usage
-    /// SET, its batch HASH (the marker again when none). A request whose marker exists was settled
+    /// SET, its batch HASH (the marker again when none). A request whose marker (15 min) exists was settled
     /// before (a duplicate or a retry) and is skipped: every request counts once.
     static let finishScript = LuaScript("""
     local now = tonumber(ARGV[1])
@@ -155,7 +155,7 @@ public struct RateLimiter: Sendable {
     for r = 1, count do
       local k = tonumber(ARGV[a])
       local delta = tonumber(ARGV[a + 1])
-      if redis.call('SET', KEYS[kx + k], '1', 'NX', 'EX', 86400) then
+      if redis.call('SET', KEYS[kx + k], '1', 'NX', 'EX', 900) then
         applied = applied + 1
         for i = 1, k do
           local cap = tonumber(ARGV[a + 7 + i])

@@ -27,7 +27,7 @@ public enum RedisKeys {
     public static func inflight(_ keyHash: String) -> String { "xero:inflight:key:\(keyHash)" } // ZSET request id → slot expiry ms
     public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
     public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
-    /// Marks a request as settled (24 h): a second settlement of it is skipped.
+    /// Marks a request as settled (15 min): a second settlement of it is skipped.
     public static func settled(_ requestId: String) -> String { "xero:settled:\(requestId)" } // STRING, TTL
     /// A batch's record (`XeroBatch.BatchStore` owns it; settlement adds the lines' usage to it).
     public static func batch(_ id: String) -> String { "xero:batch:\(id)" }         // HASH

@@ -140,6 +140,8 @@ final class RateLimiterTests: XCTestCase {
         try await rl.flush()
         let usage = try await client.send(["HGETALL", RedisKeys.usage(project, "e")]).hash
         XCTAssertEqual(usage["requests"], "1")
+        let ttl = try await client.send(["TTL", RedisKeys.settled("dup-\(key)")]).int ?? -1
+        XCTAssertTrue((1...900).contains(ttl), "the marker lives 15 minutes, not forever (\(ttl) s)")
         XCTAssertEqual(usage["input_tokens"], "100")
         XCTAssertEqual(usage["output_tokens"], "200")
         let bucket = try await client.send(["HGET", RedisKeys.rateBucket("key", key, "tok"), "t"]).string.flatMap(Double.init) ?? -1
