@@ -90,12 +90,15 @@ struct Up: AsyncParsableCommand {
         let shared = ["--log-level", common.logLevel, "--parent-pid", String(getpid())]
         let withConfig = shared + ["--config", URL(fileURLWithPath: configPath).standardizedFileURL.path]
         let routerArgs = ["--router-port", String(routerPort)] + fabricArgs
-        try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs + ["--redis", redisURL])
+        // The Redis URL (it may carry a password) goes to the children in their environment, not on
+        // their command lines, which every local user can read (`ps`, /proc/<pid>/cmdline).
+        setenv("REDIS_URL", redisURL, 1)
+        try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs)
         let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,
-                           arguments: ["gateway"] + withConfig + routerArgs + ["--redis", redisURL, "--port", String(httpPort), "--files-dir", filesDir])
+                           arguments: ["gateway"] + withConfig + routerArgs + ["--port", String(httpPort), "--files-dir", filesDir])
         try children.start(name: "batch-runner", executable: selfPath,
-                           arguments: ["batch-runner"] + withConfig + routerArgs + ["--redis", redisURL, "--files-dir", filesDir])
+                           arguments: ["batch-runner"] + withConfig + routerArgs + ["--files-dir", filesDir])
         for i in 1...max(1, workers) {
             try children.start(name: "worker-\(i)", executable: selfPath,
                                arguments: ["worker"] + shared + routerArgs + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",

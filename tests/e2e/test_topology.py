@@ -194,6 +194,10 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
         assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
         kids = children_of(proc.pid)
         assert len(kids) == 7   # redis, router, gateway, batch runner, 2 chat workers, the embeddings worker
+        # The Redis URL (a password, on a real deployment) is on no command line anyone can read.
+        cmdlines = [Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode() for k in kids]
+        assert all("xerotier" in c for c in cmdlines), cmdlines   # redis runs under `xerotier supervise`
+        assert not any("redis://" in c for c in cmdlines), cmdlines
         emb_url = re.search(r"Embeddings: (\S+)", banner).group(1)
         assert emb_url.startswith(base_url.split("/my-endpoint")[0]) and emb_url.endswith("/embeddings/v1")
         emb = openai.OpenAI(base_url=emb_url, api_key=key, max_retries=0).embeddings.create(model="any", input="hello")
