@@ -1,13 +1,9 @@
 import Foundation
 import HTTPTypes
 import Hummingbird
-import Logging
 import NIOCore
-import Synchronization
 import XeroCore
 import XeroJobs
-import XeroQueue
-import XeroStore
 
 /// `POST …/v1/chat/completions`: validate, enqueue on the endpoint's tier, then either collect the
 /// events into one `chat.completion` or stream them as `chat.completion.chunk` SSE events.

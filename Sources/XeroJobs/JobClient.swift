@@ -105,7 +105,7 @@ public final class JobClient: Sendable {
         let handle = JobHandle(client: self, account: account, requestId: requestId, headers: headers, holdsSlot: holdsSlot)
         // Never reached the router: nothing will settle it there, so refund here.
         func refund() {
-            handle.end()
+            handle.endUnsubmitted()
             limiter?.settle(RateLimiter.Settlement(requestId: requestId, project: account.project, endpoint: account.endpoint, tier: tier,
                                                    keyHash: account.keyHash, reserved: reserve, usage: nil, batchId: account.batchId))
         }

@@ -69,6 +69,12 @@ public final class JobHandle: @unchecked Sendable {
         if holdsSlot { client.limiter?.release(keyHash: account.keyHash, requestId: requestId) }
     }
 
+    /// Ends a job that never reached the router: its slot is freed, but there is nothing to cancel.
+    func endUnsubmitted() {
+        finished.withLock { $0 = true }
+        end()
+    }
+
     /// Adds the admission's rate-limit headers to an error for the client; a 429 from a full router
     /// queue (events carry no headers) gets its `Retry-After` here.
     public func addHeaders(to e: inout APIError) {

@@ -111,7 +111,6 @@ public final class Router: Sendable {
         scheduler.maxQueued = options.maxQueuedJobs
         let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, logger: logger)
         core.settlements = settlements
-        core.tiers = Dictionary(config.tiers.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         if case let .curve(_, platformPublicKey) = options.security {
             core.fabric = FabricGuard(platformPublicKey: platformPublicKey, lookupAgent: { [core] key in try core.agentJoinKeyHash(publicKey: key) })
         }
@@ -159,7 +158,6 @@ final class RouterState: @unchecked Sendable {
     var droppedEvents = 0
     /// Billing: every job the router accepted is settled once, when it ends (docs/seams.md, §4).
     var settlements: RateLimiter?
-    var tiers: [String: Tier] = [:]
     /// Gateways and batch runners that said `alive`, with when they last did.
     var gateways: [String: Int64] = [:]
 
@@ -508,7 +506,7 @@ final class RouterState: @unchecked Sendable {
 
     /// Queues a finished job's settlement (once per request id: the script skips repeats).
     func settle(_ job: JobEnvelope, usage: Usage?) {
-        guard let billing = job.billing, let settlements, let tier = tiers[job.tier] else { return }
+        guard let billing = job.billing, let settlements, let tier = scheduler.tier(job.tier) else { return }
         settlements.settle(RateLimiter.Settlement(requestId: job.requestId, project: job.project, endpoint: job.endpoint, tier: tier,
                                                   keyHash: billing.keyHash, reserved: billing.reservedTokens, usage: usage,
                                                   batchId: billing.batchId))

@@ -235,16 +235,14 @@ public final class Worker: Sendable {
                 let result = try await engine.embed(try EmbeddingsRequest.parse(job.payload))
                 try Task.checkCancellation()
                 emit(run, .vectors(dim: result.dim, data: Self.float32LE(result.vectors.flatMap { $0 })))
-                run.usage = Usage(promptTokens: result.promptTokens, completionTokens: 0)
-                run.finalUsage = true
-                emit(run, .done(run.usage))
+                run.meter.set(Usage(promptTokens: result.promptTokens, completionTokens: 0))
+                emit(run, .done(run.meter.usage))
             case .rerank:
                 let result = try await engine.rerank(try RerankRequest.parse(job.payload))
                 try Task.checkCancellation()
                 emit(run, .vectors(dim: 1, data: Self.float32LE(result.scores)))
-                run.usage = Usage(promptTokens: result.promptTokens, completionTokens: 0)
-                run.finalUsage = true
-                emit(run, .done(run.usage))
+                run.meter.set(Usage(promptTokens: result.promptTokens, completionTokens: 0))
+                emit(run, .done(run.meter.usage))
             }
         } catch let e as APIError {
             run.outcome = "error:\(e.code ?? e.type)"
@@ -264,10 +262,10 @@ public final class Worker: Sendable {
         }
         // However it ended, the report carries what it used: the engine's final count, or what the
         // meter saw up to the cancel, timeout or failure. The router bills from this report.
-        if !run.finalUsage { run.usage = run.meter.usage }
+        let usage = run.meter.usage
         state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
         sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
-                                    finishedAtMs: nowMs(), promptTokens: run.usage.promptTokens, completionTokens: run.usage.completionTokens)))
+                                    finishedAtMs: nowMs(), promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)))
     }
 
     private func runChat(_ run: JobRun) async throws {
@@ -281,13 +279,11 @@ public final class Worker: Sendable {
             case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
             case let .toolCall(choice, t, id, name, args): emit(run, .toolCall(index: choice, toolIndex: t, id: id, name: name, arguments: args))
             case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
-            case let .usage(u):
-                run.usage = u
-                run.finalUsage = true
+            case let .usage(u): run.meter.set(u)   // the engine's final word
             }
         }
         try Task.checkCancellation()
-        emit(run, .done(run.usage))
+        emit(run, .done(run.meter.usage))
     }
 
     static func float32LE(_ values: [Float]) -> [UInt8] {
@@ -313,9 +309,7 @@ final class JobRun: @unchecked Sendable {
     let topic: [UInt8]
     var seq = 0
     var firstTokenAt: Int64 = 0
-    var usage = Usage(promptTokens: 0, completionTokens: 0)
-    /// The engine gave its final usage (else the meter's count is reported).
-    var finalUsage = false
+    /// What the job used so far (the engine counts into it; its final `.usage` replaces it).
     let meter = UsageMeter()
     var outcome = "done"
     let timedOut = Locked(false)
