@@ -213,3 +213,24 @@ def test_tier_entitlements(bill):
     assert r.status_code == 403
     r = mgmt(bill, bill.admin, "GET", f"/manage/v1/projects/entitled/tiers")
     assert r.status_code == 200 and r.json()["tiers"] == ["standard", "batch"]
+
+
+def test_entitlement_and_update_routes_refuse_bad_input(bill):
+    demo = project(bill, "badinput")
+    key = demo["api_key"]
+    r = mgmt(bill, key, "PATCH", "/manage/v1/endpoints/chat", {"tier": 5})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_type" and r.json()["error"]["param"] == "tier"
+    r = mgmt(bill, key, "PATCH", "/manage/v1/endpoints/chat", {"model": ""})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    r = mgmt(bill, key, "PATCH", "/manage/v1/endpoints/chat", {"fleet": "everyone"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_value"
+    r = mgmt(bill, key, "PATCH", "/manage/v1/endpoints/nope", {"tier": "standard"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "endpoint_not_found"
+    r = mgmt(bill, key, "PATCH", "/manage/v1/endpoints/chat", {"tier": "gold"})
+    assert r.status_code == 400 and "Unknown tier" in r.json()["error"]["message"]
+    r = mgmt(bill, bill.admin, "PUT", f"/manage/v1/projects/{demo['project_id']}/tiers/gold")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "tier_not_found"
+    r = mgmt(bill, bill.admin, "PUT", "/manage/v1/projects/no-such-project/tiers/priority")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "project_not_found"
+    # Nothing changed through all of that.
+    assert mgmt(bill, key, "GET", "/manage/v1/endpoints").json()["data"][0]["tier"] == "standard"
