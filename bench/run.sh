@@ -43,8 +43,8 @@ export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
 "$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
 HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenancy comparison
 "$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
-HTTP_NB=$(free_port)    # limits on, each admission its own script call (before admission batching)
-"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_NB" --no-batch-admissions --log-level warning & PIDS+=($!)
+HTTP_NB=$(free_port)    # limits on, every admission decided in Redis (before leases)
+"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_NB" --no-limit-leases --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
   for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" "${WFLAGS[@]}" --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
@@ -66,10 +66,10 @@ if [[ $ONLY == tenancy ]]; then
   for round in 1 2 3; do
     "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
     "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
-    "$B" http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"unbatched"}/' | tee -a "$OUT"
+    "$B" http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"noleases"}/' | tee -a "$OUT"
     "$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
     "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
-    "$B" http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"unbatched"}/' | tee -a "$OUT"
+    "$B" http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"noleases"}/' | tee -a "$OUT"
   done
   python3 bench/summarize.py "$OUT"
   exit 0

@@ -16,7 +16,7 @@ for r in rows:
     name = r["mode"]
     if "target_rps" in r:
         name += f" open-loop {r['target_rps']:.0f}/s"
-    name += {"off": " (rate limits off)", "unbatched": " (admissions unbatched)"}.get(r.get("limits"), "")
+    name += {"off": " (rate limits off)", "unbatched": " (admissions unbatched)", "noleases": " (no leases: every admission in Redis)"}.get(r.get("limits"), "")
     if "workers" in r:
         name += f" {r['workers']} worker(s), sim-bound"
         scale[r["workers"]] = r["rps"]
@@ -34,10 +34,13 @@ if 1 in scale:
 
 on = [r for r in rows if r["mode"] == "http" and r.get("limits") is None and "workers" not in r]
 off = [r for r in rows if r["mode"] == "http" and r.get("limits") == "off"]
-nb = [r for r in rows if r["mode"] == "http" and r.get("limits") == "unbatched"]
+# The third gateway: "noleases" (every admission decided in Redis, the before of leases) or, in
+# older runs, "unbatched" (each admission its own script call).
+BEFORE = "noleases" if any(r.get("limits") == "noleases" for r in rows) else "unbatched"
+nb = [r for r in rows if r["mode"] == "http" and r.get("limits") == BEFORE]
 on_l = [r for r in rows if "target_rps" in r and r.get("limits") is None]
 off_l = [r for r in rows if "target_rps" in r and r.get("limits") == "off"]
-nb_l = [r for r in rows if "target_rps" in r and r.get("limits") == "unbatched"]
+nb_l = [r for r in rows if "target_rps" in r and r.get("limits") == BEFORE]
 def med(rs, k):
     v = sorted(r[k] for r in rs)
     return v[len(v) // 2]
@@ -50,7 +53,8 @@ if on and off and on_l and off_l:
     print(f"| TTFT p50 at 1000/s, ms | {med(on_l, 'ttft_p50_ms'):.3f} | {med(off_l, 'ttft_p50_ms'):.3f} | +{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms |")
     print(f"| TTFT p99 at 1000/s, ms | {med(on_l, 'ttft_p99_ms'):.3f} | {med(off_l, 'ttft_p99_ms'):.3f} | +{med(on_l, 'ttft_p99_ms') - med(off_l, 'ttft_p99_ms'):.3f} ms |")
     if nb and nb_l:
-        print(f"\n| admissions, median of {len(nb)} | batched (default) | one script call each (before) | limits off | batched / off | before / off |")
+        heads = ("leases (default)", "every admission in Redis (before)") if BEFORE == "noleases" else ("batched (default)", "one script call each (before)")
+        print(f"\n| admissions, median of {len(nb)} | {heads[0]} | {heads[1]} | limits off | default / off | before / off |")
         print("|---|---|---|---|---|---|")
         print(f"| non-streaming req/s | {med(on, 'rps'):.0f} | {med(nb, 'rps'):.0f} | {med(off, 'rps'):.0f} | {med(on, 'rps') / med(off, 'rps') * 100:.0f} % | {med(nb, 'rps') / med(off, 'rps') * 100:.0f} % |")
         print(f"| TTFT p50 at 1000/s, ms | {med(on_l, 'ttft_p50_ms'):.3f} | {med(nb_l, 'ttft_p50_ms'):.3f} | {med(off_l, 'ttft_p50_ms'):.3f} | +{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms | +{med(nb_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms |")

@@ -63,6 +63,8 @@ public struct Gateway: Sendable {
         public var rateLimits = true
         /// Admissions waiting at the same moment share one script call (`CallBatcher`).
         public var batchAdmissions = true
+        /// Admit locally from leases of the shared buckets and slots (docs/tenancy.md, "Leases").
+        public var limitLeases = true
         /// The shared directory for the Files API (nil = Files and Batches APIs off).
         public var filesDirectory: String?
         /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (`--trusted-proxy`).
@@ -76,6 +78,8 @@ public struct Gateway: Sendable {
     public let hub: StreamHub
     public let auth: Authenticator
     public let config: PlatformConfig
+    /// The rate limiter (nil with limits off); `flush` it on shutdown to give its leases back.
+    public let limiter: RateLimiter?
     let logger: Logger
 
     public init(options: Options, config: PlatformConfig, hub: StreamHub, store: TenancyStore, logger: Logger) {
@@ -86,6 +90,8 @@ public struct Gateway: Sendable {
         self.config = config
         self.hub = hub
         self.auth = Authenticator(store: store, keyCacheMs: options.keyCacheMs, endpointCacheMs: options.endpointCacheMs)
+        self.limiter = options.rateLimits ? RateLimiter(redis: store.redis, batchAdmissions: options.batchAdmissions, leases: options.limitLeases,
+                                                        owner: hub.gatewayID, logger: logger) : nil
         self.logger = logger
     }
 
@@ -96,7 +102,7 @@ public struct Gateway: Sendable {
         let router = Router(context: GatewayRequestContext.self)
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
         let routes = RouteTable(router)
-        let client = JobClient(hub: hub, limiter: options.rateLimits ? RateLimiter(redis: auth.store.redis, batchAdmissions: options.batchAdmissions, logger: logger) : nil, logger: logger)
+        let client = JobClient(hub: hub, limiter: limiter, logger: logger)
         let jobs = InferenceJobs(client: client, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }))
         let chat = ChatCompletions(jobs: jobs)
         let auth = self.auth

@@ -45,8 +45,9 @@ public struct RateLimiter: Sendable {
     public let redis: RedisClient
     let scripts: ScriptRunner
     private let settlements: WriteQueue<([String], [String])>
-    private let releases: WriteQueue<(String, String)>
     private let admissions: CallBatcher<AdmissionCall, RedisValue>
+    /// This process's share of the shared limits: the slots it holds, and (unless off) leases.
+    let leases: LimitLeases
 
     /// Admission script calls in flight at once (one per Redis connection); calls that find both
     /// lanes busy share the next script call. Measured against 8 lanes in docs/benchmarks.md:
@@ -54,43 +55,64 @@ public struct RateLimiter: Sendable {
     static let admissionLanes = 2
 
     /// `batchAdmissions`: admissions waiting at the same moment share one script call (the
-    /// default); off, each is its own call (benchmarks compare the two).
-    public init(redis: RedisClient, batchAdmissions: Bool = true, logger: Logger = Logger(label: "xerotier.limits")) {
+    /// default); off, each is its own call. `leases`: admit locally from leases of the shared
+    /// buckets and slots (the default); off, every admission is decided in Redis. `owner` names
+    /// this process in the keys' in-flight hashes (its slot leases). Benchmarks compare them.
+    public init(redis: RedisClient, batchAdmissions: Bool = true, leases: Bool = true, owner: String = "gw-" + randomID(length: 12),
+                logger: Logger = Logger(label: "xerotier.limits")) {
         self.redis = redis
         let scripts = ScriptRunner(redis: redis)
         self.scripts = scripts
         admissions = CallBatcher(maxBatch: batchAdmissions ? 128 : 1, concurrency: Self.admissionLanes) { try await Self.runAdmissions(scripts, $0) }
         settlements = WriteQueue(name: "settlements", logger: logger) { try await Self.writeSettlements(redis, scripts, $0) }
-        releases = WriteQueue(name: "releases", logger: logger) { try await Self.writeReleases(redis, $0) }
+        self.leases = LimitLeases(owner: owner, scripts: scripts, logger: logger, enabled: leases)
     }
 
     /// Admission of several requests in one script call, in order (each sees the buckets as the
     /// ones before it left them — exactly what separate calls would have seen). ARGV[1] = now_ms,
     /// ARGV[2] = count; then per request: nkeys, nargs, and its own arguments — max_concurrent
-    /// (0 = none), request id, slot expiry ms, then per bucket capacity, cost. KEYS: per request its
-    /// bucket keys, then (if max_concurrent > 0) the key's in-flight ZSET. Bucket = HASH {t, ts}.
-    /// Returns per request {allowed, retry_ms, refused_index (n+1 = concurrency), then per bucket
-    /// remaining, reset_ms}.
+    /// (0 = none), owner (the gateway), slot expiry ms, spare slots wanted, then per bucket
+    /// capacity, cost, lease wanted. KEYS: per request its bucket keys, then (if max_concurrent > 0)
+    /// the key's in-flight HASH {owner → slots held, owner:exp → expiry ms}. Bucket = HASH {t, ts}.
+    /// A lease is granted only out of the upper half of a bucket (spare slots only while more than
+    /// half the slots stay free), so near a limit nothing is leased. Returns per request {allowed,
+    /// retry_ms, refused_index (n+1 = concurrency), slots granted, slots free after, then per
+    /// bucket remaining, reset_ms, lease granted}.
     static let admitScript = LuaScript("""
     local now = tonumber(ARGV[1])
+    -- Slots held in an in-flight hash by owners whose lease has not expired (expired ones go).
+    local function slots_used(h)
+      local f = redis.call('HGETALL', h)
+      local vals = {}
+      for i = 1, #f, 2 do vals[f[i]] = f[i + 1] end
+      local used = 0
+      for name, v in pairs(vals) do
+        if string.sub(name, -4) ~= ':exp' then
+          if (tonumber(vals[name .. ':exp']) or 0) < now then redis.call('HDEL', h, name, name .. ':exp')
+          else used = used + tonumber(v) end
+        end
+      end
+      return used
+    end
     local function admit(k0, nk, a0)
       local maxc = tonumber(ARGV[a0])
       local n = nk
+      local free, h = 0, nil
       if maxc > 0 then
         n = n - 1
-        local z = KEYS[k0 + nk - 1]
-        redis.call('ZREMRANGEBYSCORE', z, '-inf', now)
-        if redis.call('ZCARD', z) >= maxc then
-          local out = {0, 1000, n + 1}
-          for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0 end
+        h = KEYS[k0 + nk - 1]
+        free = maxc - slots_used(h)
+        if free < 1 then
+          local out = {0, 1000, n + 1, 0, 0}
+          for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0 end
           return out
         end
       end
       local tokens, caps, costs = {}, {}, {}
       local allowed, retry, refused = 1, 0, 0
       for i = 1, n do
-        local cap = tonumber(ARGV[a0 + 1 + 2 * i])
-        local cost = tonumber(ARGV[a0 + 2 + 2 * i])
+        local cap = tonumber(ARGV[a0 + 1 + 3 * i])
+        local cost = tonumber(ARGV[a0 + 2 + 3 * i])
         local rate = cap / 60000.0
         local key = KEYS[k0 + i - 1]
         local b = redis.call('HMGET', key, 't', 'ts')
@@ -105,20 +127,31 @@ public struct RateLimiter: Sendable {
           if wait > retry then retry = wait; refused = i end
         end
       end
+      local granted, free_after = 0, 0
       if allowed == 1 and maxc > 0 then
-        local z = KEYS[k0 + nk - 1]
-        redis.call('ZADD', z, now + tonumber(ARGV[a0 + 2]), ARGV[a0 + 1])
-        redis.call('PEXPIRE', z, tonumber(ARGV[a0 + 2]))
+        local ttl = tonumber(ARGV[a0 + 2])
+        granted = 1 + math.max(0, math.min(tonumber(ARGV[a0 + 3]), free - 1 - math.floor(maxc / 2)))
+        local owner = ARGV[a0 + 1]
+        redis.call('HINCRBY', h, owner, granted)
+        redis.call('HSET', h, owner .. ':exp', now + ttl)
+        if redis.call('PTTL', h) < ttl then redis.call('PEXPIRE', h, ttl) end
+        free_after = free - granted
       end
-      local out = {allowed, retry, refused}
+      local out = {allowed, retry, refused, granted, free_after}
       for i = 1, n do
         local t = tokens[i]
-        if allowed == 1 then t = t - costs[i] end
+        local lease = 0
+        if allowed == 1 then
+          t = t - costs[i]
+          lease = math.max(0, math.min(tonumber(ARGV[a0 + 3 + 3 * i]), math.floor(t - caps[i] / 2)))
+          t = t - lease
+        end
         redis.call('HSET', KEYS[k0 + i - 1], 't', tostring(t), 'ts', tostring(now))
         redis.call('PEXPIRE', KEYS[k0 + i - 1], 120000)
         local rate = caps[i] / 60000.0
         out[#out + 1] = math.floor(math.max(0, t))
         out[#out + 1] = math.ceil((caps[i] - t) / rate)
+        out[#out + 1] = lease
       end
       return out
     end
@@ -199,18 +232,44 @@ public struct RateLimiter: Sendable {
         var d = Decision(allowed: true, retryAfterMs: 0, reservedTokens: reserveTokens)
         let maxc = keyHash.isEmpty ? 0 : (limits.maxConcurrent ?? 0)
         guard !bs.isEmpty || maxc > 0 else { return d }
-        let keys = bs.map(\.key) + (maxc > 0 ? [RedisKeys.inflight(keyHash)] : [])
-        var args = [String(maxc), requestId, String(limits.slotTTLMs)]
-        for b in bs { args += [String(b.capacity), String(b.cost)] }
-        let reply = try await admissions.run(AdmissionCall(keys: keys, args: args))
-        let a = reply.array.map { $0.int ?? 0 }
-        guard a.count == 3 + 2 * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
+        let charges = bs.map { LeaseBook.Charge(key: $0.key, capacity: $0.capacity, cost: $0.cost) }
+        let slotKey = maxc > 0 ? RedisKeys.slots(keyHash) : nil
+        // Most admissions under load: every bucket's lease covers the cost, a held slot is idle.
+        if let local = leases.takeLocally(charges, slotKey: slotKey) {
+            for b in bs where b.key.contains(":key:") {
+                guard let l = local[b.key] else { continue }
+                if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = l.remaining; d.resetRequestsMs = l.resetMs }
+                else { d.limitTokens = b.capacity; d.remainingTokens = l.remaining; d.resetTokensMs = l.resetMs }
+            }
+            return d
+        }
+        let wants = leases.wants(charges, slotKey: slotKey)
+        let keys = bs.map(\.key) + (slotKey.map { [$0] } ?? [])
+        var args = [String(maxc), leases.owner, String(limits.slotTTLMs), String(wants.spareSlots)]
+        for (b, want) in zip(bs, wants.tokens) { args += [String(b.capacity), String(b.cost), String(want)] }
+        let a: [Int]
+        do {
+            let reply = try await admissions.run(AdmissionCall(keys: keys, args: args))
+            a = reply.array.map { $0.int ?? 0 }
+            guard a.count == 5 + 3 * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
+        } catch {
+            leases.failed(charges, slotKey: slotKey)
+            throw error
+        }
         d.allowed = a[0] == 1
         d.retryAfterMs = a[1]
         if a[2] > 0 { d.refusedBy = a[2] <= bs.count ? bs[a[2] - 1].name : "concurrent requests for this key (\(maxc))" }
+        var remaining = (0..<bs.count).map { a[5 + 3 * $0] }
+        if d.allowed {
+            remaining = leases.granted(charges, leases: (0..<bs.count).map { a[7 + 3 * $0] }, remaining: remaining,
+                                       resetMs: (0..<bs.count).map { a[6 + 3 * $0] })
+            if let slotKey { leases.grantedSlots(slotKey, count: a[3], freeAfter: a[4], limit: maxc, ttlMs: limits.slotTTLMs) }
+        } else {
+            leases.failed(charges, slotKey: slotKey)
+        }
         for (i, b) in bs.enumerated() where b.key.contains(":key:") {
-            if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = a[3 + 2 * i]; d.resetRequestsMs = a[4 + 2 * i] }
-            else { d.limitTokens = b.capacity; d.remainingTokens = a[3 + 2 * i]; d.resetTokensMs = a[4 + 2 * i] }
+            if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = remaining[i]; d.resetRequestsMs = a[6 + 3 * i] }
+            else { d.limitTokens = b.capacity; d.remainingTokens = remaining[i]; d.resetTokensMs = a[6 + 3 * i] }
         }
         return d
     }
@@ -275,19 +334,26 @@ public struct RateLimiter: Sendable {
         settlements.add((keys, argv))
     }
 
-    /// Frees a request's concurrency slot (the key's in-flight set). Separate from settlement: a
-    /// client that leaves frees its slot at once, its usage is settled when the worker reports.
+    /// Frees a request's concurrency slot. Separate from settlement: a client that leaves frees
+    /// its slot at once, its usage is settled when the worker reports. The slot stays this
+    /// gateway's (idle, for the next request) while the key is far from its limit; otherwise it
+    /// goes back to the key's in-flight hash within a few milliseconds.
     public func release(keyHash: String, requestId: String) {
-        releases.add((keyHash, requestId))
+        leases.release(RedisKeys.slots(keyHash))
     }
 
-    /// Writes every queued settlement and release now; throws if Redis refused (they stay queued).
+    /// Writes every queued settlement and gives back every unused lease now; throws if Redis
+    /// refused (they stay queued).
     public func flush() async throws {
-        guard await settlements.flush(), await releases.flush() else { throw RedisError("settlements could not be written; kept for retry") }
+        let returned = await leases.returnAll()
+        guard await settlements.flush(), returned else { throw RedisError("settlements could not be written; kept for retry") }
     }
 
-    /// Settlements and releases not yet written.
-    public var waiting: Int { settlements.waiting + releases.waiting }
+    /// Admissions this process decided from its leases, without a Redis call.
+    public var localAdmissions: Int { leases.localAdmissions }
+
+    /// Settlements and lease returns not yet written.
+    public var waiting: Int { settlements.waiting + leases.waiting }
 
     static func writeSettlements(_ redis: RedisClient, _ scripts: ScriptRunner, _ batch: [([String], [String])]) async throws {
         let keys = batch.flatMap(\.0)
@@ -296,10 +362,6 @@ public struct RateLimiter: Sendable {
         if case let .error(e) = reply { throw RedisError("settlement script: \(e)") }
     }
 
-    static func writeReleases(_ redis: RedisClient, _ batch: [(String, String)]) async throws {
-        let replies = try await redis.pipeline(strings: batch.map { ["ZREM", RedisKeys.inflight($0.0), $0.1] })
-        for r in replies { if case let .error(e) = r { throw RedisError("release: \(e)") } }
-    }
 }
 
 /// A Lua script and its SHA-1, computed once.

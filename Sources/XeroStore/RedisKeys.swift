@@ -24,7 +24,8 @@ public enum RedisKeys {
 
     // Rate limits and usage.
     public static func rateBucket(_ scope: String, _ id: String, _ kind: String) -> String { "xero:rl:\(scope):\(id):\(kind)" } // HASH {t, ts}
-    public static func inflight(_ keyHash: String) -> String { "xero:inflight:key:\(keyHash)" } // ZSET request id → slot expiry ms
+    /// HASH: per process (gateway, batch runner) the key's concurrency slots it holds, and `<owner>:exp` their expiry (ms).
+    public static func slots(_ keyHash: String) -> String { "xero:slots:key:\(keyHash)" }
     public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
     public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
     /// Marks a request as settled (15 min): a second settlement of it is skipped.

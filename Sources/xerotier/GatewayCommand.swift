@@ -58,6 +58,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "Run each admission as its own script call instead of batching those that wait together (benchmarks).")
     var noBatchAdmissions = false
 
+    @Flag(help: "Decide every admission in Redis instead of from leases of the shared limits (benchmarks).")
+    var noLimitLeases = false
+
     @Option(help: "A proxy or load balancer (IP or CIDR; repeatable) whose X-Forwarded-For and X-Forwarded-Proto are believed. Without it the socket's peer is the client.")
     var trustedProxy: [String] = []
 
@@ -115,6 +118,7 @@ struct GatewayCommand: AsyncParsableCommand {
         options.maxHeaderBytes = maxHeaderBytes
         options.rateLimits = !noRateLimits
         options.batchAdmissions = !noBatchAdmissions
+        options.limitLeases = !noLimitLeases
         options.filesDirectory = filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"
         options.trustedProxies = TrustedProxies(trustedProxy.compactMap(CIDR.init))
         let gateway = Gateway(options: options, config: config, hub: hub, store: TenancyStore(redis: redisClient), logger: logger)
@@ -136,6 +140,8 @@ struct GatewayCommand: AsyncParsableCommand {
         var lifecycle = ServiceGroupConfiguration(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         lifecycle.maximumGracefulShutdownDuration = .milliseconds(Int64(max(0, drainSeconds) * 1000))
         try await ServiceGroup(configuration: lifecycle).run()
+        // Unused leases go back to the shared buckets for the other gateways.
+        try? await gateway.limiter?.flush()
         events.stop()
         hub.stop()
         redisClient.close()

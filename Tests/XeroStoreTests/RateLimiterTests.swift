@@ -203,4 +203,117 @@ final class RateLimiterTests: XCTestCase {
         let again = try await client.send(["HGET", RedisKeys.usage(project, "e"), "output_tokens"]).string
         XCTAssertEqual(again, "6")
     }
+
+    // MARK: - Leases: two gateways (two limiters, two owners) on one Redis
+
+    /// Under load most admissions are decided from leases, and the two gateways together admit
+    /// exactly what one shared bucket allows: never more, and nothing leased is lost — after the
+    /// leases are given back, admitted + what the bucket holds = its capacity + its refill.
+    func testLeasesAreExactAcrossGateways() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 2)
+        defer { client.close() }
+        let a = RateLimiter(redis: client, owner: "gw-a"), b = RateLimiter(redis: client, owner: "gw-b")
+        let key = randomID(length: 8)
+        let l = limits(rpm: 600)
+        let start = nowMs()
+        let admitted = try await withThrowingTaskGroup(of: Int.self) { group in
+            for t in 0..<32 {
+                group.addTask {
+                    var ok = 0
+                    for i in 0..<60 {
+                        let rl = (t + i) % 2 == 0 ? a : b
+                        if try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "\(t)-\(i)").allowed { ok += 1 }
+                    }
+                    return ok
+                }
+            }
+            return try await group.reduce(0, +)
+        }
+        let elapsed = nowMs() - start
+        try await a.flush()
+        try await b.flush()
+        XCTAssertGreaterThan(a.localAdmissions + b.localAdmissions, 0, "leases admitted some requests without Redis")
+        let refill = Double(elapsed) * 600 / 60_000
+        XCTAssertLessThanOrEqual(Double(admitted), 600 + refill + 1, "never more than the shared bucket allows")
+        let bucket = try await client.send(["HMGET", RedisKeys.rateBucket("key", key, "req"), "t", "ts"]).array.compactMap { $0.string.flatMap(Double.init) }
+        XCTAssertEqual(bucket.count, 2)
+        let heldSinceStart = 600 + (bucket[1] - Double(start)) * 600 / 60_000
+        XCTAssertEqual(Double(admitted) + bucket[0], heldSinceStart, accuracy: 2,
+                       "every token is either admitted or back in the bucket (\(admitted) admitted, \(bucket[0]) left)")
+    }
+
+    /// Small limits lease nothing (only the upper half of a bucket is leased): alternating
+    /// between two gateways, a 5-per-minute key admits exactly 5.
+    func testSmallLimitsStayExactAcrossGateways() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let a = RateLimiter(redis: client, owner: "gw-a"), b = RateLimiter(redis: client, owner: "gw-b")
+        let key = randomID(length: 8)
+        var ok = 0
+        for i in 0..<12 {
+            if try await (i % 2 == 0 ? a : b).admit(keyHash: key, project: "p", limits: limits(rpm: 5), reserveTokens: 1, requestId: "\(i)").allowed { ok += 1 }
+        }
+        XCTAssertEqual(ok, 5)
+    }
+
+    /// A key's concurrency cap holds across two gateways whatever they keep idle: never more
+    /// running than the cap; once all are released and the leases given back, either gateway can
+    /// run the full cap again.
+    func testConcurrencyCapAcrossGateways() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let gws = [RateLimiter(redis: client, owner: "gw-a"), RateLimiter(redis: client, owner: "gw-b")]
+        let key = randomID(length: 8)
+        let l = limits(concurrent: 6)
+        var running: [(Int, String)] = []
+        var rng = SystemRandomNumberGenerator()
+        var refusedWithRoom = 0
+        for i in 0..<300 {
+            if running.isEmpty || Int.random(in: 0..<3, using: &rng) > 0 {
+                let g = Int.random(in: 0..<2, using: &rng)
+                var d = try await gws[g].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "r\(i)")
+                if !d.allowed, running.count < 6 {
+                    // The other gateway keeps released slots idle for a moment (20 ms); once they
+                    // are back, the same request gets in.
+                    refusedWithRoom += 1
+                    if refusedWithRoom <= 5 {
+                        try await Task.sleep(nanoseconds: 80_000_000)
+                        d = try await gws[g].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "r\(i)")
+                        XCTAssertTrue(d.allowed, "refused with \(running.count) of 6 running, and still refused after the idle slots went back")
+                    }
+                }
+                if d.allowed { running.append((g, "r\(i)")) }
+                XCTAssertLessThanOrEqual(running.count, 6, "never more running than the cap")
+            } else {
+                let (g, id) = running.remove(at: Int.random(in: 0..<running.count, using: &rng))
+                gws[g].release(keyHash: key, requestId: id)
+            }
+        }
+        for (g, id) in running { gws[g].release(keyHash: key, requestId: id) }
+        for g in gws { try await g.flush() }
+        let held = try await client.send(["HGETALL", RedisKeys.slots(key)]).hash.filter { !$0.key.hasSuffix(":exp") }
+        XCTAssertEqual(held.values.compactMap { Int($0) }.reduce(0, +), 0, "every slot was given back: \(held)")
+        for i in 0..<6 {
+            let d = try await gws[0].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "again\(i)")
+            XCTAssertTrue(d.allowed, "slot \(i) of 6 is free again")
+        }
+        let d = try await gws[1].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "one-too-many")
+        XCTAssertFalse(d.allowed, "the seventh is refused on the other gateway")
+        print("concurrency across gateways: \(refusedWithRoom) refusals while under the cap (slots kept idle, released a moment later)")
+    }
+
+    /// With leases off every admission is decided in Redis.
+    func testLeasesOffDecidesEveryAdmissionInRedis() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let rl = RateLimiter(redis: client, leases: false)
+        let key = randomID(length: 8)
+        for i in 0..<50 {
+            let d = try await rl.admit(keyHash: key, project: "p", limits: limits(rpm: 10_000, concurrent: 100), reserveTokens: 1, requestId: "\(i)")
+            XCTAssertTrue(d.allowed)
+        }
+        XCTAssertEqual(rl.localAdmissions, 0)
+        let held = try await client.send(["HGET", RedisKeys.slots(key), rl.leases.owner]).int
+        XCTAssertEqual(held, 50, "one slot per running request, none spare")
+    }
 }

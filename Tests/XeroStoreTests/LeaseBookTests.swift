@@ -1,0 +1,100 @@
+import XCTest
+@testable import XeroStore
+
+/// The pure lease state of one gateway: when it admits locally, what it asks Redis for, and what
+/// it gives back.
+final class LeaseBookTests: XCTestCase {
+    let req = LeaseBook.Charge(key: "rl:req", capacity: 1000, cost: 1)
+    func tok(_ cost: Int) -> LeaseBook.Charge { LeaseBook.Charge(key: "rl:tok", capacity: 100_000, cost: cost) }
+
+    func testNoDemandNoLeaseAndNothingLocal() {
+        var b = LeaseBook(leaseMs: 100)
+        XCTAssertNil(b.takeLocally([req], slotKey: nil, now: 0), "nothing is held at first")
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 0).tokens, [0], "a first request has no demand to lease for")
+        _ = b.granted([req], leases: [0], remaining: [999], resetMs: [60], now: 0)
+        XCTAssertNil(b.takeLocally([req], slotKey: nil, now: 1))
+    }
+
+    func testDemandSizesTheAskAndOneAskAtATime() {
+        var b = LeaseBook(leaseMs: 100)
+        for i in 0..<10 { _ = b.granted([req], leases: [0], remaining: [900], resetMs: [0], now: Int64(i)) }
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 20).tokens, [10], "ten admitted this window: ask for ten")
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 21).tokens, [0], "another ask is in flight")
+        let remaining = b.granted([req], leases: [10], remaining: [880], resetMs: [5], now: 22)
+        XCTAssertEqual(remaining, [890], "the reported remaining counts this gateway's own lease")
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 23).tokens, [1], "ask cleared; demand 11 less the 10 held")
+        b.failed([req], slotKey: nil)
+    }
+
+    func testAStaleAskIsForgottenAfterASecond() {
+        var b = LeaseBook(leaseMs: 1_000)
+        for i in 0..<5 { _ = b.granted([req], leases: [0], remaining: [900], resetMs: [0], now: Int64(i)) }
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 10).tokens, [5])
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 500).tokens, [0], "in flight")
+        // Its answer never came (neither granted nor failed): after a second it is presumed lost.
+        XCTAssertEqual(b.wants([req], slotKey: nil, now: 1_011).tokens, [5], "last window's demand, asked again")
+    }
+
+    func testLocalAdmissionIsAllOrNothing() {
+        var b = LeaseBook(leaseMs: 100)
+        _ = b.granted([req, tok(300)], leases: [5, 500], remaining: [900, 90_000], resetMs: [0, 0], now: 0)
+        let got = b.takeLocally([req, tok(300)], slotKey: nil, now: 1)
+        XCTAssertEqual(got?["rl:req"]?.left, 4)
+        XCTAssertEqual(got?["rl:tok"]?.left, 200)
+        XCTAssertEqual(got?["rl:req"]?.remaining, 904, "900 in the bucket + 5 leased − 1 spent")
+        XCTAssertNil(b.takeLocally([req, tok(300)], slotKey: nil, now: 2), "the token lease cannot pay 300 more")
+        XCTAssertEqual(b.tokens["rl:req"]?.left, 4, "a refusal spends nothing")
+        XCTAssertNil(b.takeLocally([LeaseBook.Charge(key: "rl:req", capacity: 2000, cost: 1)], slotKey: nil, now: 2),
+                     "a lease of another capacity (the tier changed) is not used")
+        XCTAssertNil(b.takeLocally([req], slotKey: nil, now: 100), "an expired lease is not used")
+    }
+
+    func testExpiredLeasesGoBack() {
+        var b = LeaseBook(leaseMs: 100)
+        _ = b.granted([req, tok(10)], leases: [5, 0], remaining: [900, 90_000], resetMs: [0, 0], now: 0)
+        _ = b.takeLocally([req], slotKey: nil, now: 10)
+        XCTAssertTrue(b.sweep(now: 50).tokens.isEmpty, "not expired yet")
+        let r = b.sweep(now: 100)
+        XCTAssertEqual(r.tokens, [LeaseBook.Charge(key: "rl:req", capacity: 1000, cost: 4)], "the four unused requests go back")
+        XCTAssertTrue(b.isEmpty)
+    }
+
+    func testSlotsKeptIdleOnlyFarFromTheLimit() {
+        var b = LeaseBook(leaseMs: 100)
+        b.grantedSlots("s", count: 3, freeAfter: 40, limit: 64, ttlMs: 30_000, now: 0)
+        XCTAssertEqual(b.slots["s"]?.held, 3)
+        XCTAssertEqual(b.slots["s"]?.running, 1)
+        XCTAssertNotNil(b.takeLocally([], slotKey: "s", now: 1), "an idle held slot admits locally")
+        XCTAssertEqual(b.release("s", now: 2), 0, "far from the limit: the slot stays, idle")
+        XCTAssertEqual(b.slots["s"]?.idle, 2)
+        // Near the limit (a later grant left few free), released slots go straight back.
+        b.grantedSlots("s", count: 1, freeAfter: 10, limit: 64, ttlMs: 30_000, now: 3)
+        XCTAssertEqual(b.release("s", now: 4), 3, "every idle slot is returned")
+        XCTAssertEqual(b.slots["s"]?.held, 1)
+        XCTAssertEqual(b.release("s", now: 5), 1)
+        XCTAssertNil(b.slots["s"])
+    }
+
+    func testIdleSlotsGoBackSoonAndHeldOnesAreRenewed() {
+        var b = LeaseBook(leaseMs: 100, slotIdleMs: 20, slotRefreshMs: 1_000)
+        b.grantedSlots("s", count: 2, freeAfter: 60, limit: 64, ttlMs: 30_000, now: 0)
+        XCTAssertEqual(b.sweep(now: 10), LeaseBook.Returns(), "idle for less than its 20 ms")
+        let r = b.sweep(now: 20)
+        XCTAssertEqual(r.slots, [LeaseBook.SlotReturn(key: "s", count: 1)])
+        XCTAssertEqual(b.slots["s"]?.held, 1, "the running request keeps its slot")
+        XCTAssertEqual(b.sweep(now: 1_000).refresh, [LeaseBook.SlotReturn(key: "s", count: 30_000)],
+                       "a slot held long has its expiry renewed")
+        XCTAssertEqual(b.sweep(now: 1_500).refresh, [])
+    }
+
+    func testReturnAll() {
+        var b = LeaseBook(leaseMs: 100)
+        _ = b.granted([req], leases: [7], remaining: [900], resetMs: [0], now: 0)
+        b.grantedSlots("s", count: 3, freeAfter: 60, limit: 64, ttlMs: 30_000, now: 0)
+        let r = b.returnAll()
+        XCTAssertEqual(r.tokens.map(\.cost), [7])
+        XCTAssertEqual(r.slots, [LeaseBook.SlotReturn(key: "s", count: 2)])
+        XCTAssertEqual(b.slots["s"]?.running, 1, "running requests keep theirs")
+        XCTAssertTrue(b.tokens.isEmpty)
+    }
+}
