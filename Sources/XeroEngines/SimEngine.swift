@@ -18,18 +18,21 @@ public struct SimEngine: Engine {
         /// Tokens in an answer when `max_tokens` does not end it first.
         public var answerTokens: Int = 16
         public var slots: Int = 64
-        public init(ttftMs: Double = 0, tpotMs: Double = 0, answerTokens: Int = 16, slots: Int = 64) {
+        /// Model ids it claims to serve ("*": any).
+        public var models: [String] = ["*"]
+        public init(ttftMs: Double = 0, tpotMs: Double = 0, answerTokens: Int = 16, slots: Int = 64, models: [String] = ["*"]) {
             self.ttftMs = ttftMs
             self.tpotMs = tpotMs
             self.answerTokens = answerTokens
             self.slots = slots
+            self.models = models.isEmpty ? ["*"] : models
         }
     }
 
     public let options: Options
     public init(options: Options = Options()) { self.options = options }
 
-    public var info: EngineInfo { EngineInfo(name: "sim", models: ["*"], capabilities: ["chat"], slots: options.slots) }
+    public var info: EngineInfo { EngineInfo(name: "sim", models: options.models, capabilities: ["chat"], slots: options.slots) }
 
     static let words = ["the", "platform", "answers", "quickly", "with", "simulated", "tokens", "while", "workers", "stream",
                         "results", "back", "through", "queues", "and", "gateways", "to", "every", "client", "in", "order"]

@@ -50,6 +50,11 @@ public final class Router: Sendable {
         public var security: RouterSecurity = .plaintext
         /// A gateway (or batch runner) not heard from for this long is gone: its jobs are cancelled.
         public var gatewayTimeoutMs: Int64 = 5000
+        /// After its start the router waits this long for workers to (re)join before it answers a
+        /// job no live worker could serve with an immediate 503 (until then such jobs queue).
+        public var workerGraceMs: Int64 = 5000
+        /// When a failing worker is taken out of dispatch, and for how long (`WorkerBreaker`).
+        public var breaker = WorkerBreaker.Policy()
         public init() {}
     }
 
@@ -109,6 +114,7 @@ public final class Router: Sendable {
         let id = randomID("router-", length: 8)
         var scheduler = TierScheduler(tiers: config.tiers)
         scheduler.maxQueued = options.maxQueuedJobs
+        scheduler.breakerPolicy = options.breaker
         let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, logger: logger)
         core.settlements = settlements
         if case let .curve(_, platformPublicKey) = options.security {
@@ -160,6 +166,7 @@ final class RouterState: @unchecked Sendable {
     var settlements: RateLimiter?
     /// Gateways and batch runners that said `alive`, with when they last did.
     var gateways: [String: Int64] = [:]
+    let startedAtMs = nowMs()
 
     init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, logger: Logger) {
         self.id = id
@@ -221,8 +228,25 @@ final class RouterState: @unchecked Sendable {
                 publishError(ctx, job, APIError.noCapacity(model: job.model, tier: tier.name, waitedMs: tier.queueTimeoutMs))
                 return
             }
-            guard scheduler.enqueue(job) else {
-                publishError(ctx, job, APIError.overloaded("The router's queues are full (\(scheduler.maxQueued) jobs); retry shortly."))
+            if now - startedAtMs >= options.workerGraceMs, !scheduler.anyWorkerCouldServe(job) {
+                // Nothing alive could ever run it: say so now instead of after the queue timeout.
+                publishError(ctx, job, APIError.noWorker(model: job.model, tier: tier.name))
+                return
+            }
+            switch scheduler.submit(job) {
+            case .queued: break
+            case .unknownTier:
+                publishError(ctx, job, APIError.internalError("Unknown service tier '\(job.tier)'."))
+                return
+            case let .routerFull(n):
+                publishError(ctx, job, APIError.overloaded("The router's queues are full (\(n) jobs); retry shortly."))
+                return
+            case let .tierFull(n):
+                publishError(ctx, job, APIError.overloaded("The '\(tier.name)' tier's queue is full (\(n) jobs); retry shortly."))
+                return
+            case let .projectFull(n):
+                publishError(ctx, job, APIError.overloaded("This project has \(n) requests queued in the '\(tier.name)' tier, its limit; retry shortly.",
+                                                           code: "project_queue_full"))
                 return
             }
             ops?.job(job.requestId, [("state", "queued"), ("tier", job.tier), ("project", job.project), ("endpoint", job.endpoint),
@@ -313,7 +337,7 @@ final class RouterState: @unchecked Sendable {
             }
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])
         case let .done(report):
-            if let finished = scheduler.finish(report.requestId, worker: worker) {
+            if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now) {
                 settle(finished.envelope, usage: Self.billedUsage(report))
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
@@ -473,7 +497,7 @@ final class RouterState: @unchecked Sendable {
     }
 
     func dropWorker(_ ctx: LoopContext, _ worker: String, reason: String, now: Int64) {
-        let lost = scheduler.remove(worker)
+        let lost = scheduler.remove(worker, now: now)
         workerUsers[worker] = nil
         logger.warning("worker removed", metadata: ["worker": "\(worker)", "reason": "\(reason)",
                                                      "requeued": "\(lost.requeued.count)", "failed": "\(lost.failed.count)"])
@@ -538,6 +562,7 @@ final class RouterState: @unchecked Sendable {
             ("models", w.info.models.joined(separator: ",")), ("capabilities", w.info.capabilities.joined(separator: ",")),
             ("engine", w.info.engine), ("host", w.info.host), ("pid", String(w.info.pid)),
             ("state", w.draining ? "draining" : "ready"), ("last_heartbeat", String(now)), ("router", id), ("fleet", w.fleet.description),
+            ("breaker", scheduler.breakers[worker]?.name ?? "closed"), ("breaker_trips", String(scheduler.breakers[worker]?.trips ?? 0)),
         ])
     }
 }

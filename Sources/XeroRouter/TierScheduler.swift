@@ -6,6 +6,9 @@ import XeroCore
 ///
 /// - Priority without starvation: when several tiers have work, smooth weighted round-robin over
 ///   their `weight`s picks the tier (priority 4 : standard 1 → 4 of every 5 dispatches).
+/// - Fairness within a tier: its projects take turns (`TierQueue`), so one project's burst
+///   queues behind itself only. Bounded per tier and per project (`max_queued`,
+///   `max_queued_per_project`): past a bound a submit is refused, never queued.
 /// - Credits: a worker is sent a job only against a credit it granted; each job costs one.
 /// - Deadlines: a job still queued at its `queueDeadlineMs` is handed back by `expire` to be
 ///   answered 503; it is never dispatched.
@@ -43,12 +46,15 @@ public struct TierScheduler {
     public let tiers: [Tier]
     public var placement: any PlacementPolicy
     public var maxAttempts = 3
-    private var queues: [String: FIFO<JobEnvelope>] = [:]
+    private var queues: [String: TierQueue] = [:]
     private var current: [String: Int] = [:]
     public private(set) var workers: [String: Worker] = [:]
     public private(set) var inflight: [String: InFlight] = [:]
     private var cancelledQueued: Set<String> = []
     public private(set) var stats: [String: TierStats] = [:]
+    /// Per worker id, kept across re-joins (a worker that crashes and comes back stays tracked).
+    public private(set) var breakers: [String: WorkerBreaker] = [:]
+    public var breakerPolicy = WorkerBreaker.Policy()
 
     public struct TierStats: Sendable, Equatable {
         public var submitted = 0
@@ -61,11 +67,14 @@ public struct TierScheduler {
     public init(tiers: [Tier], placement: any PlacementPolicy = LeastLoadedPlacement()) {
         self.tiers = tiers.sorted { $0.priority > $1.priority }
         self.placement = placement
-        for t in tiers { queues[t.name] = FIFO(); current[t.name] = 0; stats[t.name] = TierStats() }
+        for t in tiers { queues[t.name] = TierQueue(); current[t.name] = 0; stats[t.name] = TierStats() }
     }
 
     public func tier(_ name: String) -> Tier? { tiers.first { $0.name == name } }
     public func depth(_ tier: String) -> Int { queues[tier]?.count ?? 0 }
+    public func depth(_ tier: String, project: String) -> Int { queues[tier]?.depth(project: project) ?? 0 }
+    /// Projects with jobs queued in a tier.
+    public func queuedProjects(_ tier: String) -> Int { queues[tier]?.projects ?? 0 }
     public private(set) var totalQueued = 0
 
     // MARK: Jobs
@@ -73,14 +82,31 @@ public struct TierScheduler {
     /// Jobs queued at most, across tiers: past it a submit is refused (429), never queued.
     public var maxQueued = 100_000
 
-    /// Queues a job. Returns false for an unknown tier or when the queues are full.
-    public mutating func enqueue(_ job: JobEnvelope) -> Bool {
-        guard queues[job.tier] != nil, totalQueued < maxQueued else { return false }
+    public enum EnqueueOutcome: Equatable {
+        case queued
+        case unknownTier
+        /// Every tier together holds `maxQueued`.
+        case routerFull(Int)
+        /// The tier holds its `max_queued`.
+        case tierFull(Int)
+        /// The job's project holds the tier's `max_queued_per_project`.
+        case projectFull(Int)
+    }
+
+    /// Queues a job, or says which bound refuses it.
+    public mutating func submit(_ job: JobEnvelope) -> EnqueueOutcome {
+        guard let tier = tier(job.tier), queues[job.tier] != nil else { return .unknownTier }
+        guard totalQueued < maxQueued else { return .routerFull(maxQueued) }
+        if let m = tier.maxQueued, queues[job.tier]!.count >= m { return .tierFull(m) }
+        if let m = tier.maxQueuedPerProject, queues[job.tier]!.depth(project: job.project) >= m { return .projectFull(m) }
         queues[job.tier]!.append(job)
         totalQueued += 1
         stats[job.tier]!.submitted += 1
-        return true
+        return .queued
     }
+
+    /// Queues a job. Returns false for an unknown tier or when a bound refuses it.
+    public mutating func enqueue(_ job: JobEnvelope) -> Bool { submit(job) == .queued }
 
     public enum CancelOutcome: Equatable { case dequeued(JobEnvelope), running(worker: String), unknown }
 
@@ -120,9 +146,11 @@ public struct TierScheduler {
     }
 
     /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
+    /// `outcome` (from its report) feeds the worker's breaker.
     @discardableResult
-    public mutating func finish(_ requestId: String, worker: String) -> InFlight? {
+    public mutating func finish(_ requestId: String, worker: String, outcome: WorkerBreaker.Outcome = .success, now: Int64 = 0) -> InFlight? {
         guard let f = inflight[requestId], f.worker == worker else { return nil }
+        breakers[worker, default: WorkerBreaker(policy: breakerPolicy)].record(outcome, now: now, policy: breakerPolicy)
         inflight[requestId] = nil
         stats[f.envelope.tier]?.inflight -= 1
         stats[f.envelope.tier]?.completed += 1
@@ -140,9 +168,7 @@ public struct TierScheduler {
         for t in tiers {
             guard let q = queues[t.name], !q.isEmpty else { continue }
             // Cheap check first: most of the time nothing at all is due.
-            var any = false
-            for i in 0..<q.count where q.element(at: i).queueDeadlineMs <= now { any = true; break }
-            guard any else { continue }
+            guard q.anyDue(now: now) else { continue }
             let gone = queues[t.name]!.removeAll { $0.queueDeadlineMs <= now }
             totalQueued -= gone.count
             stats[t.name]!.expired += gone.count
@@ -183,9 +209,11 @@ public struct TierScheduler {
         workers[worker]?.credits = 0
     }
 
-    /// Removes a worker; its unstarted jobs are re-queued at the front, started ones fail.
-    public mutating func remove(_ worker: String) -> LostJobs {
+    /// Removes a worker; its unstarted jobs are re-queued at the front, started ones fail. Lost
+    /// with jobs on it (a crash, a cut link) counts against its breaker.
+    public mutating func remove(_ worker: String, now: Int64 = 0) -> LostJobs {
         guard let w = workers.removeValue(forKey: worker) else { return LostJobs() }
+        if !w.inflight.isEmpty { breakers[worker, default: WorkerBreaker(policy: breakerPolicy)].record(.failure, now: now, policy: breakerPolicy) }
         var lost = LostJobs()
         for id in w.inflight.sorted().reversed() {
             guard var f = inflight.removeValue(forKey: id) else { continue }
@@ -214,10 +242,10 @@ public struct TierScheduler {
         var out: [Dispatch] = []
         while workers.values.contains(where: { $0.credits > 0 }) {
             // Tiers that have a job some worker with a credit can take right now.
-            var eligible: [(tier: Tier, offset: Int, worker: String)] = []  // in priority order
+            var eligible: [(tier: Tier, at: TierQueue.Position, worker: String)] = []  // in priority order
             for t in tiers {
                 guard let q = queues[t.name], !q.isEmpty else { continue }
-                if let (offset, worker) = firstServable(in: q) { eligible.append((t, offset, worker)) }
+                if let (at, worker) = firstServable(in: q, now: now) { eligible.append((t, at, worker)) }
             }
             guard !eligible.isEmpty else { break }
             // Weight-0 tiers (batch) only take capacity no weighted tier can use right now.
@@ -231,9 +259,10 @@ public struct TierScheduler {
             }
             let pick = eligible[best]
             current[pick.tier.name]! -= total
-            let job = queues[pick.tier.name]!.remove(at: pick.offset)
+            let job = queues[pick.tier.name]!.remove(at: pick.at)
             totalQueued -= 1
             workers[pick.worker]!.credits -= 1
+            breakers[pick.worker]?.dispatched(now: now)
             workers[pick.worker]!.inflight.insert(job.requestId)
             inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now)
             stats[pick.tier.name]!.dispatched += 1
@@ -246,14 +275,20 @@ public struct TierScheduler {
     /// How far into a queue the router looks past a job no free worker can serve.
     static let lookahead = 64
 
-    private func firstServable(in q: FIFO<JobEnvelope>) -> (Int, String)? {
-        for i in 0..<min(q.count, Self.lookahead) {
-            let job = q.element(at: i)
+    private func firstServable(in q: TierQueue, now: Int64) -> (TierQueue.Position, String)? {
+        q.firstServable(lookahead: Self.lookahead) { job in
             // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
-            let candidates = workers.values.filter { $0.credits > 0 && !$0.draining && $0.info.serves(job) && $0.fleet.mayServe(job) }
-            if let w = placement.choose(job: job, among: candidates) { return (i, w) }
+            let candidates = workers.values.filter {
+                $0.credits > 0 && !$0.draining && $0.info.serves(job) && $0.fleet.mayServe(job)
+                    && (breakers[$0.info.id]?.allows(now: now, inflight: $0.inflight.count) ?? true)
+            }
+            return placement.choose(job: job, among: candidates)
         }
-        return nil
+    }
+
+    /// Whether any live worker (not draining) could ever run this job: its model, its fleet.
+    public func anyWorkerCouldServe(_ job: JobEnvelope) -> Bool {
+        workers.values.contains { !$0.draining && $0.info.serves(job) && $0.fleet.mayServe(job) }
     }
 }
 

@@ -245,7 +245,8 @@ public final class Worker: Sendable {
                 emit(run, .done(run.meter.usage))
             }
         } catch let e as APIError {
-            run.outcome = "error:\(e.code ?? e.type)"
+            // A 4xx is the request's fault, not the worker's: the router's breaker ignores it.
+            run.outcome = (e.status < 500 ? "rejected:" : "error:") + (e.code ?? e.type)
             emit(run, .error(e))
         } catch {
             if run.timedOut.withLock({ $0 }) {

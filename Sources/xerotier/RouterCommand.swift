@@ -18,6 +18,15 @@ struct RouterCommand: AsyncParsableCommand {
     @Option(help: "Cancel the jobs of a gateway or batch runner after this many ms without its liveness message.")
     var gatewayTimeoutMs: Int = 5000
 
+    @Option(help: "After start, wait this many ms for workers to (re)join before answering a job no live worker could serve with an immediate 503.")
+    var workerGraceMs: Int = 5000
+
+    @Option(help: "Consecutive failures (crashes, timeouts, 5xx) that take a worker out of dispatch.")
+    var breakerFailures: Int = 3
+
+    @Option(help: "How long a tripped worker stays out before a probe job, ms (doubles after each failed probe, up to 60 s).")
+    var breakerCooldownMs: Int = 5000
+
     @Flag(help: "Accept workers without a join key (trusted networks and benchmarks only).")
     var noJoinKeys = false
 
@@ -33,6 +42,10 @@ struct RouterCommand: AsyncParsableCommand {
         options.workerTimeoutMs = Int64(workerTimeoutMs)
         options.gatewayTimeoutMs = Int64(max(1000, gatewayTimeoutMs))
         options.requireJoinKey = !noJoinKeys
+        options.workerGraceMs = Int64(max(0, workerGraceMs))
+        options.breaker.failuresToOpen = max(1, breakerFailures)
+        options.breaker.cooldownMs = Int64(max(100, breakerCooldownMs))
+        options.breaker.maxCooldownMs = max(options.breaker.cooldownMs, 60_000)
         options.redis = redisAddress
         options.security = try FabricKeys.router(fabric, redis: redisAddress)
         // Jobs are billed here, from their workers' final reports (docs/tenancy.md, "Billing").

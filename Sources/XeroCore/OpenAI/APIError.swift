@@ -76,6 +76,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     public static func noCapacity(model: String, tier: String, waitedMs: Int) -> APIError {
         APIError(status: 503, message: "No worker serving model '\(model)' became available within the '\(tier)' tier's queue timeout (\(waitedMs) ms). Retry later.", type: "service_unavailable", code: "no_worker_available")
     }
+    /// No live worker serves the model for this project at all (not merely a busy one).
+    public static func noWorker(model: String, tier: String) -> APIError {
+        APIError(status: 503, message: "No live worker serves model '\(model)' for this endpoint (tier '\(tier)'). Retry later.", type: "service_unavailable", code: "no_worker_available")
+    }
     public static func timeout(tier: String, ms: Int) -> APIError {
         APIError(status: 504, message: "The request did not finish within the '\(tier)' tier's request timeout (\(ms) ms).", type: "timeout", code: "request_timeout")
     }
