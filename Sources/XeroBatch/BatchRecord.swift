@@ -131,7 +131,7 @@ public struct BatchStore: Sendable {
     """
 
     public func record(batch: String, line: Int, ok: Bool, outputLine: String) async throws -> Bool {
-        let r = try await redis.send(["EVAL", Self.recordScript, "4", Self.key(batch), Self.results(batch), Self.errors(batch), Self.inflight(batch),
+        let r = try await redis.sendDurably(["EVAL", Self.recordScript, "4", Self.key(batch), Self.results(batch), Self.errors(batch), Self.inflight(batch),
                                       String(line), ok ? "ok" : "err", outputLine])
         if case let .error(e) = r { throw RedisError("batch record: \(e)") }
         return r.int == 1

@@ -70,6 +70,8 @@ struct LeaseBook: Sendable {
     private(set) var tokens: [String: TokenLease] = [:]
     private(set) var slots: [String: SlotLease] = [:]
     private var demand: [String: Demand] = [:]
+    /// Leases replaced before they were given back, to give back at the next sweep.
+    private var orphaned: [Charge] = []
 
     init(leaseMs: Int64 = 100, slotIdleMs: Int64 = 20, slotRefreshMs: Int64 = 5_000) {
         self.leaseMs = max(1, leaseMs)
@@ -77,7 +79,7 @@ struct LeaseBook: Sendable {
         self.slotTTLRefreshMs = slotRefreshMs
     }
 
-    var isEmpty: Bool { tokens.isEmpty && slots.isEmpty }
+    var isEmpty: Bool { tokens.isEmpty && slots.isEmpty && orphaned.isEmpty }
 
     /// Admits locally if every bucket's lease covers its cost and, with a slot key, an idle slot is
     /// held: spends them and returns the remaining count per bucket key (for the headers). All or
@@ -107,7 +109,8 @@ struct LeaseBook: Sendable {
     /// spare slots likewise. Marks the asks in flight until `granted` or `failed`.
     mutating func wants(_ charges: [Charge], slotKey: String?, now: Int64) -> (tokens: [Int], spareSlots: Int) {
         let t = charges.map { c -> Int in
-            let held = tokens[c.key].map { $0.expiresAtMs > now ? $0.left : 0 } ?? 0
+            // An expired lease not yet swept still counts: a grant merges into it.
+            let held = tokens[c.key].map { $0.capacity == c.capacity ? $0.left : 0 } ?? 0
             return ask(c.key, held: held, now: now)
         }
         let spare = slotKey.map { ask($0, held: slots[$0]?.idle ?? 0, now: now) } ?? 0
@@ -130,7 +133,13 @@ struct LeaseBook: Sendable {
             record(c.key, c.cost, now: now)
             demand[c.key]?.askedAtMs = 0
             let g = i < leases.count ? max(0, leases[i]) : 0
-            var l = tokens[c.key].flatMap { $0.expiresAtMs > now && $0.capacity == c.capacity ? $0 : nil }
+            // An expired lease not yet swept is still this gateway's (taken off the bucket, never
+            // given back): it joins the new one. One of another capacity (the tier changed) goes back.
+            if let old = tokens[c.key], old.capacity != c.capacity {
+                if old.left > 0 { orphaned.append(Charge(key: c.key, capacity: old.capacity, cost: old.left)) }
+                tokens[c.key] = nil
+            }
+            var l = tokens[c.key]
             if g > 0 {
                 if l == nil { l = TokenLease(left: 0, capacity: c.capacity, expiresAtMs: 0, remaining: 0, resetMs: 0) }
                 l!.left += g
@@ -182,6 +191,8 @@ struct LeaseBook: Sendable {
     /// Expired token leases and slots idle for `slotIdleMs`, to give back; slot hashes to renew.
     mutating func sweep(now: Int64) -> Returns {
         var r = Returns()
+        r.tokens = orphaned
+        orphaned = []
         for (key, l) in tokens where l.expiresAtMs <= now {
             if l.left > 0 { r.tokens.append(Charge(key: key, capacity: l.capacity, cost: l.left)) }
             tokens[key] = nil
@@ -205,6 +216,8 @@ struct LeaseBook: Sendable {
     /// Everything unused, to give back (shutdown, tests): token leases end; idle slots are returned.
     mutating func returnAll() -> Returns {
         var r = Returns()
+        r.tokens = orphaned
+        orphaned = []
         for (key, l) in tokens where l.left > 0 { r.tokens.append(Charge(key: key, capacity: l.capacity, cost: l.left)) }
         tokens = [:]
         for (key, var s) in slots where s.idle > 0 {

@@ -358,7 +358,7 @@ public struct RateLimiter: Sendable {
     static func writeSettlements(_ redis: RedisClient, _ scripts: ScriptRunner, _ batch: [([String], [String])]) async throws {
         let keys = batch.flatMap(\.0)
         let args = [String(nowMs()), String(batch.count)] + batch.flatMap(\.1)
-        let reply = try await scripts.run(Self.finishScript, keys: keys, args: args)
+        let reply = try await scripts.run(Self.finishScript, keys: keys, args: args, durably: true)
         if case let .error(e) = reply { throw RedisError("settlement script: \(e)") }
     }
 
@@ -380,10 +380,12 @@ struct LuaScript: Sendable {
 struct ScriptRunner: Sendable {
     let redis: RedisClient
 
-    func run(_ script: LuaScript, keys: [String], args: [String]) async throws -> RedisValue {
-        let reply = try await redis.send(["EVALSHA", script.sha, String(keys.count)] + keys + args)
+    /// `durably`: the write is confirmed by a replica where there are any (`RedisClient.sendDurably`).
+    func run(_ script: LuaScript, keys: [String], args: [String], durably: Bool = false) async throws -> RedisValue {
+        func send(_ a: [String]) async throws -> RedisValue { durably ? try await redis.sendDurably(a) : try await redis.send(a) }
+        let reply = try await send(["EVALSHA", script.sha, String(keys.count)] + keys + args)
         if case let .error(e) = reply, e.hasPrefix("NOSCRIPT") {
-            return try await redis.send(["EVAL", script.source, String(keys.count)] + keys + args)
+            return try await send(["EVAL", script.source, String(keys.count)] + keys + args)
         }
         return reply
     }

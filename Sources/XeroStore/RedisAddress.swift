@@ -9,10 +9,16 @@ import Foundation
 /// 6379, db to 0. Anything else is an error naming what is wrong — and never the password:
 /// `description` and every error message redact it.
 ///
-/// `redis+sentinel://[user:password@]host:port[,host:port…]/mastername[/db]` is reserved for
-/// Sentinel; its scheme is recognised but refused ("not supported yet").
+/// and for Redis Sentinel:
+///
+///     redis+sentinel://[[user]:password@]host:port[,host:port…]/mastername[/db]
+///
+/// Every connect asks the Sentinels (in order, the first that answers wins) where the master named
+/// `mastername` is, connects there, and checks that it really is the master (`ROLE`); so after a
+/// failover the next reconnect lands on the new master. The credentials log in to the data nodes;
+/// the Sentinels are asked without (docs/architecture.md, "Redis").
 public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
-    /// The URL schemes this grammar knows. Only `redis` connects today.
+    /// The URL schemes this grammar knows.
     public enum Scheme: String, Sendable {
         case redis
         case sentinel = "redis+sentinel"
@@ -27,6 +33,23 @@ public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
     public var username: String?
     /// Sent with AUTH after every connect; nil = no AUTH.
     public var password: String?
+    /// Set for `redis+sentinel://`: the Sentinels to ask and the master's name. `host`/`port` are
+    /// then the first Sentinel's.
+    public var sentinel: Sentinel?
+
+    public struct Endpoint: Sendable, Equatable {
+        public var host: String
+        public var port: Int
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+    }
+
+    public struct Sentinel: Sendable, Equatable {
+        public var endpoints: [Endpoint]
+        public var master: String
+    }
 
     public init(host: String = "127.0.0.1", port: Int = 6379, db: Int = 0, username: String? = nil, password: String? = nil) {
         self.host = host
@@ -45,9 +68,9 @@ public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
             throw fail("expected redis://[[user]:password@]host[:port][/db]")
         }
         let schemeText = url[..<sep.lowerBound].lowercased()
-        switch Scheme(rawValue: schemeText) {
-        case .redis: break
-        case .sentinel: throw fail("redis+sentinel:// (Sentinel) is not supported yet; use redis://host:port of the master")
+        let scheme = Scheme(rawValue: schemeText)
+        switch scheme {
+        case .redis, .sentinel: break
         case .tls: throw fail("rediss:// (TLS) is not supported: hiredis 0.14 has no TLS (docs/architecture.md, \"Redis\": use stunnel or a private network)")
         case nil: throw fail("unsupported scheme '\(schemeText)'; expected redis://[[user]:password@]host[:port][/db]")
         }
@@ -79,7 +102,33 @@ public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
             path = ""
         }
 
-        // Host: a name, an IPv4 address, or an IPv6 address in brackets.
+        if scheme == .sentinel {
+            // host:port[,host:port…]/mastername[/db]
+            let endpoints = try authority.split(separator: ",", omittingEmptySubsequences: false).map { try Self.endpoint($0, defaultPort: 26379, fail) }
+            guard !endpoints.isEmpty else { throw fail("no Sentinel host") }
+            let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+            guard let name = parts.first, !name.isEmpty else {
+                throw fail("no master name: redis+sentinel://host:port[,host:port…]/mastername[/db]")
+            }
+            guard parts.count <= 2 else { throw fail("unexpected '\(path)' after the master name") }
+            guard name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+                throw fail("the master name '\(name)' may hold letters, digits, '-', '_' and '.' only")
+            }
+            host = endpoints[0].host
+            port = endpoints[0].port
+            db = try parts.count == 2 ? Self.database(parts[1], fail) : 0
+            sentinel = Sentinel(endpoints: endpoints, master: String(name))
+            return
+        }
+        let e = try Self.endpoint(authority, defaultPort: 6379, fail)
+        host = e.host
+        port = e.port
+        db = path.isEmpty ? 0 : try Self.database(path, fail)
+    }
+
+    /// A host (a name, an IPv4 address, or an IPv6 address in brackets) with an optional port.
+    static func endpoint(_ authority: Substring, defaultPort: Int, _ fail: (String) -> RedisError) throws -> Endpoint {
+        var host: String
         var portText: Substring?
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw fail("an IPv6 host needs its closing ']'") }
@@ -96,32 +145,32 @@ public struct RedisAddress: Sendable, Equatable, CustomStringConvertible {
             host = String(authority)
         }
         guard !host.isEmpty else { throw fail("no host") }
-
+        var port = defaultPort
         if let portText {
             guard !portText.isEmpty, portText.allSatisfy(\.isASCIIDigit), let p = Int(portText), (1...65535).contains(p) else {
                 throw fail("bad port '\(portText)' (expected 1...65535)")
             }
             port = p
-        } else {
-            port = 6379
         }
+        return Endpoint(host: host, port: port)
+    }
 
-        if path.isEmpty {
-            db = 0
-        } else {
-            guard path.allSatisfy(\.isASCIIDigit), let d = Int(path) else {
-                throw fail("the database '\(path)' is not a non-negative integer (redis://host:port/db)")
-            }
-            db = d
+    static func database(_ path: Substring, _ fail: (String) -> RedisError) throws -> Int {
+        guard !path.isEmpty, path.allSatisfy(\.isASCIIDigit), let d = Int(path) else {
+            throw fail("the database '\(path)' is not a non-negative integer (redis://host:port/db)")
         }
+        return d
     }
 
     /// The URL with the password replaced by `***` (the user stays: it is not a secret).
     public var description: String {
-        var s = "redis://"
+        var s = sentinel == nil ? "redis://" : "redis+sentinel://"
         if password != nil { s += (username.map(Self.percentEncode) ?? "") + ":***@" }
-        s += host.contains(":") ? "[\(host)]" : host
-        return s + ":\(port)/\(db)"
+        func show(_ h: String, _ p: Int) -> String { (h.contains(":") ? "[\(h)]" : h) + ":\(p)" }
+        if let sentinel {
+            return s + sentinel.endpoints.map { show($0.host, $0.port) }.joined(separator: ",") + "/\(sentinel.master)/\(db)"
+        }
+        return s + show(host, port) + "/\(db)"
     }
 
     /// `url` with whatever stands between `://` and the last `@` after the user replaced by `***`:

@@ -62,6 +62,25 @@ public final class RedisClient: Sendable {
         try await pipeline(commands.map { $0.map { Array($0.utf8) } })
     }
 
+    /// How long a durable write waits for a replica to confirm it (`WAIT 1 ms`).
+    public static let replicaWaitMs = 100
+
+    /// Writes no one may lose (billing settlements, batch results). Behind Sentinel (replicas
+    /// exist) the write is followed by `WAIT 1 100` on the same connection, so it returns once a
+    /// replica holds it too — or after 100 ms, counted in `unreplicatedWrites` (asynchronous
+    /// replication: a failover right then could lose it; docs/architecture.md, "Redis").
+    /// Without Sentinel it is a plain `send`.
+    public func sendDurably(_ args: [String]) async throws -> RedisValue {
+        guard address.sentinel != nil else { return try await send(args) }
+        let replies = try await pipeline(strings: [args, ["WAIT", "1", String(Self.replicaWaitMs)]])
+        if replies.count == 2, (replies[1].int ?? 0) < 1 { unreplicated.withLock { $0 += 1 } }
+        return replies[0]
+    }
+
+    private let unreplicated = Locked(0)
+    /// Durable writes that no replica had confirmed within `replicaWaitMs`.
+    public var unreplicatedWrites: Int { unreplicated.withLock { $0 } }
+
     private func serve() {
         var conn: RedisConnection?
         while true {

@@ -47,23 +47,59 @@ public final class RedisConnection {
     private var ctx: UnsafeMutablePointer<redisContext>?
     public let address: RedisAddress
 
-    public init(_ address: RedisAddress, timeoutSeconds: Int = 2) throws {
+    /// Connects to `address`: directly, or through its Sentinels to the current master (checked
+    /// with `ROLE`, so a connect during a failover fails instead of landing on a replica).
+    public convenience init(_ address: RedisAddress, timeoutSeconds: Int = 2) throws {
+        guard let sentinel = address.sentinel else {
+            try self.init(address: address, host: address.host, port: address.port, timeoutSeconds: timeoutSeconds, login: true)
+            return
+        }
+        let master = try Self.master(sentinel, of: address)
+        try self.init(address: address, host: master.host, port: master.port, timeoutSeconds: timeoutSeconds, login: true)
+        let role = try command(["ROLE"]).array.first?.string
+        guard role == "master" else {
+            close()
+            throw RedisError("\(master.host):\(master.port), named master '\(sentinel.master)' by the Sentinels of \(address), is a \(role ?? "node of unknown role") (failover in progress?)")
+        }
+    }
+
+    init(address: RedisAddress, host: String, port: Int, timeoutSeconds: Int, login: Bool) throws {
         self.address = address
-        var tv = timeval(tv_sec: max(timeoutSeconds, 0), tv_usec: 0)
+        let tv = timeval(tv_sec: max(timeoutSeconds, 0), tv_usec: 0)
         let connectTimeout = timeval(tv_sec: timeoutSeconds > 0 ? timeoutSeconds : 2, tv_usec: 0)
-        guard let c = redisConnectWithTimeout(address.host, Int32(address.port), connectTimeout) else {
+        guard let c = redisConnectWithTimeout(host, Int32(port), connectTimeout) else {
             throw RedisError("cannot allocate redis context")
         }
         if c.pointee.err != 0 {
             let msg = withUnsafePointer(to: c.pointee.errstr) { $0.withMemoryRebound(to: CChar.self, capacity: 128) { String(cString: $0) } }
             redisFree(c)
-            throw RedisError("cannot connect to \(address): \(msg)")
+            let shown = address.sentinel == nil ? "\(address)" : "\(host):\(port) (\(address))"
+            throw RedisError("cannot connect to \(shown): \(msg)")
         }
         // 0 = block forever (a subscriber waits for messages); TCP keepalive still detects a dead peer.
         redisSetTimeout(c, tv)
         redisEnableKeepAlive(c)
         ctx = c
-        try handshake()
+        if login { try handshake() }
+    }
+
+    /// Asks the Sentinels in order where the master is; the first that knows wins. Sentinels are
+    /// asked without credentials (the URL's log in to the data nodes).
+    static func master(_ sentinel: RedisAddress.Sentinel, of address: RedisAddress) throws -> RedisAddress.Endpoint {
+        var why: [String] = []
+        for e in sentinel.endpoints {
+            do {
+                let s = try RedisConnection(address: address, host: e.host, port: e.port, timeoutSeconds: 1, login: false)
+                let a = try s.command(["SENTINEL", "get-master-addr-by-name", sentinel.master]).array.compactMap(\.string)
+                if a.count == 2, let port = Int(a[1]), (1...65535).contains(port), !a[0].isEmpty {
+                    return RedisAddress.Endpoint(host: a[0], port: port)
+                }
+                why.append("\(e.host):\(e.port) knows no master '\(sentinel.master)'")
+            } catch {
+                why.append("\(error)")
+            }
+        }
+        throw RedisError("no Sentinel of \(address) named the master: " + why.joined(separator: "; "))
     }
 
     /// Log in and pick the database, on every (re)connect: every reconnect makes a new
@@ -129,6 +165,9 @@ public final class RedisConnection {
             out.append(Self.convert(r))
             freeReplyObject(reply)
         }
+        // A master demoted by a failover answers writes with READONLY: drop the connection, so
+        // the next use reconnects (through the Sentinels, to the new master).
+        if out.contains(where: { if case let .error(e) = $0 { e.hasPrefix("READONLY") } else { false } }) { close() }
         return out
     }
 

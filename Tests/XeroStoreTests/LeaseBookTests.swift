@@ -59,6 +59,19 @@ final class LeaseBookTests: XCTestCase {
         XCTAssertTrue(b.isEmpty)
     }
 
+    /// A lease that expired before the sweeper gave it back is merged into the next grant, never
+    /// dropped; one of another capacity (the tier changed) is given back at the next sweep.
+    func testExpiredOrReplacedLeasesAreNeverDropped() {
+        var b = LeaseBook(leaseMs: 100)
+        _ = b.granted([req], leases: [5], remaining: [900], resetMs: [0], now: 0)
+        _ = b.granted([req], leases: [3], remaining: [890], resetMs: [0], now: 150)
+        XCTAssertEqual(b.tokens["rl:req"]?.left, 8, "the expired 5 joined the new 3")
+        let bigger = LeaseBook.Charge(key: "rl:req", capacity: 2000, cost: 1)
+        _ = b.granted([bigger], leases: [4], remaining: [1500], resetMs: [0], now: 160)
+        XCTAssertEqual(b.tokens["rl:req"]?.left, 4)
+        XCTAssertEqual(b.sweep(now: 170).tokens, [LeaseBook.Charge(key: "rl:req", capacity: 1000, cost: 8)], "the old lease goes back")
+    }
+
     func testSlotsKeptIdleOnlyFarFromTheLimit() {
         var b = LeaseBook(leaseMs: 100)
         b.grantedSlots("s", count: 3, freeAfter: 40, limit: 64, ttlMs: 30_000, now: 0)

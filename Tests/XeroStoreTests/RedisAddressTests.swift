@@ -53,7 +53,13 @@ final class RedisAddressTests: XCTestCase {
         let cases: [(String, String)] = [
             ("http://:hunter2@h", "unsupported scheme 'http'"),
             ("h:6379", "expected redis://"),
-            ("redis+sentinel://:hunter2@s1:26379,s2:26379/mymaster", "not supported yet"),
+            ("redis+sentinel://:hunter2@s1:26379,s2:26379", "no master name"),
+            ("redis+sentinel://:hunter2@s1:26379,s2:26379/", "no master name"),
+            ("redis+sentinel://:hunter2@s1:26379,/m", "no host"),
+            ("redis+sentinel://:hunter2@s1:x/m", "bad port 'x'"),
+            ("redis+sentinel://:hunter2@s1/m/x", "the database 'x'"),
+            ("redis+sentinel://:hunter2@s1/m/1/2", "after the master name"),
+            ("redis+sentinel://:hunter2@s1/m*", "the master name 'm*'"),
             ("rediss://:hunter2@h", "no TLS"),
             ("redis://hunter2@h", "credentials need a password"),
             ("redis://:hunter2@h:port", "bad port 'port'"),
@@ -78,6 +84,22 @@ final class RedisAddressTests: XCTestCase {
                 XCTAssertTrue(text.hasPrefix("invalid Redis URL"), text)
             }
         }
+    }
+
+    func testSentinelURLs() throws {
+        let a = try RedisAddress(url: "redis+sentinel://alice:hunter2@10.0.0.1:26379,[::1]:26380,s3/mymaster/2")
+        XCTAssertEqual(a.sentinel?.master, "mymaster")
+        XCTAssertEqual(a.sentinel?.endpoints, [RedisAddress.Endpoint(host: "10.0.0.1", port: 26379), RedisAddress.Endpoint(host: "::1", port: 26380),
+                                               RedisAddress.Endpoint(host: "s3", port: 26379)], "Sentinel's port defaults to 26379")
+        XCTAssertEqual(a.db, 2)
+        XCTAssertEqual(a.username, "alice")
+        XCTAssertEqual(a.password, "hunter2")
+        XCTAssertEqual(a.description, "redis+sentinel://alice:***@10.0.0.1:26379,[::1]:26380,s3:26379/mymaster/2")
+        var back = try RedisAddress(url: a.description)
+        back.password = "hunter2"
+        XCTAssertEqual(back, a, "the redacted form parses back to the same address but for the password")
+        XCTAssertEqual(try RedisAddress(url: "redis+sentinel://s1:1/m").db, 0)
+        XCTAssertNil(try RedisAddress(url: "redis://h").sentinel)
     }
 
     func testSchemeEnum() {
