@@ -44,7 +44,9 @@ public struct SimEngine: Engine {
         for w in lastUser.split(separator: " ", omittingEmptySubsequences: true).prefix(32) { out.append(" " + w) }
         out.append(".")
         var rng = SplitMix64(seed: UInt64(bitPattern: Int64(chat.seed ?? Self.stableHash(lastUser))) &+ UInt64(choice) &* 0x9E37_79B9_7F4A_7C15)
-        let length = max(options.answerTokens, out.count + 1)
+        // Never more than max_tokens + 1: an answer cut there is the same, and a huge
+        // --sim-answer-tokens must not cost every request its building.
+        let length = max(min(options.answerTokens, (chat.maxTokens ?? Int.max - 1) + 1), out.count + 1)
         while out.count < length {
             out.append(" " + Self.words[Int(rng.next() % UInt64(Self.words.count))])
         }
