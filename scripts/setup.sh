@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel wrk python3-venv curl docker-compose tcpdump)
+APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 wrk python3-venv curl docker-compose tcpdump)
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
