@@ -150,6 +150,38 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertLessThan(bucket, 750)
     }
 
+    /// One flush settles many requests: their usage is summed per endpoint and their bucket
+    /// corrections per bucket, exactly as if each had been settled alone.
+    func testOneFlushSumsManySettlements() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let rl = RateLimiter(redis: client)
+        let key = randomID(length: 8), project = randomID(length: 8)
+        let t = limitedTier(tpm: 10_000)
+        for i in 0..<10 {
+            _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100, requestId: "m\(i)")
+        }
+        for i in 0..<10 {
+            rl.settle(settlement("m\(i)-\(key)", key: key, project: project, endpoint: i % 2 == 0 ? "even" : "odd", tier: t, reserved: 100,
+                                 usage: Usage(promptTokens: 10, completionTokens: i)))
+        }
+        rl.settle(settlement("m0-\(key)", key: key, project: project, endpoint: "even", tier: t, reserved: 100,
+                             usage: Usage(promptTokens: 10, completionTokens: 0)))   // a duplicate in the same flush
+        try await rl.flush()
+        let even = try await client.send(["HGETALL", RedisKeys.usage(project, "even")]).hash
+        let odd = try await client.send(["HGETALL", RedisKeys.usage(project, "odd")]).hash
+        XCTAssertEqual(even["requests"], "5")
+        XCTAssertEqual(even["output_tokens"], "20", "0 + 2 + 4 + 6 + 8")
+        XCTAssertEqual(odd["output_tokens"], "25", "1 + 3 + 5 + 7 + 9")
+        XCTAssertEqual(odd["input_tokens"], "50")
+        XCTAssertEqual(even["cost_micro_usd"], String(50 * 2 + 20 * 3))
+        let endpoints = try await client.send(["SMEMBERS", RedisKeys.usageEndpoints(project)]).array.compactMap(\.string).sorted()
+        XCTAssertEqual(endpoints, ["even", "odd"])
+        // 10 × 100 reserved, 10 × 10 + 45 used: the bucket got back 855 (plus a little refill).
+        let bucket = try await client.send(["HGET", RedisKeys.rateBucket("key", key, "tok"), "t"]).string.flatMap(Double.init) ?? -1
+        XCTAssertEqual(bucket, 10_000 - 145, accuracy: 20)
+    }
+
     /// A batch line has no key: only the project's buckets apply, and its usage is added to the
     /// batch record as well as to the endpoint.
     func testBatchLinesBillTheProjectAndTheBatch() async throws {
