@@ -3,7 +3,7 @@
 # sim workers on loopback; load from bench/xerobench (SwiftNIO, keep-alive). Prints JSON lines and a
 # summary table with ratios. Results are recorded in docs/benchmarks.md.
 #   bench/run.sh [seconds-per-run] [all|tenancy]
-#   tenancy: only the limits-on / limits-off comparison, alternated three times (medians reported).
+#   tenancy: only the limits-on / limits-off comparison, alternated three times (ROUNDS=n for more; medians reported).
 #   fabric: what CURVE costs — req/s, TTFT at 1,000 req/s and streamed tokens/s, once with CURVE (the
 #           default) and once with --insecure-plaintext-fabric, alternated three times (bench/fabric.sh).
 #   FABRIC=plain runs the whole deployment without CURVE.
@@ -63,7 +63,7 @@ OUT=$WORK/results.jsonl
 
 if [[ $ONLY == tenancy ]]; then
   start_workers 1 0 512
-  for round in 1 2 3; do
+  for round in $(seq "${ROUNDS:-3}"); do   # ROUNDS=5: more samples on a noisy machine
     "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
     "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
     "$B" http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"noleases"}/' | tee -a "$OUT"

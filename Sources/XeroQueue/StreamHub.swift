@@ -13,6 +13,8 @@ public final class StreamHub: Sendable {
     private let loop: SocketLoop
     private let context: ZMQContext
     private let streams = Locked<[String: EventMailbox]>([:])
+    /// Jobs submitted and not yet started (no event yet): kept to re-submit (Lazy Pirate).
+    private let pending = Locked(PendingSubmits())
     private let readyFlag = Locked(false)
     private let logger: Logger
     private let prefixLength: Int
@@ -41,10 +43,14 @@ public final class StreamHub: Sendable {
         self.mailboxCapacity = mailboxCapacity
         let box = HubBox()
         let alive = GatewayMessage.alive(gatewayId: gatewayID).encode()
-        loop = SocketLoop(name: "gateway-hub", sockets: [jobs, events], tickMs: 1000,
+        loop = SocketLoop(name: "gateway-hub", sockets: [jobs, events], tickMs: Int(Self.resubmitCheckMs),
                           onMessage: { _, socket, frames in box.hub?.deliver(socket: socket, frames: frames) },
-                          // Liveness: routers cancel the jobs of a client they stop hearing from.
-                          onTick: { ctx in ctx.send(socket: Self.jobsSocket, frames: [alive]) })
+                          onTick: { ctx in
+                              // Liveness, every second: routers cancel the jobs of a client they stop hearing from.
+                              let now = nowMs()
+                              if now - box.lastAliveMs >= 1000 { box.lastAliveMs = now; ctx.send(socket: Self.jobsSocket, frames: [alive]) }
+                              for frame in box.hub?.overdueSubmits() ?? [] { ctx.send(socket: Self.jobsSocket, frames: [frame]) }
+                          })
         box.hub = self
         loop.start()
     }
@@ -71,6 +77,7 @@ public final class StreamHub: Sendable {
 
     public func close(_ requestId: String) {
         streams.withLock { $0.removeValue(forKey: requestId) }?.close()
+        pending.withLock { $0.remove(requestId) }
     }
 
     /// Delivers an event generated inside the gateway (its own timeout) as if it had arrived.
@@ -78,9 +85,32 @@ public final class StreamHub: Sendable {
         streams.withLock { $0[requestId] }?.put(event)
     }
 
+    /// How often unacknowledged submits are checked, and how long one may go unacknowledged
+    /// before it is sent again.
+    static let resubmitCheckMs: Int64 = 100
+    public static let ackTimeoutMs: Int64 = 1000
+
     /// False when the router is not taking jobs and the outgoing queue is full: refuse the request.
+    /// The job is kept until its first event arrives and sent again if the router does not
+    /// acknowledge it within `ackTimeoutMs`, or restarts before it started (a router that is
+    /// replaced loses its queue). The router drops a duplicate of a job it holds.
     public func submit(_ job: JobEnvelope) -> Bool {
-        loop.send(socket: Self.jobsSocket, frames: [GatewayMessage.submit(job).encode()])
+        let frame = GatewayMessage.submit(job).encode()
+        pending.withLock { $0.add(job.requestId, frame: frame, now: nowMs()) }
+        let sent = loop.send(socket: Self.jobsSocket, frames: [frame])
+        if !sent { pending.withLock { $0.remove(job.requestId) } }
+        return sent
+    }
+
+    /// Submits kept and not yet started (for tests and operators).
+    public var pendingSubmits: Int { pending.withLock { $0.count } }
+
+    /// Loop thread: the frames of submits to send again now.
+    fileprivate func overdueSubmits() -> [[UInt8]] {
+        let now = nowMs()
+        let due = pending.withLock { $0.overdue(now: now, ackTimeoutMs: Self.ackTimeoutMs) }
+        if !due.isEmpty { logger.info("re-submitting jobs the router did not acknowledge", metadata: ["jobs": "\(due.count)"]) }
+        return due
     }
 
     /// The client went away: the router drops the job if queued, or tells its worker to stop.
@@ -98,7 +128,15 @@ public final class StreamHub: Sendable {
         guard socket == Self.eventsSocket, frames.count == 2 else { return }
         let topic = frames[0]
         if topic.count == prefixLength {
-            // `<gateway-id>/` itself: the router's confirmation of our subscription.
+            // `<gateway-id>/` itself: the router's notices, or its confirmation of our subscription.
+            if RouterNotice.looksLikeNotice(frames[1]) {
+                guard let notice = try? RouterNotice.decode(frames[1]) else {
+                    logger.warning("invalid router notice dropped")
+                    return
+                }
+                heard(notice)
+                return
+            }
             if !isReady { logger.info("gateway event channel live", metadata: ["gateway": "\(gatewayID)"]) }
             readyFlag.withLock { $0 = true }
             return
@@ -106,6 +144,8 @@ public final class StreamHub: Sendable {
         guard topic.count > prefixLength else { return }
         let requestId = String(decoding: topic[prefixLength...], as: UTF8.self)
         guard let box = streams.withLock({ $0[requestId] }) else { return }
+        // Its first event: a worker (or the router) has it in hand; nothing to re-submit any more.
+        pending.withLock { $0.remove(requestId) }
         let events: [StreamEvent]
         do { events = try StreamEventBatch.decodeFrame(frames[1]) } catch {
             logger.warning("invalid event dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "error": "\(error)"])
@@ -122,6 +162,34 @@ public final class StreamHub: Sendable {
     }
 }
 
+extension StreamHub {
+    /// Loop thread: an acknowledgement marks its job; a router id other than the last one means
+    /// the router restarted and lost its queue: every job it had not started goes again.
+    fileprivate func heard(_ notice: RouterNotice) {
+        switch notice {
+        case let .accepted(requestId):
+            pending.withLock { $0.acknowledge(requestId) }
+        case let .alive(routerId):
+            let (restarted, lost, waiting) = pending.withLock { p -> (Bool, Int, Set<String>) in
+                let restarted = p.routerId != nil && p.routerId != routerId
+                return (restarted, p.routerIs(routerId), Set(p.entries.keys))
+            }
+            guard restarted else { return }
+            if lost > 0 { logger.warning("router restarted: re-submitting the jobs it had not started", metadata: ["router": "\(routerId)", "jobs": "\(lost)"]) }
+            // Jobs already started lost their relay: the new router does not know them, so no
+            // further event of theirs would arrive. Fail them now rather than at the timeout.
+            let running = streams.withLock { Array($0.keys) }.filter { !waiting.contains($0) }
+            for id in running {
+                inject(id, StreamEvent(requestId: id, attempt: 0, seq: WireLimits.outOfBandSeq,
+                                       body: .error(APIError.streamInterrupted("the router restarted while this request was running; retry it"))))
+            }
+            if !running.isEmpty { logger.warning("router restarted: failing the requests it was relaying", metadata: ["requests": "\(running.count)"]) }
+        }
+    }
+}
+
 private final class HubBox: @unchecked Sendable {
     weak var hub: StreamHub?
+    /// Loop thread only.
+    var lastAliveMs: Int64 = 0
 }

@@ -220,6 +220,12 @@ final class RouterState: @unchecked Sendable {
         switch msg {
         case var .submit(job):
             job.attempt = max(1, job.attempt)
+            // A client re-submits a job it has no ack for (Lazy Pirate): one we hold already, or
+            // just finished, is acknowledged again and not queued twice.
+            if scheduler.holds(job.requestId) || recentlyFinished[job.requestId] != nil {
+                notify(ctx, job.replyTo, .accepted(requestId: job.requestId))
+                return
+            }
             guard let tier = scheduler.tier(job.tier) else {
                 publishError(ctx, job, APIError.internalError("Unknown service tier '\(job.tier)'."))
                 return
@@ -249,6 +255,7 @@ final class RouterState: @unchecked Sendable {
                                                            code: "project_queue_full"))
                 return
             }
+            notify(ctx, job.replyTo, .accepted(requestId: job.requestId))
             ops?.job(job.requestId, [("state", "queued"), ("tier", job.tier), ("project", job.project), ("endpoint", job.endpoint),
                                      ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo),
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])
@@ -454,6 +461,10 @@ final class RouterState: @unchecked Sendable {
             lastLivenessMs = now
         }
         lastTickMs = now
+        if now - lastAliveNoticeMs >= Self.aliveNoticeEveryMs {
+            lastAliveNoticeMs = now
+            for gateway in gateways.keys { notify(ctx, gateway, .alive(routerId: id)) }
+        }
         if fabric != nil, now - lastRevocationCheckMs >= 500 {
             lastRevocationCheckMs = now
             checkRevocations(ctx, now: now)
@@ -514,6 +525,14 @@ final class RouterState: @unchecked Sendable {
 
     /// Ends a job the router answers itself (unknown tier, queue timeout or full, worker lost): the
     /// client gets `error`, and nothing is billed — the reservation is refunded.
+    /// A notice to one client, on its own topic `<client-id>/`.
+    func notify(_ ctx: LoopContext, _ client: String, _ notice: RouterNotice) {
+        ctx.send(socket: Router.eventsOutSocket, frames: [Array((client + "/").utf8), notice.encode()])
+    }
+
+    var lastAliveNoticeMs: Int64 = 0
+    static let aliveNoticeEveryMs: Int64 = 250
+
     func publishError(_ ctx: LoopContext, _ job: JobEnvelope, _ error: APIError) {
         settle(job, usage: nil)
         // seq is far past any worker's so the gateway never mistakes it for a gap.

@@ -51,6 +51,8 @@ public struct TierScheduler {
     public private(set) var workers: [String: Worker] = [:]
     public private(set) var inflight: [String: InFlight] = [:]
     private var cancelledQueued: Set<String> = []
+    /// Request ids queued in any tier (a re-submitted duplicate is recognised in O(1)).
+    private var queuedIds: Set<String> = []
     public private(set) var stats: [String: TierStats] = [:]
     /// Per worker id, kept across re-joins (a worker that crashes and comes back stays tracked).
     public private(set) var breakers: [String: WorkerBreaker] = [:]
@@ -100,6 +102,7 @@ public struct TierScheduler {
         if let m = tier.maxQueued, queues[job.tier]!.count >= m { return .tierFull(m) }
         if let m = tier.maxQueuedPerProject, queues[job.tier]!.depth(project: job.project) >= m { return .projectFull(m) }
         queues[job.tier]!.append(job)
+        queuedIds.insert(job.requestId)
         totalQueued += 1
         stats[job.tier]!.submitted += 1
         return .queued
@@ -108,15 +111,19 @@ public struct TierScheduler {
     /// Queues a job. Returns false for an unknown tier or when a bound refuses it.
     public mutating func enqueue(_ job: JobEnvelope) -> Bool { submit(job) == .queued }
 
+    /// Whether this router holds the request now, queued or running.
+    public func holds(_ requestId: String) -> Bool { queuedIds.contains(requestId) || inflight[requestId] != nil }
+
     public enum CancelOutcome: Equatable { case dequeued(JobEnvelope), running(worker: String), unknown }
 
     /// A client went away: drop the job if queued, or say which worker must stop it.
     public mutating func cancel(_ requestId: String) -> CancelOutcome {
         if let f = inflight[requestId] { return .running(worker: f.worker) }
         for (t, _) in queues {
+            guard queuedIds.contains(requestId) else { break }
             let removed = queues[t]!.removeAll { $0.requestId == requestId }
             totalQueued -= removed.count
-            if let job = removed.first { return .dequeued(job) }
+            if let job = removed.first { queuedIds.remove(requestId); return .dequeued(job) }
         }
         return .unknown
     }
@@ -128,6 +135,7 @@ public struct TierScheduler {
         for (t, _) in queues {
             let removed = queues[t]!.removeAll { $0.replyTo == replyTo }
             totalQueued -= removed.count
+            for j in removed { queuedIds.remove(j.requestId) }
             dequeued += removed
         }
         let running = inflight.values.filter { $0.envelope.replyTo == replyTo }
@@ -171,6 +179,7 @@ public struct TierScheduler {
             guard q.anyDue(now: now) else { continue }
             let gone = queues[t.name]!.removeAll { $0.queueDeadlineMs <= now }
             totalQueued -= gone.count
+            for j in gone { queuedIds.remove(j.requestId) }
             stats[t.name]!.expired += gone.count
             out += gone
         }
@@ -221,6 +230,7 @@ public struct TierScheduler {
             if !f.started && f.envelope.attempt < maxAttempts {
                 f.envelope.attempt += 1
                 queues[f.envelope.tier]?.prepend(f.envelope)   // may pass maxQueued: these were accepted already
+                queuedIds.insert(id)
                 totalQueued += 1
                 lost.requeued.append(f.envelope)
             } else {
@@ -260,6 +270,7 @@ public struct TierScheduler {
             let pick = eligible[best]
             current[pick.tier.name]! -= total
             let job = queues[pick.tier.name]!.remove(at: pick.at)
+            queuedIds.remove(job.requestId)
             totalQueued -= 1
             workers[pick.worker]!.credits -= 1
             breakers[pick.worker]?.dispatched(now: now)

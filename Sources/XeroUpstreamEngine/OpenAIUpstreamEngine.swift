@@ -35,6 +35,10 @@ public struct OpenAIUpstreamEngine: Engine {
         self.options = options
         var config = HTTPClient.Configuration()
         config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, options.slots))
+        // An upstream that refuses connections fails the request at once (502), rather than after
+        // the client library's retries (10 s each): the router's breaker then takes the worker out.
+        config.connectionPool.retryConnectionEstablishment = false
+        config.timeout.connect = .seconds(3)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
     }
 
