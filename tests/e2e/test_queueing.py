@@ -15,10 +15,10 @@ import pytest
 from conftest import Platform, client_for, free_port, wait_for
 
 CONFIG = """
-default_endpoint_tier: standard
-project_tiers: [standard, bounded, batch]
+default_endpoint_tier: fairshare
+project_tiers: [fairshare, bounded, batch]
 tiers:
-  - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 30000, request_timeout_ms: 30000}
+  - {name: fairshare, priority: 5, weight: 1, queue_timeout_ms: 30000, request_timeout_ms: 30000}
   - {name: bounded, priority: 4, weight: 1, queue_timeout_ms: 30000, request_timeout_ms: 30000,
      max_queued: 5, max_queued_per_project: 3}
   - {name: batch, priority: 0, weight: 0, queue_timeout_ms: 86400000, request_timeout_ms: 30000}
@@ -35,6 +35,8 @@ def qp(redis, tmp_path_factory):
 
 
 def tier_depth(p, tier):
+    # Tier names are this module's own: `xero:tier:<name>` is shared by every deployment on the
+    # session's Redis.
     return int(p.redis.cli("HGET", f"xero:tier:{tier}", "depth") or 0)
 
 
@@ -47,8 +49,8 @@ def test_a_flooding_project_does_not_starve_another(qp):
     sends 4. With one FIFO per tier calm would finish after the flood; with projects taking turns
     its jobs run in the next rounds, while most of the flood still waits."""
     qp.start_worker("fair-w", "--slots", "2", "--sim-tpot-ms", "20", "--sim-answer-tokens", "5", "--models", "fair-model")
-    flood = qp.bootstrap(project="flood", endpoint="ep", model="fair-model")
-    calm = qp.bootstrap(project="calm", endpoint="ep", model="fair-model")
+    flood = qp.bootstrap(project="flood", endpoint="ep", model="fair-model", tier="fairshare")
+    calm = qp.bootstrap(project="calm", endpoint="ep", model="fair-model", tier="fairshare")
     done = []   # (project, finished at)
     lock = threading.Lock()
 
@@ -61,7 +63,7 @@ def test_a_flooding_project_does_not_starve_another(qp):
     floods = [threading.Thread(target=run, args=(flood, "flood")) for _ in range(40)]
     for t in floods:
         t.start()
-    wait_for(lambda: tier_depth(qp, "standard") >= 30, timeout=20, what="the flood queued")
+    wait_for(lambda: tier_depth(qp, "fairshare") >= 30, timeout=20, what="the flood queued")
     calms = [threading.Thread(target=run, args=(calm, "calm")) for _ in range(4)]
     for t in calms:
         t.start()
@@ -122,7 +124,7 @@ def test_bounded_queues_answer_429_with_retry_after(qp):
 
 def test_a_job_no_live_worker_could_serve_gets_503_at_once(qp):
     """No worker serves `ghost-model` at all: 503 now, not after the 30 s queue timeout."""
-    demo = qp.bootstrap(project="ghosts", endpoint="ep", model="ghost-model")
+    demo = qp.bootstrap(project="ghosts", endpoint="ep", model="ghost-model", tier="fairshare")
     t0 = time.monotonic()
     with pytest.raises(openai.APIStatusError) as e:
         chat(client_for(qp.gateways[0], demo))
@@ -164,7 +166,7 @@ def test_a_failing_worker_is_taken_out_and_client_errors_never_count(qp):
         qp.start_worker("broken", "--engine", "openai", "--upstream-url", f"http://127.0.0.1:{failing.server_port}/v1",
                         "--models", "shared-model", "--slots", "4")
         qp.start_worker("steady", "--slots", "4", "--sim-tpot-ms", "1", "--models", "shared-model")
-        demo = qp.bootstrap(project="breakers", endpoint="ep", model="shared-model")
+        demo = qp.bootstrap(project="breakers", endpoint="ep", model="shared-model", tier="fairshare")
         c = client_for(qp.gateways[0], demo)
         outcomes = []
         for _ in range(10):
@@ -182,7 +184,7 @@ def test_a_failing_worker_is_taken_out_and_client_errors_never_count(qp):
         # A worker whose every answer is the client's fault (400) stays in.
         qp.start_worker("picky", "--engine", "openai", "--upstream-url", f"http://127.0.0.1:{refusing.server_port}/v1",
                         "--models", "picky-model", "--slots", "2")
-        picky = client_for(qp.gateways[0], qp.bootstrap(project="picky", endpoint="ep", model="picky-model"))
+        picky = client_for(qp.gateways[0], qp.bootstrap(project="picky", endpoint="ep", model="picky-model", tier="fairshare"))
         for _ in range(6):
             with pytest.raises(openai.BadRequestError) as e:
                 chat(picky)

@@ -287,9 +287,9 @@ def test_xerotier_up_killed_with_sigkill_leaves_nothing_behind(tmp_path):
 
 
 BACKLOG_CONFIG = """
-default_endpoint_tier: standard
+default_endpoint_tier: backlog
 tiers:
-  - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 30000, request_timeout_ms: 30000}
+  - {name: backlog, priority: 5, weight: 1, queue_timeout_ms: 30000, request_timeout_ms: 30000}
   - {name: batch, priority: 0, weight: 0, queue_timeout_ms: 86400000, request_timeout_ms: 30000}
 """
 
@@ -313,7 +313,7 @@ def _backlog_kill(p):
     p.start_gateway()
     for i in range(3):
         p.start_worker(f"rk-{i}", "--slots", "2", "--sim-tpot-ms", "30", "--sim-answer-tokens", "20")
-    demo = p.bootstrap()
+    demo = p.bootstrap(tier="backlog")
     outcomes = [None] * 40
 
     def one(i):
@@ -328,7 +328,8 @@ def _backlog_kill(p):
     threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
     for t in threads:
         t.start()
-    wait_for(lambda: int(p.redis.cli("HGET", "xero:tier:standard", "depth") or 0) >= 20, what="a backlog at the router")
+    # The tier's name is this test's own: `xero:tier:<name>` is shared by the session's deployments.
+    wait_for(lambda: int(p.redis.cli("HGET", "xero:tier:backlog", "depth") or 0) >= 20, what="a backlog at the router")
     p.procs["router"].send_signal(signal.SIGKILL)
     p.procs.pop("router").wait(10)
     time.sleep(1.5)
