@@ -167,24 +167,32 @@ extension StreamHub {
     /// the router restarted and lost its queue: every job it had not started goes again.
     fileprivate func heard(_ notice: RouterNotice) {
         switch notice {
-        case let .accepted(requestId):
+        case let .accepted(requestId, routerId):
+            // The router is checked first: a restart resets every acknowledgement but this one.
+            routerIs(routerId)
             pending.withLock { $0.acknowledge(requestId) }
         case let .alive(routerId):
-            let (restarted, lost, waiting) = pending.withLock { p -> (Bool, Int, Set<String>) in
-                let restarted = p.routerId != nil && p.routerId != routerId
-                return (restarted, p.routerIs(routerId), Set(p.entries.keys))
-            }
-            guard restarted else { return }
-            if lost > 0 { logger.warning("router restarted: re-submitting the jobs it had not started", metadata: ["router": "\(routerId)", "jobs": "\(lost)"]) }
-            // Jobs already started lost their relay: the new router does not know them, so no
-            // further event of theirs would arrive. Fail them now rather than at the timeout.
-            let running = streams.withLock { Array($0.keys) }.filter { !waiting.contains($0) }
-            for id in running {
-                inject(id, StreamEvent(requestId: id, attempt: 0, seq: WireLimits.outOfBandSeq,
-                                       body: .error(APIError.streamInterrupted("the router restarted while this request was running; retry it"))))
-            }
-            if !running.isEmpty { logger.warning("router restarted: failing the requests it was relaying", metadata: ["requests": "\(running.count)"]) }
+            routerIs(routerId)
         }
+    }
+
+    /// A router id other than the last one: the router restarted and lost what it held.
+    private func routerIs(_ routerId: String) {
+        let (restarted, lost, waiting) = pending.withLock { p -> (Bool, Int, Set<String>) in
+            let restarted = p.routerId != nil && p.routerId != routerId
+            return (restarted, p.routerIs(routerId), Set(p.entries.keys))
+        }
+        guard restarted else { return }
+        if lost > 0 { logger.warning("router restarted: re-submitting the jobs it had not started", metadata: ["router": "\(routerId)", "jobs": "\(lost)"]) }
+        // Jobs already started lost their relay: the new router does not know them, so no further
+        // event of theirs would arrive. Fail them now rather than at the timeout. (The restart is
+        // seen in the new router's first notice, before any job it dispatches can start.)
+        let running = streams.withLock { Array($0.keys) }.filter { !waiting.contains($0) }
+        for id in running {
+            inject(id, StreamEvent(requestId: id, attempt: 0, seq: WireLimits.outOfBandSeq,
+                                   body: .error(APIError.streamInterrupted("the router restarted while this request was running; retry it"))))
+        }
+        if !running.isEmpty { logger.warning("router restarted: failing the requests it was relaying", metadata: ["requests": "\(running.count)"]) }
     }
 }
 

@@ -223,7 +223,7 @@ final class RouterState: @unchecked Sendable {
             // A client re-submits a job it has no ack for (Lazy Pirate): one we hold already, or
             // just finished, is acknowledged again and not queued twice.
             if scheduler.holds(job.requestId) || recentlyFinished[job.requestId] != nil {
-                notify(ctx, job.replyTo, .accepted(requestId: job.requestId))
+                notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
                 return
             }
             guard let tier = scheduler.tier(job.tier) else {
@@ -255,7 +255,7 @@ final class RouterState: @unchecked Sendable {
                                                            code: "project_queue_full"))
                 return
             }
-            notify(ctx, job.replyTo, .accepted(requestId: job.requestId))
+            notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
             ops?.job(job.requestId, [("state", "queued"), ("tier", job.tier), ("project", job.project), ("endpoint", job.endpoint),
                                      ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo),
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])

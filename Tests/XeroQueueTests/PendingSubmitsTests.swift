@@ -32,7 +32,7 @@ final class PendingSubmitsTests: XCTestCase {
     }
 
     func testRouterNoticeRoundTripAndRefusals() throws {
-        for n in [RouterNotice.accepted(requestId: "chatcmpl-1"), .alive(routerId: "router-x")] {
+        for n in [RouterNotice.accepted(requestId: "chatcmpl-1", routerId: "router-x"), .alive(routerId: "router-x")] {
             XCTAssertEqual(try RouterNotice.decode(n.encode()), n)
             XCTAssertTrue(RouterNotice.looksLikeNotice(n.encode()))
             XCTAssertThrowsError(try RouterNotice.decode(n.encode() + [0]), "trailing bytes")
@@ -40,7 +40,7 @@ final class PendingSubmitsTests: XCTestCase {
         XCTAssertFalse(RouterNotice.looksLikeNotice(Array("subscribed".utf8)), "the subscription confirmation is not a notice")
         XCTAssertThrowsError(try RouterNotice.decode([0x4E, 99, 1]), "another wire version")
         XCTAssertThrowsError(try RouterNotice.decode([0x4E]), "truncated")
-        var big = RouterNotice.accepted(requestId: String(repeating: "x", count: WireLimits.maxIDBytes + 1)).encode()
+        var big = RouterNotice.accepted(requestId: String(repeating: "x", count: WireLimits.maxIDBytes + 1), routerId: "r").encode()
         XCTAssertThrowsError(try RouterNotice.decode(big), "an id past the bound")
         big = []
         XCTAssertThrowsError(try RouterNotice.decode(big))

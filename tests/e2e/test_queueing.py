@@ -45,17 +45,22 @@ def chat(c, **kw):
 
 
 def test_a_flooding_project_does_not_starve_another(qp):
-    """Project `flood` queues 40 jobs on a 2-slot worker (≈100 ms each), then project `calm`
+    """Project `flood` queues 40 jobs on a 2-slot worker (≈300 ms each), then project `calm`
     sends 4. With one FIFO per tier calm would finish after the flood; with projects taking turns
     its jobs run in the next rounds, while most of the flood still waits."""
-    qp.start_worker("fair-w", "--slots", "2", "--sim-tpot-ms", "20", "--sim-answer-tokens", "5", "--models", "fair-model")
+    qp.start_worker("fair-w", "--slots", "2", "--sim-tpot-ms", "20", "--sim-answer-tokens", "15", "--models", "fair-model")
     flood = qp.bootstrap(project="flood", endpoint="ep", model="fair-model", tier="fairshare")
     calm = qp.bootstrap(project="calm", endpoint="ep", model="fair-model", tier="fairshare")
     done = []   # (project, finished at)
     lock = threading.Lock()
 
+    # Clients made up front: 40 threads each building one under load would trickle in no faster
+    # than the worker serves them, and no backlog would form.
+    clients = {"flood": [client_for(qp.gateways[0], flood, timeout=60) for _ in range(40)],
+               "calm": [client_for(qp.gateways[0], calm, timeout=60) for _ in range(4)]}
+
     def run(demo, name):
-        r = chat(client_for(qp.gateways[0], demo, timeout=60))
+        r = chat(clients[name].pop())
         assert r.choices[0].message.content
         with lock:
             done.append((name, time.monotonic()))

@@ -5,8 +5,9 @@
 /// Pirate on the PUSH link).
 public enum RouterNotice: Sendable, Equatable {
     /// The router queued this request (or already had it: a duplicate submit is dropped and
-    /// acknowledged again).
-    case accepted(requestId: String)
+    /// acknowledged again). It names the router, so a restarted one is recognised by its first
+    /// acknowledgement, before any job it dispatches can start.
+    case accepted(requestId: String, routerId: String)
     /// Every 250 ms: this router is up. A new `routerId` on the same link means it restarted and
     /// lost what it held.
     case alive(routerId: String)
@@ -17,7 +18,7 @@ public enum RouterNotice: Sendable, Equatable {
         var w = WireWriter()
         w.u8(Self.wireKind); w.u8(wireVersion)
         switch self {
-        case let .accepted(id): w.u8(1); w.string(id)
+        case let .accepted(id, router): w.u8(1); w.string(id); w.string(router)
         case let .alive(id): w.u8(2); w.string(id)
         }
         return w.bytes
@@ -32,7 +33,8 @@ public enum RouterNotice: Sendable, Equatable {
         let kind = try r.u8()
         let notice: RouterNotice
         switch kind {
-        case 1: notice = .accepted(requestId: try r.string(max: WireLimits.maxIDBytes, "request id"))
+        case 1: notice = .accepted(requestId: try r.string(max: WireLimits.maxIDBytes, "request id"),
+                                   routerId: try r.string(max: WireLimits.maxIDBytes, "router id"))
         case 2: notice = .alive(routerId: try r.string(max: WireLimits.maxIDBytes, "router id"))
         default: throw WireError.invalid("unknown router notice \(kind)")
         }
