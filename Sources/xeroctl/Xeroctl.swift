@@ -91,19 +91,38 @@ struct Connection: ParsableArguments {
     }
 }
 
-func cell(_ v: Any?) -> String {
+/// One table cell. Foundation hands JSON numbers and booleans alike as NSNumber, and `as Bool`
+/// accepts 0 and 1: only a real JSON boolean (objCType "c") prints as yes/no. Times (columns named
+/// `last_heartbeat`, `created`, `*_at`, as epoch seconds or milliseconds) print as ages.
+func cell(_ v: Any?, column: String = "") -> String {
     switch v {
     case nil, is NSNull: return "-"
     case let a as [Any]: return a.map { "\($0)" }.joined(separator: ",")
-    case let b as Bool: return b ? "yes" : "no"
-    case let n as NSNumber: return n.stringValue
-    case let s as String: return s
+    case let n as NSNumber:
+        if String(cString: n.objCType) == "c" { return n.boolValue ? "yes" : "no" }
+        if isTimeColumn(column), let age = age(n.doubleValue) { return age }
+        return n.stringValue
+    case let s as String:
+        if isTimeColumn(column), let d = Double(s), let age = age(d) { return age }
+        return s
     default: return "\(v!)"
     }
 }
 
+func isTimeColumn(_ c: String) -> Bool { c == "last_heartbeat" || c == "created" || c.hasSuffix("_at") }
+
+/// An epoch time (seconds or milliseconds) as "12s ago" / "in 3m"; nil for what is not one.
+func age(_ t: Double, now: Double = Date().timeIntervalSince1970) -> String? {
+    let seconds = t > 1e11 ? t / 1000 : t
+    guard seconds > 1e9 else { return nil }   // not a date after 2001: a plain number
+    let d = now - seconds
+    let a = abs(d)
+    let text = a < 60 ? "\(Int(a))s" : a < 3600 ? "\(Int(a / 60))m" : a < 86_400 ? "\(Int(a / 3600))h" : "\(Int(a / 86_400))d"
+    return d >= 0 ? text + " ago" : "in " + text
+}
+
 func printTable(_ rows: [[String: Any]], columns: [String]) {
-    let cells = rows.map { r in columns.map { cell(r[$0]) } }
+    let cells = rows.map { r in columns.map { cell(r[$0], column: $0) } }
     let widths = columns.indices.map { i in max(columns[i].count, cells.map { $0[i].count }.max() ?? 0) }
     func line(_ items: [String]) -> String {
         items.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }.joined(separator: "  ")
@@ -337,7 +356,7 @@ struct TestCommand: AsyncParsableCommand {
             out[h] = http.value(forHTTPHeaderField: h) ?? "-"
         }
         if c.json { c.show(out, columns: []) } else {
-            for k in out.keys.sorted() { print("\(k.padding(toLength: 32, withPad: " ", startingAt: 0)) \(cell(out[k]))") }
+            for k in out.keys.sorted() { print("\(k.padding(toLength: 32, withPad: " ", startingAt: 0)) \(cell(out[k], column: k))") }
         }
     }
 }

@@ -2,6 +2,7 @@
 gateways, rotation, IP allow-lists, rate limits shared by two gateways, usage, xeroctl, no plaintext."""
 import asyncio
 import json
+import re
 import os
 import subprocess
 import time
@@ -298,6 +299,11 @@ def test_xeroctl_as_a_user(tp):
     assert any(w["id"] == "tw1" and w["fleet"] == "platform" for w in agents["data"])
     tiers = ctl(tp, "tiers", key=a["api_key"]).stdout
     assert "limited" in tiers and "300" in tiers
+    # Numbers print as numbers: a weight of 1 or 0 is not "yes" / "no" (Foundation bridges JSON
+    # numbers to Bool); heartbeats print as ages, not epoch milliseconds.
+    assert " yes " not in tiers and " no " not in tiers, tiers
+    table = ctl(tp, "agents").stdout
+    assert "ago" in table and not re.search(r"\b1[0-9]{12}\b", table), table
     test = json.loads(ctl(tp, "test", "--endpoint", "chat", "--json", key=a["api_key"]).stdout)
     assert test["status"] == 200 and test["completion_tokens"] > 0 and test["model"] == "cli-model"
     assert "x-ratelimit-limit-requests" in test
