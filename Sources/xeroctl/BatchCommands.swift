@@ -44,6 +44,7 @@ struct BatchCommand: AsyncParsableCommand {
     }
 
     struct Status: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one batch: its state, counts and usage.")
         @OptionGroup var c: Connection
         @Argument var id: String
         @Option var endpoint: String
@@ -56,6 +57,7 @@ struct BatchCommand: AsyncParsableCommand {
     }
 
     struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the project's batches.")
         @OptionGroup var c: Connection
         @Option var endpoint: String
         @Option var limit: Int = 20
@@ -68,6 +70,7 @@ struct BatchCommand: AsyncParsableCommand {
     }
 
     struct Cancel: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Cancel a batch: lines not yet run are not run.")
         @OptionGroup var c: Connection
         @Argument var id: String
         @Option var endpoint: String

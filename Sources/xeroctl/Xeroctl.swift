@@ -133,12 +133,14 @@ func printTable(_ rows: [[String: Any]], columns: [String]) {
 }
 
 struct Projects: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(subcommands: [List.self, Create.self], defaultSubcommand: List.self)
+    static let configuration = CommandConfiguration(abstract: "Projects (admin): list and create.", subcommands: [List.self, Create.self], defaultSubcommand: List.self)
     struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List every project (admin).")
         @OptionGroup var c: Connection
         func run() async throws { c.show(try await c.request("GET", "/manage/v1/projects"), columns: ["id", "slug", "name", "url_id"]) }
     }
     struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a project (admin).")
         @OptionGroup var c: Connection
         @Argument var slug: String
         @Option var name: String?
@@ -149,13 +151,15 @@ struct Projects: AsyncParsableCommand {
 }
 
 struct Endpoints: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(subcommands: [List.self, Create.self, Update.self, Delete.self], defaultSubcommand: List.self)
+    static let configuration = CommandConfiguration(abstract: "The project's endpoints: list, create, update, delete.", subcommands: [List.self, Create.self, Update.self, Delete.self], defaultSubcommand: List.self)
     static let columns = ["slug", "model", "tier", "fleet", "base_path"]
     struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the project's endpoints with their base URLs.")
         @OptionGroup var c: Connection
         func run() async throws { c.show(try await c.request("GET", "/manage/v1/endpoints"), columns: Endpoints.columns) }
     }
     struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an endpoint for a model on a tier the project is entitled to.")
         @OptionGroup var c: Connection
         @Argument var slug: String
         @Option var model: String
@@ -184,6 +188,7 @@ struct Endpoints: AsyncParsableCommand {
         }
     }
     struct Delete: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Delete an endpoint.")
         @OptionGroup var c: Connection
         @Argument var slug: String
         func run() async throws { _ = try await c.request("DELETE", "/manage/v1/endpoints/\(slug)"); if !c.json { print("deleted \(slug)") } else { print("{\"deleted\":true}") } }
@@ -191,9 +196,10 @@ struct Endpoints: AsyncParsableCommand {
 }
 
 struct Keys: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(subcommands: [Create.self, List.self, Revoke.self, Rotate.self], defaultSubcommand: List.self)
+    static let configuration = CommandConfiguration(abstract: "The project's API keys: create, list, revoke, rotate.", subcommands: [Create.self, List.self, Revoke.self, Rotate.self], defaultSubcommand: List.self)
     static let columns = ["id", "name", "prefix", "scopes", "revoked", "expires_at", "allowed_ips"]
     struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create an API key with scopes (the key is shown once).")
         @OptionGroup var c: Connection
         @Option var name: String = "key"
         @Option(help: "Comma-separated: inference, management.") var scopes: String = "inference"
@@ -211,15 +217,18 @@ struct Keys: AsyncParsableCommand {
         }
     }
     struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the project's API keys (never the secrets).")
         @OptionGroup var c: Connection
         func run() async throws { c.show(try await c.request("GET", "/manage/v1/keys"), columns: Keys.columns) }
     }
     struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke an API key at once, on every gateway.")
         @OptionGroup var c: Connection
         @Argument var id: String
         func run() async throws { c.show(try await c.request("POST", "/manage/v1/keys/\(id)/revoke"), columns: Keys.columns) }
     }
     struct Rotate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Replace a key with a new one; the old one works for a grace period.")
         @OptionGroup var c: Connection
         @Argument var id: String
         @Option(help: "Seconds the old key keeps working.") var grace: Int = 0
@@ -234,6 +243,7 @@ struct Keys: AsyncParsableCommand {
 }
 
 struct Agents: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The workers (agents) serving the project, or every worker (admin).")
     @OptionGroup var c: Connection
     func run() async throws {
         c.show(try await c.request("GET", "/manage/v1/agents"), columns: ["id", "state", "engine", "models", "slots", "free", "inflight", "last_heartbeat"])
@@ -241,8 +251,9 @@ struct Agents: AsyncParsableCommand {
 }
 
 struct JoinKeys: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "join-keys", subcommands: [Create.self, List.self, Revoke.self], defaultSubcommand: List.self)
+    static let configuration = CommandConfiguration(commandName: "join-keys", abstract: "Join keys that let the project's own agents connect: create, list, revoke.", subcommands: [Create.self, List.self, Revoke.self], defaultSubcommand: List.self)
     struct Create: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a join key for an agent of this project (shown once).")
         @OptionGroup var c: Connection
         @Option var name: String = "workers"
         func run() async throws {
@@ -251,10 +262,12 @@ struct JoinKeys: AsyncParsableCommand {
         }
     }
     struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the project's join keys.")
         @OptionGroup var c: Connection
         func run() async throws { c.show(try await c.request("GET", "/manage/v1/join-keys"), columns: ["id", "name", "created_at", "revoked"]) }
     }
     struct Revoke: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Revoke a join key: its agents are refused from then on.")
         @OptionGroup var c: Connection
         @Argument var id: String
         func run() async throws { _ = try await c.request("POST", "/manage/v1/join-keys/\(id)/revoke"); print(c.json ? "{\"revoked\":true}" : "revoked \(id)") }
@@ -262,7 +275,7 @@ struct JoinKeys: AsyncParsableCommand {
 }
 
 struct UsageCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "usage")
+    static let configuration = CommandConfiguration(commandName: "usage", abstract: "Requests, tokens and cost per endpoint.")
     @OptionGroup var c: Connection
     func run() async throws {
         let r = try await c.request("GET", "/manage/v1/usage")

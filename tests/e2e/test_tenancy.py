@@ -318,6 +318,31 @@ def test_xeroctl_as_a_user(tp):
     assert bad_ep.returncode != 0 and "Unknown tier" in bad_ep.stderr
 
 
+def test_every_xeroctl_subcommand_says_what_it_does():
+    """`--help` lists every subcommand with a one-line abstract, at every level."""
+    def subcommands(*path):
+        out = subprocess.run([XEROCTL, *path, "--help"], capture_output=True, text=True, timeout=30).stdout
+        assert out.startswith("OVERVIEW: ") and len(out.splitlines()[0]) > len("OVERVIEW: ") + 5, (path, out[:200])
+        if "SUBCOMMANDS:" not in out:
+            return []
+        # A subcommand's row is indented two spaces; a wrapped abstract continues further in.
+        rows = [l for l in out.split("SUBCOMMANDS:")[1].split("\n\n")[0].splitlines() if l.startswith("  ") and not l.startswith("   ")]
+        names = []
+        for row in rows:
+            parts = row.split(None, 1)
+            assert len(parts) == 2 and len(parts[1]) > 5, f"{' '.join(path)}: '{parts[0]}' has no abstract"
+            if parts[0] != "help":
+                names.append(parts[0])
+        return names
+    seen = 0
+    for top in subcommands():
+        seen += 1
+        for sub in subcommands(top):
+            seen += 1
+            subcommands(top, sub)
+    assert seen >= 25, seen
+
+
 def test_no_plaintext_key_in_redis_or_logs(tp, redis):
     assert len(PLAINTEXT_KEYS) > 10
     # Every key and every value, read by one script inside Redis (a client round trip per key
