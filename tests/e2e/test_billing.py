@@ -112,7 +112,7 @@ def test_a_killed_gateways_jobs_are_cancelled_and_billed_by_the_router(bill):
         try:
             c = client_for(doomed, demo, timeout=30)
             for _ in c.chat.completions.create(model="m", messages=[{"role": "user", "content": f"load {i}"}], stream=True,
-                                               max_tokens=400):
+                                               max_tokens=1200):
                 if first:
                     first = False
                     streaming.wait()
@@ -127,7 +127,8 @@ def test_a_killed_gateways_jobs_are_cancelled_and_billed_by_the_router(bill):
     for t in threads:
         t.start()
     # Every stream running (24 on 64 slots; each client has its first chunk: `xero:tier:*` is
-    # shared with the session's other deployments), a few hundred ms into its 2 s answer.
+    # shared with the session's other deployments), a few hundred ms into its 6 s answer: the
+    # router notices the silence (1.5 s) long before any stream could finish.
     streaming.wait()
     time.sleep(0.4)
     bill.procs.pop("doomed-gateway").send_signal(signal.SIGKILL)
