@@ -72,7 +72,7 @@ public final class JobClient: Sendable {
                 let decision: RateLimiter.Decision
                 do {
                     decision = try await limiter.admit(keyHash: account.keyHash, project: account.project, limits: limits,
-                                                       reserveTokens: reserve, requestId: requestId)
+                                                       reserveTokens: reserve)
                 } catch {
                     throw APIError.unavailable("The rate limiter is unreachable; retry shortly.")
                 }

@@ -66,7 +66,7 @@ public final class JobHandle: @unchecked Sendable {
         timer?.cancel()
         client.hub.close(requestId)
         if !finished.withLock({ $0 }) { client.hub.cancel(requestId) }
-        if holdsSlot { client.limiter?.release(keyHash: account.keyHash, requestId: requestId) }
+        if holdsSlot { client.limiter?.release(keyHash: account.keyHash) }
     }
 
     /// Ends a job that never reached the router: its slot is freed, but there is nothing to cancel.

@@ -39,14 +39,14 @@ struct PendingSubmits: Sendable {
     }
 
     /// The router says who it is. Another id than before: it restarted, so every job waiting is
-    /// unacknowledged again and due now. Returns how many.
-    mutating func routerIs(_ id: String) -> Int {
+    /// unacknowledged again and due now. Returns whether it restarted.
+    mutating func routerIs(_ id: String) -> Bool {
         defer { routerId = id }
-        guard let known = routerId, known != id else { return 0 }
+        guard let known = routerId, known != id else { return false }
         for key in entries.keys {
             entries[key]!.acknowledged = false
             entries[key]!.sentAtMs = .min / 2
         }
-        return entries.count
+        return true
     }
 }

@@ -178,11 +178,9 @@ extension StreamHub {
 
     /// A router id other than the last one: the router restarted and lost what it held.
     private func routerIs(_ routerId: String) {
-        let (restarted, lost, waiting) = pending.withLock { p -> (Bool, Int, Set<String>) in
-            let restarted = p.routerId != nil && p.routerId != routerId
-            return (restarted, p.routerIs(routerId), Set(p.entries.keys))
-        }
-        guard restarted else { return }
+        // Every acknowledgement passes here: the waiting set is built only after a restart.
+        guard let waiting = pending.withLock({ p in p.routerIs(routerId) ? Set(p.entries.keys) : nil }) else { return }
+        let lost = waiting.count
         if lost > 0 { logger.warning("router restarted: re-submitting the jobs it had not started", metadata: ["router": "\(routerId)", "jobs": "\(lost)"]) }
         // Jobs already started lost their relay: the new router does not know them, so no further
         // event of theirs would arrive. Fail them now rather than at the timeout. (The restart is

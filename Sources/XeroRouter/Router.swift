@@ -239,20 +239,8 @@ final class RouterState: @unchecked Sendable {
                 publishError(ctx, job, APIError.noWorker(model: job.model, tier: tier.name))
                 return
             }
-            switch scheduler.submit(job) {
-            case .queued: break
-            case .unknownTier:
-                publishError(ctx, job, APIError.internalError("Unknown service tier '\(job.tier)'."))
-                return
-            case let .routerFull(n):
-                publishError(ctx, job, APIError.overloaded("The router's queues are full (\(n) jobs); retry shortly."))
-                return
-            case let .tierFull(n):
-                publishError(ctx, job, APIError.overloaded("The '\(tier.name)' tier's queue is full (\(n) jobs); retry shortly."))
-                return
-            case let .projectFull(n):
-                publishError(ctx, job, APIError.overloaded("This project has \(n) requests queued in the '\(tier.name)' tier, its limit; retry shortly.",
-                                                           code: "project_queue_full"))
+            if let refusal = Self.refusal(scheduler.submit(job), tier: tier) {
+                publishError(ctx, job, refusal)
                 return
             }
             notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
@@ -525,6 +513,19 @@ final class RouterState: @unchecked Sendable {
 
     /// Ends a job the router answers itself (unknown tier, queue timeout or full, worker lost): the
     /// client gets `error`, and nothing is billed — the reservation is refunded.
+    /// The client's error for a submit the scheduler did not queue (nil: queued).
+    static func refusal(_ outcome: TierScheduler.EnqueueOutcome, tier: Tier) -> APIError? {
+        switch outcome {
+        case .queued: return nil
+        case .unknownTier: return APIError.internalError("Unknown service tier '\(tier.name)'.")
+        case let .routerFull(n): return APIError.overloaded("The router's queues are full (\(n) jobs); retry shortly.")
+        case let .tierFull(n): return APIError.overloaded("The '\(tier.name)' tier's queue is full (\(n) jobs); retry shortly.")
+        case let .projectFull(n):
+            return APIError.overloaded("This project has \(n) requests queued in the '\(tier.name)' tier, its limit; retry shortly.",
+                                       code: "project_queue_full")
+        }
+    }
+
     /// A notice to one client, on its own topic `<client-id>/`.
     func notify(_ ctx: LoopContext, _ client: String, _ notice: RouterNotice) {
         ctx.send(socket: Router.eventsOutSocket, frames: [Array((client + "/").utf8), notice.encode()])

@@ -21,6 +21,9 @@ public struct TierScheduler {
         public var draining = false
         public var lastSeenMs: Int64
         public var inflight: Set<String> = []
+
+        /// Could it ever run this job: not draining, serves its model, its fleet may see the project.
+        public func mayRun(_ job: JobEnvelope) -> Bool { !draining && info.serves(job) && fleet.mayServe(job) }
     }
 
     public struct InFlight: Sendable {
@@ -119,8 +122,8 @@ public struct TierScheduler {
     /// A client went away: drop the job if queued, or say which worker must stop it.
     public mutating func cancel(_ requestId: String) -> CancelOutcome {
         if let f = inflight[requestId] { return .running(worker: f.worker) }
+        guard queuedIds.contains(requestId) else { return .unknown }
         for (t, _) in queues {
-            guard queuedIds.contains(requestId) else { break }
             let removed = queues[t]!.removeAll { $0.requestId == requestId }
             totalQueued -= removed.count
             if let job = removed.first { queuedIds.remove(requestId); return .dequeued(job) }
@@ -158,7 +161,7 @@ public struct TierScheduler {
     @discardableResult
     public mutating func finish(_ requestId: String, worker: String, outcome: WorkerBreaker.Outcome = .success, now: Int64 = 0) -> InFlight? {
         guard let f = inflight[requestId], f.worker == worker else { return nil }
-        breakers[worker, default: WorkerBreaker(policy: breakerPolicy)].record(outcome, now: now, policy: breakerPolicy)
+        recordHealth(worker, outcome, now: now)
         inflight[requestId] = nil
         stats[f.envelope.tier]?.inflight -= 1
         stats[f.envelope.tier]?.completed += 1
@@ -222,7 +225,7 @@ public struct TierScheduler {
     /// with jobs on it (a crash, a cut link) counts against its breaker.
     public mutating func remove(_ worker: String, now: Int64 = 0) -> LostJobs {
         guard let w = workers.removeValue(forKey: worker) else { return LostJobs() }
-        if !w.inflight.isEmpty { breakers[worker, default: WorkerBreaker(policy: breakerPolicy)].record(.failure, now: now, policy: breakerPolicy) }
+        if !w.inflight.isEmpty { recordHealth(worker, .failure, now: now) }
         var lost = LostJobs()
         for id in w.inflight.sorted().reversed() {
             guard var f = inflight.removeValue(forKey: id) else { continue }
@@ -238,6 +241,10 @@ public struct TierScheduler {
             }
         }
         return lost
+    }
+
+    private mutating func recordHealth(_ worker: String, _ outcome: WorkerBreaker.Outcome, now: Int64) {
+        breakers[worker, default: WorkerBreaker(policy: breakerPolicy)].record(outcome, now: now, policy: breakerPolicy)
     }
 
     /// Workers silent for longer than `timeoutMs`.
@@ -290,7 +297,7 @@ public struct TierScheduler {
         q.firstServable(lookahead: Self.lookahead) { job in
             // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
             let candidates = workers.values.filter {
-                $0.credits > 0 && !$0.draining && $0.info.serves(job) && $0.fleet.mayServe(job)
+                $0.credits > 0 && $0.mayRun(job)
                     && (breakers[$0.info.id]?.allows(now: now, inflight: $0.inflight.count) ?? true)
             }
             return placement.choose(job: job, among: candidates)
@@ -299,7 +306,7 @@ public struct TierScheduler {
 
     /// Whether any live worker (not draining) could ever run this job: its model, its fleet.
     public func anyWorkerCouldServe(_ job: JobEnvelope) -> Bool {
-        workers.values.contains { !$0.draining && $0.info.serves(job) && $0.fleet.mayServe(job) }
+        workers.values.contains { $0.mayRun(job) }
     }
 }
 

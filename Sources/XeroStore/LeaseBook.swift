@@ -59,7 +59,6 @@ struct LeaseBook: Sendable {
         var tokens: [Charge] = []   // cost = unused tokens to add back
         var slots: [SlotReturn] = []
         var refresh: [SlotReturn] = []  // slot hashes whose expiry this gateway must renew (count = TTL ms)
-        var isEmpty: Bool { tokens.isEmpty && slots.isEmpty && refresh.isEmpty }
     }
 
     let leaseMs: Int64

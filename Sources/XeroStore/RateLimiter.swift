@@ -254,7 +254,7 @@ public struct RateLimiter: Sendable {
         return b
     }
 
-    public func admit(keyHash: String, project: String, limits: Limits, reserveTokens: Int, requestId: String) async throws -> Decision {
+    public func admit(keyHash: String, project: String, limits: Limits, reserveTokens: Int) async throws -> Decision {
         let bs = buckets(keyHash: keyHash, project: project, limits: limits, tokens: reserveTokens)
         var d = Decision(allowed: true, retryAfterMs: 0, reservedTokens: reserveTokens)
         let maxc = keyHash.isEmpty ? 0 : (limits.maxConcurrent ?? 0)
@@ -263,11 +263,7 @@ public struct RateLimiter: Sendable {
         let slotKey = maxc > 0 ? RedisKeys.slots(keyHash) : nil
         // Most admissions under load: every bucket's lease covers the cost, a held slot is idle.
         if let local = leases.takeLocally(charges, slotKey: slotKey) {
-            for b in bs where b.key.contains(":key:") {
-                guard let l = local[b.key] else { continue }
-                if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = l.remaining; d.resetRequestsMs = l.resetMs }
-                else { d.limitTokens = b.capacity; d.remainingTokens = l.remaining; d.resetTokensMs = l.resetMs }
-            }
+            Self.reportKeyBuckets(&d, bs, remaining: bs.map { local[$0.key]?.remaining ?? 0 }, resetMs: bs.map { local[$0.key]?.resetMs ?? 0 })
             return d
         }
         let wants = leases.wants(charges, slotKey: slotKey)
@@ -287,18 +283,23 @@ public struct RateLimiter: Sendable {
         d.retryAfterMs = a[1]
         if a[2] > 0 { d.refusedBy = a[2] <= bs.count ? bs[a[2] - 1].name : "concurrent requests for this key (\(maxc))" }
         var remaining = (0..<bs.count).map { a[5 + 3 * $0] }
+        let resetMs = (0..<bs.count).map { a[6 + 3 * $0] }
         if d.allowed {
-            remaining = leases.granted(charges, leases: (0..<bs.count).map { a[7 + 3 * $0] }, remaining: remaining,
-                                       resetMs: (0..<bs.count).map { a[6 + 3 * $0] })
+            remaining = leases.granted(charges, leases: (0..<bs.count).map { a[7 + 3 * $0] }, remaining: remaining, resetMs: resetMs)
             if let slotKey { leases.grantedSlots(slotKey, count: a[3], freeAfter: a[4], limit: maxc, ttlMs: limits.slotTTLMs) }
         } else {
             leases.failed(charges, slotKey: slotKey)
         }
-        for (i, b) in bs.enumerated() where b.key.contains(":key:") {
-            if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = remaining[i]; d.resetRequestsMs = a[6 + 3 * i] }
-            else { d.limitTokens = b.capacity; d.remainingTokens = remaining[i]; d.resetTokensMs = a[6 + 3 * i] }
-        }
+        Self.reportKeyBuckets(&d, bs, remaining: remaining, resetMs: resetMs)
         return d
+    }
+
+    /// What OpenAI's `x-ratelimit-*` headers report: the key's own buckets.
+    private static func reportKeyBuckets(_ d: inout Decision, _ bs: [Bucket], remaining: [Int], resetMs: [Int]) {
+        for (i, b) in bs.enumerated() where b.key.contains(":key:") {
+            if b.key.hasSuffix(":req") { d.limitRequests = b.capacity; d.remainingRequests = remaining[i]; d.resetRequestsMs = resetMs[i] }
+            else { d.limitTokens = b.capacity; d.remainingTokens = remaining[i]; d.resetTokensMs = resetMs[i] }
+        }
     }
 
     /// One request's part of an admission script call.
@@ -365,7 +366,7 @@ public struct RateLimiter: Sendable {
     /// its slot at once, its usage is settled when the worker reports. The slot stays this
     /// gateway's (idle, for the next request) while the key is far from its limit; otherwise it
     /// goes back to the key's in-flight hash within a few milliseconds.
-    public func release(keyHash: String, requestId: String) {
+    public func release(keyHash: String) {
         leases.release(RedisKeys.slots(keyHash))
     }
 

@@ -45,8 +45,8 @@ final class RateLimiterTests: XCTestCase {
         let key = randomID(length: 8)
         var admitted = 0
         var last: RateLimiter.Decision?
-        for i in 0..<70 {
-            let d = try await rl.admit(keyHash: key, project: "p", limits: limits(rpm: 60), reserveTokens: 10, requestId: "r\(i)")
+        for _ in 0..<70 {
+            let d = try await rl.admit(keyHash: key, project: "p", limits: limits(rpm: 60), reserveTokens: 10)
             if d.allowed { admitted += 1 } else { last = d }
         }
         XCTAssertEqual(admitted, 60, "the bucket starts full: a minute's worth of burst, no more")
@@ -66,10 +66,10 @@ final class RateLimiterTests: XCTestCase {
         let key = randomID(length: 8)
         let t = limitedTier(tpm: 1000)
         let l = RateLimiter.Limits(tier: t)
-        let d1 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 800, requestId: "a")
+        let d1 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 800)
         XCTAssertTrue(d1.allowed)
         XCTAssertEqual(d1.remainingTokens, 200)
-        let d2 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500, requestId: "b")
+        let d2 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500)
         XCTAssertFalse(d2.allowed, "a reservation that does not fit is refused")
         let project = randomID(length: 8)
         rl.settle(settlement("a-\(key)", key: key, project: project, tier: t, reserved: 800, usage: Usage(promptTokens: 40, completionTokens: 60)))
@@ -78,7 +78,7 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertEqual(usage["input_tokens"], "40")
         XCTAssertEqual(usage["output_tokens"], "60")
         XCTAssertEqual(usage["cost_micro_usd"], "260", "40 × 2 + 60 × 3 micro-dollars")
-        let d3 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500, requestId: "c")
+        let d3 = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 500)
         XCTAssertTrue(d3.allowed, "settlement refunded the 700 unused tokens")
         XCTAssertLessThanOrEqual(d3.remainingTokens ?? 0, 401)
     }
@@ -90,7 +90,7 @@ final class RateLimiterTests: XCTestCase {
         let project = randomID(length: 8)
         var ok = 0
         for i in 0..<10 {
-            let d = try await rl.admit(keyHash: "k\(i % 3)-\(project)", project: project, limits: limits(projectRPM: 4), reserveTokens: 1, requestId: "\(i)")
+            let d = try await rl.admit(keyHash: "k\(i % 3)-\(project)", project: project, limits: limits(projectRPM: 4), reserveTokens: 1)
             if d.allowed { ok += 1 }
         }
         XCTAssertEqual(ok, 4)
@@ -102,22 +102,22 @@ final class RateLimiterTests: XCTestCase {
         let rl = RateLimiter(redis: client)
         let key = randomID(length: 8)
         let l = limits(concurrent: 2)
-        let a = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "a")
-        let b = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "b")
-        let c = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "c")
+        let a = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
+        let b = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
+        let c = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
         XCTAssertTrue(a.allowed)
         XCTAssertTrue(b.allowed)
         XCTAssertFalse(c.allowed)
-        rl.release(keyHash: key, requestId: "a")
+        rl.release(keyHash: key)
         try await rl.flush()
-        let d = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "d")
+        let d = try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
         XCTAssertTrue(d.allowed, "a released request frees its slot")
     }
 
     func testNoLimitsNoRedis() async throws {
         let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
         defer { client.close() }
-        let d = try await RateLimiter(redis: client).admit(keyHash: "k", project: "p", limits: limits(), reserveTokens: 10, requestId: "r")
+        let d = try await RateLimiter(redis: client).admit(keyHash: "k", project: "p", limits: limits(), reserveTokens: 10)
         XCTAssertTrue(d.allowed)
         XCTAssertNil(d.limitRequests)
     }
@@ -131,7 +131,7 @@ final class RateLimiterTests: XCTestCase {
         let key = randomID(length: 8), project = randomID(length: 8)
         let t = limitedTier(tpm: 1000)
         // Reserved 100, used 300: each settlement would take 200 more from the bucket.
-        _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100, requestId: "r")
+        _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100)
         let s = settlement("dup-\(key)", key: key, project: project, tier: t, reserved: 100, usage: Usage(promptTokens: 100, completionTokens: 200))
         rl.settle(s)
         rl.settle(s)
@@ -158,8 +158,8 @@ final class RateLimiterTests: XCTestCase {
         let rl = RateLimiter(redis: client)
         let key = randomID(length: 8), project = randomID(length: 8)
         let t = limitedTier(tpm: 10_000)
-        for i in 0..<10 {
-            _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100, requestId: "m\(i)")
+        for _ in 0..<10 {
+            _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100)
         }
         for i in 0..<10 {
             rl.settle(settlement("m\(i)-\(key)", key: key, project: project, endpoint: i % 2 == 0 ? "even" : "odd", tier: t, reserved: 100,
@@ -190,10 +190,10 @@ final class RateLimiterTests: XCTestCase {
         let rl = RateLimiter(redis: client)
         let project = randomID(length: 8), batch = "batch_" + randomID(length: 8)
         let t = limitedTier(tpm: 10, projectTPM: 1000)
-        let d = try await rl.admit(keyHash: "", project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 600, requestId: "l1")
+        let d = try await rl.admit(keyHash: "", project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 600)
         XCTAssertTrue(d.allowed, "no key bucket for a line: the key limit (10) does not apply, the project's (1000) does")
         XCTAssertNil(d.limitTokens)
-        let refused = try await rl.admit(keyHash: "", project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 600, requestId: "l2")
+        let refused = try await rl.admit(keyHash: "", project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 600)
         XCTAssertFalse(refused.allowed, "the project's bucket holds 400 after the first line")
         rl.settle(settlement("l1-\(batch)", key: "", project: project, endpoint: "ep", tier: t, reserved: 600,
                              usage: Usage(promptTokens: 7, completionTokens: 5), batch: batch))
@@ -254,7 +254,7 @@ final class RateLimiterTests: XCTestCase {
                     var ok = 0
                     for i in 0..<60 {
                         let rl = (t + i) % 2 == 0 ? a : b
-                        if try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "\(t)-\(i)").allowed { ok += 1 }
+                        if try await rl.admit(keyHash: key, project: "p", limits: l, reserveTokens: 1).allowed { ok += 1 }
                     }
                     return ok
                 }
@@ -283,7 +283,7 @@ final class RateLimiterTests: XCTestCase {
         let key = randomID(length: 8)
         var ok = 0
         for i in 0..<12 {
-            if try await (i % 2 == 0 ? a : b).admit(keyHash: key, project: "p", limits: limits(rpm: 5), reserveTokens: 1, requestId: "\(i)").allowed { ok += 1 }
+            if try await (i % 2 == 0 ? a : b).admit(keyHash: key, project: "p", limits: limits(rpm: 5), reserveTokens: 1).allowed { ok += 1 }
         }
         XCTAssertEqual(ok, 5)
     }
@@ -303,33 +303,33 @@ final class RateLimiterTests: XCTestCase {
         for i in 0..<300 {
             if running.isEmpty || Int.random(in: 0..<3, using: &rng) > 0 {
                 let g = Int.random(in: 0..<2, using: &rng)
-                var d = try await gws[g].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "r\(i)")
+                var d = try await gws[g].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
                 if !d.allowed, running.count < 6 {
                     // The other gateway keeps released slots idle for a moment (20 ms); once they
                     // are back, the same request gets in.
                     refusedWithRoom += 1
                     if refusedWithRoom <= 5 {
                         try await Task.sleep(nanoseconds: 80_000_000)
-                        d = try await gws[g].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "r\(i)")
+                        d = try await gws[g].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
                         XCTAssertTrue(d.allowed, "refused with \(running.count) of 6 running, and still refused after the idle slots went back")
                     }
                 }
                 if d.allowed { running.append((g, "r\(i)")) }
                 XCTAssertLessThanOrEqual(running.count, 6, "never more running than the cap")
             } else {
-                let (g, id) = running.remove(at: Int.random(in: 0..<running.count, using: &rng))
-                gws[g].release(keyHash: key, requestId: id)
+                let (g, _) = running.remove(at: Int.random(in: 0..<running.count, using: &rng))
+                gws[g].release(keyHash: key)
             }
         }
-        for (g, id) in running { gws[g].release(keyHash: key, requestId: id) }
+        for (g, _) in running { gws[g].release(keyHash: key) }
         for g in gws { try await g.flush() }
         let held = try await client.send(["HGETALL", RedisKeys.slots(key)]).hash.filter { !$0.key.hasSuffix(":exp") }
         XCTAssertEqual(held.values.compactMap { Int($0) }.reduce(0, +), 0, "every slot was given back: \(held)")
         for i in 0..<6 {
-            let d = try await gws[0].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "again\(i)")
+            let d = try await gws[0].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
             XCTAssertTrue(d.allowed, "slot \(i) of 6 is free again")
         }
-        let d = try await gws[1].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1, requestId: "one-too-many")
+        let d = try await gws[1].admit(keyHash: key, project: "p", limits: l, reserveTokens: 1)
         XCTAssertFalse(d.allowed, "the seventh is refused on the other gateway")
         print("concurrency across gateways: \(refusedWithRoom) refusals while under the cap (slots kept idle, released a moment later)")
     }
@@ -340,8 +340,8 @@ final class RateLimiterTests: XCTestCase {
         defer { client.close() }
         let rl = RateLimiter(redis: client, leases: false)
         let key = randomID(length: 8)
-        for i in 0..<50 {
-            let d = try await rl.admit(keyHash: key, project: "p", limits: limits(rpm: 10_000, concurrent: 100), reserveTokens: 1, requestId: "\(i)")
+        for _ in 0..<50 {
+            let d = try await rl.admit(keyHash: key, project: "p", limits: limits(rpm: 10_000, concurrent: 100), reserveTokens: 1)
             XCTAssertTrue(d.allowed)
         }
         XCTAssertEqual(rl.localAdmissions, 0)
