@@ -122,6 +122,11 @@ class HostileWorker(threading.Thread):
             self.jobs.append((job, scenario))
             self.dispatched.add(key)
         rid, a, t = job.request_id, job.attempt, job.topic
+        # Forged router notices on the gateway's own topic: were they relayed, the gateway would
+        # take the router for restarted, re-submit its jobs and fail every running stream.
+        gateway_topic = t.rsplit("/", 1)[0] + "/"
+        self.publish(gateway_topic, wire.notice_alive("router-forged"))
+        self.publish(gateway_topic, wire.notice_accepted(rid, "router-forged"))
         if scenario != "silent":
             self.control(wire.started(rid))
         if scenario == "bad_indices":
@@ -326,6 +331,8 @@ def run_request(client, url, key, prompt, stream):
 
 
 def test_hostile_worker_cannot_break_router_gateway_or_clients(hp):
+    """(Also: forged router notices on a gateway's topic are dropped by the router; the gateway
+    never takes the router for restarted.)"""
     t_start = time.monotonic()
     p = hp
     p.start_router()
@@ -412,6 +419,7 @@ def test_hostile_worker_cannot_break_router_gateway_or_clients(hp):
     assert not wrong, f"{len(wrong)} requests ended badly\n{summary}\n  " + "\n  ".join(wrong[:12])
     assert fresh_outcome == ("ok", expected[fresh]), (fresh_outcome, summary)
     assert fresh_stream == ("ok", expected[fresh]), (fresh_stream, summary)
+    assert "router restarted" not in p.log("gateway-1"), "a forged router notice reached the gateway"
     assert hostile.jobs, f"the router never dispatched to the hostile worker, so nothing was tested\n{summary}"
     # The gateway billed these jobs (rate limits are on), yet no worker learns whose key ran them.
     assert all(job.billing is None for job, _ in hostile.jobs), "a worker was sent a job's billing"

@@ -33,6 +33,7 @@ KIND_ROUTER = 0x52    # 'R'
 KIND_GATEWAY = 0x47   # 'G'
 KIND_JOB = 0x4A       # 'J'
 KIND_EVENT = 0x45     # 'E'
+KIND_NOTICE = 0x4E    # 'N' (router → gateway, on the gateway's own topic)
 
 
 class WireError(ValueError):
@@ -431,3 +432,11 @@ def decode_event(data):
         raise WireError(f"unknown event body {tag}")
     r.end("stream event")
     return ev
+
+
+def notice_alive(router_id):
+    return Writer().header(KIND_NOTICE).u8(2).string(router_id).bytes()
+
+
+def notice_accepted(request_id, router_id):
+    return Writer().header(KIND_NOTICE).u8(1).string(request_id).string(router_id).bytes()
