@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian packages.
@@ -45,12 +47,19 @@ let package = Package(
         // The one way to run a job: admit (rate limits), submit, read its events, end it.
         // Used by every inference route and by the batch runner.
         .target(name: "XeroJobs", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroMetrics",
             .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Prometheus metrics every process exports (docs/operations.md, "Metrics"): one registry
+        // per process, instruments named after vLLM's, served on its own --metrics-port.
+        .target(name: "XeroMetrics", dependencies: [
+            "XeroCore",
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ]),
         // Tier queues, credits, deadlines, worker liveness.
         .target(name: "XeroRouter", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroMetrics",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The built-in GGUF engine, from its first piece: the model-file reader.
@@ -69,7 +78,7 @@ let package = Package(
         ]),
         // Job loop: pulls jobs with credits, drives an Engine, publishes tokens.
         .target(name: "XeroWorker", dependencies: [
-            "XeroCore", "XeroQueue", "XeroEngines",
+            "XeroCore", "XeroQueue", "XeroEngines", "XeroMetrics",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // HTTP front door: OpenAI routes, SSE, auth.
@@ -90,7 +99,9 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "xerotier", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch", "XeroJobs", "XeroUpstreamEngine",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroRouter", "XeroWorker", "XeroEngines", "XeroGateway", "XeroBatch", "XeroJobs", "XeroUpstreamEngine", "XeroMetrics",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
@@ -116,6 +127,7 @@ let package = Package(
         .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue", "XeroCore"]),
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
+        .testTarget(name: "XeroMetricsTests", dependencies: ["XeroMetrics"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore", "XeroGGUF"]),
         .testTarget(name: "XeroGGUFTests", dependencies: ["XeroGGUF", "CXeroKernels", "XeroCore"]),
         .testTarget(name: "XeroEmbeddingsTests", dependencies: ["XeroEmbeddings"], resources: [.copy("Fixtures")]),

@@ -14,6 +14,23 @@ public protocol Engine: Sendable {
     func rerank(_ request: RerankRequest) async throws -> RerankResult
     /// Hashes of the prompt-prefix blocks this engine holds KV state for (empty: no prefix cache).
     func prefixBlockHashes() -> [UInt64]
+    /// The KV state it holds now, for the worker's metrics (zeros: it keeps none in this process).
+    func kvCacheStats() -> KVCacheStats
+}
+
+/// What an engine's KV memory holds.
+public struct KVCacheStats: Sendable, Equatable {
+    /// Running sequences' and cached prefixes' KV state, bytes.
+    public var bytes: Int
+    /// The prefix cache's share of `bytes`, and its budget (0: no prefix cache).
+    public var prefixBytes: Int
+    public var prefixBudgetBytes: Int
+    public static let none = KVCacheStats(bytes: 0, prefixBytes: 0, prefixBudgetBytes: 0)
+    public init(bytes: Int, prefixBytes: Int, prefixBudgetBytes: Int) {
+        self.bytes = bytes
+        self.prefixBytes = prefixBytes
+        self.prefixBudgetBytes = prefixBudgetBytes
+    }
 }
 
 public struct EmbeddingResult: Sendable {
@@ -38,6 +55,7 @@ public struct RerankResult: Sendable {
 
 extension Engine {
     public func prefixBlockHashes() -> [UInt64] { [] }
+    public func kvCacheStats() -> KVCacheStats { .none }
     public func embed(_ request: EmbeddingsRequest) async throws -> EmbeddingResult {
         throw APIError.invalidRequest("This endpoint's model does not serve embeddings.", code: "unsupported_operation")
     }

@@ -45,6 +45,11 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
 
     public func prefixBlockHashes() -> [UInt64] { prefixCache?.blockHashes() ?? [] }
 
+    public func kvCacheStats() -> KVCacheStats {
+        let prefix = prefixCache?.usedBytes ?? 0
+        return KVCacheStats(bytes: KVCache.liveBytes + prefix, prefixBytes: prefix, prefixBudgetBytes: prefixCache?.budgetBytes ?? 0)
+    }
+
     /// The prompt's token ids, exactly as the model will see them.
     public func promptTokens(_ chat: ChatRequest) -> [Int32] {
         tokenizer.encode(segments: template.render(chat.messages.map { ChatTemplate.Message(role: $0.role, content: $0.content) }))

@@ -75,6 +75,9 @@ public final class PrefixCache: @unchecked Sendable {
         kvDim = config.kvDim
     }
 
+    /// Bytes of KV state held, all partitions (read under the lock: any thread may ask).
+    public var usedBytes: Int { lock.withLock { bytes } }
+
     /// How many partitions hold anything.
     public var partitionCount: Int { lock.withLock { partitions.count } }
 

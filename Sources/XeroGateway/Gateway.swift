@@ -100,6 +100,9 @@ public struct Gateway: Sendable {
     /// The router and the table of every route on it (for `--print-routes` and the route walk test).
     func makeRoutes() -> (router: Router<GatewayRequestContext>, table: RouteTable<GatewayRequestContext>) {
         let router = Router(context: GatewayRequestContext.self)
+        // Outermost: Hummingbird's per-route request counts and durations (swift-metrics, into
+        // this process's Prometheus registry) see every answer, errors already mapped.
+        router.middlewares.add(MetricsMiddleware())
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
         let routes = RouteTable(router)
         let client = JobClient(hub: hub, limiter: limiter, logger: logger)

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import XeroCore
+import XeroMetrics
 import XeroQueue
 import XeroStore
 
@@ -36,12 +37,15 @@ public final class JobClient: Sendable {
     public let hub: StreamHub
     public let limiter: RateLimiter?
     public let ids: RequestIDs
+    /// Every job's timings, tokens and ending (docs/operations.md, "Metrics").
+    public let metrics: RequestMetrics
     let logger: Logger
 
-    public init(hub: StreamHub, limiter: RateLimiter?, ids: RequestIDs = RequestIDs(), logger: Logger) {
+    public init(hub: StreamHub, limiter: RateLimiter?, ids: RequestIDs = RequestIDs(), metrics: RequestMetrics = .process, logger: Logger) {
         self.hub = hub
         self.limiter = limiter
         self.ids = ids
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -62,8 +66,15 @@ public final class JobClient: Sendable {
     public func start(_ account: JobAccount, kind: JobEnvelope.Kind, payload: [UInt8], reserve: Int, requestId: String? = nil,
                       slo: (ttftMs: Int, tpotMs: Int) = (0, 0), deadlines: Deadlines = Deadlines(), waitForLimits: Bool = false,
                       waitUntilMs: Int64 = .max) async throws -> JobHandle {
+        let arrivedNs = DispatchTime.now().uptimeNanoseconds
         let requestId = requestId ?? ids.next()
         let tier = account.tier
+        let instruments = metrics.instruments(tier: tier.name, model: account.model)
+        /// An error before the job exists is counted here; afterwards the handle counts how it ends.
+        func refused(_ e: APIError) -> APIError {
+            instruments.failed(status: e.status, code: e.code ?? e.type)
+            return e
+        }
         let limits = RateLimiter.Limits(tier: tier)
         var headers: [(String, String)] = []
         var holdsSlot = false
@@ -74,7 +85,7 @@ public final class JobClient: Sendable {
                     decision = try await limiter.admit(keyHash: account.keyHash, project: account.project, limits: limits,
                                                        reserveTokens: reserve)
                 } catch {
-                    throw APIError.unavailable("The rate limiter is unreachable; retry shortly.")
+                    throw refused(APIError.unavailable("The rate limiter is unreachable; retry shortly."))
                 }
                 headers = RateLimitHeaders.fields(decision)
                 if decision.allowed {
@@ -82,7 +93,7 @@ public final class JobClient: Sendable {
                     break
                 }
                 if waitForLimits, nowMs() < waitUntilMs {
-                    logger.info("batch line waits on a rate limit", metadata: ["request": "\(requestId)", "limit": "\(decision.refusedBy ?? "limit")",
+                    logger.info("batch line waits on a rate limit", metadata: ["request_id": "\(requestId)", "limit": "\(decision.refusedBy ?? "limit")",
                                                                               "retry_ms": "\(decision.retryAfterMs)"])
                     try await Task.sleep(nanoseconds: UInt64(min(max(decision.retryAfterMs, 50), 60_000)) * 1_000_000)
                     continue
@@ -92,6 +103,7 @@ public final class JobClient: Sendable {
                                  type: "requests", code: "rate_limit_exceeded")
                 e.headers = ["Retry-After": String(retry)]
                 for (name, value) in headers { e.headers[name] = value }
+                metrics.rateLimited(tier: tier.name, model: account.model, limit: decision.refusedBy ?? "limit")
                 throw e
             }
         }
@@ -102,7 +114,8 @@ public final class JobClient: Sendable {
                               queueDeadlineMs: deadlines.queueMs ?? now + Int64(tier.queueTimeoutMs),
                               requestDeadlineMs: deadlines.requestMs ?? now + Int64(tier.requestTimeoutMs),
                               sloTTFTMs: slo.ttftMs, sloTPOTMs: slo.tpotMs, billing: billing, payload: payload)
-        let handle = JobHandle(client: self, account: account, requestId: requestId, headers: headers, holdsSlot: holdsSlot)
+        let handle = JobHandle(client: self, account: account, requestId: requestId, headers: headers, holdsSlot: holdsSlot,
+                               timeline: RequestTimeline(instruments, arrivedNs: arrivedNs, streamsTokens: kind == .chatCompletion))
         // Never reached the router: nothing will settle it there, so refund here.
         func refund() {
             handle.endUnsubmitted()
@@ -111,12 +124,12 @@ public final class JobClient: Sendable {
         }
         guard await hub.waitUntilReady(timeoutMs: 2000) else {
             refund()
-            throw APIError.unavailable("This gateway is not connected to a router yet; retry shortly.")
+            throw refused(APIError.unavailable("This gateway is not connected to a router yet; retry shortly."))
         }
         let box = hub.open(requestId)
         guard hub.submit(job) else {
             refund()
-            throw APIError.overloaded("This gateway's queue to the router is full; retry shortly.", code: "gateway_overloaded")
+            throw refused(APIError.overloaded("This gateway's queue to the router is full; retry shortly.", code: "gateway_overloaded"))
         }
         // The gateway's own safety net: if neither the router nor the worker ended the job a little
         // after its deadline, the client gets a timeout — never a hang — and the job is cancelled.

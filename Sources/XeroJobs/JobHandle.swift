@@ -17,19 +17,40 @@ public final class JobHandle: @unchecked Sendable {
     private let ended = Locked(false)
     /// The job itself is over (its worker or router said so): ending it needs no cancel.
     private let finished = Locked(false)
+    /// Its metrics: events are noted by the reader; how it ended is counted once, by whoever
+    /// gets there first (the terminal event, or `end()` for a client that left).
+    private let timeline: RequestTimeline
+    private let counted = Locked(false)
+    private var submitted = false
 
-    init(client: JobClient, account: JobAccount, requestId: String, headers: [(String, String)], holdsSlot: Bool) {
+    init(client: JobClient, account: JobAccount, requestId: String, headers: [(String, String)], holdsSlot: Bool, timeline: RequestTimeline) {
         self.client = client
         self.account = account
         self.requestId = requestId
         self.rateLimitHeaders = headers
         self.holdsSlot = holdsSlot
+        self.timeline = timeline
     }
 
     func begin(_ mailbox: EventMailbox, timer: Task<Void, Never>) {
         reader = EventReader(mailbox)
         self.timer = timer
+        submitted = true
+        timeline.instruments.inFlight.increment()
     }
+
+    /// The request's log line (`--log-format json` makes it one object): who, where, how it ended.
+    private func logEnd(status: Int, outcome: String, usage: Usage?) {
+        let a = account, ms = timeline.elapsedMs
+        client.logger.info("request ended", metadata: [
+            "request_id": "\(requestId)", "project": "\(a.project)", "endpoint": "\(a.endpoint)", "tier": "\(a.tier.name)",
+            "model": "\(a.model)", "status": "\(status)", "outcome": "\(outcome)", "ms": "\(ms)",
+            "prompt_tokens": "\(usage?.promptTokens ?? 0)", "completion_tokens": "\(usage?.completionTokens ?? 0)",
+        ].merging(a.batchId.isEmpty ? [:] : ["batch": "\(a.batchId)"]) { $1 })
+    }
+
+    /// True the first time only: the request's ending is counted once.
+    private func countsEnding() -> Bool { counted.withLock { c in defer { c = true }; return !c } }
 
     /// True when another event has already arrived (a writer can batch before flushing).
     public var hasBuffered: Bool { reader?.hasBuffered ?? false }
@@ -42,6 +63,13 @@ public final class JobHandle: @unchecked Sendable {
         let hub = client.hub, requestId = self.requestId
         defer { reader = r }
         let ev = try await withTaskCancellationHandler { try await r.next() } onCancel: { hub.cancel(requestId) }
+        switch ev.body {
+        case let .done(usage):
+            if countsEnding() { logEnd(status: 200, outcome: timeline.succeeded(usage), usage: usage) }
+        case let .error(e):
+            if countsEnding() { logEnd(status: e.status, outcome: timeline.failed(status: e.status, code: e.code ?? e.type), usage: nil) }
+        default: timeline.saw(ev.body)
+        }
         if ev.isTerminal, Self.endsTheJob(ev) { finished.withLock { $0 = true } }
         return ev
     }
@@ -64,6 +92,9 @@ public final class JobHandle: @unchecked Sendable {
         let first = ended.withLock { e -> Bool in defer { e = true }; return !e }
         guard first else { return }
         timer?.cancel()
+        // Ended before its last event: its client left (or the route stopped reading).
+        if countsEnding() { logEnd(status: 499, outcome: timeline.failed(status: 499, code: "client_closed"), usage: nil) }
+        if submitted { timeline.instruments.inFlight.decrement() }
         client.hub.close(requestId)
         if !finished.withLock({ $0 }) { client.hub.cancel(requestId) }
         if holdsSlot { client.limiter?.release(keyHash: account.keyHash) }
@@ -72,6 +103,7 @@ public final class JobHandle: @unchecked Sendable {
     /// Ends a job that never reached the router: its slot is freed, but there is nothing to cancel.
     func endUnsubmitted() {
         finished.withLock { $0 = true }
+        _ = countsEnding()   // the job client counts the refusal it throws
         end()
     }
 

@@ -156,7 +156,7 @@ public final class StreamHub: Sendable {
             return
         }
         if !box.put(events) {
-            logger.warning("request failed: its reader fell too far behind", metadata: ["request": "\(requestId)", "capacity": "\(mailboxCapacity)"])
+            logger.warning("request failed: its reader fell too far behind", metadata: ["request_id": "\(requestId)", "capacity": "\(mailboxCapacity)"])
             cancel(requestId)
         }
     }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Synchronization
 import XeroCore
+import XeroMetrics
 import XeroQueue
 import XeroStore
 
@@ -67,7 +68,7 @@ public final class Router: Sendable {
 
     /// `settlements`: where finished jobs are billed (nil: nothing is accounted).
     public init(config: PlatformConfig, endpoints: RouterEndpoints, ops: OpsRecorder?, settlements: RateLimiter? = nil,
-                options: Options = Options(), logger: Logger) throws {
+                options: Options = Options(), metrics: RouterMetrics = RouterMetrics(), logger: Logger) throws {
         let context = ZMQContext()
         // The ZAP handler first: libzmq asks it about every CURVE handshake in this context, and a
         // CURVE socket without one would admit any key pair.
@@ -115,7 +116,7 @@ public final class Router: Sendable {
         var scheduler = TierScheduler(tiers: config.tiers)
         scheduler.maxQueued = options.maxQueuedJobs
         scheduler.breakerPolicy = options.breaker
-        let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, logger: logger)
+        let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, metrics: metrics, logger: logger)
         core.settlements = settlements
         if case let .curve(_, platformPublicKey) = options.security {
             core.fabric = FabricGuard(platformPublicKey: platformPublicKey, lookupAgent: { [core] key in try core.agentJoinKeyHash(publicKey: key) })
@@ -146,6 +147,7 @@ final class RouterState: @unchecked Sendable {
     var scheduler: TierScheduler
     let ops: OpsRecorder?
     let options: Router.Options
+    let metrics: RouterMetrics
     let logger: Logger
     var lastStatsMs: Int64 = 0
     var lastLivenessMs: Int64 = 0
@@ -168,11 +170,12 @@ final class RouterState: @unchecked Sendable {
     var gateways: [String: Int64] = [:]
     let startedAtMs = nowMs()
 
-    init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, logger: Logger) {
+    init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, metrics: RouterMetrics, logger: Logger) {
         self.id = id
         self.scheduler = scheduler
         self.ops = ops
         self.options = options
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -241,6 +244,7 @@ final class RouterState: @unchecked Sendable {
             }
             if let refusal = Self.refusal(scheduler.submit(job), tier: tier) {
                 publishError(ctx, job, refusal)
+                metrics.jobEnded(tier: tier.name, outcome: "refused")
                 return
             }
             notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
@@ -256,6 +260,7 @@ final class RouterState: @unchecked Sendable {
             switch scheduler.cancel(requestId) {
             case let .dequeued(job):
                 settle(job, usage: nil)
+                metrics.jobEnded(tier: job.tier, outcome: "cancelled")
                 ops?.job(requestId, [("state", "cancelled"), ("finished_at", String(now))])
             case let .running(worker):
                 ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])
@@ -327,13 +332,14 @@ final class RouterState: @unchecked Sendable {
             ops?.workerPrefixes(worker, hashes.map { String($0, radix: 16) })
         case let .started(requestId):
             guard scheduler.markStarted(requestId, worker: worker) else {
-                logger.warning("'started' for a job this worker does not run ignored", metadata: ["worker": "\(worker)", "request": "\(requestId)"])
+                logger.warning("'started' for a job this worker does not run ignored", metadata: ["worker": "\(worker)", "request_id": "\(requestId)"])
                 return
             }
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])
         case let .done(report):
             if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now) {
                 settle(finished.envelope, usage: Self.billedUsage(report))
+                metrics.jobEnded(tier: finished.envelope.tier, outcome: Self.outcomeKind(report.outcome))
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
                                             ("prompt_tokens", String(report.promptTokens)), ("completion_tokens", String(report.completionTokens))])
@@ -402,7 +408,7 @@ final class RouterState: @unchecked Sendable {
         if let ownerUser, let user, ownerUser == user { return true }
         droppedEvents += 1
         if droppedEvents % 1000 == 1 {
-            logger.warning("events for a job the sender does not run dropped", metadata: ["user": "\(user ?? "none")", "request": "\(requestId)",
+            logger.warning("events for a job the sender does not run dropped", metadata: ["user": "\(user ?? "none")", "request_id": "\(requestId)",
                                                                                         "dropped_total": "\(droppedEvents)"])
         }
         return false
@@ -460,6 +466,7 @@ final class RouterState: @unchecked Sendable {
         for job in scheduler.expire(now: now) {
             let tier = scheduler.tier(job.tier)
             publishError(ctx, job, APIError.noCapacity(model: job.model, tier: job.tier, waitedMs: tier?.queueTimeoutMs ?? 0))
+            metrics.jobEnded(tier: job.tier, outcome: "expired")
             ops?.job(job.requestId, [("state", "expired"), ("finished_at", String(now))])
         }
         if now - lastLivenessMs >= 250 {
@@ -477,7 +484,9 @@ final class RouterState: @unchecked Sendable {
                                    ("submitted_total", String(s.submitted)), ("dispatched_total", String(s.dispatched)),
                                    ("completed_total", String(s.completed)), ("expired_total", String(s.expired)),
                                    ("updated_at", String(now))])
+                metrics.tier(t.name, waiting: scheduler.depth(t.name), running: s.inflight)
             }
+            recordWorkerCounts()
             ops?.routerAlive(id, now: now)
         }
     }
@@ -486,6 +495,10 @@ final class RouterState: @unchecked Sendable {
         for d in scheduler.dispatch(now: now) {
             let sent = ctx.send(socket: Router.workersSocket, frames: [Array(d.worker.utf8), RouterMessage.job(d.envelope.forWorker).encode()])
             if sent {
+                logger.debug("job dispatched", metadata: ["request_id": "\(d.envelope.requestId)", "project": "\(d.envelope.project)",
+                                                          "endpoint": "\(d.envelope.endpoint)", "tier": "\(d.envelope.tier)", "worker": "\(d.worker)"])
+                metrics.dispatched(tier: d.envelope.tier, model: d.envelope.model,
+                                   waitedSeconds: Double(now.subtractingReportingOverflow(d.envelope.acceptedAtMs).partialValue) / 1000)
                 ops?.job(d.envelope.requestId, [("state", "dispatched"), ("worker", d.worker), ("attempt", String(d.envelope.attempt)),
                                                 ("dispatched_at", String(now))])
             } else {
@@ -505,6 +518,7 @@ final class RouterState: @unchecked Sendable {
         }
         for job in lost.failed {
             publishError(ctx, job, APIError.workerLost())
+            metrics.jobEnded(tier: job.tier, outcome: "failed")
             ops?.job(job.requestId, [("state", "error:worker_lost"), ("finished_at", String(now))])
         }
         ops?.workerGone(worker)
@@ -565,6 +579,7 @@ final class RouterState: @unchecked Sendable {
             let gone = scheduler.abandon(replyTo: gateway)
             for job in gone.dequeued {
                 settle(job, usage: nil)
+                metrics.jobEnded(tier: job.tier, outcome: "cancelled")
                 ops?.job(job.requestId, [("state", "cancelled"), ("finished_at", String(now))])
             }
             for (requestId, worker) in gone.running {
@@ -573,6 +588,21 @@ final class RouterState: @unchecked Sendable {
             logger.warning("gateway gone: its jobs cancelled", metadata: ["gateway": "\(gateway)", "queued": "\(gone.dequeued.count)",
                                                                        "running": "\(gone.running.count)"])
         }
+    }
+
+    /// A worker's report outcome by its kind: `done`, `cancelled`, `timeout`, `rejected`, `error`
+    /// (a fixed set: the code after the colon comes from the worker and is not a label).
+    static func outcomeKind(_ outcome: String) -> String {
+        let kind = outcome.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+        return ["done", "cancelled", "timeout", "rejected", "error"].contains(kind) ? kind : "error"
+    }
+
+    func recordWorkerCounts() {
+        var ready = 0, draining = 0, tripped = 0
+        for (id, w) in scheduler.workers {
+            if w.draining { draining += 1 } else if scheduler.breakers[id].map({ $0.state != .closed }) ?? false { tripped += 1 } else { ready += 1 }
+        }
+        metrics.workers(ready: ready, draining: draining, tripped: tripped)
     }
 
     func recordWorker(_ worker: String, now: Int64) {

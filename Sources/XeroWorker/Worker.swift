@@ -3,6 +3,7 @@ import Logging
 import Synchronization
 import XeroCore
 import XeroEngines
+import XeroMetrics
 import XeroQueue
 
 /// A worker process: takes jobs from the router against credits (one per free slot), runs each
@@ -27,6 +28,7 @@ public final class Worker: Sendable {
     private let state: Locked<State>
     private let logger: Logger
     private let options: Options
+    private let metrics: WorkerMetrics
 
     struct State {
         var active: [String: Task<Void, Never>] = [:]
@@ -40,7 +42,8 @@ public final class Worker: Sendable {
     }
 
     public init(id: String = randomWorkerID(), engine: any Engine, routerWorkers: String, routerEventsIn: String,
-                security: FabricSecurity = .plaintext, options: Options = Options(), logger: Logger) throws {
+                security: FabricSecurity = .plaintext, options: Options = Options(), metrics: WorkerMetrics = WorkerMetrics(),
+                logger: Logger) throws {
         let context = ZMQContext()
         let control = try ZMQSocket(context, .dealer)
         try control.set(.routingID(id))
@@ -66,6 +69,7 @@ public final class Worker: Sendable {
         self.context = context
         self.logger = logger
         self.options = options
+        self.metrics = metrics
         let state = Locked(State())
         self.state = state
         let box = WorkerBox()
@@ -154,6 +158,9 @@ public final class Worker: Sendable {
             if due { s.lastHeartbeatMs = now }
             return (due, s.active.count, s.helloSent)
         }
+        let kv = engine.kvCacheStats()
+        metrics.slots(busy: active, free: engine.info.slots - active)
+        metrics.kvCache(bytes: kv.bytes, usage: kv.prefixBudgetBytes > 0 ? Double(kv.prefixBytes) / Double(kv.prefixBudgetBytes) : 0)
         guard due && ready else { return }
         ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.heartbeat(active: active).encode()])
         let prefixes = engine.prefixBlockHashes()
@@ -206,7 +213,7 @@ public final class Worker: Sendable {
         }
         guard let task else {
             let refusal = refusal ?? "refused"
-            logger.warning("job refused", metadata: ["request": "\(job.requestId)", "reason": "\(refusal)"])
+            logger.warning("job refused", metadata: ["request_id": "\(job.requestId)", "reason": "\(refusal)"])
             if refusal != "duplicate" {
                 emit(run, .error(APIError.unavailable("The worker had no free slot for this request; retry.")))
                 sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: "error:no_slot", firstTokenAtMs: 0,
@@ -257,7 +264,7 @@ public final class Worker: Sendable {
                 emit(run, .error(APIError(status: 499, message: "The request was cancelled.", type: "cancelled", code: "cancelled")))
             } else {
                 run.outcome = "error:internal"
-                logger.error("engine failed", metadata: ["request": "\(job.requestId)", "error": "\(error)"])
+                logger.error("engine failed", metadata: ["request_id": "\(job.requestId)", "error": "\(error)"])
                 emit(run, .error(APIError.internalError()))
             }
         }
@@ -265,6 +272,15 @@ public final class Worker: Sendable {
         // meter saw up to the cancel, timeout or failure. The router bills from this report.
         let usage = run.meter.usage
         state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
+        metrics.jobEnded(model: job.model, outcome: run.outcome)
+        logger.info("job ended", metadata: [
+            "request_id": "\(job.requestId)", "project": "\(job.project)", "endpoint": "\(job.endpoint)", "tier": "\(job.tier)",
+            "worker": "\(id)", "model": "\(job.model)", "attempt": "\(job.attempt)", "outcome": "\(run.outcome)",
+            "prompt_tokens": "\(usage.promptTokens)", "completion_tokens": "\(usage.completionTokens)", "cached_tokens": "\(usage.cachedTokens)",
+        ])
+        if job.kind == .chatCompletion, engine.kvCacheStats().prefixBudgetBytes > 0 {
+            metrics.prefixLookup(model: job.model, queried: usage.promptTokens, hit: usage.cachedTokens)
+        }
         sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
                                     finishedAtMs: nowMs(), promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)))
     }

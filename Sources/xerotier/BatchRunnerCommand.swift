@@ -14,6 +14,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
     @OptionGroup var fabric: FabricOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "Directory of the Files API, the same the gateways use (default: $XERO_FILES_DIR or ./.xerotier/files).")
     var filesDir: String?
@@ -36,6 +37,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
                                  fileStore: try FilesystemFileStore(directory: filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"),
                                  jobs: JobClient(hub: hub, limiter: RateLimiter(redis: client, logger: logger), logger: logger),
                                  config: config, options: options, logger: logger)
+        let metricsListener = try await metrics.start(logger: logger)
         let task = Task { await runner.run() }
         logger.info("batch runner started", metadata: ["max_in_flight": "\(maxInFlight)"])
         let sig = await waitForTerminationSignal()
@@ -43,6 +45,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
         runner.stop()
         _ = await task.value
         hub.stop()
+        metricsListener?.stop()
         client.close()
     }
 }

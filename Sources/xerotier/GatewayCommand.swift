@@ -15,6 +15,7 @@ struct GatewayCommand: AsyncParsableCommand {
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
     @OptionGroup var fabric: FabricOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "HTTP listen host.")
     var host: String = "127.0.0.1"
@@ -133,6 +134,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let events = KeyEventSubscriber(address: try RedisAddress(url: redis.url),
                                         onMessage: { auth.invalidate(keyHash: $0) }, onReconnect: { auth.invalidateAll() })
         logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", options.tls == nil ? "http" : "https": "\(host):\(port)"])
+        let metricsListener = try await metrics.start(logger: logger)
         let app = gateway.makeApplication()
         // SIGTERM drains: no new connections, running requests finish — for at most
         // --drain-seconds, after which the rest are cancelled (a request whose router is gone
@@ -143,6 +145,7 @@ struct GatewayCommand: AsyncParsableCommand {
         // Unused leases go back to the shared buckets for the other gateways.
         try? await gateway.limiter?.flush()
         events.stop()
+        metricsListener?.stop()
         hub.stop()
         redisClient.close()
     }

@@ -11,6 +11,7 @@ struct RouterCommand: AsyncParsableCommand {
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var redis: RedisOptions
     @OptionGroup var fabric: FabricOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "Drop a worker from dispatch after this many ms without a heartbeat.")
     var workerTimeoutMs: Int = 3000
@@ -54,9 +55,11 @@ struct RouterCommand: AsyncParsableCommand {
         let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
                                 settlements: settlements, options: options, logger: logger)
         router.start()
+        let metricsListener = try await metrics.start(logger: logger)
         let sig = await waitForTerminationSignal()
         logger.info("router stopping", metadata: ["signal": "\(sig)"])
         router.stop()
+        metricsListener?.stop()
         // What is still queued is written before the process goes (Redis permitting).
         if (try? await settlements.flush()) == nil {
             logger.error("settlements not written at exit", metadata: ["waiting": "\(settlements.waiting)"])

@@ -87,21 +87,29 @@ struct Up: AsyncParsableCommand {
         let routerPort = try freePortRange(4)
         let httpPort = try port ?? (isPortFree(8080) ? 8080 : freePort())
         // Workers take no platform config (a tenant's agent has none); the rest read this one.
-        let shared = ["--log-level", common.logLevel, "--parent-pid", String(getpid())]
+        let shared = ["--log-level", common.logLevel, "--log-format", common.logFormat, "--parent-pid", String(getpid())]
         let withConfig = shared + ["--config", URL(fileURLWithPath: configPath).standardizedFileURL.path]
         let routerArgs = ["--router-port", String(routerPort)] + fabricArgs
+        // Every process serves its metrics on a port of its own (the gateway's first in the banner).
+        var metricsURLs: [(name: String, url: String)] = []
+        func metricsArgs(_ name: String) throws -> [String] {
+            let port = try freePort()
+            metricsURLs.append((name, "http://127.0.0.1:\(port)/metrics"))
+            return ["--metrics-port", String(port)]
+        }
+        let gatewayMetrics = try metricsArgs("gateway")
         // The Redis URL (it may carry a password) goes to the children in their environment, not on
         // their command lines, which every local user can read (`ps`, /proc/<pid>/cmdline).
         setenv("REDIS_URL", redisURL, 1)
-        try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs)
+        try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs + (try metricsArgs("router")))
         let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,
-                           arguments: ["gateway"] + withConfig + routerArgs + ["--port", String(httpPort), "--files-dir", filesDir])
+                           arguments: ["gateway"] + withConfig + routerArgs + gatewayMetrics + ["--port", String(httpPort), "--files-dir", filesDir])
         try children.start(name: "batch-runner", executable: selfPath,
-                           arguments: ["batch-runner"] + withConfig + routerArgs + ["--files-dir", filesDir])
+                           arguments: ["batch-runner"] + withConfig + routerArgs + (try metricsArgs("batch-runner")) + ["--files-dir", filesDir])
         for i in 1...max(1, workers) {
             try children.start(name: "worker-\(i)", executable: selfPath,
-                               arguments: ["worker"] + shared + routerArgs + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",
+                               arguments: ["worker"] + shared + routerArgs + (try metricsArgs("worker-\(i)")) + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",
                                                                               "--sim-ttft-ms", String(simTtftMs), "--sim-tpot-ms", String(simTpotMs)]
                                    + (engine == "gguf" ? ["--model-path", modelPath, "--model-id", model] : []))
         }
@@ -112,7 +120,7 @@ struct Up: AsyncParsableCommand {
         if FileManager.default.fileExists(atPath: miniLMDir + "/model.safetensors"), let project = try await store.project(slug: demo.projectSlug) {
             try await store.putEndpoint(Endpoint(project: project.id, slug: "embeddings", model: "all-MiniLM-L6-v2", tier: demo.tier, createdAt: nowMs()))
             try children.start(name: "worker-embeddings", executable: selfPath,
-                               arguments: ["worker"] + shared + routerArgs + ["--engine", "minilm", "--model-dir", miniLMDir, "--id", "worker-embeddings-\(getpid())"])
+                               arguments: ["worker"] + shared + routerArgs + (try metricsArgs("worker-embeddings")) + ["--engine", "minilm", "--model-dir", miniLMDir, "--id", "worker-embeddings-\(getpid())"])
             embeddingsURL = "http://127.0.0.1:\(httpPort)/proj_\(project.id)/embeddings/v1"
         }
         let base = "http://127.0.0.1:\(httpPort)"
@@ -131,6 +139,8 @@ struct Up: AsyncParsableCommand {
           Embeddings: \(embeddingsURL ?? "(not installed: scripts/setup.sh fetches all-MiniLM-L6-v2)")  (model all-MiniLM-L6-v2)
 
         """
+        for m in metricsURLs { banner += "  Metrics:  \(m.url)  (\(m.name))\n" }
+        banner += "\n"
         if let key = demo.newKey {
             banner += """
               API key:  \(key)
@@ -159,8 +169,15 @@ struct Up: AsyncParsableCommand {
         """
         // Straight to fd 1: stdio buffering would hold the banner back when stdout is a pipe or file.
         FileHandle.standardOutput.write(Data(banner.utf8))
-        try? "{\"base_url\":\"\(baseURL)\",\"redis_url\":\"\(redisURL)\",\"gateway\":\"\(base)\",\"router_port\":\(routerPort)}\n"
-            .write(toFile: dataDir + "/up.json", atomically: true, encoding: .utf8)
+        var summary = JSONWriter()
+        summary.objectStart()
+        for (k, v) in [("base_url", baseURL), ("redis_url", redisURL), ("gateway", base)] { summary.key(k); summary.value(v) }
+        summary.key("router_port"); summary.value(routerPort)
+        summary.key("metrics"); summary.objectStart()
+        for m in metricsURLs { summary.key(m.name); summary.value(m.url) }
+        summary.objectEnd()
+        summary.objectEnd()
+        try? (summary.string + "\n").write(toFile: dataDir + "/up.json", atomically: true, encoding: .utf8)
 
         // Run until a signal, or until a child dies (then stop the rest: a half platform helps nobody).
         let (stops, stop) = AsyncStream<String>.makeStream()

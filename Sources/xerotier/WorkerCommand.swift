@@ -12,6 +12,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @OptionGroup var address: RouterAddressOptions
     @OptionGroup var fabric: FabricOptions
+    @OptionGroup var metrics: MetricsOptions
 
     @Option(help: "Engine: gguf (built-in llama-family chat model), sim (the simulator), minilm (built-in embeddings), openai (forward to an OpenAI-compatible server).")
     var engine: String = "sim"
@@ -115,6 +116,7 @@ struct WorkerCommand: AsyncParsableCommand {
                                 routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
                                 security: security, options: options, logger: logger)
         worker.start()
+        let metricsListener = try await metrics.start(logger: logger)
         // Leave with a clear reason if the router refuses us (bad join key).
         Task {
             while true {
@@ -129,6 +131,7 @@ struct WorkerCommand: AsyncParsableCommand {
         logger.info("worker stopping", metadata: ["signal": "\(sig)"])
         await worker.drain(timeoutSeconds: drainSeconds)
         worker.stop()
+        metricsListener?.stop()
     }
 
     func makeEngine() throws -> any Engine {

@@ -16,14 +16,22 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "Log format: text, or json (one object per line, with request_id, project, endpoint, tier and worker where known).")
+    var logFormat: String = "text"
+
     @Option(help: ArgumentHelp("Exit when this process id is no longer our parent (set by `up`).", visibility: .hidden))
     var parentPid: Int32?
 
     func makeLogger(_ label: String) -> Logger {
         let level = Logger.Level(rawValue: logLevel) ?? .info
-        var logger = Logger(label: label) { StreamLogHandler.standardError(label: $0) }
+        let json = logFormat == "json"
+        var logger = Logger(label: label) { json ? JSONLogHandler(label: $0) as any LogHandler : StreamLogHandler.standardError(label: $0) }
         logger.logLevel = level
         return logger
+    }
+
+    func validate() throws {
+        guard ["text", "json"].contains(logFormat) else { throw ValidationError("--log-format must be text or json (got \(logFormat)).") }
     }
 
     /// A process started by `up` leaves when `up` does, even if `up` was killed with SIGKILL.
