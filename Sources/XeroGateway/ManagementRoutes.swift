@@ -30,6 +30,7 @@ struct ManagementRoutes: Sendable {
             w.key("scopes"); w.arrayStart(); for s in caller.key.scopes.sorted() { w.value(s) }; w.arrayEnd()
             w.objectEnd(); return w.bytes
         } }
+        OpsRoutes(redis: store.redis, config: config).register(on: admin)
         admin.get("/projects") { req, ctx in try await self.run(req, ctx) { _, _ in
             let ps = try await store.projects()
             return Self.list(ps) { w, p in Self.writeProject(p, &w) }
@@ -157,20 +158,7 @@ struct ManagementRoutes: Sendable {
         m.get("/agents") { req, ctx in try await self.run(req, ctx) { caller, _ in
             // A project sees its own agents; the admin sees every worker (or one project's with ?project=).
             let only: String? = caller.isAdmin ? caller.project.map { AgentFleet.project($0).description } : AgentFleet.project(try caller.requireProject()).description
-            let redis = store.redis
-            let ids = try await redis.send(["ZRANGE", RedisKeys.workers, "0", "-1", "WITHSCORES"]).array.compactMap(\.string)
-            var w = JSONWriter(); w.objectStart(); w.field("object", "list"); w.key("data"); w.arrayStart()
-            var i = 0
-            while i + 1 < ids.count {
-                defer { i += 2 }
-                let h = try await redis.send(["HGETALL", RedisKeys.worker(ids[i])]).hash
-                if h.isEmpty { continue }   // its record expired: a worker gone silent, not yet swept
-                if let only, h["fleet"] != only { continue }
-                w.objectStart(); w.field("id", ids[i]); w.field("last_heartbeat", Int(ids[i + 1]) ?? 0)
-                for k in h.keys.sorted() where k != "last_heartbeat" { w.field(k, h[k]!) }
-                w.objectEnd()
-            }
-            w.arrayEnd(); w.objectEnd(); return w.bytes
+            return try await OpsRoutes.workers(store.redis, fleet: only)
         } }
         m.get("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, _ in
             let jks = try await store.joinKeys(fleet: try caller.joinKeyFleet())

@@ -18,6 +18,16 @@ public final class OpsRecorder: Sendable {
         var removedWorkers: Set<String> = []
         var workerPrefixes: [String: [String]] = [:]
         var routerBeat: (String, Int64)?
+        /// Each job's latest place in the per-tier indexes (the last word in a window wins).
+        var places: [String: (tier: String, place: JobPlace)] = [:]
+        var prunes: [String: (waitingBefore: Int64, runningBefore: Int64)] = [:]
+    }
+
+    /// Where a job is, for the per-tier indexes `xero:waiting:<tier>` and `xero:running:<tier>`.
+    public enum JobPlace: Sendable {
+        case waiting(sinceMs: Int64)
+        case running(sinceMs: Int64)
+        case gone
     }
 
     public let jobTTLSeconds: Int
@@ -48,6 +58,20 @@ public final class OpsRecorder: Sendable {
             if b.jobs.count >= maxPendingJobs && b.jobs[id] == nil { return }
             b.jobs[id, default: []].append(contentsOf: fields)
         }
+    }
+
+    /// Moves a job in its tier's indexes: what waits and what runs, listable without a SCAN.
+    public func place(_ id: String, tier: String, _ place: JobPlace) {
+        batch.withLock { b in
+            if b.places.count >= maxPendingJobs && b.places[id] == nil { return }
+            b.places[id] = (tier, place)
+        }
+    }
+
+    /// Drops index entries older than these bounds (a router that died left them behind): nothing
+    /// waits past its tier's queue timeout or runs past its request timeout.
+    public func pruneIndexes(tier: String, waitingBefore: Int64, runningBefore: Int64) {
+        batch.withLock { $0.prunes[tier] = (waitingBefore, runningBefore) }
     }
 
     public func tier(_ name: String, _ fields: [(String, String)]) {
@@ -90,6 +114,23 @@ public final class OpsRecorder: Sendable {
                 cmd(["EXPIRE", RedisKeys.job(id), String(jobTTLSeconds)])
             }
             for (name, fields) in b.tiers { cmd(["HSET", RedisKeys.tier(name)] + fields.flatMap { [$0.0, $0.1] }) }
+            for (id, (tier, place)) in b.places {
+                switch place {
+                case let .waiting(since):
+                    cmd(["ZADD", RedisKeys.waiting(tier), String(since), id])
+                    cmd(["ZREM", RedisKeys.running(tier), id])
+                case let .running(since):
+                    cmd(["ZREM", RedisKeys.waiting(tier), id])
+                    cmd(["ZADD", RedisKeys.running(tier), String(since), id])
+                case .gone:
+                    cmd(["ZREM", RedisKeys.waiting(tier), id])
+                    cmd(["ZREM", RedisKeys.running(tier), id])
+                }
+            }
+            for (tier, bounds) in b.prunes {
+                cmd(["ZREMRANGEBYSCORE", RedisKeys.waiting(tier), "-inf", "(" + String(bounds.waitingBefore)])
+                cmd(["ZREMRANGEBYSCORE", RedisKeys.running(tier), "-inf", "(" + String(bounds.runningBefore)])
+            }
             for (id, fields) in b.workers {
                 cmd(["HSET", RedisKeys.worker(id)] + fields.flatMap { [$0.0, $0.1] })
                 cmd(["EXPIRE", RedisKeys.worker(id), String(workerTTLSeconds)])

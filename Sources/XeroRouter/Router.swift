@@ -150,6 +150,7 @@ final class RouterState: @unchecked Sendable {
     let metrics: RouterMetrics
     let logger: Logger
     var lastStatsMs: Int64 = 0
+    var lastPruneMs: Int64 = 0
     var lastLivenessMs: Int64 = 0
     var lastTickMs: Int64 = 0
     static let stallWarningMs: Int64 = 2000
@@ -251,6 +252,7 @@ final class RouterState: @unchecked Sendable {
             ops?.job(job.requestId, [("state", "queued"), ("tier", job.tier), ("project", job.project), ("endpoint", job.endpoint),
                                      ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo),
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])
+            ops?.place(job.requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
             dispatch(ctx, now: now)
         case let .alive(gateway):
             if gateways.updateValue(now, forKey: gateway) == nil {
@@ -262,6 +264,7 @@ final class RouterState: @unchecked Sendable {
                 settle(job, usage: nil)
                 metrics.jobEnded(tier: job.tier, outcome: "cancelled")
                 ops?.job(requestId, [("state", "cancelled"), ("finished_at", String(now))])
+                ops?.place(requestId, tier: job.tier, .gone)
             case let .running(worker):
                 ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])
             case .unknown: break
@@ -343,6 +346,7 @@ final class RouterState: @unchecked Sendable {
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
                                             ("prompt_tokens", String(report.promptTokens)), ("completion_tokens", String(report.completionTokens))])
+                ops?.place(report.requestId, tier: finished.envelope.tier, .gone)
             }
             dispatch(ctx, now: now)
         case .draining:
@@ -468,6 +472,7 @@ final class RouterState: @unchecked Sendable {
             publishError(ctx, job, APIError.noCapacity(model: job.model, tier: job.tier, waitedMs: tier?.queueTimeoutMs ?? 0))
             metrics.jobEnded(tier: job.tier, outcome: "expired")
             ops?.job(job.requestId, [("state", "expired"), ("finished_at", String(now))])
+            ops?.place(job.requestId, tier: job.tier, .gone)
         }
         if now - lastLivenessMs >= 250 {
             lastLivenessMs = now
@@ -488,6 +493,14 @@ final class RouterState: @unchecked Sendable {
             }
             recordWorkerCounts()
             ops?.routerAlive(id, now: now)
+            if now - lastPruneMs >= 10_000 {
+                lastPruneMs = now
+                for t in scheduler.tiers {
+                    // A minute of slack past the tier's own bounds: only what no router can still hold.
+                    ops?.pruneIndexes(tier: t.name, waitingBefore: now - Int64(t.queueTimeoutMs) - 60_000,
+                                      runningBefore: now - Int64(t.requestTimeoutMs) - 60_000)
+                }
+            }
         }
     }
 
@@ -501,6 +514,7 @@ final class RouterState: @unchecked Sendable {
                                    waitedSeconds: Double(now.subtractingReportingOverflow(d.envelope.acceptedAtMs).partialValue) / 1000)
                 ops?.job(d.envelope.requestId, [("state", "dispatched"), ("worker", d.worker), ("attempt", String(d.envelope.attempt)),
                                                 ("dispatched_at", String(now))])
+                ops?.place(d.envelope.requestId, tier: d.envelope.tier, .running(sinceMs: now))
             } else {
                 // The worker's connection is gone: drop it; its jobs (this one included) are re-queued.
                 dropWorker(ctx, d.worker, reason: "unreachable", now: now)
@@ -515,11 +529,13 @@ final class RouterState: @unchecked Sendable {
                                                      "requeued": "\(lost.requeued.count)", "failed": "\(lost.failed.count)"])
         for job in lost.requeued {
             ops?.job(job.requestId, [("state", "queued"), ("attempt", String(job.attempt)), ("requeued_from", worker)])
+            ops?.place(job.requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
         }
         for job in lost.failed {
             publishError(ctx, job, APIError.workerLost())
             metrics.jobEnded(tier: job.tier, outcome: "failed")
             ops?.job(job.requestId, [("state", "error:worker_lost"), ("finished_at", String(now))])
+            ops?.place(job.requestId, tier: job.tier, .gone)
         }
         ops?.workerGone(worker)
         dispatch(ctx, now: now)
@@ -581,6 +597,7 @@ final class RouterState: @unchecked Sendable {
                 settle(job, usage: nil)
                 metrics.jobEnded(tier: job.tier, outcome: "cancelled")
                 ops?.job(job.requestId, [("state", "cancelled"), ("finished_at", String(now))])
+                ops?.place(job.requestId, tier: job.tier, .gone)
             }
             for (requestId, worker) in gone.running {
                 ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])

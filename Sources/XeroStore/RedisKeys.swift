@@ -35,6 +35,8 @@ public enum RedisKeys {
 
     // Operations (written by the router as things happen).
     public static func tier(_ name: String) -> String { "xero:tier:\(name)" }      // HASH: depth, inflight, counters
+    public static func waiting(_ tier: String) -> String { "xero:waiting:\(tier)" } // ZSET: request id → accepted_at ms
+    public static func running(_ tier: String) -> String { "xero:running:\(tier)" } // ZSET: request id → dispatched_at ms
     public static let workers = "xero:workers"                                     // ZSET: worker id → last heartbeat ms
     public static func worker(_ id: String) -> String { "xero:worker:\(id)" }      // HASH, TTL
     /// SET of hex hashes of the prompt-prefix blocks the worker holds KV state for (TTL).

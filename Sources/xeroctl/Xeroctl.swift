@@ -11,7 +11,7 @@ import FoundationNetworking
 struct Xeroctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xeroctl", abstract: "Manage Xerotier projects, endpoints, keys, agents and join keys.",
-        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self, BatchCommand.self])
+        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self, BatchCommand.self, Ops.self])
 
     static func main() async {
         do {
@@ -101,6 +101,7 @@ func cell(_ v: Any?, column: String = "") -> String {
     case let n as NSNumber:
         if String(cString: n.objCType) == "c" { return n.boolValue ? "yes" : "no" }
         if isTimeColumn(column), let age = age(n.doubleValue) { return age }
+        if isDurationColumn(column) { return duration(ms: n.doubleValue) }
         return n.stringValue
     case let s as String:
         if isTimeColumn(column), let d = Double(s), let age = age(d) { return age }
@@ -110,6 +111,14 @@ func cell(_ v: Any?, column: String = "") -> String {
 }
 
 func isTimeColumn(_ c: String) -> Bool { c == "last_heartbeat" || c == "created" || c.hasSuffix("_at") }
+
+/// Columns that hold a span in milliseconds (`age_ms`, `*_ms_ago`), printed as 850ms / 4.2s / 3m.
+func isDurationColumn(_ c: String) -> Bool { c.hasSuffix("_ms") || c.hasSuffix("_ms_ago") }
+
+func duration(ms: Double) -> String {
+    let a = abs(ms)
+    return a < 1000 ? "\(Int(ms))ms" : a < 60_000 ? String(format: "%.1fs", ms / 1000) : a < 3_600_000 ? "\(Int(ms / 60_000))m" : "\(Int(ms / 3_600_000))h"
+}
 
 /// An epoch time (seconds or milliseconds) as "12s ago" / "in 3m"; nil for what is not one.
 func age(_ t: Double, now: Double = Date().timeIntervalSince1970) -> String? {
