@@ -106,6 +106,7 @@ public struct Gateway: Sendable {
         router.middlewares.add(OpenAIErrorMiddleware(maxBodyBytes: options.maxBodyBytes))
         let routes = RouteTable(router)
         let client = JobClient(hub: hub, limiter: limiter, logger: logger)
+        client.prepareMetrics(tiers: config.tiers)
         let jobs = InferenceJobs(client: client, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }))
         let chat = ChatCompletions(jobs: jobs)
         let auth = self.auth

@@ -49,6 +49,11 @@ public final class JobClient: Sendable {
         self.logger = logger
     }
 
+    /// Zero counters for each refusal this client can count, per tier (see `prepareRefusals`).
+    public func prepareMetrics(tiers: [Tier]) {
+        if limiter != nil { metrics.prepareRefusals(tiers: tiers.map(\.name), limits: RateLimiter.Decision.limitLabels) }
+    }
+
     /// Times a job may be given, other than its tier's.
     public struct Deadlines: Sendable {
         public var queueMs: Int64?
@@ -103,7 +108,7 @@ public final class JobClient: Sendable {
                                  type: "requests", code: "rate_limit_exceeded")
                 e.headers = ["Retry-After": String(retry)]
                 for (name, value) in headers { e.headers[name] = value }
-                metrics.rateLimited(tier: tier.name, model: account.model, limit: decision.refusedBy ?? "limit")
+                metrics.rateLimited(tier: tier.name, model: account.model, limit: decision.refusedLimit)
                 throw e
             }
         }

@@ -25,6 +25,14 @@ public final class RequestMetrics: Sendable {
         }
     }
 
+    /// Makes the refusal counters of every tier and limit at zero, so a dashboard sees a flat line
+    /// (not a missing series) until the first refusal.
+    public func prepareRefusals(tiers: [String], limits: [String]) {
+        for t in tiers {
+            for l in limits { _ = metrics.counter(MetricCatalog.rateLimitRefusals, [t, l]) }
+        }
+    }
+
     /// A request a rate limit refused (`limit` names which: requests, tokens, concurrency).
     public func rateLimited(tier: String, model: String, limit: String) {
         metrics.counter(MetricCatalog.rateLimitRefusals, [tier, metrics.untrusted(limit, for: MetricCatalog.rateLimitRefusals)]).increment()

@@ -40,6 +40,15 @@ public struct RateLimiter: Sendable {
         /// Which bucket refused, for the error message.
         public var refusedBy: String?
         public var reservedTokens: Int
+
+        /// The refusing limit as a metric label: `key_requests`, `key_tokens`, `project_requests`,
+        /// `project_tokens` or `key_concurrency` (a fixed set, unlike the message's wording).
+        public static let limitLabels = ["key_requests", "key_tokens", "project_requests", "project_tokens", "key_concurrency"]
+        public var refusedLimit: String {
+            guard let r = refusedBy else { return "none" }
+            if r.hasPrefix("concurrent") { return "key_concurrency" }
+            return (r.hasSuffix("project") ? "project_" : "key_") + (r.hasPrefix("tokens") ? "tokens" : "requests")
+        }
     }
 
     public let redis: RedisClient

@@ -26,18 +26,20 @@ struct BatchRunnerCommand: AsyncParsableCommand {
         common.watchParent()
         let logger = common.makeLogger("xerotier.batch")
         let config = try configOptions.load()
+        let metricsListener = try await metrics.start(logger: logger)
         let client = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let hub = try StreamHub(gatewayID: "batch-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36),
                                 routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
                                 routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
                                 security: try FabricKeys.platformClient(fabric, redis: try RedisAddress(url: redis.url)), logger: logger)
+        let jobs = JobClient(hub: hub, limiter: RateLimiter(redis: client, logger: logger), logger: logger)
+        jobs.prepareMetrics(tiers: config.tiers)
         var options = BatchRunner.Options()
         options.maxInFlight = maxInFlight
         let runner = BatchRunner(store: BatchStore(redis: client), files: FileRecords(redis: client),
                                  fileStore: try FilesystemFileStore(directory: filesDir ?? ProcessInfo.processInfo.environment["XERO_FILES_DIR"] ?? ".xerotier/files"),
-                                 jobs: JobClient(hub: hub, limiter: RateLimiter(redis: client, logger: logger), logger: logger),
+                                 jobs: jobs,
                                  config: config, options: options, logger: logger)
-        let metricsListener = try await metrics.start(logger: logger)
         let task = Task { await runner.run() }
         logger.info("batch runner started", metadata: ["max_in_flight": "\(maxInFlight)"])
         let sig = await waitForTerminationSignal()

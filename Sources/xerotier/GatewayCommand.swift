@@ -103,6 +103,7 @@ struct GatewayCommand: AsyncParsableCommand {
                 throw ValidationError("cannot serve TLS: \(error)")
             }
         }
+        let metricsListener = printRoutes ? nil : try await metrics.start(logger: logger)
         let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
         let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
@@ -134,7 +135,6 @@ struct GatewayCommand: AsyncParsableCommand {
         let events = KeyEventSubscriber(address: try RedisAddress(url: redis.url),
                                         onMessage: { auth.invalidate(keyHash: $0) }, onReconnect: { auth.invalidateAll() })
         logger.info("gateway starting", metadata: ["gateway": "\(gatewayID)", options.tls == nil ? "http" : "https": "\(host):\(port)"])
-        let metricsListener = try await metrics.start(logger: logger)
         let app = gateway.makeApplication()
         // SIGTERM drains: no new connections, running requests finish — for at most
         // --drain-seconds, after which the rest are cancelled (a request whose router is gone

@@ -35,6 +35,8 @@ struct RouterCommand: AsyncParsableCommand {
         common.watchParent()
         let logger = common.makeLogger("xerotier.router")
         let config = try configOptions.load()
+        // First: a port that cannot be bound stops the process before it touches anything.
+        let metricsListener = try await metrics.start(logger: logger)
         let redisAddress = try RedisAddress(url: redis.url)
         // Its connections open lazily; a wrong URL or password stops the router here, not later.
         try RedisConnection(redisAddress).ping()
@@ -55,7 +57,6 @@ struct RouterCommand: AsyncParsableCommand {
         let router = try Router(config: config, endpoints: .tcp(host: address.routerHost, base: address.routerPort), ops: ops,
                                 settlements: settlements, options: options, logger: logger)
         router.start()
-        let metricsListener = try await metrics.start(logger: logger)
         let sig = await waitForTerminationSignal()
         logger.info("router stopping", metadata: ["signal": "\(sig)"])
         router.stop()

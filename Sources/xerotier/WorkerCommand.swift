@@ -86,6 +86,7 @@ struct WorkerCommand: AsyncParsableCommand {
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.worker")
+        let metricsListener = try await metrics.start(logger: logger)
         let engine = try makeEngine()
         var options = Worker.Options()
         options.coalesceEvents = !noCoalesceEvents
@@ -116,7 +117,6 @@ struct WorkerCommand: AsyncParsableCommand {
                                 routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
                                 security: security, options: options, logger: logger)
         worker.start()
-        let metricsListener = try await metrics.start(logger: logger)
         // Leave with a clear reason if the router refuses us (bad join key).
         Task {
             while true {

