@@ -7,16 +7,17 @@
 #   fabric: what CURVE costs — req/s, TTFT at 1,000 req/s and streamed tokens/s, once with CURVE (the
 #           default) and once with --insecure-plaintext-fabric, alternated three times (bench/fabric.sh).
 #   FABRIC=plain runs the whole deployment without CURVE.
+#   XEROTIER_BIN_DIR=dir runs that directory's xerotier instead of this tree's (bench/before-after.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-8}
 ONLY=${2:-all}
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release --product xerotier >/dev/null
 swift build -c release --product xerobench >/dev/null
 BIN=$(swift build -c release --show-bin-path)
-X=$BIN/xerotier
 B=$BIN/xerobench
+# XEROTIER_BIN_DIR: run another build's platform binaries (bench/before-after.sh), with this load generator.
+if [[ -n ${XEROTIER_BIN_DIR:-} ]]; then X=$XEROTIER_BIN_DIR/xerotier; else swift build -c release --product xerotier >/dev/null; X=$BIN/xerotier; fi
 WORK=$(mktemp -d)
 PIDS=()
 # Processes get SIGTERM, and SIGKILL if still there 5 s later (a gateway drains open requests).
