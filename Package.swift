@@ -78,7 +78,8 @@ let package = Package(
         ]),
         // Job loop: pulls jobs with credits, drives an Engine, publishes tokens.
         .target(name: "XeroWorker", dependencies: [
-            "XeroCore", "XeroQueue", "XeroEngines", "XeroMetrics",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroEngines", "XeroMetrics",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // HTTP front door: OpenAI routes, SSE, auth.
@@ -88,7 +89,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "XeroGateway", dependencies: [
-            "XeroCore", "XeroQueue", "XeroStore", "XeroBatch", "XeroJobs",
+            "XeroCore", "XeroQueue", "XeroStore", "XeroBatch", "XeroJobs", "XeroEngines",
             .product(name: "Hummingbird", package: "hummingbird"),
             .product(name: "HummingbirdCore", package: "hummingbird"),
             .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -110,6 +111,7 @@ let package = Package(
         // The management API from a terminal.
         .executableTarget(name: "xeroctl", dependencies: [
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // Load generator and engine baseline for docs/benchmarks.md (bench/run.sh drives it).
         .executableTarget(name: "xerobench", dependencies: [

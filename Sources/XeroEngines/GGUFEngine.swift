@@ -29,16 +29,30 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
 
     public init(path: String, modelID: String, slots: Int = 8, contextLength: Int? = nil, prefixCacheBytes: Int = 512 << 20,
                 prefillChunk: Int = 64) throws {
-        let file = try GGUFFile(path: path)
-        model = try LlamaModel(file: file)
-        tokenizer = try BPETokenizer(file: file)
-        template = try ChatTemplate(file: file)
+        (model, tokenizer, template) = try Self.open(path: path)
         self.modelID = modelID
         self.slots = max(1, slots)
         self.contextLength = min(contextLength ?? model.config.contextLength, model.config.contextLength)
         prefixCache = prefixCacheBytes > 0 ? PrefixCache(config: model.config, budgetBytes: prefixCacheBytes) : nil
         self.prefillChunk = max(2, prefillChunk)
         scheduler = BatchScheduler(engine: self)
+    }
+
+    /// Everything the engine builds from a file, or the reason it cannot: the one check that both
+    /// loading and the model registry's upload use, so an upload is refused exactly when a worker
+    /// would refuse the file.
+    static func open(path: String) throws -> (LlamaModel, BPETokenizer, ChatTemplate) {
+        let file = try GGUFFile(path: path)
+        return (try LlamaModel(file: file), try BPETokenizer(file: file), try ChatTemplate(file: file))
+    }
+
+    /// What the registry records of a file the engine can run (throws the engine's reason otherwise).
+    public static func inspect(path: String) throws -> GGUFModelInfo {
+        let (model, _, _) = try open(path: path)
+        let file = model.file
+        return GGUFModelInfo(architecture: file.architecture ?? "", tensorTypes: Set(file.tensors.values.map { "\($0.type)" }).sorted(),
+                             contextLength: model.config.contextLength,
+                             parameters: file.tensors.values.reduce(0) { $0 + $1.elementCount })
     }
 
     public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
@@ -379,4 +393,13 @@ public struct UTF8Pieces: Sendable {
         let need = lead < 0x80 ? 1 : lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : lead >= 0xC0 ? 2 : 1
         return b.count - i >= need ? b.count : i
     }
+}
+
+/// A GGUF file as the model registry describes it.
+public struct GGUFModelInfo: Sendable, Equatable {
+    public var architecture: String
+    /// ggml type names, e.g. `q4_1`, `f32`.
+    public var tensorTypes: [String]
+    public var contextLength: Int
+    public var parameters: Int
 }

@@ -128,6 +128,8 @@ public struct Gateway: Sendable {
         if let dir = options.filesDirectory, let store = try? FilesystemFileStore(directory: dir) {
             BatchRoutes(auth: auth, fileStore: store, files: FileRecords(redis: auth.store.redis),
                         batches: BatchStore(redis: auth.store.redis)).register(on: api)
+            ModelRoutes(registry: ModelRegistry(redis: auth.store.redis), fileStore: store)
+                .register(on: ManagementRoutes.group(routes, auth: auth, proxies: options.trustedProxies), public: routes)
         }
         api.post("/chat/completions") { request, context -> Response in
             // Any Content-Type is accepted if the body is JSON: curl's -d without a header sends
@@ -136,12 +138,18 @@ public struct Gateway: Sendable {
             return try await chat.handle(body, caller: context.caller, headers: request.headers)
         }
         EmbeddingRoutes(jobs: jobs, auth: auth, maxBodyBytes: maxBody).register(on: api)
+        // The catalog: the endpoint's own model first, then the registry's models this project
+        // sees (its own and the platform's), each saying who owns it.
+        let registry = ModelRegistry(redis: auth.store.redis)
         api.get("/models") { _, context -> Response in
+            let endpoint = context.caller.endpoint
+            let others = try await registry.models(visibleTo: endpoint.project).filter { $0.name != endpoint.model }
             var w = JSONWriter()
             w.objectStart()
             w.field("object", "list")
             w.key("data"); w.arrayStart()
-            Self.writeModel(context.caller.endpoint, to: &w)
+            Self.writeModel(endpoint, to: &w)
+            for m in others { Self.writeRegistryModel(m, to: &w) }
             w.arrayEnd()
             w.objectEnd()
             return Self.json(w.bytes)
@@ -149,11 +157,14 @@ public struct Gateway: Sendable {
         api.get("/models/:model") { _, context -> Response in
             let caller = context.caller
             let wanted = context.parameters.get("model") ?? ""
-            guard wanted == caller.endpoint.model else {
-                throw APIError.notFound("The model '\(wanted)' does not exist on this endpoint; it serves '\(caller.endpoint.model)'.", code: "model_not_found")
-            }
             var w = JSONWriter()
-            Self.writeModel(caller.endpoint, to: &w)
+            if wanted == caller.endpoint.model {
+                Self.writeModel(caller.endpoint, to: &w)
+            } else if let m = try await registry.model(wanted), m.isPlatform || m.owner == caller.endpoint.project {
+                Self.writeRegistryModel(m, to: &w)
+            } else {
+                throw APIError.notFound("The model '\(wanted)' does not exist; this endpoint serves '\(caller.endpoint.model)'.", code: "model_not_found")
+            }
             return Self.json(w.bytes)
         }
         return (router, routes)
@@ -213,6 +224,15 @@ public struct Gateway: Sendable {
         w.field("object", "model")
         w.field("created", Int(e.createdAt / 1000))
         w.field("owned_by", "xerotier")
+        w.objectEnd()
+    }
+
+    static func writeRegistryModel(_ m: ModelRecord, to w: inout JSONWriter) {
+        w.objectStart()
+        w.field("id", m.name)
+        w.field("object", "model")
+        w.field("created", Int(m.createdAt))
+        w.field("owned_by", m.isPlatform ? "platform" : m.owner)
         w.objectEnd()
     }
 

@@ -20,10 +20,8 @@ struct ManagementRoutes: Sendable {
 
     func register(on routes: RouteTable<GatewayRequestContext>, proxies: TrustedProxies) {
         // Every route is behind one authentication step; project administration needs the admin key.
-        let m = routes.group("/manage/v1").add(middleware: ManagementAuthMiddleware(auth: auth, proxies: proxies))
-            .group(context: ManagementContext.self)
-        let admin = routes.group("/manage/v1").add(middleware: ManagementAuthMiddleware(auth: auth, proxies: proxies, adminOnly: true))
-            .group(context: ManagementContext.self)
+        let m = Self.group(routes, auth: auth, proxies: proxies)
+        let admin = Self.group(routes, auth: auth, proxies: proxies, adminOnly: true)
         m.get("/whoami") { req, ctx in try await self.run(req, ctx) { caller, _ in
             var w = JSONWriter(); w.objectStart()
             w.field("key_id", caller.key.id); w.field("project", caller.project ?? ""); w.field("name", caller.key.name)
@@ -209,6 +207,13 @@ struct ManagementRoutes: Sendable {
                 w.objectEnd()
             }
         } }
+    }
+
+    /// `/manage/v1` behind authentication (with `adminOnly`, the admin key only).
+    static func group(_ routes: RouteTable<GatewayRequestContext>, auth: Authenticator, proxies: TrustedProxies,
+                      adminOnly: Bool = false) -> RouterGroup<ManagementContext> {
+        routes.group("/manage/v1").add(middleware: ManagementAuthMiddleware(auth: auth, proxies: proxies, adminOnly: adminOnly))
+            .group(context: ManagementContext.self)
     }
 
     /// Runs a management call: its body (≤ 1 MiB) in, JSON out. The caller was authenticated

@@ -193,6 +193,8 @@ public enum SocketOption: Sendable {
     case reconnectInterval(Int32)
     /// Largest message accepted from a peer; a peer that sends a larger one is disconnected.
     case maxMessageSize(Int)
+    /// A blocking receive gives up after this many ms (nil message).
+    case receiveTimeout(Int32)
 }
 
 extension ZMQSocket {
@@ -205,6 +207,7 @@ extension ZMQSocket {
         case let .routingID(id): try setOption(ZMQ_ROUTING_ID, bytes: Array(id.utf8))
         case let .reconnectInterval(ms): try setOption(ZMQ_RECONNECT_IVL, ms)
         case let .maxMessageSize(n): try setOption(ZMQ_MAXMSGSIZE, int64: Int64(n))
+        case let .receiveTimeout(ms): try setOption(ZMQ_RCVTIMEO, ms)
         }
     }
 }

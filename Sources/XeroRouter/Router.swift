@@ -284,19 +284,13 @@ final class RouterState: @unchecked Sendable {
                 logger.warning("hello for a worker id held by another identity ignored", metadata: ["worker": "\(worker)", "user": "\(user ?? "none")"])
                 return
             }
-            var fleet = AgentFleet.platform
-            // With CURVE the handshake proved the join key (the User-Id names its hash); without,
-            // the worker presents the key itself in hello.
-            let joinKeyHash: String? = fabric == nil ? (info.joinKey.isEmpty ? nil : APIKey.hash(info.joinKey))
-                : user.flatMap { $0.hasPrefix(FabricGuard.agentPrefix) ? String($0.dropFirst(FabricGuard.agentPrefix.count)) : nil }
-            if options.requireJoinKey || fabric != nil {
-                switch checkJoinKey(hash: joinKeyHash) {
-                case let .refused(why):
-                    logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "\(why)"])
-                    ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused(why).encode()])
-                    return
-                case let .accepted(f): fleet = f
-                }
+            let fleet: AgentFleet
+            switch fleetOf(user: user, presentedJoinKey: info.joinKey) {
+            case let .refused(why):
+                logger.warning("worker refused", metadata: ["worker": "\(worker)", "reason": "\(why)"])
+                ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.refused(why).encode()])
+                return
+            case let .accepted(f): fleet = f
             }
             if let existing = scheduler.workers[worker], existing.fleet != fleet {
                 // A routing id already taken by another fleet's worker: never let one hijack the other.
@@ -313,6 +307,18 @@ final class RouterState: @unchecked Sendable {
             dispatch(ctx, now: now)
             return
         }
+        if case let .modelRequest(name, joinKey) = msg {
+            // Before hello: a worker started with --model asks for its file. Answered to this
+            // connection only, for what its join key's fleet may see.
+            let answer: RouterMessage
+            switch fleetOf(user: user, presentedJoinKey: joinKey) {
+            case let .refused(why): answer = .modelRefused(name: name, reason: why)
+            case let .accepted(fleet): answer = grantModel(name, fleet: fleet)
+            }
+            if case .modelGrant = answer { logger.info("model download granted", metadata: ["worker": "\(worker)", "model": "\(name)"]) }
+            ctx.send(socket: Router.workersSocket, frames: [identity, answer.encode()])
+            return
+        }
         if fabric != nil, let bound = workerUsers[worker], bound != user {
             logger.warning("worker message from another identity ignored", metadata: ["worker": "\(worker)", "user": "\(user ?? "none")"])
             return
@@ -324,7 +330,7 @@ final class RouterState: @unchecked Sendable {
         }
         scheduler.seen(worker, now: now)
         switch msg {
-        case .hello: break
+        case .hello, .modelRequest: break
         case let .credit(n):
             scheduler.credit(worker, n, now: now)
             dispatch(ctx, now: now)
@@ -358,7 +364,7 @@ final class RouterState: @unchecked Sendable {
         }
     }
 
-    private var joinKeyConnection: RedisConnection?
+    var joinKeyConnection: RedisConnection?
 
     enum JoinKeyCheck { case accepted(AgentFleet), refused(String) }
 
@@ -382,6 +388,15 @@ final class RouterState: @unchecked Sendable {
             joinKeyConnection = nil
             throw error
         }
+    }
+
+    /// The fleet a worker's connection stands for. With CURVE the handshake proved the join key
+    /// (the User-Id names its hash); on a plain fabric the worker presents the key itself.
+    func fleetOf(user: String?, presentedJoinKey: String) -> JoinKeyCheck {
+        guard options.requireJoinKey || fabric != nil else { return .accepted(.platform) }
+        let joinKeyHash: String? = fabric == nil ? (presentedJoinKey.isEmpty ? nil : APIKey.hash(presentedJoinKey))
+            : user.flatMap { $0.hasPrefix(FabricGuard.agentPrefix) ? String($0.dropFirst(FabricGuard.agentPrefix.count)) : nil }
+        return checkJoinKey(hash: joinKeyHash)
     }
 
     /// Whether a join key is acceptable and which fleet its workers belong to.

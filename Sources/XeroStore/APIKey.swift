@@ -13,7 +13,7 @@ public enum APIKey {
 
     /// Hex SHA-256 of the key: the only form in which a key is stored.
     public static func hash(_ key: String) -> String {
-        SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined()
+        FileDigest.hex(SHA256.hash(data: Array(key.utf8)))
     }
 
     /// The project slug the key claims, if the key is well-formed.

@@ -144,6 +144,8 @@ public final class Worker: Sendable {
         case let .refused(why):
             logger.error("router refused this worker", metadata: ["reason": "\(why)"])
             state.withLock { $0.refused = why }
+        case .modelGrant, .modelRefused:
+            break   // answers to ModelFetcher's own connection; never asked on this one
         }
     }
 

@@ -11,7 +11,7 @@ import FoundationNetworking
 struct Xeroctl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xeroctl", abstract: "Manage Xerotier projects, endpoints, keys, agents and join keys.",
-        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self, BatchCommand.self, Ops.self])
+        subcommands: [Projects.self, Endpoints.self, Keys.self, Agents.self, JoinKeys.self, UsageCommand.self, Tiers.self, TestCommand.self, BatchCommand.self, Ops.self, Models.self])
 
     static func main() async {
         do {
@@ -47,6 +47,15 @@ struct Connection: ParsableArguments {
     }
 
     func request(_ method: String, _ path: String, body: [String: Any]? = nil) async throws -> [String: Any] {
+        try await send(method, path, body: try body.map { try JSONSerialization.data(withJSONObject: $0) }, contentType: "application/json")
+    }
+
+    /// POSTs raw bytes (an upload part).
+    func upload(_ path: String, _ data: Data) async throws -> [String: Any] {
+        try await send("POST", path, body: data, contentType: "application/octet-stream")
+    }
+
+    func send(_ method: String, _ path: String, body: Data?, contentType: String) async throws -> [String: Any] {
         let (base, key) = try credentials()
         var comps = URLComponents(string: base + path)
         if let project {
@@ -59,8 +68,8 @@ struct Connection: ParsableArguments {
         req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         req.setValue("close", forHTTPHeaderField: "Connection")
         if let body {
-            req.httpBody = try JSONSerialization.data(withJSONObject: body)
-            req.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            req.httpBody = body
+            req.setValue(contentType, forHTTPHeaderField: "Content-Type")
         }
         let (data, response): (Data, URLResponse)
         do { (data, response) = try await URLSession.shared.data(for: req) } catch {

@@ -23,6 +23,15 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "gguf engine: model id it serves, as endpoints name it (default: \(GGUFDefaults.modelID)).")
     var modelID: String?
 
+    @Option(help: "gguf engine: a model of the registry to fetch from a gateway and serve under its name (`xeroctl models upload`), or `auto`: the registry model most endpoints of this worker's fleet name. Needs --model-source.")
+    var model: String?
+
+    @Option(help: "Gateway base URL registry models are fetched from, with a token the router grants (e.g. http://gateway:8080).")
+    var modelSource: String?
+
+    @Option(help: "Where fetched models are kept, by SHA-256 (default: $XDG_CACHE_HOME or ~/.cache, then xerotier/models).")
+    var modelCache: String?
+
     @Option(help: "gguf engine: context length per sequence (default: the model's).")
     var context: Int?
 
@@ -87,7 +96,6 @@ struct WorkerCommand: AsyncParsableCommand {
         common.watchParent()
         let logger = common.makeLogger("xerotier.worker")
         let metricsListener = try await metrics.start(logger: logger)
-        let engine = try makeEngine()
         var options = Worker.Options()
         options.coalesceEvents = !noCoalesceEvents
         func read(_ path: String?) throws -> String? {
@@ -112,6 +120,20 @@ struct WorkerCommand: AsyncParsableCommand {
             }
             security = .client(try CurveKeyPair.derived(fromJoinKey: joinKey), serverPublicKey: serverKey)
         }
+        let engine: any Engine
+        if let registryModel = self.registryModel {
+            guard let modelSource else { throw ValidationError("--model \(registryModel) needs --model-source (a gateway's base URL)") }
+            let fetcher = ModelFetcher(routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)", security: security, joinKey: joinKey,
+                                       source: modelSource, cacheDirectory: modelCache ?? Self.defaultModelCache)
+            let fetched: (path: String, grant: ModelFetcher.Grant)
+            do { fetched = try await fetcher.fetch(registryModel) } catch {
+                throw ValidationError("cannot fetch model '\(registryModel)': \(error)")
+            }
+            logger.info("model ready", metadata: ["model": "\(fetched.grant.name)", "sha256": "\(fetched.grant.sha256)", "path": "\(fetched.path)"])
+            engine = try makeGGUF(path: fetched.path, modelID: fetched.grant.name)
+        } else {
+            engine = try makeEngine()
+        }
         let worker = try Worker(id: id ?? randomWorkerID(), engine: engine,
                                 routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)",
                                 routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
@@ -134,22 +156,35 @@ struct WorkerCommand: AsyncParsableCommand {
         metricsListener?.stop()
     }
 
+    /// The registry model asked for: `--model`, or `--models auto` on the gguf engine.
+    var registryModel: String? {
+        if let model { return model }
+        return engine == "gguf" && models == "auto" ? "auto" : nil
+    }
+
+    static var defaultModelCache: String {
+        let env = ProcessInfo.processInfo.environment
+        return (env["XDG_CACHE_HOME"] ?? (env["HOME"] ?? ".") + "/.cache") + "/xerotier/models"
+    }
+
+    func makeGGUF(path: String, modelID: String) throws -> GGUFEngine {
+        guard FileManager.default.fileExists(atPath: path) else {
+            throw ValidationError("no model file at \(path) (scripts/setup.sh installs SmolLM2-135M-Instruct; or pass --model-path)")
+        }
+        do {
+            let e = try GGUFEngine(path: path, modelID: modelID, slots: slots ?? 8, contextLength: context, prefixCacheBytes: max(0, prefixCacheMb) << 20)
+            e.defaultTemperature = defaultTemperature
+            e.defaultTopP = defaultTopP
+            return e
+        } catch let e as GGUFError {
+            throw ValidationError("cannot load \(path): \(e)")
+        }
+    }
+
     func makeEngine() throws -> any Engine {
         switch engine {
         case "gguf":
-            let path = modelPath ?? GGUFDefaults.path
-            guard FileManager.default.fileExists(atPath: path) else {
-                throw ValidationError("no model file at \(path) (scripts/setup.sh installs SmolLM2-135M-Instruct; or pass --model-path)")
-            }
-            do {
-                let e = try GGUFEngine(path: path, modelID: modelID ?? GGUFDefaults.modelID, slots: slots ?? 8, contextLength: context,
-                                       prefixCacheBytes: max(0, prefixCacheMb) << 20)
-                e.defaultTemperature = defaultTemperature
-                e.defaultTopP = defaultTopP
-                return e
-            } catch let e as GGUFError {
-                throw ValidationError("cannot load \(path): \(e)")
-            }
+            return try makeGGUF(path: modelPath ?? GGUFDefaults.path, modelID: modelID ?? GGUFDefaults.modelID)
         case "sim":
             return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64,
                                             models: models.map { $0.split(separator: ",").map(String.init) } ?? ["*"]))

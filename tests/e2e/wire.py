@@ -272,6 +272,10 @@ def prefixes(hashes, claimed_count=None):
     return w.bytes()
 
 
+def model_request(name, join_key=""):
+    return Writer().header(KIND_WORKER).u8(9).string(name).string(join_key).bytes()
+
+
 @dataclass
 class WorkerInfo:
     id: str
@@ -310,6 +314,8 @@ def decode_worker_message(data):
         if not 0 <= n <= 65_536:
             raise WireError(f"prefix hash count {n}")
         m = ("prefixes", [r.u64() for _ in range(n)])
+    elif tag == 9:
+        m = ("model_request", (r.string(), r.string()))
     else:
         raise WireError(f"unknown worker message {tag}")
     r.end("worker message")
@@ -336,7 +342,8 @@ def encode_router_refused(why):
 
 
 def decode_router_message(data):
-    """Returns ("job", JobEnvelope) | ("cancel", id) | ("identify", None) | ("refused", reason)."""
+    """Returns ("job", JobEnvelope) | ("cancel", id) | ("identify", None) | ("refused", reason) |
+    ("model_grant", dict) | ("model_refused", (name, reason))."""
     r = Reader(data)
     r.header(KIND_ROUTER)
     tag = r.u8()
@@ -350,6 +357,14 @@ def decode_router_message(data):
         return "identify", None
     if tag == 4:
         return "refused", r.string()
+    if tag == 5:
+        grant = dict(name=r.string(), token=r.string(), sha256=r.string(), bytes=r.int())
+        r.end("model grant")
+        return "model_grant", grant
+    if tag == 6:
+        refused = (r.string(), r.string())
+        r.end("model refusal")
+        return "model_refused", refused
     raise WireError(f"unknown router message {tag}")
 
 

@@ -18,6 +18,9 @@ public enum WorkerMessage: Sendable, Equatable {
     /// Hashes of the prompt-prefix blocks whose KV state the worker's engine holds (sent with a
     /// heartbeat when they changed), so a router can prefer the worker that has a prompt's prefix.
     case prefixes([UInt64])
+    /// Before hello, from a worker started with `--model NAME` (or `auto`): a download token for
+    /// that registry model. `joinKey` as in hello (plain fabric only; with CURVE the handshake proved it).
+    case modelRequest(name: String, joinKey: String)
 
     static let wireKind: UInt8 = 0x57 // "W"
 
@@ -37,6 +40,7 @@ public enum WorkerMessage: Sendable, Equatable {
         case .draining: w.u8(6)
         case .bye: w.u8(7)
         case let .prefixes(hashes): w.u8(8); w.int(hashes.count); for h in hashes { w.u64(h) }
+        case let .modelRequest(name, joinKey): w.u8(9); w.string(name); w.string(joinKey)
         }
         return w.bytes
     }
@@ -70,6 +74,7 @@ public enum WorkerMessage: Sendable, Equatable {
         case 8:
             let n = try r.int(in: 0...L.maxPrefixHashes, "prefix hash count")
             m = .prefixes(try (0..<n).map { _ in try r.u64() })
+        case 9: m = .modelRequest(name: try r.string(max: L.maxNameBytes, "model"), joinKey: try r.string(max: L.maxIDBytes, "join key"))
         case let k: throw WireError.invalid("unknown worker message \(k)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after worker message") }
@@ -86,6 +91,11 @@ public enum RouterMessage: Sendable, Equatable {
     case identify
     /// The worker was refused (bad join key, bad hello); it should exit with this reason.
     case refused(String)
+    /// The answer to `modelRequest`: which model, a download token for it (valid minutes, for that
+    /// model only), and the file's SHA-256 and size.
+    case modelGrant(name: String, token: String, sha256: String, bytes: Int)
+    /// The answer to `modelRequest` when there is nothing this worker may fetch.
+    case modelRefused(name: String, reason: String)
 
     static let wireKind: UInt8 = 0x52 // "R"
 
@@ -100,6 +110,11 @@ public enum RouterMessage: Sendable, Equatable {
             return [Self.wireKind, wireVersion, 3]
         case let .refused(why):
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(4); w.string(why); return w.bytes
+        case let .modelGrant(name, token, sha256, bytes):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(5)
+            w.string(name); w.string(token); w.string(sha256); w.int(bytes); return w.bytes
+        case let .modelRefused(name, reason):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(6); w.string(name); w.string(reason); return w.bytes
         }
     }
 
@@ -121,6 +136,15 @@ public enum RouterMessage: Sendable, Equatable {
             let why = try r.string(max: L.maxTextBytes, "reason")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after refused") }
             return .refused(why)
+        case 5:
+            let m = RouterMessage.modelGrant(name: try r.string(max: L.maxNameBytes, "model"), token: try r.string(max: L.maxIDBytes, "token"),
+                                             sha256: try r.string(max: 64, "sha256"), bytes: try r.int(in: 1...(1 << 40), "model bytes"))
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after model grant") }
+            return m
+        case 6:
+            let m = RouterMessage.modelRefused(name: try r.string(max: L.maxNameBytes, "model"), reason: try r.string(max: L.maxTextBytes, "reason"))
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after model refusal") }
+            return m
         case let k: throw WireError.invalid("unknown router message \(k)")
         }
     }

@@ -23,6 +23,13 @@ public struct ManagementCaller: Sendable {
         if isAdmin && (project ?? "").isEmpty { return .platform }
         return .project(try requireProject())
     }
+
+    /// Whose models this caller manages: the project's, or the platform's for the admin without
+    /// ?project= (platform models are visible to every project).
+    public func modelOwner() throws -> String {
+        if isAdmin && (project ?? "").isEmpty { return ModelRecord.platform }
+        return try requireProject()
+    }
 }
 
 /// The request context of every `/manage/v1` route: made only after `ManagementAuthMiddleware`
