@@ -10,6 +10,8 @@ final class BoundedLabels: Sendable {
     private let seen = Locked([String: Set<String>]())
 
     func admit(_ raw: String, family: String) -> String {
+        // The usual case, a value seen before: admitted values are clean, so `raw` is its own.
+        if seen.withLock({ $0[family]?.contains(raw) ?? false }) { return raw }
         let value = Self.clean(raw)
         return seen.withLock { seen in
             if seen[family, default: []].contains(value) { return value }

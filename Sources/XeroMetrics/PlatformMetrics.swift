@@ -5,25 +5,54 @@ import XeroCore
 /// The process's metrics: one Prometheus registry that the platform's instruments and, through
 /// swift-metrics, any library's are made in, rendered in the text exposition format for the
 /// `--metrics-port` listener. Families come from `MetricCatalog` only.
+///
+/// Instruments are looked up on hot paths (a request's ending, a dispatch), and the registry
+/// validates names, labels and help text on every lookup: so each instrument is made once and
+/// kept here by family and label values.
 public final class PlatformMetrics: Sendable {
     /// The registry of this process (one per process, like its logger's handler).
     public static let process = PlatformMetrics()
 
     public let registry: PrometheusCollectorRegistry
     private let labels = BoundedLabels()
+    private let counters = Locked([Series: Counter]())
+    private let gauges = Locked([Series: Gauge]())
+    private let histograms = Locked([Series: ValueHistogram]())
+
+    struct Series: Hashable {
+        let family: String
+        let values: [String]
+    }
 
     public init() { registry = PrometheusCollectorRegistry() }
 
     public func counter(_ spec: MetricSpec, _ values: [String] = []) -> Counter {
-        registry.makeCounter(descriptor: descriptor(spec), labels: zipped(spec, values))
+        Self.cached(counters, Series(family: spec.name, values: values)) {
+            registry.makeCounter(descriptor: descriptor(spec), labels: zipped(spec, values))
+        }
     }
 
     public func gauge(_ spec: MetricSpec, _ values: [String] = []) -> Gauge {
-        registry.makeGauge(descriptor: descriptor(spec), labels: zipped(spec, values))
+        Self.cached(gauges, Series(family: spec.name, values: values)) {
+            registry.makeGauge(descriptor: descriptor(spec), labels: zipped(spec, values))
+        }
     }
 
     public func histogram(_ spec: MetricSpec, _ values: [String] = []) -> ValueHistogram {
-        registry.makeValueHistogram(descriptor: descriptor(spec), labels: zipped(spec, values), buckets: spec.buckets)
+        Self.cached(histograms, Series(family: spec.name, values: values)) {
+            registry.makeValueHistogram(descriptor: descriptor(spec), labels: zipped(spec, values), buckets: spec.buckets)
+        }
+    }
+
+    /// The instrument of one series, made on first use (outside the lock: the registry has its own).
+    private static func cached<T: AnyObject & Sendable>(_ cache: Locked<[Series: T]>, _ series: Series, make: () -> T) -> T {
+        if let made = cache.withLock({ $0[series] }) { return made }
+        let made = make()
+        return cache.withLock { c in
+            if let other = c[series] { return other }
+            c[series] = made
+            return made
+        }
     }
 
     /// A label value that came from another process (a worker's finish reason or error code):

@@ -1,24 +1,15 @@
 import Prometheus
-import XeroCore
 
 /// The router's instruments: how long jobs waited, its tier queues' depth and running jobs, its
 /// workers, and how jobs ended. Called on the router's loop thread.
 public final class RouterMetrics: Sendable {
     private let metrics: PlatformMetrics
-    private let queueTimes = Locked([String: ValueHistogram]())
 
     public init(_ metrics: PlatformMetrics = .process) { self.metrics = metrics }
 
     /// A job dispatched to a worker `seconds` after it arrived at its gateway.
     public func dispatched(tier: String, model: String, waitedSeconds seconds: Double) {
-        let key = tier + "\u{0}" + model
-        let histogram = queueTimes.withLock { h in
-            if let made = h[key] { return made }
-            let made = metrics.histogram(MetricCatalog.requestQueueTime, [model, tier])
-            h[key] = made
-            return made
-        }
-        histogram.record(max(0, seconds))
+        metrics.histogram(MetricCatalog.requestQueueTime, [model, tier]).record(max(0, seconds))
     }
 
     public func tier(_ name: String, waiting: Int, running: Int) {
