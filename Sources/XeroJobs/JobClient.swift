@@ -140,9 +140,7 @@ public final class JobClient: Sendable {
         // after its deadline, the client gets a timeout — never a hang — and the job is cancelled.
         let hub = self.hub
         let waitMs = max(0, job.requestDeadlineMs - now) + 5000
-        handle.begin(box, timer: Task {
-            try? await Task.sleep(nanoseconds: UInt64(waitMs) * 1_000_000)
-            if Task.isCancelled { return }
+        handle.begin(box, timer: DeadlineTimer.shared.schedule(afterMs: waitMs) {
             hub.inject(requestId, StreamEvent(requestId: requestId, attempt: 0, seq: WireLimits.outOfBandSeq,
                                               body: .error(APIError.timeout(tier: tier.name, ms: Int(waitMs - 5000)))))
         })

@@ -13,7 +13,7 @@ public final class JobHandle: @unchecked Sendable {
     private let client: JobClient
     private let holdsSlot: Bool
     private var reader: EventReader?
-    private var timer: Task<Void, Never>?
+    private var timer: DeadlineTimer.Token?
     private let ended = Locked(false)
     /// The job itself is over (its worker or router said so): ending it needs no cancel.
     private let finished = Locked(false)
@@ -32,7 +32,7 @@ public final class JobHandle: @unchecked Sendable {
         self.timeline = timeline
     }
 
-    func begin(_ mailbox: EventMailbox, timer: Task<Void, Never>) {
+    func begin(_ mailbox: EventMailbox, timer: DeadlineTimer.Token) {
         reader = EventReader(mailbox)
         self.timer = timer
         submitted = true
@@ -91,7 +91,7 @@ public final class JobHandle: @unchecked Sendable {
     public func end() {
         let first = ended.withLock { e -> Bool in defer { e = true }; return !e }
         guard first else { return }
-        timer?.cancel()
+        if let timer { DeadlineTimer.shared.cancel(timer) }
         // Ended before its last event: its client left (or the route stopped reading).
         if countsEnding() { logEnd(status: 499, outcome: timeline.failed(status: 499, code: "client_closed"), usage: nil) }
         if submitted { timeline.instruments.inFlight.decrement() }

@@ -224,14 +224,14 @@ public final class Worker: Sendable {
             return
         }
         // The tier's request timeout: cancel the job at its deadline and say why. Clamped, so an
-        // absurd deadline neither overflows the sleep nor pins a slot forever.
+        // absurd deadline neither overflows the sleep nor pins a slot forever. The timer ends with
+        // the job: left sleeping, it would hold the job (and its payload) until the deadline.
         let remaining = min(job.requestDeadlineMs.subtractingReportingOverflow(nowMs()).partialValue, Self.maxJobMs)
-        Task {
-            if remaining > 0 { try? await Task.sleep(nanoseconds: UInt64(remaining) * 1_000_000) }
-            guard !task.isCancelled, self.state.withLock({ $0.active[job.requestId] != nil }) else { return }
+        run.armDeadline(DeadlineTimer.shared.schedule(afterMs: remaining) { [self] in
+            guard !task.isCancelled, state.withLock({ $0.active[job.requestId] != nil }) else { return }
             run.timedOut.withLock { $0 = true }
             task.cancel()
-        }
+        })
     }
 
     private func run(_ run: JobRun) async {
@@ -274,6 +274,7 @@ public final class Worker: Sendable {
         // meter saw up to the cancel, timeout or failure. The router bills from this report.
         let usage = run.meter.usage
         state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
+        run.disarmDeadline()
         metrics.jobEnded(model: job.model, outcome: run.outcome)
         logger.info("job ended", metadata: [
             "request_id": "\(job.requestId)", "project": "\(job.project)", "endpoint": "\(job.endpoint)", "tier": "\(job.tier)",
@@ -332,7 +333,26 @@ final class JobRun: @unchecked Sendable {
     let meter = UsageMeter()
     var outcome = "done"
     let timedOut = Locked(false)
+    /// The deadline timer, and whether the job already ended (then a timer armed late is cancelled at once).
+    private let deadline = Locked<(ended: Bool, timer: DeadlineTimer.Token?)>((false, nil))
     init(job: JobEnvelope) { self.job = job; topic = Array(job.topic.utf8) }
+
+    func armDeadline(_ timer: DeadlineTimer.Token) {
+        let ended = deadline.withLock { d -> Bool in
+            d.timer = timer
+            return d.ended
+        }
+        if ended { DeadlineTimer.shared.cancel(timer) }
+    }
+
+    func disarmDeadline() {
+        let timer = deadline.withLock { d -> DeadlineTimer.Token? in
+            d.ended = true
+            defer { d.timer = nil }
+            return d.timer
+        }
+        if let timer { DeadlineTimer.shared.cancel(timer) }
+    }
 }
 
 public func randomWorkerID() -> String {

@@ -133,8 +133,9 @@ private func genReport(_ rng: inout RNG, small: Bool) -> JobReport {
 }
 
 private func genWorker(_ rng: inout RNG, small: Bool = false) -> WorkerMessage {
-    switch roll(8, &rng) {
+    switch roll(9, &rng) {
     case 0: return .hello(genInfo(&rng, small: small))
+    case 7: return .modelRequest(name: text(L.maxNameBytes, &rng, small: small), joinKey: text(L.maxIDBytes, &rng, small: small))
     case 1: return .credit(edgy(L.slots, &rng))
     case 2: return .heartbeat(active: edgy(0...L.slots.upperBound, &rng))
     case 3: return .started(requestId: text(L.maxIDBytes, &rng, small: small))
@@ -164,10 +165,13 @@ private func genEnvelope(_ rng: inout RNG, small: Bool = false) -> JobEnvelope {
 }
 
 private func genRouter(_ rng: inout RNG, small: Bool = false) -> RouterMessage {
-    switch roll(4, &rng) {
+    switch roll(6, &rng) {
     case 0: return .job(genEnvelope(&rng, small: small))
     case 1: return .cancel(requestId: text(L.maxIDBytes, &rng, small: small))
     case 2: return .identify
+    case 3: return .modelGrant(name: text(L.maxNameBytes, &rng, small: small), token: text(L.maxIDBytes, &rng, small: small),
+                               sha256: text(64, &rng, small: small), bytes: edgy(1...(1 << 40), &rng))
+    case 4: return .modelRefused(name: text(L.maxNameBytes, &rng, small: small), reason: text(L.maxTextBytes, &rng, small: small))
     default: return .refused(text(L.maxTextBytes, &rng, small: small))
     }
 }
@@ -252,6 +256,7 @@ extension WorkerMessage: WireCodable {
                 && L.tokens.contains(r.promptTokens) && L.tokens.contains(r.completionTokens)
         case .draining, .bye: return true
         case let .prefixes(h): return h.count <= L.maxPrefixHashes
+        case let .modelRequest(name, joinKey): return fits(name, L.maxNameBytes) && fits(joinKey, L.maxIDBytes)
         }
     }
     var propCanonical: Bool { true }
@@ -269,6 +274,9 @@ extension RouterMessage: WireCodable {
         case let .cancel(id): return fits(id, L.maxIDBytes)
         case .identify: return true
         case let .refused(why): return fits(why, L.maxTextBytes)
+        case let .modelGrant(name, token, sha, bytes):
+            return fits(name, L.maxNameBytes) && fits(token, L.maxIDBytes) && fits(sha, 64) && (1...(1 << 40)).contains(bytes)
+        case let .modelRefused(name, reason): return fits(name, L.maxNameBytes) && fits(reason, L.maxTextBytes)
         }
     }
     var propCanonical: Bool { true }
