@@ -34,6 +34,7 @@ public final class OpsRecorder: Sendable {
     public let workerTTLSeconds: Int
     private let batch = Locked(Batch())
     private let stopped = Locked(false)
+
     private let address: RedisAddress
     private let flushMs: Int
     private let logger: Logger
@@ -104,6 +105,10 @@ public final class OpsRecorder: Sendable {
     private func run() {
         var conn: RedisConnection?
         var lastError: Int64 = 0
+        // Jobs this recorder put in a tier index, and in which (true: running). A job that came and
+        // went within one flush window was never written, so its end costs no command: that is most
+        // jobs under load, and the index would otherwise double the ops writes.
+        var indexed: [String: Bool] = [:]
         while !stopped.withLock({ $0 }) {
             usleep(UInt32(flushMs * 1000))
             let b = batch.withLock { b -> Batch in let out = b; b = Batch(); return out }
@@ -115,18 +120,29 @@ public final class OpsRecorder: Sendable {
             }
             for (name, fields) in b.tiers { cmd(["HSET", RedisKeys.tier(name)] + fields.flatMap { [$0.0, $0.1] }) }
             for (id, (tier, place)) in b.places {
+                let was = indexed[id]
                 switch place {
                 case let .waiting(since):
-                    cmd(["ZADD", RedisKeys.waiting(tier), String(since), id])
-                    cmd(["ZREM", RedisKeys.running(tier), id])
+                    if was == true { cmd(["ZREM", RedisKeys.running(tier), id]) }
+                    if was != false {
+                        cmd(["ZADD", RedisKeys.waiting(tier), String(since), id])
+                        indexed[id] = false
+                    }
                 case let .running(since):
-                    cmd(["ZREM", RedisKeys.waiting(tier), id])
-                    cmd(["ZADD", RedisKeys.running(tier), String(since), id])
+                    if was == false { cmd(["ZREM", RedisKeys.waiting(tier), id]) }
+                    if was != true {
+                        cmd(["ZADD", RedisKeys.running(tier), String(since), id])
+                        indexed[id] = true
+                    }
                 case .gone:
-                    cmd(["ZREM", RedisKeys.waiting(tier), id])
-                    cmd(["ZREM", RedisKeys.running(tier), id])
+                    guard let was else { continue }
+                    cmd(["ZREM", was ? RedisKeys.running(tier) : RedisKeys.waiting(tier), id])
+                    indexed[id] = nil
                 }
             }
+            // Bounded like the batch: jobs the router never reported gone (it cannot happen, but
+            // memory must not depend on it) are forgotten; the prune removes them from Redis.
+            if indexed.count > maxPendingJobs { indexed.removeAll(keepingCapacity: true) }
             for (tier, bounds) in b.prunes {
                 cmd(["ZREMRANGEBYSCORE", RedisKeys.waiting(tier), "-inf", "(" + String(bounds.waitingBefore)])
                 cmd(["ZREMRANGEBYSCORE", RedisKeys.running(tier), "-inf", "(" + String(bounds.runningBefore)])
