@@ -96,6 +96,8 @@ struct WorkerCommand: AsyncParsableCommand {
         common.watchParent()
         let logger = common.makeLogger("xerotier.worker")
         let metricsListener = try await metrics.start(logger: logger)
+        // A local engine is checked before anything else: a bad model file is the first thing to say.
+        let localEngine = registryModel == nil ? try makeEngine() : nil
         var options = Worker.Options()
         options.coalesceEvents = !noCoalesceEvents
         func read(_ path: String?) throws -> String? {
@@ -132,7 +134,7 @@ struct WorkerCommand: AsyncParsableCommand {
             logger.info("model ready", metadata: ["model": "\(fetched.grant.name)", "sha256": "\(fetched.grant.sha256)", "path": "\(fetched.path)"])
             engine = try makeGGUF(path: fetched.path, modelID: fetched.grant.name)
         } else {
-            engine = try makeEngine()
+            engine = localEngine!
         }
         let worker = try Worker(id: id ?? randomWorkerID(), engine: engine,
                                 routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)",

