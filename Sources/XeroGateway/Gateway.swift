@@ -112,6 +112,7 @@ public struct Gateway: Sendable {
         let auth = self.auth
         let maxBody = options.maxBodyBytes
         let hub = self.hub
+        let registry = ModelRegistry(redis: auth.store.redis)
 
         routes.get("/health") { _, _ -> Response in
             let ready = hub.isReady
@@ -128,7 +129,7 @@ public struct Gateway: Sendable {
         if let dir = options.filesDirectory, let store = try? FilesystemFileStore(directory: dir) {
             BatchRoutes(auth: auth, fileStore: store, files: FileRecords(redis: auth.store.redis),
                         batches: BatchStore(redis: auth.store.redis)).register(on: api)
-            ModelRoutes(registry: ModelRegistry(redis: auth.store.redis), fileStore: store)
+            ModelRoutes(registry: registry, fileStore: store)
                 .register(on: ManagementRoutes.group(routes, auth: auth, proxies: options.trustedProxies), public: routes)
         }
         api.post("/chat/completions") { request, context -> Response in
@@ -140,7 +141,6 @@ public struct Gateway: Sendable {
         EmbeddingRoutes(jobs: jobs, auth: auth, maxBodyBytes: maxBody).register(on: api)
         // The catalog: the endpoint's own model first, then the registry's models this project
         // sees (its own and the platform's), each saying who owns it.
-        let registry = ModelRegistry(redis: auth.store.redis)
         api.get("/models") { _, context -> Response in
             let endpoint = context.caller.endpoint
             let others = try await registry.models(visibleTo: endpoint.project).filter { $0.name != endpoint.model }

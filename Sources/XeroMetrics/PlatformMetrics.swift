@@ -27,31 +27,20 @@ public final class PlatformMetrics: Sendable {
     public init() { registry = PrometheusCollectorRegistry() }
 
     public func counter(_ spec: MetricSpec, _ values: [String] = []) -> Counter {
-        Self.cached(counters, Series(family: spec.name, values: values)) {
+        counters.value(for: Series(family: spec.name, values: values)) {
             registry.makeCounter(descriptor: descriptor(spec), labels: zipped(spec, values))
         }
     }
 
     public func gauge(_ spec: MetricSpec, _ values: [String] = []) -> Gauge {
-        Self.cached(gauges, Series(family: spec.name, values: values)) {
+        gauges.value(for: Series(family: spec.name, values: values)) {
             registry.makeGauge(descriptor: descriptor(spec), labels: zipped(spec, values))
         }
     }
 
     public func histogram(_ spec: MetricSpec, _ values: [String] = []) -> ValueHistogram {
-        Self.cached(histograms, Series(family: spec.name, values: values)) {
+        histograms.value(for: Series(family: spec.name, values: values)) {
             registry.makeValueHistogram(descriptor: descriptor(spec), labels: zipped(spec, values), buckets: spec.buckets)
-        }
-    }
-
-    /// The instrument of one series, made on first use (outside the lock: the registry has its own).
-    private static func cached<T: AnyObject & Sendable>(_ cache: Locked<[Series: T]>, _ series: Series, make: () -> T) -> T {
-        if let made = cache.withLock({ $0[series] }) { return made }
-        let made = make()
-        return cache.withLock { c in
-            if let other = c[series] { return other }
-            c[series] = made
-            return made
         }
     }
 

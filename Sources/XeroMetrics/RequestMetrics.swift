@@ -15,14 +15,7 @@ public final class RequestMetrics: Sendable {
 
     /// The instruments of one tier and model, made on first use.
     public func instruments(tier: String, model: String) -> RequestInstruments {
-        let key = Key(tier: tier, model: model)
-        if let made = cache.withLock({ $0[key] }) { return made }
-        let made = RequestInstruments(metrics, tier: tier, model: model)
-        return cache.withLock { c in
-            if let other = c[key] { return other }
-            c[key] = made
-            return made
-        }
+        cache.value(for: Key(tier: tier, model: model)) { RequestInstruments(metrics, tier: tier, model: model) }
     }
 
     /// Makes the refusal counters of every tier and limit at zero, so a dashboard sees a flat line

@@ -1,4 +1,5 @@
 import Prometheus
+import XeroCore
 
 /// A worker's instruments: its slots, its engine's KV state, prefix-cache lookups, and how its jobs
 /// ended. Model names come from job envelopes (any name an endpoint gives, on the simulator), so
@@ -34,10 +35,9 @@ public final class WorkerMetrics: Sendable {
     }
 
     /// `outcome` as the worker reports it (`done`, `cancelled`, `timeout`, `rejected:<code>`,
-    /// `error:<code>`); counted by its kind, before the colon.
+    /// `error:<code>`); counted by its kind (`JobReport.kind(ofOutcome:)`).
     public func jobEnded(model: String, outcome: String) {
-        let kind = outcome.split(separator: ":", maxSplits: 1).first.map(String.init) ?? outcome
         let spec = MetricCatalog.workerJobs
-        metrics.counter(spec, [metrics.untrusted(model, for: spec), metrics.untrusted(kind, for: spec)]).increment()
+        metrics.counter(spec, [metrics.untrusted(model, for: spec), JobReport.kind(ofOutcome: outcome)]).increment()
     }
 }

@@ -262,9 +262,8 @@ final class RouterState: @unchecked Sendable {
             switch scheduler.cancel(requestId) {
             case let .dequeued(job):
                 settle(job, usage: nil)
-                metrics.jobEnded(tier: job.tier, outcome: "cancelled")
                 ops?.job(requestId, [("state", "cancelled"), ("finished_at", String(now))])
-                ops?.place(requestId, tier: job.tier, .gone)
+                jobGone(job, outcome: "cancelled")
             case let .running(worker):
                 ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])
             case .unknown: break
@@ -348,11 +347,10 @@ final class RouterState: @unchecked Sendable {
         case let .done(report):
             if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now) {
                 settle(finished.envelope, usage: Self.billedUsage(report))
-                metrics.jobEnded(tier: finished.envelope.tier, outcome: Self.outcomeKind(report.outcome))
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
                                             ("prompt_tokens", String(report.promptTokens)), ("completion_tokens", String(report.completionTokens))])
-                ops?.place(report.requestId, tier: finished.envelope.tier, .gone)
+                jobGone(finished.envelope, outcome: JobReport.kind(ofOutcome: report.outcome))
             }
             dispatch(ctx, now: now)
         case .draining:
@@ -485,9 +483,8 @@ final class RouterState: @unchecked Sendable {
         for job in scheduler.expire(now: now) {
             let tier = scheduler.tier(job.tier)
             publishError(ctx, job, APIError.noCapacity(model: job.model, tier: job.tier, waitedMs: tier?.queueTimeoutMs ?? 0))
-            metrics.jobEnded(tier: job.tier, outcome: "expired")
             ops?.job(job.requestId, [("state", "expired"), ("finished_at", String(now))])
-            ops?.place(job.requestId, tier: job.tier, .gone)
+            jobGone(job, outcome: "expired")
         }
         if now - lastLivenessMs >= 250 {
             lastLivenessMs = now
@@ -548,9 +545,8 @@ final class RouterState: @unchecked Sendable {
         }
         for job in lost.failed {
             publishError(ctx, job, APIError.workerLost())
-            metrics.jobEnded(tier: job.tier, outcome: "failed")
             ops?.job(job.requestId, [("state", "error:worker_lost"), ("finished_at", String(now))])
-            ops?.place(job.requestId, tier: job.tier, .gone)
+            jobGone(job, outcome: "failed")
         }
         ops?.workerGone(worker)
         dispatch(ctx, now: now)
@@ -610,9 +606,8 @@ final class RouterState: @unchecked Sendable {
             let gone = scheduler.abandon(replyTo: gateway)
             for job in gone.dequeued {
                 settle(job, usage: nil)
-                metrics.jobEnded(tier: job.tier, outcome: "cancelled")
                 ops?.job(job.requestId, [("state", "cancelled"), ("finished_at", String(now))])
-                ops?.place(job.requestId, tier: job.tier, .gone)
+                jobGone(job, outcome: "cancelled")
             }
             for (requestId, worker) in gone.running {
                 ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.cancel(requestId: requestId).encode()])
@@ -622,11 +617,10 @@ final class RouterState: @unchecked Sendable {
         }
     }
 
-    /// A worker's report outcome by its kind: `done`, `cancelled`, `timeout`, `rejected`, `error`
-    /// (a fixed set: the code after the colon comes from the worker and is not a label).
-    static func outcomeKind(_ outcome: String) -> String {
-        let kind = outcome.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
-        return ["done", "cancelled", "timeout", "rejected", "error"].contains(kind) ? kind : "error"
+    /// A job the router held is over: counted by how it ended, and out of its tier's indexes.
+    func jobGone(_ job: JobEnvelope, outcome: String) {
+        metrics.jobEnded(tier: job.tier, outcome: outcome)
+        ops?.place(job.requestId, tier: job.tier, .gone)
     }
 
     func recordWorkerCounts() {

@@ -46,7 +46,7 @@ public struct ModelRecord: Sendable, Equatable {
 }
 
 /// An upload in progress (OpenAI's Upload object): parts arrive, `complete` assembles them.
-public struct UploadRecord: Sendable, Equatable {
+public struct UploadRecord: Sendable {
     public var id: String
     public var owner: String
     public var filename: String
@@ -57,10 +57,6 @@ public struct UploadRecord: Sendable, Equatable {
     public var expiresAt: Int64        // seconds
     /// Part id → its byte count, in arrival order of ids (sorted by id: ids grow).
     public var parts: [(id: String, bytes: Int)]
-
-    public static func == (a: UploadRecord, b: UploadRecord) -> Bool {
-        a.id == b.id && a.status == b.status && a.parts.map(\.id) == b.parts.map(\.id)
-    }
 }
 
 /// The registry's Redis records (docs/redis-keys.md, "Models"): models, uploads, and the

@@ -29,6 +29,8 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let options: Options
     private let metrics: WorkerMetrics
+    /// Whether the engine keeps a prefix cache (its lookups are counted), asked once.
+    private let hasPrefixCache: Bool
 
     struct State {
         var active: [String: Task<Void, Never>] = [:]
@@ -70,6 +72,7 @@ public final class Worker: Sendable {
         self.logger = logger
         self.options = options
         self.metrics = metrics
+        hasPrefixCache = engine.kvCacheStats().prefixBudgetBytes > 0
         let state = Locked(State())
         self.state = state
         let box = WorkerBox()
@@ -281,7 +284,7 @@ public final class Worker: Sendable {
             "worker": "\(id)", "model": "\(job.model)", "attempt": "\(job.attempt)", "outcome": "\(run.outcome)",
             "prompt_tokens": "\(usage.promptTokens)", "completion_tokens": "\(usage.completionTokens)", "cached_tokens": "\(usage.cachedTokens)",
         ])
-        if job.kind == .chatCompletion, engine.kvCacheStats().prefixBudgetBytes > 0 {
+        if job.kind == .chatCompletion, hasPrefixCache {
             metrics.prefixLookup(model: job.model, queried: usage.promptTokens, hit: usage.cachedTokens)
         }
         sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,

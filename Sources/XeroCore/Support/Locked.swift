@@ -11,3 +11,18 @@ public final class Locked<Value>: @unchecked Sendable {
         try mutex.withLock(body)
     }
 }
+
+extension Locked {
+    /// The dictionary's value for `key`, made by `make` on first use. `make` runs outside the lock
+    /// (it may take locks of its own); when two callers race, the first value stored wins.
+    public func value<Key: Hashable & Sendable, Element: AnyObject & Sendable>(for key: Key, make: () -> Element) -> Element
+        where Value == [Key: Element] {
+        if let made = withLock({ $0[key] }) { return made }
+        let made = make()
+        return withLock { d in
+            if let other = d[key] { return other }
+            d[key] = made
+            return made
+        }
+    }
+}

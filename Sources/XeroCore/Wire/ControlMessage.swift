@@ -234,6 +234,13 @@ public struct JobReport: Sendable, Equatable {
     public var promptTokens: Int
     public var completionTokens: Int
 
+    /// An outcome by its kind: `done`, `cancelled`, `timeout`, `rejected`, `error` — a fixed set
+    /// (metric labels): the code after the colon, and anything unknown, is the worker's to say.
+    public static func kind(ofOutcome outcome: String) -> String {
+        let kind = outcome.split(separator: ":", maxSplits: 1).first.map(String.init) ?? ""
+        return ["done", "cancelled", "timeout", "rejected", "error"].contains(kind) ? kind : "error"
+    }
+
     public init(requestId: String, attempt: Int, outcome: String, firstTokenAtMs: Int64, finishedAtMs: Int64, promptTokens: Int, completionTokens: Int) {
         self.requestId = requestId
         self.attempt = attempt
