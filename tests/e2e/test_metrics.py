@@ -231,3 +231,20 @@ def test_metrics_stay_off_the_public_port(mp):
     out = subprocess.run([BIN, "router", "--config", str(mp.config), "--redis", mp.redis.url, "--router-port", str(free_port()),
                           "--metrics-port", str(mp.ports["router"])], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and f"cannot serve metrics on 127.0.0.1:{mp.ports['router']}" in out.stderr
+
+
+def test_ops_views_refuse_bad_input_and_non_admins(mp):
+    admin = {"Authorization": f"Bearer {mp.admin_key}"}
+    base = mp.gateway + "/manage/v1/ops"
+    for query in ("state=bogus", "tier=no-such-tier", "limit=0", "limit=1001", "limit=abc"):
+        r = httpx.get(f"{base}/jobs?{query}", headers=admin)
+        assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error", (query, r.text)
+    r = httpx.get(f"{base}/jobs/no-such-job", headers=admin)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    assert httpx.get(f"{base}/jobs/" + "x" * 300, headers=admin).status_code == 404
+    # A project's management key is not the admin: the ops views show every tenant's jobs.
+    manager = subprocess.run([BIN, "admin", "create-key", "--redis", mp.redis.url, "--project-slug", "metrics", "--scopes", "management"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    for path in ("/queues", "/workers", "/jobs", "/jobs/x"):
+        r = httpx.get(base + path, headers={"Authorization": f"Bearer {manager}"})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_scope", (path, r.text)
