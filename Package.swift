@@ -60,6 +60,7 @@ let package = Package(
         // Tier queues, credits, deadlines, worker liveness.
         .target(name: "XeroRouter", dependencies: [
             "XeroCore", "XeroQueue", "XeroStore", "XeroMetrics",
+            .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // The built-in GGUF engine, from its first piece: the model-file reader.
@@ -129,6 +130,7 @@ let package = Package(
         .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue", "XeroCore"]),
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
         .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
+        .testTarget(name: "XeroWorkerTests", dependencies: ["XeroWorker"]),
         .testTarget(name: "XeroMetricsTests", dependencies: ["XeroMetrics"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore", "XeroGGUF"]),
         .testTarget(name: "XeroGGUFTests", dependencies: ["XeroGGUF", "CXeroKernels", "XeroCore"]),

@@ -32,7 +32,7 @@ public final class SocketLoop: Sendable {
     private let onMessage: MessageHandler
     private let onTick: TickHandler?
     private let tickMs: Int
-    private let coalescing: (socket: Int, merge: Coalescer)?
+    private let coalescing: (sockets: Set<Int>, merge: Coalescer)?
     private let stopped = Locked<Bool>(false)
     private let finished = DispatchSemaphoreLite()
     /// Bound on messages waiting to leave (outbox plus backlogs), across the loop's sockets.
@@ -40,7 +40,7 @@ public final class SocketLoop: Sendable {
 
     /// `sockets` are handed over: from here on only the loop thread uses them.
     public init(name: String, sockets: [ZMQSocket], tickMs: Int = 50, maxQueued: Int = 1_000_000,
-                coalescing: (socket: Int, merge: Coalescer)? = nil,
+                coalescing: (sockets: Set<Int>, merge: Coalescer)? = nil,
                 onMessage: @escaping MessageHandler, onTick: TickHandler? = nil) {
         self.coalescing = coalescing
         self.name = name
@@ -88,19 +88,19 @@ public final class SocketLoop: Sendable {
         _ = write(wakeFD, &one, 8)
     }
 
-    /// Sends what other threads queued, in order; the coalesced socket's messages are rewritten
-    /// together and go out where its first one stood.
+    /// Sends what other threads queued, in order; each coalesced socket's messages are rewritten
+    /// together and go out where that socket's first one stood.
     private func send(_ outbox: [Outgoing], _ ctx: LoopContext) {
-        guard let (socket, merge) = coalescing, outbox.count > 1 else {
+        guard let (coalesced, merge) = coalescing, outbox.count > 1 else {
             for m in outbox { ctx.send(socket: m.socket, frames: m.frames) }
             return
         }
-        var merged: [[[UInt8]]]? = merge(outbox.compactMap { $0.socket == socket ? $0.frames : nil })
+        var pending: [Int: [[[UInt8]]]] = [:]
+        for m in outbox where coalesced.contains(m.socket) { pending[m.socket, default: []].append(m.frames) }
         for m in outbox {
-            if m.socket != socket { ctx.send(socket: m.socket, frames: m.frames); continue }
-            guard let batch = merged else { continue }
-            for frames in batch { ctx.send(socket: socket, frames: frames) }
-            merged = nil
+            guard coalesced.contains(m.socket) else { ctx.send(socket: m.socket, frames: m.frames); continue }
+            guard let messages = pending.removeValue(forKey: m.socket) else { continue }
+            for frames in merge(messages) { ctx.send(socket: m.socket, frames: frames) }
         }
     }
 

@@ -3,60 +3,91 @@ import Logging
 import Synchronization
 import XeroCore
 
-/// A router client, as gateways and the batch runner use it: pushes job envelopes to the router and
-/// receives every event addressed to this client (SUB on `<client-id>/`), handing each to the
-/// waiting request's mailbox.
+/// A router client, as gateways and the batch runner use it: one link per router of the
+/// deployment (a PUSH for submits, cancels, liveness and relocations; a SUB on `<client-id>/`
+/// for events and notices), every event handed to the waiting request's mailbox whichever router
+/// relays it. Which router gets a job, and what happens to the jobs of a router that goes away,
+/// is `PendingSubmits` (docs/routing.md, "Several routers").
 public final class StreamHub: Sendable {
-    static let jobsSocket = 0, eventsSocket = 1
+    /// One router's addresses: its jobs (PULL) and events-out (XPUB) sockets.
+    public struct RouterLink: Sendable {
+        public var jobs: String
+        public var eventsOut: String
+        public init(jobs: String, eventsOut: String) {
+            self.jobs = jobs
+            self.eventsOut = eventsOut
+        }
+    }
+
+    /// Link i has its PUSH at 2i and its SUB at 2i + 1.
+    static func jobsSocket(_ link: Int) -> Int { 2 * link }
+    static func eventsSocket(_ link: Int) -> Int { 2 * link + 1 }
 
     public let gatewayID: String
     private let loop: SocketLoop
     private let context: ZMQContext
     private let streams = Locked<[String: EventMailbox]>([:])
-    /// Jobs submitted and not yet started (no event yet): kept to re-submit (Lazy Pirate).
-    private let pending = Locked(PendingSubmits())
-    private let readyFlag = Locked(false)
+    /// Jobs submitted and not yet started, started jobs' relays, handovers, the links' liveness.
+    private let links: Locked<PendingSubmits>
+    private let linkCount: Int
     private let logger: Logger
     private let prefixLength: Int
 
     /// Events one request may have waiting before it is failed (`EventMailbox`).
     public let mailboxCapacity: Int
 
-    public init(gatewayID: String, routerJobs: String, routerEventsOut: String, mailboxCapacity: Int = EventMailbox.defaultCapacity,
+    public convenience init(gatewayID: String, routerJobs: String, routerEventsOut: String, mailboxCapacity: Int = EventMailbox.defaultCapacity,
+                            security: FabricSecurity = .plaintext, logger: Logger) throws {
+        try self.init(gatewayID: gatewayID, routers: [RouterLink(jobs: routerJobs, eventsOut: routerEventsOut)], mailboxCapacity: mailboxCapacity,
+                      security: security, logger: logger)
+    }
+
+    public init(gatewayID: String, routers: [RouterLink], mailboxCapacity: Int = EventMailbox.defaultCapacity,
                 security: FabricSecurity = .plaintext, logger: Logger) throws {
+        precondition(!routers.isEmpty, "a client needs at least one router")
         let context = ZMQContext()
-        let jobs = try ZMQSocket(context, .push)
-        let events = try ZMQSocket(context, .sub)
-        for s in [jobs, events] { try s.set(.reconnectInterval(100)) }
-        try jobs.set(.sendHighWaterMark(PipeBounds.control))
-        try events.set(.receiveHighWaterMark(PipeBounds.events))
-        try events.set(.maxMessageSize(WireLimits.maxEventFrameBytes))
-        try jobs.secure(security)
-        try events.secure(security)
-        try events.subscribe(gatewayID + "/")
-        try jobs.connect(routerJobs)
-        try events.connect(routerEventsOut)
+        var sockets: [ZMQSocket] = []
+        for r in routers {
+            let jobs = try ZMQSocket(context, .push)
+            let events = try ZMQSocket(context, .sub)
+            for s in [jobs, events] { try s.set(.reconnectInterval(100)) }
+            try jobs.set(.sendHighWaterMark(PipeBounds.control))
+            try events.set(.receiveHighWaterMark(PipeBounds.events))
+            try events.set(.maxMessageSize(WireLimits.maxEventFrameBytes))
+            try jobs.secure(security)
+            try events.secure(security)
+            try events.subscribe(gatewayID + "/")
+            try jobs.connect(r.jobs)
+            try events.connect(r.eventsOut)
+            sockets += [jobs, events]
+        }
         self.gatewayID = gatewayID
         self.context = context
         self.logger = logger
         self.prefixLength = gatewayID.utf8.count + 1
         self.mailboxCapacity = mailboxCapacity
+        self.linkCount = routers.count
+        self.links = Locked(PendingSubmits(links: routers.count))
         let box = HubBox()
         let alive = GatewayMessage.alive(gatewayId: gatewayID).encode()
-        loop = SocketLoop(name: "gateway-hub", sockets: [jobs, events], tickMs: Int(Self.resubmitCheckMs),
-                          onMessage: { _, socket, frames in box.hub?.deliver(socket: socket, frames: frames) },
+        let count = routers.count
+        loop = SocketLoop(name: "gateway-hub", sockets: sockets, tickMs: Int(Self.checkEveryMs),
+                          onMessage: { ctx, socket, frames in box.hub?.deliver(ctx, socket: socket, frames: frames) },
                           onTick: { ctx in
-                              // Liveness, every second: routers cancel the jobs of a client they stop hearing from.
+                              // Liveness, every second, to every router: each cancels the jobs of a client it stops hearing from.
                               let now = nowMs()
-                              if now - box.lastAliveMs >= 1000 { box.lastAliveMs = now; ctx.send(socket: Self.jobsSocket, frames: [alive]) }
-                              for frame in box.hub?.overdueSubmits() ?? [] { ctx.send(socket: Self.jobsSocket, frames: [frame]) }
+                              if now - box.lastAliveMs >= 1000 {
+                                  box.lastAliveMs = now
+                                  for l in 0..<count { ctx.send(socket: Self.jobsSocket(l), frames: [alive]) }
+                              }
+                              box.hub?.perform(ctx, box.hub?.links.withLock { $0.tick(now: now) } ?? [])
                           })
         box.hub = self
         loop.start()
     }
 
-    /// True once the router confirmed our subscription: events for us will reach us.
-    public var isReady: Bool { readyFlag.withLock { $0 } }
+    /// True once a router confirmed our subscription: events for us will reach us.
+    public var isReady: Bool { links.withLock { $0.anyReady } }
 
     /// Waits up to `timeoutMs` for the event channel to be live.
     public func waitUntilReady(timeoutMs: Int) async -> Bool {
@@ -77,7 +108,7 @@ public final class StreamHub: Sendable {
 
     public func close(_ requestId: String) {
         streams.withLock { $0.removeValue(forKey: requestId) }?.close()
-        pending.withLock { $0.remove(requestId) }
+        links.withLock { $0.remove(requestId) }
     }
 
     /// Delivers an event generated inside the gateway (its own timeout) as if it had arrived.
@@ -85,37 +116,29 @@ public final class StreamHub: Sendable {
         streams.withLock { $0[requestId] }?.put(event)
     }
 
-    /// How often unacknowledged submits are checked, and how long one may go unacknowledged
-    /// before it is sent again.
-    static let resubmitCheckMs: Int64 = 100
+    /// How often links, unacknowledged submits and handovers are checked.
+    static let checkEveryMs: Int64 = 100
     public static let ackTimeoutMs: Int64 = 1000
 
-    /// False when the router is not taking jobs and the outgoing queue is full: refuse the request.
-    /// The job is kept until its first event arrives and sent again if the router does not
-    /// acknowledge it within `ackTimeoutMs`, or restarts before it started (a router that is
-    /// replaced loses its queue). The router drops a duplicate of a job it holds.
+    /// False when no router is taking jobs and the outgoing queue is full: refuse the request.
+    /// The job is kept until its first event arrives, sent again if its router does not
+    /// acknowledge it, and handed over to another router if its router goes away first.
     public func submit(_ job: JobEnvelope) -> Bool {
         let frame = GatewayMessage.submit(job).encode()
-        pending.withLock { $0.add(job.requestId, frame: frame, now: nowMs()) }
-        let sent = loop.send(socket: Self.jobsSocket, frames: [frame])
-        if !sent { pending.withLock { $0.remove(job.requestId) } }
+        let link = links.withLock { $0.add(job, frame: frame, now: nowMs()) }
+        let sent = loop.send(socket: Self.jobsSocket(link), frames: [frame])
+        if !sent { links.withLock { $0.remove(job.requestId) } }
         return sent
     }
 
     /// Submits kept and not yet started (for tests and operators).
-    public var pendingSubmits: Int { pending.withLock { $0.count } }
+    public var pendingSubmits: Int { links.withLock { $0.count } }
 
-    /// Loop thread: the frames of submits to send again now.
-    fileprivate func overdueSubmits() -> [[UInt8]] {
-        let now = nowMs()
-        let due = pending.withLock { $0.overdue(now: now, ackTimeoutMs: Self.ackTimeoutMs) }
-        if !due.isEmpty { logger.info("re-submitting jobs the router did not acknowledge", metadata: ["jobs": "\(due.count)"]) }
-        return due
-    }
-
-    /// The client went away: the router drops the job if queued, or tells its worker to stop.
+    /// The client went away: the router holding the job drops it if queued, or tells its worker
+    /// to stop. Sent to every router: only the one that holds it acts.
     public func cancel(_ requestId: String) {
-        loop.send(socket: Self.jobsSocket, frames: [GatewayMessage.cancel(requestId: requestId).encode()])
+        let frame = GatewayMessage.cancel(requestId: requestId).encode()
+        for l in 0..<linkCount { loop.send(socket: Self.jobsSocket(l), frames: [frame]) }
     }
 
     public func stop() {
@@ -123,9 +146,29 @@ public final class StreamHub: Sendable {
         context.terminate()
     }
 
+    /// Loop thread: sends what the link state decided.
+    fileprivate func perform(_ ctx: LoopContext, _ sends: [PendingSubmits.Send]) {
+        for send in sends {
+            switch send {
+            case let .submit(link, frame):
+                ctx.send(socket: Self.jobsSocket(link), frames: [frame])
+            case let .relocate(link, ids):
+                logger.warning("a router went away: asking another to take over its jobs", metadata: ["link": "\(link)", "jobs": "\(ids.count)"])
+                for chunk in stride(from: 0, to: ids.count, by: WireLimits.maxRelocateIds) {
+                    let part = Array(ids[chunk..<min(ids.count, chunk + WireLimits.maxRelocateIds)])
+                    ctx.send(socket: Self.jobsSocket(link), frames: [GatewayMessage.relocate(part).encode()])
+                }
+            case let .fail(id, error):
+                logger.warning("request failed: its router went away and no other took it over", metadata: ["request_id": "\(id)"])
+                inject(id, StreamEvent(requestId: id, attempt: 0, seq: WireLimits.outOfBandSeq, body: .error(error)))
+            }
+        }
+    }
+
     /// Loop thread: route one incoming event to its request.
-    private func deliver(socket: Int, frames: [[UInt8]]) {
-        guard socket == Self.eventsSocket, frames.count == 2 else { return }
+    private func deliver(_ ctx: LoopContext, socket: Int, frames: [[UInt8]]) {
+        guard socket % 2 == 1, frames.count == 2 else { return }
+        let link = socket / 2
         let topic = frames[0]
         if topic.count == prefixLength {
             // `<gateway-id>/` itself: the router's notices, or its confirmation of our subscription.
@@ -134,18 +177,22 @@ public final class StreamHub: Sendable {
                     logger.warning("invalid router notice dropped")
                     return
                 }
-                heard(notice)
+                heard(ctx, link, notice)
                 return
             }
-            if !isReady { logger.info("gateway event channel live", metadata: ["gateway": "\(gatewayID)"]) }
-            readyFlag.withLock { $0 = true }
+            let first = links.withLock { l -> Bool in
+                let was = l.links[link].ready
+                l.confirmed(link, now: nowMs())
+                return !was
+            }
+            if first { logger.info("gateway event channel live", metadata: ["gateway": "\(gatewayID)", "link": "\(link)"]) }
             return
         }
         guard topic.count > prefixLength else { return }
         let requestId = String(decoding: topic[prefixLength...], as: UTF8.self)
         guard let box = streams.withLock({ $0[requestId] }) else { return }
-        // Its first event: a worker (or the router) has it in hand; nothing to re-submit any more.
-        pending.withLock { $0.remove(requestId) }
+        // Someone runs it and this link relays it: nothing to re-submit any more.
+        links.withLock { _ = $0.event(requestId, link: link) }
         let events: [StreamEvent]
         do { events = try StreamEventBatch.decodeFrame(frames[1]) } catch {
             logger.warning("invalid event dropped", metadata: ["topic": "\(gatewayID)/\(requestId)", "error": "\(error)"])
@@ -160,37 +207,32 @@ public final class StreamHub: Sendable {
             cancel(requestId)
         }
     }
-}
 
-extension StreamHub {
-    /// Loop thread: an acknowledgement marks its job; a router id other than the last one means
-    /// the router restarted and lost its queue: every job it had not started goes again.
-    fileprivate func heard(_ notice: RouterNotice) {
+    /// Loop thread: a notice from the router on `link`. A router id other than the link's last one
+    /// means it restarted and lost what it held: its jobs are handed over to it again.
+    private func heard(_ ctx: LoopContext, _ link: Int, _ notice: RouterNotice) {
+        let now = nowMs()
         switch notice {
         case let .accepted(requestId, routerId):
-            // The router is checked first: a restart resets every acknowledgement but this one.
-            routerIs(routerId)
-            pending.withLock { $0.acknowledge(requestId) }
+            // The router is checked first: a restart hands over every job but this one.
+            let sends = links.withLock { l -> [PendingSubmits.Send] in
+                let s = l.heard(link, routerId: routerId, now: now)
+                l.acknowledge(requestId, link: link)
+                return s
+            }
+            if !sends.isEmpty { logger.warning("router restarted", metadata: ["router": "\(routerId)", "link": "\(link)"]) }
+            perform(ctx, sends)
         case let .alive(routerId):
-            routerIs(routerId)
+            let sends = links.withLock { $0.heard(link, routerId: routerId, now: now) }
+            if !sends.isEmpty { logger.warning("router restarted", metadata: ["router": "\(routerId)", "link": "\(link)"]) }
+            perform(ctx, sends)
+        case let .adopted(requestId, routerId):
+            perform(ctx, links.withLock { l -> [PendingSubmits.Send] in
+                let s = l.heard(link, routerId: routerId, now: now)
+                l.adopted(requestId, link: link)
+                return s
+            })
         }
-    }
-
-    /// A router id other than the last one: the router restarted and lost what it held.
-    private func routerIs(_ routerId: String) {
-        // Every acknowledgement passes here: the waiting set is built only after a restart.
-        guard let waiting = pending.withLock({ p in p.routerIs(routerId) ? Set(p.entries.keys) : nil }) else { return }
-        let lost = waiting.count
-        if lost > 0 { logger.warning("router restarted: re-submitting the jobs it had not started", metadata: ["router": "\(routerId)", "jobs": "\(lost)"]) }
-        // Jobs already started lost their relay: the new router does not know them, so no further
-        // event of theirs would arrive. Fail them now rather than at the timeout. (The restart is
-        // seen in the new router's first notice, before any job it dispatches can start.)
-        let running = streams.withLock { Array($0.keys) }.filter { !waiting.contains($0) }
-        for id in running {
-            inject(id, StreamEvent(requestId: id, attempt: 0, seq: WireLimits.outOfBandSeq,
-                                   body: .error(APIError.streamInterrupted("the router restarted while this request was running; retry it"))))
-        }
-        if !running.isEmpty { logger.warning("router restarted: failing the requests it was relaying", metadata: ["requests": "\(running.count)"]) }
     }
 }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import Synchronization
@@ -116,7 +117,8 @@ public final class Router: Sendable {
         var scheduler = TierScheduler(tiers: config.tiers)
         scheduler.maxQueued = options.maxQueuedJobs
         scheduler.breakerPolicy = options.breaker
-        let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, metrics: metrics, logger: logger)
+        let core = RouterState(id: id, scheduler: scheduler, ops: ops, options: options, metrics: metrics, logger: logger,
+                               ticketKey: JobTicket.key(for: options.security))
         core.settlements = settlements
         if case let .curve(_, platformPublicKey) = options.security {
             core.fabric = FabricGuard(platformPublicKey: platformPublicKey, lookupAgent: { [core] key in try core.agentJoinKeyHash(publicKey: key) })
@@ -150,6 +152,9 @@ final class RouterState: @unchecked Sendable {
     let metrics: RouterMetrics
     let logger: Logger
     var lastStatsMs: Int64 = 0
+    /// The (free, in-flight) counts last written to each worker's ops record, so the stats tick
+    /// rewrites only the records whose counts moved (operators see them within a tick, not a heartbeat).
+    var recordedCounts: [String: (free: Int, inflight: Int)] = [:]
     var lastPruneMs: Int64 = 0
     var lastLivenessMs: Int64 = 0
     var lastTickMs: Int64 = 0
@@ -170,8 +175,17 @@ final class RouterState: @unchecked Sendable {
     /// Gateways and batch runners that said `alive`, with when they last did.
     var gateways: [String: Int64] = [:]
     let startedAtMs = nowMs()
+    /// Seals the tickets it gives workers and opens the ones they adopt with (docs/routing.md, "Handover").
+    let ticketKey: SymmetricKey
+    /// The demand last told each worker (`RouterMessage.ack`), and whether queues changed since.
+    var demandSent: [String: Int] = [:]
+    var demandDirty = false
+    /// When each worker's ops record was last written from a heartbeat (at most once a second).
+    var recordedAtMs: [String: Int64] = [:]
 
-    init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, metrics: RouterMetrics, logger: Logger) {
+    init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, metrics: RouterMetrics, logger: Logger,
+         ticketKey: SymmetricKey) {
+        self.ticketKey = ticketKey
         self.id = id
         self.scheduler = scheduler
         self.ops = ops
@@ -254,6 +268,14 @@ final class RouterState: @unchecked Sendable {
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])
             ops?.place(job.requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
             dispatch(ctx, now: now)
+            if scheduler.inflight[job.requestId] == nil { announceDemand(ctx, for: job) }
+        case let .relocate(ids):
+            // A client lost the router relaying these: whichever of our workers runs one adopts it here.
+            let unknown = ids.filter { !scheduler.holds($0) }
+            guard !unknown.isEmpty else { return }
+            let frame = RouterMessage.relocate(unknown).encode()
+            for worker in scheduler.workers.keys { ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), frame]) }
+            logger.info("asked workers to adopt jobs a client lost the relay of", metadata: ["jobs": "\(unknown.count)"])
         case let .alive(gateway):
             if gateways.updateValue(now, forKey: gateway) == nil {
                 logger.info("gateway alive", metadata: ["gateway": "\(gateway)"])
@@ -334,7 +356,20 @@ final class RouterState: @unchecked Sendable {
             scheduler.credit(worker, n, now: now)
             dispatch(ctx, now: now)
         case .heartbeat:
-            recordWorker(worker, now: now)
+            let demand = scheduler.demand(for: worker)
+            demandSent[worker] = demand
+            ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.ack(routerId: id, demand: demand).encode()])
+            if now - (recordedAtMs[worker] ?? 0) >= 1000 { recordWorker(worker, now: now) }
+        case let .reclaim(n):
+            let k = scheduler.reclaim(worker, n)
+            ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.returned(k).encode()])
+        case let .adopt(ticket, started):
+            adopt(ctx, identity: identity, worker: worker, ticket: ticket, started: started, now: now)
+        case let .moved(requestId):
+            if scheduler.forget(requestId, worker: worker) != nil {
+                ops?.job(requestId, [("relayed_by", "another router")])
+                dispatch(ctx, now: now)
+            }
         case let .prefixes(hashes):
             // Recorded for operators and for prefix-aware placement (a later policy).
             ops?.workerPrefixes(worker, hashes.map { String($0, radix: 16) })
@@ -344,8 +379,20 @@ final class RouterState: @unchecked Sendable {
                 return
             }
             ops?.job(requestId, [("state", "running"), ("first_token_at", String(now))])
+        case let .done(report) where report.outcome == "requeue":
+            // Sent against a credit the worker had written off: queued again, unchanged.
+            if let job = scheduler.requeue(report.requestId, worker: worker) {
+                ops?.job(job.requestId, [("state", "queued")])
+                ops?.place(job.requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
+            }
+            dispatch(ctx, now: now)
+        case let .done(report) where report.outcome == "duplicate":
+            // The worker runs this request already (for another router): this copy never ran.
+            scheduler.finish(report.requestId, worker: worker, outcome: .neutral, now: now, returnsCredit: report.returnsCredit)
+            dispatch(ctx, now: now)
         case let .done(report):
-            if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now) {
+            if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now,
+                                               returnsCredit: report.returnsCredit) {
                 settle(finished.envelope, usage: Self.billedUsage(report))
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
@@ -493,6 +540,10 @@ final class RouterState: @unchecked Sendable {
             }
             abandonSilentGateways(ctx, now: now)
         }
+        if demandDirty {
+            demandDirty = false
+            refreshDemand(ctx)
+        }
         if now - lastStatsMs >= options.statsEveryMs {
             lastStatsMs = now
             for t in scheduler.tiers {
@@ -504,6 +555,9 @@ final class RouterState: @unchecked Sendable {
                 metrics.tier(t.name, waiting: scheduler.depth(t.name), running: s.inflight)
             }
             recordWorkerCounts()
+            for (worker, w) in scheduler.workers where recordedCounts[worker].map({ $0 != (w.credits, w.inflight.count) }) ?? true {
+                recordWorker(worker, now: now)
+            }
             ops?.routerAlive(id, now: now)
             if now - lastPruneMs >= 10_000 {
                 lastPruneMs = now
@@ -517,8 +571,10 @@ final class RouterState: @unchecked Sendable {
     }
 
     func dispatch(_ ctx: LoopContext, now: Int64) {
+        demandDirty = true
         for d in scheduler.dispatch(now: now) {
-            let sent = ctx.send(socket: Router.workersSocket, frames: [Array(d.worker.utf8), RouterMessage.job(d.envelope.forWorker).encode()])
+            let ticket = JobTicket(envelope: d.envelope, worker: d.worker).seal(with: ticketKey)
+            let sent = ctx.send(socket: Router.workersSocket, frames: [Array(d.worker.utf8), RouterMessage.job(d.envelope.forWorker, ticket: ticket).encode()])
             if sent {
                 logger.debug("job dispatched", metadata: ["request_id": "\(d.envelope.requestId)", "project": "\(d.envelope.project)",
                                                           "endpoint": "\(d.envelope.endpoint)", "tier": "\(d.envelope.tier)", "worker": "\(d.worker)"])
@@ -537,6 +593,9 @@ final class RouterState: @unchecked Sendable {
     func dropWorker(_ ctx: LoopContext, _ worker: String, reason: String, now: Int64) {
         let lost = scheduler.remove(worker, now: now)
         workerUsers[worker] = nil
+        recordedCounts[worker] = nil
+        recordedAtMs[worker] = nil
+        demandSent[worker] = nil
         logger.warning("worker removed", metadata: ["worker": "\(worker)", "reason": "\(reason)",
                                                      "requeued": "\(lost.requeued.count)", "failed": "\(lost.failed.count)"])
         for job in lost.requeued {
@@ -617,6 +676,54 @@ final class RouterState: @unchecked Sendable {
         }
     }
 
+    // MARK: Several routers (docs/routing.md, "Several routers")
+
+    /// A job queued here with no worker holding a credit for it: tell the workers that could run
+    /// it, and that were told no demand, at once (the rest rides on the next heartbeat's `ack`).
+    func announceDemand(_ ctx: LoopContext, for job: JobEnvelope) {
+        for (id, w) in scheduler.workers where w.credits == 0 && (demandSent[id] ?? 0) == 0 && w.mayRun(job) {
+            sendDemand(ctx, worker: id, scheduler.demand(for: id))
+        }
+    }
+
+    /// After queues changed (at most once a tick): every worker whose demand moved hears it.
+    func refreshDemand(_ ctx: LoopContext) {
+        for id in scheduler.workers.keys {
+            let d = scheduler.demand(for: id)
+            if d != (demandSent[id] ?? 0) { sendDemand(ctx, worker: id, d) }
+        }
+    }
+
+    func sendDemand(_ ctx: LoopContext, worker: String, _ demand: Int) {
+        demandSent[worker] = demand
+        ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.ack(routerId: id, demand: demand).encode()])
+    }
+
+    /// A worker asks this router to relay a job another router dispatched to it. The ticket must
+    /// open with the deployment's key and name this worker (whose connection, with CURVE, was
+    /// already checked against the identity it said hello with).
+    func adopt(_ ctx: LoopContext, identity: [UInt8], worker: String, ticket sealed: [UInt8], started: Bool, now: Int64) {
+        guard let ticket = JobTicket.open(sealed, with: ticketKey), ticket.worker == worker else {
+            logger.warning("adoption with a ticket that does not open or names another worker refused", metadata: ["worker": "\(worker)"])
+            return
+        }
+        let job = ticket.envelope
+        switch scheduler.adopt(job, worker: worker, started: started, now: now) {
+        case .refused:
+            ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adoptRefused(requestId: job.requestId).encode()])
+            logger.info("adoption refused: the request runs here on another worker", metadata: ["request_id": "\(job.requestId)", "worker": "\(worker)"])
+        case .alreadyHere:
+            ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adopted(requestId: job.requestId).encode()])
+        case let .adopted(dropped):
+            ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adopted(requestId: job.requestId).encode()])
+            notify(ctx, job.replyTo, .adopted(requestId: job.requestId, routerId: id))
+            if dropped != nil { ops?.place(job.requestId, tier: job.tier, .running(sinceMs: now)) }
+            ops?.job(job.requestId, [("state", started ? "running" : "dispatched"), ("worker", worker), ("relayed_by", id)])
+            logger.info("job adopted", metadata: ["request_id": "\(job.requestId)", "worker": "\(worker)", "started": "\(started)",
+                                                  "dropped_queued_copy": "\(dropped != nil)"])
+        }
+    }
+
     /// A job the router held is over: counted by how it ended, and out of its tier's indexes.
     func jobGone(_ job: JobEnvelope, outcome: String) {
         metrics.jobEnded(tier: job.tier, outcome: outcome)
@@ -632,7 +739,9 @@ final class RouterState: @unchecked Sendable {
     }
 
     func recordWorker(_ worker: String, now: Int64) {
-        guard let w = scheduler.workers[worker] else { return }
+        guard let w = scheduler.workers[worker] else { recordedCounts[worker] = nil; return }
+        recordedAtMs[worker] = now
+        recordedCounts[worker] = (w.credits, w.inflight.count)
         ops?.worker(worker, lastSeenMs: now, [
             ("slots", String(w.info.slots)), ("free", String(w.credits)), ("inflight", String(w.inflight.count)),
             ("models", w.info.models.joined(separator: ",")), ("capabilities", w.info.capabilities.joined(separator: ",")),

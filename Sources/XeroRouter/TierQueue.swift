@@ -66,6 +66,20 @@ struct TierQueue {
         return nil
     }
 
+    /// How many jobs `matches` accepts, looking as far as `firstServable` does, stopping at `limit`.
+    func count(lookahead: Int, budget: Int = 512, limit: Int, where matches: (JobEnvelope) -> Bool) -> Int {
+        var n = 0, looked = 0
+        for project in ring {
+            let q = queues[project]!
+            for offset in 0..<min(q.count, lookahead) {
+                if matches(q.element(at: offset)) { n += 1; if n >= limit { return n } }
+                looked += 1
+                if looked >= budget { return n }
+            }
+        }
+        return n
+    }
+
     /// Takes the job at `p` and moves the turn on: the project whose job it was has used one of
     /// its turn's dispatches (a project skipped because nothing of it could run loses its turn).
     mutating func remove(at p: Position) -> JobEnvelope {

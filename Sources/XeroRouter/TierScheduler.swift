@@ -159,7 +159,8 @@ public struct TierScheduler {
     /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
     /// `outcome` (from its report) feeds the worker's breaker.
     @discardableResult
-    public mutating func finish(_ requestId: String, worker: String, outcome: WorkerBreaker.Outcome = .success, now: Int64 = 0) -> InFlight? {
+    public mutating func finish(_ requestId: String, worker: String, outcome: WorkerBreaker.Outcome = .success, now: Int64 = 0,
+                                returnsCredit: Bool = true) -> InFlight? {
         guard let f = inflight[requestId], f.worker == worker else { return nil }
         recordHealth(worker, outcome, now: now)
         inflight[requestId] = nil
@@ -167,10 +168,89 @@ public struct TierScheduler {
         stats[f.envelope.tier]?.completed += 1
         if var w = workers[worker] {
             w.inflight.remove(requestId)
-            if !w.draining { w.credits += 1 }
+            if !w.draining && returnsCredit { w.credits += 1 }
             workers[worker] = w
         }
         return f
+    }
+
+    // MARK: Several routers (docs/routing.md, "Several routers")
+
+    /// A job this router sent to a worker that held no credit for it (it had written this router
+    /// off for a moment): back at the front of its project's queue, unchanged, and the credit the
+    /// dispatch took is the worker's again.
+    @discardableResult
+    public mutating func requeue(_ requestId: String, worker: String) -> JobEnvelope? {
+        guard let f = inflight[requestId], f.worker == worker, !f.started else { return nil }
+        inflight[requestId] = nil
+        stats[f.envelope.tier]?.inflight -= 1
+        stats[f.envelope.tier]?.dispatched -= 1
+        if var w = workers[worker] {
+            w.inflight.remove(requestId)
+            if !w.draining { w.credits += 1 }
+            workers[worker] = w
+        }
+        queues[f.envelope.tier]?.prepend(f.envelope)
+        queuedIds.insert(requestId)
+        totalQueued += 1
+        return f.envelope
+    }
+
+    /// A worker's job is relayed by another router now: forgotten, with no credit back (the
+    /// credit follows the job) and no report.
+    @discardableResult
+    public mutating func forget(_ requestId: String, worker: String) -> JobEnvelope? {
+        guard let f = inflight[requestId], f.worker == worker else { return nil }
+        inflight[requestId] = nil
+        stats[f.envelope.tier]?.inflight -= 1
+        workers[worker]?.inflight.remove(requestId)
+        return f.envelope
+    }
+
+    public enum Adoption: Equatable {
+        /// This router relays it now (`dropped`: a queued copy of the same request, from a
+        /// client's re-submission, was removed: the running one wins).
+        case adopted(dropped: JobEnvelope?)
+        /// Already running here on that worker: nothing changes.
+        case alreadyHere
+        /// Running here on another worker: that run stays, this one must stop.
+        case refused
+    }
+
+    /// A worker asks this router to relay a job another router dispatched (its ticket was opened
+    /// and names the worker). The job runs on that worker; it costs no credit here, and its end
+    /// returns one here like any job.
+    public mutating func adopt(_ job: JobEnvelope, worker: String, started: Bool, now: Int64) -> Adoption {
+        if let f = inflight[job.requestId] { return f.worker == worker ? .alreadyHere : .refused }
+        guard workers[worker] != nil else { return .refused }
+        var dropped: JobEnvelope?
+        if case let .dequeued(queued) = cancel(job.requestId) { dropped = queued }
+        workers[worker]!.inflight.insert(job.requestId)
+        inflight[job.requestId] = InFlight(envelope: job, worker: worker, started: started, dispatchedAtMs: now)
+        stats[job.tier]?.inflight += 1
+        return .adopted(dropped: dropped)
+    }
+
+    /// Gives back up to `n` unspent credits of a worker; returns how many it had.
+    public mutating func reclaim(_ worker: String, _ n: Int) -> Int {
+        guard var w = workers[worker] else { return 0 }
+        let k = min(max(0, n), w.credits)
+        w.credits -= k
+        workers[worker] = w
+        return k
+    }
+
+    /// How many queued jobs this worker could run now (model, fleet; the same lookahead as
+    /// dispatch), capped at its slots: what the router tells it as its demand.
+    public func demand(for worker: String) -> Int {
+        guard totalQueued > 0, let w = workers[worker], !w.draining else { return 0 }
+        var n = 0
+        for t in tiers {
+            guard let q = queues[t.name], !q.isEmpty else { continue }
+            n += q.count(lookahead: Self.lookahead, budget: 512, limit: w.info.slots - n) { w.mayRun($0) }
+            if n >= w.info.slots { return w.info.slots }
+        }
+        return n
     }
 
     /// Jobs whose queue deadline has passed (and cancelled ones), removed from their queues.

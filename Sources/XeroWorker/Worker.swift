@@ -6,20 +6,42 @@ import XeroEngines
 import XeroMetrics
 import XeroQueue
 
-/// A worker process: takes jobs from the router against credits (one per free slot), runs each
-/// on its `Engine`, and publishes the job's events on the job's own channel. Joins and leaves at
-/// will: `drain()` stops taking work, finishes what runs, says goodbye.
+/// A worker process: takes jobs from its routers against credits (one per free slot, spread over
+/// the routers by `CreditLedger`), runs each on its `Engine`, and publishes the job's events to
+/// the router that relays it. When that router goes away the job is adopted by another (its
+/// events so far sent again there), so a router's death does not end the stream
+/// (docs/routing.md, "Several routers"). Joins and leaves at will: `drain()` stops taking work,
+/// finishes what runs, says goodbye.
 public final class Worker: Sendable {
     public struct Options: Sendable {
-        public var heartbeatMs: Int64 = 1000
+        /// Heartbeat to every router; each answers with `ack`.
+        public var heartbeatMs: Int64 = 250
+        /// A router that has not answered for this long is down: its credits are void and its
+        /// jobs are adopted by another router.
+        public var routerTimeoutMs: Int64 = 1000
         public var joinKey = ""
         /// Merge a job's events that wait to be sent at the same moment into one frame
         /// (`StreamEventBatch`): fast streams pay the per-message CURVE cost once per batch.
         public var coalesceEvents = true
+        /// Events kept per job for a handover; past this the job cannot be resumed elsewhere.
+        public var maxReplayBytes = 8 * 1024 * 1024
         public init() {}
     }
 
-    static let controlSocket = 0, eventsSocket = 1, monitorSocket = 2
+    /// One router's addresses: its workers (ROUTER) and events-in (XSUB) sockets.
+    public struct RouterLink: Sendable {
+        public var workers: String
+        public var eventsIn: String
+        public init(workers: String, eventsIn: String) {
+            self.workers = workers
+            self.eventsIn = eventsIn
+        }
+    }
+
+    /// Socket indices: link i has its control DEALER at 2i and its events XPUB at 2i + 1; with
+    /// CURVE, handshake monitors follow at 2n + i.
+    static func controlSocket(_ link: Int) -> Int { 2 * link }
+    static func eventsSocket(_ link: Int) -> Int { 2 * link + 1 }
 
     public let id: String
     public let engine: any Engine
@@ -29,55 +51,118 @@ public final class Worker: Sendable {
     private let logger: Logger
     private let options: Options
     private let metrics: WorkerMetrics
+    private let linkCount: Int
     /// Whether the engine keeps a prefix cache (its lookups are counted), asked once.
     private let hasPrefixCache: Bool
 
-    struct State {
-        var active: [String: Task<Void, Never>] = [:]
-        var helloSent = false
+    struct LinkState {
         var channelReady = false
+        var helloSent = false
+        /// The router's id from its acks; a different one means it restarted.
+        var routerId: String?
+        var lastHeardMs: Int64 = 0
+        var helloSentAtMs: Int64 = 0
+        /// When the last two heartbeats went out: an `ack` answers one sent no later than the last,
+        /// so jobs that ended before the one before it are known to have reached the router.
+        var heartbeatAtMs: Int64 = 0
+        var previousHeartbeatAtMs: Int64 = 0
+    }
+
+    struct State {
+        var active: [String: ActiveJob] = [:]
+        var parked: [String: ParkedJob] = [:]
+        /// Per link, jobs that ended recently with their report sent there, oldest first, kept
+        /// until that router shows it was alive after it (an `ack` to a later heartbeat): if it
+        /// died first, their last events and report may have died with it, and they are handed
+        /// over like parked jobs.
+        var recent: [[ParkedJob]]
+        var links: [LinkState]
+        var ledger: CreditLedger
         var draining = false
         var lastHeartbeatMs: Int64 = 0
         /// Prefix-block hashes last reported (sent again only when they change).
         var reportedPrefixes: [UInt64] = []
         var refused: String?
+
+        /// Every job whose relay may still change: running, or parked.
+        var runs: [JobRun] { active.values.map(\.run) + parked.values.map(\.run) }
+
+        /// The router behind `link` went away: the jobs it may not have seen the end of wait,
+        /// parked, for a router to adopt them.
+        mutating func parkRecent(_ link: Int) {
+            for job in recent[link] {
+                job.run.hold()
+                parked[job.run.job.requestId] = job
+            }
+            recent[link] = []
+        }
     }
 
-    public init(id: String = randomWorkerID(), engine: any Engine, routerWorkers: String, routerEventsIn: String,
+    struct ActiveJob {
+        var task: Task<Void, Never>
+        let run: JobRun
+    }
+
+    /// A job that ended while no router relayed it (its router was down, or a handover was under
+    /// way): its slot is free, and its events and report wait for a router to adopt it.
+    struct ParkedJob {
+        let run: JobRun
+        var report: JobReport
+        let sinceMs: Int64
+    }
+    /// How long a parked job waits for a router (clients give up on a handover after 3 s).
+    static let parkedForMs: Int64 = 10_000
+
+    public convenience init(id: String = randomWorkerID(), engine: any Engine, routerWorkers: String, routerEventsIn: String,
+                            security: FabricSecurity = .plaintext, options: Options = Options(), metrics: WorkerMetrics = WorkerMetrics(),
+                            logger: Logger) throws {
+        try self.init(id: id, engine: engine, routers: [RouterLink(workers: routerWorkers, eventsIn: routerEventsIn)], security: security,
+                      options: options, metrics: metrics, logger: logger)
+    }
+
+    public init(id: String = randomWorkerID(), engine: any Engine, routers: [RouterLink],
                 security: FabricSecurity = .plaintext, options: Options = Options(), metrics: WorkerMetrics = WorkerMetrics(),
                 logger: Logger) throws {
+        precondition(!routers.isEmpty, "a worker needs at least one router")
         let context = ZMQContext()
-        let control = try ZMQSocket(context, .dealer)
-        try control.set(.routingID(id))
-        try control.set(.reconnectInterval(100))
-        // XPUB, not PUB: it lets the worker see the router's subscription arrive, so it says hello
-        // (and gets jobs) only once its events can no longer be dropped for want of a subscriber.
-        let events = try ZMQSocket(context, .xpub)
-        try control.set(.sendHighWaterMark(PipeBounds.control))
-        try control.set(.receiveHighWaterMark(PipeBounds.control))
-        try control.set(.maxMessageSize(WireLimits.maxJobFrameBytes))
-        try events.set(.sendHighWaterMark(PipeBounds.events))
-        try events.set(.maxMessageSize(PipeBounds.subscriptionBytes))
-        try events.set(.reconnectInterval(100))
-        try control.secure(security)
-        try events.secure(security)
-        // With CURVE a refused handshake is silence; the monitor turns it into a clear exit.
-        var monitor: ZMQSocket?
-        if case .client = security { monitor = try control.handshakeFailures(context: context, name: id) }
-        try control.connect(routerWorkers)
-        try events.connect(routerEventsIn)
+        var sockets: [ZMQSocket] = []
+        var monitors: [ZMQSocket] = []
+        for (i, link) in routers.enumerated() {
+            let control = try ZMQSocket(context, .dealer)
+            try control.set(.routingID(id))
+            try control.set(.reconnectInterval(100))
+            // XPUB, not PUB: it lets the worker see the router's subscription arrive, so it says hello
+            // (and gets jobs) only once its events can no longer be dropped for want of a subscriber.
+            let events = try ZMQSocket(context, .xpub)
+            try control.set(.sendHighWaterMark(PipeBounds.control))
+            try control.set(.receiveHighWaterMark(PipeBounds.control))
+            try control.set(.maxMessageSize(WireLimits.maxJobFrameBytes))
+            try events.set(.sendHighWaterMark(PipeBounds.events))
+            try events.set(.maxMessageSize(PipeBounds.subscriptionBytes))
+            try events.set(.reconnectInterval(100))
+            try control.secure(security)
+            try events.secure(security)
+            // With CURVE a refused handshake is silence; the monitor turns it into a clear exit.
+            if case .client = security { monitors.append(try control.handshakeFailures(context: context, name: "\(id)-\(i)")) }
+            try control.connect(link.workers)
+            try events.connect(link.eventsIn)
+            sockets += [control, events]
+        }
         self.id = id
         self.engine = engine
         self.context = context
         self.logger = logger
         self.options = options
         self.metrics = metrics
+        self.linkCount = routers.count
         hasPrefixCache = engine.kvCacheStats().prefixBudgetBytes > 0
-        let state = Locked(State())
+        let state = Locked(State(recent: Array(repeating: [], count: routers.count), links: Array(repeating: LinkState(), count: routers.count),
+                                 ledger: CreditLedger(slots: engine.info.slots, links: routers.count)))
         self.state = state
         let box = WorkerBox()
-        self.loop = SocketLoop(name: "worker", sockets: [control, events] + (monitor.map { [$0] } ?? []), tickMs: 100,
-                               coalescing: options.coalesceEvents ? (Self.eventsSocket, StreamEventBatch.coalesce) : nil,
+        let eventSockets = Set((0..<routers.count).map(Self.eventsSocket))
+        self.loop = SocketLoop(name: "worker", sockets: sockets + monitors, tickMs: 50,
+                               coalescing: options.coalesceEvents ? (eventSockets, StreamEventBatch.coalesce) : nil,
                                onMessage: { ctx, socket, frames in box.worker?.handle(ctx, socket: socket, frames: frames) },
                                onTick: { ctx in box.worker?.tick(ctx) })
         box.worker = self
@@ -93,14 +178,14 @@ public final class Worker: Sendable {
 
     /// Graceful leave: no new jobs, running ones finish (up to `timeoutSeconds`), then goodbye.
     public func drain(timeoutSeconds: Double = 300) async {
-        state.withLock { $0.draining = true }
-        sendControl(.draining)
+        state.withLock { $0.draining = true; $0.ledger.draining = true }
+        for link in 0..<linkCount { sendControl(link, .draining) }
         logger.info("worker draining", metadata: ["worker": "\(id)", "active": "\(activeJobs)"])
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while activeJobs > 0 && Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
-        let leftovers = state.withLock { s in s.active.values.map { $0 } }
+        let leftovers = state.withLock { s in s.active.values.map(\.task) }
         for t in leftovers { t.cancel() }
-        sendControl(.bye)
+        for link in 0..<linkCount { sendControl(link, .bye) }
         try? await Task.sleep(nanoseconds: 50_000_000) // let goodbye leave the socket
     }
 
@@ -112,7 +197,7 @@ public final class Worker: Sendable {
     // MARK: Loop thread
 
     func handle(_ ctx: LoopContext, socket: Int, frames: [[UInt8]]) {
-        if socket == Self.monitorSocket {
+        if socket >= 2 * linkCount {
             guard let (event, value) = ZMQSocket.monitorEvent(frames) else { return }
             if event == ZMQSocket.handshakeFailedAuth {
                 let why = "the router refused this worker's credentials (ZAP \(value)): an unknown or revoked join key"
@@ -123,118 +208,269 @@ public final class Worker: Sendable {
             }
             return
         }
-        if socket == Self.eventsSocket {
-            // A subscription from the router's XSUB: our event channel is live.
+        let link = socket / 2
+        if socket % 2 == 1 {
+            // A subscription from the router's XSUB: our event channel to it is live.
             guard frames.first?.first == 1 else { return }
             let first = state.withLock { s -> Bool in
-                let f = !s.channelReady
-                s.channelReady = true
+                let f = !s.links[link].channelReady
+                s.links[link].channelReady = true
                 return f
             }
-            if first { sayHello(ctx) }
+            if first { sayHello(ctx, link) }
             return
         }
         guard frames.count == 1 else { return }
         let msg: RouterMessage
         do { msg = try RouterMessage.decode(frames[0]) } catch {
-            logger.warning("bad message from router dropped", metadata: ["error": "\(error)"])
+            logger.warning("bad message from router dropped", metadata: ["error": "\(error)", "link": "\(link)"])
             return
         }
+        heard(ctx, link, msg)
         switch msg {
-        case let .job(envelope): startJob(envelope)
-        case let .cancel(requestId): state.withLock { $0.active[requestId] }?.cancel()
-        case .identify: sayHello(ctx)
+        case let .job(envelope, ticket): arrived(ctx, link, envelope, ticket: ticket)
+        case let .cancel(requestId):
+            // Only the router relaying a job may stop it (another may have lost its client's link
+            // although this one still reaches it).
+            let task = state.withLock { s in s.active[requestId].flatMap { $0.run.relay == link ? $0.task : nil } }
+            task?.cancel()
+        case .identify:
+            // The router does not know us (it restarted, or dropped us): a fresh start with it.
+            // Several arrive at once when heartbeats queued while it was away reach the new
+            // instance before our hello does: the first is answered, the rest wait for the hello.
+            let answered = state.withLock { nowMs() - $0.links[link].helloSentAtMs < 1000 && $0.links[link].routerId == nil }
+            if !answered { restart(ctx, link, why: "the router asked who we are") }
         case let .refused(why):
             logger.error("router refused this worker", metadata: ["reason": "\(why)"])
             state.withLock { $0.refused = why }
         case .modelGrant, .modelRefused:
             break   // answers to ModelFetcher's own connection; never asked on this one
+        case let .ack(routerId, demand):
+            let restarted = state.withLock { s -> Bool in
+                defer { s.links[link].routerId = routerId }
+                return s.links[link].routerId.map { $0 != routerId } ?? false
+            }
+            if restarted { restart(ctx, link, why: "the router restarted"); return }
+            apply(ctx, state.withLock { s -> [CreditLedger.Action] in
+                let confirmed = s.links[link].previousHeartbeatAtMs
+                if let keep = s.recent[link].firstIndex(where: { $0.sinceMs >= confirmed }) { s.recent[link].removeFirst(keep) } else { s.recent[link] = [] }
+                return s.ledger.demand(link, demand)
+            })
+        case let .returned(n):
+            apply(ctx, state.withLock { $0.ledger.returned(link, n) })
+        case let .adopted(requestId): adoptionAnswered(ctx, link, requestId, accepted: true)
+        case let .adoptRefused(requestId): adoptionAnswered(ctx, link, requestId, accepted: false)
+        case let .relocate(ids):
+            let mine = state.withLock { s in ids.compactMap { s.active[$0]?.run ?? s.parked[$0]?.run } }
+            for run in mine where run.relay != link && run.adoptingTo != link { startAdoption(ctx, run, to: link) }
+        }
+    }
+
+    /// Anything from a router shows its link works; a link we had written off comes back with a
+    /// fresh hello (its old credits are void).
+    private func heard(_ ctx: LoopContext, _ link: Int, _ msg: RouterMessage) {
+        let wasDown = state.withLock { s -> Bool in
+            s.links[link].lastHeardMs = nowMs()
+            return s.links[link].helloSent && !s.ledger.links[link].up
+        }
+        if wasDown, msg != .identify {
+            logger.info("router link back", metadata: ["link": "\(link)"])
+            sayHello(ctx, link)
         }
     }
 
     func tick(_ ctx: LoopContext) {
         let now = nowMs()
-        let (due, active, ready) = state.withLock { s -> (Bool, Int, Bool) in
+        let (due, active) = state.withLock { s -> (Bool, Int) in
             let due = now - s.lastHeartbeatMs >= options.heartbeatMs
-            if due, s.lastHeartbeatMs > 0, now - s.lastHeartbeatMs > 5 * options.heartbeatMs {
-                // The router drops a worker it does not hear from; say why we were silent.
+            if due, s.lastHeartbeatMs > 0, now - s.lastHeartbeatMs > 5 * max(options.heartbeatMs, 200) {
+                // The routers drop a worker they do not hear from; say why we were silent.
                 logger.warning("worker loop stalled: heartbeat late", metadata: ["ms": "\(now - s.lastHeartbeatMs)"])
             }
             if due { s.lastHeartbeatMs = now }
-            return (due, s.active.count, s.helloSent)
+            return (due, s.active.count)
         }
         let kv = engine.kvCacheStats()
         metrics.slots(busy: active, free: engine.info.slots - active)
         metrics.kvCache(bytes: kv.bytes, usage: kv.prefixBudgetBytes > 0 ? Double(kv.prefixBytes) / Double(kv.prefixBudgetBytes) : 0)
-        guard due && ready else { return }
-        ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.heartbeat(active: active).encode()])
+        guard due else { return }
+        // Routers that stopped answering: their credits are void, their jobs go elsewhere.
+        let silent = state.withLock { s in
+            (0..<linkCount).filter { s.ledger.links[$0].up && now - s.links[$0].lastHeardMs > options.routerTimeoutMs }
+        }
+        for link in silent { linkLost(ctx, link, why: "no answer for \(options.routerTimeoutMs) ms") }
+        // Parked jobs no router took within the bound: their clients have given up on them.
+        let expired = state.withLock { s -> Int in
+            let old = s.parked.filter { now - $0.value.sinceMs > Self.parkedForMs }.map(\.key)
+            for id in old { s.parked[id] = nil }
+            return old.count
+        }
+        if expired > 0 { logger.warning("finished jobs no router adopted dropped", metadata: ["jobs": "\(expired)"]) }
         let prefixes = engine.prefixBlockHashes()
         let changed = state.withLock { s -> Bool in
             guard s.reportedPrefixes != prefixes else { return false }
             s.reportedPrefixes = prefixes
             return true
         }
-        if changed { ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.prefixes(prefixes).encode()]) }
+        let heartbeat = WorkerMessage.heartbeat(active: active).encode()
+        state.withLock { s in
+            for i in s.links.indices { s.links[i].previousHeartbeatAtMs = s.links[i].heartbeatAtMs; s.links[i].heartbeatAtMs = now }
+        }
+        for link in 0..<linkCount where state.withLock({ $0.links[link].helloSent }) {
+            ctx.send(socket: Self.controlSocket(link), frames: [heartbeat])
+            if changed { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.prefixes(prefixes).encode()]) }
+        }
     }
 
-    private func sayHello(_ ctx: LoopContext) {
-        let (ready, free, draining) = state.withLock { s -> (Bool, Int, Bool) in
-            (s.channelReady, engine.info.slots - s.active.count, s.draining)
+    private func sayHello(_ ctx: LoopContext, _ link: Int) {
+        let (ready, free, draining, actions) = state.withLock { s -> (Bool, Int, Bool, [CreditLedger.Action]) in
+            guard s.links[link].channelReady else { return (false, 0, s.draining, []) }
+            let (free, actions) = s.ledger.linkUp(link)
+            s.links[link].helloSent = true
+            s.links[link].lastHeardMs = nowMs()
+            s.links[link].helloSentAtMs = nowMs()
+            return (true, free, s.draining, actions)
         }
         guard ready else { return }
         let info = engine.info
-        let hello = WorkerInfo(id: id, slots: info.slots, freeSlots: draining ? 0 : max(0, free), models: info.models,
+        let hello = WorkerInfo(id: id, slots: info.slots, freeSlots: free, models: info.models,
                                capabilities: info.capabilities, engine: info.name, host: ProcessInfo.processInfo.hostName,
                                pid: Int(getpid()), joinKey: options.joinKey)
-        ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.hello(hello).encode()])
-        if draining { ctx.send(socket: Self.controlSocket, frames: [WorkerMessage.draining.encode()]) }
-        state.withLock { $0.helloSent = true }
+        ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.hello(hello).encode()])
+        if draining { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.draining.encode()]) }
+        apply(ctx, actions)
+    }
+
+    /// The router behind `link` lost our state (it restarted): its credits are void; say hello
+    /// again, and hand it back the jobs it relayed (the new instance adopts them by their tickets).
+    private func restart(_ ctx: LoopContext, _ link: Int, why: String) {
+        logger.warning("router restarted: joining it again", metadata: ["link": "\(link)", "reason": "\(why)"])
+        state.withLock { $0.ledger.linkDown(link); $0.links[link].routerId = nil }
+        sayHello(ctx, link)
+        let runs = state.withLock { s -> [JobRun] in
+            s.parkRecent(link)
+            return s.runs.filter { $0.relay == link || $0.adoptingTo == link }
+        }
+        for run in runs { startAdoption(ctx, run, to: link) }
+    }
+
+    /// A router stopped answering: void its credits, and have another router adopt its jobs.
+    private func linkLost(_ ctx: LoopContext, _ link: Int, why: String) {
+        logger.warning("router link down", metadata: ["link": "\(link)", "reason": "\(why)"])
+        let (runs, target) = state.withLock { s -> ([JobRun], Int?) in
+            s.ledger.linkDown(link)
+            s.parkRecent(link)
+            let target = (0..<linkCount).first { s.ledger.links[$0].up }
+            return (s.runs.filter { $0.relay == link || $0.adoptingTo == link }, target)
+        }
+        apply(ctx, state.withLock { $0.ledger.rebalance() })
+        for run in runs { run.hold() }
+        // With no router up, the jobs wait: the first router back (restarted, or healed) adopts them.
+        guard let target else { return }
+        for run in runs { startAdoption(ctx, run, to: target) }
+    }
+
+    private func apply(_ ctx: LoopContext, _ actions: [CreditLedger.Action]) {
+        for a in actions {
+            switch a {
+            case let .credit(link, n): ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.credit(n).encode()])
+            case let .reclaim(link, n): ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.reclaim(n).encode()])
+            }
+        }
+    }
+
+    // MARK: Handover (docs/routing.md, "Handover")
+
+    private func startAdoption(_ ctx: LoopContext, _ run: JobRun, to link: Int) {
+        guard !run.ticket.isEmpty else { return }   // a router that gives no tickets: nothing to present
+        let started = run.beginAdoption(to: link)
+        ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.adopt(ticket: run.ticket, started: started).encode()])
+    }
+
+    private func adoptionAnswered(_ ctx: LoopContext, _ link: Int, _ requestId: String, accepted: Bool) {
+        // Under the state lock, as a job's end is: it is either still running (its report will
+        // go to the new relay) or parked (its report goes now).
+        enum Outcome { case none, switched(old: Int?, topic: [UInt8], replay: [[UInt8]], report: JobReport?), refused(JobRun, running: Bool) }
+        let outcome: Outcome = state.withLock { s in
+            let running = s.active[requestId]?.run
+            guard let run = running ?? s.parked[requestId]?.run, run.adoptingTo == link else { return .none }
+            guard accepted else {
+                if running == nil { s.parked[requestId] = nil }
+                return .refused(run, running: running != nil)
+            }
+            let (old, replay) = run.switchRelay(to: link)
+            let report = running == nil ? s.parked.removeValue(forKey: requestId)?.report : nil
+            return .switched(old: old, topic: run.topic, replay: replay, report: report)
+        }
+        switch outcome {
+        case .none: return
+        case let .switched(old, topic, replay, report):
+            // Everything so far to the new relay first: events made from here on go there after
+            // these (the job's task reads the relay in the same critical section that keeps them).
+            if let old, old != link { ctx.send(socket: Self.controlSocket(old), frames: [WorkerMessage.moved(requestId: requestId).encode()]) }
+            for frame in replay { ctx.send(socket: Self.eventsSocket(link), frames: [topic, frame]) }
+            if let report { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.done(report).encode()]) }
+            logger.info("job adopted by another router", metadata: ["request_id": "\(requestId)", "link": "\(link)", "events_replayed": "\(replay.count)",
+                                                                    "finished": "\(report != nil)"])
+        case let .refused(run, running):
+            // That router runs the request elsewhere. With our relay gone, this run is the one
+            // nobody will see: stop it quietly.
+            let relayUp = run.abandonAdoption().map { r in state.withLock { $0.ledger.links[r].up } } ?? false
+            if !relayUp {
+                run.silence()
+                if running { state.withLock { $0.active[requestId]?.task }?.cancel() }
+                logger.info("job stopped: another router runs it", metadata: ["request_id": "\(requestId)"])
+            }
+        }
     }
 
     // MARK: Jobs
 
-    private func sendControl(_ m: WorkerMessage) { loop.send(socket: Self.controlSocket, frames: [m.encode()]) }
-
-    private func publish(_ topic: [UInt8], _ event: StreamEvent) { loop.send(socket: Self.eventsSocket, frames: [topic, event.encode()]) }
+    private func sendControl(_ link: Int, _ m: WorkerMessage) { loop.send(socket: Self.controlSocket(link), frames: [m.encode()]) }
 
     /// Longest a job may run here, whatever deadline its envelope names.
     static let maxJobMs: Int64 = 7 * 86_400_000
 
-    private func startJob(_ job: JobEnvelope) {
-        let run = JobRun(job: job)
-        // A job beyond our slots, or one we already run, was never asked for: refuse it visibly
-        // (the router only sends against credits, so this means a confused or hostile router).
+    /// A job from the router behind `link`.
+    private func arrived(_ ctx: LoopContext, _ link: Int, _ job: JobEnvelope, ticket: [UInt8]) {
+        let run = JobRun(job: job, ticket: ticket, relay: link, maxReplayBytes: options.maxReplayBytes)
+        enum Decision { case run(Task<Void, Never>), requeue, duplicate(JobRun) }
         // The task is recorded in the same critical section that decides to run it: a job that
         // ends at once removes itself only after it was recorded (else its slot would leak).
-        let slots = engine.info.slots
-        var task: Task<Void, Never>?
-        let refusal: String? = state.withLock { s in
-            if s.active[job.requestId] != nil { return "duplicate" }
-            if s.active.count >= slots { return "no free slot" }
+        let decision: Decision = state.withLock { s in
+            if let existing = s.active[job.requestId] { return .duplicate(existing.run) }
+            // Only against a credit this router holds: never more jobs than slots.
+            guard s.ledger.jobArrived(from: link) == .run else { return .requeue }
             let t = Task { [self] in await self.run(run) }
-            s.active[job.requestId] = t
-            task = t
-            return nil
+            s.active[job.requestId] = ActiveJob(task: t, run: run)
+            return .run(t)
         }
-        guard let task else {
-            let refusal = refusal ?? "refused"
-            logger.warning("job refused", metadata: ["request_id": "\(job.requestId)", "reason": "\(refusal)"])
-            if refusal != "duplicate" {
-                emit(run, .error(APIError.unavailable("The worker had no free slot for this request; retry.")))
-                sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: "error:no_slot", firstTokenAtMs: 0,
-                                            finishedAtMs: nowMs(), promptTokens: 0, completionTokens: 0)))
-            }
-            return
+        let report = { (outcome: String) in
+            WorkerMessage.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: outcome, firstTokenAtMs: 0,
+                                         finishedAtMs: nowMs(), promptTokens: 0, completionTokens: 0, returnsCredit: true))
         }
-        // The tier's request timeout: cancel the job at its deadline and say why. Clamped, so an
-        // absurd deadline neither overflows the sleep nor pins a slot forever. The timer ends with
-        // the job: left sleeping, it would hold the job (and its payload) until the deadline.
-        let remaining = min(job.requestDeadlineMs.subtractingReportingOverflow(nowMs()).partialValue, Self.maxJobMs)
-        run.armDeadline(DeadlineTimer.shared.schedule(afterMs: remaining) { [self] in
-            guard !task.isCancelled, state.withLock({ $0.active[job.requestId] != nil }) else { return }
-            run.timedOut.withLock { $0 = true }
-            task.cancel()
-        })
+        switch decision {
+        case let .duplicate(existing):
+            // We run this request already, for another router (or its restarted self): this copy
+            // is not run; if the run's relay is gone, the router that sent it adopts it.
+            logger.info("duplicate delivery ignored", metadata: ["request_id": "\(job.requestId)", "link": "\(link)"])
+            ctx.send(socket: Self.controlSocket(link), frames: [report("duplicate").encode()])
+            let relayUp = existing.relay.map { r in state.withLock { $0.ledger.links[r].up } } ?? false
+            if !relayUp, existing.adoptingTo == nil { startAdoption(ctx, existing, to: link) }
+        case .requeue:
+            logger.info("job sent against no credit: handed back", metadata: ["request_id": "\(job.requestId)", "link": "\(link)"])
+            ctx.send(socket: Self.controlSocket(link), frames: [report("requeue").encode()])
+        case let .run(task):
+            // The tier's request timeout: cancel the job at its deadline and say why. Clamped, so an
+            // absurd deadline neither overflows the sleep nor pins a slot forever. The timer ends with
+            // the job: left sleeping, it would hold the job (and its payload) until the deadline.
+            let remaining = min(job.requestDeadlineMs.subtractingReportingOverflow(nowMs()).partialValue, Self.maxJobMs)
+            run.armDeadline(DeadlineTimer.shared.schedule(afterMs: remaining) { [self] in
+                guard !task.isCancelled, state.withLock({ $0.active[job.requestId] != nil }) else { return }
+                run.timedOut.withLock { $0 = true }
+                task.cancel()
+            })
+        }
     }
 
     private func run(_ run: JobRun) async {
@@ -276,7 +512,26 @@ public final class Worker: Sendable {
         // However it ended, the report carries what it used: the engine's final count, or what the
         // meter saw up to the cancel, timeout or failure. The router bills from this report.
         let usage = run.meter.usage
-        state.withLock { _ = $0.active.removeValue(forKey: job.requestId) }
+        // The slot is free: the ledger says whether its credit goes back with the report (to the
+        // router relaying the job) or to another router that has work.
+        // Decided under the state lock, as handovers are: either its relay is settled (the report
+        // goes there) or the job is parked for whichever router adopts it.
+        var report = JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
+                               finishedAtMs: nowMs(), promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)
+        let (relay, returnsCredit, actions) = state.withLock { s -> (Int?, Bool, [CreditLedger.Action]) in
+            _ = s.active.removeValue(forKey: job.requestId)
+            guard let relay = run.relay, !run.isHolding else {
+                if run.relay != nil { s.parked[job.requestId] = ParkedJob(run: run, report: report, sinceMs: nowMs()) }
+                let (_, actions) = s.ledger.jobEnded(relay: nil)
+                return (nil, false, actions)
+            }
+            let (back, actions) = s.ledger.jobEnded(relay: relay)
+            var kept = report
+            kept.returnsCredit = false   // if it must be sent again, its credit was already settled
+            s.recent[relay].append(ParkedJob(run: run, report: kept, sinceMs: nowMs()))
+            return (relay, back, actions)
+        }
+        report.returnsCredit = returnsCredit
         run.disarmDeadline()
         metrics.jobEnded(model: job.model, outcome: run.outcome)
         logger.info("job ended", metadata: [
@@ -287,8 +542,13 @@ public final class Worker: Sendable {
         if job.kind == .chatCompletion, hasPrefixCache {
             metrics.prefixLookup(model: job.model, queried: usage.promptTokens, hit: usage.cachedTokens)
         }
-        sendControl(.done(JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
-                                    finishedAtMs: nowMs(), promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)))
+        if let relay { sendControl(relay, .done(report)) }
+        for a in actions {
+            switch a {
+            case let .credit(link, n): sendControl(link, .credit(n))
+            case let .reclaim(link, n): sendControl(link, .reclaim(n))
+            }
+        }
     }
 
     private func runChat(_ run: JobRun) async throws {
@@ -317,19 +577,25 @@ public final class Worker: Sendable {
     }
 
     private func emit(_ run: JobRun, _ body: StreamEvent.Body) {
-        if run.seq == 0 {
-            run.firstTokenAt = nowMs()
-            sendControl(.started(requestId: run.job.requestId))
-        }
-        publish(run.topic, StreamEvent(requestId: run.job.requestId, attempt: run.job.attempt, seq: run.seq, body: body))
+        let first = run.seq == 0
+        if first { run.firstTokenAt = nowMs() }
+        let frame = StreamEvent(requestId: run.job.requestId, attempt: run.job.attempt, seq: run.seq, body: body).encode()
         run.seq += 1
+        // Kept for a handover, and sent to whoever relays the job now (none while it is silenced).
+        guard let relay = run.record(frame) else { return }
+        if first { sendControl(relay, .started(requestId: run.job.requestId)) }
+        loop.send(socket: Self.eventsSocket(relay), frames: [run.topic, frame])
     }
 }
 
-/// Per-job bookkeeping. Used by the job's own task only (the timer touches just `timedOut`).
+/// Per-job bookkeeping. `seq`, `firstTokenAt`, `outcome` belong to the job's own task; the
+/// relay (which router its events go to), the replay buffer and the adoption in progress are
+/// shared with the loop thread and guarded by `relayState`.
 final class JobRun: @unchecked Sendable {
     let job: JobEnvelope
     let topic: [UInt8]
+    /// The dispatching router's sealed ticket: what another router needs to take over the relay.
+    let ticket: [UInt8]
     var seq = 0
     var firstTokenAt: Int64 = 0
     /// What the job used so far (the engine counts into it; its final `.usage` replaces it).
@@ -338,7 +604,76 @@ final class JobRun: @unchecked Sendable {
     let timedOut = Locked(false)
     /// The deadline timer, and whether the job already ended (then a timer armed late is cancelled at once).
     private let deadline = Locked<(ended: Bool, timer: DeadlineTimer.Token?)>((false, nil))
-    init(job: JobEnvelope) { self.job = job; topic = Array(job.topic.utf8) }
+
+    struct RelayState {
+        /// The router link its events go to; nil once silenced (another router runs it).
+        var relay: Int?
+        /// A link asked to adopt it, not answered yet.
+        var adoptingTo: Int?
+        /// Every event frame sent so far, in order, for a handover (dropped past the bound).
+        var sent: [[UInt8]] = []
+        var sentBytes = 0
+        var resumable = true
+        var started = false
+        /// Its relay is down or a handover is under way: events are only kept, and go out with
+        /// the replay once a router has adopted it.
+        var holding = false
+    }
+    private let relayState: Locked<RelayState>
+    private let maxReplayBytes: Int
+
+    init(job: JobEnvelope, ticket: [UInt8] = [], relay: Int = 0, maxReplayBytes: Int = 8 * 1024 * 1024) {
+        self.job = job
+        self.ticket = ticket
+        self.maxReplayBytes = maxReplayBytes
+        topic = Array(job.topic.utf8)
+        relayState = Locked(RelayState(relay: relay))
+    }
+
+    var relay: Int? { relayState.withLock { $0.relay } }
+    var isHolding: Bool { relayState.withLock { $0.holding } }
+    var adoptingTo: Int? { relayState.withLock { $0.adoptingTo } }
+
+    /// Task: keeps an event for a handover and says where to send it now (nil: nowhere).
+    func record(_ frame: [UInt8]) -> Int? {
+        relayState.withLock { r in
+            r.started = true
+            if r.resumable {
+                r.sentBytes += frame.count
+                if r.sentBytes > maxReplayBytes { r.resumable = false; r.sent = [] } else { r.sent.append(frame) }
+            }
+            return r.holding ? nil : r.relay
+        }
+    }
+
+    /// Loop: an adoption was asked of `link`; returns whether the job has produced events.
+    func beginAdoption(to link: Int) -> Bool {
+        relayState.withLock { r in r.adoptingTo = link; r.holding = true; return r.started }
+    }
+
+    /// Loop: its relay went down; keep its events until a router adopts it.
+    func hold() { relayState.withLock { $0.holding = true } }
+
+    /// Loop: `link` adopted it. Returns the old relay and the events to send the new one first
+    /// (none when the job is past its replay bound: the client then sees the gap).
+    func switchRelay(to link: Int) -> (old: Int?, replay: [[UInt8]]) {
+        relayState.withLock { r in
+            let old = r.relay
+            r.relay = link
+            r.adoptingTo = nil
+            r.holding = false
+            return (old, r.resumable ? r.sent : [])
+        }
+    }
+
+    /// Loop: the adoption was refused; returns the relay it keeps.
+    func abandonAdoption() -> Int? {
+        relayState.withLock { r in r.adoptingTo = nil; r.holding = false; return r.relay }
+    }
+
+    /// Loop: nobody relays this run any more (another router runs the request): nothing it makes
+    /// goes anywhere, and its report is not sent.
+    func silence() { relayState.withLock { $0.relay = nil; $0.sent = [] } }
 
     func armDeadline(_ timer: DeadlineTimer.Token) {
         let ended = deadline.withLock { d -> Bool in

@@ -29,8 +29,7 @@ struct BatchRunnerCommand: AsyncParsableCommand {
         let metricsListener = try await metrics.start(logger: logger)
         let client = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let hub = try StreamHub(gatewayID: "batch-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36),
-                                routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
-                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
+                                routers: try address.clientLinks(),
                                 security: try FabricKeys.platformClient(fabric, redis: try RedisAddress(url: redis.url)), logger: logger)
         let jobs = JobClient(hub: hub, limiter: RateLimiter(redis: client, logger: logger), logger: logger)
         jobs.prepareMetrics(tiers: config.tiers)

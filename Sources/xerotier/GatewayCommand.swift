@@ -106,9 +106,7 @@ struct GatewayCommand: AsyncParsableCommand {
         let metricsListener = printRoutes ? nil : try await metrics.start(logger: logger)
         let redisClient = try RedisClient(try RedisAddress(url: redis.url), connections: 2)
         let gatewayID = id ?? ("gw-" + String(UInt64.random(in: 0..<UInt64.max), radix: 36))
-        let hub = try StreamHub(gatewayID: gatewayID, routerJobs: "tcp://\(address.routerHost):\(address.routerPort)",
-                                routerEventsOut: "tcp://\(address.routerHost):\(address.routerPort + 3)",
-                                mailboxCapacity: maxBufferedEvents,
+        let hub = try StreamHub(gatewayID: gatewayID, routers: try address.clientLinks(), mailboxCapacity: maxBufferedEvents,
                                 security: try FabricKeys.platformClient(fabric, redis: try RedisAddress(url: redis.url)), logger: logger)
         options.host = host
         options.port = port

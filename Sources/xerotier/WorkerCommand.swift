@@ -125,7 +125,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let engine: any Engine
         if let registryModel = self.registryModel {
             guard let modelSource else { throw ValidationError("--model \(registryModel) needs --model-source (a gateway's base URL)") }
-            let fetcher = ModelFetcher(routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)", security: security, joinKey: joinKey,
+            let fetcher = ModelFetcher(routerWorkers: try address.workerLinks()[0].workers, security: security, joinKey: joinKey,
                                        source: modelSource, cacheDirectory: modelCache ?? Self.defaultModelCache)
             let fetched: (path: String, grant: ModelFetcher.Grant)
             do { fetched = try await fetcher.fetch(registryModel) } catch {
@@ -136,10 +136,7 @@ struct WorkerCommand: AsyncParsableCommand {
         } else {
             engine = localEngine!
         }
-        let worker = try Worker(id: id ?? randomWorkerID(), engine: engine,
-                                routerWorkers: "tcp://\(address.routerHost):\(address.routerPort + 1)",
-                                routerEventsIn: "tcp://\(address.routerHost):\(address.routerPort + 2)",
-                                security: security, options: options, logger: logger)
+        let worker = try Worker(id: id ?? randomWorkerID(), engine: engine, routers: try address.workerLinks(), security: security, options: options, logger: logger)
         worker.start()
         // Leave with a clear reason if the router refuses us (bad join key).
         Task {

@@ -1,4 +1,6 @@
 import ArgumentParser
+import XeroQueue
+import XeroWorker
 import Foundation
 import Logging
 import XeroCore
@@ -75,6 +77,31 @@ struct RouterAddressOptions: ParsableArguments {
 
     @Option(help: "First of the router's four consecutive TCP ports (jobs, workers, events-in, events-out).")
     var routerPort: Int = 5555
+
+    @Option(name: .customLong("router"), help: "A router of the deployment as HOST:PORT (its first port); repeat for every router. Gateways, batch runners and workers connect to all of them (default: --router-host and --router-port).")
+    var routers: [String] = []
+
+    /// The client side of every router: its jobs and events-out addresses.
+    func clientLinks() throws -> [StreamHub.RouterLink] {
+        try connectTargets().map { StreamHub.RouterLink(jobs: "tcp://\($0.host):\($0.port)", eventsOut: "tcp://\($0.host):\($0.port + 3)") }
+    }
+
+    /// The worker side of every router: its workers and events-in addresses.
+    func workerLinks() throws -> [Worker.RouterLink] {
+        try connectTargets().map { Worker.RouterLink(workers: "tcp://\($0.host):\($0.port + 1)", eventsIn: "tcp://\($0.host):\($0.port + 2)") }
+    }
+
+    /// Every router to connect to: host and first port.
+    func connectTargets() throws -> [(host: String, port: Int)] {
+        guard !routers.isEmpty else { return [(routerHost, routerPort)] }
+        return try routers.map { spec in
+            guard let colon = spec.lastIndex(of: ":"), let port = Int(spec[spec.index(after: colon)...]), (1...65532).contains(port),
+                  colon > spec.startIndex else {
+                throw ValidationError("--router \(spec): expected HOST:PORT, the router's first port")
+            }
+            return (String(spec[..<colon]), port)
+        }
+    }
 }
 
 struct RedisOptions: ParsableArguments {

@@ -129,13 +129,17 @@ private func genInfo(_ rng: inout RNG, small: Bool) -> WorkerInfo {
 private func genReport(_ rng: inout RNG, small: Bool) -> JobReport {
     JobReport(requestId: text(L.maxIDBytes, &rng, small: small), attempt: edgy(L.attempts, &rng),
               outcome: text(L.maxNameBytes, &rng, small: small), firstTokenAtMs: edgyTime(&rng), finishedAtMs: edgyTime(&rng),
-              promptTokens: edgy(L.tokens, &rng), completionTokens: edgy(L.tokens, &rng))
+              promptTokens: edgy(L.tokens, &rng), completionTokens: edgy(L.tokens, &rng), returnsCredit: chance(0.5, &rng))
 }
 
 private func genWorker(_ rng: inout RNG, small: Bool = false) -> WorkerMessage {
-    switch roll(9, &rng) {
+    switch roll(12, &rng) {
     case 0: return .hello(genInfo(&rng, small: small))
     case 7: return .modelRequest(name: text(L.maxNameBytes, &rng, small: small), joinKey: text(L.maxIDBytes, &rng, small: small))
+    case 9: return .adopt(ticket: randomBytes(small ? Int.random(in: 0...16, using: &rng) : edgy(0...L.maxTicketBytes, &rng), &rng),
+                          started: chance(0.5, &rng))
+    case 10: return .moved(requestId: text(L.maxIDBytes, &rng, small: small))
+    case 11: return .reclaim(edgy(L.slots, &rng))
     case 1: return .credit(edgy(L.slots, &rng))
     case 2: return .heartbeat(active: edgy(0...L.slots.upperBound, &rng))
     case 3: return .started(requestId: text(L.maxIDBytes, &rng, small: small))
@@ -165,8 +169,14 @@ private func genEnvelope(_ rng: inout RNG, small: Bool = false) -> JobEnvelope {
 }
 
 private func genRouter(_ rng: inout RNG, small: Bool = false) -> RouterMessage {
-    switch roll(6, &rng) {
-    case 0: return .job(genEnvelope(&rng, small: small))
+    switch roll(11, &rng) {
+    case 0: return .job(genEnvelope(&rng, small: small),
+                        ticket: randomBytes(small ? Int.random(in: 0...16, using: &rng) : edgy(0...L.maxTicketBytes, &rng), &rng))
+    case 6: return .ack(routerId: text(L.maxIDBytes, &rng, small: small), demand: edgy(0...L.slots.upperBound, &rng))
+    case 7: return .returned(edgy(0...L.slots.upperBound, &rng))
+    case 8: return .adopted(requestId: text(L.maxIDBytes, &rng, small: small))
+    case 9: return .adoptRefused(requestId: text(L.maxIDBytes, &rng, small: small))
+    case 10: return .relocate((0..<Int.random(in: 0...(small ? 3 : 20), using: &rng)).map { _ in text(L.maxIDBytes, &rng, small: small) })
     case 1: return .cancel(requestId: text(L.maxIDBytes, &rng, small: small))
     case 2: return .identify
     case 3: return .modelGrant(name: text(L.maxNameBytes, &rng, small: small), token: text(L.maxIDBytes, &rng, small: small),
@@ -177,9 +187,10 @@ private func genRouter(_ rng: inout RNG, small: Bool = false) -> RouterMessage {
 }
 
 private func genGateway(_ rng: inout RNG, small: Bool = false) -> GatewayMessage {
-    switch roll(3, &rng) {
+    switch roll(4, &rng) {
     case 0: return .submit(genEnvelope(&rng, small: small))
     case 1: return .cancel(requestId: text(L.maxIDBytes, &rng, small: small))
+    case 2: return .relocate((0..<Int.random(in: 0...(small ? 3 : 20), using: &rng)).map { _ in text(L.maxIDBytes, &rng, small: small) })
     default: return .alive(gatewayId: text(L.maxIDBytes, &rng, small: small))
     }
 }
@@ -257,6 +268,9 @@ extension WorkerMessage: WireCodable {
         case .draining, .bye: return true
         case let .prefixes(h): return h.count <= L.maxPrefixHashes
         case let .modelRequest(name, joinKey): return fits(name, L.maxNameBytes) && fits(joinKey, L.maxIDBytes)
+        case let .adopt(ticket, _): return ticket.count <= L.maxTicketBytes
+        case let .moved(id): return fits(id, L.maxIDBytes)
+        case let .reclaim(n): return L.slots.contains(n)
         }
     }
     var propCanonical: Bool { true }
@@ -270,9 +284,13 @@ extension JobEnvelope: WireCodable {
 extension RouterMessage: WireCodable {
     var propInLimits: Bool {
         switch self {
-        case let .job(e): return inLimits(e)
+        case let .job(e, ticket): return inLimits(e) && ticket.count <= L.maxTicketBytes
         case let .cancel(id): return fits(id, L.maxIDBytes)
         case .identify: return true
+        case let .ack(router, demand): return fits(router, L.maxIDBytes) && (0...L.slots.upperBound).contains(demand)
+        case let .returned(n): return (0...L.slots.upperBound).contains(n)
+        case let .adopted(id), let .adoptRefused(id): return fits(id, L.maxIDBytes)
+        case let .relocate(ids): return ids.count <= L.maxRelocateIds && ids.allSatisfy { fits($0, L.maxIDBytes) }
         case let .refused(why): return fits(why, L.maxTextBytes)
         case let .modelGrant(name, token, sha, bytes):
             return fits(name, L.maxNameBytes) && fits(token, L.maxIDBytes) && fits(sha, 64) && (1...(1 << 40)).contains(bytes)
@@ -288,6 +306,7 @@ extension GatewayMessage: WireCodable {
         case let .submit(e): return inLimits(e)
         case let .cancel(id): return fits(id, L.maxIDBytes)
         case let .alive(id): return fits(id, L.maxIDBytes)
+        case let .relocate(ids): return ids.count <= L.maxRelocateIds && ids.allSatisfy { fits($0, L.maxIDBytes) }
         }
     }
     var propCanonical: Bool { true }

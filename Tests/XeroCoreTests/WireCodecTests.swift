@@ -132,7 +132,8 @@ final class WireCodecTests: XCTestCase {
             .draining, .bye,
         ]
         for m in workerMessages { XCTAssertEqual(try WorkerMessage.decode(m.encode()), m) }
-        let routerMessages: [RouterMessage] = [.job(sampleJob()), .cancel(requestId: "r"), .identify, .refused("bad join key")]
+        let routerMessages: [RouterMessage] = [.job(sampleJob(), ticket: [1, 2, 3]), .ack(routerId: "router-a", demand: 3), .returned(2),
+                                               .adopted(requestId: "r"), .adoptRefused(requestId: "r"), .relocate(["a", "b"]), .cancel(requestId: "r"), .identify, .refused("bad join key")]
         for m in routerMessages { XCTAssertEqual(try RouterMessage.decode(m.encode()), m) }
         let gatewayMessages: [GatewayMessage] = [.submit(sampleJob()), .cancel(requestId: "x")]
         for m in gatewayMessages { XCTAssertEqual(try GatewayMessage.decode(m.encode()), m) }

@@ -79,7 +79,7 @@ final class SocketLoopTests: XCTestCase {
             }
             if total == 2 * n { done.fulfill() }
         })
-        let tx = SocketLoop(name: "tx", sockets: [push], coalescing: (0, StreamEventBatch.coalesce), onMessage: { _, _, _ in })
+        let tx = SocketLoop(name: "tx", sockets: [push], coalescing: ([0], StreamEventBatch.coalesce), onMessage: { _, _, _ in })
         // Queued before the loop runs, so its first pass sees all of them at once.
         for i in 0..<n {
             for r in ["a", "b"] {

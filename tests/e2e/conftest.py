@@ -147,15 +147,17 @@ def pytest_runtest_makereport(item, call):
 
 
 class Platform:
-    """One router, any number of gateways and workers, sharing one Redis."""
+    """`routers` routers (each on its own four ports), any number of gateways and workers, sharing
+    one Redis. Gateways, batch runners and workers connect to every router."""
 
-    def __init__(self, redis, tmp, config=TEST_CONFIG):
+    def __init__(self, redis, tmp, config=TEST_CONFIG, routers=1):
         LIVE_PLATFORMS.append(self)
         self.redis = redis
         self.tmp = Path(tmp)
         self.config = self.tmp / "xerotier.yaml"
         self.config.write_text(config)
-        self.router_port = free_port_range(4)
+        self.router_ports = [free_port_range(4) for _ in range(routers)]
+        self.router_port = self.router_ports[0]
         self.procs = {}
         self.gateways = []
         self.log_dir = self.tmp / "logs"
@@ -167,18 +169,27 @@ class Platform:
         self.join_key = subprocess.run([BIN, "admin", "create-join-key", "--redis", redis.url], capture_output=True, text=True,
                                        timeout=30, check=True).stdout.strip()
 
-    def _spawn(self, name, args):
-        log = open(self.log_dir / f"{name}.log", "wb")
+    def _spawn(self, name, args, router_port=None):
+        log = open(self.log_dir / f"{name}.log", "ab")
         # Workers take no platform config (a tenant's agent has none); the other processes must.
         config = [] if args[0] == "worker" else ["--config", str(self.config)]
         env = {**os.environ, "XERO_ROUTER_KEY": self.router_key}
-        p = subprocess.Popen([BIN, *args, *config, "--router-port", str(self.router_port)],
-                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+        if args[0] == "router":
+            where = ["--router-port", str(router_port or self.router_port)]
+        elif len(self.router_ports) == 1:
+            where = ["--router-port", str(self.router_port)]
+        else:
+            where = [a for port in self.router_ports for a in ("--router", f"127.0.0.1:{port}")]
+        p = subprocess.Popen([BIN, *args, *config, *where], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         self.procs[name] = p
         return p
 
-    def start_router(self, *extra):
-        self._spawn("router", ["router", "--redis", self.redis.url, *extra])
+    @staticmethod
+    def router_name(index):
+        return "router" if index == 0 else f"router-{index}"
+
+    def start_router(self, *extra, index=0):
+        self._spawn(self.router_name(index), ["router", "--redis", self.redis.url, *extra], router_port=self.router_ports[index])
 
     def start_gateway(self, name=None, *extra, tls=None):
         """Starts a gateway and waits for its /health. `tls=(cert, key, ca)` serves HTTPS with that

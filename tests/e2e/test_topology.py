@@ -383,4 +383,4 @@ def _backlog_kill(p):
     # 18 of 40 completed and 16 waited 35 s for a 5xx.
     assert counts.get("completed", 0) >= 24, counts
     assert all(o == "error: stream_interrupted" for o in errors), counts
-    assert "re-submitting" in p.log("gateway-1")
+    assert "router restarted" in p.log("gateway-1")

@@ -186,6 +186,7 @@ class JobEnvelope:
     slo_tpot_ms: int = 0
     billing: tuple = None   # (key hash, reserved tokens, batch id): gateway -> router only
     payload: bytes = b""
+    ticket: bytes = b""     # set on jobs a router sent (decode_router_message); never encoded here
 
     @property
     def topic(self):
@@ -249,10 +250,11 @@ def started(request_id):
     return Writer().header(KIND_WORKER).u8(4).string(request_id).bytes()
 
 
-def done(request_id, attempt=1, outcome="done", first_token_at_ms=0, finished_at_ms=0, prompt_tokens=0, completion_tokens=0):
+def done(request_id, attempt=1, outcome="done", first_token_at_ms=0, finished_at_ms=0, prompt_tokens=0, completion_tokens=0,
+         returns_credit=True):
     w = Writer().header(KIND_WORKER).u8(5)
     w.string(request_id).int(attempt).string(outcome).i64(first_token_at_ms).i64(finished_at_ms)
-    w.int(prompt_tokens).int(completion_tokens)
+    w.int(prompt_tokens).int(completion_tokens).bool(returns_credit)
     return w.bytes()
 
 
@@ -274,6 +276,18 @@ def prefixes(hashes, claimed_count=None):
 
 def model_request(name, join_key=""):
     return Writer().header(KIND_WORKER).u8(9).string(name).string(join_key).bytes()
+
+
+def adopt(ticket, started=False):
+    return Writer().header(KIND_WORKER).u8(10).blob(ticket).bool(started).bytes()
+
+
+def moved(request_id):
+    return Writer().header(KIND_WORKER).u8(11).string(request_id).bytes()
+
+
+def reclaim(n):
+    return Writer().header(KIND_WORKER).u8(12).int(n).bytes()
 
 
 @dataclass
@@ -304,7 +318,7 @@ def decode_worker_message(data):
         m = ("started", r.string())
     elif tag == 5:
         m = ("done", dict(request_id=r.string(), attempt=r.int(), outcome=r.string(), first_token_at_ms=r.i64(),
-                          finished_at_ms=r.i64(), prompt_tokens=r.int(), completion_tokens=r.int()))
+                          finished_at_ms=r.i64(), prompt_tokens=r.int(), completion_tokens=r.int(), returns_credit=r.bool()))
     elif tag == 6:
         m = ("draining", None)
     elif tag == 7:
@@ -316,6 +330,12 @@ def decode_worker_message(data):
         m = ("prefixes", [r.u64() for _ in range(n)])
     elif tag == 9:
         m = ("model_request", (r.string(), r.string()))
+    elif tag == 10:
+        m = ("adopt", (r.blob(), r.bool()))
+    elif tag == 11:
+        m = ("moved", r.string())
+    elif tag == 12:
+        m = ("reclaim", r.int())
     else:
         raise WireError(f"unknown worker message {tag}")
     r.end("worker message")
@@ -325,8 +345,8 @@ def decode_worker_message(data):
 # ---------------------------------------------------------------------------------------------
 # RouterMessage (router -> worker)
 
-def encode_router_job(env):
-    return bytes([KIND_ROUTER, WIRE_VERSION, 1]) + env.encode()
+def encode_router_job(env, ticket=b""):
+    return Writer().header(KIND_ROUTER).u8(1).blob(ticket).bytes() + env.encode()
 
 
 def encode_router_cancel(request_id):
@@ -343,12 +363,17 @@ def encode_router_refused(why):
 
 def decode_router_message(data):
     """Returns ("job", JobEnvelope) | ("cancel", id) | ("identify", None) | ("refused", reason) |
-    ("model_grant", dict) | ("model_refused", (name, reason))."""
+    ("model_grant", dict) | ("model_refused", (name, reason)) | ("ack", (router_id, demand)) |
+    ("returned", n) | ("adopted", id) | ("adopt_refused", id) | ("relocate", [ids]).
+    A job's sealed ticket is in the returned envelope's `ticket`."""
     r = Reader(data)
     r.header(KIND_ROUTER)
     tag = r.u8()
     if tag == 1:
-        return "job", JobEnvelope.decode(data[3:])
+        ticket = r.blob()
+        env = JobEnvelope.decode(data[r.offset:])
+        env.ticket = ticket
+        return "job", env
     if tag == 2:
         rid = r.string()
         r.end("cancel")
@@ -365,6 +390,16 @@ def decode_router_message(data):
         refused = (r.string(), r.string())
         r.end("model refusal")
         return "model_refused", refused
+    if tag == 7:
+        return "ack", (r.string(), r.int())
+    if tag == 8:
+        return "returned", r.int()
+    if tag == 9:
+        return "adopted", r.string()
+    if tag == 10:
+        return "adopt_refused", r.string()
+    if tag == 11:
+        return "relocate", r.strings()
     raise WireError(f"unknown router message {tag}")
 
 

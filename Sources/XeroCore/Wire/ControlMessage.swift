@@ -21,6 +21,16 @@ public enum WorkerMessage: Sendable, Equatable {
     /// Before hello, from a worker started with `--model NAME` (or `auto`): a download token for
     /// that registry model. `joinKey` as in hello (plain fabric only; with CURVE the handshake proved it).
     case modelRequest(name: String, joinKey: String)
+    /// Take over relaying a job this worker runs (its relaying router went down or restarted, or a
+    /// router asked `relocate`): the ticket the dispatching router sealed (docs/routing.md,
+    /// "Handover"), and whether the job has produced events (then it must never be re-dispatched).
+    case adopt(ticket: [UInt8], started: Bool)
+    /// A job this router dispatched or adopted is relayed by another router now: forget it, no
+    /// credit back, nothing to publish.
+    case moved(requestId: String)
+    /// Give back up to `n` credits not spent yet (the worker moves them to a router with work);
+    /// answered with `RouterMessage.returned`.
+    case reclaim(Int)
 
     static let wireKind: UInt8 = 0x57 // "W"
 
@@ -37,10 +47,14 @@ public enum WorkerMessage: Sendable, Equatable {
         case let .done(report):
             w.u8(5); w.string(report.requestId); w.int(report.attempt); w.string(report.outcome)
             w.i64(report.firstTokenAtMs); w.i64(report.finishedAtMs); w.int(report.promptTokens); w.int(report.completionTokens)
+            w.bool(report.returnsCredit)
         case .draining: w.u8(6)
         case .bye: w.u8(7)
         case let .prefixes(hashes): w.u8(8); w.int(hashes.count); for h in hashes { w.u64(h) }
         case let .modelRequest(name, joinKey): w.u8(9); w.string(name); w.string(joinKey)
+        case let .adopt(ticket, started): w.u8(10); w.blob(ticket); w.bool(started)
+        case let .moved(id): w.u8(11); w.string(id)
+        case let .reclaim(n): w.u8(12); w.int(n)
         }
         return w.bytes
     }
@@ -68,13 +82,19 @@ public enum WorkerMessage: Sendable, Equatable {
             m = .done(JobReport(requestId: try r.string(max: L.maxIDBytes, "request id"), attempt: try r.int(in: L.attempts, "attempt"),
                                 outcome: try r.string(max: L.maxNameBytes, "outcome"), firstTokenAtMs: try r.time("first token"),
                                 finishedAtMs: try r.time("finished"), promptTokens: try r.int(in: L.tokens, "prompt tokens"),
-                                completionTokens: try r.int(in: L.tokens, "completion tokens")))
+                                completionTokens: try r.int(in: L.tokens, "completion tokens"), returnsCredit: try r.bool()))
         case 6: m = .draining
         case 7: m = .bye
         case 8:
             let n = try r.int(in: 0...L.maxPrefixHashes, "prefix hash count")
             m = .prefixes(try (0..<n).map { _ in try r.u64() })
         case 9: m = .modelRequest(name: try r.string(max: L.maxNameBytes, "model"), joinKey: try r.string(max: L.maxIDBytes, "join key"))
+        case 10:
+            let ticket = try r.blob()
+            guard ticket.count <= L.maxTicketBytes else { throw WireError.invalid("ticket of \(ticket.count) bytes") }
+            m = .adopt(ticket: ticket, started: try r.bool())
+        case 11: m = .moved(requestId: try r.string(max: L.maxIDBytes, "request id"))
+        case 12: m = .reclaim(try r.int(in: L.slots, "reclaim"))
         case let k: throw WireError.invalid("unknown worker message \(k)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after worker message") }
@@ -84,7 +104,9 @@ public enum WorkerMessage: Sendable, Equatable {
 
 /// Router → worker.
 public enum RouterMessage: Sendable, Equatable {
-    case job(JobEnvelope)
+    /// A job, and the sealed ticket any router of the deployment accepts to take over its relay
+    /// (empty from routers that give none, e.g. tests).
+    case job(JobEnvelope, ticket: [UInt8])
     /// Stop this job now (client went away or it timed out).
     case cancel(requestId: String)
     /// The router does not know this worker (it restarted): send `.hello` again.
@@ -96,14 +118,28 @@ public enum RouterMessage: Sendable, Equatable {
     case modelGrant(name: String, token: String, sha256: String, bytes: Int)
     /// The answer to `modelRequest` when there is nothing this worker may fetch.
     case modelRefused(name: String, reason: String)
+    /// The answer to every heartbeat (and, unasked, when the router's demand for this worker rises
+    /// from 0): who the router is (a new id: it restarted), and how many queued jobs it holds that
+    /// this worker could run, capped at its slots.
+    case ack(routerId: String, demand: Int)
+    /// The answer to `reclaim`: this many credits were unspent and are the worker's again.
+    case returned(Int)
+    /// The answer to `adopt`: this router relays the job now.
+    case adopted(requestId: String)
+    /// The answer to `adopt` when this router runs the request elsewhere already (or the ticket
+    /// is not good): the worker keeps its old relay or, if that is gone, stops the run silently.
+    case adoptRefused(requestId: String)
+    /// A client lost the router that relayed these jobs: whoever runs one adopts it here.
+    case relocate([String])
 
     static let wireKind: UInt8 = 0x52 // "R"
 
     public func encode() -> [UInt8] {
         switch self {
-        case let .job(env):
-            // The envelope carries its own header; prefix a tag byte so the worker can tell messages apart.
-            return [Self.wireKind, wireVersion, 1] + env.encode()
+        case let .job(env, ticket):
+            // The envelope carries its own header and goes last; the ticket comes before it.
+            var w = WireWriter(capacity: 16 + ticket.count); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(1); w.blob(ticket)
+            return w.bytes + env.encode()
         case let .cancel(id):
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(2); w.string(id); return w.bytes
         case .identify:
@@ -115,6 +151,16 @@ public enum RouterMessage: Sendable, Equatable {
             w.string(name); w.string(token); w.string(sha256); w.int(bytes); return w.bytes
         case let .modelRefused(name, reason):
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(6); w.string(name); w.string(reason); return w.bytes
+        case let .ack(router, demand):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(7); w.string(router); w.int(demand); return w.bytes
+        case let .returned(n):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(8); w.int(n); return w.bytes
+        case let .adopted(id):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(9); w.string(id); return w.bytes
+        case let .adoptRefused(id):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(10); w.string(id); return w.bytes
+        case let .relocate(ids):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(11); w.strings(ids); return w.bytes
         }
     }
 
@@ -123,8 +169,12 @@ public enum RouterMessage: Sendable, Equatable {
     public static func decode(_ bytes: [UInt8]) throws -> RouterMessage {
         var r = WireReader(bytes)
         try r.header(expecting: wireKind)
-        switch try r.u8() {
-        case 1: return .job(try JobEnvelope.decode(Array(bytes[3...])))
+        let kind = try r.u8()
+        switch kind {
+        case 1:
+            let ticket = try r.blob()
+            guard ticket.count <= L.maxTicketBytes else { throw WireError.invalid("ticket of \(ticket.count) bytes") }
+            return .job(try JobEnvelope.decode(Array(bytes[r.offset...])), ticket: ticket)
         case 2:
             let id = try r.string(max: L.maxIDBytes, "request id")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after cancel") }
@@ -145,6 +195,17 @@ public enum RouterMessage: Sendable, Equatable {
             let m = RouterMessage.modelRefused(name: try r.string(max: L.maxNameBytes, "model"), reason: try r.string(max: L.maxTextBytes, "reason"))
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after model refusal") }
             return m
+        case 7...11:
+            let m: RouterMessage
+            switch kind {
+            case 7: m = .ack(routerId: try r.string(max: L.maxIDBytes, "router id"), demand: try r.int(in: 0...L.slots.upperBound, "demand"))
+            case 8: m = .returned(try r.int(in: 0...L.slots.upperBound, "returned credits"))
+            case 9: m = .adopted(requestId: try r.string(max: L.maxIDBytes, "request id"))
+            case 10: m = .adoptRefused(requestId: try r.string(max: L.maxIDBytes, "request id"))
+            default: m = .relocate(try r.strings(maxCount: L.maxRelocateIds, maxBytes: L.maxIDBytes, "request ids"))
+            }
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after router message \(kind)") }
+            return m
         case let k: throw WireError.invalid("unknown router message \(k)")
         }
     }
@@ -157,6 +218,9 @@ public enum GatewayMessage: Sendable, Equatable {
     /// Once a second from every gateway and batch runner (its reply-to id): a router that stops
     /// hearing it cancels its jobs, since no one is left to read their answers.
     case alive(gatewayId: String)
+    /// The client lost the router that held or relayed these jobs: ask your workers for them
+    /// (`RouterMessage.relocate`).
+    case relocate([String])
 
     static let wireKind: UInt8 = 0x47 // "G"
 
@@ -167,6 +231,8 @@ public enum GatewayMessage: Sendable, Equatable {
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(2); w.string(id); return w.bytes
         case let .alive(id):
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(3); w.string(id); return w.bytes
+        case let .relocate(ids):
+            var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(4); w.strings(ids); return w.bytes
         }
     }
 
@@ -185,6 +251,10 @@ public enum GatewayMessage: Sendable, Equatable {
             let id = try r.string(max: L.maxIDBytes, "gateway id")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after alive") }
             return .alive(gatewayId: id)
+        case 4:
+            let ids = try r.strings(maxCount: L.maxRelocateIds, maxBytes: L.maxIDBytes, "request ids")
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after relocate") }
+            return .relocate(ids)
         case let k: throw WireError.invalid("unknown gateway message \(k)")
         }
     }
@@ -227,12 +297,17 @@ public struct WorkerInfo: Sendable, Equatable {
 public struct JobReport: Sendable, Equatable {
     public var requestId: String
     public var attempt: Int
-    /// `done`, `error:<code>`, `cancelled`, `timeout`.
+    /// `done`, `error:<code>`, `rejected:<code>`, `cancelled`, `timeout`; and two that say the
+    /// job was not run here: `requeue` (it came against no credit: queue it again) and
+    /// `duplicate` (this worker already runs that request).
     public var outcome: String
     public var firstTokenAtMs: Int64
     public var finishedAtMs: Int64
     public var promptTokens: Int
     public var completionTokens: Int
+    /// Whether the job's slot goes back to this router as a credit. False when the worker gives
+    /// it to another router that has work (docs/routing.md, "Credits across routers").
+    public var returnsCredit: Bool
 
     /// An outcome by its kind: `done`, `cancelled`, `timeout`, `rejected`, `error` — a fixed set
     /// (metric labels): the code after the colon, and anything unknown, is the worker's to say.
@@ -241,7 +316,9 @@ public struct JobReport: Sendable, Equatable {
         return ["done", "cancelled", "timeout", "rejected", "error"].contains(kind) ? kind : "error"
     }
 
-    public init(requestId: String, attempt: Int, outcome: String, firstTokenAtMs: Int64, finishedAtMs: Int64, promptTokens: Int, completionTokens: Int) {
+    public init(requestId: String, attempt: Int, outcome: String, firstTokenAtMs: Int64, finishedAtMs: Int64, promptTokens: Int, completionTokens: Int,
+                returnsCredit: Bool = true) {
+        self.returnsCredit = returnsCredit
         self.requestId = requestId
         self.attempt = attempt
         self.outcome = outcome

@@ -11,6 +11,9 @@ public enum RouterNotice: Sendable, Equatable {
     /// Every 250 ms: this router is up. A new `routerId` on the same link means it restarted and
     /// lost what it held.
     case alive(routerId: String)
+    /// This router took over relaying a running job (its worker adopted it here after the router
+    /// that dispatched it went away): the client stops waiting for a handover of it.
+    case adopted(requestId: String, routerId: String)
 
     static let wireKind: UInt8 = 0x4E // "N"
 
@@ -20,6 +23,7 @@ public enum RouterNotice: Sendable, Equatable {
         switch self {
         case let .accepted(id, router): w.u8(1); w.string(id); w.string(router)
         case let .alive(id): w.u8(2); w.string(id)
+        case let .adopted(id, router): w.u8(3); w.string(id); w.string(router)
         }
         return w.bytes
     }
@@ -36,6 +40,8 @@ public enum RouterNotice: Sendable, Equatable {
         case 1: notice = .accepted(requestId: try r.string(max: WireLimits.maxIDBytes, "request id"),
                                    routerId: try r.string(max: WireLimits.maxIDBytes, "router id"))
         case 2: notice = .alive(routerId: try r.string(max: WireLimits.maxIDBytes, "router id"))
+        case 3: notice = .adopted(requestId: try r.string(max: WireLimits.maxIDBytes, "request id"),
+                                  routerId: try r.string(max: WireLimits.maxIDBytes, "router id"))
         default: throw WireError.invalid("unknown router notice \(kind)")
         }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after router notice") }

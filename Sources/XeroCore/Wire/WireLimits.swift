@@ -25,6 +25,10 @@ public enum WireLimits {
     public static let maxModels = 1024
     public static let maxCapabilities = 16
     public static let maxPrefixHashes = 65_536
+    /// A sealed job ticket (docs/routing.md, "Handover"): an envelope without payload, sealed.
+    public static let maxTicketBytes = 4096
+    /// Request ids in one `relocate`.
+    public static let maxRelocateIds = 4096
     /// Dispatch attempts of one job (the router retries unstarted jobs a few times).
     public static let attempts = 1...16
     /// Wall-clock ms: the epoch up to the year 9999.
