@@ -264,7 +264,7 @@ final class RouterState: @unchecked Sendable {
             }
             notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
             ops?.job(job.requestId, [("state", "queued"), ("tier", job.tier), ("project", job.project), ("endpoint", job.endpoint),
-                                     ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo),
+                                     ("model", job.model), ("attempt", String(job.attempt)), ("gateway", job.replyTo), ("router", id),
                                      ("accepted_at", String(job.acceptedAtMs)), ("queued_at", String(now))])
             ops?.place(job.requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
             dispatch(ctx, now: now)

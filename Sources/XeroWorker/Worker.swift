@@ -246,6 +246,7 @@ public final class Worker: Sendable {
         case .modelGrant, .modelRefused:
             break   // answers to ModelFetcher's own connection; never asked on this one
         case let .ack(routerId, demand):
+            logger.trace("ack", metadata: ["link": "\(link)", "demand": "\(demand)"])
             let restarted = state.withLock { s -> Bool in
                 defer { s.links[link].routerId = routerId }
                 return s.links[link].routerId.map { $0 != routerId } ?? false
@@ -371,6 +372,7 @@ public final class Worker: Sendable {
     }
 
     private func apply(_ ctx: LoopContext, _ actions: [CreditLedger.Action]) {
+        if !actions.isEmpty { logger.debug("credits moved", metadata: ["actions": "\(actions)"]) }
         for a in actions {
             switch a {
             case let .credit(link, n): ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.credit(n).encode()])
@@ -532,6 +534,8 @@ public final class Worker: Sendable {
             return (relay, back, actions)
         }
         report.returnsCredit = returnsCredit
+        logger.debug("slot freed", metadata: ["request_id": "\(job.requestId)", "relay": "\(relay.map(String.init) ?? "none")",
+                                              "returns_credit": "\(returnsCredit)", "ledger": "\(state.withLock { $0.ledger.links.map { ($0.granted, $0.demand) } })"])
         run.disarmDeadline()
         metrics.jobEnded(model: job.model, outcome: run.outcome)
         logger.info("job ended", metadata: [

@@ -10,12 +10,12 @@ load of 64 streams, each printing its counts — completed, errors, lost, hung, 
 What each fault may cost the client is in docs/failures.md; lost, hung and duplicated must be 0
 everywhere. Simulated engine (`sim`): the test is about the platform."""
 import subprocess
-import threading
 import time
 
 import openai
 import pytest
 
+from chaos import PROMPT, expected_answer, report, storm
 from conftest import Platform, client_for, wait_for
 
 NET = "10.77.0"
@@ -27,8 +27,6 @@ tiers:
   - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 20000, request_timeout_ms: 8000}
   - {name: batch, priority: 0, weight: 0, queue_timeout_ms: 86400000, request_timeout_ms: 8000}
 """
-PROMPT = [{"role": "user", "content": "across hosts"}]
-TOKENS = 60   # at 20 ms a token: a stream lasts about 1.2 s
 
 
 def sh(*args, check=True):
@@ -132,70 +130,15 @@ def bed(net, tmp_path_factory):
     for w in ("w1", "w2", "w3"):
         p.start_worker(w, "--slots", "32", "--sim-tpot-ms", "20", "--sim-answer-tokens", "100000")
     p.demo = p.bootstrap(project="netbed", endpoint="ep")
-    c = client_for(p.gateways[0], p.demo)
-    p.expected = c.chat.completions.create(model="x", messages=PROMPT, max_tokens=TOKENS, seed=7).choices[0].message.content
+    p.expected = expected_answer(p.gateways[0], p.demo)
     yield p
     p.shutdown()
     r.stop()
 
 
-def storm(p, n=64, during=None, timeout=40):
-    """n concurrent streams; `during()` runs once they are all streaming. Returns the counts."""
-    outcomes = [None] * n
-    streaming = threading.Barrier(n + 1, timeout=60)
-
-    def one(i):
-        c = client_for(p.gateways[0], p.demo, timeout=timeout)
-        text, seen_first = "", False
-        try:
-            for chunk in c.chat.completions.create(model="x", messages=PROMPT, max_tokens=TOKENS, seed=7, stream=True):
-                if chunk.choices and chunk.choices[0].delta.content:
-                    text += chunk.choices[0].delta.content
-                    if not seen_first:
-                        seen_first = True
-                        streaming.wait()
-            outcomes[i] = ("completed", None) if text == p.expected else ("duplicated", text)
-        except openai.APITimeoutError:
-            outcomes[i] = ("hung", None)
-        except openai.APIStatusError as e:
-            outcomes[i] = ("error", e.status_code)
-        except openai.APIError as e:   # a mid-stream error event
-            outcomes[i] = ("error", getattr(e, "code", None) or str(e)[:60])
-        finally:
-            if not seen_first:
-                try:
-                    streaming.wait()
-                except threading.BrokenBarrierError:
-                    pass
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    streaming.wait()
-    if during:
-        during()
-    for t in threads:
-        t.join(timeout + 20)
-    counts = {"completed": 0, "error": 0, "lost": 0, "hung": 0, "duplicated": 0}
-    errors = []
-    for o in outcomes:
-        kind = "lost" if o is None else o[0]
-        counts[kind] += 1
-        if kind == "error":
-            errors.append(o[1])
-        if kind == "duplicated":
-            print("duplicated/garbled text:", o[1][:200])
-    return counts, errors
-
-
-def report(name, counts, errors):
-    print(f"netbed {name}: {counts}; errors: {sorted(set(map(str, errors)))}")
-    assert counts["lost"] == 0 and counts["hung"] == 0 and counts["duplicated"] == 0, counts
-
-
 def test_baseline_across_hosts(bed):
     counts, errors = storm(bed)
-    report("no fault", counts, errors)
+    report("netbed no fault", counts, errors)
     assert counts["completed"] == 64
 
 
@@ -206,7 +149,7 @@ def test_a_worker_link_cut_mid_stream(bed):
         counts, errors = storm(bed, during=cut)
     finally:
         sh("ip", "-n", ns("w1"), "link", "set", "eth0", "up")
-    report("worker link cut", counts, errors)
+    report("netbed worker link cut", counts, errors)
     # The cut worker's streams end with a visible error (until mid-stream migration, docs/failures.md);
     # no other stream is touched.
     assert all(e in ("worker_lost", 502) for e in errors), errors
@@ -219,7 +162,7 @@ def test_a_worker_link_cut_mid_stream(bed):
 
 def test_a_worker_sigterm_under_load(bed):
     counts, errors = storm(bed, during=lambda: bed.procs["w2"].send_signal(15))
-    report("worker SIGTERM", counts, errors)
+    report("netbed worker SIGTERM", counts, errors)
     assert counts["completed"] == 64, "a draining worker finishes what it runs"
     bed.procs["w2"].wait(30)
     bed.procs.pop("w2")
@@ -233,7 +176,7 @@ def test_gateway_partitioned_from_the_router(bed):
         counts, errors = storm(bed, during=partition, timeout=30)
     finally:
         sh("ip", "-n", ns("gw"), "route", "del", "blackhole", f"{ip('router')}/32", check=False)
-    report("gateway partitioned from the router", counts, errors)
+    report("netbed gateway partitioned from the router", counts, errors)
     # Their streams stop mid-way: each ends with the gateway's own timeout (504) — never a hang.
     assert all(e in ("request_timeout", 504, "stream_interrupted", 502) for e in errors), errors
     # Healed: requests work again.

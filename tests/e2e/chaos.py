@@ -1,0 +1,78 @@
+"""Faults under load, counted the same way everywhere (docs/failures.md): n concurrent streams of
+the same seeded prompt, each compared with the answer the deployment gave before the fault.
+
+- completed: the whole answer, exactly;
+- error: the client saw an error (which ones a fault may cause is in docs/failures.md);
+- lost: the request never ended (its thread gave no outcome);
+- hung: the client's own timeout fired;
+- duplicated: it ended without an error but its text differs (a token repeated or missing).
+
+Simulated engine (`sim`): these tests are about the platform."""
+import threading
+
+import openai
+
+from conftest import client_for
+
+PROMPT = [{"role": "user", "content": "across hosts"}]
+TOKENS = 60   # at 20 ms a token: a stream lasts about 1.2 s
+
+
+def expected_answer(gateway, demo):
+    c = client_for(gateway, demo)
+    return c.chat.completions.create(model="x", messages=PROMPT, max_tokens=TOKENS, seed=7).choices[0].message.content
+
+
+def storm(p, n=64, during=None, timeout=40, gateway=None):
+    """n concurrent streams through `gateway` (default: the first); `during()` runs once they are all
+    streaming. `p` has `demo` and `expected` (expected_answer). Returns the counts and the errors."""
+    outcomes = [None] * n
+    streaming = threading.Barrier(n + 1, timeout=60)
+
+    def one(i):
+        c = client_for(gateway or p.gateways[0], p.demo, timeout=timeout)
+        text, seen_first = "", False
+        try:
+            for chunk in c.chat.completions.create(model="x", messages=PROMPT, max_tokens=TOKENS, seed=7, stream=True):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                    if not seen_first:
+                        seen_first = True
+                        streaming.wait()
+            outcomes[i] = ("completed", None) if text == p.expected else ("duplicated", text)
+        except openai.APITimeoutError:
+            outcomes[i] = ("hung", None)
+        except openai.APIStatusError as e:
+            outcomes[i] = ("error", e.status_code)
+        except openai.APIError as e:   # a mid-stream error event
+            outcomes[i] = ("error", getattr(e, "code", None) or str(e)[:60])
+        finally:
+            if not seen_first:
+                try:
+                    streaming.wait()
+                except threading.BrokenBarrierError:
+                    pass
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    streaming.wait()
+    if during:
+        during()
+    for t in threads:
+        t.join(timeout + 20)
+    counts = {"completed": 0, "error": 0, "lost": 0, "hung": 0, "duplicated": 0}
+    errors = []
+    for o in outcomes:
+        kind = "lost" if o is None else o[0]
+        counts[kind] += 1
+        if kind == "error":
+            errors.append(o[1])
+        if kind == "duplicated":
+            print("duplicated/garbled text:", o[1][:200])
+    return counts, errors
+
+
+def report(name, counts, errors):
+    print(f"{name}: {counts}; errors: {sorted(set(map(str, errors)))}")
+    assert counts["lost"] == 0 and counts["hung"] == 0 and counts["duplicated"] == 0, counts
