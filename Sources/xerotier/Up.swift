@@ -19,6 +19,9 @@ struct Up: AsyncParsableCommand {
     @Option(help: "Number of chat workers (default: 1 for gguf, whose matrix products already use every core; 2 for sim).")
     var workers: Int?
 
+    @Option(help: "Routers to run (active-active: every gateway, batch runner and worker connects to all of them).")
+    var routers: Int = 1
+
     @Option(help: "Engine for the chat workers: gguf (the built-in model, default when installed) or sim (the simulator).")
     var engine: String?
 
@@ -84,12 +87,15 @@ struct Up: AsyncParsableCommand {
         } else {
             setenv("XERO_ROUTER_KEY", try FabricKeys.load(try RedisAddress(url: redisURL)).server.publicKey, 1)
         }
-        let routerPort = try freePortRange(4)
+        guard (1...8).contains(routers) else { throw ValidationError("--routers must be 1…8") }
+        let routerPorts = try (0..<routers).map { _ in try freePortRange(4) }
+        let routerPort = routerPorts[0]
         let httpPort = try port ?? (isPortFree(8080) ? 8080 : freePort())
         // Workers take no platform config (a tenant's agent has none); the rest read this one.
         let shared = ["--log-level", common.logLevel, "--log-format", common.logFormat, "--parent-pid", String(getpid())]
         let withConfig = shared + ["--config", URL(fileURLWithPath: configPath).standardizedFileURL.path]
-        let routerArgs = ["--router-port", String(routerPort)] + fabricArgs
+        // Each router binds its own four ports; every other process connects to all of them.
+        let routerArgs = routerPorts.flatMap { ["--router", "127.0.0.1:\($0)"] } + fabricArgs
         // Every process serves its metrics on a port of its own (the gateway's first in the banner).
         var metricsURLs: [(name: String, url: String)] = []
         func metricsArgs(_ name: String) throws -> [String] {
@@ -101,7 +107,11 @@ struct Up: AsyncParsableCommand {
         // The Redis URL (it may carry a password) goes to the children in their environment, not on
         // their command lines, which every local user can read (`ps`, /proc/<pid>/cmdline).
         setenv("REDIS_URL", redisURL, 1)
-        try children.start(name: "router", executable: selfPath, arguments: ["router"] + withConfig + routerArgs + (try metricsArgs("router")))
+        for (i, port) in routerPorts.enumerated() {
+            let name = i == 0 ? "router" : "router-\(i + 1)"
+            try children.start(name: name, executable: selfPath,
+                               arguments: ["router"] + withConfig + ["--router-port", String(port)] + fabricArgs + (try metricsArgs(name)))
+        }
         let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,
                            arguments: ["gateway"] + withConfig + routerArgs + gatewayMetrics + ["--port", String(httpPort), "--files-dir", filesDir])
@@ -133,7 +143,7 @@ struct Up: AsyncParsableCommand {
         let baseURL = base + demo.path
         var banner = """
 
-        Xerotier is up (engine: \(engine), workers: \(workers)).
+        Xerotier is up (engine: \(engine), workers: \(workers), routers: \(routers)).
           Base URL: \(baseURL)
           Model:    \(model)
           Embeddings: \(embeddingsURL ?? "(not installed: scripts/setup.sh fetches all-MiniLM-L6-v2)")  (model all-MiniLM-L6-v2)
@@ -173,6 +183,7 @@ struct Up: AsyncParsableCommand {
         summary.objectStart()
         for (k, v) in [("base_url", baseURL), ("redis_url", redisURL), ("gateway", base)] { summary.key(k); summary.value(v) }
         summary.key("router_port"); summary.value(routerPort)
+        summary.key("router_ports"); summary.arrayStart(); for p in routerPorts { summary.value(p) }; summary.arrayEnd()
         summary.key("metrics"); summary.objectStart()
         for m in metricsURLs { summary.key(m.name); summary.value(m.url) }
         summary.objectEnd()

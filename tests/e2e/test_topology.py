@@ -172,7 +172,7 @@ def test_router_restart_workers_rejoin(fresh_platform):
 def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
     port = free_port()
     data = tmp_path / "data"
-    cmd = [BIN, "up", "--engine", "sim", "--workers", "2", "--data", str(data), "--port", str(port), "--sim-ttft-ms", "0", "--sim-tpot-ms", "0",
+    cmd = [BIN, "up", "--engine", "sim", "--workers", "2", "--routers", "2", "--data", str(data), "--port", str(port), "--sim-ttft-ms", "0", "--sim-tpot-ms", "0",
            "--config", str(ROOT / "config/xerotier.yaml"), "--models-dir", str(ROOT / "models")]
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
 
@@ -193,8 +193,17 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
         client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
         r = client.chat.completions.create(model="anything", messages=[{"role": "user", "content": "What is the capital of France?"}])
         assert r.choices[0].message.content.startswith("You said: What is the capital of France?")
+        # --routers 2: both run, both are scraped, and the gateway spreads jobs over them.
+        assert "routers: 2" in banner and "(router)" in banner and "(router-2)" in banner, banner
+        summary = json.loads((data / "up.json").read_text())
+        assert len(summary["router_ports"]) == 2 and set(summary["metrics"]) >= {"router", "router-2"}
+        ids = [client.chat.completions.with_raw_response.create(model="a", messages=[{"role": "user", "content": f"r{i}"}]).headers["x-request-id"]
+               for i in range(6)]
+        redis_cli = ["redis-cli", "-u", summary["redis_url"], "--raw"]
+        routers = {subprocess.run(redis_cli + ["HGET", f"xero:job:{i}", "router"], capture_output=True, text=True).stdout.strip() for i in ids}
+        assert len(routers) == 2 and "" not in routers, routers
         kids = children_of(proc.pid)
-        assert len(kids) == 7   # redis, router, gateway, batch runner, 2 chat workers, the embeddings worker
+        assert len(kids) == 8   # redis, 2 routers, gateway, batch runner, 2 chat workers, the embeddings worker
         # The Redis URL (a password, on a real deployment) is on no command line anyone can read.
         cmdlines = [Path(f"/proc/{k}/cmdline").read_bytes().replace(b"\0", b" ").decode() for k in kids]
         assert all("xerotier" in c for c in cmdlines), cmdlines   # redis runs under `xerotier supervise`
@@ -234,11 +243,15 @@ def test_compose_file_is_valid():
     out = subprocess.run(["docker-compose", "-f", str(compose), "config", "-q"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     services = subprocess.run(["docker-compose", "-f", str(compose), "config", "--services"], capture_output=True, text=True).stdout.split()
-    assert sorted(services) == sorted(["redis", "router", "gateway-1", "gateway-2", "batch-runner", "keys", "worker-1", "worker-2",
-                                       "prometheus", "grafana"])
+    assert sorted(services) == sorted(["redis", "router-1", "router-2", "gateway-1", "gateway-2", "batch-runner", "keys", "worker-1",
+                                       "worker-2", "prometheus", "grafana"])
     # Key hand-out needs no user step: workers read the join key and router key the keys service wrote.
     import yaml
     cfg = yaml.safe_load(subprocess.run(["docker-compose", "-f", str(compose), "config"], capture_output=True, text=True, check=True).stdout)
+    # Two routers, active-active: every other platform process connects to both.
+    for name in ("gateway-1", "gateway-2", "batch-runner", "worker-1", "worker-2"):
+        cmd = cfg["services"][name]["command"]
+        assert [cmd[i + 1] for i, a in enumerate(cmd) if a == "--router"] == ["router-1:5555", "router-2:5555"], name
     for w in ("worker-1", "worker-2"):
         cmd = cfg["services"][w]["command"]
         assert "--join-key-file" in cmd and "--router-key-file" in cmd and "--insecure-plaintext-fabric" not in cmd
