@@ -62,20 +62,16 @@ public final class Worker: Sendable {
         var routerId: String?
         var lastHeardMs: Int64 = 0
         var helloSentAtMs: Int64 = 0
-        /// When the last two heartbeats went out: an `ack` answers one sent no later than the last,
-        /// so jobs that ended before the one before it are known to have reached the router.
-        var heartbeatAtMs: Int64 = 0
-        var previousHeartbeatAtMs: Int64 = 0
     }
 
     struct State {
         var active: [String: ActiveJob] = [:]
         var parked: [String: ParkedJob] = [:]
-        /// Per link, jobs that ended recently with their report sent there, oldest first, kept
-        /// until that router shows it was alive after it (an `ack` to a later heartbeat): if it
-        /// died first, their last events and report may have died with it, and they are handed
-        /// over like parked jobs.
-        var recent: [[ParkedJob]]
+        /// Jobs that ended in the last `recentForMs`, their report sent to their relay, oldest
+        /// first. Their last events may not have reached the client: the relay may have died with
+        /// them, or be cut off from the client (which then asks `relocate`). Either way they are
+        /// handed over like parked jobs. Kept without their payload: the ticket and the events.
+        var recent: [ParkedJob] = []
         var links: [LinkState]
         var ledger: CreditLedger
         var draining = false
@@ -90,11 +86,22 @@ public final class Worker: Sendable {
         /// The router behind `link` went away: the jobs it may not have seen the end of wait,
         /// parked, for a router to adopt them.
         mutating func parkRecent(_ link: Int) {
-            for job in recent[link] {
+            recent.removeAll { job in
+                guard job.run.relay == link else { return false }
                 job.run.hold()
                 parked[job.run.job.requestId] = job
+                return true
             }
-            recent[link] = []
+        }
+
+        /// A client asks for these: whichever ended recently is parked for the asking router.
+        mutating func parkRecent(_ ids: Set<String>) {
+            recent.removeAll { job in
+                guard ids.contains(job.run.job.requestId) else { return false }
+                job.run.hold()
+                parked[job.run.job.requestId] = job
+                return true
+            }
         }
     }
 
@@ -112,6 +119,9 @@ public final class Worker: Sendable {
     }
     /// How long a parked job waits for a router (clients give up on a handover after 3 s).
     static let parkedForMs: Int64 = 10_000
+    /// How long a finished job stays ready for a handover: a client notices a silent router after
+    /// 1 s (and asks within its next check), a worker after `routerTimeoutMs`.
+    static let recentForMs: Int64 = 2500
 
     public convenience init(id: String = randomWorkerID(), engine: any Engine, routerWorkers: String, routerEventsIn: String,
                             security: FabricSecurity = .plaintext, options: Options = Options(), metrics: WorkerMetrics = WorkerMetrics(),
@@ -156,7 +166,7 @@ public final class Worker: Sendable {
         self.metrics = metrics
         self.linkCount = routers.count
         hasPrefixCache = engine.kvCacheStats().prefixBudgetBytes > 0
-        let state = Locked(State(recent: Array(repeating: [], count: routers.count), links: Array(repeating: LinkState(), count: routers.count),
+        let state = Locked(State(links: Array(repeating: LinkState(), count: routers.count),
                                  ledger: CreditLedger(slots: engine.info.slots, links: routers.count)))
         self.state = state
         let box = WorkerBox()
@@ -253,8 +263,6 @@ public final class Worker: Sendable {
             }
             if restarted { restart(ctx, link, why: "the router restarted"); return }
             apply(ctx, state.withLock { s -> [CreditLedger.Action] in
-                let confirmed = s.links[link].previousHeartbeatAtMs
-                if let keep = s.recent[link].firstIndex(where: { $0.sinceMs >= confirmed }) { s.recent[link].removeFirst(keep) } else { s.recent[link] = [] }
                 return s.ledger.demand(link, demand)
             })
         case let .returned(n):
@@ -262,7 +270,10 @@ public final class Worker: Sendable {
         case let .adopted(requestId): adoptionAnswered(ctx, link, requestId, accepted: true)
         case let .adoptRefused(requestId): adoptionAnswered(ctx, link, requestId, accepted: false)
         case let .relocate(ids):
-            let mine = state.withLock { s in ids.compactMap { s.active[$0]?.run ?? s.parked[$0]?.run } }
+            let mine = state.withLock { s -> [JobRun] in
+                s.parkRecent(Set(ids))
+                return ids.compactMap { s.active[$0]?.run ?? s.parked[$0]?.run }
+            }
             for run in mine where run.relay != link && run.adoptingTo != link { startAdoption(ctx, run, to: link) }
         }
     }
@@ -302,6 +313,7 @@ public final class Worker: Sendable {
         for link in silent { linkLost(ctx, link, why: "no answer for \(options.routerTimeoutMs) ms") }
         // Parked jobs no router took within the bound: their clients have given up on them.
         let expired = state.withLock { s -> Int in
+            if let keep = s.recent.firstIndex(where: { now - $0.sinceMs < Self.recentForMs }) { s.recent.removeFirst(keep) } else { s.recent = [] }
             let old = s.parked.filter { now - $0.value.sinceMs > Self.parkedForMs }.map(\.key)
             for id in old { s.parked[id] = nil }
             return old.count
@@ -314,9 +326,6 @@ public final class Worker: Sendable {
             return true
         }
         let heartbeat = WorkerMessage.heartbeat(active: active).encode()
-        state.withLock { s in
-            for i in s.links.indices { s.links[i].previousHeartbeatAtMs = s.links[i].heartbeatAtMs; s.links[i].heartbeatAtMs = now }
-        }
         for link in 0..<linkCount where state.withLock({ $0.links[link].helloSent }) {
             ctx.send(socket: Self.controlSocket(link), frames: [heartbeat])
             if changed { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.prefixes(prefixes).encode()]) }
@@ -520,6 +529,7 @@ public final class Worker: Sendable {
         // goes there) or the job is parked for whichever router adopts it.
         var report = JobReport(requestId: job.requestId, attempt: job.attempt, outcome: run.outcome, firstTokenAtMs: run.firstTokenAt,
                                finishedAtMs: nowMs(), promptTokens: usage.promptTokens, completionTokens: usage.completionTokens)
+        run.releasePayload()
         let (relay, returnsCredit, actions) = state.withLock { s -> (Int?, Bool, [CreditLedger.Action]) in
             _ = s.active.removeValue(forKey: job.requestId)
             guard let relay = run.relay, !run.isHolding else {
@@ -530,7 +540,7 @@ public final class Worker: Sendable {
             let (back, actions) = s.ledger.jobEnded(relay: relay)
             var kept = report
             kept.returnsCredit = false   // if it must be sent again, its credit was already settled
-            s.recent[relay].append(ParkedJob(run: run, report: kept, sinceMs: nowMs()))
+            s.recent.append(ParkedJob(run: run, report: kept, sinceMs: nowMs()))
             return (relay, back, actions)
         }
         report.returnsCredit = returnsCredit
@@ -596,7 +606,9 @@ public final class Worker: Sendable {
 /// relay (which router its events go to), the replay buffer and the adoption in progress are
 /// shared with the loop thread and guarded by `relayState`.
 final class JobRun: @unchecked Sendable {
-    let job: JobEnvelope
+    /// Its payload is dropped when the job ends (`released()`): a finished job is kept for a
+    /// handover only by its ticket and its events.
+    private(set) var job: JobEnvelope
     let topic: [UInt8]
     /// The dispatching router's sealed ticket: what another router needs to take over the relay.
     let ticket: [UInt8]
@@ -633,6 +645,9 @@ final class JobRun: @unchecked Sendable {
         topic = Array(job.topic.utf8)
         relayState = Locked(RelayState(relay: relay))
     }
+
+    /// Task, at its end, before the run is kept for a handover.
+    func releasePayload() { job.payload = [] }
 
     var relay: Int? { relayState.withLock { $0.relay } }
     var isHolding: Bool { relayState.withLock { $0.holding } }
