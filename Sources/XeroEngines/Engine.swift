@@ -99,10 +99,15 @@ public struct EngineRequest: Sendable {
     /// What the job has used so far; the engine counts into it as it goes, so a job that is
     /// cancelled or times out is still billed for what it generated (docs/tenancy.md, "Billing").
     public var meter: UsageMeter
+    /// A migrated job (docs/routing.md, "Mid-stream migration"): choice 0's tokens the client
+    /// already has. The engine feeds them as if it had sampled them — same steps, same sampler
+    /// draws — emits nothing for them, and goes on from there. Engines that cannot replay refuse.
+    public var replay: [Int32]
 
     public init(requestId: String, model: String, chat: ChatRequest, rawBody: [UInt8] = [], deadlineMs: Int64 = .max,
-                project: String = "", meter: UsageMeter = UsageMeter()) {
+                project: String = "", meter: UsageMeter = UsageMeter(), replay: [Int32] = []) {
         self.meter = meter
+        self.replay = replay
         self.requestId = requestId
         self.model = model
         self.chat = chat
@@ -113,7 +118,8 @@ public struct EngineRequest: Sendable {
 }
 
 public enum EngineEvent: Sendable, Equatable {
-    case text(choice: Int, String, logprobs: String? = nil)
+    /// `tokens`: the ids produced since the choice's previous `.text` (a migration replays them).
+    case text(choice: Int, String, logprobs: String? = nil, tokens: [Int32] = [])
     /// A piece of a tool call (`id`/`name` on the first piece of each tool call).
     case toolCall(choice: Int, toolIndex: Int, id: String, name: String, arguments: String)
     case finish(choice: Int, reason: String)

@@ -103,9 +103,15 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count.addingSaturated(m)) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
                 param: "max_tokens", code: "context_length_exceeded")
         }
+        if !request.replay.isEmpty {
+            guard chat.n == 1 else { throw APIError.invalidRequest("Only a single-choice request can be continued.", code: "bad_replay") }
+            guard request.replay.count < context - prompt.count, request.replay.allSatisfy({ $0 >= 0 && Int($0) < tokenizer.vocabSize }) else {
+                throw APIError.invalidRequest("The replayed tokens do not fit this model.", code: "bad_replay")
+            }
+        }
         request.meter.setPrompt(prompt.count)
         return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), project: request.project,
-                        meter: request.meter, cancelled: cancelled, emit: emit, end: end)
+                        meter: request.meter, cancelled: cancelled, replay: request.replay, emit: emit, end: end)
     }
 
     /// The sampling state of one choice, from its request.
@@ -123,6 +129,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         options.topLogprobs = chat.topLogprobs ?? 0
         let seq = BatchSequence(job: job, choice: c, cache: cache, sampler: Sampler(options: options), stops: StopScanner(stops: chat.stop))
         seq.logits = logits
+        if c == 0 { seq.replay = job.replay[...] }
         // JSON mode: only tokens that keep the output a valid JSON-object prefix (json_schema
         // gets the same guarantee of a JSON object; the schema itself is not enforced).
         if chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" { seq.json = JSONConstraint(tokenizer: tokenizer) }
@@ -142,7 +149,11 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 mask = json.mask(remaining: min(job.limit - seq.generated, contextLength - seq.cache.count))
             }
         }
-        let token = seq.sampler.sample(&seq.logits, mask: mask)
+        var token = seq.sampler.sample(&seq.logits, mask: mask)
+        // A migration replays what the client already has: the sampler drew as the first run's
+        // did (its random stream stays in step), and the replayed token stands in for its pick.
+        let replayed = seq.replay.popFirst()
+        if let replayed { token.id = replayed }
         seq.json?.advance(token.id)
         seq.generated += 1
         job.addCompletionToken()
@@ -151,8 +162,18 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         seq.sampler.accept(token.id)
         let bytes = tokenizer.bytes(of: token.id)
         let piece = seq.stops.feed(seq.text.push(bytes))
+        seq.unreported.append(token.id)
+        if replayed != nil {
+            // Its text reached the client with the first run (or is held back here as it was there).
+            seq.unreported = []
+            seq.next = token.id
+            return true
+        }
         let logprobs = chat.logprobs ? logprobEntry(token, bytes: bytes) : nil
-        if !piece.isEmpty || logprobs != nil { job.emit(.text(choice: seq.choice, piece, logprobs: logprobs)) }
+        if !piece.isEmpty || logprobs != nil {
+            job.emit(.text(choice: seq.choice, piece, logprobs: logprobs, tokens: seq.unreported))
+            seq.unreported = []
+        }
         if seq.stops.stopped { return finish(seq, "stop") }
         if seq.generated >= job.limit || seq.cache.count + 1 >= contextLength { return finish(seq, "length") }
         seq.next = token.id
@@ -200,14 +221,17 @@ final class BatchJob: @unchecked Sendable {
     let project: String
     let meter: UsageMeter
     let cancelled: Locked<Bool>
+    /// Choice 0's tokens to replay (a migration).
+    let replay: [Int32]
     let emit: @Sendable (EngineEvent) -> Void
     let end: @Sendable (Error?) -> Void
     var cachedTokens = 0
     private var completion = 0
     private var choicesLeft: Int
 
-    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, meter: UsageMeter, cancelled: Locked<Bool>,
+    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, meter: UsageMeter, cancelled: Locked<Bool>, replay: [Int32] = [],
          emit: @escaping @Sendable (EngineEvent) -> Void, end: @escaping @Sendable (Error?) -> Void) {
+        self.replay = replay
         self.chat = chat
         self.meter = meter
         self.prompt = prompt
@@ -248,6 +272,9 @@ final class BatchSequence {
     var text = UTF8Pieces()
     var json: JSONConstraint?
     var generated = 0
+    /// Tokens still to replay (a migration), and tokens whose text has not been emitted yet.
+    var replay: ArraySlice<Int32> = []
+    var unreported: [Int32] = []
 
     init(job: BatchJob, choice: Int, cache: KVCache, sampler: Sampler, stops: StopScanner) {
         self.job = job

@@ -90,9 +90,18 @@ public struct SimEngine: Engine {
                 var completion = 0
                 var step = 0
                 let limit = chat.maxTokens ?? Int.max
+                // A simulated token's id is its position in the answer. A migration replays the
+                // first ones: fed through the stop scanner as before, counted, not emitted, no wait.
+                let replay = request.replay
+                var unreported = [[Int32]](repeating: [], count: chat.n)
                 while finished.contains(false) {
                     if Task.isCancelled { continuation.finish(throwing: CancellationError()); return }
-                    if step > 0, options.tpotMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.tpotMs * 1_000_000)) }
+                    let replaying = step < replay.count
+                    if replaying, step >= answers[0].count || replay[step] != Int32(step) {
+                        continuation.finish(throwing: APIError.invalidRequest("The replayed tokens are not this answer's.", code: "bad_replay"))
+                        return
+                    }
+                    if step > replay.count, options.tpotMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.tpotMs * 1_000_000)) }
                     for c in 0..<chat.n where !finished[c] {
                         if step >= answers[c].count {
                             let rest = scanners[c].flush()
@@ -104,7 +113,12 @@ public struct SimEngine: Engine {
                         completion += 1
                         meter.addCompletion()
                         let out = scanners[c].feed(answers[c][step])
-                        if !out.isEmpty { continuation.yield(.text(choice: c, out)) }
+                        unreported[c].append(Int32(step))
+                        if replaying { unreported[c] = []; continue }
+                        if !out.isEmpty {
+                            continuation.yield(.text(choice: c, out, tokens: unreported[c]))
+                            unreported[c] = []
+                        }
                         if scanners[c].stopped {
                             continuation.yield(.finish(choice: c, reason: "stop"))
                             finished[c] = true

@@ -67,7 +67,7 @@ struct ChatCompletions: Sendable {
             while true {
                 var terminal = false
                 switch event.body {
-                case let .delta(index, text, logprobs) where (0..<n).contains(index):
+                case let .delta(index, text, logprobs, _) where (0..<n).contains(index):
                     if !roleSent[index] {
                         roleSent[index] = true
                         SSE.append(writer.chunk(index: index, role: true, content: ""), to: &buffer)

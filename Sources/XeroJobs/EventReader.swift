@@ -8,7 +8,8 @@ import XeroQueue
 public struct EventReader: Sendable {
     let mailbox: EventMailbox
     public private(set) var attempt: Int?
-    private var nextSeq = 0
+    /// The seq the next event of the attempt must carry (what a migration continues from).
+    public private(set) var nextSeq = 0
     private var pending: [StreamEvent] = []
     private var index = 0
 
@@ -16,6 +17,9 @@ public struct EventReader: Sendable {
         self.mailbox = mailbox
         self.attempt = attempt
     }
+
+    /// A migration: from now on only `attempt` counts, continuing at the same seq.
+    public mutating func follow(attempt: Int) { self.attempt = attempt }
 
     /// True when another event has already arrived (a writer can batch before flushing).
     public var hasBuffered: Bool { index < pending.count }

@@ -22,6 +22,11 @@ public final class JobHandle: @unchecked Sendable {
     private let timeline: RequestTimeline
     private let counted = Locked(false)
     private var submitted = false
+    /// What a migration would replay: choice 0's token ids as the client received them; nil once
+    /// the job cannot be continued exactly (a delta without ids, another choice, a tool call).
+    private var replay: [Int32]? = []
+    private var migrations = 0
+    static let maxMigrations = 2
 
     init(client: JobClient, account: JobAccount, requestId: String, headers: [(String, String)], holdsSlot: Bool, timeline: RequestTimeline) {
         self.client = client
@@ -62,7 +67,22 @@ public final class JobHandle: @unchecked Sendable {
         reader = nil   // one owner of the reader's buffers while it reads (no copy on write)
         let hub = client.hub, requestId = self.requestId
         defer { reader = r }
-        let ev = try await withTaskCancellationHandler { try await r.next() } onCancel: { hub.cancel(requestId) }
+        var ev = try await withTaskCancellationHandler { try await r.next() } onCancel: { hub.cancel(requestId) }
+        // Its worker died mid-stream: continue it elsewhere from what the client has, if that can
+        // be exact; the client sees one unbroken stream (docs/routing.md, "Mid-stream migration").
+        while case let .lost(e) = ev.body {
+            guard let tokens = replay, migrations < Self.maxMigrations, let attempt = r.attempt else {
+                hub.cancel(requestId)   // the router ends it now instead of waiting for a resume
+                ev = StreamEvent(requestId: requestId, attempt: ev.attempt, seq: WireLimits.outOfBandSeq, body: .error(e))
+                break
+            }
+            migrations += 1
+            r.follow(attempt: attempt + 1)
+            hub.resume(requestId, fromSeq: r.nextSeq, tokens: tokens)
+            client.logger.info("request continues on another worker", metadata: ["request_id": "\(requestId)", "replayed_tokens": "\(tokens.count)"])
+            ev = try await withTaskCancellationHandler { try await r.next() } onCancel: { hub.cancel(requestId) }
+        }
+        noteForReplay(ev.body)
         switch ev.body {
         case let .done(usage):
             if countsEnding() { logEnd(status: 200, outcome: timeline.succeeded(usage), usage: usage) }
@@ -72,6 +92,19 @@ public final class JobHandle: @unchecked Sendable {
         }
         if ev.isTerminal, Self.endsTheJob(ev) { finished.withLock { $0 = true } }
         return ev
+    }
+
+    /// Keeps choice 0's token ids for a migration, or gives up on one that could not be exact.
+    private func noteForReplay(_ body: StreamEvent.Body) {
+        guard replay != nil else { return }
+        switch body {
+        case let .delta(index, text, _, tokens):
+            if index != 0 || (tokens.isEmpty && !text.isEmpty) || replay!.count + tokens.count > WireLimits.maxReplayTokens { replay = nil }
+            else { replay!.append(contentsOf: tokens) }
+        case .toolCall, .vectors: replay = nil
+        case let .finish(index, _) where index != 0: replay = nil
+        default: break
+        }
     }
 
     /// A terminal event that means no worker runs the job any more: its `done`, or an error its

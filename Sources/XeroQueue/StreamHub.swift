@@ -134,6 +134,13 @@ public final class StreamHub: Sendable {
     /// Submits kept and not yet started (for tests and operators).
     public var pendingSubmits: Int { links.withLock { $0.count } }
 
+    /// Continues a job whose worker died mid-stream (after its router's `lost`): sent to every
+    /// router, only the one holding it acts.
+    public func resume(_ requestId: String, fromSeq: Int, tokens: [Int32]) {
+        let frame = GatewayMessage.resume(requestId: requestId, fromSeq: fromSeq, tokens: tokens).encode()
+        for l in 0..<linkCount { loop.send(socket: Self.jobsSocket(l), frames: [frame]) }
+    }
+
     /// The client went away: the router holding the job drops it if queued, or tells its worker
     /// to stop. Sent to every router: only the one that holds it acts.
     public func cancel(_ requestId: String) {

@@ -175,6 +175,9 @@ final class RouterState: @unchecked Sendable {
     /// Gateways and batch runners that said `alive`, with when they last did.
     var gateways: [String: Int64] = [:]
     let startedAtMs = nowMs()
+    /// Streaming jobs whose worker died, held for their client's `resume` until the deadline.
+    var awaitingResume: [String: (job: JobEnvelope, untilMs: Int64)] = [:]
+    static let resumeWaitMs: Int64 = 3000
     /// Seals the tickets it gives workers and opens the ones they adopt with (docs/routing.md, "Handover").
     let ticketKey: SymmetricKey
     /// The demand last told each worker (`RouterMessage.ack`), and whether queues changed since.
@@ -240,7 +243,7 @@ final class RouterState: @unchecked Sendable {
             job.attempt = max(1, job.attempt)
             // A client re-submits a job it has no ack for (Lazy Pirate): one we hold already, or
             // just finished, is acknowledged again and not queued twice.
-            if scheduler.holds(job.requestId) || recentlyFinished[job.requestId] != nil {
+            if scheduler.holds(job.requestId) || recentlyFinished[job.requestId] != nil || awaitingResume[job.requestId] != nil {
                 notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
                 return
             }
@@ -269,6 +272,18 @@ final class RouterState: @unchecked Sendable {
             ops?.place(job.requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
             dispatch(ctx, now: now)
             if scheduler.inflight[job.requestId] == nil { announceDemand(ctx, for: job) }
+        case let .resume(requestId, fromSeq, tokens):
+            // The client continues a job whose worker died mid-stream: the same job, one attempt
+            // on, replaying what the client has, at the front of its queue.
+            guard var job = awaitingResume.removeValue(forKey: requestId)?.job else { return }
+            job.attempt += 1
+            job.replay = JobEnvelope.Replay(fromSeq: fromSeq, tokens: tokens)
+            scheduler.resubmitFront(job)
+            ops?.job(requestId, [("state", "queued"), ("attempt", String(job.attempt)), ("replayed_tokens", String(tokens.count))])
+            ops?.place(requestId, tier: job.tier, .waiting(sinceMs: job.acceptedAtMs))
+            logger.info("job resumed after its worker died", metadata: ["request_id": "\(requestId)", "attempt": "\(job.attempt)",
+                                                                        "replayed_tokens": "\(tokens.count)"])
+            dispatch(ctx, now: now)
         case let .relocate(ids):
             // A client lost the router relaying these: whichever of our workers runs one adopts it here.
             let unknown = ids.filter { !scheduler.holds($0) }
@@ -281,6 +296,13 @@ final class RouterState: @unchecked Sendable {
                 logger.info("gateway alive", metadata: ["gateway": "\(gateway)"])
             }
         case let .cancel(requestId):
+            if let (job, _) = awaitingResume.removeValue(forKey: requestId) {
+                // Not to be continued (its client left, or could not replay it): nothing billed.
+                settle(job, usage: nil)
+                ops?.job(requestId, [("state", "error:worker_lost"), ("finished_at", String(now))])
+                jobGone(job, outcome: "failed")
+                return
+            }
             switch scheduler.cancel(requestId) {
             case let .dequeued(job):
                 settle(job, usage: nil)
@@ -527,6 +549,13 @@ final class RouterState: @unchecked Sendable {
             lastRevocationCheckMs = now
             checkRevocations(ctx, now: now)
         }
+        for (id, held) in awaitingResume where held.untilMs <= now {
+            // Its client did not resume it: it ends as any job whose worker was lost.
+            awaitingResume[id] = nil
+            publishError(ctx, held.job, APIError.workerLost())
+            ops?.job(id, [("state", "error:worker_lost"), ("finished_at", String(now))])
+            jobGone(held.job, outcome: "failed")
+        }
         for job in scheduler.expire(now: now) {
             let tier = scheduler.tier(job.tier)
             publishError(ctx, job, APIError.noCapacity(model: job.model, tier: job.tier, waitedMs: tier?.queueTimeoutMs ?? 0))
@@ -606,6 +635,14 @@ final class RouterState: @unchecked Sendable {
             publishError(ctx, job, APIError.workerLost())
             ops?.job(job.requestId, [("state", "error:worker_lost"), ("finished_at", String(now))])
             jobGone(job, outcome: "failed")
+        }
+        for job in lost.interrupted {
+            // Its client may continue it on another worker (it knows what it has streamed): tell
+            // it, and hold the job (unsettled) until it resumes, cancels, or the wait runs out.
+            awaitingResume[job.requestId] = (job, now + Self.resumeWaitMs)
+            let ev = StreamEvent(requestId: job.requestId, attempt: job.attempt, seq: WireLimits.outOfBandSeq, body: .lost(APIError.workerLost()))
+            ctx.send(socket: Router.eventsOutSocket, frames: [Array(job.topic.utf8), ev.encode()])
+            ops?.job(job.requestId, [("state", "migrating"), ("lost_worker", worker)])
         }
         ops?.workerGone(worker)
         dispatch(ctx, now: now)

@@ -42,8 +42,25 @@ public struct TierScheduler {
     public struct LostJobs: Sendable {
         /// Not yet started: back at the front of their queue with `attempt + 1`.
         public var requeued: [JobEnvelope] = []
-        /// Already streaming, or out of attempts: the client gets an error.
+        /// Streaming chat jobs with attempts left: their client may resume them elsewhere
+        /// (`StreamEvent.lost`, then `resume`: docs/routing.md, "Mid-stream migration").
+        public var interrupted: [JobEnvelope] = []
+        /// Out of attempts, or streaming jobs that cannot be continued: the client gets an error.
         public var failed: [JobEnvelope] = []
+    }
+
+    /// Whether a job may run once more. Attempts come in blocks of four (a client moving a job to
+    /// another router adds 4: docs/routing.md, "Attempts"); within a block a router re-dispatches
+    /// or migrates it at most `maxAttempts - 1` times.
+    public func mayRetry(_ job: JobEnvelope) -> Bool {
+        (job.attempt - 1) % 4 < maxAttempts - 1 && job.attempt < WireLimits.attempts.upperBound
+    }
+
+    /// A migrated job (it carries its replay) goes back at the front of its project's queue.
+    public mutating func resubmitFront(_ job: JobEnvelope) {
+        queues[job.tier]?.prepend(job)
+        queuedIds.insert(job.requestId)
+        totalQueued += 1
     }
 
     public let tiers: [Tier]
@@ -310,12 +327,14 @@ public struct TierScheduler {
         for id in w.inflight.sorted().reversed() {
             guard var f = inflight.removeValue(forKey: id) else { continue }
             stats[f.envelope.tier]?.inflight -= 1
-            if !f.started && f.envelope.attempt < maxAttempts {
+            if !f.started && mayRetry(f.envelope) {
                 f.envelope.attempt += 1
                 queues[f.envelope.tier]?.prepend(f.envelope)   // may pass maxQueued: these were accepted already
                 queuedIds.insert(id)
                 totalQueued += 1
                 lost.requeued.append(f.envelope)
+            } else if f.started && f.envelope.kind == .chatCompletion && mayRetry(f.envelope) {
+                lost.interrupted.append(f.envelope)
             } else {
                 lost.failed.append(f.envelope)
             }

@@ -569,11 +569,11 @@ public final class Worker: Sendable {
         let job = run.job
         let chat = try ChatRequest.parse(job.payload)
         let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs,
-                                    project: job.project, meter: run.meter)
+                                    project: job.project, meter: run.meter, replay: job.replay?.tokens ?? [])
         for try await ev in engine.generate(request) {
             try Task.checkCancellation()
             switch ev {
-            case let .text(choice, text, logprobs): emit(run, .delta(index: choice, text: text, logprobs: logprobs))
+            case let .text(choice, text, logprobs, tokens): emit(run, .delta(index: choice, text: text, logprobs: logprobs, tokens: tokens))
             case let .toolCall(choice, t, id, name, args): emit(run, .toolCall(index: choice, toolIndex: t, id: id, name: name, arguments: args))
             case let .finish(choice, reason): emit(run, .finish(index: choice, reason: reason))
             case let .usage(u): run.meter.set(u)   // the engine's final word
@@ -591,7 +591,7 @@ public final class Worker: Sendable {
     }
 
     private func emit(_ run: JobRun, _ body: StreamEvent.Body) {
-        let first = run.seq == 0
+        let first = run.firstTokenAt == 0
         if first { run.firstTokenAt = nowMs() }
         let frame = StreamEvent(requestId: run.job.requestId, attempt: run.job.attempt, seq: run.seq, body: body).encode()
         run.seq += 1
@@ -612,7 +612,8 @@ final class JobRun: @unchecked Sendable {
     let topic: [UInt8]
     /// The dispatching router's sealed ticket: what another router needs to take over the relay.
     let ticket: [UInt8]
-    var seq = 0
+    /// From 0, or where the run it continues stopped (a migration).
+    var seq: Int
     var firstTokenAt: Int64 = 0
     /// What the job used so far (the engine counts into it; its final `.usage` replaces it).
     let meter = UsageMeter()
@@ -642,6 +643,7 @@ final class JobRun: @unchecked Sendable {
         self.job = job
         self.ticket = ticket
         self.maxReplayBytes = maxReplayBytes
+        seq = job.replay?.fromSeq ?? 0
         topic = Array(job.topic.utf8)
         relayState = Locked(RelayState(relay: relay))
     }

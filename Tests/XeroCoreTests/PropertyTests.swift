@@ -165,6 +165,8 @@ private func genEnvelope(_ rng: inout RNG, small: Bool = false) -> JobEnvelope {
                        sloTTFTMs: edgy(L.sloMs, &rng), sloTPOTMs: edgy(L.sloMs, &rng),
                        billing: chance(0.5, &rng) ? Billing(keyHash: text(L.maxIDBytes, &rng, small: small), reservedTokens: edgy(L.tokens, &rng),
                                                             batchId: text(L.maxIDBytes, &rng, small: small)) : nil,
+                       replay: chance(0.2, &rng) ? JobEnvelope.Replay(fromSeq: edgy(L.seqs, &rng),
+                           tokens: (0..<Int.random(in: 0...(small ? 3 : 50), using: &rng)).map { _ in Int32(truncatingIfNeeded: rng.next()) }) : nil,
                        payload: randomBytes(payloadCount, &rng))
 }
 
@@ -187,10 +189,12 @@ private func genRouter(_ rng: inout RNG, small: Bool = false) -> RouterMessage {
 }
 
 private func genGateway(_ rng: inout RNG, small: Bool = false) -> GatewayMessage {
-    switch roll(4, &rng) {
+    switch roll(5, &rng) {
     case 0: return .submit(genEnvelope(&rng, small: small))
     case 1: return .cancel(requestId: text(L.maxIDBytes, &rng, small: small))
     case 2: return .relocate((0..<Int.random(in: 0...(small ? 3 : 20), using: &rng)).map { _ in text(L.maxIDBytes, &rng, small: small) })
+    case 3: return .resume(requestId: text(L.maxIDBytes, &rng, small: small), fromSeq: edgy(L.seqs, &rng),
+                           tokens: (0..<Int.random(in: 0...(small ? 3 : 40), using: &rng)).map { _ in Int32(truncatingIfNeeded: rng.next()) })
     default: return .alive(gatewayId: text(L.maxIDBytes, &rng, small: small))
     }
 }
@@ -206,8 +210,10 @@ private func genError(_ rng: inout RNG, small: Bool, status: Int? = nil) -> APIE
 }
 
 private func genBody(_ rng: inout RNG, small: Bool) -> StreamEvent.Body {
-    switch roll(7, &rng) {
-    case 0: return .delta(index: edgy(choiceRange, &rng), text: text(4096, &rng, small: small), logprobs: nil)
+    switch roll(8, &rng) {
+    case 7: return .lost(genError(&rng, small: small))
+    case 0: return .delta(index: edgy(choiceRange, &rng), text: text(4096, &rng, small: small), logprobs: nil,
+                          tokens: (0..<Int.random(in: 0...(small ? 3 : 40), using: &rng)).map { _ in Int32(truncatingIfNeeded: rng.next()) })
     case 1: return .delta(index: edgy(choiceRange, &rng), text: text(4096, &rng, small: small), logprobs: text(4096, &rng, small: small))
     case 2:
         return .toolCall(index: edgy(choiceRange, &rng), toolIndex: edgy(toolRange, &rng), id: text(L.maxIDBytes, &rng, small: small),
@@ -236,6 +242,7 @@ private func inLimits(_ e: JobEnvelope) -> Bool {
         && fits(e.affinityKey, L.maxIDBytes) && L.sloMs.contains(e.sloTTFTMs) && L.sloMs.contains(e.sloTPOTMs)
         && e.payload.count <= L.maxPayloadBytes && EndpointFleet.allCases.contains(e.fleet)
         && (e.billing.map { fits($0.keyHash, L.maxIDBytes) && L.tokens.contains($0.reservedTokens) && fits($0.batchId, L.maxIDBytes) } ?? true)
+        && (e.replay.map { L.seqs.contains($0.fromSeq) && $0.tokens.count <= L.maxReplayTokens } ?? true)
 }
 
 /// The wire codec as the properties see it.
@@ -307,6 +314,7 @@ extension GatewayMessage: WireCodable {
         case let .cancel(id): return fits(id, L.maxIDBytes)
         case let .alive(id): return fits(id, L.maxIDBytes)
         case let .relocate(ids): return ids.count <= L.maxRelocateIds && ids.allSatisfy { fits($0, L.maxIDBytes) }
+        case let .resume(id, from, tokens): return fits(id, L.maxIDBytes) && L.seqs.contains(from) && tokens.count <= L.maxReplayTokens
         }
     }
     var propCanonical: Bool { true }
@@ -316,7 +324,10 @@ extension StreamEvent: WireCodable {
     var propInLimits: Bool {
         guard fits(requestId, L.maxIDBytes), (0...L.attempts.upperBound).contains(attempt), L.seqs.contains(seq) else { return false }
         switch body {
-        case let .delta(i, _, _): return L.choices.contains(i)
+        case let .delta(i, _, _, tokens): return L.choices.contains(i) && tokens.count <= L.maxTokensPerDelta
+        case let .lost(e):
+            return L.errorStatuses.contains(e.status) && fits(e.message, L.maxTextBytes) && fits(e.type, L.maxNameBytes)
+                && fits(e.param ?? "", L.maxNameBytes) && fits(e.code ?? "", L.maxNameBytes) && e.headers.isEmpty
         case let .toolCall(i, t, id, name, _):
             return L.choices.contains(i) && L.toolIndices.contains(t) && fits(id, L.maxIDBytes) && fits(name, L.maxNameBytes)
         case let .vectors(dim, data): return L.dims.contains(dim) && data.count <= L.maxVectorBytes && data.count % (4 * dim) == 0
@@ -329,6 +340,7 @@ extension StreamEvent: WireCodable {
     }
     var propCanonical: Bool {
         if case let .error(e) = body, e.status == L.mappedStatus { return false }   // maybe clamped from something else
+        if case let .lost(e) = body, e.status == L.mappedStatus { return false }
         return true
     }
 }

@@ -29,7 +29,7 @@ final class GGUFEngineTests: XCTestCase {
         r.finish = Array(repeating: "", count: chat.n); r.logprobs = Array(repeating: [], count: chat.n)
         for try await ev in try Self.engine().generate(EngineRequest(requestId: "t", model: "smollm2", chat: chat, project: project)) {
             switch ev {
-            case let .text(c, s, lp):
+            case let .text(c, s, lp, _):
                 r.texts[c] += s; r.pieces[c].append(s)
                 if let lp { r.logprobs[c].append(lp) }
             case let .finish(c, reason): r.finish[c] = reason
@@ -135,7 +135,7 @@ final class GGUFEngineTests: XCTestCase {
         XCTAssertEqual(chunked.promptTokens(chat).count % 2, 1)
         var fromChunks: [String] = []
         for try await ev in chunked.generate(EngineRequest(requestId: "c", model: "m", chat: chat)) {
-            if case let .text(_, _, lp?) = ev { fromChunks.append(lp) }
+            if case let .text(_, _, lp?, _) = ev { fromChunks.append(lp) }
         }
         let whole = try await run(body)
         XCTAssertEqual(fromChunks, whole.logprobs[0], "logprobs to the last bit")

@@ -11,7 +11,7 @@ final class SimEngineTests: XCTestCase {
         var texts: [Int: String] = [:], finish: [Int: String] = [:], usage: Usage?
         for try await ev in engine.generate(EngineRequest(requestId: "r", model: "m", chat: chat)) {
             switch ev {
-            case let .text(c, t, _): texts[c, default: ""] += t
+            case let .text(c, t, _, _): texts[c, default: ""] += t
             case let .finish(c, r): finish[c] = r
             case let .usage(u): usage = u
             case .toolCall: break

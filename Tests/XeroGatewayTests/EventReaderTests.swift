@@ -19,7 +19,7 @@ final class EventReaderTests: XCTestCase {
         var texts: [String] = []
         while true {
             let ev = try await reader.next()
-            if case let .delta(_, t, _) = ev.body { texts.append(t) }
+            if case let .delta(_, t, _, _) = ev.body { texts.append(t) }
             if ev.isTerminal { break }
         }
         XCTAssertEqual(texts, ["0", "1", "2"])

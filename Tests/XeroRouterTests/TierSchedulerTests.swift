@@ -102,7 +102,7 @@ final class TierSchedulerTests: XCTestCase {
         XCTAssertEqual(perWorker, ["w1": 2, "w2": 2])
     }
 
-    func testLostWorkerRequeuesUnstartedAndFailsStarted() {
+    func testLostWorkerRequeuesUnstartedAndHoldsStartedForTheirClients() {
         var s = TierScheduler(tiers: tiers)
         _ = s.enqueue(job("a"))
         _ = s.enqueue(job("b"))
@@ -111,13 +111,28 @@ final class TierSchedulerTests: XCTestCase {
         XCTAssertFalse(s.markStarted("a", worker: "w2"), "only the job's own worker may mark it started")
         XCTAssertTrue(s.markStarted("a", worker: "w1"))
         let lost = s.remove("w1")
-        XCTAssertEqual(lost.failed.map(\.requestId), ["a"])
+        XCTAssertEqual(lost.interrupted.map(\.requestId), ["a"], "a streaming chat job: its client may continue it elsewhere")
+        XCTAssertEqual(lost.failed.map(\.requestId), [])
         XCTAssertEqual(lost.requeued.map(\.requestId), ["b"])
         XCTAssertEqual(lost.requeued.first?.attempt, 2)
         s.join(worker("w2", slots: 2), now: 0)
         let d = s.dispatch(now: 0)
         XCTAssertEqual(d.map(\.envelope.requestId), ["b"])
         XCTAssertEqual(d.first?.envelope.attempt, 2)
+        // Out of attempts in its block (3 per block; a client's handover starts the next at 5),
+        // or a kind that cannot be continued: the client gets its error.
+        var t = TierScheduler(tiers: tiers)
+        var late = job("c"); late.attempt = 3
+        var moved = job("d"); moved.attempt = 5
+        _ = t.enqueue(late)
+        _ = t.enqueue(moved)
+        t.join(worker("w3", slots: 2), now: 0)
+        _ = t.dispatch(now: 0)
+        t.markStarted("c", worker: "w3")
+        let lost2 = t.remove("w3")
+        XCTAssertEqual(lost2.failed.map(\.requestId), ["c"])
+        XCTAssertEqual(lost2.requeued.map(\.requestId), ["d"], "attempt 5 is the first of its block: it may run again")
+        XCTAssertEqual(lost2.requeued.first?.attempt, 6)
     }
 
     func testAttemptsAreBounded() {

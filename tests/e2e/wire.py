@@ -186,6 +186,7 @@ class JobEnvelope:
     slo_tpot_ms: int = 0
     billing: tuple = None   # (key hash, reserved tokens, batch id): gateway -> router only
     payload: bytes = b""
+    replay: tuple = None    # (from seq, [token ids]): a migration
     ticket: bytes = b""     # set on jobs a router sent (decode_router_message); never encoded here
 
     @property
@@ -202,6 +203,12 @@ class JobEnvelope:
             w.u8(0)
         else:
             w.u8(1).string(self.billing[0]).int(self.billing[1]).string(self.billing[2])
+        if self.replay is None:
+            w.u8(0)
+        else:
+            w.u8(1).int(self.replay[0]).u32(len(self.replay[1]))
+            for t in self.replay[1]:
+                w.u32(t & 0xFFFFFFFF)
         w.blob(self.payload)
         return w.bytes()
 
@@ -222,10 +229,14 @@ class JobEnvelope:
         if flag not in (0, 1):
             raise WireError("billing flag")
         billing = (r.string(), r.int(), r.string()) if flag == 1 else None
+        flag = r.u8()
+        if flag not in (0, 1):
+            raise WireError("replay flag")
+        replay = (r.int(), [r.u32() for _ in range(r.u32())]) if flag == 1 else None
         payload = r.blob()
         r.end("job envelope")
         return cls(request_id, reply_to, attempt, kind, tier, project, fleet, endpoint, model, accepted, qd, rd, affinity, ttft, tpot,
-                   billing, payload)
+                   billing, payload, replay=replay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -421,8 +432,11 @@ def _event(request_id, attempt, seq):
     return Writer().header(KIND_EVENT).string(request_id).int(attempt).int(seq)
 
 
-def ev_delta(request_id, attempt, seq, index, text, logprobs=None):
-    return _event(request_id, attempt, seq).u8(1).int(index).string(text).optional_string(logprobs).bytes()
+def ev_delta(request_id, attempt, seq, index, text, logprobs=None, tokens=()):
+    w = _event(request_id, attempt, seq).u8(1).int(index).string(text).optional_string(logprobs).u32(len(tokens))
+    for t in tokens:
+        w.u32(t & 0xFFFFFFFF)
+    return w.bytes()
 
 
 def ev_finish(request_id, attempt, seq, index, reason):
@@ -465,7 +479,9 @@ def decode_event(data):
     rid, attempt, seq = r.string(), r.int(), r.int()
     tag = r.u8()
     if tag == 1:
-        ev = StreamEvent(rid, attempt, seq, "delta", dict(index=r.int(), text=r.string(), logprobs=r.optional_string()))
+        fields = dict(index=r.int(), text=r.string(), logprobs=r.optional_string())
+        fields["tokens"] = [r.u32() for _ in range(r.u32())]
+        ev = StreamEvent(rid, attempt, seq, "delta", fields)
     elif tag == 2:
         ev = StreamEvent(rid, attempt, seq, "finish", dict(index=r.int(), reason=r.string()))
     elif tag == 3:
@@ -478,6 +494,9 @@ def decode_event(data):
                                                               arguments=r.string()))
     elif tag == 6:
         ev = StreamEvent(rid, attempt, seq, "vectors", dict(dim=r.int(), data=r.blob()))
+    elif tag == 7:
+        ev = StreamEvent(rid, attempt, seq, "lost", dict(status=r.int(), message=r.string(), type=r.string(),
+                                                         param=r.optional_string(), code=r.optional_string()))
     else:
         raise WireError(f"unknown event body {tag}")
     r.end("stream event")

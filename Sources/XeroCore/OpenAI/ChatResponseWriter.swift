@@ -161,7 +161,7 @@ public struct ChatAccumulator: Sendable {
     /// Adds a non-terminal event; events for choices beyond `n` are ignored.
     public mutating func add(_ body: StreamEvent.Body) {
         switch body {
-        case let .delta(i, text, logprobs) where choices.indices.contains(i):
+        case let .delta(i, text, logprobs, _) where choices.indices.contains(i):
             choices[i].content += text
             if let logprobs { choices[i].wantsLogprobs = true; choices[i].logprobEntries.append(logprobs) }
         case let .toolCall(i, t, id, name, arguments) where choices.indices.contains(i) && WireLimits.toolIndices.contains(t):

@@ -221,6 +221,9 @@ public enum GatewayMessage: Sendable, Equatable {
     /// The client lost the router that held or relayed these jobs: ask your workers for them
     /// (`RouterMessage.relocate`).
     case relocate([String])
+    /// Continue a job whose worker died mid-stream (after `StreamEvent.lost`): on another worker,
+    /// replaying the tokens the client has, numbering events from `fromSeq`.
+    case resume(requestId: String, fromSeq: Int, tokens: [Int32])
 
     static let wireKind: UInt8 = 0x47 // "G"
 
@@ -233,6 +236,10 @@ public enum GatewayMessage: Sendable, Equatable {
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(3); w.string(id); return w.bytes
         case let .relocate(ids):
             var w = WireWriter(); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(4); w.strings(ids); return w.bytes
+        case let .resume(id, from, tokens):
+            var w = WireWriter(capacity: 32 + 4 * tokens.count); w.u8(Self.wireKind); w.u8(wireVersion); w.u8(5)
+            w.string(id); w.int(from); w.u32(UInt32(tokens.count)); for t in tokens { w.u32(UInt32(bitPattern: t)) }
+            return w.bytes
         }
     }
 
@@ -255,6 +262,13 @@ public enum GatewayMessage: Sendable, Equatable {
             let ids = try r.strings(maxCount: L.maxRelocateIds, maxBytes: L.maxIDBytes, "request ids")
             guard r.isAtEnd else { throw WireError.invalid("trailing bytes after relocate") }
             return .relocate(ids)
+        case 5:
+            let id = try r.string(max: L.maxIDBytes, "request id"), from = try r.int(in: L.seqs, "seq")
+            let n = Int(try r.u32())
+            guard n <= L.maxReplayTokens else { throw WireError.invalid("\(n) replay tokens") }
+            let tokens = try (0..<n).map { _ in Int32(bitPattern: try r.u32()) }
+            guard r.isAtEnd else { throw WireError.invalid("trailing bytes after resume") }
+            return .resume(requestId: id, fromSeq: from, tokens: tokens)
         case let k: throw WireError.invalid("unknown gateway message \(k)")
         }
     }

@@ -39,12 +39,26 @@ public struct JobEnvelope: Sendable, Equatable {
     /// Who pays (nil: nothing is accounted, e.g. a gateway run with `--no-rate-limits`). Set by the
     /// gateway, kept by the router, never sent to a worker (`forWorker`).
     public var billing: Billing?
+    /// A migration (docs/routing.md, "Mid-stream migration"): the job ran on a worker that died
+    /// after streaming; the new run replays these token ids (what the client already has) and
+    /// numbers its events from `fromSeq`.
+    public var replay: Replay?
     public var payload: [UInt8]
+
+    public struct Replay: Sendable, Equatable {
+        public var fromSeq: Int
+        public var tokens: [Int32]
+        public init(fromSeq: Int, tokens: [Int32]) {
+            self.fromSeq = fromSeq
+            self.tokens = tokens
+        }
+    }
 
     public init(requestId: String, replyTo: String, attempt: Int = 1, kind: Kind = .chatCompletion, tier: String,
                 project: String, fleet: EndpointFleet = .both, endpoint: String, model: String, acceptedAtMs: Int64, queueDeadlineMs: Int64,
                 requestDeadlineMs: Int64, affinityKey: String = "", sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, billing: Billing? = nil,
-                payload: [UInt8]) {
+                replay: Replay? = nil, payload: [UInt8]) {
+        self.replay = replay
         self.requestId = requestId
         self.replyTo = replyTo
         self.attempt = attempt
@@ -84,6 +98,10 @@ public struct JobEnvelope: Sendable, Equatable {
         w.i64(acceptedAtMs); w.i64(queueDeadlineMs); w.i64(requestDeadlineMs)
         w.string(affinityKey); w.int(sloTTFTMs); w.int(sloTPOTMs)
         if let billing { w.u8(1); billing.encode(into: &w) } else { w.u8(0) }
+        if let replay {
+            w.u8(1); w.int(replay.fromSeq); w.u32(UInt32(replay.tokens.count))
+            for t in replay.tokens { w.u32(UInt32(bitPattern: t)) }
+        } else { w.u8(0) }
         w.blob(payload)
         return w.bytes
     }
@@ -107,12 +125,22 @@ public struct JobEnvelope: Sendable, Equatable {
         case 1: billing = try Billing.decode(from: &r)
         case let b: throw WireError.invalid("billing flag \(b)")
         }
+        let replay: Replay?
+        switch try r.u8() {
+        case 0: replay = nil
+        case 1:
+            let from = try r.int(in: L.seqs, "replay seq")
+            let n = Int(try r.u32())
+            guard n <= L.maxReplayTokens else { throw WireError.invalid("\(n) replay tokens") }
+            replay = Replay(fromSeq: from, tokens: try (0..<n).map { _ in Int32(bitPattern: try r.u32()) })
+        case let b: throw WireError.invalid("replay flag \(b)")
+        }
         let payload = try r.blob()
         guard payload.count <= L.maxPayloadBytes else { throw WireError.invalid("payload of \(payload.count) bytes") }
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after job envelope") }
         return JobEnvelope(requestId: requestId, replyTo: replyTo, attempt: attempt, kind: kind, tier: tier, project: project,
                            fleet: fleet, endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,
                            requestDeadlineMs: requestDeadline, affinityKey: affinity, sloTTFTMs: ttft, sloTPOTMs: tpot, billing: billing,
-                           payload: payload)
+                           replay: replay, payload: payload)
     }
 }

@@ -4,7 +4,10 @@
 public struct StreamEvent: Sendable, Equatable {
     public enum Body: Sendable, Equatable {
         /// A piece of text for choice `index`; `logprobs` is an OpenAI-shaped JSON fragment, if asked for.
-        case delta(index: Int, text: String, logprobs: String?)
+        /// `tokens`: the token ids the engine produced since the choice's previous delta (their
+        /// text is this piece, or still held back): what a migration replays (docs/routing.md,
+        /// "Mid-stream migration"). Empty from engines that have no token ids.
+        case delta(index: Int, text: String, logprobs: String?, tokens: [Int32] = [])
         /// A piece of a tool call for choice `index`: `id` and `name` on its first piece (empty after),
         /// `arguments` a fragment of the JSON arguments.
         case toolCall(index: Int, toolIndex: Int, id: String, name: String, arguments: String)
@@ -16,6 +19,10 @@ public struct StreamEvent: Sendable, Equatable {
         case done(Usage)
         /// Terminal: the job failed; an OpenAI-shaped error for the client.
         case error(APIError)
+        /// Out of band, from the router: the worker running this started job died. The client may
+        /// `resume` it (the tokens it has, from its next seq) within a few seconds; otherwise the
+        /// router ends it with `error` (`worker_lost`).
+        case lost(APIError)
     }
 
     public var requestId: String
@@ -31,7 +38,7 @@ public struct StreamEvent: Sendable, Equatable {
     }
 
     public var isTerminal: Bool {
-        switch body { case .done, .error: return true; default: return false }
+        switch body { case .done, .error, .lost: return true; default: return false }
     }
 
     static let wireKind: UInt8 = 0x45 // "E"
@@ -41,8 +48,9 @@ public struct StreamEvent: Sendable, Equatable {
         w.u8(Self.wireKind); w.u8(wireVersion)
         w.string(requestId); w.int(attempt); w.int(seq)
         switch body {
-        case let .delta(index, text, logprobs):
+        case let .delta(index, text, logprobs, tokens):
             w.u8(1); w.int(index); w.string(text); w.optionalString(logprobs)
+            w.u32(UInt32(tokens.count)); for t in tokens { w.u32(UInt32(bitPattern: t)) }
         case let .finish(index, reason):
             w.u8(2); w.int(index); w.string(reason)
         case let .done(usage):
@@ -53,6 +61,8 @@ public struct StreamEvent: Sendable, Equatable {
             w.u8(6); w.int(dim); w.blob(data)
         case let .error(e):
             w.u8(4); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
+        case let .lost(e):
+            w.u8(7); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
         }
         return w.bytes
     }
@@ -72,13 +82,19 @@ public struct StreamEvent: Sendable, Equatable {
         // Attempt 0 is the gateway's own (its safety timeout); workers and routers use 1….
         let attempt = try r.int(in: 0...L.attempts.upperBound, "attempt"), seq = try r.int(in: L.seqs, "seq")
         let body: Body
-        switch try r.u8() {
-        case 1: body = .delta(index: try r.int(in: L.choices, "choice"), text: try r.string(), logprobs: try r.optionalString())
+        let kind = try r.u8()
+        switch kind {
+        case 1:
+            let index = try r.int(in: L.choices, "choice"), text = try r.string(), logprobs = try r.optionalString()
+            let n = Int(try r.u32())
+            guard n <= L.maxTokensPerDelta else { throw WireError.invalid("\(n) token ids in one delta") }
+            body = .delta(index: index, text: text, logprobs: logprobs, tokens: try (0..<n).map { _ in Int32(bitPattern: try r.u32()) })
         case 2: body = .finish(index: try r.int(in: L.choices, "choice"), reason: try r.string(max: L.maxNameBytes, "finish reason"))
         case 3:
             body = .done(Usage(promptTokens: try r.int(in: L.tokens, "prompt tokens"), completionTokens: try r.int(in: L.tokens, "completion tokens"),
                                cachedTokens: try r.int(in: L.tokens, "cached tokens")))
-        case 4:
+        case 4, 7:
+            let lost = kind == 7
             // A status that is not an HTTP error (HTTPTypes traps outside 0…999) becomes 502.
             let raw = try r.int()
             let status = L.errorStatuses.contains(raw) ? raw : L.mappedStatus
@@ -87,7 +103,8 @@ public struct StreamEvent: Sendable, Equatable {
             guard (param?.utf8.count ?? 0) <= L.maxNameBytes, (code?.utf8.count ?? 0) <= L.maxNameBytes else {
                 throw WireError.invalid("error param or code too long")
             }
-            body = .error(APIError(status: status, message: message, type: type, param: param, code: code))
+            let e = APIError(status: status, message: message, type: type, param: param, code: code)
+            body = lost ? .lost(e) : .error(e)
         case 5:
             body = .toolCall(index: try r.int(in: L.choices, "choice"), toolIndex: try r.int(in: L.toolIndices, "tool index"),
                              id: try r.string(max: L.maxIDBytes, "tool call id"), name: try r.string(max: L.maxNameBytes, "tool name"),

@@ -27,6 +27,9 @@ public enum WireLimits {
     public static let maxPrefixHashes = 65_536
     /// A sealed job ticket (docs/routing.md, "Handover"): an envelope without payload, sealed.
     public static let maxTicketBytes = 4096
+    /// Token ids in one delta event, and replayed in a migration (`JobEnvelope.replay`).
+    public static let maxTokensPerDelta = 65_536
+    public static let maxReplayTokens = 1 << 20
     /// Request ids in one `relocate`.
     public static let maxRelocateIds = 4096
     /// Dispatch attempts of one job (the router retries unstarted jobs a few times).
