@@ -44,34 +44,44 @@ struct OpsRoutes: Sendable {
         }
     }
 
-    /// Each tier as its router last wrote it, and how many jobs its indexes hold; the live routers.
+    /// Each tier summed over the live routers' own records, and how many jobs its indexes hold; the
+    /// live routers.
     func queues() async throws -> [UInt8] {
+        let now = nowMs()
+        let routerReply = try await redis.send(["ZRANGE", RedisKeys.routers, "0", "-1", "WITHSCORES"]).array.compactMap(\.string)
+        var live: [String] = []
+        var r = 0
+        while r + 1 < routerReply.count {
+            if now - (Int64(routerReply[r + 1]) ?? 0) <= 30_000 { live.append(routerReply[r]) }
+            r += 2
+        }
         var cmds: [[String]] = []
         for t in config.tiers {
-            cmds.append(["HGETALL", RedisKeys.tier(t.name)])
+            for router in live { cmds.append(["HGETALL", RedisKeys.tier(t.name, router: router)]) }
             cmds.append(["ZCARD", RedisKeys.waiting(t.name)])
             cmds.append(["ZCARD", RedisKeys.running(t.name)])
         }
-        cmds.append(["ZRANGE", RedisKeys.routers, "0", "-1", "WITHSCORES"])
         let replies = try await redis.pipeline(strings: cmds)
-        let now = nowMs()
+        let per = live.count + 2
         var w = JSONWriter()
         w.objectStart(); w.field("object", "list"); w.key("data"); w.arrayStart()
         for (i, t) in config.tiers.enumerated() {
-            let h = replies[3 * i].hash
+            let records = (0..<live.count).map { replies[per * i + $0].hash }.filter { !$0.isEmpty }
             w.objectStart()
             w.field("tier", t.name)
             for k in ["depth", "inflight", "submitted_total", "dispatched_total", "completed_total", "expired_total"] {
-                w.field(k, Int(h[k] ?? "") ?? 0)
+                w.field(k, records.reduce(0) { $0 + (Int($1[k] ?? "") ?? 0) })
             }
-            w.field("waiting_indexed", replies[3 * i + 1].int ?? 0)
-            w.field("running_indexed", replies[3 * i + 2].int ?? 0)
-            w.key("updated_ms_ago"); if let u = h["updated_at"].flatMap(Int64.init) { w.value(Int(now - u)) } else { w.null() }
+            w.field("waiting_indexed", replies[per * i + live.count].int ?? 0)
+            w.field("running_indexed", replies[per * i + live.count + 1].int ?? 0)
+            w.field("routers", records.count)
+            let freshest = records.compactMap { $0["updated_at"].flatMap(Int64.init) }.max()
+            w.key("updated_ms_ago"); if let u = freshest { w.value(Int(now - u)) } else { w.null() }
             w.objectEnd()
         }
         w.arrayEnd()
         w.key("routers"); w.arrayStart()
-        let routers = replies.last!.array.compactMap(\.string)
+        let routers = routerReply
         var i = 0
         while i + 1 < routers.count {
             w.objectStart(); w.field("id", routers[i]); w.field("last_seen_ms_ago", Int(now - (Int64(routers[i + 1]) ?? now))); w.objectEnd()

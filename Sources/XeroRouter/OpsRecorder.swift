@@ -75,8 +75,9 @@ public final class OpsRecorder: Sendable {
         batch.withLock { $0.prunes[tier] = (waitingBefore, runningBefore) }
     }
 
-    public func tier(_ name: String, _ fields: [(String, String)]) {
-        batch.withLock { $0.tiers[name] = fields }
+    /// This router's figures for a tier (`xero:tier:<name>:<router>`: routers never overwrite each other's).
+    public func tier(_ name: String, router: String, _ fields: [(String, String)]) {
+        batch.withLock { $0.tiers[RedisKeys.tier(name, router: router)] = fields }
     }
 
     public func worker(_ id: String, lastSeenMs: Int64, _ fields: [(String, String)]) {
@@ -118,7 +119,10 @@ public final class OpsRecorder: Sendable {
                 cmd(["HSET", RedisKeys.job(id)] + fields.flatMap { [$0.0, $0.1] })
                 cmd(["EXPIRE", RedisKeys.job(id), String(jobTTLSeconds)])
             }
-            for (name, fields) in b.tiers { cmd(["HSET", RedisKeys.tier(name)] + fields.flatMap { [$0.0, $0.1] }) }
+            for (key, fields) in b.tiers {
+                cmd(["HSET", key] + fields.flatMap { [$0.0, $0.1] })
+                cmd(["EXPIRE", key, "30"])   // a router that is gone stops counting
+            }
             for (id, (tier, place)) in b.places {
                 let was = indexed[id]
                 switch place {

@@ -577,7 +577,7 @@ final class RouterState: @unchecked Sendable {
             lastStatsMs = now
             for t in scheduler.tiers {
                 let s = scheduler.stats[t.name]!
-                ops?.tier(t.name, [("depth", String(scheduler.depth(t.name))), ("inflight", String(s.inflight)),
+                ops?.tier(t.name, router: id, [("depth", String(scheduler.depth(t.name))), ("inflight", String(s.inflight)),
                                    ("submitted_total", String(s.submitted)), ("dispatched_total", String(s.dispatched)),
                                    ("completed_total", String(s.completed)), ("expired_total", String(s.expired)),
                                    ("updated_at", String(now))])

@@ -34,7 +34,9 @@ public enum RedisKeys {
     public static func batch(_ id: String) -> String { "xero:batch:\(id)" }         // HASH
 
     // Operations (written by the router as things happen).
-    public static func tier(_ name: String) -> String { "xero:tier:\(name)" }      // HASH: depth, inflight, counters
+    /// One router's view of a tier (HASH: depth, inflight, counters; TTL 30 s): each router of a
+    /// deployment writes its own, and ops tooling sums the live ones.
+    public static func tier(_ name: String, router: String) -> String { "xero:tier:\(name):\(router)" }
     public static func waiting(_ tier: String) -> String { "xero:waiting:\(tier)" } // ZSET: request id → accepted_at ms
     public static func running(_ tier: String) -> String { "xero:running:\(tier)" } // ZSET: request id → dispatched_at ms
     public static let workers = "xero:workers"                                     // ZSET: worker id → last heartbeat ms

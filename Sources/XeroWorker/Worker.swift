@@ -461,6 +461,14 @@ public final class Worker: Sendable {
                                          finishedAtMs: nowMs(), promptTokens: 0, completionTokens: 0, returnsCredit: true))
         }
         switch decision {
+        case let .duplicate(existing) where job.attempt > existing.job.attempt:
+            // A later attempt of a run we still have: the platform gave ours up (we were cut off,
+            // and the job was migrated). Ours is stopped quietly; the new one is handed back, to
+            // come again once our slot is free.
+            logger.info("stale run stopped: a later attempt arrived", metadata: ["request_id": "\(job.requestId)", "attempt": "\(job.attempt)"])
+            existing.silence()
+            state.withLock { $0.active[job.requestId]?.task }?.cancel()
+            ctx.send(socket: Self.controlSocket(link), frames: [report("requeue").encode()])
         case let .duplicate(existing):
             // We run this request already, for another router (or its restarted self): this copy
             // is not run; if the run's relay is gone, the router that sent it adopts it.

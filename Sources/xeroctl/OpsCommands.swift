@@ -15,7 +15,7 @@ struct Ops: AsyncParsableCommand {
             try await watch.repeatDrawing {
                 let r = try await c.request("GET", "/manage/v1/ops/queues")
                 c.show(r, columns: ["tier", "depth", "inflight", "waiting_indexed", "running_indexed", "submitted_total", "completed_total",
-                                    "expired_total", "updated_ms_ago"])
+                                    "expired_total", "routers", "updated_ms_ago"])
                 if !c.json {
                     print("")
                     printTable((r["routers"] as? [[String: Any]]) ?? [], columns: ["id", "last_seen_ms_ago"])

@@ -83,6 +83,18 @@ def free_port_range(n):
     raise RuntimeError("no free port range")
 
 
+def tier_records(redis, tier):
+    """Every router's stats of a tier (`xero:tier:<name>:<router>`, docs/redis-keys.md)."""
+    keys = redis.cli("--scan", "--pattern", f"xero:tier:{tier}:*").split()
+    return [dict(zip(*[iter(redis.cli("HGETALL", k).split("\n"))] * 2)) for k in keys]
+
+
+def tier_stat(redis, tier, field):
+    """A tier's figure summed over its routers (tier names are each test's own: the session's Redis
+    is shared by every deployment)."""
+    return sum(int(r.get(field) or 0) for r in tier_records(redis, tier))
+
+
 def wait_for(predicate, timeout=20.0, what="condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

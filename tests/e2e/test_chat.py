@@ -8,7 +8,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from conftest import client_for
+from conftest import client_for, tier_records
 
 SPEC_MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -137,8 +137,9 @@ def test_ops_view_in_redis(client, platform):
     assert {"w-shared-1", "w-shared-2"} <= set(workers)
     w = dict(zip(*[iter(redis.cli("HGETALL", "xero:worker:w-shared-1").split("\n"))] * 2))
     assert w["slots"] == "64" and w["engine"] == "sim" and w["state"] == "ready"
-    tier = dict(zip(*[iter(redis.cli("HGETALL", "xero:tier:standard").split("\n"))] * 2))
-    assert int(tier["dispatched_total"]) >= 1 and "depth" in tier and "inflight" in tier
+    tiers = tier_records(redis, "standard")
+    assert sum(int(t["dispatched_total"]) for t in tiers) >= 1 and all("depth" in t and "inflight" in t for t in tiers)
+    assert all(0 < int(redis.cli("TTL", k)) <= 30 for k in redis.cli("--scan", "--pattern", "xero:tier:standard:*").split())
 
 
 def test_client_disconnect_cancels_the_job(platform):

@@ -13,7 +13,7 @@ import time
 
 import httpx
 
-from conftest import Platform, wait_for
+from conftest import Platform, tier_stat, wait_for
 
 CONFIG = """
 default_endpoint_tier: capped
@@ -100,7 +100,7 @@ def test_a_disconnect_frees_slot_credit_and_key_slot_fast(redis, tmp_path):
                             first_token["first"] = time.monotonic()
             t = threading.Thread(target=queued)
             t.start()
-            wait_for(lambda: int(p.redis.cli("HGET", "xero:tier:capped", "depth") or 0) == 1, what="B queued behind A")
+            wait_for(lambda: tier_stat(p.redis, "capped", "depth") == 1, what="B queued behind A")
             time.sleep(0.05)
             t0 = time.monotonic()
             held.close()

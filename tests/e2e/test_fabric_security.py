@@ -251,8 +251,11 @@ def test_revoking_a_streaming_workers_join_key_stops_its_traffic(fs):
                     assert rv.status_code == 200
             ended_at = time.time()
         assert revoked_at is not None
-        assert '"worker_lost"' in events[-1], events[-1]
-        # Stated bound: the routers re-check their workers' keys every 0.5 s; generous for CI.
+        # Its stream is migrated (docs/routing.md, "Mid-stream migration"), but no other platform
+        # worker is left to continue it: it ends with an error, quickly, never more tokens from it.
+        assert '"worker_lost"' in events[-1] or '"no_worker_available"' in events[-1], events[-1]
+        # Stated bound: the routers re-check their workers' keys every 0.5 s (then the 2 s queue
+        # timeout of the migrated job); generous for CI.
         assert ended_at - revoked_at < 5, ended_at - revoked_at
         wait_for(lambda: fs.redis.cli("ZSCORE", "xero:workers", "doomed") == "", timeout=10, what="doomed removed")
         assert "join key revoked: worker dropped" in fs.log("router")

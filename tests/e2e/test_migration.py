@@ -100,11 +100,15 @@ def gguf(redis, tmp_path_factory):
     p.shutdown()
 
 
-@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1, seed=1234)], ids=["greedy", "seeded-t1"])
+@pytest.mark.parametrize("sampling", [dict(temperature=0), dict(temperature=1, seed=1234),
+                                      dict(temperature=1, seed=99, response_format={"type": "json_object"})],
+                         ids=["greedy", "seeded-t1", "json-mode-seeded"])
 def test_migration_on_the_built_in_engine_is_exact(gguf, sampling):
     client = client_for(gguf.gateways[0], gguf.demo, timeout=120)
-    args = dict(model="x", messages=[{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}],
-                max_tokens=200, **sampling)
+    prompt = "Write a long story about a lighthouse keeper and the sea."
+    if "response_format" in sampling:
+        prompt = "Describe a lighthouse keeper as a JSON object with many fields."
+    args = dict(model="x", messages=[{"role": "user", "content": prompt}], max_tokens=200, **sampling)
     expected = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(stream=True, **args) if c.choices)
     text, killed, finish, rid = stream_and_kill(gguf, client, 40, **args)
     print(f"gguf migration ({sampling}): killed {killed} after 40 chunks; {len(text)} chars; same: {text == expected}")

@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import Platform, client_for, free_port, wait_for
+from conftest import Platform, client_for, free_port, tier_stat, wait_for
 
 CONFIG = """
 default_endpoint_tier: fairshare
@@ -35,9 +35,7 @@ def qp(redis, tmp_path_factory):
 
 
 def tier_depth(p, tier):
-    # Tier names are this module's own: `xero:tier:<name>` is shared by every deployment on the
-    # session's Redis.
-    return int(p.redis.cli("HGET", f"xero:tier:{tier}", "depth") or 0)
+    return tier_stat(p.redis, tier, "depth")
 
 
 def chat(c, **kw):
@@ -99,7 +97,7 @@ def test_bounded_queues_answer_429_with_retry_after(qp):
         threads.append(t)
 
     send(a, 50)   # runs for about 5 s
-    wait_for(lambda: int(qp.redis.cli("HGET", "xero:tier:bounded", "inflight") or 0) == 1, what="the first job running")
+    wait_for(lambda: tier_stat(qp.redis, "bounded", "inflight") == 1, what="the first job running")
     for n in range(3):
         send(a)
         wait_for(lambda: tier_depth(qp, "bounded") == n + 1, what=f"{n + 1} queued")

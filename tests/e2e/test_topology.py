@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import BIN, ROOT, client_for, free_port, start_up, wait_for
+from conftest import BIN, ROOT, client_for, free_port, start_up, tier_stat, wait_for
 
 
 def run_traffic(client, count, concurrency, results, errors, prefix="req", **kw):
@@ -375,8 +375,7 @@ def _backlog_kill(p):
     threads = [threading.Thread(target=one, args=(i,)) for i in range(40)]
     for t in threads:
         t.start()
-    # The tier's name is this test's own: `xero:tier:<name>` is shared by the session's deployments.
-    wait_for(lambda: int(p.redis.cli("HGET", "xero:tier:backlog", "depth") or 0) >= 20, what="a backlog at the router")
+    wait_for(lambda: tier_stat(p.redis, "backlog", "depth") >= 20, what="a backlog at the router")
     p.procs["router"].send_signal(signal.SIGKILL)
     p.procs.pop("router").wait(10)
     time.sleep(1.5)
