@@ -22,17 +22,5 @@ for round in $(seq "${ROUNDS:-3}"); do
     XEROTIER_BIN_DIR=$dir bench/run.sh "$SECS" fabric | grep '^{' | sed "s/}\$/,\"side\":\"$side\"}/" | tee -a "$OUT"
   done
 done
-python3 - "$OUT" "$BASE" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-def med(side, case, key):
-    v = [r[key] for r in rows if r.get("side") == side and r.get("case") == case and key in r]
-    return statistics.median(v) if v else float("nan")
-print(f"# before = {sys.argv[2]}, after = working tree; medians of {len(rows) // 6} rounds")
-print(f"{'figure':44} {'before':>10} {'after':>10} {'ratio':>7}")
-for name, case, key in [("non-streaming req/s", "nostream", "rps"), ("TTFT p50 ms at 1,000 req/s", "rate1000", "ttft_p50_ms"),
-                        ("TTFT p99 ms at 1,000 req/s", "rate1000", "ttft_p99_ms"),
-                        ("streamed tokens/s (2,000-token answers)", "long", "tokens_per_s")]:
-    b, a = med("before", case, key), med("after", case, key)
-    print(f"{name:44} {b:10.2f} {a:10.2f} {a / b:7.3f}")
-PY
+echo "# before = $BASE, after = working tree"
+python3 bench/compare.py "$OUT" side '"before"' '"after"' before after
