@@ -288,6 +288,10 @@ public final class Worker: Sendable {
         if wasDown, msg != .identify {
             logger.info("router link back", metadata: ["link": "\(link)"])
             sayHello(ctx, link)
+            // The same router, back after a silence (a healed partition): the jobs it relayed and
+            // nobody else adopted are handed back to it, with everything they made meanwhile.
+            let stranded = state.withLock { s in s.runs.filter { $0.relay == link && $0.adoptingTo == nil && $0.isHolding } }
+            for run in stranded { startAdoption(ctx, run, to: link) }
         }
     }
 
