@@ -137,9 +137,12 @@ def test_ops_view_in_redis(client, platform):
     assert {"w-shared-1", "w-shared-2"} <= set(workers)
     w = dict(zip(*[iter(redis.cli("HGETALL", "xero:worker:w-shared-1").split("\n"))] * 2))
     assert w["slots"] == "64" and w["engine"] == "sim" and w["state"] == "ready"
-    tiers = tier_records(redis, "standard")
+    # One record per router (the session's Redis holds every test's routers; a gone router's record
+    # may expire between the scan and the read: those come back empty, or with TTL -2).
+    tiers = [t for t in tier_records(redis, "standard") if t]
     assert sum(int(t["dispatched_total"]) for t in tiers) >= 1 and all("depth" in t and "inflight" in t for t in tiers)
-    assert all(0 < int(redis.cli("TTL", k)) <= 30 for k in redis.cli("--scan", "--pattern", "xero:tier:standard:*").split())
+    ttls = [int(redis.cli("TTL", k)) for k in redis.cli("--scan", "--pattern", "xero:tier:standard:*").split()]
+    assert ttls and all(t == -2 or 0 < t <= 30 for t in ttls), ttls
 
 
 def test_client_disconnect_cancels_the_job(platform):
