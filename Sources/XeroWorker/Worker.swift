@@ -75,6 +75,9 @@ public final class Worker: Sendable {
         var links: [LinkState]
         var ledger: CreditLedger
         var draining = false
+        /// Said goodbye: no heartbeat, hello or credit any more (a router that answers a late
+        /// heartbeat with `identify` must not get the worker back).
+        var leaving = false
         var lastHeartbeatMs: Int64 = 0
         /// Prefix-block hashes last reported (sent again only when they change).
         var reportedPrefixes: [UInt64] = []
@@ -195,6 +198,7 @@ public final class Worker: Sendable {
         while activeJobs > 0 && Date() < deadline { try? await Task.sleep(nanoseconds: 20_000_000) }
         let leftovers = state.withLock { s in s.active.values.map(\.task) }
         for t in leftovers { t.cancel() }
+        state.withLock { $0.leaving = true }
         for link in 0..<linkCount { sendControl(link, .bye) }
         try? await Task.sleep(nanoseconds: 50_000_000) // let goodbye leave the socket
     }
@@ -304,7 +308,7 @@ public final class Worker: Sendable {
                 logger.warning("worker loop stalled: heartbeat late", metadata: ["ms": "\(now - s.lastHeartbeatMs)"])
             }
             if due { s.lastHeartbeatMs = now }
-            return (due, s.active.count)
+            return (due && !s.leaving, s.active.count)
         }
         let kv = engine.kvCacheStats()
         metrics.slots(busy: active, free: engine.info.slots - active)
@@ -338,7 +342,7 @@ public final class Worker: Sendable {
 
     private func sayHello(_ ctx: LoopContext, _ link: Int) {
         let (ready, free, draining, actions) = state.withLock { s -> (Bool, Int, Bool, [CreditLedger.Action]) in
-            guard s.links[link].channelReady else { return (false, 0, s.draining, []) }
+            guard s.links[link].channelReady, !s.leaving else { return (false, 0, s.draining, []) }
             let (free, actions) = s.ledger.linkUp(link)
             s.links[link].helloSent = true
             s.links[link].lastHeardMs = nowMs()
