@@ -129,7 +129,7 @@ let package = Package(
         ]),
         .testTarget(name: "XeroQueueTests", dependencies: ["XeroQueue", "XeroCore"]),
         .testTarget(name: "XeroStoreTests", dependencies: ["XeroStore", "XeroCore"]),
-        .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore"]),
+        .testTarget(name: "XeroRouterTests", dependencies: ["XeroRouter", "XeroCore", "XeroQueue"]),
         .testTarget(name: "XeroWorkerTests", dependencies: ["XeroWorker"]),
         .testTarget(name: "XeroMetricsTests", dependencies: ["XeroMetrics"]),
         .testTarget(name: "XeroEnginesTests", dependencies: ["XeroEngines", "XeroCore", "XeroGGUF"]),

@@ -185,6 +185,17 @@ class HostileWorker(threading.Thread):
                                                   (2 ** 40, -(2 ** 63), 2 ** 63 - 1, -(2 ** 63), 2 ** 63 - 1),
                                                   (a, -1, 2 ** 62, 0, 0), (a, 5, 5, -1, 2 ** 62), (a, 2 ** 62, -1, 2 ** 62, -1)]:
             self.control(wire.done(rid, attempt, "done", first, fin, ptoks, ctoks))
+        # Handover messages (docs/routing.md, "Handover"): a ticket it made up, its own ticket with
+        # one byte flipped, an empty one; a `moved` for a request it does not run; reclaims out of
+        # range. None may make the router relay anything for it or hand it credits it never had.
+        forged = bytearray(job.ticket)
+        if forged:
+            forged[len(forged) // 2] ^= 0x01
+        for ticket in (bytes(self.rng.getrandbits(8) for _ in range(200)), bytes(forged), b""):
+            self.control(wire.adopt(ticket, started=True))
+        self.control(wire.moved("chatcmpl-not-mine"))
+        for n in (0, -1, 5000, 2 ** 62):
+            self.control(wire.reclaim(n))
         now = int(time.time() * 1000)
         self.control(wire.done(rid, a, "error:hostile", now, now, 1, 1))
 
@@ -423,4 +434,8 @@ def test_hostile_worker_cannot_break_router_gateway_or_clients(hp):
     assert hostile.jobs, f"the router never dispatched to the hostile worker, so nothing was tested\n{summary}"
     # The gateway billed these jobs (rate limits are on), yet no worker learns whose key ran them.
     assert all(job.billing is None for job, _ in hostile.jobs), "a worker was sent a job's billing"
+    # Every job came with a sealed ticket; no forged or altered one was accepted.
+    assert all(len(job.ticket) > 28 for job, _ in hostile.jobs), "a job without its ticket"
+    assert not [m for m in hostile.from_router if m[0] == "adopted"], "a forged ticket was accepted"
+    assert "adoption with a ticket that does not open" in p.log("router")
     assert not hostile.errors, summary
