@@ -152,9 +152,9 @@ final class RouterState: @unchecked Sendable {
     let metrics: RouterMetrics
     let logger: Logger
     var lastStatsMs: Int64 = 0
-    /// The (free, in-flight) counts last written to each worker's ops record, so the stats tick
-    /// rewrites only the records whose counts moved (operators see them within a tick, not a heartbeat).
-    var recordedCounts: [String: (free: Int, inflight: Int)] = [:]
+    /// What was last written to each worker's ops record and when: the stats tick rewrites only
+    /// records whose counts moved (operators see them within a tick), heartbeats at most once a second.
+    var recorded: [String: (free: Int, inflight: Int, atMs: Int64)] = [:]
     var lastPruneMs: Int64 = 0
     var lastLivenessMs: Int64 = 0
     var lastTickMs: Int64 = 0
@@ -183,8 +183,6 @@ final class RouterState: @unchecked Sendable {
     /// The demand last told each worker (`RouterMessage.ack`), and whether queues changed since.
     var demandSent: [String: Int] = [:]
     var demandDirty = false
-    /// When each worker's ops record was last written from a heartbeat (at most once a second).
-    var recordedAtMs: [String: Int64] = [:]
 
     init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, metrics: RouterMetrics, logger: Logger,
          ticketKey: SymmetricKey) {
@@ -381,7 +379,7 @@ final class RouterState: @unchecked Sendable {
             let demand = scheduler.demand(for: worker)
             demandSent[worker] = demand
             ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.ack(routerId: id, demand: demand).encode()])
-            if now - (recordedAtMs[worker] ?? 0) >= 1000 { recordWorker(worker, now: now) }
+            if now - (recorded[worker]?.atMs ?? 0) >= 1000 { recordWorker(worker, now: now) }
         case let .reclaim(n):
             let k = scheduler.reclaim(worker, n)
             ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.returned(k).encode()])
@@ -584,7 +582,7 @@ final class RouterState: @unchecked Sendable {
                 metrics.tier(t.name, waiting: scheduler.depth(t.name), running: s.inflight)
             }
             recordWorkerCounts()
-            for (worker, w) in scheduler.workers where recordedCounts[worker].map({ $0 != (w.credits, w.inflight.count) }) ?? true {
+            for (worker, w) in scheduler.workers where recorded[worker].map({ ($0.free, $0.inflight) != (w.credits, w.inflight.count) }) ?? true {
                 recordWorker(worker, now: now)
             }
             ops?.routerAlive(id, now: now)
@@ -622,8 +620,7 @@ final class RouterState: @unchecked Sendable {
     func dropWorker(_ ctx: LoopContext, _ worker: String, reason: String, now: Int64) {
         let lost = scheduler.remove(worker, now: now)
         workerUsers[worker] = nil
-        recordedCounts[worker] = nil
-        recordedAtMs[worker] = nil
+        recorded[worker] = nil
         demandSent[worker] = nil
         logger.warning("worker removed", metadata: ["worker": "\(worker)", "reason": "\(reason)",
                                                      "requeued": "\(lost.requeued.count)", "failed": "\(lost.failed.count)"])
@@ -776,9 +773,8 @@ final class RouterState: @unchecked Sendable {
     }
 
     func recordWorker(_ worker: String, now: Int64) {
-        guard let w = scheduler.workers[worker] else { recordedCounts[worker] = nil; return }
-        recordedAtMs[worker] = now
-        recordedCounts[worker] = (w.credits, w.inflight.count)
+        guard let w = scheduler.workers[worker] else { recorded[worker] = nil; return }
+        recorded[worker] = (w.credits, w.inflight.count, now)
         ops?.worker(worker, lastSeenMs: now, [
             ("slots", String(w.info.slots)), ("free", String(w.credits)), ("inflight", String(w.inflight.count)),
             ("models", w.info.models.joined(separator: ",")), ("capabilities", w.info.capabilities.joined(separator: ",")),

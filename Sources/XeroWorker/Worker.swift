@@ -260,7 +260,6 @@ public final class Worker: Sendable {
         case .modelGrant, .modelRefused:
             break   // answers to ModelFetcher's own connection; never asked on this one
         case let .ack(routerId, demand):
-            logger.trace("ack", metadata: ["link": "\(link)", "demand": "\(demand)"])
             let restarted = state.withLock { s -> Bool in
                 defer { s.links[link].routerId = routerId }
                 return s.links[link].routerId.map { $0 != routerId } ?? false
@@ -560,8 +559,6 @@ public final class Worker: Sendable {
             return (relay, back, actions)
         }
         report.returnsCredit = returnsCredit
-        logger.debug("slot freed", metadata: ["request_id": "\(job.requestId)", "relay": "\(relay.map(String.init) ?? "none")",
-                                              "returns_credit": "\(returnsCredit)", "ledger": "\(state.withLock { $0.ledger.links.map { ($0.granted, $0.demand) } })"])
         run.disarmDeadline()
         metrics.jobEnded(model: job.model, outcome: run.outcome)
         logger.info("job ended", metadata: [
