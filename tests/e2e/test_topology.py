@@ -197,11 +197,18 @@ def test_xerotier_up_starts_everything_and_stops_cleanly(tmp_path):
         assert "routers: 2" in banner and "(router)" in banner and "(router-2)" in banner, banner
         summary = json.loads((data / "up.json").read_text())
         assert len(summary["router_ports"]) == 2 and set(summary["metrics"]) >= {"router", "router-2"}
-        ids = [client.chat.completions.with_raw_response.create(model="a", messages=[{"role": "user", "content": f"r{i}"}]).headers["x-request-id"]
-               for i in range(6)]
+        # The gateway sends to a router once its link to it is live; within a few requests both are.
         redis_cli = ["redis-cli", "-u", summary["redis_url"], "--raw"]
-        routers = {subprocess.run(redis_cli + ["HGET", f"xero:job:{i}", "router"], capture_output=True, text=True).stdout.strip() for i in ids}
-        assert len(routers) == 2 and "" not in routers, routers
+        routers = set()
+        for i in range(40):
+            rid = client.chat.completions.with_raw_response.create(model="a", messages=[{"role": "user", "content": f"r{i}"}]).headers["x-request-id"]
+            wait_for(lambda: subprocess.run(redis_cli + ["HGET", f"xero:job:{rid}", "router"], capture_output=True, text=True).stdout.strip() != "",
+                     timeout=5, what="the job's record")
+            routers.add(subprocess.run(redis_cli + ["HGET", f"xero:job:{rid}", "router"], capture_output=True, text=True).stdout.strip())
+            if len(routers) == 2 and i >= 5:
+                break
+            time.sleep(0.05)
+        assert len(routers) == 2, routers
         kids = children_of(proc.pid)
         assert len(kids) == 8   # redis, 2 routers, gateway, batch runner, 2 chat workers, the embeddings worker
         # The Redis URL (a password, on a real deployment) is on no command line anyone can read.
