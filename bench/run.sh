@@ -32,6 +32,7 @@ trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 RPORT=$(free_port); redis-server --port "$RPORT" --save '' --appendonly no --daemonize no >/dev/null & PIDS+=($!)
+SHARED=($!)   # the processes every gateway's requests pass through: Redis, routers, workers
 REDIS=redis://127.0.0.1:$RPORT
 sleep 0.5
 ROUTER=$((20000 + RANDOM % 10000))
@@ -42,17 +43,17 @@ WFLAGS=(); [[ ${COALESCE:-on} == off ]] && WFLAGS=(--no-coalesce-events)   # wor
 export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
 # RARGS: how clients and workers reach the routers (with ROUTERS=2 a second one, on the next four ports).
 RARGS=(--router-port $ROUTER)
-"$X" router "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
+"$X" router "${FAB[@]}" --config $CFG --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!); SHARED+=($!)
 if [[ ${ROUTERS:-1} == 2 ]]; then
-  "$X" router "${FAB[@]}" --config $CFG --router-port $((ROUTER + 4)) --redis $REDIS --log-level warning & PIDS+=($!)
+  "$X" router "${FAB[@]}" --config $CFG --router-port $((ROUTER + 4)) --redis $REDIS --log-level warning & PIDS+=($!); SHARED+=($!)
   RARGS=(--router 127.0.0.1:$ROUTER --router 127.0.0.1:$((ROUTER + 4)))
 fi
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
-"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!); GW_ON=$!
 HTTP_OFF=$(free_port)   # the same gateway with rate limiting off, for the tenancy comparison
-"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP_OFF" --no-rate-limits --log-level warning & PIDS+=($!); GW_OFF=$!
 HTTP_NB=$(free_port)    # limits on, every admission decided in Redis (before leases)
-"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP_NB" --no-limit-leases --log-level warning & PIDS+=($!)
+"$X" gateway "${FAB[@]}" --config $CFG "${RARGS[@]}" --redis $REDIS --port "$HTTP_NB" --no-limit-leases --log-level warning & PIDS+=($!); GW_NB=$!
 start_workers() { # n tpot slots
   WPIDS=()
   for i in $(seq 1 "$1"); do "$X" worker "${FAB[@]}" "${WFLAGS[@]}" "${RARGS[@]}" --id "bench-w$i-$RANDOM" --sim-tpot-ms "$2" --slots "$3" --sim-answer-tokens "${4:-16}" --log-level warning & WPIDS+=($!); PIDS+=($!); done
@@ -69,15 +70,37 @@ until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null && curl -sf "http://12
   && curl -sf "http://127.0.0.1:$HTTP_NB/health" >/dev/null; do sleep 0.2; done
 OUT=$WORK/results.jsonl
 
+# CPU time (ticks of 1/CLK_TCK s, user + system) the given processes have used so far.
+ticks() { local t=0 f; for p in "$@"; do read -r -a f < "/proc/$p/stat"; t=$((t + f[13] + f[14])); done; echo "$t"; }
+TICK_MS=$((1000 / $(getconf CLK_TCK)))
+# One load run against one gateway, tagged, with the CPU milliseconds it cost every process it
+# passed through (the loaded gateway plus Redis, routers, workers): a figure the machine's noise
+# moves much less than wall-clock throughput. Usage: measured GW_PID TAG xerobench-args...
+measured() {
+  local gw=$1 tag=$2; shift 2
+  local p before=() after=() parts=""
+  for p in "$gw" "${SHARED[@]}"; do before+=("$(ticks "$p")"); done
+  [[ -n ${REDIS_STATS:-} ]] && redis-cli -p "$RPORT" config resetstat >/dev/null
+  local line; line=$("$B" "$@")
+  # REDIS_STATS=1: what Redis did during the run, per command (calls, µs per call), on stderr.
+  [[ -n ${REDIS_STATS:-} ]] && redis-cli -p "$RPORT" info commandstats | grep -o 'cmdstat_[a-z]*:calls=[0-9]*,usec=[0-9]*' | sed "s/^/# ${tag:-on} /" >&2
+  for p in "$gw" "${SHARED[@]}"; do after+=("$(ticks "$p")"); done
+  # cpu_ms: the sum; cpu_parts_ms: per process, the gateway first, then Redis, routers, workers.
+  local total=0 i d
+  for i in "${!before[@]}"; do d=$(( (after[i] - before[i]) * TICK_MS )); total=$((total + d)); parts+="${parts:+,}$d"; done
+  echo "$line" | sed "s/}\$/${tag},\"cpu_ms\":$total,\"cpu_parts_ms\":[$parts]}/" | tee -a "$OUT"
+}
+
 if [[ $ONLY == tenancy ]]; then
   start_workers 1 0 512
+  SHARED+=("${WPIDS[@]}")
   for round in $(seq "${ROUNDS:-3}"); do   # ROUNDS=5: more samples on a noisy machine
-    "$B" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1 | tee -a "$OUT"
-    "$B" http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
-    "$B" http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1 | sed 's/}$/,"limits":"noleases"}/' | tee -a "$OUT"
-    "$B" http "$URL" "$KEY" 64 "$SECS" stream 1 1000 | tee -a "$OUT"
-    "$B" http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"off"}/' | tee -a "$OUT"
-    "$B" http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000 | sed 's/}$/,"limits":"noleases"}/' | tee -a "$OUT"
+    measured $GW_ON "" http "$URL" "$KEY" 64 "$SECS" nostream 1 0 1
+    measured $GW_OFF ',"limits":"off"' http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1
+    measured $GW_NB ',"limits":"noleases"' http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1
+    measured $GW_ON "" http "$URL" "$KEY" 64 "$SECS" stream 1 1000
+    measured $GW_OFF ',"limits":"off"' http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000
+    measured $GW_NB ',"limits":"noleases"' http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000
   done
   python3 bench/summarize.py "$OUT"
   exit 0

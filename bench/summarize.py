@@ -59,6 +59,31 @@ if on and off and on_l and off_l:
         print(f"| non-streaming req/s | {med(on, 'rps'):.0f} | {med(nb, 'rps'):.0f} | {med(off, 'rps'):.0f} | {med(on, 'rps') / med(off, 'rps') * 100:.0f} % | {med(nb, 'rps') / med(off, 'rps') * 100:.0f} % |")
         print(f"| TTFT p50 at 1000/s, ms | {med(on_l, 'ttft_p50_ms'):.3f} | {med(nb_l, 'ttft_p50_ms'):.3f} | {med(off_l, 'ttft_p50_ms'):.3f} | +{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms | +{med(nb_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):.3f} ms |")
 
+# Per round (each round runs the gateways back to back): the ratios, and the CPU the whole path
+# spent per request (the loaded gateway plus Redis, routers and workers; bench/run.sh "measured").
+def cpu_us(r):
+    return r["cpu_ms"] * 1000 / max(1, r["requests"])
+
+
+if on and off and all("cpu_ms" in r for r in on + off + on_l + off_l):
+    print("\n| round | req/s on / off | CPU µs per request on / off (non-streaming) | CPU ratio | TTFT p50 added at 1000/s | CPU µs per request on / off (1000/s) | CPU ratio |")
+    print("|---|---|---|---|---|---|---|")
+    cr, cl = [], []
+    for i, (a, b, c, d) in enumerate(zip(on, off, on_l, off_l), 1):
+        cr.append(cpu_us(b) / cpu_us(a)); cl.append(cpu_us(d) / cpu_us(c))
+        print(f"| {i} | {a['rps']:.0f} / {b['rps']:.0f} ({a['rps'] / b['rps'] * 100:.0f} %) | {cpu_us(a):.0f} / {cpu_us(b):.0f} | {cr[-1] * 100:.0f} % "
+              f"| {c['ttft_p50_ms'] - d['ttft_p50_ms']:+.3f} ms | {cpu_us(c):.0f} / {cpu_us(d):.0f} | {cl[-1] * 100:.0f} % |")
+    cr.sort(); cl.sort()
+    print(f"| median | {med(on, 'rps') / med(off, 'rps') * 100:.0f} % | | {cr[len(cr) // 2] * 100:.0f} % | "
+          f"{med(on_l, 'ttft_p50_ms') - med(off_l, 'ttft_p50_ms'):+.3f} ms | | {cl[len(cl) // 2] * 100:.0f} % |")
+    print("(CPU ratio: limits-off CPU per request over limits-on — the throughput share limits-on keeps when CPU is what bounds it.)")
+    if all("cpu_parts_ms" in r for r in on + off):
+        print("\n| non-streaming, CPU µs per request by process | " + " | ".join(["gateway", "Redis"] + [f"router/worker {i}" for i in range(1, len(on[0]["cpu_parts_ms"]) - 1)]) + " |")
+        print("|---" * (len(on[0]["cpu_parts_ms"]) + 1) + "|")
+        for name, rs in (("limits on", on), ("limits off", off)):
+            parts = [sorted(r["cpu_parts_ms"][i] * 1000 / max(1, r["requests"]) for r in rs)[len(rs) // 2] for i in range(len(rs[0]["cpu_parts_ms"]))]
+            print(f"| {name} (median) | " + " | ".join(f"{v:.0f}" for v in parts) + " |")
+
 if emb_engine or emb_http:
     print("\n| embeddings (all-MiniLM-L6-v2) | batch | sentences/s | latency p50 ms |")
     print("|---|---|---|---|")

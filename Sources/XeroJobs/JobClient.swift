@@ -125,7 +125,8 @@ public final class JobClient: Sendable {
         func refund() {
             handle.endUnsubmitted()
             limiter?.settle(RateLimiter.Settlement(requestId: requestId, project: account.project, endpoint: account.endpoint, tier: tier,
-                                                   keyHash: account.keyHash, reserved: reserve, usage: nil, batchId: account.batchId))
+                                                   keyHash: account.keyHash, reserved: reserve, usage: nil, batchId: account.batchId,
+                                                   acceptedAtMs: now))
         }
         guard await hub.waitUntilReady(timeoutMs: 2000) else {
             refund()

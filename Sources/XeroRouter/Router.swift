@@ -687,7 +687,7 @@ final class RouterState: @unchecked Sendable {
         guard let billing = job.billing, let settlements, let tier = scheduler.tier(job.tier) else { return }
         settlements.settle(RateLimiter.Settlement(requestId: job.requestId, project: job.project, endpoint: job.endpoint, tier: tier,
                                                   keyHash: billing.keyHash, reserved: billing.reservedTokens, usage: usage,
-                                                  batchId: billing.batchId))
+                                                  batchId: billing.batchId, acceptedAtMs: job.acceptedAtMs))
     }
 
     /// Gateways not heard from for `gatewayTimeoutMs`: nobody reads their jobs' answers any more,

@@ -81,26 +81,53 @@ struct LeaseBook: Sendable {
     var isEmpty: Bool { tokens.isEmpty && slots.isEmpty && orphaned.isEmpty }
 
     /// Admits locally if every bucket's lease covers its cost and, with a slot key, an idle slot is
-    /// held: spends them and returns the remaining count per bucket key (for the headers). All or
-    /// nothing: otherwise nothing changes and the caller asks Redis.
-    mutating func takeLocally(_ charges: [Charge], slotKey: String?, now: Int64) -> [String: TokenLease]? {
+    /// held: spends them and returns each bucket's lease after it (in the charges' order, for the
+    /// headers), and the top-up to ask Redis for now if a lease runs low. All or nothing:
+    /// otherwise nothing changes and the caller asks Redis.
+    /// On the request path of almost every admission: each key is hashed once per dictionary.
+    mutating func takeLocally(_ charges: [Charge], slotKey: String?, now: Int64) -> LocalAdmission? {
         guard !charges.isEmpty || slotKey != nil else { return nil }
+        var at: [Dictionary<String, TokenLease>.Index] = []
+        at.reserveCapacity(charges.count)
         for c in charges {
-            guard let l = tokens[c.key], l.expiresAtMs > now, l.left >= c.cost, l.capacity == c.capacity else { return nil }
+            guard let i = tokens.index(forKey: c.key) else { return nil }
+            let l = tokens.values[i]
+            guard l.expiresAtMs > now, l.left >= c.cost, l.capacity == c.capacity else { return nil }
+            at.append(i)
         }
         if let slotKey {
-            guard let s = slots[slotKey], s.idle > 0 else { return nil }
-            slots[slotKey]!.running += 1
+            guard let i = slots.index(forKey: slotKey), slots.values[i].idle > 0 else { return nil }
+            slots.values[i].running += 1
+            record(slotKey, 1, now: now)
         }
-        var out: [String: TokenLease] = [:]
-        for c in charges {
-            tokens[c.key]!.left -= c.cost
-            tokens[c.key]!.remaining = max(0, tokens[c.key]!.remaining - c.cost)
-            out[c.key] = tokens[c.key]!
-            record(c.key, c.cost, now: now)
+        var out: [TokenLease] = []
+        out.reserveCapacity(charges.count)
+        var low = false
+        for (c, i) in zip(charges, at) {
+            tokens.values[i].left -= c.cost
+            tokens.values[i].remaining = max(0, tokens.values[i].remaining - c.cost)
+            let l = tokens.values[i]
+            out.append(l)
+            let recent = record(c.key, c.cost, now: now)
+            if l.left * 2 < recent || l.expiresAtMs - now < leaseMs / 2 { low = true }
         }
-        if let slotKey { record(slotKey, 1, now: now) }
-        return out
+        return LocalAdmission(leases: out, topUp: low ? topUp(charges, now: now) : nil)
+    }
+
+    /// A local admission: the leases after it, and (rarely) a top-up to ask Redis for.
+    struct LocalAdmission: Sendable {
+        var leases: [TokenLease]
+        /// Per charge, the tokens to add to its lease (`wants`, asks marked in flight); nil: none.
+        var topUp: [Int]?
+    }
+
+    /// Leases are refilled before they run out: when one holds less than half its recent demand,
+    /// or is within half a lease time of expiring. Otherwise every request arriving while the
+    /// lease is empty misses at once and each goes to Redis (a burst of misses under load, about
+    /// one admission in ten in `bench/run.sh tenancy` before this; docs/tenancy.md, "Leases").
+    private mutating func topUp(_ charges: [Charge], now: Int64) -> [Int]? {
+        let wants = charges.map { c in ask(c.key, held: tokens[c.key].map { $0.capacity == c.capacity ? $0.left : 0 } ?? 0, now: now) }
+        return wants.contains { $0 > 0 } ? wants : nil
     }
 
     /// The lease to ask for with a request going to Redis: per bucket, this gateway's recent
@@ -228,14 +255,25 @@ struct LeaseBook: Sendable {
     }
 
     private mutating func roll(_ key: String, now: Int64) {
-        var d = demand[key] ?? Demand(windowStartMs: now)
-        if now - d.windowStartMs >= 2 * leaseMs { d.previous = 0; d.current = 0; d.windowStartMs = now }
-        else if now - d.windowStartMs >= leaseMs { d.previous = d.current; d.current = 0; d.windowStartMs += leaseMs }
-        demand[key] = d
+        Self.roll(&demand[key, default: Demand(windowStartMs: now)], now: now, leaseMs: leaseMs)
     }
 
-    private mutating func record(_ key: String, _ amount: Int, now: Int64) {
-        roll(key, now: now)
-        demand[key]!.current += amount
+    private static func roll(_ d: inout Demand, now: Int64, leaseMs: Int64) {
+        if now - d.windowStartMs >= 2 * leaseMs { d.previous = 0; d.current = 0; d.windowStartMs = now }
+        else if now - d.windowStartMs >= leaseMs { d.previous = d.current; d.current = 0; d.windowStartMs += leaseMs }
+    }
+
+    /// Adds to a key's demand in the current window (one dictionary access, in place); returns
+    /// its recent demand (the larger of the current and the previous window).
+    @discardableResult
+    private mutating func record(_ key: String, _ amount: Int, now: Int64) -> Int {
+        let leaseMs = leaseMs
+        return Self.record(&demand[key, default: Demand(windowStartMs: now)], amount, now: now, leaseMs: leaseMs)
+    }
+
+    private static func record(_ d: inout Demand, _ amount: Int, now: Int64, leaseMs: Int64) -> Int {
+        roll(&d, now: now, leaseMs: leaseMs)
+        d.current += amount
+        return max(d.current, d.previous)
     }
 }

@@ -42,7 +42,7 @@ final class LimitLeases: Sendable {
 
     var waiting: Int { gives.waiting }
 
-    func takeLocally(_ charges: [LeaseBook.Charge], slotKey: String?) -> [String: LeaseBook.TokenLease]? {
+    func takeLocally(_ charges: [LeaseBook.Charge], slotKey: String?) -> LeaseBook.LocalAdmission? {
         guard enabled else { return nil }
         let now = nowMs()
         return state.withLock { s in

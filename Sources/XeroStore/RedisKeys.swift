@@ -28,8 +28,12 @@ public enum RedisKeys {
     public static func slots(_ keyHash: String) -> String { "xero:slots:key:\(keyHash)" }
     public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
     public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
-    /// Marks a request as settled (15 min): a second settlement of it is skipped.
-    public static func settled(_ requestId: String) -> String { "xero:settled:\(requestId)" } // STRING, TTL
+    /// SET of the request ids settled among the jobs accepted in one 5-minute window (TTL 20 min
+    /// after its last write): a second settlement of a member is skipped. Every copy of a job
+    /// carries the same `acceptedAtMs`, so all its settlements meet in one set.
+    public static func settled(window: Int64) -> String { "xero:settled:\(window)" }
+    /// The window of a job accepted at `acceptedAtMs`: its start, in seconds since the epoch.
+    public static func settledWindow(acceptedAtMs: Int64) -> Int64 { acceptedAtMs / 300_000 * 300 }
     /// A batch's record (`XeroBatch.BatchStore` owns it; settlement adds the lines' usage to it).
     public static func batch(_ id: String) -> String { "xero:batch:\(id)" }         // HASH
 

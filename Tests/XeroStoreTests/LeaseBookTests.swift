@@ -26,6 +26,32 @@ final class LeaseBookTests: XCTestCase {
         b.failed([req], slotKey: nil)
     }
 
+    /// A lease is refilled before it runs out: once less than half its recent demand is left
+    /// (or it nears expiry) a local admission asks for a top-up — once, while it is in flight —
+    /// and the grant extends the lease, so steady load keeps admitting locally.
+    func testALowLeaseAsksForATopUpOnce() {
+        var b = LeaseBook(leaseMs: 100)
+        for i in 0..<10 { _ = b.granted([req], leases: [0], remaining: [900], resetMs: [0], now: Int64(i)) }
+        _ = b.wants([req], slotKey: nil, now: 10)
+        _ = b.granted([req], leases: [10], remaining: [880], resetMs: [0], now: 10)
+        // Demand this window: 11 (ten Redis admissions and the grant's). Ten leased.
+        for n in 0..<3 {
+            let a = b.takeLocally([req], slotKey: nil, now: 11)
+            XCTAssertNotNil(a)
+            XCTAssertNil(a?.topUp, "\(9 - n) of 10 left, demand \(12 + n): at least half of it")
+        }
+        let low = b.takeLocally([req], slotKey: nil, now: 12)
+        XCTAssertEqual(low?.leases.first?.left, 6)
+        XCTAssertEqual(low?.topUp, [9], "6 left of a recent demand of 15: ask for the difference")
+        XCTAssertNil(b.takeLocally([req], slotKey: nil, now: 13)?.topUp, "a top-up is in flight: no second ask")
+        _ = b.granted([LeaseBook.Charge(key: "rl:req", capacity: 1000, cost: 0)], leases: [9], remaining: [860], resetMs: [0], now: 14)
+        XCTAssertEqual(b.tokens["rl:req"]?.left, 14, "5 left + 9 granted")
+        XCTAssertEqual(b.tokens["rl:req"]?.expiresAtMs, 114, "the grant extends the lease")
+        XCTAssertNil(b.takeLocally([req], slotKey: nil, now: 20)?.topUp, "refilled: nothing to ask")
+        let late = b.takeLocally([req], slotKey: nil, now: 70)
+        XCTAssertEqual(late?.topUp, [6], "within half a lease time of expiring: refilled before it lapses (demand 18, 12 held)")
+    }
+
     func testAStaleAskIsForgottenAfterASecond() {
         var b = LeaseBook(leaseMs: 1_000)
         for i in 0..<5 { _ = b.granted([req], leases: [0], remaining: [900], resetMs: [0], now: Int64(i)) }
@@ -39,9 +65,10 @@ final class LeaseBookTests: XCTestCase {
         var b = LeaseBook(leaseMs: 100)
         _ = b.granted([req, tok(300)], leases: [5, 500], remaining: [900, 90_000], resetMs: [0, 0], now: 0)
         let got = b.takeLocally([req, tok(300)], slotKey: nil, now: 1)
-        XCTAssertEqual(got?["rl:req"]?.left, 4)
-        XCTAssertEqual(got?["rl:tok"]?.left, 200)
-        XCTAssertEqual(got?["rl:req"]?.remaining, 904, "900 in the bucket + 5 leased − 1 spent")
+        XCTAssertEqual(got?.leases.count, 2, "one lease per charge, in the charges' order")
+        XCTAssertEqual(got?.leases.first?.left, 4)
+        XCTAssertEqual(got?.leases.last?.left, 200)
+        XCTAssertEqual(got?.leases.first?.remaining, 904, "900 in the bucket + 5 leased − 1 spent")
         XCTAssertNil(b.takeLocally([req, tok(300)], slotKey: nil, now: 2), "the token lease cannot pay 300 more")
         XCTAssertEqual(b.tokens["rl:req"]?.left, 4, "a refusal spends nothing")
         XCTAssertNil(b.takeLocally([LeaseBook.Charge(key: "rl:req", capacity: 2000, cost: 1)], slotKey: nil, now: 2),

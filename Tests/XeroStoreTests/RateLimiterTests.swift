@@ -33,9 +33,9 @@ final class RateLimiterTests: XCTestCase {
     }
 
     func settlement(_ id: String, key: String, project: String = "p", endpoint: String = "e", tier: Tier, reserved: Int, usage: Usage?,
-                    batch: String = "") -> RateLimiter.Settlement {
+                    batch: String = "", acceptedAtMs: Int64 = 1_800_000_000_000) -> RateLimiter.Settlement {
         RateLimiter.Settlement(requestId: id, project: project, endpoint: endpoint, tier: tier, keyHash: key, reserved: reserved,
-                               usage: usage, batchId: batch)
+                               usage: usage, batchId: batch, acceptedAtMs: acceptedAtMs)
     }
 
     func testBurstThenRefusalWithRetryAfter() async throws {
@@ -140,8 +140,11 @@ final class RateLimiterTests: XCTestCase {
         try await rl.flush()
         let usage = try await client.send(["HGETALL", RedisKeys.usage(project, "e")]).hash
         XCTAssertEqual(usage["requests"], "1")
-        let ttl = try await client.send(["TTL", RedisKeys.settled("dup-\(key)")]).int ?? -1
-        XCTAssertTrue((1...900).contains(ttl), "the marker lives 15 minutes, not forever (\(ttl) s)")
+        let markers = RedisKeys.settled(window: RedisKeys.settledWindow(acceptedAtMs: s.acceptedAtMs))
+        let marked = try await client.send(["SISMEMBER", markers, "dup-\(key)"]).int
+        XCTAssertEqual(marked, 1, "the request is recorded in its window's marker set")
+        let ttl = try await client.send(["TTL", markers]).int ?? -1
+        XCTAssertTrue((1...1200).contains(ttl), "the marker set lives 20 minutes after its last write, not forever (\(ttl) s)")
         XCTAssertEqual(usage["input_tokens"], "100")
         XCTAssertEqual(usage["output_tokens"], "200")
         let bucket = try await client.send(["HGET", RedisKeys.rateBucket("key", key, "tok"), "t"]).string.flatMap(Double.init) ?? -1
@@ -180,6 +183,58 @@ final class RateLimiterTests: XCTestCase {
         // 10 × 100 reserved, 10 × 10 + 45 used: the bucket got back 855 (plus a little refill).
         let bucket = try await client.send(["HGET", RedisKeys.rateBucket("key", key, "tok"), "t"]).string.flatMap(Double.init) ?? -1
         XCTAssertEqual(bucket, 10_000 - 145, accuracy: 20)
+    }
+
+    /// One flush with requests of two keys (sharing the project's bucket) accepted in two
+    /// marker windows: each key's bucket is corrected by its own requests, the project's by all,
+    /// each window's set records its own requests, and a later duplicate in either is skipped.
+    func testOneFlushSpansKeysAndMarkerWindows() async throws {
+        let client = try RedisClient(RedisAddress(port: Self.port), connections: 1)
+        defer { client.close() }
+        let rl = RateLimiter(redis: client)
+        let keyA = randomID(length: 8), keyB = randomID(length: 8), project = randomID(length: 8)
+        let t = limitedTier(tpm: 10_000, projectTPM: 100_000)
+        for key in [keyA, keyB] {
+            _ = try await rl.admit(keyHash: key, project: project, limits: RateLimiter.Limits(tier: t), reserveTokens: 100)
+        }
+        let early: Int64 = 1_800_000_000_000, late = early + 300_000
+        var all: [RateLimiter.Settlement] = []
+        for i in 0..<3 {
+            all.append(settlement("a\(i)-\(project)", key: keyA, project: project, tier: t, reserved: 0, usage: Usage(promptTokens: 10, completionTokens: 0),
+                                  acceptedAtMs: i == 0 ? early : late))
+        }
+        for i in 0..<2 {
+            all.append(settlement("b\(i)-\(project)", key: keyB, project: project, endpoint: "other", tier: t, reserved: 0,
+                                  usage: Usage(promptTokens: 20, completionTokens: 0), acceptedAtMs: early))
+        }
+        let call = RateLimiter.settlementCall(all, nowMs: late)
+        XCTAssertEqual(call.args[1], "2", "two groups: key A on e, key B on other")
+        XCTAssertEqual(call.args[2], "2", "two marker windows")
+        for s in all { rl.settle(s) }
+        try await rl.flush()
+        for s in all { rl.settle(s) }   // every one again: all duplicates
+        try await rl.flush()
+        let e = try await client.send(["HGETALL", RedisKeys.usage(project, "e")]).hash
+        let other = try await client.send(["HGETALL", RedisKeys.usage(project, "other")]).hash
+        XCTAssertEqual(e["requests"], "3")
+        XCTAssertEqual(e["input_tokens"], "30")
+        XCTAssertEqual(other["requests"], "2")
+        XCTAssertEqual(other["input_tokens"], "40")
+        func tokens(_ scope: String, _ id: String) async throws -> Double {
+            try await client.send(["HGET", RedisKeys.rateBucket(scope, id, "tok"), "t"]).string.flatMap(Double.init) ?? -1
+        }
+        let a = try await tokens("key", keyA), b = try await tokens("key", keyB), p = try await tokens("proj", project)
+        XCTAssertEqual(a, 10_000 - 100 - 30, accuracy: 20, "key A: its reservation and its own 30 tokens")
+        XCTAssertEqual(b, 10_000 - 100 - 40, accuracy: 20, "key B: its reservation and its own 40 tokens")
+        XCTAssertEqual(p, 100_000 - 200 - 70, accuracy: 50, "the project's bucket: both keys' reservations and all 70 tokens")
+        // (Other tests settle in these windows too: only this test's ids are compared.)
+        func members(_ at: Int64) async throws -> [String] {
+            try await client.send(["SMEMBERS", RedisKeys.settled(window: RedisKeys.settledWindow(acceptedAtMs: at))]).array
+                .compactMap(\.string).filter { $0.hasSuffix(project) }.sorted()
+        }
+        let earlySet = try await members(early), lateSet = try await members(late)
+        XCTAssertEqual(earlySet, ["a0-\(project)", "b0-\(project)", "b1-\(project)"])
+        XCTAssertEqual(lateSet, ["a1-\(project)", "a2-\(project)"])
     }
 
     /// A batch line has no key: only the project's buckets apply, and its usage is added to the
