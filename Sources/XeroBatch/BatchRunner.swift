@@ -219,6 +219,7 @@ public final class BatchRunner: Sendable {
                 do {
                     job = try await self.jobs.start(account, kind: embeddings ? .embeddings : .chatCompletion, payload: body, reserve: reserve,
                                                     requestId: requestId,
+                                                    prefixBlocks: chatRequest.map { PromptBlocks.hashes($0, partition: account.project) } ?? [],
                                                     deadlines: JobClient.Deadlines(queueMs: max(now + Int64(tier.queueTimeoutMs), expiresAtMs)),
                                                     waitForLimits: true, waitUntilMs: expiresAtMs)
                 } catch {

@@ -22,6 +22,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// KV state of recent prompts, shared by this worker's jobs of the same project — partitioned
     /// by `EngineRequest.project`, so no project can probe another's prompts (nil = off).
     public let prefixCache: PrefixCache?
+    /// What the worker reports of that cache to the routers, as prompt block hashes (nil = off).
+    let ledger: PromptLedger?
     /// Runs every sequence of this worker in shared forward passes.
     private(set) var scheduler: BatchScheduler!
     /// Prompt tokens processed per step while others decode (a newcomer's prompt is chunked).
@@ -34,6 +36,10 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         self.slots = max(1, slots)
         self.contextLength = min(contextLength ?? model.config.contextLength, model.config.contextLength)
         prefixCache = prefixCacheBytes > 0 ? PrefixCache(config: model.config, budgetBytes: prefixCacheBytes) : nil
+        // The cache's budget in prompt blocks: KV bytes per token (keys and values, F16, every
+        // layer) times the ~64 tokens of a 256-byte block.
+        let bytesPerBlock = model.config.layers * model.config.kvDim * 2 * 2 * (PromptBlocks.blockBytes / 4)
+        ledger = prefixCacheBytes > 0 ? PromptLedger(capacityBlocks: prefixCacheBytes / max(1, bytesPerBlock)) : nil
         self.prefillChunk = max(2, prefillChunk)
         scheduler = BatchScheduler(engine: self)
     }
@@ -57,7 +63,9 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
 
     public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
 
-    public func prefixBlockHashes() -> [UInt64] { prefixCache?.blockHashes() ?? [] }
+    /// The prompts the prefix cache holds, as `PromptBlocks` hashes (what routers compare), not
+    /// the cache's own token-block hashes: a router has no tokenizer (docs/routing.md).
+    public func prefixBlockHashes() -> [UInt64] { ledger?.hashes() ?? [] }
 
     public func kvCacheStats() -> KVCacheStats {
         let prefix = prefixCache?.usedBytes ?? 0
@@ -70,7 +78,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     }
 
     public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
-        AsyncThrowingStream { continuation in
+        ledger?.record(PromptBlocks.hashes(request.chat, partition: request.project))
+        return AsyncThrowingStream { continuation in
             let cancelled = Locked(false)
             continuation.onTermination = { _ in cancelled.withLock { $0 = true } }
             let job: BatchJob

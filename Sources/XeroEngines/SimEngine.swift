@@ -20,7 +20,16 @@ public struct SimEngine: Engine {
         public var slots: Int = 64
         /// Model ids it claims to serve ("*": any).
         public var models: [String] = ["*"]
-        public init(ttftMs: Double = 0, tpotMs: Double = 0, answerTokens: Int = 16, slots: Int = 64, models: [String] = ["*"]) {
+        /// A modelled prefix cache of this many prompt blocks (`PromptBlocks`; 0: none). With one,
+        /// time to first token grows with the uncached part of the prompt, and the worker reports
+        /// the cached prompts' hashes as the built-in engine does (docs/routing.md).
+        public var prefixCacheBlocks: Int = 0
+        /// Prefill time per uncached prompt token, added to `ttftMs`.
+        public var prefillMsPerToken: Double = 0
+        public init(ttftMs: Double = 0, tpotMs: Double = 0, answerTokens: Int = 16, slots: Int = 64, models: [String] = ["*"],
+                    prefixCacheBlocks: Int = 0, prefillMsPerToken: Double = 0) {
+            self.prefixCacheBlocks = prefixCacheBlocks
+            self.prefillMsPerToken = prefillMsPerToken
             self.ttftMs = ttftMs
             self.tpotMs = tpotMs
             self.answerTokens = answerTokens
@@ -30,7 +39,30 @@ public struct SimEngine: Engine {
     }
 
     public let options: Options
-    public init(options: Options = Options()) { self.options = options }
+    /// The modelled prefix cache (nil: none).
+    let cache: PromptLedger?
+    public init(options: Options = Options()) {
+        self.options = options
+        cache = options.prefixCacheBlocks > 0 ? PromptLedger(capacityBlocks: options.prefixCacheBlocks) : nil
+    }
+
+    public func prefixBlockHashes() -> [UInt64] { cache?.hashes() ?? [] }
+    /// The modelled cache's budget, in blocks as "bytes" (the worker only reads whether there is one).
+    public func kvCacheStats() -> KVCacheStats {
+        guard let cache else { return .none }
+        return KVCacheStats(bytes: 0, prefixBytes: 0, prefixBudgetBytes: cache.capacityBlocks)
+    }
+
+    /// Prompt tokens the modelled cache holds for this request (0 without a cache), recording the
+    /// prompt as cached from now on.
+    func cachedPromptTokens(_ request: EngineRequest) -> Int {
+        guard let cache else { return 0 }
+        let blocks = PromptBlocks.hashes(request.chat, partition: request.project)
+        guard !blocks.isEmpty else { return 0 }
+        let matched = cache.match(blocks)
+        cache.record(blocks)
+        return Self.promptTokens(request.chat) * matched / (blocks.count + 1)
+    }
 
     public var info: EngineInfo { EngineInfo(name: "sim", models: options.models, capabilities: ["chat"], slots: options.slots) }
 
@@ -64,10 +96,12 @@ public struct SimEngine: Engine {
         let toolName = chat.toolNames.isEmpty || chat.toolChoice == "none" ? nil
             : (chat.toolChoice.flatMap { chat.toolNames.contains($0) ? $0 : nil } ?? chat.toolNames[0])
         let meter = request.meter
+        let cached = cachedPromptTokens(request)
+        let prefillMs = options.ttftMs + options.prefillMsPerToken * Double(Self.promptTokens(chat) - cached)
         return AsyncThrowingStream { continuation in
             let task = Task {
                 meter.setPrompt(Self.promptTokens(chat))
-                if options.ttftMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.ttftMs * 1_000_000)) }
+                if prefillMs > 0 { try? await Task.sleep(nanoseconds: UInt64(prefillMs * 1_000_000)) }
                 if let toolName {
                     let lastUser = chat.messages.last { $0.role == "user" }?.content ?? ""
                     var args = JSONWriter()
@@ -131,7 +165,7 @@ public struct SimEngine: Engine {
                     }
                     step += 1
                 }
-                continuation.yield(.usage(Usage(promptTokens: Self.promptTokens(chat), completionTokens: completion)))
+                continuation.yield(.usage(Usage(promptTokens: Self.promptTokens(chat), completionTokens: completion, cachedTokens: cached)))
                 continuation.finish()
             }
             continuation.onTermination = { _ in task.cancel() }

@@ -16,7 +16,8 @@ struct ChatCompletions: Sendable {
         // Rate limits: reserve the prompt estimate plus the answer budget; the router settles
         // with the worker's real usage.
         let reserve = Reservation.tokens(for: chat)
-        let job = try await jobs.client.start(account, kind: .chatCompletion, payload: body, reserve: reserve, slo: InferenceJobs.slo(headers))
+        let job = try await jobs.client.start(account, kind: .chatCompletion, payload: body, reserve: reserve,
+                                              prefixBlocks: PromptBlocks.hashes(chat, partition: account.project), slo: InferenceJobs.slo(headers))
         let writer = ChatResponseWriter(id: job.requestId, created: Int(nowMs() / 1000), model: caller.endpoint.model,
                                         includeUsage: chat.includeUsage)
         var responseHeaders = InferenceJobs.responseHeaders(job)

@@ -68,8 +68,9 @@ public final class JobClient: Sendable {
     /// rate-limit headers), 503 (limiter or router unreachable), 429 `gateway_overloaded`.
     /// With `waitForLimits` (batch lines) a limit refusal waits it out instead of failing — until
     /// `waitUntilMs` (wall clock), after which the refusal is thrown.
+    /// `prefixBlocks`: the prompt's block hashes (`PromptBlocks`), for prefix-aware placement.
     public func start(_ account: JobAccount, kind: JobEnvelope.Kind, payload: [UInt8], reserve: Int, requestId: String? = nil,
-                      slo: (ttftMs: Int, tpotMs: Int) = (0, 0), deadlines: Deadlines = Deadlines(), waitForLimits: Bool = false,
+                      prefixBlocks: [UInt64] = [], slo: (ttftMs: Int, tpotMs: Int) = (0, 0), deadlines: Deadlines = Deadlines(), waitForLimits: Bool = false,
                       waitUntilMs: Int64 = .max) async throws -> JobHandle {
         let arrivedNs = DispatchTime.now().uptimeNanoseconds
         let requestId = requestId ?? ids.next()
@@ -117,7 +118,7 @@ public final class JobClient: Sendable {
         let job = JobEnvelope(requestId: requestId, replyTo: hub.gatewayID, kind: kind, tier: tier.name, project: account.project,
                               fleet: account.fleet, endpoint: account.endpoint, model: account.model, acceptedAtMs: now,
                               queueDeadlineMs: deadlines.queueMs ?? now + Int64(tier.queueTimeoutMs),
-                              requestDeadlineMs: deadlines.requestMs ?? now + Int64(tier.requestTimeoutMs),
+                              requestDeadlineMs: deadlines.requestMs ?? now + Int64(tier.requestTimeoutMs), prefixBlocks: prefixBlocks,
                               sloTTFTMs: slo.ttftMs, sloTPOTMs: slo.tpotMs, billing: billing, payload: payload)
         let handle = JobHandle(client: self, account: account, requestId: requestId, headers: headers, holdsSlot: holdsSlot,
                                timeline: RequestTimeline(instruments, arrivedNs: arrivedNs, streamsTokens: kind == .chatCompletion))

@@ -14,6 +14,7 @@ public struct JobTicket: Sendable, Equatable {
     public init(envelope: JobEnvelope, worker: String) {
         var e = envelope
         e.payload = []
+        e.prefixBlocks = []   // placement is done; a ticket stays small (`WireLimits.maxTicketBytes`)
         self.envelope = e
         self.worker = worker
     }

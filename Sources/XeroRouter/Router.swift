@@ -375,7 +375,8 @@ final class RouterState: @unchecked Sendable {
         case let .credit(n):
             scheduler.credit(worker, n, now: now)
             dispatch(ctx, now: now)
-        case .heartbeat:
+        case let .heartbeat(active):
+            scheduler.reportLoad(worker, active: active)
             let demand = scheduler.demand(for: worker)
             demandSent[worker] = demand
             ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.ack(routerId: id, demand: demand).encode()])
@@ -391,7 +392,8 @@ final class RouterState: @unchecked Sendable {
                 dispatch(ctx, now: now)
             }
         case let .prefixes(hashes):
-            // Recorded for operators and for prefix-aware placement (a later policy).
+            // For prefix-aware placement, and recorded for operators.
+            scheduler.reportPrefixes(worker, hashes: hashes)
             ops?.workerPrefixes(worker, hashes.map { String($0, radix: 16) })
         case let .started(requestId):
             guard scheduler.markStarted(requestId, worker: worker) else {

@@ -21,6 +21,17 @@ public struct TierScheduler {
         public var draining = false
         public var lastSeenMs: Int64
         public var inflight: Set<String> = []
+        /// Jobs running on it as it last reported them (every router's), and what this router
+        /// sent to it and saw end since that report: its load as placement sees it.
+        public var reportedActive = 0
+        public var sentSinceReport = 0
+        public var endedSinceReport = 0
+
+        /// Running jobs over slots: the worker's own count (all routers) corrected by this
+        /// router's dispatches since, and never below this router's own jobs on it.
+        public var load: Double {
+            Double(max(inflight.count, reportedActive + sentSinceReport - endedSinceReport)) / Double(max(1, info.slots))
+        }
 
         /// Could it ever run this job: not draining, serves its model, its fleet may see the project.
         public func mayRun(_ job: JobEnvelope) -> Bool { !draining && info.serves(job) && fleet.mayServe(job) }
@@ -64,7 +75,14 @@ public struct TierScheduler {
     }
 
     public let tiers: [Tier]
+    /// Placement for tiers whose config names none.
     public var placement: any PlacementPolicy
+    /// Per tier, the policy its config names.
+    public var placements: [String: any PlacementPolicy] = [:]
+    /// Which workers hold which prompt prefixes (prefix-aware placement).
+    public private(set) var prefixIndex = PrefixIndex()
+    /// Dispatches so far: round-robin's turn.
+    private var turn = 0
     public var maxAttempts = 3
     private var queues: [String: TierQueue] = [:]
     private var current: [String: Int] = [:]
@@ -89,7 +107,10 @@ public struct TierScheduler {
     public init(tiers: [Tier], placement: any PlacementPolicy = LeastLoadedPlacement()) {
         self.tiers = tiers.sorted { $0.priority > $1.priority }
         self.placement = placement
-        for t in tiers { queues[t.name] = TierQueue(); current[t.name] = 0; stats[t.name] = TierStats() }
+        for t in tiers {
+            queues[t.name] = TierQueue(); current[t.name] = 0; stats[t.name] = TierStats()
+            if let p = Placements.policy(for: t) { placements[t.name] = p }
+        }
     }
 
     public func tier(_ name: String) -> Tier? { tiers.first { $0.name == name } }
@@ -185,10 +206,28 @@ public struct TierScheduler {
         stats[f.envelope.tier]?.completed += 1
         if var w = workers[worker] {
             w.inflight.remove(requestId)
+            w.endedSinceReport += 1
             if !w.draining && returnsCredit { w.credits += 1 }
             workers[worker] = w
         }
         return f
+    }
+
+    // MARK: What workers report for placement
+
+    /// A heartbeat: the jobs running on the worker now, across every router.
+    public mutating func reportLoad(_ worker: String, active: Int) {
+        guard var w = workers[worker] else { return }
+        w.reportedActive = max(0, active)
+        w.sentSinceReport = 0
+        w.endedSinceReport = 0
+        workers[worker] = w
+    }
+
+    /// The prompt-prefix hashes a worker holds (replacing its previous report).
+    public mutating func reportPrefixes(_ worker: String, hashes: [UInt64]) {
+        guard workers[worker] != nil else { return }
+        prefixIndex.report(worker: worker, hashes: hashes)
     }
 
     // MARK: Several routers (docs/routing.md, "Several routers")
@@ -204,6 +243,7 @@ public struct TierScheduler {
         stats[f.envelope.tier]?.dispatched -= 1
         if var w = workers[worker] {
             w.inflight.remove(requestId)
+            w.endedSinceReport += 1
             if !w.draining { w.credits += 1 }
             workers[worker] = w
         }
@@ -316,12 +356,14 @@ public struct TierScheduler {
     public mutating func drain(_ worker: String) {
         workers[worker]?.draining = true
         workers[worker]?.credits = 0
+        prefixIndex.remove(worker: worker)   // affinity never points at a draining worker
     }
 
     /// Removes a worker; its unstarted jobs are re-queued at the front, started ones fail. Lost
     /// with jobs on it (a crash, a cut link) counts against its breaker.
     public mutating func remove(_ worker: String, now: Int64 = 0) -> LostJobs {
         guard let w = workers.removeValue(forKey: worker) else { return LostJobs() }
+        prefixIndex.remove(worker: worker)
         if !w.inflight.isEmpty { recordHealth(worker, .failure, now: now) }
         var lost = LostJobs()
         for id in w.inflight.sorted().reversed() {
@@ -361,7 +403,7 @@ public struct TierScheduler {
             var eligible: [(tier: Tier, at: TierQueue.Position, worker: String)] = []  // in priority order
             for t in tiers {
                 guard let q = queues[t.name], !q.isEmpty else { continue }
-                if let (at, worker) = firstServable(in: q, now: now) { eligible.append((t, at, worker)) }
+                if let (at, worker) = firstServable(in: q, policy: placements[t.name] ?? placement, now: now) { eligible.append((t, at, worker)) }
             }
             guard !eligible.isEmpty else { break }
             // Weight-0 tiers (batch) only take capacity no weighted tier can use right now.
@@ -379,8 +421,11 @@ public struct TierScheduler {
             queuedIds.remove(job.requestId)
             totalQueued -= 1
             workers[pick.worker]!.credits -= 1
+            workers[pick.worker]!.sentSinceReport += 1
             breakers[pick.worker]?.dispatched(now: now)
             workers[pick.worker]!.inflight.insert(job.requestId)
+            prefixIndex.placed(worker: pick.worker, blocks: job.prefixBlocks, now: now)
+            turn &+= 1
             inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now)
             stats[pick.tier.name]!.dispatched += 1
             stats[pick.tier.name]!.inflight += 1
@@ -392,38 +437,20 @@ public struct TierScheduler {
     /// How far into a queue the router looks past a job no free worker can serve.
     static let lookahead = 64
 
-    private func firstServable(in q: TierQueue, now: Int64) -> (TierQueue.Position, String)? {
-        q.firstServable(lookahead: Self.lookahead) { job in
+    private func firstServable(in q: TierQueue, policy: any PlacementPolicy, now: Int64) -> (TierQueue.Position, String)? {
+        let context = PlacementContext(index: prefixIndex, now: now, turn: turn)
+        return q.firstServable(lookahead: Self.lookahead) { job in
             // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
             let candidates = workers.values.filter {
                 $0.credits > 0 && $0.mayRun(job)
                     && (breakers[$0.info.id]?.allows(now: now, inflight: $0.inflight.count) ?? true)
             }
-            return placement.choose(job: job, among: candidates)
+            return candidates.isEmpty ? nil : policy.choose(job: job, among: candidates, context: context)
         }
     }
 
     /// Whether any live worker (not draining) could ever run this job: its model, its fleet.
     public func anyWorkerCouldServe(_ job: JobEnvelope) -> Bool {
         workers.values.contains { $0.mayRun(job) }
-    }
-}
-
-/// Chooses which of the workers that can take a job gets it. Policies are separate types so the
-/// router can switch (cache-aware and SLO-aware placement are later additions).
-public protocol PlacementPolicy: Sendable {
-    var name: String { get }
-    func choose(job: JobEnvelope, among workers: [TierScheduler.Worker]) -> String?
-}
-
-/// The worker with the largest free fraction of its slots; ties by id for determinism.
-public struct LeastLoadedPlacement: PlacementPolicy {
-    public init() {}
-    public var name: String { "least_loaded" }
-    public func choose(job: JobEnvelope, among workers: [TierScheduler.Worker]) -> String? {
-        workers.max { a, b in
-            let fa = Double(a.credits) / Double(max(1, a.info.slots)), fb = Double(b.credits) / Double(max(1, b.info.slots))
-            return fa != fb ? fa < fb : a.info.id > b.info.id
-        }?.info.id
     }
 }

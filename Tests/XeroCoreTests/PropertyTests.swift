@@ -161,7 +161,8 @@ private func genEnvelope(_ rng: inout RNG, small: Bool = false) -> JobEnvelope {
                        attempt: edgy(L.attempts, &rng), kind: pick(kinds, &rng), tier: text(L.maxNameBytes, &rng, small: small),
                        project: text(L.maxNameBytes, &rng, small: small), fleet: pick(EndpointFleet.allCases, &rng), endpoint: text(L.maxNameBytes, &rng, small: small),
                        model: text(L.maxNameBytes, &rng, small: small), acceptedAtMs: edgyTime(&rng), queueDeadlineMs: edgyTime(&rng),
-                       requestDeadlineMs: edgyTime(&rng), affinityKey: text(L.maxIDBytes, &rng, small: small),
+                       requestDeadlineMs: edgyTime(&rng),
+                       prefixBlocks: (0..<(chance(0.5, &rng) ? 0 : small ? edgy(0...8, &rng) : edgy(0...L.maxPrefixBlocks, &rng))).map { _ in rng.next() },
                        sloTTFTMs: edgy(L.sloMs, &rng), sloTPOTMs: edgy(L.sloMs, &rng),
                        billing: chance(0.5, &rng) ? Billing(keyHash: text(L.maxIDBytes, &rng, small: small), reservedTokens: edgy(L.tokens, &rng),
                                                             batchId: text(L.maxIDBytes, &rng, small: small)) : nil,
@@ -239,7 +240,7 @@ private func inLimits(_ e: JobEnvelope) -> Bool {
     fits(e.requestId, L.maxIDBytes) && fits(e.replyTo, L.maxIDBytes) && L.attempts.contains(e.attempt)
         && [e.tier, e.project, e.endpoint, e.model].allSatisfy { fits($0, L.maxNameBytes) }
         && [e.acceptedAtMs, e.queueDeadlineMs, e.requestDeadlineMs].allSatisfy { L.timesMs.contains($0) }
-        && fits(e.affinityKey, L.maxIDBytes) && L.sloMs.contains(e.sloTTFTMs) && L.sloMs.contains(e.sloTPOTMs)
+        && e.prefixBlocks.count <= L.maxPrefixBlocks && L.sloMs.contains(e.sloTTFTMs) && L.sloMs.contains(e.sloTPOTMs)
         && e.payload.count <= L.maxPayloadBytes && EndpointFleet.allCases.contains(e.fleet)
         && (e.billing.map { fits($0.keyHash, L.maxIDBytes) && L.tokens.contains($0.reservedTokens) && fits($0.batchId, L.maxIDBytes) } ?? true)
         && (e.replay.map { L.seqs.contains($0.fromSeq) && $0.tokens.count <= L.maxReplayTokens } ?? true)
@@ -482,7 +483,7 @@ private func badEnvelope(_ rng: inout RNG) -> Bad {
     case 7: e.acceptedAtMs = outsideTime(&rng); label = "accepted at \(e.acceptedAtMs)"
     case 8: e.queueDeadlineMs = outsideTime(&rng); label = "queue deadline \(e.queueDeadlineMs)"
     case 9: e.requestDeadlineMs = outsideTime(&rng); label = "request deadline \(e.requestDeadlineMs)"
-    case 10: e.affinityKey = overText(L.maxIDBytes, &rng); label = "affinity key over bound"
+    case 10: e.prefixBlocks = (0...L.maxPrefixBlocks).map { UInt64($0) }; label = "\(e.prefixBlocks.count) prefix blocks"
     case 11: e.sloTTFTMs = outside(L.sloMs, &rng); label = "SLO TTFT \(e.sloTTFTMs)"
     case 12: e.sloTPOTMs = outside(L.sloMs, &rng); label = "SLO TPOT \(e.sloTPOTMs)"
     case 13:

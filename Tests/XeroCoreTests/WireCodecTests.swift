@@ -5,7 +5,7 @@ final class WireCodecTests: XCTestCase {
     func sampleJob(payload: [UInt8] = Array(#"{"model":"m","messages":[{"role":"user","content":"hé 👋"}]}"#.utf8)) -> JobEnvelope {
         JobEnvelope(requestId: "chatcmpl-1", replyTo: "gw-a", attempt: 2, kind: .chatCompletion, tier: "priority", project: "p1",
                     endpoint: "ep", model: "smol", acceptedAtMs: 1_700_000_000_000, queueDeadlineMs: 1_700_000_030_000,
-                    requestDeadlineMs: 1_700_000_300_000, affinityKey: "abc", sloTTFTMs: 200, sloTPOTMs: 30, payload: payload)
+                    requestDeadlineMs: 1_700_000_300_000, prefixBlocks: [1, 2, 0xFFFF_FFFF_FFFF_FFFF], sloTTFTMs: 200, sloTPOTMs: 30, payload: payload)
     }
 
     func testJobEnvelopeRoundTrip() throws {

@@ -98,4 +98,36 @@ final class StopScannerTests: XCTestCase {
     func testNoStops() {
         XCTAssertEqual(feedAll(["a", "b"], stops: []).0, "ab")
     }
+
+    /// THE SIMULATOR's modelled prefix cache: a prompt that shares a cached prefix reports cached
+    /// tokens (per project), the worker gets its block hashes to report, and the oldest prompts
+    /// fall out beyond the capacity.
+    func testModelledPrefixCache() async throws {
+        let e = SimEngine(options: .init(prefixCacheBlocks: 10))
+        let system = String(repeating: "You are a careful assistant who answers briefly. ", count: 20)   // ~1,000 bytes: 3 full blocks and more
+        func ask(_ q: String, project: String = "p") async throws -> Usage? {
+            let body = try JSONSerialization.data(withJSONObject: ["model": "m", "messages": [["role": "system", "content": system], ["role": "user", "content": q]]])
+            let chat = try ChatRequest.parse(Array(body))
+            var usage: Usage?
+            for try await ev in e.generate(EngineRequest(requestId: "r", model: "m", chat: chat, project: project)) {
+                if case let .usage(u) = ev { usage = u }
+            }
+            return usage
+        }
+        let cold = try await ask("first question")
+        XCTAssertEqual(cold?.cachedTokens, 0)
+        XCTAssertFalse(e.prefixBlockHashes().isEmpty, "the worker reports what the cache holds")
+        let warm = try await ask("second question")
+        XCTAssertGreaterThan(warm?.cachedTokens ?? 0, (warm?.promptTokens ?? 0) / 2, "the shared system prompt is cached")
+        let other = try await ask("second question", project: "q")
+        XCTAssertEqual(other?.cachedTokens, 0, "another project never hits this project's prefix")
+        // 10 blocks hold two or three of these prompts: after more distinct ones, the first is gone.
+        let ledger = PromptLedger(capacityBlocks: 4)
+        ledger.record([1, 2, 3])
+        ledger.record([7, 8])
+        XCTAssertEqual(ledger.match([1, 2, 3, 4]), 0, "the oldest prompt fell out for the newest")
+        XCTAssertEqual(ledger.match([7, 8, 9]), 2)
+        ledger.record([7, 8, 10])
+        XCTAssertEqual(ledger.hashes(), [7, 8, 10], "the new prompt evicted nothing it did not have to")
+    }
 }

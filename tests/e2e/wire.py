@@ -181,7 +181,7 @@ class JobEnvelope:
     accepted_at_ms: int = 0
     queue_deadline_ms: int = 0
     request_deadline_ms: int = 0
-    affinity_key: str = ""
+    prefix_blocks: tuple = ()   # the prompt's block hashes (PromptBlocks), u64 each
     slo_ttft_ms: int = 0
     slo_tpot_ms: int = 0
     billing: tuple = None   # (key hash, reserved tokens, batch id): gateway -> router only
@@ -198,7 +198,10 @@ class JobEnvelope:
         w.string(self.request_id).string(self.reply_to).int(self.attempt).u8(self.kind)
         w.string(self.tier).string(self.project).u8(self.fleet).string(self.endpoint).string(self.model)
         w.i64(self.accepted_at_ms).i64(self.queue_deadline_ms).i64(self.request_deadline_ms)
-        w.string(self.affinity_key).int(self.slo_ttft_ms).int(self.slo_tpot_ms)
+        w.u32(len(self.prefix_blocks))
+        for h in self.prefix_blocks:
+            w.u64(h)
+        w.int(self.slo_ttft_ms).int(self.slo_tpot_ms)
         if self.billing is None:
             w.u8(0)
         else:
@@ -224,7 +227,8 @@ class JobEnvelope:
         fleet = r.u8()
         endpoint, model = r.string(), r.string()
         accepted, qd, rd = r.i64(), r.i64(), r.i64()
-        affinity, ttft, tpot = r.string(), r.int(), r.int()
+        blocks = tuple(r.u64() for _ in range(r.u32()))
+        ttft, tpot = r.int(), r.int()
         flag = r.u8()
         if flag not in (0, 1):
             raise WireError("billing flag")
@@ -235,7 +239,7 @@ class JobEnvelope:
         replay = (r.int(), [r.u32() for _ in range(r.u32())]) if flag == 1 else None
         payload = r.blob()
         r.end("job envelope")
-        return cls(request_id, reply_to, attempt, kind, tier, project, fleet, endpoint, model, accepted, qd, rd, affinity, ttft, tpot,
+        return cls(request_id, reply_to, attempt, kind, tier, project, fleet, endpoint, model, accepted, qd, rd, blocks, ttft, tpot,
                    billing, payload, replay=replay)
 
 

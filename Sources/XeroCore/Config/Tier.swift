@@ -26,6 +26,13 @@ public struct Tier: Sendable, Equatable, Codable {
     public var maxQueuedPerProject: Int?
     public var priceInputPerMillion: Double?
     public var priceOutputPerMillion: Double?
+    /// How the router picks a worker for this tier's jobs: `least_loaded` (default),
+    /// `round_robin` or `prefix_aware` (docs/routing.md, "Placement"), and the latter's
+    /// parameters: the weight of load against the matched prefix, and how much busier than the
+    /// least-loaded candidate a worker may be and still win by its cache.
+    public var placement: String?
+    public var placementLoadWeight: Double?
+    public var placementMaxImbalance: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, priority, weight
@@ -40,6 +47,9 @@ public struct Tier: Sendable, Equatable, Codable {
         case maxQueuedPerProject = "max_queued_per_project"
         case priceInputPerMillion = "price_input_per_million"
         case priceOutputPerMillion = "price_output_per_million"
+        case placement
+        case placementLoadWeight = "placement_load_weight"
+        case placementMaxImbalance = "placement_max_imbalance"
     }
 
     public init(name: String, priority: Int, weight: Int, queueTimeoutMs: Int, requestTimeoutMs: Int) {
@@ -156,6 +166,12 @@ public struct PlatformConfig: Sendable, Codable {
             }
             for (name, v) in [("price_input_per_million", t.priceInputPerMillion), ("price_output_per_million", t.priceOutputPerMillion)] {
                 if let v, !(v >= 0 && v <= 1_000_000) { throw ConfigError("\(source): tier '\(t.name)' \(name) must be between 0 and 1e6") }
+            }
+            if let p = t.placement, !["least_loaded", "round_robin", "prefix_aware"].contains(p) {
+                throw ConfigError("\(source): tier '\(t.name)' placement must be least_loaded, round_robin or prefix_aware, not '\(p)'")
+            }
+            for (name, v) in [("placement_load_weight", t.placementLoadWeight), ("placement_max_imbalance", t.placementMaxImbalance)] {
+                if let v, !(v >= 0 && v <= 100) { throw ConfigError("\(source): tier '\(t.name)' \(name) must be between 0 and 100") }
             }
             guard t.queueTimeoutMs <= 7 * 86_400_000, t.requestTimeoutMs <= 7 * 86_400_000 else {
                 throw ConfigError("\(source): tier '\(t.name)' timeouts must be at most 7 days")

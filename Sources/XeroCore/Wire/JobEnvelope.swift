@@ -31,13 +31,14 @@ public struct JobEnvelope: Sendable, Equatable {
     public var queueDeadlineMs: Int64
     /// Wall-clock ms: the worker stops the job at this time and reports a timeout.
     public var requestDeadlineMs: Int64
-    /// Key for prefix-cache affinity routing (hash of the prompt's leading part); empty if unknown.
-    public var affinityKey: String
+    /// The prompt's block hashes (`PromptBlocks`, partitioned by project), for prefix-aware
+    /// placement; empty for jobs without a chat prompt.
+    public var prefixBlocks: [UInt64]
     /// Optional latency targets from `X-SLO-TTFT-Ms` / `X-SLO-TPOT-Ms` (0 = none).
     public var sloTTFTMs: Int
     public var sloTPOTMs: Int
     /// Who pays (nil: nothing is accounted, e.g. a gateway run with `--no-rate-limits`). Set by the
-    /// gateway, kept by the router, never sent to a worker (`forWorker`).
+    /// gateway, kept by the router, never sent to a worker (`forWorker`, which drops `prefixBlocks` too).
     public var billing: Billing?
     /// A migration (docs/routing.md, "Mid-stream migration"): the job ran on a worker that died
     /// after streaming; the new run replays these token ids (what the client already has) and
@@ -56,7 +57,7 @@ public struct JobEnvelope: Sendable, Equatable {
 
     public init(requestId: String, replyTo: String, attempt: Int = 1, kind: Kind = .chatCompletion, tier: String,
                 project: String, fleet: EndpointFleet = .both, endpoint: String, model: String, acceptedAtMs: Int64, queueDeadlineMs: Int64,
-                requestDeadlineMs: Int64, affinityKey: String = "", sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, billing: Billing? = nil,
+                requestDeadlineMs: Int64, prefixBlocks: [UInt64] = [], sloTTFTMs: Int = 0, sloTPOTMs: Int = 0, billing: Billing? = nil,
                 replay: Replay? = nil, payload: [UInt8]) {
         self.replay = replay
         self.requestId = requestId
@@ -71,7 +72,7 @@ public struct JobEnvelope: Sendable, Equatable {
         self.acceptedAtMs = acceptedAtMs
         self.queueDeadlineMs = queueDeadlineMs
         self.requestDeadlineMs = requestDeadlineMs
-        self.affinityKey = affinityKey
+        self.prefixBlocks = prefixBlocks
         self.sloTTFTMs = sloTTFTMs
         self.sloTPOTMs = sloTPOTMs
         self.billing = billing
@@ -82,6 +83,7 @@ public struct JobEnvelope: Sendable, Equatable {
     public var forWorker: JobEnvelope {
         var j = self
         j.billing = nil
+        j.prefixBlocks = []   // the router's business; a worker hashes the prompt it parses itself
         return j
     }
 
@@ -96,7 +98,8 @@ public struct JobEnvelope: Sendable, Equatable {
         w.string(requestId); w.string(replyTo); w.int(attempt); w.u8(kind.rawValue)
         w.string(tier); w.string(project); w.u8(fleet.rawValue); w.string(endpoint); w.string(model)
         w.i64(acceptedAtMs); w.i64(queueDeadlineMs); w.i64(requestDeadlineMs)
-        w.string(affinityKey); w.int(sloTTFTMs); w.int(sloTPOTMs)
+        w.u32(UInt32(prefixBlocks.count)); for h in prefixBlocks { w.u64(h) }
+        w.int(sloTTFTMs); w.int(sloTPOTMs)
         if let billing { w.u8(1); billing.encode(into: &w) } else { w.u8(0) }
         if let replay {
             w.u8(1); w.int(replay.fromSeq); w.u32(UInt32(replay.tokens.count))
@@ -117,7 +120,9 @@ public struct JobEnvelope: Sendable, Equatable {
         guard let fleet = EndpointFleet(rawValue: try r.u8()) else { throw WireError.invalid("unknown fleet") }
         let endpoint = try r.string(max: L.maxNameBytes, "endpoint"), model = try r.string(max: L.maxNameBytes, "model")
         let accepted = try r.time("accepted-at"), queueDeadline = try r.time("queue deadline"), requestDeadline = try r.time("request deadline")
-        let affinity = try r.string(max: L.maxIDBytes, "affinity key")
+        let blockCount = Int(try r.u32())
+        guard blockCount <= L.maxPrefixBlocks else { throw WireError.invalid("\(blockCount) prefix blocks") }
+        let blocks = try (0..<blockCount).map { _ in try r.u64() }
         let ttft = try r.int(in: L.sloMs, "SLO TTFT"), tpot = try r.int(in: L.sloMs, "SLO TPOT")
         let billing: Billing?
         switch try r.u8() {
@@ -140,7 +145,7 @@ public struct JobEnvelope: Sendable, Equatable {
         guard r.isAtEnd else { throw WireError.invalid("trailing bytes after job envelope") }
         return JobEnvelope(requestId: requestId, replyTo: replyTo, attempt: attempt, kind: kind, tier: tier, project: project,
                            fleet: fleet, endpoint: endpoint, model: model, acceptedAtMs: accepted, queueDeadlineMs: queueDeadline,
-                           requestDeadlineMs: requestDeadline, affinityKey: affinity, sloTTFTMs: ttft, sloTPOTMs: tpot, billing: billing,
+                           requestDeadlineMs: requestDeadline, prefixBlocks: blocks, sloTTFTMs: ttft, sloTPOTMs: tpot, billing: billing,
                            replay: replay, payload: payload)
     }
 }

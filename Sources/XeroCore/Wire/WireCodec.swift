@@ -87,7 +87,7 @@ public struct WireReader {
 }
 
 /// Version of the binary wire format; bump on any incompatible change.
-public let wireVersion: UInt8 = 4
+public let wireVersion: UInt8 = 5
 
 public enum WireError: Error, Equatable, CustomStringConvertible {
     case truncated(at: Int, wanted: Int)

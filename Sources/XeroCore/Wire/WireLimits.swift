@@ -25,6 +25,8 @@ public enum WireLimits {
     public static let maxModels = 1024
     public static let maxCapabilities = 16
     public static let maxPrefixHashes = 65_536
+    /// A job's prompt block hashes (`PromptBlocks.maxBlocks`).
+    public static let maxPrefixBlocks = PromptBlocks.maxBlocks
     /// A sealed job ticket (docs/routing.md, "Handover"): an envelope without payload, sealed.
     public static let maxTicketBytes = 4096
     /// Token ids in one delta event, and replayed in a migration (`JobEnvelope.replay`).

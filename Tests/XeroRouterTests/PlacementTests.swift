@@ -1,0 +1,134 @@
+import XCTest
+import XeroCore
+@testable import XeroRouter
+
+/// Placement policies and the prefix index, driven through the scheduler as the router drives it.
+final class PlacementTests: XCTestCase {
+    func tier(_ placement: String?) -> Tier {
+        var t = Tier(name: "standard", priority: 5, weight: 1, queueTimeoutMs: 1000, requestTimeoutMs: 5000)
+        t.placement = placement
+        return t
+    }
+
+    func job(_ id: String, blocks: [UInt64] = []) -> JobEnvelope {
+        JobEnvelope(requestId: id, replyTo: "gw", tier: "standard", project: "p", endpoint: "e", model: "m", acceptedAtMs: 0,
+                    queueDeadlineMs: 100_000, requestDeadlineMs: 100_000, prefixBlocks: blocks, payload: [])
+    }
+
+    func worker(_ id: String, slots: Int = 4) -> WorkerInfo {
+        WorkerInfo(id: id, slots: slots, freeSlots: slots, models: ["*"], capabilities: ["chat"], engine: "sim", host: "h", pid: 1)
+    }
+
+    /// A long shared prefix: blocks 1…20 of one system prompt, then a question's own block.
+    let system: [UInt64] = Array(1...20)
+    func prompt(_ question: UInt64) -> [UInt64] { system + [1000 + question] }
+
+    func scheduler(_ placement: String, workers: [String] = ["w1", "w2"]) -> TierScheduler {
+        var s = TierScheduler(tiers: [tier(placement)])
+        for w in workers { s.join(worker(w), now: 0) }
+        return s
+    }
+
+    func place(_ s: inout TierScheduler, _ j: JobEnvelope, now: Int64 = 0) -> String? {
+        XCTAssertTrue(s.enqueue(j))
+        return s.dispatch(now: now).first { $0.envelope.requestId == j.requestId }?.worker
+    }
+
+    func testConfigChoosesThePolicyPerTier() throws {
+        XCTAssertTrue(scheduler("prefix_aware").placements["standard"] is PrefixAwarePlacement)
+        XCTAssertTrue(scheduler("round_robin").placements["standard"] is RoundRobinPlacement)
+        XCTAssertNil(TierScheduler(tiers: [tier(nil)]).placements["standard"], "none named: the scheduler's default (least_loaded)")
+        let yaml = """
+        tiers:
+          - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 1000, request_timeout_ms: 1000, placement: nearest}
+        """
+        XCTAssertThrowsError(try PlatformConfig.parse(yaml: yaml, source: "t")) { error in
+            XCTAssertTrue("\(error)".contains("placement must be"), "\(error)")
+        }
+    }
+
+    func testRoundRobinTakesTurns() {
+        var s = scheduler("round_robin", workers: ["w1", "w2", "w3"])
+        let picks = (0..<6).compactMap { place(&s, job("j\($0)")) }
+        XCTAssertEqual(picks, ["w1", "w2", "w3", "w1", "w2", "w3"])
+    }
+
+    func testPrefixAwareFollowsTheCacheEvenToTheBusierWorker() {
+        var s = scheduler("prefix_aware")
+        s.reportPrefixes("w2", hashes: prompt(1))
+        // w2 runs one job (its own report): busier than idle w1, but within the imbalance bound.
+        s.reportLoad("w2", active: 1)
+        XCTAssertEqual(place(&s, job("follow-up", blocks: prompt(2))), "w2",
+                       "20 of 21 blocks cached outweigh a quarter of its slots busy")
+        XCTAssertEqual(place(&s, job("cold", blocks: [77, 78])), "w1", "no worker holds it: the least loaded")
+    }
+
+    func testOwnRecentDecisionsCountBeforeTheWorkerReports() {
+        var s = scheduler("prefix_aware")
+        let first = place(&s, job("a", blocks: prompt(1)), now: 0)
+        XCTAssertEqual(place(&s, job("b", blocks: prompt(2)), now: 10), first, "the router remembers where it sent the prefix")
+        // Its own memory lasts `placedTTLMs`; after that only reports count.
+        s.finish("a", worker: first!)
+        s.finish("b", worker: first!)
+        let other = first == "w1" ? "w2" : "w1"
+        s.reportLoad(first!, active: 1)
+        XCTAssertEqual(place(&s, job("c", blocks: prompt(3)), now: PrefixIndex.placedTTLMs + 100), other,
+                       "forgotten and unreported: the less loaded worker")
+    }
+
+    func testNoPileUpOnTheCacheHolder() {
+        var s = scheduler("prefix_aware")
+        s.reportPrefixes("w1", hashes: prompt(1))
+        // w1 is three quarters busy, w2 idle: more than `maxImbalance` (0.5) apart.
+        s.reportLoad("w1", active: 3)
+        XCTAssertEqual(place(&s, job("x", blocks: prompt(2))), "w2", "affinity never piles work onto an overloaded holder")
+    }
+
+    func testLoadIsTheWorkersOwnCountNotThisRoutersShare() {
+        var s = scheduler("prefix_aware")
+        // Another router keeps w1 busy: this router has nothing on it, but w1 reports 3 running.
+        s.reportLoad("w1", active: 3)
+        XCTAssertEqual(place(&s, job("x")), "w2")
+        s.finish("x", worker: "w2")
+        // And what this router sent since the last report counts at once (at dispatch, not at stream start).
+        s.reportLoad("w1", active: 0)
+        s.reportLoad("w2", active: 0)
+        let a = place(&s, job("a"))!, b = place(&s, job("b"))!
+        XCTAssertNotEqual(a, b, "the first dispatch made its worker the busier one")
+    }
+
+    func testDrainingAndLostWorkersLoseTheirAffinity() {
+        var s = scheduler("prefix_aware", workers: ["w1", "w2", "w3"])
+        s.reportPrefixes("w1", hashes: prompt(1))
+        s.drain("w1")
+        XCTAssertEqual(s.prefixIndex.reportedCount("w1"), 0, "a draining worker is out of the index")
+        XCTAssertNotEqual(place(&s, job("x", blocks: prompt(2))), "w1")
+        s.reportPrefixes("w2", hashes: prompt(1))
+        _ = s.remove("w2")
+        XCTAssertTrue(s.prefixIndex.matches(prompt(2), now: 0).isEmpty || s.prefixIndex.matches(prompt(2), now: 0)["w2"] == nil)
+    }
+
+    func testIndexMatchesTheLongestHeldPrefix() {
+        var idx = PrefixIndex()
+        idx.report(worker: "a", hashes: Array(1...5))
+        idx.report(worker: "b", hashes: Array(1...2))
+        XCTAssertEqual(idx.matches([1, 2, 3, 9], now: 0), ["a": 3, "b": 2])
+        XCTAssertEqual(idx.matches([9, 1, 2], now: 0), [:], "a first block nobody holds ends the walk")
+        idx.report(worker: "a", hashes: [1])
+        XCTAssertEqual(idx.matches([1, 2, 3], now: 0), ["a": 1, "b": 2], "a report replaces the previous one")
+        idx.placed(worker: "c", blocks: [1, 2, 3], now: 0)
+        XCTAssertEqual(idx.matches([1, 2, 3], now: 10)["c"], 3)
+        XCTAssertNil(idx.matches([1, 2, 3], now: PrefixIndex.placedTTLMs)["c"], "own placements expire")
+    }
+
+    func testPromptBlocksArePerProjectAndCumulative() {
+        let a = PromptBlocks.hashes([(role: "system", content: String(repeating: "x", count: 600)), (role: "user", content: "hi")], partition: "p1")
+        let b = PromptBlocks.hashes([(role: "system", content: String(repeating: "x", count: 600)), (role: "user", content: "other")], partition: "p1")
+        let c = PromptBlocks.hashes([(role: "system", content: String(repeating: "x", count: 600)), (role: "user", content: "hi")], partition: "p2")
+        XCTAssertEqual(a.count, 2, "616 bytes: two full blocks of 256")
+        XCTAssertEqual(a, b, "the same leading 512 bytes: the same hashes")
+        XCTAssertTrue(Set(a).isDisjoint(with: c), "another project's hashes never match")
+        let long = PromptBlocks.hashes([(role: "user", content: String(repeating: "y", count: 1 << 20))], partition: "p")
+        XCTAssertEqual(long.count, PromptBlocks.maxBlocks, "bounded")
+    }
+}
