@@ -2,7 +2,7 @@
 projects, the same ~300-token system prompt sent by both. Project A's repeat reuses its prompt
 (`usage.prompt_tokens_details.cached_tokens > 0`); project B's identical request must not — else
 B could probe whether A sent a prompt (cached_tokens, or a fast first token). The block hashes the
-worker reports to the router are salted by project too, so they do not reveal the shared prompt."""
+worker reports to the router (`PromptBlocks`) are salted by project too, so they do not reveal the shared prompt."""
 import os
 
 import pytest
@@ -58,6 +58,7 @@ def test_prefix_cache_is_not_shared_across_projects(shared_gguf):
 
     # The prefix hashes the worker reports: B's copy of the prompt adds its own (salted) hashes
     # rather than repeating A's, so the router's set holds both projects' blocks.
+    # They are PromptBlocks hashes: the messages as role 0x1F content 0x1E, in 256-byte blocks.
     key = "xero:worker:w-gguf-shared:prefixes"
-    blocks = first.usage.prompt_tokens // 32
+    blocks = len(b"".join(m["role"].encode() + b"\x1f" + m["content"].encode() + b"\x1e" for m in MESSAGES)) // 256
     wait_for(lambda: int(p.redis.cli("SCARD", key) or 0) == 2 * blocks, timeout=20, what="both projects' block hashes reported")
