@@ -116,7 +116,7 @@ let package = Package(
         ]),
         // Load generator and engine baseline for docs/benchmarks.md (bench/run.sh drives it).
         .executableTarget(name: "xerobench", dependencies: [
-            "XeroCore", "XeroEngines", "XeroEmbeddings", "XeroGGUF",
+            "XeroCore", "XeroEngines", "XeroEmbeddings", "XeroGGUF", "XeroRouter",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
