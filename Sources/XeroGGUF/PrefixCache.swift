@@ -20,12 +20,8 @@ import Foundation
 /// prompt tokens to compute: the batch kernels then see the same arithmetic as a cold run, so
 /// reuse never changes the output.
 ///
-/// **Block hashes** (`blockHashes`, `blockHash(_:blocks:partition:)`) are FNV-1a 64 over the
-/// partition's UTF-8 bytes, a 0xFF terminator (never a UTF-8 byte, so (partition, tokens) maps to
-/// one byte stream), then each token id's 4 little-endian bytes; the hash of block k covers the
-/// first k × 32 tokens. The same tokens hash differently in different partitions, so what a
-/// worker reports to the router does not reveal that two projects share a prompt, and a
-/// prefix-aware router computes a job's hashes with its project as the partition.
+/// What a worker reports of this cache to the routers is not its token ids but the prompts' text
+/// blocks (`PromptBlocks`, through the engine's `PromptLedger`): a router has no tokenizer.
 public final class PrefixCache: @unchecked Sendable {
     final class Node {
         var tokens: [Int32]
@@ -47,21 +43,15 @@ public final class PrefixCache: @unchecked Sendable {
     final class Partition {
         let key: String
         let root = Node(tokens: [], keys: [], values: [])
-        /// FNV-1a state after the partition's bytes: where its block hashes start.
-        let seed: UInt64
         var lastUsed: UInt64 = 0
         var bytes = 0
-        init(key: String) {
-            self.key = key
-            seed = PrefixCache.seed(key)
-        }
+        init(key: String) { self.key = key }
     }
 
     public let budgetBytes: Int
     /// Most partitions kept at once; a new one beyond this drops the least recently used whole.
     public let maxPartitions: Int
     public static let defaultMaxPartitions = 4096
-    public static let blockSize = 32
     let layers: Int, kvDim: Int
     private var partitions: [String: Partition] = [:]
     private var clock: UInt64 = 0
@@ -154,60 +144,7 @@ public final class PrefixCache: @unchecked Sendable {
             }
             node.lastUsed = clock
             evict()
-            publishHashes()
         }
-    }
-
-    /// Hashes of every complete `blockSize`-token block along cached paths of every partition
-    /// (each hash covers the whole prefix up to the end of its block, salted by its partition),
-    /// for the router to prefer a worker that holds them. A snapshot taken when the tree last
-    /// changed: reading it never waits behind an insert's copying (the worker reads it on its
-    /// socket thread).
-    public func blockHashes() -> [UInt64] { snapshotLock.withLock { snapshot } }
-
-    private var snapshot: [UInt64] = []
-    private let snapshotLock = NSLock()
-    static let maxHashes = 1024
-
-    /// Recomputes the snapshot; called with `lock` held, after the tree changed. The most
-    /// recently used partitions come first under the `maxHashes` cap.
-    private func publishHashes() {
-        var out = Set<UInt64>()
-        func visit(_ node: Node, hash: UInt64, position: Int) {
-            var h = hash, pos = position
-            for t in node.tokens {
-                h = Self.mix(h, t)
-                pos += 1
-                if pos % Self.blockSize == 0 { out.insert(h) }
-            }
-            for c in node.children.values where out.count < Self.maxHashes { visit(c, hash: h, position: pos) }
-        }
-        for p in partitions.values.sorted(by: { $0.lastUsed > $1.lastUsed }) where out.count < Self.maxHashes {
-            visit(p.root, hash: p.seed, position: 0)
-        }
-        let sorted = out.sorted()
-        snapshotLock.withLock { snapshot = sorted }
-    }
-
-    /// The hash of the first `blocks` blocks of `tokens` in `partition`, as `blockHashes` computes
-    /// it: the one definition (a prefix-aware router computes it for a job with its project).
-    public static func blockHash(_ tokens: [Int32], blocks: Int, partition: String) -> UInt64 {
-        var h = seed(partition)
-        for t in tokens.prefix(blocks * blockSize) { h = mix(h, t) }
-        return h
-    }
-
-    /// FNV-1a 64 over the partition's UTF-8 bytes and a 0xFF terminator.
-    static func seed(_ partition: String) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in partition.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return (h ^ 0xFF) &* 0x100_0000_01b3
-    }
-
-    static func mix(_ h: UInt64, _ t: Int32) -> UInt64 {
-        var h = h
-        for shift in stride(from: 0, to: 32, by: 8) { h = (h ^ UInt64((UInt32(bitPattern: t) >> UInt32(shift)) & 0xFF)) &* 0x100_0000_01b3 }
-        return h
     }
 
     // MARK: tree maintenance

@@ -157,13 +157,15 @@ final class GGUFEngineTests: XCTestCase {
         XCTAssertEqual(other.usage?.cachedTokens, 0, "another project does not")
         XCTAssertEqual(second.texts, first.texts)
         XCTAssertEqual(other.texts, first.texts)
-        // The hashes the worker reports differ per project for the same tokens.
+        // The hashes the worker reports (prompt blocks, for the routers) differ per project for the same prompt.
         let e = try Self.engine()
-        let tokens = e.promptTokens(try ChatRequest.parse(Array(body.utf8)))
+        let chat = try ChatRequest.parse(Array(body.utf8))
         let reported = Set(e.prefixBlockHashes())
-        XCTAssertTrue(reported.contains(PrefixCache.blockHash(tokens, blocks: 1, partition: a)))
-        XCTAssertTrue(reported.contains(PrefixCache.blockHash(tokens, blocks: 1, partition: b)))
-        XCTAssertNotEqual(PrefixCache.blockHash(tokens, blocks: 1, partition: a), PrefixCache.blockHash(tokens, blocks: 1, partition: b))
+        let ha = PromptBlocks.hashes(chat, partition: a), hb = PromptBlocks.hashes(chat, partition: b)
+        XCTAssertFalse(ha.isEmpty)
+        XCTAssertTrue(reported.isSuperset(of: ha), "project A's prompt is reported")
+        XCTAssertTrue(reported.isSuperset(of: hb), "and project B's")
+        XCTAssertTrue(Set(ha).isDisjoint(with: hb), "salted by project: no hash in common")
     }
 
     func testStreamedPiecesNeverSplitACharacter() {

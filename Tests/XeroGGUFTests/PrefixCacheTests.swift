@@ -47,11 +47,6 @@ final class PrefixCacheTests: XCTestCase {
         let (l4, c4) = try run(other, pc)
         XCTAssertGreaterThan(c4, 10)
         XCTAssertEqual(l4, try cold(other))
-        // Block hashes cover every cached full block.
-        let long = try prompt(String(repeating: "Tell me about the sea and its waves. ", count: 8))
-        _ = try run(long, pc)
-        let hashes = Set(pc.blockHashes())
-        for k in 1...(long.count / PrefixCache.blockSize) { XCTAssertTrue(hashes.contains(PrefixCache.blockHash(long, blocks: k, partition: "project-a")), "block \(k)") }
     }
 
     func testEvictionKeepsTheBudgetAndOutputStaysIdentical() throws {
@@ -96,40 +91,6 @@ final class PrefixCacheTests: XCTestCase {
         XCTAssertEqual(la, lb)
         // The empty partition ("", what a job without a project uses) is a partition like any other.
         XCTAssertEqual(pc.cachedLength(p, partition: ""), 0)
-    }
-
-    func testBlockHashesAreSaltedByPartition() throws {
-        let (model, _, _) = try LlamaTests.load()
-        let pc = PrefixCache(config: model.config, budgetBytes: 256 << 20)
-        let p = try prompt(String(repeating: "Tell me about the sea and its waves. ", count: 8))
-        let blocks = p.count / PrefixCache.blockSize
-        XCTAssertGreaterThanOrEqual(blocks, 2)
-        _ = try run(p, pc, partition: "A")
-        let onlyA = Set(pc.blockHashes())
-        for k in 1...blocks {
-            let a = PrefixCache.blockHash(p, blocks: k, partition: "A"), b = PrefixCache.blockHash(p, blocks: k, partition: "B")
-            XCTAssertNotEqual(a, b, "block \(k) hashes differently per partition")
-            XCTAssertTrue(onlyA.contains(a), "block \(k) of A reported")
-            XCTAssertFalse(onlyA.contains(b), "block \(k) of B not reported before B sent it")
-        }
-        XCTAssertEqual(onlyA.count, blocks)
-        _ = try run(p, pc, partition: "B")
-        let both = Set(pc.blockHashes())
-        XCTAssertEqual(both.count, 2 * blocks)
-        for k in 1...blocks { XCTAssertTrue(both.contains(PrefixCache.blockHash(p, blocks: k, partition: "B"))) }
-        XCTAssertNotEqual(PrefixCache.blockHash(p, blocks: 1, partition: ""), PrefixCache.blockHash(p, blocks: 1, partition: "A"))
-    }
-
-    func testPartitionSaltIsTerminatedSoNoPartitionCanImpersonateAnother() {
-        // Small token ids are valid UTF-8 bytes (t, 0, 0, 0): without a terminator, partition
-        // "x" + the bytes of 32 tokens would hash its block 1 exactly as partition "x" hashes block 2.
-        let tokens: [Int32] = (0..<64).map { Int32(1 + $0 % 100) }
-        var bytes = Array("x".utf8)
-        for t in tokens.prefix(32) { withUnsafeBytes(of: UInt32(bitPattern: t).littleEndian) { bytes.append(contentsOf: $0) } }
-        let impostor = String(decoding: bytes, as: UTF8.self)
-        XCTAssertEqual(Array(impostor.utf8), bytes)
-        XCTAssertNotEqual(PrefixCache.blockHash(tokens, blocks: 2, partition: "x"),
-                          PrefixCache.blockHash(Array(tokens[32...]), blocks: 1, partition: impostor))
     }
 
     func testEvictionAcrossPartitionsKeepsTheBudgetAndDropsEmptyPartitions() throws {
@@ -185,7 +146,6 @@ final class PrefixCacheTests: XCTestCase {
         let p3 = pc.lookup(tokens, reserve: 16, partition: "p3")
         withExtendedLifetime(p3) { XCTAssertEqual(p3?.keys[0][0], 3) }
         XCTAssertEqual(pc.bytes, 3 * pc.bytes(partition: "p0"), "a dropped partition's bytes are released")
-        XCTAssertEqual(Set(pc.blockHashes()).count, 0, "10 tokens make no full block")
         // A flood of projects stays at the bound.
         for i in 0..<100 { pc.insert(tokens, count: 10, from: synthetic(10, fill: 1), partition: "flood-\(i)") }
         XCTAssertEqual(pc.partitionCount, 3)

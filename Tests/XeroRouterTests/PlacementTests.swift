@@ -130,5 +130,11 @@ final class PlacementTests: XCTestCase {
         XCTAssertTrue(Set(a).isDisjoint(with: c), "another project's hashes never match")
         let long = PromptBlocks.hashes([(role: "user", content: String(repeating: "y", count: 1 << 20))], partition: "p")
         XCTAssertEqual(long.count, PromptBlocks.maxBlocks, "bounded")
+        // The partition is terminated (0xFF, never a UTF-8 byte): no project can impersonate another
+        // by moving text into its id.
+        let text = String(repeating: "z", count: 300)
+        let x = PromptBlocks.hashes([(role: "u", content: text)], partition: "x")
+        let impostor = PromptBlocks.hashes([(role: "", content: String(text.dropFirst(0)))], partition: "xu\u{1F}")
+        XCTAssertNotEqual(x.first, impostor.first)
     }
 }
