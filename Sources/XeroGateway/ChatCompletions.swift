@@ -34,6 +34,7 @@ struct ChatCompletions: Sendable {
             job.addHeaders(to: &e)
             throw e
         }
+        InferenceJobs.addPrediction(job, to: &responseHeaders)
         if !chat.stream {
             defer { job.end() }
             var answer = ChatAccumulator(n: chat.n, logprobs: chat.logprobs)
@@ -42,6 +43,7 @@ struct ChatCompletions: Sendable {
                 switch event.body {
                 case let .done(usage):
                     responseHeaders[.contentType] = "application/json"
+                    if job.prediction != nil { InferenceJobs.addAchieved(job, completionTokens: usage.completionTokens, to: &responseHeaders) }
                     return Response(status: .ok, headers: responseHeaders,
                                     body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: answer.choices, usage: usage))))
                 case var .error(e):
@@ -88,6 +90,10 @@ struct ChatCompletions: Sendable {
                     SSE.append(writer.chunk(index: index, content: nil, finishReason: reason), to: &buffer)
                 case let .done(usage):
                     if writer.includeUsage { SSE.append(writer.usageChunk(usage), to: &buffer) }
+                    if let p = job.prediction {
+                        let a = job.achieved(completionTokens: usage.completionTokens)
+                        SSE.append(writer.timingChunk(ttftMs: a.ttftMs, tpotMs: a.tpotMs, predictedTTFTMs: p.ttftMs, predictedTPOTMs: p.tpotMs), to: &buffer)
+                    }
                     buffer.writeBytes(SSE.done)
                     terminal = true
                 case let .error(e):

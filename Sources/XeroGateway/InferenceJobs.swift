@@ -37,6 +37,21 @@ struct InferenceJobs: Sendable {
         return h
     }
 
+    /// The router's prediction for a job with SLO hints (docs/routing.md, "SLO-aware placement"):
+    /// `x-xerotier-predicted-ttft-ms` / `-tpot-ms`, where the chosen worker has been measured.
+    static func addPrediction(_ handle: JobHandle, to h: inout HTTPFields) {
+        guard let p = handle.prediction else { return }
+        if p.ttftMs >= 0 { h[HTTPField.Name("x-xerotier-predicted-ttft-ms")!] = String(p.ttftMs) }
+        if p.tpotMs >= 0 { h[HTTPField.Name("x-xerotier-predicted-tpot-ms")!] = String(p.tpotMs) }
+    }
+
+    /// What a job achieved, ms, with one decimal: `x-xerotier-ttft-ms` / `-tpot-ms` (non-streaming answers).
+    static func addAchieved(_ handle: JobHandle, completionTokens: Int, to h: inout HTTPFields) {
+        let a = handle.achieved(completionTokens: completionTokens)
+        if let t = a.ttftMs { h[HTTPField.Name("x-xerotier-ttft-ms")!] = String(format: "%.1f", t) }
+        if let t = a.tpotMs { h[HTTPField.Name("x-xerotier-tpot-ms")!] = String(format: "%.1f", t) }
+    }
+
     /// Runs a job that answers in one piece (embeddings, rerank).
     func runToCompletion(kind: JobEnvelope.Kind, caller: CallerContext, reserve: Int, headers: HTTPFields, body: [UInt8])
         async throws -> (requestId: String, events: [StreamEvent.Body], usage: Usage, headers: HTTPFields) {

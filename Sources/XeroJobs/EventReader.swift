@@ -12,6 +12,8 @@ public struct EventReader: Sendable {
     public private(set) var nextSeq = 0
     private var pending: [StreamEvent] = []
     private var index = 0
+    /// The router's prediction for the worker it placed the job on (`StreamEvent.placed`).
+    public private(set) var prediction: (ttftMs: Int, tpotMs: Int)?
 
     public init(_ mailbox: EventMailbox, attempt: Int? = nil) {
         self.mailbox = mailbox
@@ -38,7 +40,8 @@ public struct EventReader: Sendable {
             index += 1
             if ev.seq == WireLimits.outOfBandSeq {
                 if ev.isTerminal { return ev }
-                continue   // only terminal events travel out of band
+                if case let .placed(ttft, tpot) = ev.body { prediction = (ttft, tpot) }
+                continue   // a notice, not part of the answer
             }
             // A re-dispatched job speaks with a new attempt number; never mix two attempts.
             if let attempt, ev.attempt != attempt { continue }

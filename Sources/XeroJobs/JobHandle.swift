@@ -37,6 +37,13 @@ public final class JobHandle: @unchecked Sendable {
         self.timeline = timeline
     }
 
+    /// The router's prediction for the worker it chose (jobs with SLO hints; -1 = none yet), once
+    /// the first event has been read.
+    public var prediction: (ttftMs: Int, tpotMs: Int)? { reader?.prediction }
+
+    /// What the job achieved as this gateway saw it (`RequestTimeline.achieved`).
+    public func achieved(completionTokens: Int) -> (ttftMs: Double?, tpotMs: Double?) { timeline.achieved(completionTokens: completionTokens) }
+
     func begin(_ mailbox: EventMailbox, timer: DeadlineTimer.Token) {
         reader = EventReader(mailbox)
         self.timer = timer

@@ -13,6 +13,7 @@ final class RequestTimeline: @unchecked Sendable {
     /// Chat streams tokens; embeddings and rerank answer in one piece (no TTFT or ITL).
     let streamsTokens: Bool
     private var lastTokenNs: UInt64 = 0
+    private var firstTokenNs: UInt64 = 0
     private var finishReason = "stop"
 
     init(_ instruments: RequestInstruments, arrivedNs: UInt64, streamsTokens: Bool) {
@@ -28,6 +29,7 @@ final class RequestTimeline: @unchecked Sendable {
             guard streamsTokens else { return }
             let now = DispatchTime.now().uptimeNanoseconds
             if lastTokenNs == 0 {
+                firstTokenNs = now
                 instruments.timeToFirstToken.record(Self.seconds(from: arrivedNs, to: now))
             } else {
                 instruments.interTokenLatency.record(Self.seconds(from: lastTokenNs, to: now))
@@ -50,6 +52,15 @@ final class RequestTimeline: @unchecked Sendable {
         recordLatency()
         instruments.failed(status: status, code: code)
         return code
+    }
+
+    /// What the request achieved as the gateway saw it, ms: time to first token from arrival, and
+    /// time per output token after the first (nil before a token, or with fewer than two).
+    func achieved(completionTokens: Int) -> (ttftMs: Double?, tpotMs: Double?) {
+        guard firstTokenNs > 0 else { return (nil, nil) }
+        let ttft = Self.seconds(from: arrivedNs, to: firstTokenNs) * 1000
+        guard completionTokens > 1, lastTokenNs > firstTokenNs else { return (ttft, nil) }
+        return (ttft, Self.seconds(from: firstTokenNs, to: lastTokenNs) * 1000 / Double(completionTokens - 1))
     }
 
     var elapsedMs: Int { Int(Self.seconds(from: arrivedNs, to: DispatchTime.now().uptimeNanoseconds) * 1000) }

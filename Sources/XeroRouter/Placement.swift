@@ -76,6 +76,9 @@ public struct RoundRobinPlacement: PlacementPolicy {
 ///   than dropped for everyone once some worker is busy.
 /// - Load counts a job from the moment it is dispatched (not when its stream starts).
 /// - Draining and departed workers are not candidates, and the index forgets them.
+///
+/// Equal scores (a prompt nobody holds, equally loaded workers) go to the worker holding the fewest
+/// prompt blocks: new prompts spread over the caches with room before any evicts.
 public struct PrefixAwarePlacement: PlacementPolicy {
     public static let defaultLoadWeight = 0.5
     public static let defaultMaxImbalance = 0.5
@@ -91,13 +94,19 @@ public struct PrefixAwarePlacement: PlacementPolicy {
         guard let least = workers.map(\.load).min() else { return nil }
         let blocks = job.prefixBlocks
         let matched = blocks.isEmpty ? [:] : context.index.matches(blocks, now: context.now)
-        var best: (score: Double, load: Double, id: String)?
+        var best: (score: Double, load: Double, held: Int, id: String)?
         for w in workers {
             let load = w.load
             let m = load <= least + maxImbalance ? Double(matched[w.info.id] ?? 0) / Double(max(1, blocks.count)) : 0
             let score = m - loadWeight * load
-            if let b = best, score < b.score || (score == b.score && (load > b.load || (load == b.load && w.info.id >= b.id))) { continue }
-            best = (score, load, w.info.id)
+            let held = context.index.reportedCount(w.info.id)
+            if let b = best {
+                if score != b.score { if score < b.score { continue } }
+                else if load != b.load { if load > b.load { continue } }
+                else if held != b.held { if held > b.held { continue } }
+                else if w.info.id >= b.id { continue }
+            }
+            best = (score, load, held, w.info.id)
         }
         return best?.id
     }

@@ -396,7 +396,7 @@ final class RouterState: @unchecked Sendable {
             scheduler.reportPrefixes(worker, hashes: hashes)
             ops?.workerPrefixes(worker, hashes.map { String($0, radix: 16) })
         case let .started(requestId):
-            guard scheduler.markStarted(requestId, worker: worker) else {
+            guard scheduler.markStarted(requestId, worker: worker, now: now) else {
                 logger.warning("'started' for a job this worker does not run ignored", metadata: ["worker": "\(worker)", "request_id": "\(requestId)"])
                 return
             }
@@ -415,6 +415,11 @@ final class RouterState: @unchecked Sendable {
         case let .done(report):
             if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now,
                                                returnsCredit: report.returnsCredit) {
+                // Its time per output token (the worker's clock at both ends) at the load it was sent at.
+                if report.outcome == "done", report.completionTokens > 1, report.finishedAtMs > report.firstTokenAtMs, report.firstTokenAtMs > 0 {
+                    scheduler.observeTPOT(worker, loadAtDispatch: finished.loadAtDispatch,
+                                          ms: Double(report.finishedAtMs - report.firstTokenAtMs) / Double(report.completionTokens - 1))
+                }
                 settle(finished.envelope, usage: Self.billedUsage(report))
                 rememberFinished(report.requestId, worker: worker)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
@@ -612,6 +617,14 @@ final class RouterState: @unchecked Sendable {
                 ops?.job(d.envelope.requestId, [("state", "dispatched"), ("worker", d.worker), ("attempt", String(d.envelope.attempt)),
                                                 ("dispatched_at", String(now))])
                 ops?.place(d.envelope.requestId, tier: d.envelope.tier, .running(sinceMs: now))
+                if let p = d.prediction {
+                    // Sent before the worker can answer, on the same socket as its events: the
+                    // gateway has it when the first event comes (docs/routing.md, "SLO-aware placement").
+                    let ev = StreamEvent(requestId: d.envelope.requestId, attempt: d.envelope.attempt, seq: WireLimits.outOfBandSeq,
+                                         body: .placed(predictedTTFTMs: min(p.ttftMs ?? -1, WireLimits.sloMs.upperBound),
+                                                       predictedTPOTMs: min(p.tpotMs ?? -1, WireLimits.sloMs.upperBound)))
+                    ctx.send(socket: Router.eventsOutSocket, frames: [Array(d.envelope.topic.utf8), ev.encode()])
+                }
             } else {
                 // The worker's connection is gone: drop it; its jobs (this one included) are re-queued.
                 dropWorker(ctx, d.worker, reason: "unreachable", now: now)

@@ -42,12 +42,21 @@ public struct TierScheduler {
         public var worker: String
         public var started: Bool
         public var dispatchedAtMs: Int64
+        /// Its prompt blocks the worker did not hold, and the worker's load, when it was sent:
+        /// what its measured TTFT and TPOT are fitted against (`LatencyModel`).
+        public var uncachedBlocks = 0
+        public var loadAtDispatch = 0.0
     }
 
     public struct Dispatch: Sendable, Equatable {
         public var envelope: JobEnvelope
         public var worker: String
+        /// For a job with SLO hints: what the chosen worker is predicted to achieve.
+        public var prediction: Prediction?
     }
+
+    /// Per worker, its measured TTFT and TPOT (SLO-aware placement).
+    public private(set) var timings: [String: WorkerTimings] = [:]
 
     /// What happens to a worker's jobs when it is lost.
     public struct LostJobs: Sendable {
@@ -188,10 +197,22 @@ public struct TierScheduler {
     /// Marks a job as having produced output: it can no longer be re-dispatched. Only the worker
     /// running it can say so; returns false for anyone else (the message is ignored).
     @discardableResult
-    public mutating func markStarted(_ requestId: String, worker: String) -> Bool {
-        guard inflight[requestId]?.worker == worker else { return false }
+    /// `now`: when the router heard it — the job's time to first token on that worker, as this
+    /// router measures it from dispatch (one clock), is a sample of its TTFT model.
+    public mutating func markStarted(_ requestId: String, worker: String, now: Int64? = nil) -> Bool {
+        guard let f = inflight[requestId], f.worker == worker else { return false }
+        if !f.started, let now, now >= f.dispatchedAtMs {
+            timings[worker, default: WorkerTimings()].ttft.add(x: Double(f.uncachedBlocks), y: Double(now - f.dispatchedAtMs))
+        }
         inflight[requestId]!.started = true
         return true
+    }
+
+    /// A finished job's time per output token (from its worker's report: first token to finish,
+    /// over the tokens after the first), a sample of the worker's TPOT model at its load then.
+    public mutating func observeTPOT(_ worker: String, loadAtDispatch: Double, ms: Double) {
+        guard workers[worker] != nil else { return }
+        timings[worker, default: WorkerTimings()].tpot.add(x: loadAtDispatch, y: ms)
     }
 
     /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
@@ -364,6 +385,7 @@ public struct TierScheduler {
     public mutating func remove(_ worker: String, now: Int64 = 0) -> LostJobs {
         guard let w = workers.removeValue(forKey: worker) else { return LostJobs() }
         prefixIndex.remove(worker: worker)
+        timings[worker] = nil
         if !w.inflight.isEmpty { recordHealth(worker, .failure, now: now) }
         var lost = LostJobs()
         for id in w.inflight.sorted().reversed() {
@@ -420,16 +442,20 @@ public struct TierScheduler {
             let job = queues[pick.tier.name]!.remove(at: pick.at)
             queuedIds.remove(job.requestId)
             totalQueued -= 1
+            let chosen = workers[pick.worker]!
+            let uncached = job.prefixBlocks.isEmpty ? 0 : job.prefixBlocks.count - (prefixIndex.matches(job.prefixBlocks, now: now)[pick.worker] ?? 0)
+            let prediction = job.sloTTFTMs > 0 || job.sloTPOTMs > 0 ? predict(chosen, uncachedBlocks: uncached) : nil
             workers[pick.worker]!.credits -= 1
             workers[pick.worker]!.sentSinceReport += 1
             breakers[pick.worker]?.dispatched(now: now)
             workers[pick.worker]!.inflight.insert(job.requestId)
             prefixIndex.placed(worker: pick.worker, blocks: job.prefixBlocks, now: now)
             turn &+= 1
-            inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now)
+            inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now,
+                                               uncachedBlocks: uncached, loadAtDispatch: chosen.load)
             stats[pick.tier.name]!.dispatched += 1
             stats[pick.tier.name]!.inflight += 1
-            out.append(Dispatch(envelope: job, worker: pick.worker))
+            out.append(Dispatch(envelope: job, worker: pick.worker, prediction: prediction))
         }
         return out
     }
@@ -441,12 +467,43 @@ public struct TierScheduler {
         let context = PlacementContext(index: prefixIndex, now: now, turn: turn)
         return q.firstServable(lookahead: Self.lookahead) { job in
             // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
-            let candidates = workers.values.filter {
+            var candidates = workers.values.filter {
                 $0.credits > 0 && $0.mayRun(job)
                     && (breakers[$0.info.id]?.allows(now: now, inflight: $0.inflight.count) ?? true)
             }
+            if job.sloTTFTMs > 0 || job.sloTPOTMs > 0 { candidates = meetingSLO(job, candidates, now: now) }
             return candidates.isEmpty ? nil : policy.choose(job: job, among: candidates, context: context)
         }
+    }
+
+    // MARK: SLO-aware placement (docs/routing.md, "SLO-aware placement")
+
+    /// What a worker is predicted to achieve for a job: TTFT from the blocks it lacks, TPOT at its
+    /// load with this job added.
+    func predict(_ w: Worker, uncachedBlocks: Int) -> Prediction {
+        let t = timings[w.info.id]
+        let load = w.load + 1 / Double(max(1, w.info.slots))
+        return Prediction(ttftMs: t?.ttft.predict(Double(uncachedBlocks)).map { Int($0.rounded()) },
+                          tpotMs: t?.tpot.predict(load).map { Int($0.rounded()) })
+    }
+
+    /// The candidates predicted to meet the job's hints (one not measured yet is presumed to);
+    /// the tier's policy then chooses among them. Where none can, the one predicted to miss by the
+    /// least (the largest ratio of prediction to hint, minimised) is the only candidate.
+    func meetingSLO(_ job: JobEnvelope, _ candidates: [Worker], now: Int64) -> [Worker] {
+        guard candidates.count > 1 else { return candidates }
+        let matched = job.prefixBlocks.isEmpty ? [:] : prefixIndex.matches(job.prefixBlocks, now: now)
+        var meeting: [Worker] = []
+        var best: (miss: Double, worker: Worker)?
+        for w in candidates {
+            let p = predict(w, uncachedBlocks: job.prefixBlocks.count - (matched[w.info.id] ?? 0))
+            var miss = 0.0
+            if job.sloTTFTMs > 0, let t = p.ttftMs { miss = max(miss, Double(t) / Double(job.sloTTFTMs)) }
+            if job.sloTPOTMs > 0, let t = p.tpotMs { miss = max(miss, Double(t) / Double(job.sloTPOTMs)) }
+            if miss <= 1 { meeting.append(w) }
+            if best == nil || miss < best!.miss || (miss == best!.miss && w.info.id < best!.worker.info.id) { best = (miss, w) }
+        }
+        return meeting.isEmpty ? [best!.worker] : meeting
     }
 
     /// Whether any live worker (not draining) could ever run this job: its model, its fleet.

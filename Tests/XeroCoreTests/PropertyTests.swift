@@ -211,7 +211,8 @@ private func genError(_ rng: inout RNG, small: Bool, status: Int? = nil) -> APIE
 }
 
 private func genBody(_ rng: inout RNG, small: Bool) -> StreamEvent.Body {
-    switch roll(8, &rng) {
+    switch roll(9, &rng) {
+    case 8: return .placed(predictedTTFTMs: edgy(-1...L.sloMs.upperBound, &rng), predictedTPOTMs: edgy(-1...L.sloMs.upperBound, &rng))
     case 7: return .lost(genError(&rng, small: small))
     case 0: return .delta(index: edgy(choiceRange, &rng), text: text(4096, &rng, small: small), logprobs: nil,
                           tokens: (0..<Int.random(in: 0...(small ? 3 : 40), using: &rng)).map { _ in Int32(truncatingIfNeeded: rng.next()) })
@@ -334,6 +335,7 @@ extension StreamEvent: WireCodable {
         case let .vectors(dim, data): return L.dims.contains(dim) && data.count <= L.maxVectorBytes && data.count % (4 * dim) == 0
         case let .finish(i, reason): return L.choices.contains(i) && fits(reason, L.maxNameBytes)
         case let .done(u): return [u.promptTokens, u.completionTokens, u.cachedTokens].allSatisfy { L.tokens.contains($0) }
+        case let .placed(ttft, tpot): return [ttft, tpot].allSatisfy { (-1...L.sloMs.upperBound).contains($0) }
         case let .error(e):
             return L.errorStatuses.contains(e.status) && fits(e.message, L.maxTextBytes) && fits(e.type, L.maxNameBytes)
                 && fits(e.param ?? "", L.maxNameBytes) && fits(e.code ?? "", L.maxNameBytes) && e.headers.isEmpty

@@ -137,4 +137,77 @@ final class PlacementTests: XCTestCase {
         let impostor = PromptBlocks.hashes([(role: "", content: String(text.dropFirst(0)))], partition: "xu\u{1F}")
         XCTAssertNotEqual(x.first, impostor.first)
     }
+
+    // MARK: SLO-aware placement
+
+    func testLatencyModelFitsALine() {
+        var m = LatencyModel()
+        m.add(x: 0, y: 100)
+        m.add(x: 10, y: 200)
+        XCTAssertNil(m.predict(5), "fewer than three samples: no prediction")
+        m.add(x: 20, y: 300)
+        XCTAssertEqual(m.predict(30) ?? 0, 400, accuracy: 1)
+        var flat = LatencyModel()
+        for y in [10.0, 20, 30] { flat.add(x: 0.5, y: y) }
+        XCTAssertEqual(flat.predict(0.9) ?? 0, 20.3, accuracy: 1, "one x only: the (weighted) mean")
+        var noisy = LatencyModel()
+        for (x, y) in [(0.0, 50.0), (1, 40), (2, 30)] { noisy.add(x: x, y: y) }
+        XCTAssertGreaterThanOrEqual(noisy.predict(10) ?? -1, 0, "never negative, never falling with work")
+    }
+
+    func job(_ id: String, ttft: Int = 0, tpot: Int = 0) -> JobEnvelope {
+        var j = job(id)
+        j.sloTTFTMs = ttft
+        j.sloTPOTMs = tpot
+        return j
+    }
+
+    /// Two workers measured at 10 and 50 ms per token: a 30 ms TPOT hint goes to the fast one even
+    /// when it is the busier; a hint nobody can meet goes to the best; the prediction comes along.
+    func testTPOTHintsSteerToTheWorkerThatCanMeetThem() {
+        var s = scheduler("prefix_aware", workers: ["fast", "slow"])   // load as the workers report it
+        for _ in 0..<5 {
+            s.observeTPOT("fast", loadAtDispatch: 0, ms: 10)
+            s.observeTPOT("slow", loadAtDispatch: 0, ms: 50)
+        }
+        s.reportLoad("fast", active: 2)   // busier: on load alone "slow" wins
+        XCTAssertEqual(place(&s, job("plain")), "slow")
+        XCTAssertTrue(s.enqueue(job("hinted", tpot: 30)))
+        let d = s.dispatch(now: 0)
+        XCTAssertEqual(d.first?.worker, "fast")
+        XCTAssertEqual(d.first?.prediction?.tpotMs, 10)
+        XCTAssertNil(d.first?.prediction?.ttftMs, "no TTFT measured yet")
+        XCTAssertEqual(place(&s, job("impossible", tpot: 5)), "fast", "nobody meets 5 ms: the one that misses it least")
+        XCTAssertTrue(s.enqueue(job("unhinted")))
+        XCTAssertNil(s.dispatch(now: 0).first?.prediction, "no hints, no prediction sent")
+    }
+
+    /// TTFT is measured from dispatch to `started` against the prompt blocks the worker lacked:
+    /// with a long prompt, the worker holding it is predicted fast and one without it slow.
+    func testTTFTHintsUseTheUncachedPrompt() {
+        var s = scheduler("least_loaded", workers: ["holder", "other"])
+        // Samples: 1 block uncached → 20 ms, 21 blocks → 420 ms, on both workers.
+        var n = 0
+        for w in ["holder", "other"] {
+            for blocks in [1, 21, 1, 21] {
+                let b = (0..<blocks).map { UInt64(10_000 + n * 100 + $0) }
+                n += 1
+                XCTAssertTrue(s.enqueue(job("t\(n)", blocks: b)))
+                // Pin each sample to its worker: only it has a credit this moment.
+                let other = w == "holder" ? "other" : "holder"
+                _ = s.reclaim(other, 100)
+                let d = s.dispatch(now: 0)
+                XCTAssertEqual(d.first?.worker, w)
+                XCTAssertTrue(s.markStarted("t\(n)", worker: w, now: Int64(20 * blocks)))
+                s.finish("t\(n)", worker: w)
+                s.credit(other, 4, now: 0)
+            }
+        }
+        s.reportPrefixes("holder", hashes: prompt(1))
+        s.reportLoad("holder", active: 1)   // busier, so least_loaded alone would not choose it
+        XCTAssertTrue(s.enqueue({ var j = job("q", blocks: prompt(2)); j.sloTTFTMs = 100; return j }()))
+        let d = s.dispatch(now: 0)
+        XCTAssertEqual(d.first?.worker, "holder", "only the holder can start within 100 ms")
+        XCTAssertEqual(Double(d.first?.prediction?.ttftMs ?? 0), 20, accuracy: 5)
+    }
 }

@@ -95,3 +95,51 @@ def test_prefix_aware_follows_the_busy_holder_and_round_robin_does_not(gguf_pair
     # Every worker reported the prompts it holds as block hashes (what the routers compare).
     for name in ("w-place-a", "w-place-b"):
         wait_for(lambda: int(p.redis.cli("SCARD", f"xero:worker:{name}:prefixes") or 0) > 0, timeout=10, what=f"{name} reported prefixes")
+
+
+# SLO-aware placement: THE SIMULATOR, one fast worker (2 ms per token) and one slow (30 ms).
+
+@pytest.fixture(scope="module")
+def fast_and_slow(redis, tmp_path_factory):
+    p = Platform(redis, tmp_path_factory.mktemp("slo"), config=CONFIG)
+    p.start_router()
+    gw = p.start_gateway()
+    p.start_worker("w-slo-fast", "--models", "slo-model", "--slots", "8", "--sim-tpot-ms", "2", "--sim-answer-tokens", "10")
+    p.start_worker("w-slo-slow", "--models", "slo-model", "--slots", "8", "--sim-tpot-ms", "30", "--sim-answer-tokens", "10")
+    demo = p.bootstrap(project="slo-demo", endpoint="slo-ep", model="slo-model")
+    yield p, gw, demo
+    p.shutdown()
+
+
+def test_a_tpot_hint_goes_to_the_worker_that_meets_it_and_is_reported(fast_and_slow):
+    from concurrent.futures import ThreadPoolExecutor
+    p, gw, demo = fast_and_slow
+    plain = client_for(gw, demo)
+    # Both workers get measured first (least_loaded spreads concurrent requests over them).
+    with ThreadPoolExecutor(6) as pool:
+        warm = list(pool.map(lambda n: plain.chat.completions.create(model="m", messages=[{"role": "user", "content": f"warm {n}"}]), range(18)))
+    assert {worker_of(p, r.id) for r in warm} == {"w-slo-fast", "w-slo-slow"}
+    unhinted = plain.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": "no hint"}])
+    assert "x-xerotier-predicted-tpot-ms" not in unhinted.headers, "no hint: nothing predicted or reported"
+
+    hinted = client_for(gw, demo, default_headers={"X-SLO-TPOT-Ms": "10"})
+    for n in range(10):
+        raw = hinted.chat.completions.with_raw_response.create(model="m", messages=[{"role": "user", "content": f"hinted {n}"}])
+        r = raw.parse()
+        assert worker_of(p, r.id) == "w-slo-fast", f"request {n}: only the fast worker meets 10 ms per token"
+        assert int(raw.headers["x-xerotier-predicted-tpot-ms"]) <= 10, dict(raw.headers)
+        assert float(raw.headers["x-xerotier-tpot-ms"]) < 30, dict(raw.headers)
+        assert float(raw.headers["x-xerotier-ttft-ms"]) >= 0
+
+    stream = hinted.chat.completions.with_raw_response.create(model="m", stream=True, messages=[{"role": "user", "content": "streamed"}])
+    assert int(stream.headers["x-xerotier-predicted-tpot-ms"]) <= 10
+    chunks = list(stream.parse())
+    last = chunks[-1].model_extra.get("x_xerotier")
+    assert last is not None, "the stream's final chunk reports the achieved figures"
+    assert last["predicted_tpot_ms"] <= 10 and last["tpot_ms"] is not None and last["ttft_ms"] is not None, last
+    assert chunks[-1].choices == []
+
+    # A hint no worker can meet still runs, on the best one.
+    impossible = client_for(gw, demo, default_headers={"X-SLO-TPOT-Ms": "1"})
+    r = impossible.chat.completions.create(model="m", messages=[{"role": "user", "content": "impossible"}])
+    assert worker_of(p, r.id) == "w-slo-fast"

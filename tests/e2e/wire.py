@@ -501,6 +501,8 @@ def decode_event(data):
     elif tag == 7:
         ev = StreamEvent(rid, attempt, seq, "lost", dict(status=r.int(), message=r.string(), type=r.string(),
                                                          param=r.optional_string(), code=r.optional_string()))
+    elif tag == 8:
+        ev = StreamEvent(rid, attempt, seq, "placed", dict(predicted_ttft_ms=r.int(), predicted_tpot_ms=r.int()))
     else:
         raise WireError(f"unknown event body {tag}")
     r.end("stream event")

@@ -81,6 +81,28 @@ public struct ChatResponseWriter: Sendable {
         return w.bytes
     }
 
+    /// The stream's last chunk for a job with SLO hints: no choices, and under `x_xerotier` what
+    /// it achieved and what the router predicted, ms (docs/routing.md, "SLO-aware placement").
+    /// A field the OpenAI SDKs keep and ignore.
+    public func timingChunk(ttftMs: Double?, tpotMs: Double?, predictedTTFTMs: Int, predictedTPOTMs: Int) -> [UInt8] {
+        var w = JSONWriter()
+        w.objectStart()
+        header(&w, object: "chat.completion.chunk")
+        w.key("choices"); w.arrayStart(); w.arrayEnd()
+        w.key("x_xerotier"); w.objectStart()
+        func ms(_ name: String, _ v: Double?) {
+            w.key(name)
+            if let v { w.value((v * 10).rounded() / 10) } else { w.null() }
+        }
+        ms("ttft_ms", ttftMs)
+        ms("tpot_ms", tpotMs)
+        ms("predicted_ttft_ms", predictedTTFTMs >= 0 ? Double(predictedTTFTMs) : nil)
+        ms("predicted_tpot_ms", predictedTPOTMs >= 0 ? Double(predictedTPOTMs) : nil)
+        w.objectEnd()
+        w.objectEnd()
+        return w.bytes
+    }
+
     public struct ToolCall: Sendable, Equatable {
         public var id = ""
         public var name = ""

@@ -23,6 +23,10 @@ public struct StreamEvent: Sendable, Equatable {
         /// `resume` it (the tokens it has, from its next seq) within a few seconds; otherwise the
         /// router ends it with `error` (`worker_lost`).
         case lost(APIError)
+        /// Out of band, from the router, for a job with SLO hints: where it was placed and what that
+        /// worker is predicted to achieve, ms (-1: no prediction yet). Not terminal; the gateway
+        /// reports it in headers (docs/routing.md, "SLO-aware placement").
+        case placed(predictedTTFTMs: Int, predictedTPOTMs: Int)
     }
 
     public var requestId: String
@@ -63,6 +67,8 @@ public struct StreamEvent: Sendable, Equatable {
             w.u8(4); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
         case let .lost(e):
             w.u8(7); w.int(e.status); w.string(e.message); w.string(e.type); w.optionalString(e.param); w.optionalString(e.code)
+        case let .placed(ttft, tpot):
+            w.u8(8); w.int(ttft); w.int(tpot)
         }
         return w.bytes
     }
@@ -116,6 +122,9 @@ public struct StreamEvent: Sendable, Equatable {
                 throw WireError.invalid("vectors of \(data.count) bytes do not hold whole \(dim)-dimensional vectors")
             }
             body = .vectors(dim: dim, data: data)
+        case 8:
+            body = .placed(predictedTTFTMs: try r.int(in: -1...L.sloMs.upperBound, "predicted TTFT"),
+                           predictedTPOTMs: try r.int(in: -1...L.sloMs.upperBound, "predicted TPOT"))
         case let k: throw WireError.invalid("unknown event body \(k)")
         }
         return StreamEvent(requestId: id, attempt: attempt, seq: seq, body: body)
