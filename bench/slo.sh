@@ -3,6 +3,7 @@
 # per output token, 8 slots each), 200 streamed requests at concurrency 8 with a TPOT hint of 15 ms
 # (between the two speeds), against the same requests without the hint (plain least_loaded).
 # Attainment = share of requests whose TPOT, measured by the client, is within 15 ms.
+# CONCURRENCY (default 8; 16 fills half the fleet's 32 slots, what the fast workers can hold).
 #   bench/slo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,11 +41,12 @@ BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug slo --endpoint-slug ep
 BASE="http://127.0.0.1:$HTTP$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')"
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 OUT=$WORK/results.jsonl
-"$PY" bench/slo_load.py "$BASE" "$KEY" bench-model "least_loaded, no hint" 15 no-hint "${REQUESTS:-200}" | tee -a "$OUT"
-"$PY" bench/slo_load.py "$BASE" "$KEY" "bench-model" "with X-SLO-TPOT-Ms: 15" 15 send-hint "${REQUESTS:-200}" | tee -a "$OUT"
+"$PY" bench/slo_load.py "$BASE" "$KEY" bench-model "least_loaded, no hint" 15 no-hint "${REQUESTS:-200}" "${CONCURRENCY:-8}" | tee -a "$OUT"
+"$PY" bench/slo_load.py "$BASE" "$KEY" "bench-model" "with X-SLO-TPOT-Ms: 15" 15 send-hint "${REQUESTS:-200}" "${CONCURRENCY:-8}" | tee -a "$OUT"
 python3 - "$OUT" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
+print(f"\nconcurrency {rows[0]['concurrency']}")
 print("\n| requests | attained (TPOT ≤ 15 ms) | attainment | mean TPOT ms | final chunks with a prediction |")
 print("|---|---:|---:|---:|---:|")
 for r in rows:

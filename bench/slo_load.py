@@ -1,9 +1,9 @@
-"""SLO attainment (issue 16): REQUESTS (200) streamed chat requests at concurrency 8, each asking for
+"""SLO attainment (issue 16): REQUESTS (200) streamed chat requests at CONCURRENCY (8), each asking for
 40 tokens, with or without `X-SLO-TPOT-Ms: HINT`; a request attains the target when its time per
 output token, measured here from the stream (first to last content chunk, over the tokens after
 the first), is at most HINT. Prints one JSON line.
 
-    python bench/slo_load.py BASE_URL API_KEY MODEL LABEL HINT_MS send-hint|no-hint [requests=200]
+    python bench/slo_load.py BASE_URL API_KEY MODEL LABEL HINT_MS send-hint|no-hint [requests=200] [concurrency=8]
 """
 import json
 import sys
@@ -14,6 +14,7 @@ from openai import OpenAI
 
 base, key, model, label, hint, mode = sys.argv[1:7]
 requests = int(sys.argv[7]) if len(sys.argv) > 7 else 200
+concurrency = int(sys.argv[8]) if len(sys.argv) > 8 else 8
 hint = int(hint)
 headers = {"X-SLO-TPOT-Ms": str(hint)} if mode == "send-hint" else {}
 client = OpenAI(base_url=base, api_key=key, max_retries=0, timeout=300, default_headers=headers)
@@ -34,12 +35,12 @@ def one(n):
     return tpot, extra
 
 
-with ThreadPoolExecutor(8) as pool:
+with ThreadPoolExecutor(concurrency) as pool:
     results = list(pool.map(one, range(requests)))
 tpots = [t for t, _ in results if t is not None]
 met = sum(1 for t in tpots if t <= hint)
 reported = [x for _, x in results if x]
-print(json.dumps({"mode": "slo", "label": label, "hint_ms": hint, "hints_sent": mode == "send-hint", "requests": requests,
+print(json.dumps({"mode": "slo", "label": label, "hint_ms": hint, "hints_sent": mode == "send-hint", "requests": requests, "concurrency": concurrency,
                   "attained": met, "attainment": round(met / max(1, len(tpots)), 3),
                   "mean_tpot_ms": round(sum(tpots) / max(1, len(tpots)), 1),
                   "reported_with_prediction": sum(1 for x in reported if x.get("predicted_tpot_ms") is not None)}))
