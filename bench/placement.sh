@@ -9,23 +9,9 @@
 #                                 round-robin run is cold 1,000-token prefills.
 # MAX_IMBALANCE / LOAD_WEIGHT set prefix_aware's parameters (defaults 0.5 / 0.5).
 # Each policy gets fresh workers (empty caches); the same seeded request sequence. REQUESTS=n overrides 200.
-set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release --product xerotier >/dev/null
-X=$(swift build -c release --show-bin-path)/xerotier
-PY=${PYTHON:-.venv/bin/python}
-ENGINE=${ENGINE:-sim}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port); redis-server --port "$RPORT" --save '' --appendonly no >/dev/null & PIDS+=($!)
-REDIS=redis://127.0.0.1:$RPORT
-sleep 0.5
-CFG=$WORK/placement.yaml
-cat > "$CFG" <<YAML
+tiers_yaml() {
+  cat <<YAML
 default_endpoint_tier: standard
 tiers:
   - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 600000, request_timeout_ms: 600000}
@@ -33,13 +19,9 @@ tiers:
   - {name: round-robin, priority: 5, weight: 1, queue_timeout_ms: 600000, request_timeout_ms: 600000, placement: round_robin}
   - {name: least-loaded, priority: 5, weight: 1, queue_timeout_ms: 600000, request_timeout_ms: 600000, placement: least_loaded}
 YAML
-ROUTER=$((20000 + RANDOM % 10000))
-HTTP=$(free_port)
-export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
-export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
-"$X" router --config "$CFG" --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
-"$X" gateway --config "$CFG" --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
-until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null; do sleep 0.2; done
+}
+ENGINE=${ENGINE:-sim}
+source bench/deployment.sh
 MODEL=bench-model
 start_workers() {
   WPIDS=()
@@ -58,9 +40,7 @@ OUT=$WORK/results.jsonl
 for policy in prefix-aware round-robin least-loaded; do
   [[ $ENGINE == gguf && $policy == least-loaded && -z ${ALL:-} ]] && continue   # the issue's GGUF comparison is against round-robin
   start_workers
-  BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug "bench-$policy" --endpoint-slug ep --model "$MODEL" --tier "$policy" --json)
-  BASE="http://127.0.0.1:$HTTP$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')"
-  KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+  bootstrap "bench-$policy" "$MODEL" "$policy"
   "$PY" bench/placement_load.py "$BASE" "$KEY" "$MODEL" "$policy" "${REQUESTS:-200}" | sed "s/}\$/,\"engine\":\"$ENGINE\"}/" | tee -a "$OUT"
   stop_workers
 done

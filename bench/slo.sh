@@ -5,41 +5,16 @@
 # Attainment = share of requests whose TPOT, measured by the client, is within 15 ms.
 # CONCURRENCY (default 8; 16 fills half the fleet's 32 slots, what the fast workers can hold).
 #   bench/slo.sh
-set -euo pipefail
 cd "$(dirname "$0")/.."
-[[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release --product xerotier >/dev/null
-X=$(swift build -c release --show-bin-path)/xerotier
-PY=${PYTHON:-.venv/bin/python}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-RPORT=$(free_port); redis-server --port "$RPORT" --save '' --appendonly no >/dev/null & PIDS+=($!)
-REDIS=redis://127.0.0.1:$RPORT
-sleep 0.5
-CFG=$WORK/slo.yaml
-cat > "$CFG" <<YAML
-default_endpoint_tier: standard
-tiers:
-  - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 600000, request_timeout_ms: 600000}
-YAML
-ROUTER=$((20000 + RANDOM % 10000))
-HTTP=$(free_port)
-export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
-export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
-"$X" router --config "$CFG" --router-port $ROUTER --redis $REDIS --log-level warning & PIDS+=($!)
-"$X" gateway --config "$CFG" --router-port $ROUTER --redis $REDIS --port "$HTTP" --log-level warning & PIDS+=($!)
-until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null; do sleep 0.2; done
+tiers_yaml() { printf '%s\n' "default_endpoint_tier: standard" "tiers:" \
+  "  - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 600000, request_timeout_ms: 600000}"; }
+source bench/deployment.sh
 for spec in fast-1:5 fast-2:5 slow-1:25 slow-2:25; do
   "$X" worker --router-port $ROUTER --id "slo-${spec%%:*}" --models bench-model --slots 8 --sim-tpot-ms "${spec##*:}" \
     --sim-answer-tokens 40 --log-level warning & PIDS+=($!)
 done
 sleep 2
-BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug slo --endpoint-slug ep --model bench-model --json)
-BASE="http://127.0.0.1:$HTTP$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')"
-KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
+bootstrap slo bench-model
 OUT=$WORK/results.jsonl
 "$PY" bench/slo_load.py "$BASE" "$KEY" bench-model "least_loaded, no hint" 15 no-hint "${REQUESTS:-200}" "${CONCURRENCY:-8}" | tee -a "$OUT"
 "$PY" bench/slo_load.py "$BASE" "$KEY" "bench-model" "with X-SLO-TPOT-Ms: 15" 15 send-hint "${REQUESTS:-200}" "${CONCURRENCY:-8}" | tee -a "$OUT"

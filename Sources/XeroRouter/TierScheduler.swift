@@ -196,9 +196,9 @@ public struct TierScheduler {
 
     /// Marks a job as having produced output: it can no longer be re-dispatched. Only the worker
     /// running it can say so; returns false for anyone else (the message is ignored).
-    @discardableResult
     /// `now`: when the router heard it — the job's time to first token on that worker, as this
     /// router measures it from dispatch (one clock), is a sample of its TTFT model.
+    @discardableResult
     public mutating func markStarted(_ requestId: String, worker: String, now: Int64? = nil) -> Bool {
         guard let f = inflight[requestId], f.worker == worker else { return false }
         if !f.started, let now, now >= f.dispatchedAtMs {
