@@ -274,6 +274,8 @@ final class BatchSequence {
     let choice: Int
     var cache: KVCache
     var pending: ArraySlice<Int32> = []
+    /// Its prompt's first chunk has run (the prefix cache was looked up for it).
+    var prefillStarted = false
     var next: Int32?
     var logits: [Float] = []
     var sampler: Sampler
@@ -344,6 +346,10 @@ final class BatchScheduler: @unchecked Sendable {
                 if let next = seq.next {
                     segments.append(([next], seq.cache)); members.append(seq)
                 } else if !seq.pending.isEmpty && prefillBudget >= 2 {
+                    if !seq.prefillStarted {
+                        if waitsForSharedPrefill(seq, in: batch) { continue }
+                        startPrefill(seq)
+                    }
                     // Chunks keep at least two tokens, so each sees the batch arithmetic of a cold run:
                     // a lone last token rides along with this chunk (one over the budget).
                     var take = min(seq.pending.count, prefillBudget)
@@ -386,14 +392,50 @@ final class BatchScheduler: @unchecked Sendable {
         condition.unlock()
     }
 
+    /// A newly admitted job: its whole prompt pending. Its KV cache comes at its first chunk
+    /// (`startPrefill`).
     private func prefillSequence(_ job: BatchJob) -> BatchSequence {
-        let reserve = job.prompt.count + min(job.limit, 512)
-        let cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve, partition: job.project) ?? engine.model.newCache(reserve: reserve)
-        job.cachedTokens = cache.count
-        job.meter.setPrompt(job.prompt.count, cached: cache.count)
-        let seq = BatchSequence(job: job, choice: -1, cache: cache, sampler: Sampler(options: SamplingOptions()), stops: StopScanner(stops: []))
-        seq.pending = job.prompt[cache.count...]
+        job.meter.setPrompt(job.prompt.count, cached: 0)
+        let seq = BatchSequence(job: job, choice: -1, cache: engine.model.newCache(reserve: 0), sampler: Sampler(options: SamplingOptions()),
+                                stops: StopScanner(stops: []))
+        seq.pending = job.prompt[...]
         return seq
+    }
+
+    /// The prompt's first chunk is about to run: the prefix cache is looked up now, not at
+    /// admission, so a prompt that an earlier sequence was computing meanwhile is found cached.
+    private func startPrefill(_ seq: BatchSequence) {
+        let job = seq.job
+        let reserve = job.prompt.count + min(job.limit, 512)
+        seq.cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve, partition: job.project) ?? engine.model.newCache(reserve: reserve)
+        job.cachedTokens = seq.cache.count
+        job.meter.setPrompt(job.prompt.count, cached: seq.cache.count)
+        seq.pending = job.prompt[seq.cache.count...]
+        seq.prefillStarted = true
+    }
+
+    /// Tokens of this prompt an earlier sequence must be computing (beyond what is cached) for this
+    /// one to wait for it rather than compute them too.
+    static let sharedPrefillToWait = 64
+
+    /// Whether a sequence should wait a step: an earlier one of the same project is computing a
+    /// prefix of its prompt that the cache does not hold yet. Prompts run their chunks in
+    /// admission order, so the earlier one finishes its prompt (and caches it) first; this one's
+    /// lookup then finds it. Two concurrent requests with one system prompt compute it once.
+    private func waitsForSharedPrefill(_ seq: BatchSequence, in batch: [BatchSequence]) -> Bool {
+        guard let cache = engine.prefixCache else { return false }
+        let prompt = seq.job.prompt
+        var cached: Int?
+        for other in batch where other !== seq && other.prefillStarted && !other.pending.isEmpty && other.job.project == seq.job.project {
+            let theirs = other.job.prompt
+            var shared = 0
+            let n = min(theirs.count, prompt.count)
+            while shared < n && theirs[shared] == prompt[shared] { shared += 1 }
+            guard shared - other.job.cachedTokens >= Self.sharedPrefillToWait else { continue }
+            if cached == nil { cached = cache.cachedLength(prompt, partition: seq.job.project) }
+            if shared - cached! >= Self.sharedPrefillToWait { return true }
+        }
+        return false
     }
 }
 

@@ -4,8 +4,9 @@ import XeroCore
 /// The config chooses one per tier (`placement:`); each is a type behind this protocol.
 public protocol PlacementPolicy: Sendable {
     var name: String { get }
-    /// `among` is never empty: workers with a credit here that may run the job.
-    func choose(job: JobEnvelope, among workers: [TierScheduler.Worker], context: PlacementContext) -> String?
+    /// `among` is never empty: workers with a credit here that may run the job. Read it in load
+    /// order or by id (`Candidates`); a policy that lists every candidate costs O(workers) a job.
+    func choose(job: JobEnvelope, among candidates: Candidates, context: PlacementContext) -> Candidates.Handle?
 }
 
 /// What a policy may consult besides the candidates: the prefix index, the time, and a counter
@@ -40,17 +41,14 @@ public enum Placements {
     }
 }
 
-/// The worker with the largest free fraction of this router's credits for it; ties by id, for
-/// determinism. (So sequential requests land on the same idle worker: placement by luck, not
-/// by cache.)
+/// The least-loaded candidate: the lowest running jobs over slots, as the worker reports them (all
+/// routers' jobs, plus what this router sent since), not this router's share. Ties go to the worker
+/// holding the fewest prompt blocks, then by id. A heap read (`Candidates.leastLoaded`).
 public struct LeastLoadedPlacement: PlacementPolicy {
     public init() {}
     public var name: String { "least_loaded" }
-    public func choose(job: JobEnvelope, among workers: [TierScheduler.Worker], context: PlacementContext) -> String? {
-        workers.max { a, b in
-            let fa = Double(a.credits) / Double(max(1, a.info.slots)), fb = Double(b.credits) / Double(max(1, b.info.slots))
-            return fa != fb ? fa < fb : a.info.id > b.info.id
-        }?.info.id
+    public func choose(job: JobEnvelope, among candidates: Candidates, context: PlacementContext) -> Candidates.Handle? {
+        candidates.leastLoaded()
     }
 }
 
@@ -58,10 +56,8 @@ public struct LeastLoadedPlacement: PlacementPolicy {
 public struct RoundRobinPlacement: PlacementPolicy {
     public init() {}
     public var name: String { "round_robin" }
-    public func choose(job: JobEnvelope, among workers: [TierScheduler.Worker], context: PlacementContext) -> String? {
-        guard !workers.isEmpty else { return nil }
-        let ids = workers.map(\.info.id).sorted()
-        return ids[context.turn % ids.count]
+    public func choose(job: JobEnvelope, among candidates: Candidates, context: PlacementContext) -> Candidates.Handle? {
+        candidates.inIdOrder(turn: context.turn)
     }
 }
 
@@ -79,6 +75,9 @@ public struct RoundRobinPlacement: PlacementPolicy {
 ///
 /// Equal scores (a prompt nobody holds, equally loaded workers) go to the worker holding the fewest
 /// prompt blocks: new prompts spread over the caches with room before any evicts.
+///
+/// Cost: a worker that holds none of the prompt scores `-loadWeight × load`, so the best of those
+/// is the least-loaded candidate (a heap read). Only the prompt's holders are scored one by one.
 public struct PrefixAwarePlacement: PlacementPolicy {
     public static let defaultLoadWeight = 0.5
     public static let defaultMaxImbalance = 0.5
@@ -90,24 +89,22 @@ public struct PrefixAwarePlacement: PlacementPolicy {
     }
     public var name: String { "prefix_aware" }
 
-    public func choose(job: JobEnvelope, among workers: [TierScheduler.Worker], context: PlacementContext) -> String? {
-        guard let least = workers.map(\.load).min() else { return nil }
+    public func choose(job: JobEnvelope, among candidates: Candidates, context: PlacementContext) -> Candidates.Handle? {
+        guard let least = candidates.leastLoaded() else { return nil }
         let blocks = job.prefixBlocks
-        let matched = blocks.isEmpty ? [:] : context.index.matches(blocks, now: context.now)
-        var best: (score: Double, load: Double, held: Int, id: String)?
-        for w in workers {
-            let load = w.load
-            let m = load <= least + maxImbalance ? Double(matched[w.info.id] ?? 0) / Double(max(1, blocks.count)) : 0
+        guard !blocks.isEmpty else { return least }
+        let leastLoad = candidates.load(least)
+        let n = Double(blocks.count)
+        var best = (score: -loadWeight * leastLoad, handle: least)
+        context.index.forEachHolder(blocks, now: context.now) { h, depth in
+            guard candidates.contains(h) else { return }
+            let load = candidates.load(h)
+            let m = load <= leastLoad + maxImbalance ? Double(depth) / n : 0
             let score = m - loadWeight * load
-            let held = context.index.reportedCount(w.info.id)
-            if let b = best {
-                if score != b.score { if score < b.score { continue } }
-                else if load != b.load { if load > b.load { continue } }
-                else if held != b.held { if held > b.held { continue } }
-                else if w.info.id >= b.id { continue }
-            }
-            best = (score, load, held, w.info.id)
+            // Equal scores: the placement order (load, blocks held, id).
+            if score < best.score || (score == best.score && !candidates.precedes(h, best.handle)) { return }
+            best = (score, h)
         }
-        return best?.id
+        return best.handle
     }
 }

@@ -88,8 +88,11 @@ public struct TierScheduler {
     public var placement: any PlacementPolicy
     /// Per tier, the policy its config names.
     public var placements: [String: any PlacementPolicy] = [:]
-    /// Which workers hold which prompt prefixes (prefix-aware placement).
-    public private(set) var prefixIndex = PrefixIndex()
+    /// Which workers hold which prompt prefixes (prefix-aware placement), by handle.
+    private(set) var prefixIndex = PrefixIndex()
+    /// The workers that can take a job now, in pools ordered by load (docs/routing.md, "A router
+    /// that scales"). Re-filed after every change to a worker (`refile`).
+    private(set) var candidateIndex = CandidateIndex()
     /// Dispatches so far: round-robin's turn.
     private var turn = 0
     public var maxAttempts = 3
@@ -230,6 +233,7 @@ public struct TierScheduler {
             w.endedSinceReport += 1
             if !w.draining && returnsCredit { w.credits += 1 }
             workers[worker] = w
+            refile(worker)
         }
         return f
     }
@@ -243,12 +247,28 @@ public struct TierScheduler {
         w.sentSinceReport = 0
         w.endedSinceReport = 0
         workers[worker] = w
+        refile(worker)
     }
 
     /// The prompt-prefix hashes a worker holds (replacing its previous report).
     public mutating func reportPrefixes(_ worker: String, hashes: [UInt64]) {
-        guard workers[worker] != nil else { return }
-        prefixIndex.report(worker: worker, hashes: hashes)
+        guard workers[worker] != nil, let h = candidateIndex.handles[worker] else { return }
+        prefixIndex.report(worker: h, hashes: hashes)
+        refile(worker)
+    }
+
+    /// Prompt blocks a worker reported holding (ops, tests).
+    public func heldBlocks(_ worker: String) -> Int {
+        candidateIndex.handles[worker].map { prefixIndex.reportedCount($0) } ?? 0
+    }
+
+    /// Per worker holding a prefix of `blocks`: how many leading blocks it holds.
+    public func prefixMatches(_ blocks: [UInt64], now: Int64) -> [String: Int] {
+        var index = prefixIndex
+        index.expire(now: now)
+        var out: [String: Int] = [:]
+        index.forEachHolder(blocks, now: now) { out[candidateIndex.ids[Int($0)]] = $1 }
+        return out
     }
 
     // MARK: Several routers (docs/routing.md, "Several routers")
@@ -267,6 +287,7 @@ public struct TierScheduler {
             w.endedSinceReport += 1
             if !w.draining { w.credits += 1 }
             workers[worker] = w
+            refile(worker)
         }
         queues[f.envelope.tier]?.prepend(f.envelope)
         queuedIds.insert(requestId)
@@ -282,6 +303,7 @@ public struct TierScheduler {
         inflight[requestId] = nil
         stats[f.envelope.tier]?.inflight -= 1
         workers[worker]?.inflight.remove(requestId)
+        refile(worker)
         return f.envelope
     }
 
@@ -304,6 +326,7 @@ public struct TierScheduler {
         var dropped: JobEnvelope?
         if case let .dequeued(queued) = cancel(job.requestId) { dropped = queued }
         workers[worker]!.inflight.insert(job.requestId)
+        refile(worker)
         inflight[job.requestId] = InFlight(envelope: job, worker: worker, started: started, dispatchedAtMs: now)
         stats[job.tier]?.inflight += 1
         return .adopted(dropped: dropped)
@@ -315,6 +338,7 @@ public struct TierScheduler {
         let k = min(max(0, n), w.credits)
         w.credits -= k
         workers[worker] = w
+        refile(worker)
         return k
     }
 
@@ -360,6 +384,8 @@ public struct TierScheduler {
         // 0 ≤ freeSlots ≤ slots ≤ WireLimits.slots, so none of this can overflow).
         w.credits = max(0, min(info.freeSlots, info.slots) - w.inflight.count)
         workers[info.id] = w
+        candidateIndex.join(info, fleet: fleet)
+        refile(info.id)
     }
 
     public func knows(_ worker: String) -> Bool { workers[worker] != nil }
@@ -370,6 +396,7 @@ public struct TierScheduler {
         // Never more credits than free slots, whatever the worker claims.
         if !w.draining { w.credits = max(0, min(w.credits.addingSaturated(max(0, n)), w.info.slots - w.inflight.count)) }
         workers[worker] = w
+        refile(worker)
     }
 
     public mutating func seen(_ worker: String, now: Int64) { workers[worker]?.lastSeenMs = now }
@@ -377,14 +404,16 @@ public struct TierScheduler {
     public mutating func drain(_ worker: String) {
         workers[worker]?.draining = true
         workers[worker]?.credits = 0
-        prefixIndex.remove(worker: worker)   // affinity never points at a draining worker
+        if let h = candidateIndex.handles[worker] { prefixIndex.remove(worker: h) }   // affinity never points at a draining worker
+        refile(worker)
     }
 
     /// Removes a worker; its unstarted jobs are re-queued at the front, started ones fail. Lost
     /// with jobs on it (a crash, a cut link) counts against its breaker.
     public mutating func remove(_ worker: String, now: Int64 = 0) -> LostJobs {
         guard let w = workers.removeValue(forKey: worker) else { return LostJobs() }
-        prefixIndex.remove(worker: worker)
+        if let h = candidateIndex.handles[worker] { prefixIndex.remove(worker: h) }
+        candidateIndex.leave(worker)
         timings[worker] = nil
         if !w.inflight.isEmpty { recordHealth(worker, .failure, now: now) }
         var lost = LostJobs()
@@ -410,6 +439,14 @@ public struct TierScheduler {
         breakers[worker, default: WorkerBreaker(policy: breakerPolicy)].record(outcome, now: now, policy: breakerPolicy)
     }
 
+    /// Files a worker's current state in the candidate index (after any change to its credits,
+    /// load, draining, breaker or held blocks).
+    private mutating func refile(_ id: String) {
+        guard let w = workers[id], let h = candidateIndex.handles[id] else { return }
+        candidateIndex.update(h, ready: w.credits > 0 && !w.draining, load: w.load, held: prefixIndex.reportedCount(h),
+                              guarded: breakers[id].map { $0.state != .closed } ?? false)
+    }
+
     /// Workers silent for longer than `timeoutMs`.
     public func silentWorkers(now: Int64, timeoutMs: Int64) -> [String] {
         workers.values.filter { now - $0.lastSeenMs > timeoutMs }.map(\.info.id).sorted()
@@ -420,44 +457,54 @@ public struct TierScheduler {
     /// Matches queued jobs to worker credits, as many as possible, tier by weighted turn.
     public mutating func dispatch(now: Int64) -> [Dispatch] {
         var out: [Dispatch] = []
-        while workers.values.contains(where: { $0.credits > 0 }) {
+        prefixIndex.expire(now: now)
+        while candidateIndex.readyCount > 0 {
             // Tiers that have a job some worker with a credit can take right now.
-            var eligible: [(tier: Tier, at: TierQueue.Position, worker: String)] = []  // in priority order
-            for t in tiers {
-                guard let q = queues[t.name], !q.isEmpty else { continue }
-                if let (at, worker) = firstServable(in: q, policy: placements[t.name] ?? placement, now: now) { eligible.append((t, at, worker)) }
+            // (Tiers by index: a `Tier` copy per dispatch retains its strings.)
+            var eligible: [(tier: Int, at: TierQueue.Position, worker: String)] = []  // in priority order
+            for t in tiers.indices {
+                guard let q = queues[tiers[t].name], !q.isEmpty else { continue }
+                if let (at, worker) = firstServable(in: q, policy: placements[tiers[t].name] ?? placement, now: now) { eligible.append((t, at, worker)) }
             }
             guard !eligible.isEmpty else { break }
             // Weight-0 tiers (batch) only take capacity no weighted tier can use right now.
-            if eligible.contains(where: { $0.tier.weight > 0 }) { eligible.removeAll { $0.tier.weight == 0 } }
+            if eligible.contains(where: { tiers[$0.tier].weight > 0 }) { eligible.removeAll { tiers[$0.tier].weight == 0 } }
             // Smooth weighted round-robin among the eligible tiers.
-            let total = eligible.reduce(0) { $0 + $1.tier.weight }
+            let total = eligible.reduce(0) { $0 + tiers[$1.tier].weight }
             var best = 0
             for (i, e) in eligible.enumerated() {
-                current[e.tier.name]! += e.tier.weight
-                if current[e.tier.name]! > current[eligible[best].tier.name]! { best = i }
+                current[tiers[e.tier].name]! += tiers[e.tier].weight
+                if current[tiers[e.tier].name]! > current[tiers[eligible[best].tier].name]! { best = i }
             }
             let pick = eligible[best]
-            current[pick.tier.name]! -= total
-            let job = queues[pick.tier.name]!.remove(at: pick.at)
+            let tierName = tiers[pick.tier].name
+            current[tierName]! -= total
+            let job = queues[tierName]!.remove(at: pick.at)
             queuedIds.remove(job.requestId)
             totalQueued -= 1
-            let chosen = workers[pick.worker]!
-            let uncached = job.prefixBlocks.isEmpty ? 0 : job.prefixBlocks.count - (prefixIndex.matches(job.prefixBlocks, now: now)[pick.worker] ?? 0)
-            let prediction = job.sloTTFTMs > 0 || job.sloTPOTMs > 0 ? predict(chosen, uncachedBlocks: uncached) : nil
-            workers[pick.worker]!.credits -= 1
-            workers[pick.worker]!.sentSinceReport += 1
+            let handle = candidateIndex.handles[pick.worker]!
+            let loadAtDispatch = candidateIndex.load[Int(handle)]
+            let uncached = job.prefixBlocks.count - prefixIndex.depth(of: handle, job.prefixBlocks, now: now)
+            let prediction = job.sloTTFTMs > 0 || job.sloTPOTMs > 0 ? predict(workers[pick.worker]!, uncachedBlocks: uncached) : nil
+            Self.sent(job, to: &workers[pick.worker]!)
             breakers[pick.worker]?.dispatched(now: now)
-            workers[pick.worker]!.inflight.insert(job.requestId)
-            prefixIndex.placed(worker: pick.worker, blocks: job.prefixBlocks, now: now)
+            prefixIndex.placed(worker: handle, blocks: job.prefixBlocks, now: now)
+            refile(pick.worker)
             turn &+= 1
             inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now,
-                                               uncachedBlocks: uncached, loadAtDispatch: chosen.load)
-            stats[pick.tier.name]!.dispatched += 1
-            stats[pick.tier.name]!.inflight += 1
+                                               uncachedBlocks: uncached, loadAtDispatch: loadAtDispatch)
+            stats[tierName]!.dispatched += 1
+            stats[tierName]!.inflight += 1
             out.append(Dispatch(envelope: job, worker: pick.worker, prediction: prediction))
         }
         return out
+    }
+
+    /// A dispatch as the worker's record sees it (one dictionary access for the three changes).
+    private static func sent(_ job: JobEnvelope, to w: inout Worker) {
+        w.credits -= 1
+        w.sentSinceReport += 1
+        w.inflight.insert(job.requestId)
     }
 
     /// How far into a queue the router looks past a job no free worker can serve.
@@ -467,12 +514,19 @@ public struct TierScheduler {
         let context = PlacementContext(index: prefixIndex, now: now, turn: turn)
         return q.firstServable(lookahead: Self.lookahead) { job in
             // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
-            var candidates = workers.values.filter {
-                $0.credits > 0 && $0.mayRun(job)
-                    && (breakers[$0.info.id]?.allows(now: now, inflight: $0.inflight.count) ?? true)
-            }
+            var candidates = candidates(for: job, now: now)
             if job.sloTTFTMs > 0 || job.sloTPOTMs > 0 { candidates = meetingSLO(job, candidates, now: now) }
-            return candidates.isEmpty ? nil : policy.choose(job: job, among: candidates, context: context)
+            guard !candidates.isEmpty, let h = policy.choose(job: job, among: candidates, context: context) else { return nil }
+            return candidateIndex.ids[Int(h)]
+        }
+    }
+
+    /// The workers that may take `job` now: a credit here, not draining, its model and capability,
+    /// a fleet its endpoint allows, a breaker that lets it through.
+    func candidates(for job: JobEnvelope, now: Int64) -> Candidates {
+        Candidates(index: candidateIndex, pools: candidateIndex.pools(for: job)) { [workers, breakers, candidateIndex] h in
+            let id = candidateIndex.ids[Int(h)]
+            return breakers[id]?.allows(now: now, inflight: workers[id]?.inflight.count ?? 0) ?? true
         }
     }
 
@@ -487,23 +541,36 @@ public struct TierScheduler {
                           tpotMs: t?.tpot.predict(load).map { Int($0.rounded()) })
     }
 
+    /// How many of the least-loaded candidates SLO filtering weighs (besides the prompt's holders).
+    /// With no more candidates than this it weighs every one.
+    static let sloCandidates = 64
+
     /// The candidates predicted to meet the job's hints (one not measured yet is presumed to);
     /// the tier's policy then chooses among them. Where none can, the one predicted to miss by the
-    /// least (the largest ratio of prediction to hint, minimised) is the only candidate.
-    func meetingSLO(_ job: JobEnvelope, _ candidates: [Worker], now: Int64) -> [Worker] {
-        guard candidates.count > 1 else { return candidates }
-        let matched = job.prefixBlocks.isEmpty ? [:] : prefixIndex.matches(job.prefixBlocks, now: now)
-        var meeting: [Worker] = []
-        var best: (miss: Double, worker: Worker)?
-        for w in candidates {
-            let p = predict(w, uncachedBlocks: job.prefixBlocks.count - (matched[w.info.id] ?? 0))
+    /// least (the largest ratio of prediction to hint, minimised) is the only candidate. Weighs the
+    /// `sloCandidates` least loaded and every holder of the prompt, not every worker.
+    func meetingSLO(_ job: JobEnvelope, _ candidates: Candidates, now: Int64) -> Candidates {
+        var matched: [CandidateIndex.Handle: Int] = [:]
+        if !job.prefixBlocks.isEmpty {
+            prefixIndex.forEachHolder(job.prefixBlocks, now: now) { h, depth in if candidates.contains(h) { matched[h] = depth } }
+        }
+        var weighed = candidates.smallest(Self.sloCandidates)
+        for h in matched.keys where !weighed.contains(h) { weighed.append(h) }
+        guard weighed.count > 1 else { return candidates }
+        var meeting: [CandidateIndex.Handle] = []
+        var best: (miss: Double, id: String, handle: CandidateIndex.Handle)?
+        for h in weighed {
+            let id = candidateIndex.ids[Int(h)]
+            guard let w = workers[id] else { continue }
+            let p = predict(w, uncachedBlocks: job.prefixBlocks.count - (matched[h] ?? 0))
             var miss = 0.0
             if job.sloTTFTMs > 0, let t = p.ttftMs { miss = max(miss, Double(t) / Double(job.sloTTFTMs)) }
             if job.sloTPOTMs > 0, let t = p.tpotMs { miss = max(miss, Double(t) / Double(job.sloTPOTMs)) }
-            if miss <= 1 { meeting.append(w) }
-            if best == nil || miss < best!.miss || (miss == best!.miss && w.info.id < best!.worker.info.id) { best = (miss, w) }
+            if miss <= 1 { meeting.append(h) }
+            if best == nil || miss < best!.miss || (miss == best!.miss && id < best!.id) { best = (miss, id, h) }
         }
-        return meeting.isEmpty ? [best!.worker] : meeting
+        guard let best else { return candidates }
+        return candidates.narrowed(to: meeting.isEmpty ? [best.handle] : meeting)
     }
 
     /// Whether any live worker (not draining) could ever run this job: its model, its fleet.

@@ -20,9 +20,11 @@ final class GGUFEngineTests: XCTestCase {
         return e
     }
 
-    struct Result { var texts: [String] = []; var pieces: [[String]] = []; var finish: [String] = []; var usage: Usage?; var logprobs: [[String]] = [] }
+    struct Result: Sendable { var texts: [String] = []; var pieces: [[String]] = []; var finish: [String] = []; var usage: Usage?; var logprobs: [[String]] = [] }
 
-    func run(_ body: String, project: String = "") async throws -> Result {
+    func run(_ body: String, project: String = "") async throws -> Result { try await Self.collect(body, project: project) }
+
+    static func collect(_ body: String, project: String = "") async throws -> Result {
         let chat = try ChatRequest.parse(Array(body.utf8))
         var r = Result()
         r.texts = Array(repeating: "", count: chat.n); r.pieces = Array(repeating: [], count: chat.n)
@@ -177,6 +179,35 @@ final class GGUFEngineTests: XCTestCase {
         XCTAssertEqual(out.joined(), "a👍🏽中")
         for piece in out { XCTAssertFalse(piece.contains("\u{FFFD}")) }
         XCTAssertEqual(out.filter { !$0.isEmpty }, ["a", "👍", "🏽", "中"])
+    }
+
+    /// Three requests of one project arrive together with one long system prompt: the first
+    /// computes it, the others wait for it and reuse it (not three cold prefills at once), and the
+    /// answers are the same as alone.
+    func testConcurrentRequestsComputeASharedSystemPromptOnce() async throws {
+        _ = try Self.engine()
+        let system = "You are the assistant of the harbour office. " + String(repeating: "Answer visitors briefly, kindly and only about ferries and tides. ", count: 24)
+        let project = "project-shared-" + UUID().uuidString
+        let questions = ["When is high tide?", "Where does the ferry leave?", "Is the harbour open on Sunday?"]
+        let bodies = questions.map {
+            #"{"model":"m","messages":[{"role":"system","content":"\#(system)"},{"role":"user","content":"\#($0)"}],"temperature":0,"max_tokens":6}"#
+        }
+        let together = try await withThrowingTaskGroup(of: (Int, Result).self) { group in
+            for (i, body) in bodies.enumerated() { group.addTask { (i, try await Self.collect(body, project: project)) } }
+            var out: [Int: Result] = [:]
+            for try await (i, r) in group { out[i] = r }
+            return out
+        }
+        let cached = together.values.map { $0.usage?.cachedTokens ?? -1 }.sorted()
+        let prompt = try XCTUnwrap(together[0]?.usage?.promptTokens)
+        XCTAssertGreaterThan(prompt, 300)
+        XCTAssertEqual(cached[0], 0, "one of them computed the system prompt")
+        XCTAssertGreaterThan(cached[1], 300, "the others reused it: \(cached)")
+        // The same answers as each alone, in a fresh project (nothing cached).
+        for (i, body) in bodies.enumerated() {
+            let alone = try await run(body, project: "project-alone-" + UUID().uuidString)
+            XCTAssertEqual(alone.texts, together[i]?.texts)
+        }
     }
 }
 

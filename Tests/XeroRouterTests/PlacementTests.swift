@@ -101,24 +101,27 @@ final class PlacementTests: XCTestCase {
         var s = scheduler("prefix_aware", workers: ["w1", "w2", "w3"])
         s.reportPrefixes("w1", hashes: prompt(1))
         s.drain("w1")
-        XCTAssertEqual(s.prefixIndex.reportedCount("w1"), 0, "a draining worker is out of the index")
+        XCTAssertEqual(s.heldBlocks("w1"), 0, "a draining worker is out of the index")
         XCTAssertNotEqual(place(&s, job("x", blocks: prompt(2))), "w1")
         s.reportPrefixes("w2", hashes: prompt(1))
         _ = s.remove("w2")
-        XCTAssertTrue(s.prefixIndex.matches(prompt(2), now: 0).isEmpty || s.prefixIndex.matches(prompt(2), now: 0)["w2"] == nil)
+        XCTAssertNil(s.prefixMatches(prompt(2), now: 0)["w2"], "a removed worker is out of the index")
     }
 
     func testIndexMatchesTheLongestHeldPrefix() {
         var idx = PrefixIndex()
-        idx.report(worker: "a", hashes: Array(1...5))
-        idx.report(worker: "b", hashes: Array(1...2))
-        XCTAssertEqual(idx.matches([1, 2, 3, 9], now: 0), ["a": 3, "b": 2])
+        let a: PrefixIndex.Worker = 0, b: PrefixIndex.Worker = 1, c: PrefixIndex.Worker = 2
+        idx.report(worker: a, hashes: Array(1...5))
+        idx.report(worker: b, hashes: Array(1...2))
+        XCTAssertEqual(idx.matches([1, 2, 3, 9], now: 0), [a: 3, b: 2])
         XCTAssertEqual(idx.matches([9, 1, 2], now: 0), [:], "a first block nobody holds ends the walk")
-        idx.report(worker: "a", hashes: [1])
-        XCTAssertEqual(idx.matches([1, 2, 3], now: 0), ["a": 1, "b": 2], "a report replaces the previous one")
-        idx.placed(worker: "c", blocks: [1, 2, 3], now: 0)
-        XCTAssertEqual(idx.matches([1, 2, 3], now: 10)["c"], 3)
-        XCTAssertNil(idx.matches([1, 2, 3], now: PrefixIndex.placedTTLMs)["c"], "own placements expire")
+        idx.report(worker: a, hashes: [1])
+        XCTAssertEqual(idx.matches([1, 2, 3], now: 0), [a: 1, b: 2], "a report replaces the previous one")
+        XCTAssertEqual(idx.depth(of: b, [1, 2, 3], now: 0), 2)
+        idx.placed(worker: c, blocks: [1, 2, 3], now: 0)
+        XCTAssertEqual(idx.matches([1, 2, 3], now: 10), [a: 1, b: 2, c: 3], "its own placements count, at their depth")
+        idx.expire(now: PrefixIndex.placedTTLMs)
+        XCTAssertEqual(idx.matches([1, 2, 3], now: PrefixIndex.placedTTLMs), [a: 1, b: 2], "own placements expire")
     }
 
     func testPromptBlocksArePerProjectAndCumulative() {
@@ -209,5 +212,75 @@ final class PlacementTests: XCTestCase {
         let d = s.dispatch(now: 0)
         XCTAssertEqual(d.first?.worker, "holder", "only the holder can start within 100 ms")
         XCTAssertEqual(Double(d.first?.prediction?.ttftMs ?? 0), 20, accuracy: 5)
+    }
+
+    /// The indexed placement (pools ordered by load, holders visited by depth) chooses what a full
+    /// scan of every worker under the same rules chooses, through a random walk of joins, credits,
+    /// load reports, prefix reports, drains, removals, failures and dispatches.
+    func testIndexedPlacementEqualsAFullScan() {
+        for policy in ["least_loaded", "prefix_aware"] {
+            var rng = SplitMix64(seed: policy == "least_loaded" ? 1 : 2)
+            var s = TierScheduler(tiers: [tier(policy)])
+            let prompts: [[UInt64]] = (0..<6).map { p in (0..<8).map { UInt64(p * 100 + $0 + 1) } }
+            var dispatches = 0, onHolders = 0
+            for step in 0..<4_000 {
+                let id = "w\(Int.random(in: 0..<12, using: &rng))"
+                switch Int.random(in: 0..<10, using: &rng) {
+                case 0:
+                    // Some serve only model "m", some anything; some embeddings only.
+                    let models = Bool.random(using: &rng) ? ["m"] : ["*"]
+                    let caps = Int.random(in: 0..<5, using: &rng) == 0 ? ["embeddings"] : ["chat"]
+                    let slots = Int.random(in: 1...4, using: &rng)
+                    s.join(WorkerInfo(id: id, slots: slots, freeSlots: slots, models: models, capabilities: caps, engine: "sim", host: "h", pid: 1), now: 0)
+                case 1: s.credit(id, Int.random(in: 0...2, using: &rng), now: 0)
+                case 2: s.reportLoad(id, active: Int.random(in: 0...4, using: &rng))
+                case 3:
+                    // A prefix of one prompt, of some depth (reports are prefix-closed).
+                    let p = prompts.randomElement(using: &rng)!
+                    s.reportPrefixes(id, hashes: Array(p.prefix(Int.random(in: 0...8, using: &rng))))
+                case 4 where Int.random(in: 0..<4, using: &rng) == 0: s.drain(id)
+                case 5 where Int.random(in: 0..<6, using: &rng) == 0:
+                    // Its unstarted jobs would be requeued and dispatched first: the walk drops them.
+                    for lost in s.remove(id, now: Int64(step)).requeued { _ = s.cancel(lost.requestId) }
+                case 6, 7:
+                    // End one running job, sometimes as a failure (breakers open after three).
+                    if let f = s.inflight.values.first(where: { $0.worker == id }) {
+                        s.finish(f.envelope.requestId, worker: id, outcome: Bool.random(using: &rng) ? .success : .failure, now: Int64(step))
+                    }
+                default:
+                    var j = job("j\(step)", blocks: Bool.random(using: &rng) ? [] : prompts.randomElement(using: &rng)! + [UInt64(9_000 + step)])
+                    if Int.random(in: 0..<4, using: &rng) == 0 { j.model = "other" }
+                    let expected = fullScan(s, j, policy: policy, now: Int64(step))
+                    XCTAssertTrue(s.enqueue(j))
+                    let got = s.dispatch(now: Int64(step)).first { $0.envelope.requestId == j.requestId }?.worker
+                    XCTAssertEqual(got, expected, "\(policy), step \(step)")
+                    if got == nil { _ = s.cancel(j.requestId) } else { dispatches += 1 }
+                    if let got, s.prefixMatches(j.prefixBlocks, now: Int64(step))[got] != nil { onHolders += 1 }
+                }
+            }
+            XCTAssertGreaterThan(dispatches, 200, "the walk placed jobs")
+            XCTAssertGreaterThan(onHolders, 50, "and many on a worker holding part of their prompt")
+        }
+    }
+
+    /// Placement by the rules, over every worker: the reference for the indexed scheduler.
+    private func fullScan(_ s: TierScheduler, _ job: JobEnvelope, policy: String, now: Int64) -> String? {
+        let candidates = s.workers.values.filter {
+            $0.credits > 0 && $0.mayRun(job) && (s.breakers[$0.info.id]?.allows(now: now, inflight: $0.inflight.count) ?? true)
+        }
+        func key(_ w: TierScheduler.Worker) -> (Double, Int, String) { (w.load, s.heldBlocks(w.info.id), w.info.id) }
+        guard let least = candidates.min(by: { key($0) < key($1) }) else { return nil }
+        if policy == "least_loaded" || job.prefixBlocks.isEmpty { return least.info.id }
+        // Depth per worker by walking its blocks one by one.
+        let matches = s.prefixMatches(job.prefixBlocks, now: now)
+        return candidates.max { a, b in
+            func score(_ w: TierScheduler.Worker) -> Double {
+                let m = w.load <= least.load + 0.5 ? Double(matches[w.info.id] ?? 0) / Double(job.prefixBlocks.count) : 0
+                return m - 0.5 * w.load
+            }
+            let (sa, sb) = (score(a), score(b))
+            if sa != sb { return sa < sb }
+            return key(a) > key(b)
+        }?.info.id
     }
 }

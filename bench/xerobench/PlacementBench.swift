@@ -24,7 +24,7 @@ extension Xerobench {
                     s.join(WorkerInfo(id: id, slots: 8, freeSlots: 8, models: ["m"], capabilities: ["chat"], engine: "sim", host: "h", pid: 1), now: 0)
                     s.reportPrefixes(id, hashes: (0..<prompts.count).filter { $0 % 8 == w % 8 }.flatMap { prompts[$0] })
                 }
-                var rng = SystemRandomNumberGenerator()
+                var rng = SplitMix64(seed: UInt64(n))   // not the system's: a syscall per draw would be most of a decision
                 var done = 0
                 let t0 = DispatchTime.now().uptimeNanoseconds
                 var now: Int64 = 1
