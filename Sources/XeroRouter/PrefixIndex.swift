@@ -46,8 +46,14 @@ public struct PrefixIndex: Sendable {
     /// not recorded again: its report is the better word on them (it may evict them meanwhile).
     public mutating func placed(worker: Worker, blocks: [UInt64], now: Int64) {
         expire(now: now)
-        let fresh = blocks.filter { holders[$0]?.contains(worker) != true }
-        guard !fresh.isEmpty else { return }
+        // Reports are prefix-closed: what it reports of these blocks is a leading run of them.
+        var lo = 0, hi = blocks.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if holders[blocks[mid]]?.contains(worker) == true { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < blocks.count else { return }
+        let fresh = Array(blocks[lo...])
         maxWorker = max(maxWorker, worker)
         let until = now + Self.placedTTLMs
         for h in fresh { placed[h, default: [:]][worker] = until }
