@@ -3,8 +3,10 @@ import XeroCore
 
 /// Which prompts an engine holds KV state for, as `PromptBlocks` hashes: what a worker reports to
 /// the routers for prefix-aware placement (docs/routing.md, "Prefix-aware placement"). The prompts
-/// an engine ran, most recent first, up to `capacityBlocks` blocks in all; the oldest fall out
-/// first, as a prefix cache's least-recently-used entries do.
+/// an engine ran, most recent first, up to `capacityBlocks` distinct blocks in all: prompts that
+/// share a prefix share its blocks, as a radix prefix cache shares a system prompt between the
+/// questions asked after it. The least recently used prompts fall out first, freeing only the
+/// blocks no other held prompt shares.
 ///
 /// - The simulator's modelled cache *is* its ledger: a prompt's matched blocks are what it skips.
 /// - The built-in engine caches token ids (`PrefixCache`); its ledger follows it by capacity (its
@@ -22,7 +24,6 @@ public final class PromptLedger: @unchecked Sendable {
     private var counts: [UInt64: Int] = [:]
     /// Prompts by their last block's hash (a prompt is identified by its whole prefix).
     private var entries: [UInt64: Entry] = [:]
-    private var heldBlocks = 0
     private var clock: UInt64 = 0
 
     public init(capacityBlocks: Int) { self.capacityBlocks = max(0, capacityBlocks) }
@@ -54,11 +55,10 @@ public final class PromptLedger: @unchecked Sendable {
             } else {
                 entries[key] = Entry(blocks: kept, lastUsed: clock)
                 for h in kept { counts[h, default: 0] += 1 }
-                heldBlocks += kept.count
             }
-            while heldBlocks > capacityBlocks, let victim = entries.min(by: { $0.value.lastUsed < $1.value.lastUsed }) {
+            // Distinct blocks held (`counts`) over the capacity: the least recently used prompt goes.
+            while counts.count > capacityBlocks, let victim = entries.min(by: { $0.value.lastUsed < $1.value.lastUsed }) {
                 entries[victim.key] = nil
-                heldBlocks -= victim.value.blocks.count
                 for h in victim.value.blocks {
                     let n = (counts[h] ?? 1) - 1
                     counts[h] = n > 0 ? n : nil

@@ -80,7 +80,7 @@ public struct RoundRobinPlacement: PlacementPolicy {
 /// is the least-loaded candidate (a heap read). Only the prompt's holders are scored one by one.
 public struct PrefixAwarePlacement: PlacementPolicy {
     public static let defaultLoadWeight = 0.5
-    public static let defaultMaxImbalance = 0.5
+    public static let defaultMaxImbalance = 0.75
     public let loadWeight: Double
     public let maxImbalance: Double
     public init(loadWeight: Double = defaultLoadWeight, maxImbalance: Double = defaultMaxImbalance) {

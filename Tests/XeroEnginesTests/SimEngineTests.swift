@@ -129,5 +129,12 @@ final class StopScannerTests: XCTestCase {
         XCTAssertEqual(ledger.match([7, 8, 9]), 2)
         ledger.record([7, 8, 10])
         XCTAssertEqual(ledger.hashes(), [7, 8, 10], "the new prompt evicted nothing it did not have to")
+        // Prompts sharing a prefix share its blocks: two questions after one system prompt are 4 blocks, not 6.
+        ledger.record([7, 8, 11])
+        XCTAssertEqual(ledger.match([7, 8, 10]), 3)
+        XCTAssertEqual(ledger.match([7, 8, 11]), 3)
+        ledger.record([7, 8, 12])
+        XCTAssertEqual(ledger.match([7, 8, 10]), 2, "the least recently used question went, its system prompt stayed")
+        XCTAssertEqual(ledger.match([7, 8, 12]), 3)
     }
 }

@@ -79,8 +79,9 @@ final class PlacementTests: XCTestCase {
     func testNoPileUpOnTheCacheHolder() {
         var s = scheduler("prefix_aware")
         s.reportPrefixes("w1", hashes: prompt(1))
-        // w1 is three quarters busy, w2 idle: more than `maxImbalance` (0.5) apart.
-        s.reportLoad("w1", active: 3)
+        // w1 runs as many jobs as it has slots (other routers' among them), w2 is idle: more than
+        // `maxImbalance` (0.75) apart.
+        s.reportLoad("w1", active: 4)
         XCTAssertEqual(place(&s, job("x", blocks: prompt(2))), "w2", "affinity never piles work onto an overloaded holder")
     }
 
@@ -275,8 +276,8 @@ final class PlacementTests: XCTestCase {
         let matches = s.prefixMatches(job.prefixBlocks, now: now)
         return candidates.max { a, b in
             func score(_ w: TierScheduler.Worker) -> Double {
-                let m = w.load <= least.load + 0.5 ? Double(matches[w.info.id] ?? 0) / Double(job.prefixBlocks.count) : 0
-                return m - 0.5 * w.load
+                let m = w.load <= least.load + PrefixAwarePlacement.defaultMaxImbalance ? Double(matches[w.info.id] ?? 0) / Double(job.prefixBlocks.count) : 0
+                return m - PrefixAwarePlacement.defaultLoadWeight * w.load
             }
             let (sa, sb) = (score(a), score(b))
             if sa != sb { return sa < sb }
