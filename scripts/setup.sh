@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 wrk python3-venv curl docker-compose tcpdump)
+APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 wrk python3-venv curl docker-compose tcpdump chromium chromium-driver)
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
@@ -29,7 +29,7 @@ if [[ ! -x .venv/bin/python ]]; then
   PY=python3
   $PY -m venv .venv
 fi
-if ! .venv/bin/python -c "import openai, pytest, httpx, zmq, yaml, prometheus_client" 2>/dev/null; then
+if ! .venv/bin/python -c "import openai, pytest, httpx, zmq, yaml, prometheus_client, selenium" 2>/dev/null; then
   echo "setup: installing the OpenAI SDK and pytest into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

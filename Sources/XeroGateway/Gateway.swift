@@ -121,6 +121,8 @@ public struct Gateway: Sendable {
         }
 
         ManagementRoutes(auth: auth, config: config).register(on: routes, proxies: options.trustedProxies)
+        ConsoleRoutes(service: ProjectService(auth: auth, config: config), users: UserStore(redis: auth.store.redis), registry: registry,
+                      proxies: options.trustedProxies).register(on: routes)
 
         // Every route below is behind one authentication step: handlers get `context.caller`.
         let api = routes.group("/:project/:endpoint/v1")

@@ -9,14 +9,14 @@ import XeroStore
 /// The management API (`/manage/v1/…`), for `xeroctl` and scripts. Requires a key with the
 /// `management` scope and acts on that key's project; a key with the `admin` scope (the bootstrap
 /// admin credential) may act on any project (`?project=<id or slug>`) and create projects.
+/// The rules themselves are `ProjectService`'s (shared with the console); this type reads JSON
+/// into its arguments and writes its results as JSON.
 struct ManagementRoutes: Sendable {
     let auth: Authenticator
     let config: PlatformConfig
     var store: TenancyStore { auth.store }
-
-    /// A key lives at most ten years (also what keeps `expires_in_seconds × 1000` far from overflow).
-    static let maxKeyLifetimeSeconds = 10 * 365 * 86_400
-    static let maxNameBytes = 256
+    var service: ProjectService { ProjectService(auth: auth, config: config) }
+    static let maxNameBytes = ProjectService.maxNameBytes
 
     func register(on routes: RouteTable<GatewayRequestContext>, proxies: TrustedProxies) {
         // Every route is behind one authentication step; project administration needs the admin key.
@@ -50,33 +50,24 @@ struct ManagementRoutes: Sendable {
             return Self.list(eps) { w, e in Self.writeEndpoint(e, &w) }
         } }
         m.post("/endpoints") { req, ctx in try await self.run(req, ctx) { caller, body in
-            let project = try caller.requireProject()
+            _ = try caller.requireProject()
             let o = try Self.object(body)
             guard case let .string(slug)? = o["slug"], TenancyStore.isValidSlug(slug) else {
                 throw APIError.invalidRequest("'slug' must be lowercase letters, digits and '-' (at most 63).", param: "slug")
             }
             guard o["model"] != nil else { throw APIError.invalidRequest("'model' is required.", param: "model") }
             let fields = try Self.endpointFields(o, model: nil, tier: config.defaultEndpointTier, fleet: .both, config: config)
-            try await requireEntitled(caller, project: project, tier: fields.tier)
-            let e = Endpoint(project: project, slug: slug, model: fields.model, tier: fields.tier, fleet: fields.fleet, createdAt: nowMs())
-            guard try await store.createEndpoint(e) else {
-                throw APIError(status: 409, message: "Endpoint '\(slug)' exists; change it with PATCH /manage/v1/endpoints/\(slug).",
-                               type: "invalid_request_error", param: "slug", code: "endpoint_exists")
-            }
-            auth.invalidateEndpoint(project: project, slug: slug)
+            let e = try await service.createEndpoint(caller, slug: slug, model: fields.model, tier: fields.tier, fleet: fields.fleet)
             var w = JSONWriter(); Self.writeEndpoint(e, &w); return w.bytes
         } }
         m.patch("/endpoints/:slug") { req, ctx in try await self.run(req, ctx) { caller, body in
             let project = try caller.requireProject()
             let slug = ctx.parameters.get("slug") ?? ""
-            guard var e = try await store.endpoint(project: project, slug: slug) else {
+            guard let old = try await store.endpoint(project: project, slug: slug) else {
                 throw APIError.notFound("No endpoint '\(slug)'.", code: "endpoint_not_found")
             }
-            let fields = try Self.endpointFields(try Self.object(body), model: e.model, tier: e.tier, fleet: e.fleet, config: config)
-            if fields.tier != e.tier { try await requireEntitled(caller, project: project, tier: fields.tier) }
-            (e.model, e.tier, e.fleet) = (fields.model, fields.tier, fields.fleet)
-            try await store.putEndpoint(e)
-            auth.invalidateEndpoint(project: project, slug: slug)
+            let fields = try Self.endpointFields(try Self.object(body), model: old.model, tier: old.tier, fleet: old.fleet, config: config)
+            let e = try await service.updateEndpoint(caller, old, model: fields.model, tier: fields.tier, fleet: fields.fleet)
             var w = JSONWriter(); Self.writeEndpoint(e, &w); return w.bytes
         } }
         admin.get("/projects/:project/tiers") { req, ctx in try await self.run(req, ctx) { _, _ in
@@ -90,10 +81,7 @@ struct ManagementRoutes: Sendable {
             try await setEntitlement(ctx, granted: false)
         } }
         m.delete("/endpoints/:slug") { req, ctx in try await self.run(req, ctx) { caller, _ in
-            let project = try caller.requireProject()
-            let slug = ctx.parameters.get("slug") ?? ""
-            guard try await store.deleteEndpoint(project: project, slug: slug) else { throw APIError.notFound("No endpoint '\(slug)'.", code: "endpoint_not_found") }
-            auth.invalidateEndpoint(project: project, slug: slug)
+            try await service.deleteEndpoint(caller, slug: ctx.parameters.get("slug") ?? "")
             return Array(#"{"deleted":true}"#.utf8)
         } }
         m.get("/keys") { req, ctx in try await self.run(req, ctx) { caller, _ in
@@ -101,56 +89,48 @@ struct ManagementRoutes: Sendable {
             return Self.list(keys) { w, k in Self.writeKey(k, &w) }
         } }
         m.post("/keys") { req, ctx in try await self.run(req, ctx) { caller, body in
-            let projectID = try caller.requireProject()
-            guard let project = try await store.project(id: projectID) else { throw APIError.notFound("No such project.", code: "project_not_found") }
             let o = try Self.object(body)
             var name = "key"
             if case let .string(n)? = o["name"] { name = n }
-            guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
             var scopes: Set<String> = [KeyRecord.inference]
             if case let .array(a)? = o["scopes"] {
                 scopes = Set(a.compactMap { if case let .string(s) = $0 { return s } else { return nil } })
-                guard !scopes.isEmpty, scopes.count == a.count, scopes.isSubset(of: [KeyRecord.inference, KeyRecord.management]) else {
+                guard scopes.count == a.count else {
                     throw APIError.invalidRequest("'scopes' must be a non-empty list of 'inference' and 'management'.", param: "scopes")
                 }
             }
-            var expires: Int64?
+            var expires: Int?
             if let v = o["expires_in_seconds"], v != .null {
-                guard case let .int(s) = v, (1...Self.maxKeyLifetimeSeconds).contains(s) else {
-                    throw APIError.invalidRequest("'expires_in_seconds' must be an integer between 1 and \(Self.maxKeyLifetimeSeconds) (10 years).",
+                guard case let .int(s) = v else {
+                    throw APIError.invalidRequest("'expires_in_seconds' must be an integer between 1 and \(ProjectService.maxKeyLifetimeSeconds) (10 years).",
                                                   param: "expires_in_seconds", code: "invalid_value")
                 }
-                expires = nowMs() + Int64(s) * 1000
+                expires = s
             }
-            var cidrs: [String] = []
+            var ips: [String] = []
             if case let .array(a)? = o["allowed_ips"] {
                 guard a.count <= 256 else { throw APIError.invalidRequest("'allowed_ips' may hold at most 256 entries.", param: "allowed_ips") }
-                for item in a {
-                    guard case let .string(c) = item, let parsed = CIDR(c) else {
+                ips = try a.map {
+                    guard case let .string(c) = $0 else {
                         throw APIError.invalidRequest("'allowed_ips' entries must be IPv4/IPv6 addresses or CIDR blocks.", param: "allowed_ips")
                     }
-                    cidrs.append(parsed.description)
+                    return c
                 }
             }
-            let (key, rec) = try await store.createKey(project: project, name: name, scopes: scopes, expiresAtMs: expires, allowedCIDRs: cidrs)
+            let (key, rec) = try await service.createKey(caller, name: name, scopes: scopes, expiresInSeconds: expires, allowedIPs: ips)
             var w = JSONWriter(); Self.writeKey(rec, &w, plaintext: key); return w.bytes
         } }
         m.post("/keys/:id/revoke") { req, ctx in try await self.run(req, ctx) { caller, _ in
-            let rec = try await self.ownedKey(caller, ctx.parameters.get("id") ?? "")
-            try await store.revokeKey(hash: rec.hash)
-            auth.invalidate(keyHash: rec.hash)
-            var w = JSONWriter(); var r = rec; r.revoked = true; Self.writeKey(r, &w); return w.bytes
+            let rec = try await service.revokeKey(caller, id: ctx.parameters.get("id") ?? "")
+            var w = JSONWriter(); Self.writeKey(rec, &w); return w.bytes
         } }
         m.post("/keys/:id/rotate") { req, ctx in try await self.run(req, ctx) { caller, body in
-            let rec = try await self.ownedKey(caller, ctx.parameters.get("id") ?? "")
-            guard !rec.revoked else { throw APIError.invalidRequest("A revoked key cannot be rotated.", param: "id") }
             var grace = 0
-            if !body.isEmpty, case let .int(g)? = try Self.object(body)["grace_seconds"] {
-                guard g >= 0, g <= 30 * 86400 else { throw APIError.invalidRequest("'grace_seconds' must be between 0 and 2592000.", param: "grace_seconds") }
+            if !body.isEmpty, let v = try Self.object(body)["grace_seconds"] {
+                guard case let .int(g) = v else { throw APIError.invalidRequest("'grace_seconds' must be between 0 and 2592000.", param: "grace_seconds") }
                 grace = g
             }
-            let (key, new) = try await store.rotateKey(rec, graceSeconds: grace)
-            auth.invalidate(keyHash: rec.hash)
+            let (key, new) = try await service.rotateKey(caller, id: ctx.parameters.get("id") ?? "", graceSeconds: grace)
             var w = JSONWriter(); Self.writeKey(new, &w, plaintext: key); return w.bytes
         } }
         m.get("/agents") { req, ctx in try await self.run(req, ctx) { caller, _ in
@@ -168,16 +148,12 @@ struct ManagementRoutes: Sendable {
         m.post("/join-keys") { req, ctx in try await self.run(req, ctx) { caller, body in
             var name = "workers"
             if !body.isEmpty, case let .string(n)? = try Self.object(body)["name"] { name = n }
-            guard name.utf8.count <= Self.maxNameBytes else { throw APIError.invalidRequest("'name' may be at most \(Self.maxNameBytes) bytes.", param: "name") }
-            let fleet = try caller.joinKeyFleet()
-            let (key, id) = try await store.createJoinKey(fleet: fleet, name: name) { try CurveKeyPair.derived(fromJoinKey: $0).publicKey }
+            let (key, id, fleet) = try await service.createJoinKey(caller, name: name)
             var w = JSONWriter(); w.objectStart(); w.field("id", id); w.field("name", name); w.field("fleet", fleet.description)
             w.field("join_key", key); w.objectEnd(); return w.bytes
         } }
         m.post("/join-keys/:id/revoke") { req, ctx in try await self.run(req, ctx) { caller, _ in
-            guard try await store.revokeJoinKey(fleet: try caller.joinKeyFleet(), id: ctx.parameters.get("id") ?? "") else {
-                throw APIError.notFound("No such join key.", code: "join_key_not_found")
-            }
+            try await service.revokeJoinKey(caller, id: ctx.parameters.get("id") ?? "")
             return Array(#"{"revoked":true}"#.utf8)
         } }
         m.get("/usage") { req, ctx in try await self.run(req, ctx) { caller, _ in
@@ -222,16 +198,6 @@ struct ManagementRoutes: Sendable {
                      _ body: @escaping (ManagementCaller, [UInt8]) async throws -> [UInt8]) async throws -> Response {
         let bytes = try await Gateway.collect(request, limit: 1 << 20)
         return Gateway.json(try await body(context.caller, bytes))
-    }
-
-    /// A management key may use only the tiers its project is entitled to; the admin may use any.
-    private func requireEntitled(_ caller: ManagementCaller, project: String, tier: String) async throws {
-        if caller.key.scopes.contains(KeyRecord.admin) { return }
-        let entitled = try await store.entitledTiers(project: project, config: config)
-        guard entitled.contains(tier) else {
-            throw APIError.forbidden("This project is not entitled to tier '\(tier)'; its tiers: \(entitled.joined(separator: ", ")). The platform admin grants tiers.",
-                                     code: "tier_not_allowed")
-        }
     }
 
     private func resolveProject(_ ref: String) async throws -> Project {
@@ -290,13 +256,6 @@ struct ManagementRoutes: Sendable {
         }
         guard let model else { throw APIError.invalidRequest("'model' is required.", param: "model") }
         return (model, tier, fleet)
-    }
-
-    private func ownedKey(_ caller: ManagementCaller, _ id: String) async throws -> KeyRecord {
-        guard let rec = try await store.keyRecord(id: id), rec.project == (try caller.requireProject()) else {
-            throw APIError.notFound("No key '\(id)' in this project.", code: "key_not_found")
-        }
-        return rec
     }
 
     static func object(_ body: [UInt8]) throws -> [String: JSONValue] {

@@ -383,6 +383,10 @@ public struct TierScheduler {
         // Free slots it reports, minus jobs we sent that it has not seen yet (hello is validated:
         // 0 ≤ freeSlots ≤ slots ≤ WireLimits.slots, so none of this can overflow).
         w.credits = max(0, min(info.freeSlots, info.slots) - w.inflight.count)
+        // Its running jobs (every router's) until its first heartbeat says otherwise.
+        w.reportedActive = max(0, info.slots - min(info.freeSlots, info.slots))
+        w.sentSinceReport = 0
+        w.endedSinceReport = 0
         workers[info.id] = w
         candidateIndex.join(info, fleet: fleet)
         refile(info.id)

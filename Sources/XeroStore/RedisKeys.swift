@@ -17,6 +17,19 @@ public enum RedisKeys {
     public static func joinKey(hash: String) -> String { "xero:joinkey:\(hash)" } // HASH
     public static func projectJoinKeys(_ project: String) -> String { "xero:joinkeys:\(project)" } // SET of hashes
     public static let demo = "xero:demo"                                           // HASH: what `up` created
+
+    // Console users (docs/console.md).
+    public static func user(_ id: String) -> String { "xero:user:\(id)" }            // HASH: email, password_hash, admin, created_at
+    /// Lowercased email → user id (claimed with SET NX: one account per address).
+    public static func userEmail(_ email: String) -> String { "xero:user-email:\(email)" } // STRING
+    public static func userProjects(_ id: String) -> String { "xero:user-projects:\(id)" } // HASH: project id → owner | member
+    public static func projectMembers(_ project: String) -> String { "xero:project-members:\(project)" } // HASH: user id → role
+    /// An unused sign-up invite, by the SHA-256 of its token (TTL: its lifetime).
+    public static func invite(hash: String) -> String { "xero:invite:\(hash)" }     // STRING: the email it is for, or "*"
+    /// Failed log-ins in the throttle window, per SHA-256 of the email and per client address (TTL).
+    public static func loginFailures(_ scope: String) -> String { "xero:login-failures:\(scope)" } // STRING counter
+    /// A console session (`RedisPersistDriver`: the session's JSON, TTL its expiry).
+    public static func session(_ id: String) -> String { "xero:session:\(id)" }      // STRING
     /// The deployment's CURVE key pairs (server, platform client).
     public static let fabric = "xero:fabric"                                       // HASH
     /// A worker's CURVE public key (Z85) → the hash of the join key it is derived from.

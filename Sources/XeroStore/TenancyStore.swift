@@ -7,6 +7,8 @@ public struct Project: Sendable, Equatable {
     public var slug: String
     public var name: String
     public var createdAt: Int64
+    /// Made by a console sign-up: held to the config's `console` quotas.
+    public var selfService = false
 }
 
 /// An endpoint: a slug bound to a model and a service tier.
@@ -60,6 +62,14 @@ public struct KeyRecord: Sendable, Equatable {
     /// Cross-project administration (the bootstrap admin credential).
     public static let admin = "admin"
     public static let allScopes: Set<String> = [inference, management, admin]
+
+    /// What a console session acts with: the project's management rights, in the user's name
+    /// (no key exists; the id says whose session it is). Admins' sessions add the admin scope.
+    public static func consoleSession(user: String, email: String, project: Project, admin: Bool) -> KeyRecord {
+        KeyRecord(id: "session:\(user)", hash: "", project: project.id, projectSlug: project.slug, name: email,
+                  scopes: admin ? [management, inference, KeyRecord.admin] : [management, inference], displayPrefix: "",
+                  createdAt: 0, revoked: false, expiresAtMs: nil, allowedCIDRs: [])
+    }
 }
 
 /// Projects, endpoints and keys in Redis (the store of record). Key layout in `RedisKeys`.
@@ -73,13 +83,14 @@ public struct TenancyStore: Sendable {
         s.range(of: slugPattern, options: .regularExpression) != nil
     }
 
-    public func createProject(slug: String, name: String) async throws -> Project {
+    public func createProject(slug: String, name: String, selfService: Bool = false) async throws -> Project {
         guard Self.isValidSlug(slug), !slug.contains("_") else { throw RedisError("invalid project slug '\(slug)'") }
-        let p = Project(id: randomID(length: 12), slug: slug, name: name, createdAt: nowMs())
+        let p = Project(id: randomID(length: 12), slug: slug, name: name, createdAt: nowMs(), selfService: selfService)
         let claimed = try await redis.send(["SET", RedisKeys.projectSlug(slug), p.id, "NX"])
         guard claimed == .status("OK") else { throw RedisError("project slug '\(slug)' is taken") }
         _ = try await redis.pipeline(strings: [
-            ["HSET", RedisKeys.project(p.id), "id", p.id, "slug", slug, "name", name, "created_at", String(p.createdAt)],
+            ["HSET", RedisKeys.project(p.id), "id", p.id, "slug", slug, "name", name, "created_at", String(p.createdAt),
+             "self_service", selfService ? "1" : "0"],
             ["SADD", RedisKeys.projects, p.id],
         ])
         return p
@@ -88,7 +99,7 @@ public struct TenancyStore: Sendable {
     public func project(id: String) async throws -> Project? {
         let h = try await redis.send(["HGETALL", RedisKeys.project(id)]).hash
         guard let slug = h["slug"] else { return nil }
-        return Project(id: id, slug: slug, name: h["name"] ?? "", createdAt: Int64(h["created_at"] ?? "") ?? 0)
+        return Project(id: id, slug: slug, name: h["name"] ?? "", createdAt: Int64(h["created_at"] ?? "") ?? 0, selfService: h["self_service"] == "1")
     }
 
     /// The project with this slug, created if there is none.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import XeroCore
+import XeroGateway
 import XeroQueue
 import XeroStore
 
@@ -9,7 +10,7 @@ import XeroStore
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "admin", abstract: "Create projects, endpoints and keys directly in Redis.",
-        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self, CreateJoinKey.self, FabricKey.self])
+        subcommands: [Bootstrap.self, CreateKey.self, CreateAdminKey.self, CreateJoinKey.self, FabricKey.self, CreateUser.self, CreateInvite.self])
 
     struct Bootstrap: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -95,6 +96,48 @@ struct Admin: AsyncParsableCommand {
             }
             let (key, _) = try await store.createKey(project: project, name: name, scopes: Set(scopes.split(separator: ",").map(String.init)))
             print(key)
+        }
+    }
+
+    struct CreateUser: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Create a console user (the password from XERO_USER_PASSWORD or the first line of stdin, never an argument).")
+        @OptionGroup var redis: RedisOptions
+        @Option var email: String
+        @Flag(help: "A platform admin: the console's admin pages, any tier.") var admin = false
+        @Option(help: "Make the user an owner of this project (slug).") var projectSlug: String?
+
+        func run() async throws {
+            guard UserStore.isPlausible(email: email) else { throw ValidationError("'\(email)' is not an email address") }
+            let password = ProcessInfo.processInfo.environment["XERO_USER_PASSWORD"] ?? readLine(strippingNewline: true) ?? ""
+            if let problem = Passwords.problem(password, email: email) { throw ValidationError(problem) }
+            let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
+            defer { client.close() }
+            let users = UserStore(redis: client)
+            var project: Project?
+            if let projectSlug {
+                guard let p = try await TenancyStore(redis: client).project(slug: projectSlug) else { throw ValidationError("no project with slug '\(projectSlug)'") }
+                project = p
+            }
+            guard let user = try await users.create(email: email, passwordHash: try await Passwords.hash(password), isAdmin: admin) else {
+                throw ValidationError("an account with email '\(email)' exists")
+            }
+            if let project { try await users.addMember(user: user.id, project: project.id, role: .owner) }
+            print(user.id)
+        }
+    }
+
+    struct CreateInvite: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create a single-use sign-up invite (console `signup: invite`); prints its code once.")
+        @OptionGroup var redis: RedisOptions
+        @Option(help: "Only this email may use it (default: anyone).") var email: String?
+        @Option(help: "Hours it stays valid.") var hours: Int = 72
+
+        func run() async throws {
+            guard (1...24 * 365).contains(hours) else { throw ValidationError("--hours must be between 1 and 8760") }
+            let client = try RedisClient(try RedisAddress(url: redis.url), connections: 1)
+            defer { client.close() }
+            print(try await UserStore(redis: client).createInvite(email: email, ttlSeconds: hours * 3600))
         }
     }
 }

@@ -68,6 +68,9 @@ struct GatewayCommand: AsyncParsableCommand {
     @Flag(help: "Print every route (METHOD path) and exit.")
     var printRoutes = false
 
+    @Option(help: "Who may sign up in the web console: open, invite or closed (overrides the config's console.signup).")
+    var signup: String?
+
     @Option(help: "PEM certificate chain (server certificate first): serve HTTPS (TLS 1.2+, HTTP/1.1) on --port instead of HTTP. Needs --tls-key.")
     var tlsCert: String?
 
@@ -83,6 +86,7 @@ struct GatewayCommand: AsyncParsableCommand {
                               ("--write-stall-seconds", writeStallSeconds), ("--max-connections", maxConnections), ("--max-header-bytes", maxHeaderBytes)] {
             guard value >= 1 else { throw ValidationError("\(flag) must be at least 1 (got \(value)).") }
         }
+        if let signup, ConsoleConfig.Signup(rawValue: signup) == nil { throw ValidationError("--signup must be open, invite or closed (got '\(signup)').") }
         for p in trustedProxy where CIDR(p) == nil {
             throw ValidationError("--trusted-proxy \(p) is not an IPv4/IPv6 address or CIDR block.")
         }
@@ -95,7 +99,8 @@ struct GatewayCommand: AsyncParsableCommand {
     func run() async throws {
         common.watchParent()
         let logger = common.makeLogger("xerotier.gateway")
-        let config = try configOptions.load()
+        var config = try configOptions.load()
+        if let signup = signup.flatMap(ConsoleConfig.Signup.init(rawValue:)) { config.console.signup = signup }
         var options = Gateway.Options()
         // Before anything connects: a bad certificate or key stops the gateway naming the file.
         if let tlsCert, let tlsKey {

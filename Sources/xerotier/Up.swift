@@ -114,7 +114,8 @@ struct Up: AsyncParsableCommand {
         }
         let filesDir = dataDir + "/files"
         try children.start(name: "gateway", executable: selfPath,
-                           arguments: ["gateway"] + withConfig + routerArgs + gatewayMetrics + ["--port", String(httpPort), "--files-dir", filesDir])
+                           arguments: ["gateway"] + withConfig + routerArgs + gatewayMetrics + ["--port", String(httpPort), "--files-dir", filesDir,
+                                                                                                 "--signup", "open"])
         try children.start(name: "batch-runner", executable: selfPath,
                            arguments: ["batch-runner"] + withConfig + routerArgs + (try metricsArgs("batch-runner")) + ["--files-dir", filesDir])
         for i in 1...max(1, workers) {
@@ -146,6 +147,7 @@ struct Up: AsyncParsableCommand {
         Xerotier is up (engine: \(engine), workers: \(workers), routers: \(routers)).
           Base URL: \(baseURL)
           Model:    \(model)
+          Console:  \(base)/  (sign up there: sign-up is open on this local deployment)
           Embeddings: \(embeddingsURL ?? "(not installed: scripts/setup.sh fetches all-MiniLM-L6-v2)")  (model all-MiniLM-L6-v2)
 
         """

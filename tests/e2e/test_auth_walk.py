@@ -36,12 +36,29 @@ def concrete(path, project):
     return re.sub(r"\{(\w+)\}", lambda m: {"project": "proj_" + project, "endpoint": "my-endpoint"}.get(m.group(1), "x1"), path)
 
 
+# The console's pages anyone may load; every other console route needs a session (docs/console.md).
+CONSOLE_PUBLIC = {("GET", "/"), ("GET", "/console/login"), ("GET", "/console/register")}
+
+
 def test_every_route_but_health_refuses_an_unauthenticated_call(aw):
     table = routes(aw)
     assert ("GET", "/health") in table
     checked = 0
     for method, path in table:
         if path == "/health":
+            continue
+        if path == "/" or path.startswith("/console"):
+            # Session routes: a page without a session sends to the log-in; a POST without the
+            # CSRF cookie and field is refused before anything else (with a session or not).
+            url = aw.gateways[0] + concrete(path, aw.a["project_id"])
+            r = httpx.request(method, url, timeout=10, follow_redirects=False, data={"email": "a@b.example", "password": "x" * 12})
+            if (method, path) in CONSOLE_PUBLIC:
+                assert r.status_code == 200, (method, path, r.status_code)
+            elif method == "GET":
+                assert r.status_code == 303 and r.headers["location"] == "/console/login", (method, path, r.status_code)
+            else:
+                assert r.status_code == 403 and "expired" in r.text, (method, path, r.status_code, r.text[:200])
+            checked += 1
             continue
         url = aw.gateways[0] + concrete(path, aw.a["project_id"])
         # Workers' model downloads take a router-issued token, not an API key (docs/models.md).

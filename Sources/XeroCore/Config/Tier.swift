@@ -89,16 +89,19 @@ public struct PlatformConfig: Sendable, Codable {
     /// The tiers every project may put endpoints on unless the admin granted or withdrew one
     /// (`project_tiers`); when the file names none, every interactive tier (weight > 0).
     public var projectTiers: [String]
+    /// Sign-up and self-service quotas (`console:`).
+    public var console: ConsoleConfig
 
     enum CodingKeys: String, CodingKey {
-        case tiers, demo
+        case tiers, demo, console
         case defaultEndpointTier = "default_endpoint_tier"
         case projectTiers = "project_tiers"
     }
 
-    public init(tiers: [Tier], demo: Demo? = nil, defaultEndpointTier: String? = nil, projectTiers: [String]? = nil) {
+    public init(tiers: [Tier], demo: Demo? = nil, defaultEndpointTier: String? = nil, projectTiers: [String]? = nil, console: ConsoleConfig = ConsoleConfig()) {
         self.tiers = tiers
         self.demo = demo
+        self.console = console
         self.defaultEndpointTier = defaultEndpointTier ?? Self.lowestInteractive(tiers) ?? tiers.first?.name ?? ""
         self.projectTiers = projectTiers ?? tiers.filter { $0.weight > 0 }.map(\.name)
     }
@@ -108,7 +111,8 @@ public struct PlatformConfig: Sendable, Codable {
         let tiers = try c.decode([Tier].self, forKey: .tiers)
         self.init(tiers: tiers, demo: try c.decodeIfPresent(Demo.self, forKey: .demo),
                   defaultEndpointTier: try c.decodeIfPresent(String.self, forKey: .defaultEndpointTier),
-                  projectTiers: try c.decodeIfPresent([String].self, forKey: .projectTiers))
+                  projectTiers: try c.decodeIfPresent([String].self, forKey: .projectTiers),
+                  console: try c.decodeIfPresent(ConsoleConfig.self, forKey: .console) ?? ConsoleConfig())
     }
 
     static func lowestInteractive(_ tiers: [Tier]) -> String? {
@@ -145,6 +149,7 @@ public struct PlatformConfig: Sendable, Codable {
             guard t.queueTimeoutMs > 0, t.requestTimeoutMs > 0 else { throw ConfigError("\(source): tier '\(t.name)' timeouts must be > 0") }
         }
         if let demo, tier(named: demo.tier) == nil { throw ConfigError("\(source): demo tier '\(demo.tier)' is not defined") }
+        try console.validate(source: source)
         guard let d = tier(named: defaultEndpointTier) else {
             throw ConfigError("\(source): default_endpoint_tier '\(defaultEndpointTier)' is not defined (and no interactive tier exists to default to)")
         }

@@ -1,0 +1,263 @@
+"""The web console in a real browser (Debian's chromium and chromium-driver, headless, driven by
+selenium): sign up, create an endpoint, create a key, then call the endpoint through the OpenAI SDK
+and with the page's own snippets, and see the request on the usage page. Then what must be refused:
+another user's project through any page or URL, a POST without the CSRF token, repeated wrong
+passwords, and sign-up under `invite` and `closed`. Every page visited is saved as a screenshot in
+the test's temporary directory. The engine is THE SIMULATOR (the test is about the platform)."""
+import re
+import shutil
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+
+from conftest import BIN, Platform, wait_for
+
+MODEL = "console-model"
+PASSWORD = "harbour-lights-42"
+
+
+def chromium_driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, "chromium and chromium-driver are installed by scripts/setup.sh"
+    opts = Options()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+@pytest.fixture(scope="module")
+def cp(redis, tmp_path_factory):
+    p = Platform(redis, tmp_path_factory.mktemp("console"))
+    p.start_router()
+    p.open = p.start_gateway(None, "--signup", "open")
+    p.invite = p.start_gateway(None, "--signup", "invite")
+    p.closed = p.start_gateway(None, "--signup", "closed")
+    p.start_worker("console-w1", "--models", MODEL, "--sim-tpot-ms", "1")
+    p.shots = p.tmp / "screenshots"
+    p.shots.mkdir()
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture
+def browser(cp):
+    d = chromium_driver()
+    yield d
+    d.quit()
+
+
+def shot(cp, d, name):
+    d.save_screenshot(str(cp.shots / f"{name}.png"))
+
+
+def sign_up(d, gateway, email, project="Harbour app"):
+    d.get(gateway + "/")
+    d.find_element("link text", "Sign up").click()
+    d.find_element("id", "email").send_keys(email)
+    d.find_element("id", "password").send_keys(PASSWORD)
+    d.find_element("id", "project").send_keys(project)
+    d.find_element("id", "register").click()
+    wait_for(lambda: d.current_url.endswith("/console"), what="the dashboard after sign-up")
+
+
+def test_sign_up_create_an_endpoint_and_a_key_then_call_it(cp, browser):
+    d = browser
+    email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
+    d.get(cp.open + "/")
+    shot(cp, d, "home")
+    sign_up(d, cp.open, email)
+    shot(cp, d, "dashboard-empty")
+    assert d.find_element("id", "no-endpoints")
+    assert MODEL in d.page_source, "the model catalog lists what the live worker serves"
+    # Create Endpoint: a name, the model, the default tier.
+    d.find_element("id", "slug").send_keys("chat")
+    model = d.find_element("id", "model")
+    model.clear()
+    model.send_keys(MODEL)
+    d.find_element("id", "create-endpoint").click()
+    wait_for(lambda: d.find_elements("id", "endpoint-chat"), what="the new endpoint on the dashboard")
+    shot(cp, d, "dashboard-endpoint")
+    base_url = d.find_element("css selector", "#endpoint-chat .base-url").text
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/proj_[a-z0-9]+/chat/v1", base_url), base_url
+    python_snippet = d.find_element("css selector", "#endpoint-chat pre.python").text
+    curl_snippet = d.find_element("css selector", "#endpoint-chat pre.curl").text
+    assert "YOUR_API_KEY" in python_snippet and base_url in python_snippet
+
+    # API keys page: a key, shown once.
+    d.find_element("link text", "API keys").click()
+    d.find_element("id", "key-name").send_keys("my app")
+    d.find_element("id", "create-key").click()
+    key = d.find_element("id", "new-key").text
+    shot(cp, d, "keys-created")
+    assert key.startswith("xero_"), key
+    d.get(cp.open + "/console/keys")
+    assert key not in d.page_source, "the key is shown once, then only its prefix"
+
+    # Outside the browser: the official SDK with that key.
+    from openai import OpenAI
+    answer = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=8)
+    assert answer.choices[0].message.content
+
+    # The snippets as the page shows them, with the key put in: they run and answer.
+    py = subprocess.run([".venv/bin/python", "-c", python_snippet.replace("YOUR_API_KEY", key)], capture_output=True, text=True, timeout=60)
+    assert py.returncode == 0 and py.stdout.strip(), py.stderr
+    sh = subprocess.run(["bash", "-c", curl_snippet.replace("YOUR_API_KEY", key)], capture_output=True, text=True, timeout=60)
+    assert sh.returncode == 0 and '"choices"' in sh.stdout, sh.stdout + sh.stderr
+
+    # The usage page shows the requests (settlement is flushed every few hundred ms).
+    def billed():
+        d.get(cp.open + "/console/usage")
+        cells = d.find_elements("css selector", "tr.usage-row td.requests")
+        return cells and int(cells[0].text) >= 3
+    wait_for(billed, timeout=20, what="the requests on the usage page")
+    shot(cp, d, "usage")
+    assert "<svg" in d.page_source
+
+    # Revoke the key in the browser: the SDK is refused at once after.
+    d.get(cp.open + "/console/keys")
+    d.find_element("css selector", "button.revoke").click()
+    wait_for(lambda: "revoked" in d.find_element("css selector", "tr.key-row td.state").text, what="revoked")
+    shot(cp, d, "keys-revoked")
+    time.sleep(2.5)   # the gateways' key cache (2 s)
+    from openai import AuthenticationError
+    with pytest.raises(AuthenticationError):
+        OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30).chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=8)
+
+
+class Session:
+    """A console session without a browser: the cookies and the CSRF token of its pages."""
+
+    def __init__(self, gateway):
+        self.http = httpx.Client(base_url=gateway, follow_redirects=False, timeout=20)
+
+    def csrf(self, path="/console/login"):
+        page = self.http.get(path)
+        m = re.search(r'name="_csrf" value="([a-z0-9]+)"', page.text)
+        assert m, (path, page.status_code, page.text[:300])
+        return m.group(1)
+
+    def post(self, path, data, csrf=True, page="/console/login"):
+        return self.http.post(path, data={**data, **({"_csrf": self.csrf(page)} if csrf else {})})
+
+    def sign_up(self, email, project="Other app"):
+        r = self.post("/console/register", {"email": email, "password": PASSWORD, "project": project}, page="/console/register")
+        assert r.status_code == 303 and r.headers["location"] == "/console", (r.status_code, r.text[:300])
+        return self
+
+
+def test_another_user_cannot_see_or_touch_the_first_users_project(cp):
+    a = Session(cp.open).sign_up(f"owner-{uuid.uuid4().hex[:8]}@example.com", "Owner app")
+    assert a.post("/console/endpoints", {"slug": "private", "model": MODEL, "tier": "standard"}, page="/console").status_code == 303
+    created = a.post("/console/keys", {"name": "owner key", "scope": "inference"}, page="/console/keys")
+    key_id = re.search(r'id="key-(key_[a-z0-9]+)"', created.text).group(1)
+    project_id = re.search(r"/proj_([a-z0-9]+)/private/v1", a.http.get("/console").text).group(1)
+
+    b = Session(cp.open).sign_up(f"other-{uuid.uuid4().hex[:8]}@example.com")
+    for path in ["/console", "/console/keys", "/console/usage"]:
+        page = b.http.get(path)
+        assert page.status_code == 200 and project_id not in page.text and key_id not in page.text and "private" not in page.text, path
+    # Acting on A's key, or switching to A's project, by URL: refused, and nothing changed.
+    assert b.post(f"/console/keys/{key_id}/revoke", {}, page="/console/keys").status_code == 404
+    assert b.post("/console/project", {"project": project_id}, page="/console").status_code == 404
+    assert "live" in a.http.get("/console/keys").text
+    # And A's project's management API with B's session cookie: not a key, refused.
+    r = b.http.get("/manage/v1/keys", params={"project": project_id})
+    assert r.status_code == 401
+
+
+def test_a_post_without_the_csrf_token_is_refused(cp):
+    s = Session(cp.open).sign_up(f"csrf-{uuid.uuid4().hex[:8]}@example.com")
+    r = s.post("/console/keys", {"name": "forged", "scope": "inference"}, csrf=False)
+    assert r.status_code == 403
+    r = s.http.post("/console/keys", data={"name": "forged", "scope": "inference", "_csrf": "a" * 40})
+    assert r.status_code == 403, "a token that is not the cookie's"
+    assert "forged" not in s.http.get("/console/keys").text
+    # Another site's form: the browser sends the cookies (SameSite=Lax lets top-level POSTs carry none),
+    # but it cannot know the token.
+    cookie = s.http.cookies.get("xero_session")
+    r = httpx.post(cp.open + "/console/keys", cookies={"xero_session": cookie}, data={"name": "x"}, follow_redirects=False)
+    assert r.status_code == 403
+
+
+def test_login_throttling_engages_and_one_message_for_every_wrong_login(cp):
+    email = f"throttle-{uuid.uuid4().hex[:8]}@example.com"
+    Session(cp.open).sign_up(email)
+    s = Session(cp.open)
+    unknown = s.post("/console/login", {"email": f"nobody-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD})
+    wrong = s.post("/console/login", {"email": email, "password": "not-the-password"})
+    assert unknown.status_code == wrong.status_code == 401
+    assert "Wrong email or password." in unknown.text and "Wrong email or password." in wrong.text
+    for _ in range(4):
+        assert s.post("/console/login", {"email": email, "password": "still-not-it"}).status_code == 401
+    # Five failures for the address: even the right password waits now.
+    r = s.post("/console/login", {"email": email, "password": PASSWORD})
+    assert r.status_code == 429 and "Too many failed log-ins" in r.text
+    # The throttle is per email (and, at a higher bound, per address): another email from the same client still logs in.
+    other = f"ok-{uuid.uuid4().hex[:8]}@example.com"
+    Session(cp.open).sign_up(other)
+    assert Session(cp.open).post("/console/login", {"email": other, "password": PASSWORD}).status_code == 303
+
+
+def test_invite_and_closed_refuse_sign_up(cp):
+    closed = Session(cp.closed)
+    assert "Sign-up is closed" in closed.http.get("/console/register").text
+    r = closed.post("/console/register", {"email": f"c-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD}, page="/console/login")
+    assert r.status_code == 403
+    inv = Session(cp.invite)
+    email = f"invited-{uuid.uuid4().hex[:6]}@example.com"
+    r = inv.post("/console/register", {"email": email, "password": PASSWORD, "invite": "inv_" + "x" * 32}, page="/console/register")
+    assert r.status_code == 403 and "invite code is not valid" in r.text
+    code = subprocess.run([BIN, "admin", "create-invite", "--redis", cp.redis.url, "--email", email], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+    other = inv.post("/console/register", {"email": "someone-else@example.com", "password": PASSWORD, "invite": code}, page="/console/register")
+    assert other.status_code == 403, "an invite for one address is not another's"
+    r = inv.post("/console/register", {"email": email, "password": PASSWORD, "invite": code}, page="/console/register")
+    assert r.status_code == 303, r.text[:300]
+    again = Session(cp.invite).post("/console/register", {"email": f"x-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD, "invite": code},
+                                    page="/console/register")
+    assert again.status_code == 403, "an invite is used once"
+
+
+def test_quotas_refuse_the_next_endpoint(cp):
+    s = Session(cp.open).sign_up(f"quota-{uuid.uuid4().hex[:8]}@example.com")
+    for i in range(5):
+        r = s.post("/console/endpoints", {"slug": f"ep{i}", "model": MODEL, "tier": "standard"}, page="/console")
+        assert r.status_code == 303, r.text[:300]
+    r = s.post("/console/endpoints", {"slug": "ep5", "model": MODEL, "tier": "standard"}, page="/console")
+    assert r.status_code == 403 and "at most 5 endpoints" in r.text
+
+
+def test_session_cookies_are_httponly_and_lax(cp):
+    s = Session(cp.open)
+    r = s.http.get("/console/login")
+    csrf_cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith("xero_csrf=")]
+    assert csrf_cookie and "HttpOnly" in csrf_cookie[0] and "SameSite=Lax" in csrf_cookie[0] and "Secure" not in csrf_cookie[0]
+    r = s.post("/console/register", {"email": f"cookie-{uuid.uuid4().hex[:8]}@example.com", "password": PASSWORD}, page="/console/register")
+    session_cookie = [c for c in r.headers.get_list("set-cookie") if c.startswith("xero_session=")]
+    assert session_cookie and "HttpOnly" in session_cookie[0] and "SameSite=Lax" in session_cookie[0], session_cookie
+
+
+def test_users_the_admin_makes_log_in_to_the_project_they_are_given(cp):
+    demo = cp.bootstrap(project=f"ops-{uuid.uuid4().hex[:6]}", endpoint="ops-chat", model=MODEL)
+    email = f"made-{uuid.uuid4().hex[:8]}@example.com"
+    env = {"XERO_USER_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"}
+    made = subprocess.run([BIN, "admin", "create-user", "--redis", cp.redis.url, "--email", email, "--project-slug", demo["project_slug"]],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert made.returncode == 0 and made.stdout.startswith("user_"), made.stderr
+    weak = subprocess.run([BIN, "admin", "create-user", "--redis", cp.redis.url, "--email", "weak@example.com"],
+                          capture_output=True, text=True, timeout=30, env={**env, "XERO_USER_PASSWORD": "short"})
+    assert weak.returncode != 0 and "at least 10 characters" in weak.stderr
+    s = Session(cp.open)
+    assert s.post("/console/login", {"email": email.upper(), "password": PASSWORD}).status_code == 303, "emails compare lowercased"
+    assert "ops-chat" in s.http.get("/console").text
+    stored = cp.redis.cli("HGET", f"xero:user:{made.stdout.strip()}", "password_hash")
+    assert re.match(r"^\$2[ab]\$11\$", stored) and PASSWORD not in stored, "only a bcrypt hash (cost 11) is stored"
