@@ -276,6 +276,8 @@ final class BatchSequence {
     var pending: ArraySlice<Int32> = []
     /// Its prompt's first chunk has run (the prefix cache was looked up for it).
     var prefillStarted = false
+    /// Steps in a row it had prompt left and got no prefill budget.
+    var passedOver = 0
     var next: Int32?
     var logits: [Float] = []
     var sampler: Sampler
@@ -342,22 +344,28 @@ final class BatchScheduler: @unchecked Sendable {
             var segments: [(tokens: [Int32], cache: KVCache)] = []
             var members: [BatchSequence] = []
             var prefillBudget = engine.prefillChunk
+            var prefills: [BatchSequence] = []
             for seq in batch {
                 if let next = seq.next {
                     segments.append(([next], seq.cache)); members.append(seq)
-                } else if !seq.pending.isEmpty && prefillBudget >= 2 {
-                    if !seq.prefillStarted {
-                        if waitsForSharedPrefill(seq, in: batch) { continue }
-                        startPrefill(seq)
-                    }
-                    // Chunks keep at least two tokens, so each sees the batch arithmetic of a cold run:
-                    // a lone last token rides along with this chunk (one over the budget).
-                    var take = min(seq.pending.count, prefillBudget)
-                    if seq.pending.count - take == 1 { take = seq.pending.count }
-                    segments.append((Array(seq.pending.prefix(take)), seq.cache)); members.append(seq)
-                    prefillBudget -= take
+                } else if !seq.pending.isEmpty {
+                    prefills.append(seq)
                 }
             }
+            for seq in prefillOrder(prefills) where prefillBudget >= 2 {
+                if !seq.prefillStarted {
+                    if waitsForSharedPrefill(seq, in: batch) { continue }
+                    startPrefill(seq)
+                }
+                // Chunks keep at least two tokens, so each sees the batch arithmetic of a cold run:
+                // a lone last token rides along with this chunk (one over the budget).
+                var take = min(seq.pending.count, prefillBudget)
+                if seq.pending.count - take == 1 { take = seq.pending.count }
+                segments.append((Array(seq.pending.prefix(take)), seq.cache)); members.append(seq)
+                prefillBudget -= take
+                seq.passedOver = 0
+            }
+            for seq in prefills where !members.contains(where: { $0 === seq }) { seq.passedOver += 1 }
             guard !segments.isEmpty else { sync(batch); continue }
             let outs = engine.model.forward(segments)
             var next: [BatchSequence] = []
@@ -414,14 +422,39 @@ final class BatchScheduler: @unchecked Sendable {
         seq.prefillStarted = true
     }
 
+    /// Steps a prompt may be passed over before it goes first whatever its length.
+    static let maxPassedOver = 64
+
+    /// Which prompts get this step's prefill budget first: the fewest tokens left to compute (for
+    /// one not started, its prompt less what the cache holds of it), so a prompt whose prefix is
+    /// cached starts at once instead of queueing behind cold ones (SGLang's longest-prefix-match
+    /// ordering, in effect). One passed over for `maxPassedOver` steps goes first: none starves.
+    /// Ties keep admission order. Reordering never changes a sequence's numbers (chunks are
+    /// computed alike in any batch).
+    private func prefillOrder(_ prefills: [BatchSequence]) -> [BatchSequence] {
+        guard prefills.count > 1 else { return prefills }
+        let keyed = prefills.enumerated().map { i, seq -> (seq: BatchSequence, starved: Bool, left: Int, i: Int) in
+            var left = seq.pending.count
+            if !seq.prefillStarted, let cache = engine.prefixCache {
+                left = max(2, seq.job.prompt.count - cache.cachedLength(seq.job.prompt, partition: seq.job.project))
+            }
+            return (seq, seq.passedOver >= Self.maxPassedOver, left, i)
+        }
+        return keyed.sorted { a, b in
+            if a.starved != b.starved { return a.starved }
+            if a.left != b.left { return a.left < b.left }
+            return a.i < b.i
+        }.map(\.seq)
+    }
+
     /// Tokens of this prompt an earlier sequence must be computing (beyond what is cached) for this
     /// one to wait for it rather than compute them too.
     static let sharedPrefillToWait = 64
 
-    /// Whether a sequence should wait a step: an earlier one of the same project is computing a
-    /// prefix of its prompt that the cache does not hold yet. Prompts run their chunks in
-    /// admission order, so the earlier one finishes its prompt (and caches it) first; this one's
-    /// lookup then finds it. Two concurrent requests with one system prompt compute it once.
+    /// Whether a sequence should wait a step: another one of the same project is computing a
+    /// prefix of its prompt that the cache does not hold yet. That one finishes its prompt (and
+    /// caches it) while this one waits; this one's lookup then finds it. Two concurrent requests
+    /// with one system prompt compute it once.
     private func waitsForSharedPrefill(_ seq: BatchSequence, in batch: [BatchSequence]) -> Bool {
         guard let cache = engine.prefixCache else { return false }
         let prompt = seq.job.prompt

@@ -181,6 +181,30 @@ final class GGUFEngineTests: XCTestCase {
         XCTAssertEqual(out.filter { !$0.isEmpty }, ["a", "👍", "🏽", "中"])
     }
 
+    /// A request whose prompt is cached starts before a cold one admitted earlier finishes its
+    /// prompt: the prefill budget goes to the fewest tokens left first.
+    func testACachedPromptStartsBeforeAColdOneAheadOfIt() async throws {
+        let e = try Self.engine()
+        let project = "project-order-" + UUID().uuidString
+        let warmBody = #"{"model":"m","messages":[{"role":"system","content":"You are the ferry desk. Answer briefly."},{"role":"user","content":"When is the next ferry?"}],"temperature":0,"max_tokens":3}"#
+        _ = try await Self.collect(warmBody, project: project)   // now cached
+        let cold = "You are the assistant of the harbour museum. " + String(repeating: "Answer visitors kindly and only about old ships and sailors. ", count: 26)
+        let coldBody = #"{"model":"m","messages":[{"role":"system","content":"\#(cold)"},{"role":"user","content":"Who built the first lighthouse?"}],"temperature":0,"max_tokens":3}"#
+        let order = Locked<[String]>([])
+        let coldTask = Task {
+            for try await ev in e.generate(EngineRequest(requestId: "cold", model: "m", chat: try ChatRequest.parse(Array(coldBody.utf8)), project: project)) {
+                if case .text = ev { order.withLock { $0.append("cold") }; break }
+            }
+        }
+        // Once the cold prompt is in the batch (computing its 300-odd tokens in 64-token chunks):
+        while e.scheduler.activeSequences == 0 { try await Task.sleep(nanoseconds: 1_000_000) }
+        for try await ev in e.generate(EngineRequest(requestId: "warm", model: "m", chat: try ChatRequest.parse(Array(warmBody.utf8)), project: project)) {
+            if case .text = ev { order.withLock { $0.append("warm") }; break }
+        }
+        try await coldTask.value
+        XCTAssertEqual(order.withLock { $0 }, ["warm", "cold"], "the cached prompt's first token came first")
+    }
+
     /// Three requests of one project arrive together with one long system prompt: the first
     /// computes it, the others wait for it and reuse it (not three cold prefills at once), and the
     /// answers are the same as alone.

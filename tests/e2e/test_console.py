@@ -72,6 +72,10 @@ def test_sign_up_create_an_endpoint_and_a_key_then_call_it(cp, browser):
     email = f"ada-{uuid.uuid4().hex[:8]}@example.com"
     d.get(cp.open + "/")
     shot(cp, d, "home")
+    d.get(cp.open + "/console/login")
+    shot(cp, d, "login")
+    d.get(cp.open + "/console/register")
+    shot(cp, d, "register")
     sign_up(d, cp.open, email)
     shot(cp, d, "dashboard-empty")
     assert d.find_element("id", "no-endpoints")
@@ -119,6 +123,9 @@ def test_sign_up_create_an_endpoint_and_a_key_then_call_it(cp, browser):
         return cells and int(cells[0].text) >= 3
     wait_for(billed, timeout=20, what="the requests on the usage page")
     shot(cp, d, "usage")
+    d.get(cp.open + "/console/agents")
+    assert d.find_element("id", "no-agents")
+    shot(cp, d, "agents")
     assert "<svg" in d.page_source
 
     # Revoke the key in the browser: the SDK is refused at once after.
@@ -261,3 +268,107 @@ def test_users_the_admin_makes_log_in_to_the_project_they_are_given(cp):
     assert "ops-chat" in s.http.get("/console").text
     stored = cp.redis.cli("HGET", f"xero:user:{made.stdout.strip()}", "password_hash")
     assert re.match(r"^\$2[ab]\$11\$", stored) and PASSWORD not in stored, "only a bcrypt hash (cost 11) is stored"
+
+
+def call(base_url, key):
+    from openai import OpenAI
+    return OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hello"}], max_tokens=4)
+
+
+def new_key(s, **fields):
+    page = s.post("/console/keys", {"name": "k", "scope": "inference", **fields}, page="/console/keys")
+    m = re.search(r'id="new-key">(xero_[a-z0-9_-]+)<', page.text)
+    assert m, page.text[:500]
+    return m.group(1), page
+
+
+def test_key_rotation_with_a_grace_period_and_an_ip_allow_list(cp):
+    from openai import PermissionDeniedError, AuthenticationError
+    s = Session(cp.open).sign_up(f"rotate-{uuid.uuid4().hex[:8]}@example.com")
+    assert s.post("/console/endpoints", {"slug": "rot", "model": MODEL, "tier": "standard"}, page="/console").status_code == 303
+    base_url = re.search(r'base-url">([^<]+)<', s.http.get("/console").text).group(1)
+    # An allow-list without this client's address: the key is refused from here.
+    fenced, page = new_key(s, allowed_ips="10.9.9.9, 192.0.2.0/24")
+    assert "10.9.9.9/32, 192.0.2.0/24" in page.text
+    with pytest.raises(PermissionDeniedError):
+        call(base_url, fenced)
+    # Rotation with an hour's grace: both keys work; rotating again with none ends the previous one.
+    old, _ = new_key(s)
+    key_id = re.findall(r'id="key-(key_[a-z0-9]+)"', s.http.get("/console/keys").text)[0]
+    rotated = s.post(f"/console/keys/{key_id}/rotate", {"grace_seconds": "3600"}, page="/console/keys")
+    second = re.search(r'id="new-key">(xero_[a-z0-9_-]+)<', rotated.text).group(1)
+    assert second != old
+    call(base_url, old)
+    call(base_url, second)
+    second_id = re.findall(r'id="key-(key_[a-z0-9]+)"', s.http.get("/console/keys").text)[0]
+    s.post(f"/console/keys/{second_id}/rotate", {"grace_seconds": "0"}, page="/console/keys")
+    time.sleep(2.5)   # the gateways' key cache
+    with pytest.raises(AuthenticationError):
+        call(base_url, second)
+    call(base_url, old)   # still inside its own hour
+
+
+def test_join_keys_and_the_agents_they_bring(cp):
+    s = Session(cp.open).sign_up(f"agents-{uuid.uuid4().hex[:8]}@example.com")
+    page = s.post("/console/join-keys", {"name": "office"}, page="/console/agents")
+    join_key = re.search(r'id="new-join-key">([^<]+)<', page.text).group(1)
+    assert "no-agents" in page.text
+    name = f"agent-{uuid.uuid4().hex[:6]}"
+    cp.start_worker(name, "--models", MODEL, "--sim-tpot-ms", "1", join_key=join_key)
+    wait_for(lambda: f'id="agent-{name}"' in s.http.get("/console/agents").text, what="the agent on its project's page")
+    other = Session(cp.open).sign_up(f"nosy-{uuid.uuid4().hex[:8]}@example.com")
+    assert name not in other.http.get("/console/agents").text, "another project does not see it"
+    jk_id = re.search(r'id="jk-([a-z0-9_]+)"', s.http.get("/console/agents").text).group(1)
+    assert other.post(f"/console/join-keys/{jk_id}/revoke", {}, page="/console/agents").status_code == 404
+    assert s.post(f"/console/join-keys/{jk_id}/revoke", {}, page="/console/agents").status_code == 303
+    wait_for(lambda: f'id="agent-{name}"' not in s.http.get("/console/agents").text, what="the revoked agent gone")
+    cp.stop(name)
+
+
+def test_the_admin_ops_page_shows_a_queued_job(cp):
+    import threading
+    slow = cp.bootstrap(project=f"slow-{uuid.uuid4().hex[:6]}", endpoint="slow", model="slow-model")
+    cp.start_worker("console-slow", "--models", "slow-model", "--slots", "1", "--sim-tpot-ms", "300")
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    subprocess.run([BIN, "admin", "create-user", "--redis", cp.redis.url, "--email", email, "--admin", "--project-slug", slow["project_slug"]],
+                   check=True, capture_output=True, timeout=30, env={"XERO_USER_PASSWORD": PASSWORD, "PATH": "/usr/bin:/bin"})
+    admin = Session(cp.open)
+    assert admin.post("/console/login", {"email": email, "password": PASSWORD}).status_code == 303
+    plain = Session(cp.open).sign_up(f"plain-{uuid.uuid4().hex[:8]}@example.com")
+    assert plain.http.get("/console/admin/ops").status_code == 404, "only admins"
+    from openai import OpenAI
+    client = OpenAI(base_url=cp.open + slow["base_path"], api_key=slow["api_key"], max_retries=0, timeout=30)
+
+    def ask():
+        try:
+            client.chat.completions.create(model="slow-model", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
+        except Exception:
+            pass   # the queued one may time out in the queue (2 s): what matters is the page while it waits
+    first = threading.Thread(target=ask)
+    first.start()
+    wait_for(lambda: re.search(r"<td>standard</td><td>(dispatched|running)</td>", admin.http.get("/console/admin/ops").text),
+             what="the first job running")
+    second = threading.Thread(target=ask)
+    second.start()
+    seen = []
+    wait_for(lambda: seen.append(admin.http.get("/console/admin/ops").text) or re.search(r'<tr class="job"[^>]*><td><code>[^<]+</code></td><td>standard</td><td>queued</td>', seen[-1]),
+             timeout=2, what="a queued job on the ops page")
+    assert 'http-equiv="refresh"' in seen[-1]
+    assert "console-slow" in seen[-1]
+    # And in the browser, for the screenshot.
+    d = chromium_driver()
+    try:
+        d.get(cp.open + "/console/login")
+        d.find_element("id", "email").send_keys(email)
+        d.find_element("id", "password").send_keys(PASSWORD)
+        d.find_element("id", "login").click()
+        wait_for(lambda: d.current_url.endswith("/console"), what="the admin's dashboard")
+        d.get(cp.open + "/console/admin/ops")
+        assert d.find_elements("css selector", "tr.worker")
+        shot(cp, d, "admin-ops")
+    finally:
+        d.quit()
+    first.join()
+    second.join()
+    cp.stop("console-slow")

@@ -43,7 +43,7 @@ enum ConsolePages {
         "layout": """
         <!doctype html>
         <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-        <title>{{title}} · Xerotier</title>
+        <title>{{title}} · Xerotier</title>{{#refresh}}<meta http-equiv="refresh" content="{{refresh}}">{{/refresh}}
         <style>
         :root { --ink:#1d2330; --muted:#5d6678; --line:#dde2ea; --bg:#f6f7fa; --card:#fff; --accent:#2f5bea; --bad:#b42318; --good:#067647; }
         * { box-sizing: border-box; }
@@ -81,6 +81,8 @@ enum ConsolePages {
           <a href="/console" {{#nav_dashboard}}class="on"{{/nav_dashboard}}>Dashboard</a>
           <a href="/console/keys" {{#nav_keys}}class="on"{{/nav_keys}}>API keys</a>
           <a href="/console/usage" {{#nav_usage}}class="on"{{/nav_usage}}>Usage</a>
+          <a href="/console/agents" {{#nav_agents}}class="on"{{/nav_agents}}>Agents</a>
+          {{#admin}}<a href="/console/admin/ops" {{#nav_ops}}class="on"{{/nav_ops}}>Ops</a>{{/admin}}
           <span class="grow"></span>
           {{#switchable}}
           <form method="post" action="/console/project"><input type="hidden" name="_csrf" value="{{csrf}}">
@@ -200,9 +202,12 @@ enum ConsolePages {
         {{#error}}<div class="error" id="error">{{error}}</div>{{/error}}
         {{#new_key}}<div class="notice">Your new key — copy it now, it is shown only once:<br><code class="key" id="new-key">{{new_key}}</code></div>{{/new_key}}
         <div class="card"><h2>Keys of this project</h2>
-          <table><tr><th>Name</th><th>Key</th><th>Scopes</th><th>Created</th><th>State</th><th></th></tr>
-          {{#keys}}<tr class="key-row" id="key-{{id}}"><td>{{name}}</td><td><code>{{prefix}}</code></td><td>{{scopes}}</td><td>{{created}}</td><td class="state">{{state}}</td>
-            <td>{{#live}}<form method="post" action="/console/keys/{{id}}/revoke"><input type="hidden" name="_csrf" value="{{csrf}}"><button class="danger revoke">Revoke</button></form>{{/live}}</td></tr>{{/keys}}
+          <table><tr><th>Name</th><th>Key</th><th>Scopes</th><th>Allowed from</th><th>Created</th><th>State</th><th></th></tr>
+          {{#keys}}<tr class="key-row" id="key-{{id}}"><td>{{name}}</td><td><code>{{prefix}}</code></td><td>{{scopes}}</td><td>{{allowed}}</td><td>{{created}}</td><td class="state">{{state}}</td>
+            <td>{{#live}}<form method="post" action="/console/keys/{{id}}/rotate" class="rotate-form"><input type="hidden" name="_csrf" value="{{csrf}}">
+              <select name="grace_seconds" aria-label="Grace period" style="width:auto"><option value="0">old key ends now</option><option value="3600" selected>old key works 1 hour</option><option value="86400">old key works 1 day</option></select>
+              <button class="rotate">Rotate</button></form>
+              <form method="post" action="/console/keys/{{id}}/revoke"><input type="hidden" name="_csrf" value="{{csrf}}"><button class="danger revoke">Revoke</button></form>{{/live}}</td></tr>{{/keys}}
           </table>
           {{^keys}}<p class="muted">No key yet.</p>{{/keys}}
         </div>
@@ -213,6 +218,8 @@ enum ConsolePages {
             <label>Scopes</label>
             <label class="tier" style="display:inline-block"><input type="checkbox" name="scope" value="inference" checked> inference (call endpoints)</label>
             <label class="tier" style="display:inline-block"><input type="checkbox" name="scope" value="management"> management (manage the project)</label>
+            <label for="allowed-ips">Allowed addresses (optional: IPs or CIDR blocks, separated by spaces or commas; empty = any)</label>
+            <input type="text" id="allowed-ips" name="allowed_ips" placeholder="203.0.113.7, 10.0.0.0/8">
             <p><button id="create-key">Create key</button></p>
           </form>
         </div>
@@ -233,6 +240,57 @@ enum ConsolePages {
           {{#rows}}<tr class="usage-row"><td>{{endpoint}}</td><td class="requests">{{requests}}</td><td>{{input}}</td><td>{{output}}</td><td>{{cost}}</td></tr>{{/rows}}
           </table>
           {{/has_rows}}
+        </div>
+        {{/content}}{{/layout}}
+        """,
+        "agents": """
+        {{<layout}}{{$content}}
+        <h1>Agents</h1>
+        <p class="muted">Your own workers ("agents") join with a join key and serve only this project's endpoints
+        (those whose fleet allows them). Start one with <code>xerotier worker --join-key … --router-key …</code>.</p>
+        {{#error}}<div class="error" id="error">{{error}}</div>{{/error}}
+        {{#new_join_key}}<div class="notice">Your new join key — copy it now, it is shown only once:<br><code class="key" id="new-join-key">{{new_join_key}}</code></div>{{/new_join_key}}
+        <div class="card"><h2>Live agents</h2>
+          {{^agents}}<p class="muted" id="no-agents">No agent of this project is connected.</p>{{/agents}}
+          {{#has_agents}}<table><tr><th>Id</th><th>State</th><th>Slots</th><th>Running</th><th>Models</th><th>Heartbeat</th></tr>
+          {{#agents}}<tr class="agent" id="agent-{{id}}"><td>{{id}}</td><td>{{state}}</td><td>{{slots}}</td><td>{{inflight}}</td><td>{{models}}</td><td>{{age}}</td></tr>{{/agents}}
+          </table>{{/has_agents}}
+        </div>
+        <div class="card"><h2>Join keys</h2>
+          <table><tr><th>Name</th><th>Id</th><th>Created</th><th>State</th><th></th></tr>
+          {{#join_keys}}<tr class="join-key" id="jk-{{id}}"><td>{{name}}</td><td><code>{{id}}</code></td><td>{{created}}</td><td class="state">{{state}}</td>
+            <td>{{#live}}<form method="post" action="/console/join-keys/{{id}}/revoke"><input type="hidden" name="_csrf" value="{{csrf}}"><button class="danger revoke-join-key">Revoke</button></form>{{/live}}</td></tr>{{/join_keys}}
+          </table>
+          <form method="post" action="/console/join-keys" style="margin-top:12px">
+            <input type="hidden" name="_csrf" value="{{csrf}}">
+            <label for="join-key-name">Name</label><input type="text" id="join-key-name" name="name" placeholder="office GPUs">
+            <p><button id="create-join-key">Create join key</button></p>
+          </form>
+        </div>
+        {{/content}}{{/layout}}
+        """,
+        "ops": """
+        {{<layout}}{{$content}}
+        <h1>Operations</h1>
+        <p class="muted">Refreshes every 2 seconds. Read from the routers' records in Redis.</p>
+        <div class="card"><h2>Tiers</h2>
+          <table><tr><th>Tier</th><th>Queued</th><th>Running</th><th>Submitted</th><th>Completed</th><th>Expired</th></tr>
+          {{#tiers}}<tr class="tier-row" id="tier-{{tier}}"><td>{{tier}}</td><td class="depth">{{depth}}</td><td>{{inflight}}</td><td>{{submitted_total}}</td><td>{{completed_total}}</td><td>{{expired_total}}</td></tr>{{/tiers}}
+          </table>
+        </div>
+        <div class="card"><h2>Routers</h2>
+          <table><tr><th>Id</th><th>Last seen</th></tr>{{#routers}}<tr><td>{{id}}</td><td>{{age}}</td></tr>{{/routers}}</table>
+        </div>
+        <div class="card"><h2>Workers</h2>
+          <table><tr><th>Id</th><th>Fleet</th><th>State</th><th>Slots</th><th>Free</th><th>Running</th><th>Breaker</th><th>Heartbeat</th></tr>
+          {{#workers}}<tr class="worker"><td>{{id}}</td><td>{{fleet}}</td><td>{{state}}</td><td>{{slots}}</td><td>{{free}}</td><td>{{inflight}}</td><td>{{breaker}}</td><td>{{age}}</td></tr>{{/workers}}
+          </table>
+        </div>
+        <div class="card"><h2>Jobs waiting and running</h2>
+          {{^jobs}}<p class="muted">None right now.</p>{{/jobs}}
+          <table>{{#has_jobs}}<tr><th>Request</th><th>Tier</th><th>State</th><th>Project</th><th>Worker</th><th>Age</th><th>Queued for</th></tr>{{/has_jobs}}
+          {{#jobs}}<tr class="job" id="job-{{id}}"><td><code>{{id}}</code></td><td>{{tier}}</td><td>{{state}}</td><td>{{project}}</td><td>{{worker}}</td><td>{{age}}</td><td>{{queued_for}}</td></tr>{{/jobs}}
+          </table>
         </div>
         {{/content}}{{/layout}}
         """,

@@ -87,8 +87,9 @@ struct ConsoleRoutes: Sendable {
             let form = ConsoleForm(try await request.body.collect(upTo: 1 << 20))
             let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
             do {
+                let ips = (form["allowed_ips"] ?? "").split { $0 == "," || $0 == " " }.map(String.init)
                 let (key, _) = try await service.createKey(s.caller, name: name.isEmpty ? "key" : name, scopes: Set(form.all("scope")),
-                                                           expiresInSeconds: nil, allowedIPs: [])
+                                                           expiresInSeconds: nil, allowedIPs: ips)
                 return try await keysPage(s, context, newKey: key)
             } catch let e as APIError {
                 return try await keysPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
@@ -100,6 +101,44 @@ struct ConsoleRoutes: Sendable {
                 return ConsolePages.notFound()
             }
             return ConsolePages.redirect("/console/keys")
+        }
+        console.post("/console/keys/:id/rotate") { request, context -> Response in
+            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+            let grace = Int(ConsoleForm(try await request.body.collect(upTo: 1 << 20))["grace_seconds"] ?? "") ?? 0
+            do {
+                let (key, _) = try await service.rotateKey(s.caller, id: context.parameters.get("id") ?? "", graceSeconds: grace)
+                return try await keysPage(s, context, newKey: key)
+            } catch let e as APIError where e.status == 404 {
+                return ConsolePages.notFound()
+            } catch let e as APIError {
+                return try await keysPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
+            }
+        }
+        console.get("/console/agents") { _, context -> Response in
+            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+            return try await agentsPage(s, context)
+        }
+        console.post("/console/join-keys") { request, context -> Response in
+            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+            let name = (ConsoleForm(try await request.body.collect(upTo: 1 << 20))["name"] ?? "").trimmingCharacters(in: .whitespaces)
+            do {
+                let (key, _, _) = try await service.createJoinKey(s.projectCaller, name: name.isEmpty ? "agents" : name)
+                return try await agentsPage(s, context, newJoinKey: key)
+            } catch let e as APIError {
+                return try await agentsPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
+            }
+        }
+        console.post("/console/join-keys/:id/revoke") { _, context -> Response in
+            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+            do { try await service.revokeJoinKey(s.projectCaller, id: context.parameters.get("id") ?? "") } catch let e as APIError where e.status == 404 {
+                return ConsolePages.notFound()
+            }
+            return ConsolePages.redirect("/console/agents")
+        }
+        console.get("/console/admin/ops") { _, context -> Response in
+            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+            guard s.user.isAdmin else { return ConsolePages.notFound() }
+            return try await opsPage(s, context)
         }
         console.get("/console/usage") { _, context -> Response in
             guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
@@ -115,6 +154,13 @@ struct ConsoleRoutes: Sendable {
         var projects: [Project]
         /// The session's rights: the project's management rights, as `/manage/v1` knows them.
         var caller: ManagementCaller
+        /// The same without the admin scope: what acts on the project's own fleet (an admin's
+        /// join keys here are the project's agents, not platform workers).
+        var projectCaller: ManagementCaller {
+            var key = caller.key
+            key.scopes.remove(KeyRecord.admin)
+            return ManagementCaller(key: key, project: caller.project)
+        }
     }
 
     /// The session's user and project, or nil (no session, or its user or projects are gone).
@@ -130,7 +176,7 @@ struct ConsoleRoutes: Sendable {
 
     /// What the layout shows for a signed-in user.
     func layout(_ s: SignedIn, _ context: ConsoleContext, title: String) -> [String: Any] {
-        ["title": title, "csrf": context.csrfToken, "user": true, "email": s.user.email, "switchable": s.projects.count > 1,
+        ["title": title, "csrf": context.csrfToken, "user": true, "email": s.user.email, "switchable": s.projects.count > 1, "admin": s.user.isAdmin,
          "projects": s.projects.map { ["id": $0.id, "name": $0.name, "current": $0.id == s.project.id] as [String: Any] }]
     }
 
@@ -243,9 +289,93 @@ struct ConsoleRoutes: Sendable {
         data["keys"] = try await store.keys(project: s.project.id).sorted { $0.createdAt > $1.createdAt }.map { k -> [String: Any] in
             let expired = k.expiresAtMs.map { $0 <= now } ?? false
             return ["id": k.id, "name": k.name, "prefix": k.displayPrefix, "scopes": k.scopes.sorted().joined(separator: ", "),
+                    "allowed": k.allowedCIDRs.isEmpty ? "anywhere" : k.allowedCIDRs.joined(separator: ", "),
                     "created": Self.date(k.createdAt), "state": k.revoked ? "revoked" : expired ? "expired" : "live", "live": !k.revoked && !expired]
         }
         return ConsolePages.render("keys", data, status: status)
+    }
+
+    func agentsPage(_ s: SignedIn, _ context: ConsoleContext, newJoinKey: String? = nil, error: String? = nil,
+                    status: HTTPResponse.Status = .ok) async throws -> Response {
+        var data = layout(s, context, title: "Agents")
+        data["nav_agents"] = true
+        if let newJoinKey { data["new_join_key"] = newJoinKey }
+        if let error { data["error"] = error }
+        let fleet = AgentFleet.project(s.project.id)
+        data["join_keys"] = try await store.joinKeys(fleet: fleet).sorted { $0.createdAt > $1.createdAt }.map { j -> [String: Any] in
+            ["id": j.id, "name": j.name, "created": Self.date(j.createdAt), "state": j.revoked ? "revoked" : "live", "live": !j.revoked]
+        }
+        let agents = try Self.rows(try await OpsRoutes.workers(store.redis, fleet: fleet.description)).map { w -> [String: Any] in
+            var row = w
+            row["age"] = Self.age(w["last_heartbeat"] as? Int)
+            return row
+        }
+        data["agents"] = agents
+        data["has_agents"] = !agents.isEmpty
+        return ConsolePages.render("agents", data, status: status)
+    }
+
+    /// The admin's view of the deployment, the same records `xeroctl ops` reads (`OpsRoutes`).
+    func opsPage(_ s: SignedIn, _ context: ConsoleContext) async throws -> Response {
+        var data = layout(s, context, title: "Operations")
+        data["nav_ops"] = true
+        data["refresh"] = 2
+        let ops = OpsRoutes(redis: store.redis, config: config)
+        let queues = try JSONValue.parse(try await ops.queues())
+        data["tiers"] = Self.rows(queues, "data")
+        data["routers"] = Self.rows(queues, "routers").map { r -> [String: Any] in
+            var row = r
+            row["age"] = (r["last_seen_ms_ago"] as? Int).map { Self.duration(ms: $0) + " ago" } ?? "–"
+            return row
+        }
+        data["workers"] = try Self.rows(try await OpsRoutes.workers(store.redis, fleet: nil)).map { w -> [String: Any] in
+            var row = w
+            row["age"] = Self.age(w["last_heartbeat"] as? Int)
+            return row
+        }
+        let tiers = config.tiers.map(\.name)
+        var jobs: [[String: Any]] = []
+        for state in ["waiting", "running"] {
+            for j in Self.rows(try JSONValue.parse(try await ops.jobs(tiers: tiers, state: state, limit: 50)), "data") {
+                var row = j
+                row["age"] = (j["age_ms"] as? Int).map { Self.duration(ms: $0) } ?? "–"
+                if let q = j["queued_at"] as? Int, let d = j["dispatched_at"] as? Int { row["queued_for"] = Self.duration(ms: max(0, d - q)) }
+                else { row["queued_for"] = state == "waiting" ? "still queued" : "–" }
+                for k in ["worker", "project", "tier", "state"] where row[k] == nil { row[k] = "–" }
+                jobs.append(row)
+            }
+        }
+        data["jobs"] = jobs
+        data["has_jobs"] = !jobs.isEmpty
+        return ConsolePages.render("ops", data)
+    }
+
+    /// The objects of a JSON list (`{"data": [...]}` by default) as template rows.
+    static func rows(_ bytes: [UInt8]) throws -> [[String: Any]] { rows(try JSONValue.parse(bytes), "data") }
+
+    static func rows(_ value: JSONValue, _ field: String) -> [[String: Any]] {
+        guard case let .object(o) = value, case let .array(items)? = o[field] else { return [] }
+        return items.compactMap { item in
+            guard case let .object(fields) = item else { return nil }
+            return fields.compactMapValues { v -> Any? in
+                switch v {
+                case let .string(x): return x
+                case let .int(x): return x
+                case let .double(x): return x
+                case let .bool(x): return x
+                case .null, .array, .object: return nil
+                }
+            }
+        }
+    }
+
+    static func age(_ epochMs: Int?) -> String {
+        guard let epochMs else { return "–" }
+        return duration(ms: max(0, Int(nowMs()) - epochMs)) + " ago"
+    }
+
+    static func duration(ms: Int) -> String {
+        ms < 1000 ? "\(ms) ms" : ms < 120_000 ? String(format: "%.1f s", Double(ms) / 1000) : "\(ms / 60_000) min"
     }
 
     func usagePage(_ s: SignedIn, _ context: ConsoleContext) async throws -> Response {
