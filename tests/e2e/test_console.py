@@ -98,6 +98,7 @@ def test_sign_up_create_an_endpoint_and_a_key_then_call_it(cp, browser):
     d.find_element("link text", "API keys").click()
     d.find_element("id", "key-name").send_keys("my app")
     d.find_element("id", "create-key").click()
+    wait_for(lambda: d.find_elements("id", "new-key"), what="the new key on the page")
     key = d.find_element("id", "new-key").text
     shot(cp, d, "keys-created")
     assert key.startswith("xero_"), key
@@ -123,10 +124,10 @@ def test_sign_up_create_an_endpoint_and_a_key_then_call_it(cp, browser):
         return cells and int(cells[0].text) >= 3
     wait_for(billed, timeout=20, what="the requests on the usage page")
     shot(cp, d, "usage")
+    assert "<svg" in d.page_source
     d.get(cp.open + "/console/agents")
     assert d.find_element("id", "no-agents")
     shot(cp, d, "agents")
-    assert "<svg" in d.page_source
 
     # Revoke the key in the browser: the SDK is refused at once after.
     d.get(cp.open + "/console/keys")
