@@ -174,10 +174,14 @@ struct ConsoleRoutes: Sendable {
         return SignedIn(user: user, project: project, projects: projects, caller: ManagementCaller(key: key, project: project.id))
     }
 
-    /// What the layout shows for a signed-in user.
-    func layout(_ s: SignedIn, _ context: ConsoleContext, title: String) -> [String: Any] {
-        ["title": title, "csrf": context.csrfToken, "user": true, "email": s.user.email, "switchable": s.projects.count > 1, "admin": s.user.isAdmin,
-         "projects": s.projects.map { ["id": $0.id, "name": $0.name, "current": $0.id == s.project.id] as [String: Any] }]
+    /// What the layout shows for a signed-in user: the page's title, which tab is lit (`nav`), and
+    /// an error to show, if any.
+    func layout(_ s: SignedIn, _ context: ConsoleContext, title: String, nav: String, error: String? = nil) -> [String: Any] {
+        var data: [String: Any] = ["title": title, "csrf": context.csrfToken, "user": true, "email": s.user.email, "switchable": s.projects.count > 1,
+                                   "admin": s.user.isAdmin, "nav_\(nav)": true,
+                                   "projects": s.projects.map { ["id": $0.id, "name": $0.name, "current": $0.id == s.project.id] as [String: Any] }]
+        if let error { data["error"] = error }
+        return data
     }
 
     // MARK: Sign-up and log-in
@@ -259,10 +263,8 @@ struct ConsoleRoutes: Sendable {
 
     func dashboard(_ s: SignedIn, request: Request, _ context: ConsoleContext, error: String? = nil,
                    status: HTTPResponse.Status = .ok) async throws -> Response {
-        var data = layout(s, context, title: "Dashboard")
-        data["nav_dashboard"] = true
+        var data = layout(s, context, title: "Dashboard", nav: "dashboard", error: error)
         data["project_name"] = s.project.name
-        if let error { data["error"] = error }
         let base = Self.origin(request, secure: proxies.isSecure(peer: context.remoteIP, headers: request.headers, tls: context.isTLS))
         data["endpoints"] = try await store.endpoints(project: s.project.id).sorted { $0.slug < $1.slug }.map { e -> [String: Any] in
             let url = "\(base)/proj_\(e.project)/\(e.slug)/v1"
@@ -281,10 +283,8 @@ struct ConsoleRoutes: Sendable {
 
     func keysPage(_ s: SignedIn, _ context: ConsoleContext, newKey: String? = nil, error: String? = nil,
                   status: HTTPResponse.Status = .ok) async throws -> Response {
-        var data = layout(s, context, title: "API keys")
-        data["nav_keys"] = true
+        var data = layout(s, context, title: "API keys", nav: "keys", error: error)
         if let newKey { data["new_key"] = newKey }
-        if let error { data["error"] = error }
         let now = nowMs()
         data["keys"] = try await store.keys(project: s.project.id).sorted { $0.createdAt > $1.createdAt }.map { k -> [String: Any] in
             let expired = k.expiresAtMs.map { $0 <= now } ?? false
@@ -297,10 +297,8 @@ struct ConsoleRoutes: Sendable {
 
     func agentsPage(_ s: SignedIn, _ context: ConsoleContext, newJoinKey: String? = nil, error: String? = nil,
                     status: HTTPResponse.Status = .ok) async throws -> Response {
-        var data = layout(s, context, title: "Agents")
-        data["nav_agents"] = true
+        var data = layout(s, context, title: "Agents", nav: "agents", error: error)
         if let newJoinKey { data["new_join_key"] = newJoinKey }
-        if let error { data["error"] = error }
         let fleet = AgentFleet.project(s.project.id)
         data["join_keys"] = try await store.joinKeys(fleet: fleet).sorted { $0.createdAt > $1.createdAt }.map { j -> [String: Any] in
             ["id": j.id, "name": j.name, "created": Self.date(j.createdAt), "state": j.revoked ? "revoked" : "live", "live": !j.revoked]
@@ -317,8 +315,7 @@ struct ConsoleRoutes: Sendable {
 
     /// The admin's view of the deployment, the same records `xeroctl ops` reads (`OpsRoutes`).
     func opsPage(_ s: SignedIn, _ context: ConsoleContext) async throws -> Response {
-        var data = layout(s, context, title: "Operations")
-        data["nav_ops"] = true
+        var data = layout(s, context, title: "Operations", nav: "ops")
         data["refresh"] = 2
         let ops = OpsRoutes(redis: store.redis, config: config)
         let queues = try JSONValue.parse(try await ops.queues())
@@ -379,8 +376,7 @@ struct ConsoleRoutes: Sendable {
     }
 
     func usagePage(_ s: SignedIn, _ context: ConsoleContext) async throws -> Response {
-        var data = layout(s, context, title: "Usage")
-        data["nav_usage"] = true
+        var data = layout(s, context, title: "Usage", nav: "usage")
         let usage = try await store.usage(project: s.project.id).sorted { $0.key < $1.key }
         data["rows"] = usage.map { ep, c -> [String: Any] in
             ["endpoint": ep, "requests": c["requests"] ?? 0, "input": c["input_tokens"] ?? 0, "output": c["output_tokens"] ?? 0,
