@@ -22,11 +22,7 @@ public struct Candidates {
         Candidates(index: index, pools: pools, breakerAllows: breakerAllows, listed: handles)
     }
 
-    public func id(_ h: Handle) -> String { index.ids[Int(h)] }
     public func load(_ h: Handle) -> Double { index.load[Int(h)] }
-    /// Prompt blocks the worker reported holding.
-    public func held(_ h: Handle) -> Int { index.held[Int(h)] }
-    public var isEmpty: Bool { leastLoaded() == nil }
     /// Placement order: less loaded, then fewer prompt blocks held, then id.
     public func precedes(_ a: Handle, _ b: Handle) -> Bool { index.precedes(a, b) }
 
@@ -83,14 +79,4 @@ public struct Candidates {
         }
         return ordered.isEmpty ? nil : ordered[turn % ordered.count]
     }
-
-    /// Every candidate (small lists, tests); the whole pools otherwise.
-    public func all() -> [Handle] {
-        if let listed { return listed }
-        var seen = Set<Handle>()
-        return pools.flatMap { index.pools[$0].heap }.filter { allows($0) && seen.insert($0).inserted }
-    }
-
-    /// How many workers the pools hold (an upper bound on the candidates).
-    var poolSize: Int { listed?.count ?? pools.reduce(0) { $0 + index.pools[$1].heap.count } }
 }

@@ -4,8 +4,8 @@ import XeroCore
 /// The config chooses one per tier (`placement:`); each is a type behind this protocol.
 public protocol PlacementPolicy: Sendable {
     var name: String { get }
-    /// `among` is never empty: workers with a credit here that may run the job. Read it in load
-    /// order or by id (`Candidates`); a policy that lists every candidate costs O(workers) a job.
+    /// `among`: workers with a credit here that may run the job; nil when there is none. Read it
+    /// in load order or by id (`Candidates`); a policy that lists every candidate costs O(workers) a job.
     func choose(job: JobEnvelope, among candidates: Candidates, context: PlacementContext) -> Candidates.Handle?
 }
 

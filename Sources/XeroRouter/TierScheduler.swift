@@ -520,7 +520,8 @@ public struct TierScheduler {
             // A project's agents see only that project's jobs; platform workers every job whose endpoint allows them.
             var candidates = candidates(for: job, now: now)
             if job.sloTTFTMs > 0 || job.sloTPOTMs > 0 { candidates = meetingSLO(job, candidates, now: now) }
-            guard !candidates.isEmpty, let h = policy.choose(job: job, among: candidates, context: context) else { return nil }
+            // No candidate: every policy answers nil (no separate emptiness check: a heap walk per job).
+            guard let h = policy.choose(job: job, among: candidates, context: context) else { return nil }
             return candidateIndex.ids[Int(h)]
         }
     }

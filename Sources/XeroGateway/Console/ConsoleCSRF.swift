@@ -20,7 +20,7 @@ struct ConsoleCSRF: RouterMiddleware {
         if request.method == .post {
             guard let token = existing, token.count >= 32 else { return ConsolePages.forbidden("This form has expired. Reload the page and try again.") }
             var request = request
-            let body = try await request.collectBody(upTo: 1 << 20)
+            let body = try await request.collectBody(upTo: ConsoleForm.maxBytes)
             guard let sent = ConsoleForm(body)[Self.field], Self.equal(sent, token) else {
                 return ConsolePages.forbidden("This form has expired. Reload the page and try again.")
             }
@@ -49,7 +49,13 @@ struct ConsoleCSRF: RouterMiddleware {
 /// An `application/x-www-form-urlencoded` body as fields (the last value of a repeated name wins;
 /// `all` keeps every one, for checkboxes).
 struct ConsoleForm {
+    /// The largest form body a console route reads.
+    static let maxBytes = 1 << 20
     private(set) var pairs: [(String, String)] = []
+
+    static func read(_ request: Request) async throws -> ConsoleForm {
+        ConsoleForm(try await request.body.collect(upTo: maxBytes))
+    }
 
     init(_ body: ByteBuffer) {
         let text = String(buffer: body)

@@ -44,32 +44,35 @@ struct ConsoleRoutes: Sendable {
             registerPage(context)
         }
         console.post("/console/register") { request, context -> Response in
-            try await register(ConsoleForm(try await request.body.collect(upTo: 1 << 20)), context)
+            try await register(try await ConsoleForm.read(request), context)
         }
         console.get("/console/login") { _, context -> Response in
             ConsolePages.render("login", ["title": "Log in", "csrf": context.csrfToken])
         }
         console.post("/console/login") { request, context -> Response in
-            try await logIn(ConsoleForm(try await request.body.collect(upTo: 1 << 20)), request: request, context)
+            try await logIn(try await ConsoleForm.read(request), request: request, context)
         }
         console.post("/console/logout") { _, context -> Response in
             context.sessions.clearSession()
             return ConsolePages.redirect("/")
         }
-        console.post("/console/project") { request, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
-            let wanted = ConsoleForm(try await request.body.collect(upTo: 1 << 20))["project"] ?? ""
+        // Every route below needs a signed-in user: the middleware resolves the session once and
+        // sends anyone else to the log-in, so no handler can forget to ask.
+        let member = console.group("").add(middleware: RequireSignIn(resolve: { try await signedIn($0) }))
+        member.post("/console/project") { request, context -> Response in
+            let s = context.member
+            let wanted = try await ConsoleForm.read(request)["project"] ?? ""
             guard s.projects.contains(where: { $0.id == wanted }) else { return ConsolePages.notFound() }
             _ = context.sessions.updateSession(ConsoleSession(userID: s.user.id, projectID: wanted))
             return ConsolePages.redirect("/console")
         }
-        console.get("/console") { request, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.get("/console") { request, context -> Response in
+            let s = context.member
             return try await dashboard(s, request: request, context)
         }
-        console.post("/console/endpoints") { request, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
-            let form = ConsoleForm(try await request.body.collect(upTo: 1 << 20))
+        member.post("/console/endpoints") { request, context -> Response in
+            let s = context.member
+            let form = try await ConsoleForm.read(request)
             do {
                 let tier = form["tier"].flatMap { $0.isEmpty ? nil : $0 } ?? config.defaultEndpointTier
                 _ = try await service.createEndpoint(s.caller, slug: form["slug"] ?? "", model: form["model"] ?? "", tier: tier, fleet: .both)
@@ -78,13 +81,13 @@ struct ConsoleRoutes: Sendable {
             }
             return ConsolePages.redirect("/console")
         }
-        console.get("/console/keys") { _, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.get("/console/keys") { _, context -> Response in
+            let s = context.member
             return try await keysPage(s, context)
         }
-        console.post("/console/keys") { request, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
-            let form = ConsoleForm(try await request.body.collect(upTo: 1 << 20))
+        member.post("/console/keys") { request, context -> Response in
+            let s = context.member
+            let form = try await ConsoleForm.read(request)
             let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
             do {
                 let ips = (form["allowed_ips"] ?? "").split { $0 == "," || $0 == " " }.map(String.init)
@@ -95,16 +98,16 @@ struct ConsoleRoutes: Sendable {
                 return try await keysPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
             }
         }
-        console.post("/console/keys/:id/revoke") { _, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.post("/console/keys/:id/revoke") { _, context -> Response in
+            let s = context.member
             do { _ = try await service.revokeKey(s.caller, id: context.parameters.get("id") ?? "") } catch let e as APIError where e.status == 404 {
                 return ConsolePages.notFound()
             }
             return ConsolePages.redirect("/console/keys")
         }
-        console.post("/console/keys/:id/rotate") { request, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
-            let grace = Int(ConsoleForm(try await request.body.collect(upTo: 1 << 20))["grace_seconds"] ?? "") ?? 0
+        member.post("/console/keys/:id/rotate") { request, context -> Response in
+            let s = context.member
+            let grace = Int(try await ConsoleForm.read(request)["grace_seconds"] ?? "") ?? 0
             do {
                 let (key, _) = try await service.rotateKey(s.caller, id: context.parameters.get("id") ?? "", graceSeconds: grace)
                 return try await keysPage(s, context, newKey: key)
@@ -114,13 +117,13 @@ struct ConsoleRoutes: Sendable {
                 return try await keysPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
             }
         }
-        console.get("/console/agents") { _, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.get("/console/agents") { _, context -> Response in
+            let s = context.member
             return try await agentsPage(s, context)
         }
-        console.post("/console/join-keys") { request, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
-            let name = (ConsoleForm(try await request.body.collect(upTo: 1 << 20))["name"] ?? "").trimmingCharacters(in: .whitespaces)
+        member.post("/console/join-keys") { request, context -> Response in
+            let s = context.member
+            let name = (try await ConsoleForm.read(request)["name"] ?? "").trimmingCharacters(in: .whitespaces)
             do {
                 let (key, _, _) = try await service.createJoinKey(s.projectCaller, name: name.isEmpty ? "agents" : name)
                 return try await agentsPage(s, context, newJoinKey: key)
@@ -128,20 +131,20 @@ struct ConsoleRoutes: Sendable {
                 return try await agentsPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
             }
         }
-        console.post("/console/join-keys/:id/revoke") { _, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.post("/console/join-keys/:id/revoke") { _, context -> Response in
+            let s = context.member
             do { try await service.revokeJoinKey(s.projectCaller, id: context.parameters.get("id") ?? "") } catch let e as APIError where e.status == 404 {
                 return ConsolePages.notFound()
             }
             return ConsolePages.redirect("/console/agents")
         }
-        console.get("/console/admin/ops") { _, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.get("/console/admin/ops") { _, context -> Response in
+            let s = context.member
             guard s.user.isAdmin else { return ConsolePages.notFound() }
             return try await opsPage(s, context)
         }
-        console.get("/console/usage") { _, context -> Response in
-            guard let s = try await signedIn(context) else { return ConsolePages.redirect("/console/login") }
+        member.get("/console/usage") { _, context -> Response in
+            let s = context.member
             return try await usagePage(s, context)
         }
     }
