@@ -373,3 +373,9 @@ def test_the_admin_ops_page_shows_a_queued_job(cp):
     first.join()
     second.join()
     cp.stop("console-slow")
+
+
+def test_a_bad_signup_policy_stops_the_gateway_with_the_reason(cp):
+    r = subprocess.run([BIN, "gateway", "--config", str(cp.config), "--redis", cp.redis.url, "--signup", "sometimes", "--print-routes"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "--signup must be open, invite or closed" in r.stderr, r.stderr
