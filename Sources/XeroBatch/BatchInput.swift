@@ -72,7 +72,7 @@ public enum BatchInput {
             do {
                 if endpoint == "/v1/embeddings" {
                     _ = try EmbeddingsRequest.parse(encoded)
-                } else if try ChatRequest.parse(encoded).stream {
+                } else if try (endpoint == "/v1/completions" ? CompletionRequest.parse(encoded) : ChatRequest.parse(encoded)).stream {
                     errors.append(LineError(code: "invalid_value", message: "Batch requests cannot stream.", param: "body.stream", line: n))
                     continue
                 }

@@ -200,13 +200,16 @@ public final class BatchRunner: Sendable {
             let line = claim[0], tries = claim[1]
             let requestId = "batchreq_\(b.id)_\(line)_\(epoch)_\(tries)"
             let embeddings = b.fields["endpoint"] == "/v1/embeddings"
-            let body = lines[line].body
+            let text = b.fields["endpoint"] == "/v1/completions"
+            var body = lines[line].body
             let account = JobAccount(keyHash: "", project: b.project, endpoint: b.endpointSlug,
                                      fleet: b.fields["fleet"].flatMap(EndpointFleet.init(name:)) ?? .both, model: b.model, tier: tier, batchId: b.id)
             let embeddingsRequest = embeddings ? try? EmbeddingsRequest.parse(body) : nil
-            let chatRequest = embeddings ? nil : try? ChatRequest.parse(body)
+            var chatRequest = embeddings ? nil : try? (text ? CompletionRequest.parse(body) : ChatRequest.parse(body))
+            if chatRequest != nil { RequestDefaults.apply(to: &chatRequest!, body: &body, tier: tier) }
             let reserve = embeddingsRequest.map(Reservation.tokens(for:)) ?? chatRequest.map(Reservation.tokens(for:)) ?? 0
-            let n = embeddings ? (embeddingsRequest?.inputs.count ?? 1) : (chatRequest?.n ?? 1)
+            let n = embeddings ? (embeddingsRequest?.inputs.count ?? 1)
+                : (chatRequest.map { $0.completion?.choiceCount(n: $0.n) ?? $0.n } ?? 1)
             let base64 = embeddingsRequest?.base64 ?? false
             let customID = lines[line].customID
             // Seconds → ms without overflow, and never past what the wire carries.
@@ -217,7 +220,7 @@ public final class BatchRunner: Sendable {
                 let now = nowMs()
                 let job: JobHandle
                 do {
-                    job = try await self.jobs.start(account, kind: embeddings ? .embeddings : .chatCompletion, payload: body, reserve: reserve,
+                    job = try await self.jobs.start(account, kind: embeddings ? .embeddings : text ? .textCompletion : .chatCompletion, payload: body, reserve: reserve,
                                                     requestId: requestId,
                                                     prefixBlocks: chatRequest.map { PromptBlocks.hashes($0, partition: account.project) } ?? [],
                                                     deadlines: JobClient.Deadlines(queueMs: max(now + Int64(tier.queueTimeoutMs), expiresAtMs)),
@@ -226,7 +229,8 @@ public final class BatchRunner: Sendable {
                     await self.retryLater(batch: b.id, line: line, why: "\(error)")
                     return
                 }
-                await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, base64: base64, tries: tries, job: job)
+                await self.collect(batch: b.id, model: b.model, line: line, customID: customID, n: n, base64: base64, text: text,
+                                   logprobs: chatRequest?.completion?.logprobs != nil, tries: tries, job: job)
             }
         }
     }
@@ -240,10 +244,12 @@ public final class BatchRunner: Sendable {
     }
 
     /// Waits for one line's result and records it (or queues a retry for a transient failure).
-    func collect(batch: String, model: String, line: Int, customID: String, n: Int, base64: Bool, tries: Int, job: JobHandle) async {
+    func collect(batch: String, model: String, line: Int, customID: String, n: Int, base64: Bool, text: Bool = false, logprobs: Bool = false,
+                 tries: Int, job: JobHandle) async {
         defer { job.end() }
         let requestId = job.requestId
         var answer = ChatAccumulator(n: n, logprobs: false)
+        var textAnswer = CompletionAccumulator(choices: n)
         var vectors: (dim: Int, data: [UInt8])?
         var outcome: (ok: Bool, status: Int, body: [UInt8])?
         while outcome == nil {
@@ -256,6 +262,9 @@ public final class BatchRunner: Sendable {
                 if let vectors {
                     outcome = (true, 200, EmbeddingsResponse.json(dim: vectors.dim, data: vectors.data, count: n, base64: base64, model: model,
                                                                   promptTokens: usage.promptTokens))
+                } else if text {
+                    let w = CompletionResponseWriter(id: "cmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
+                    outcome = (true, 200, w.completion(choices: textAnswer.choices, logprobs: logprobs, usage: usage))
                 } else {
                     let w = ChatResponseWriter(id: "chatcmpl-\(requestId)", created: Int(Date().timeIntervalSince1970), model: model)
                     outcome = (true, 200, w.completion(choices: answer.choices, usage: usage))
@@ -263,7 +272,7 @@ public final class BatchRunner: Sendable {
             case let .error(e):
                 outcome = (false, e.status, Array(e.jsonBody.utf8))
             default:
-                answer.add(ev.body)
+                if text { textAnswer.add(ev.body) } else { answer.add(ev.body) }
             }
         }
         guard let outcome else { return }

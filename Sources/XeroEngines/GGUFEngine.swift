@@ -9,7 +9,8 @@ import XeroGGUF
 public final class GGUFEngine: Engine, @unchecked Sendable {
     public let model: LlamaModel
     public let tokenizer: BPETokenizer
-    public let template: ChatTemplate
+    /// The model's chat template; nil for a file without one (a base model: text completions only).
+    public let template: ChatTemplate?
     public let modelID: String
     public let slots: Int
     /// Longest prompt + completion a job may use (the model's context unless configured lower).
@@ -47,9 +48,9 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// Everything the engine builds from a file, or the reason it cannot: the one check that both
     /// loading and the model registry's upload use, so an upload is refused exactly when a worker
     /// would refuse the file.
-    static func open(path: String) throws -> (LlamaModel, BPETokenizer, ChatTemplate) {
+    static func open(path: String) throws -> (LlamaModel, BPETokenizer, ChatTemplate?) {
         let file = try GGUFFile(path: path)
-        return (try LlamaModel(file: file), try BPETokenizer(file: file), try ChatTemplate(file: file))
+        return (try LlamaModel(file: file), try BPETokenizer(file: file), try ChatTemplate.ifPresent(in: file))
     }
 
     /// What the registry records of a file the engine can run (throws the engine's reason otherwise).
@@ -61,7 +62,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                              parameters: file.tensors.values.reduce(0) { $0 + $1.elementCount })
     }
 
-    public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat"], slots: slots) }
+    public var info: EngineInfo { EngineInfo(name: "gguf", models: [modelID], capabilities: ["chat", "completions"], slots: slots) }
 
     /// The prompts the prefix cache holds, as `PromptBlocks` hashes (what routers compare), not
     /// the cache's own token-block hashes: a router has no tokenizer (docs/routing.md).
@@ -72,9 +73,29 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         return KVCacheStats(bytes: KVCache.liveBytes + prefix, prefixBytes: prefix, prefixBudgetBytes: prefixCache?.budgetBytes ?? 0)
     }
 
-    /// The prompt's token ids, exactly as the model will see them.
-    public func promptTokens(_ chat: ChatRequest) -> [Int32] {
-        tokenizer.encode(segments: template.render(chat.messages.map { ChatTemplate.Message(role: $0.role, content: $0.content) }))
+    /// The prompt's token ids, exactly as the model will see them (a model without a chat
+    /// template has none: it answers text completions only).
+    public func promptTokens(_ chat: ChatRequest) throws -> [Int32] {
+        guard let template else {
+            throw APIError.invalidRequest("This endpoint's model '\(modelID)' has no chat template, so it cannot answer chat completions; send the text to /v1/completions instead.",
+                                          param: "messages", code: "no_chat_template")
+        }
+        return tokenizer.encode(segments: template.render(chat.messages.map { ChatTemplate.Message(role: $0.role, content: $0.content) }))
+    }
+
+    /// A text completion's prompts as token ids: text as llama-server's `/completion` takes it
+    /// (special-token text becomes its token, BOS added when the model's tokenizer says so), token
+    /// prompts as given (each id checked against the vocabulary).
+    public func promptTokens(_ completion: TextCompletion) throws -> [[Int32]] {
+        try completion.prompts.enumerated().map { i, p in
+            switch p {
+            case let .text(s): return tokenizer.encode(s, parseSpecial: true)
+            case let .tokens(t):
+                guard let bad = t.first(where: { Int($0) >= tokenizer.vocabSize }) else { return t }
+                throw APIError.invalidRequest("Token id \(bad) is outside this model's vocabulary of \(tokenizer.vocabSize).",
+                                              param: completion.prompts.count == 1 ? "prompt" : "prompt[\(i)]", code: "invalid_value")
+            }
+        }
     }
 
     public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
@@ -82,28 +103,43 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         return AsyncThrowingStream { continuation in
             let cancelled = Locked(false)
             continuation.onTermination = { _ in cancelled.withLock { $0 = true } }
-            let job: BatchJob
+            let jobs: [BatchJob]
             do {
-                job = try self.admit(request, cancelled: cancelled, emit: { continuation.yield($0) },
-                                     end: { error in continuation.finish(throwing: error) })
+                jobs = try self.admit(request, cancelled: cancelled, emit: { continuation.yield($0) },
+                                      end: { error in continuation.finish(throwing: error) })
             } catch {
                 continuation.finish(throwing: error)
                 return
             }
-            scheduler.submit(job)
+            for job in jobs { scheduler.submit(job) }
         }
     }
 
-    /// Checks a request against the context and prepares its job (prompt, prefix-cache hit).
+    /// Checks a request against the context and prepares its jobs: one per prompt (a chat has
+    /// one; a text completion one per prompt, sharing one usage report).
     func admit(_ request: EngineRequest, cancelled: Locked<Bool>, emit: @escaping @Sendable (EngineEvent) -> Void,
-               end: @escaping @Sendable (Error?) -> Void) throws -> BatchJob {
+               end: @escaping @Sendable (Error?) -> Void) throws -> [BatchJob] {
         let chat = request.chat
-        let prompt = promptTokens(chat)
+        let prompts = try chat.completion.map(promptTokens) ?? [promptTokens(chat)]
+        for prompt in prompts { try check(prompt, chat, replay: request.replay) }
+        let group = JobGroup(choices: prompts.count * chat.n, meter: request.meter, emit: emit, end: end)
+        group.setPrompts(prompts.map(\.count))
+        return prompts.enumerated().map { i, prompt in
+            var addedBOS = false
+            if case .text? = chat.completion?.prompts[i], tokenizer.addBOS, let bos = tokenizer.bos { addedBOS = prompt.first == bos }
+            return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (contextLength - prompt.count), project: request.project,
+                            group: group, index: i, cancelled: cancelled, replay: request.replay, addedBOS: addedBOS)
+        }
+    }
+
+    /// One prompt against the context, `max_tokens` and a migration's replay.
+    func check(_ prompt: [Int32], _ chat: ChatRequest, replay: [Int32]) throws {
         let context = contextLength
+        let param = chat.completion == nil ? "messages" : "prompt"
         if prompt.count >= context {
             throw APIError.invalidRequest(
                 "This model's maximum context length is \(context) tokens. However, your messages resulted in \(prompt.count) tokens. Please reduce the length of the messages.",
-                param: "messages", code: "context_length_exceeded")
+                param: param, code: "context_length_exceeded")
         }
         // Written as a subtraction: `max_tokens` comes from the client (batch lines skip the
         // gateway), and prompt + max_tokens must not be able to overflow.
@@ -112,20 +148,18 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 "This model's maximum context length is \(context) tokens. However, you requested \(prompt.count.addingSaturated(m)) tokens (\(prompt.count) in the messages, \(m) in the completion). Please reduce the length of the messages or completion.",
                 param: "max_tokens", code: "context_length_exceeded")
         }
-        if !request.replay.isEmpty {
-            guard chat.n == 1 else { throw APIError.invalidRequest("Only a single-choice request can be continued.", code: "bad_replay") }
-            guard request.replay.count < context - prompt.count, request.replay.allSatisfy({ $0 >= 0 && Int($0) < tokenizer.vocabSize }) else {
+        if !replay.isEmpty {
+            guard chat.n == 1, chat.completion == nil else { throw APIError.invalidRequest("Only a single-choice chat request can be continued.", code: "bad_replay") }
+            guard replay.count < context - prompt.count, replay.allSatisfy({ $0 >= 0 && Int($0) < tokenizer.vocabSize }) else {
                 throw APIError.invalidRequest("The replayed tokens do not fit this model.", code: "bad_replay")
             }
         }
-        request.meter.setPrompt(prompt.count)
-        return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (context - prompt.count), project: request.project,
-                        meter: request.meter, cancelled: cancelled, replay: request.replay, emit: emit, end: end)
     }
 
     /// The sampling state of one choice, from its request.
-    func makeChoice(_ job: BatchJob, index c: Int, cache: KVCache, logits: [Float]) -> BatchSequence {
+    func makeChoice(_ job: BatchJob, index local: Int, cache: KVCache, logits: [Float]) -> BatchSequence {
         let chat = job.chat
+        let c = job.choiceBase + local
         var options = SamplingOptions()
         options.temperature = chat.temperature.map(Float.init) ?? defaultTemperature
         options.topP = chat.topP.map(Float.init) ?? (chat.temperature == nil ? defaultTopP : 1)
@@ -139,6 +173,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         let seq = BatchSequence(job: job, choice: c, cache: cache, sampler: Sampler(options: options), stops: StopScanner(stops: chat.stop))
         seq.logits = logits
         if c == 0 { seq.replay = job.replay[...] }
+        if chat.completion?.echo == true { echoPrompt(seq) }
         // JSON mode: only tokens that keep the output a valid JSON-object prefix (json_schema
         // gets the same guarantee of a JSON object; the schema itself is not enforced).
         if chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" { seq.json = JSONConstraint(tokenizer: tokenizer) }
@@ -158,6 +193,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 mask = json.mask(remaining: min(job.limit - seq.generated, contextLength - seq.cache.count))
             }
         }
+        if job.limit == 0 { return finish(seq, "length") }   // `max_tokens: 0` with `echo`: the prompt only
         var token = seq.sampler.sample(&seq.logits, mask: mask)
         // A migration replays what the client already has: the sampler drew as the first run's
         // did (its random stream stays in step), and the replayed token stands in for its pick.
@@ -201,7 +237,45 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         return false
     }
 
-    /// One OpenAI `logprobs.content` entry.
+    /// `echo`: the prompt's text first in the choice (a leading BOS the tokenizer added is not
+    /// text). With `logprobs`, one event per prompt token carrying its score, computed at prefill;
+    /// the first token has none (nothing precedes it).
+    func echoPrompt(_ seq: BatchSequence) {
+        let job = seq.job
+        var pieces = UTF8Pieces()
+        let first = job.addedBOS ? 1 : 0
+        if job.chat.completion?.logprobs != nil {
+            for i in first..<job.prompt.count {
+                let t = job.prompt[i], bytes = tokenizer.bytes(of: t)
+                let entry = i > 0 && i - 1 < job.promptLogprobs.count ? job.promptLogprobs[i - 1]
+                    : logprobEntry(SampledToken(id: t, logprob: .nan, top: []), bytes: bytes)
+                job.emit(.text(choice: seq.choice, pieces.push(bytes), logprobs: entry))
+            }
+        } else {
+            var text = ""
+            for t in job.prompt[first...] {
+                text += pieces.push(tokenizer.bytes(of: t))
+                if text.utf8.count >= 16 << 10 { job.emit(.text(choice: seq.choice, text, logprobs: nil)); text = "" }
+            }
+            if !text.isEmpty { job.emit(.text(choice: seq.choice, text, logprobs: nil)) }
+        }
+        let rest = pieces.flush()
+        if !rest.isEmpty { job.emit(.text(choice: seq.choice, rest, logprobs: nil)) }
+    }
+
+    /// The scores of a prompt chunk's tokens, appended to `promptLogprobs` (entry i scores prompt
+    /// token i + 1): `logits` holds every position of the chunk, and position i scores the token
+    /// after it (the chunk's last position scores the next chunk's first token, `next`).
+    func scorePrompt(_ job: BatchJob, chunk: ArraySlice<Int32>, logits: [Float], next: Int32?) {
+        let V = model.config.vocab, k = job.chat.completion?.logprobs ?? 0
+        let targets = Array(chunk.dropFirst()) + (next.map { [$0] } ?? [])
+        for (i, target) in targets.enumerated() {
+            let scored = Sampler.score(Array(logits[(i * V)..<((i + 1) * V)]), token: target, top: k)
+            job.promptLogprobs.append(logprobEntry(scored, bytes: tokenizer.bytes(of: target)))
+        }
+    }
+
+    /// One OpenAI `logprobs.content` entry (a NaN logprob is written as null: an unscored token).
     func logprobEntry(_ t: SampledToken, bytes: [UInt8]) -> String {
         var w = JSONWriter(capacity: 128)
         func token(_ id: Int32, _ b: [UInt8], _ lp: Float) {
@@ -221,35 +295,34 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     }
 }
 
-/// One request in the batch: its prompt, its choices' shared bookkeeping, and how to reach its client.
-final class BatchJob: @unchecked Sendable {
-    let chat: ChatRequest
-    let prompt: [Int32]
-    let limit: Int
-    /// The prefix-cache partition (the job's project).
-    let project: String
+/// What one request's jobs share: its client, its usage meter and its one usage report. A chat
+/// is one job; a text completion with several prompts is one job per prompt.
+final class JobGroup: @unchecked Sendable {
     let meter: UsageMeter
-    let cancelled: Locked<Bool>
-    /// Choice 0's tokens to replay (a migration).
-    let replay: [Int32]
     let emit: @Sendable (EngineEvent) -> Void
     let end: @Sendable (Error?) -> Void
-    var cachedTokens = 0
-    private var completion = 0
     private var choicesLeft: Int
+    private var prompt = 0
+    private var cached: [Int] = []
+    private var completion = 0
 
-    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, meter: UsageMeter, cancelled: Locked<Bool>, replay: [Int32] = [],
-         emit: @escaping @Sendable (EngineEvent) -> Void, end: @escaping @Sendable (Error?) -> Void) {
-        self.replay = replay
-        self.chat = chat
+    init(choices: Int, meter: UsageMeter, emit: @escaping @Sendable (EngineEvent) -> Void, end: @escaping @Sendable (Error?) -> Void) {
+        choicesLeft = choices
         self.meter = meter
-        self.prompt = prompt
-        self.limit = limit
-        self.project = project
-        self.cancelled = cancelled
         self.emit = emit
         self.end = end
-        choicesLeft = chat.n
+    }
+
+    /// Before the jobs run: each prompt counts once, however many choices it has.
+    func setPrompts(_ counts: [Int]) {
+        prompt = counts.reduce(0, +)
+        cached = [Int](repeating: 0, count: counts.count)
+        meter.setPrompt(prompt)
+    }
+
+    func setCached(job: Int, _ n: Int) {
+        cached[job] = n
+        meter.setPrompt(prompt, cached: cached.reduce(0, +))
     }
 
     func addCompletionToken() {
@@ -257,14 +330,56 @@ final class BatchJob: @unchecked Sendable {
         meter.addCompletion()
     }
 
-    /// After the last choice: usage (prompt counted once), then the end of the stream.
+    /// After the last choice of the last job: usage, then the end of the stream.
     func choiceFinished() {
         choicesLeft -= 1
         if choicesLeft == 0 {
-            emit(.usage(Usage(promptTokens: prompt.count, completionTokens: completion, cachedTokens: cachedTokens)))
+            emit(.usage(Usage(promptTokens: prompt, completionTokens: completion, cachedTokens: cached.reduce(0, +))))
             end(nil)
         }
     }
+}
+
+/// One prompt in the batch: its tokens, its choices' shared bookkeeping, and its request's group.
+final class BatchJob: @unchecked Sendable {
+    let chat: ChatRequest
+    let prompt: [Int32]
+    let limit: Int
+    /// The prefix-cache partition (the job's project).
+    let project: String
+    let group: JobGroup
+    /// Which of its request's prompts (0 for a chat): its choices are numbered from `index * n`.
+    let index: Int
+    let cancelled: Locked<Bool>
+    /// Choice 0's tokens to replay (a migration).
+    let replay: [Int32]
+    /// The tokenizer put a BOS before the prompt's text (not echoed: it is not text).
+    let addedBOS: Bool
+    /// Entry i scores prompt token i + 1 (`echo` with `logprobs`), filled at prefill.
+    var promptLogprobs: [String] = []
+    var cachedTokens = 0 { didSet { group.setCached(job: index, cachedTokens) } }
+
+    init(chat: ChatRequest, prompt: [Int32], limit: Int, project: String, group: JobGroup, index: Int = 0, cancelled: Locked<Bool>,
+         replay: [Int32] = [], addedBOS: Bool = false) {
+        self.chat = chat
+        self.prompt = prompt
+        self.limit = limit
+        self.project = project
+        self.group = group
+        self.index = index
+        self.cancelled = cancelled
+        self.replay = replay
+        self.addedBOS = addedBOS
+    }
+
+    var choiceBase: Int { index * chat.n }
+    var meter: UsageMeter { group.meter }
+    /// Its prompt is scored token by token: every prefill position's logits are kept, and the
+    /// prefix cache (which holds no logits) is not used.
+    var scoresPrompt: Bool { chat.completion.map { $0.echo && $0.logprobs != nil } ?? false }
+    func emit(_ event: EngineEvent) { group.emit(event) }
+    func addCompletionToken() { group.addCompletionToken() }
+    func choiceFinished() { group.choiceFinished() }
 }
 
 /// A sequence in the running batch: a job's prompt being processed (`pending` tokens left), or
@@ -345,6 +460,7 @@ final class BatchScheduler: @unchecked Sendable {
             var members: [BatchSequence] = []
             var prefillBudget = engine.prefillChunk
             var prefills: [BatchSequence] = []
+            var allPositions = Set<Int>()
             for seq in batch {
                 if let next = seq.next {
                     segments.append(([next], seq.cache)); members.append(seq)
@@ -362,14 +478,20 @@ final class BatchScheduler: @unchecked Sendable {
                 var take = min(seq.pending.count, prefillBudget)
                 if seq.pending.count - take == 1 { take = seq.pending.count }
                 segments.append((Array(seq.pending.prefix(take)), seq.cache)); members.append(seq)
+                if seq.job.scoresPrompt { allPositions.insert(segments.count - 1) }
                 prefillBudget -= take
                 seq.passedOver = 0
             }
             for seq in prefills where !members.contains(where: { $0 === seq }) { seq.passedOver += 1 }
             guard !segments.isEmpty else { sync(batch); continue }
-            let outs = engine.model.forward(segments)
+            let outs = engine.model.forward(segments, allPositions: allPositions)
             var next: [BatchSequence] = []
-            for (seq, (segment, logits)) in zip(members, zip(segments, outs)) {
+            for (i, (seq, (segment, out))) in zip(members, zip(segments, outs)).enumerated() {
+                var logits = out
+                if allPositions.contains(i) {
+                    engine.scorePrompt(seq.job, chunk: segment.tokens[...], logits: out, next: seq.pending.dropFirst(segment.tokens.count).first)
+                    logits = Array(out.suffix(engine.model.config.vocab))
+                }
                 if seq.next != nil {
                     seq.logits = logits
                     seq.next = nil
@@ -403,7 +525,7 @@ final class BatchScheduler: @unchecked Sendable {
     /// A newly admitted job: its whole prompt pending. Its KV cache comes at its first chunk
     /// (`startPrefill`).
     private func prefillSequence(_ job: BatchJob) -> BatchSequence {
-        job.meter.setPrompt(job.prompt.count, cached: 0)
+        job.cachedTokens = 0
         let seq = BatchSequence(job: job, choice: -1, cache: engine.model.newCache(reserve: 0), sampler: Sampler(options: SamplingOptions()),
                                 stops: StopScanner(stops: []))
         seq.pending = job.prompt[...]
@@ -415,9 +537,9 @@ final class BatchScheduler: @unchecked Sendable {
     private func startPrefill(_ seq: BatchSequence) {
         let job = seq.job
         let reserve = job.prompt.count + min(job.limit, 512)
-        seq.cache = engine.prefixCache?.lookup(job.prompt, reserve: reserve, partition: job.project) ?? engine.model.newCache(reserve: reserve)
+        let cache = job.scoresPrompt ? nil : engine.prefixCache
+        seq.cache = cache?.lookup(job.prompt, reserve: reserve, partition: job.project) ?? engine.model.newCache(reserve: reserve)
         job.cachedTokens = seq.cache.count
-        job.meter.setPrompt(job.prompt.count, cached: seq.cache.count)
         seq.pending = job.prompt[seq.cache.count...]
         seq.prefillStarted = true
     }

@@ -64,14 +64,14 @@ public struct SimEngine: Engine {
         return Self.promptTokens(request.chat) * matched / (blocks.count + 1)
     }
 
-    public var info: EngineInfo { EngineInfo(name: "sim", models: options.models, capabilities: ["chat"], slots: options.slots) }
+    public var info: EngineInfo { EngineInfo(name: "sim", models: options.models, capabilities: ["chat", "completions"], slots: options.slots) }
 
     static let words = ["the", "platform", "answers", "quickly", "with", "simulated", "tokens", "while", "workers", "stream",
                         "results", "back", "through", "queues", "and", "gateways", "to", "every", "client", "in", "order"]
 
     /// The full answer for a choice before `max_tokens` and `stop` apply, as tokens.
     public func tokens(for chat: ChatRequest, choice: Int) -> [String] {
-        let lastUser = chat.messages.last { $0.role == "user" }?.content ?? ""
+        let lastUser = Self.lastText(chat, choice: choice)
         var out: [String] = ["You", " said:"]
         for w in lastUser.split(separator: " ", omittingEmptySubsequences: true).prefix(32) { out.append(" " + w) }
         out.append(".")
@@ -85,14 +85,34 @@ public struct SimEngine: Engine {
         return out
     }
 
+    /// What the answer echoes: the last user message, or a text completion's prompt of that choice.
+    static func lastText(_ chat: ChatRequest, choice: Int) -> String {
+        guard let completion = chat.completion else { return chat.messages.last { $0.role == "user" }?.content ?? "" }
+        switch completion.prompts[min(choice / max(1, chat.n), completion.prompts.count - 1)] {
+        case let .text(s): return s
+        case let .tokens(t): return t.map(String.init).joined(separator: " ")
+        }
+    }
+
     public static func promptTokens(_ chat: ChatRequest) -> Int {
-        chat.messages.reduce(0) { $0 + 4 + $1.content.split(whereSeparator: { $0 == " " || $0 == "\n" }).count } + 2
+        if let completion = chat.completion {
+            return completion.prompts.reduce(0) { total, p in
+                switch p {
+                case let .text(s): return total + 1 + s.split(whereSeparator: { $0 == " " || $0 == "\n" }).count
+                case let .tokens(t): return total + t.count
+                }
+            }
+        }
+        return chat.messages.reduce(0) { $0 + 4 + $1.content.split(whereSeparator: { $0 == " " || $0 == "\n" }).count } + 2
     }
 
     public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
         let options = self.options
         let chat = request.chat
-        let answers = (0..<chat.n).map { tokens(for: chat, choice: $0) }
+        // A text completion has every prompt's `n` choices; with `echo` each answer starts with its prompt.
+        let choices = chat.completion?.choiceCount(n: chat.n) ?? chat.n
+        let echo = chat.completion?.echo == true
+        let answers = (0..<choices).map { tokens(for: chat, choice: $0) }
         let toolName = chat.toolNames.isEmpty || chat.toolChoice == "none" ? nil
             : (chat.toolChoice.flatMap { chat.toolNames.contains($0) ? $0 : nil } ?? chat.toolNames[0])
         let meter = request.meter
@@ -119,15 +139,19 @@ public struct SimEngine: Engine {
                     continuation.finish()
                     return
                 }
-                var scanners = (0..<chat.n).map { _ in StopScanner(stops: chat.stop) }
-                var finished = [Bool](repeating: false, count: chat.n)
+                if echo { for c in 0..<choices { continuation.yield(.text(choice: c, Self.lastText(chat, choice: c))) } }
+                var scanners = (0..<choices).map { _ in StopScanner(stops: chat.stop) }
+                var finished = [Bool](repeating: false, count: choices)
                 var completion = 0
                 var step = 0
                 let limit = chat.maxTokens ?? Int.max
+                if limit == 0 {   // `max_tokens: 0` with `echo`: the prompt only
+                    for c in 0..<choices { continuation.yield(.finish(choice: c, reason: "length")); finished[c] = true }
+                }
                 // A simulated token's id is its position in the answer. A migration replays the
                 // first ones: fed through the stop scanner as before, counted, not emitted, no wait.
                 let replay = request.replay
-                var unreported = [[Int32]](repeating: [], count: chat.n)
+                var unreported = [[Int32]](repeating: [], count: choices)
                 while finished.contains(false) {
                     if Task.isCancelled { continuation.finish(throwing: CancellationError()); return }
                     let replaying = step < replay.count
@@ -136,7 +160,7 @@ public struct SimEngine: Engine {
                         return
                     }
                     if step > replay.count, options.tpotMs > 0 { try? await Task.sleep(nanoseconds: UInt64(options.tpotMs * 1_000_000)) }
-                    for c in 0..<chat.n where !finished[c] {
+                    for c in 0..<choices where !finished[c] {
                         if step >= answers[c].count {
                             let rest = scanners[c].flush()
                             if !rest.isEmpty { continuation.yield(.text(choice: c, rest)) }

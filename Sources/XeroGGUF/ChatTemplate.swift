@@ -16,6 +16,12 @@ public struct ChatTemplate: Sendable, Equatable {
 
     public init(defaultSystem: String?) { self.defaultSystem = defaultSystem }
 
+    /// The file's template, or nil when it has none (a base model, which serves text completions only).
+    public static func ifPresent(in file: GGUFFile) throws -> ChatTemplate? {
+        guard file.metadata["tokenizer.chat_template"]?.string != nil else { return nil }
+        return try ChatTemplate(file: file)
+    }
+
     public init(file: GGUFFile) throws {
         guard let source = file.metadata["tokenizer.chat_template"]?.string else {
             // No template in the file: plain ChatML, the common default of small instruct models.

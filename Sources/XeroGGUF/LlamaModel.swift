@@ -223,7 +223,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// segment come back in order. Row results do not depend on what else is in the batch — a
     /// segment of one token gets single-token attention arithmetic, a longer one the batch
     /// arithmetic — so batching never changes a sequence's output.
-    public func forward(_ segments: [(tokens: [Int32], cache: KVCache)]) -> [[Float]] {
+    /// Segments listed in `allPositions` get the logits of every position (their tokens' count ×
+    /// vocab floats), for scoring a prompt (`echo` with `logprobs`).
+    public func forward(_ segments: [(tokens: [Int32], cache: KVCache)], allPositions: Set<Int> = []) -> [[Float]] {
         precondition(!segments.isEmpty && segments.allSatisfy { !$0.tokens.isEmpty })
         let c = config, E = c.embedding, KV = c.kvDim, F = c.feedForward
         let n = segments.reduce(0) { $0 + $1.tokens.count }
@@ -308,12 +310,17 @@ public final class LlamaModel: @unchecked Sendable {
             Self.tap?("l_out", l, x)
         }
         for (s, seg) in segments.enumerated() { seg.cache.count = starts[s] + seg.tokens.count }
-        // Only each segment's last position is needed to continue.
-        let m = segments.count
+        // Only each segment's last position is needed to continue (all of them for a scored prompt).
+        var rows: [Int] = [], firstRow: [Int] = []
+        for s in segments.indices {
+            firstRow.append(rows.count)
+            let count = segments[s].tokens.count
+            if allPositions.contains(s) { rows += (0..<count).map { offsets[s] + $0 } } else { rows.append(offsets[s] + count - 1) }
+        }
+        let m = rows.count
         var last = [Float](repeating: 0, count: m * E)
-        for s in 0..<m {
-            let row = offsets[s] + segments[s].tokens.count - 1
-            for i in 0..<E { last[s * E + i] = x[row * E + i] }
+        for (r, row) in rows.enumerated() {
+            for i in 0..<E { last[r * E + i] = x[row * E + i] }
         }
         var normed = [Float](repeating: 0, count: m * E)
         rmsNorm(last, outputNorm, rows: m, into: &normed)
@@ -322,7 +329,10 @@ public final class LlamaModel: @unchecked Sendable {
             logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: m, into: $0.baseAddress!) }
         }
         Self.tap?("result_norm", 0, normed); Self.tap?("result_output", 0, logits)
-        return (0..<m).map { Array(logits[($0 * c.vocab)..<(($0 + 1) * c.vocab)]) }
+        return segments.indices.map { s in
+            let first = firstRow[s], count = allPositions.contains(s) ? segments[s].tokens.count : 1
+            return Array(logits[(first * c.vocab)..<((first + count) * c.vocab)])
+        }
     }
 
     /// ggml's rms_norm (sum of squares in double) followed by the weight multiply.

@@ -21,6 +21,7 @@ public struct SamplingOptions: Sendable {
 /// A chosen token with what `logprobs` reports about it (natural-log probabilities under the
 /// model's distribution after penalties, before temperature — OpenAI's meaning).
 public struct SampledToken: Sendable {
+    public init(id: Int32, logprob: Float, top: [(id: Int32, logprob: Float)]) { self.id = id; self.logprob = logprob; self.top = top }
     public var id: Int32
     public var logprob: Float
     public var top: [(id: Int32, logprob: Float)]
@@ -72,6 +73,18 @@ public struct Sampler {
             }
         }
         return result
+    }
+
+    /// How the model scores a given token (a prompt token, for `echo` with `logprobs`): its
+    /// log-probability and the `top` best alternatives, as `sample` reports them.
+    public static func score(_ logits: [Float], token: Int32, top: Int) -> SampledToken {
+        var mx = -Float.infinity
+        for v in logits { mx = max(mx, v) }
+        var sum: Double = 0
+        for v in logits where v > -.infinity { sum += Double(expf(v - mx)) }
+        let logZ = mx + Float(log(sum))
+        let alternatives = top > 0 ? topIndices(logits, top).map { ($0, logits[Int($0)] - logZ) } : []
+        return SampledToken(id: token, logprob: logits[Int(token)] - logZ, top: alternatives)
     }
 
     mutating func draw(_ logits: [Float]) -> Int32 {

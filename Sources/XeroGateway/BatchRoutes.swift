@@ -14,7 +14,7 @@ struct BatchRoutes: Sendable {
     let fileStore: FilesystemFileStore
     let files: FileRecords
     let batches: BatchStore
-    static let supportedEndpoints = ["/v1/chat/completions", "/v1/embeddings"]
+    static let supportedEndpoints = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     static let purposes = ["batch", "batch_output"]
 
     func register(on api: RouterGroup<InferenceContext>) {

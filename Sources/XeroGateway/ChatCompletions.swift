@@ -11,8 +11,10 @@ struct ChatCompletions: Sendable {
     let jobs: InferenceJobs
 
     func handle(_ body: [UInt8], caller: CallerContext, headers: HTTPFields) async throws -> Response {
-        let chat = try ChatRequest.parse(body)
+        var chat = try ChatRequest.parse(body)
         let account = try jobs.account(for: caller)
+        var body = body
+        RequestDefaults.apply(to: &chat, body: &body, tier: account.tier)
         // Rate limits: reserve the prompt estimate plus the answer budget; the router settles
         // with the worker's real usage.
         let reserve = Reservation.tokens(for: chat)

@@ -109,6 +109,7 @@ public struct Gateway: Sendable {
         client.prepareMetrics(tiers: config.tiers)
         let jobs = InferenceJobs(client: client, tiers: Dictionary(uniqueKeysWithValues: config.tiers.map { ($0.name, $0) }))
         let chat = ChatCompletions(jobs: jobs)
+        let text = TextCompletions(jobs: jobs)
         let auth = self.auth
         let maxBody = options.maxBodyBytes
         let hub = self.hub
@@ -139,6 +140,10 @@ public struct Gateway: Sendable {
             // form encoding, and refusing that would help nobody.
             let body = try await Self.collect(request, limit: maxBody)
             return try await chat.handle(body, caller: context.caller, headers: request.headers)
+        }
+        api.post("/completions") { request, context -> Response in
+            let body = try await Self.collect(request, limit: maxBody)
+            return try await text.handle(body, caller: context.caller, headers: request.headers)
         }
         EmbeddingRoutes(jobs: jobs, auth: auth, maxBodyBytes: maxBody).register(on: api)
         // The catalog: the endpoint's own model first, then the registry's models this project

@@ -121,7 +121,7 @@ public final class JobClient: Sendable {
                               requestDeadlineMs: deadlines.requestMs ?? now + Int64(tier.requestTimeoutMs), prefixBlocks: prefixBlocks,
                               sloTTFTMs: slo.ttftMs, sloTPOTMs: slo.tpotMs, billing: billing, payload: payload)
         let handle = JobHandle(client: self, account: account, requestId: requestId, headers: headers, holdsSlot: holdsSlot,
-                               timeline: RequestTimeline(instruments, arrivedNs: arrivedNs, streamsTokens: kind == .chatCompletion))
+                               timeline: RequestTimeline(instruments, arrivedNs: arrivedNs, streamsTokens: kind == .chatCompletion || kind == .textCompletion))
         // Never reached the router: nothing will settle it there, so refund here.
         func refund() {
             handle.endUnsubmitted()

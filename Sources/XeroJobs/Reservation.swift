@@ -8,8 +8,18 @@ public enum Reservation {
 
     /// The prompt (≈ 4 bytes a token, plus per-message overhead) and the answer budget of every choice.
     public static func tokens(for chat: ChatRequest) -> Int {
-        let prompt = chat.messages.reduce(8) { $0.addingSaturated($1.content.utf8.count / 4 + 8) }
-        return prompt.addingSaturated((chat.maxTokens ?? defaultCompletionTokens).multipliedSaturated(by: chat.n))
+        var prompt = chat.messages.reduce(8) { $0.addingSaturated($1.content.utf8.count / 4 + 8) }
+        var choices = chat.n
+        if let completion = chat.completion {
+            for p in completion.prompts {
+                switch p {
+                case let .text(s): prompt = prompt.addingSaturated(s.utf8.count / 4 + 2)
+                case let .tokens(t): prompt = prompt.addingSaturated(t.count)
+                }
+            }
+            choices = completion.choiceCount(n: chat.n)
+        }
+        return prompt.addingSaturated((chat.maxTokens ?? defaultCompletionTokens).multipliedSaturated(by: choices))
     }
 
     public static func tokens(for e: EmbeddingsRequest) -> Int {

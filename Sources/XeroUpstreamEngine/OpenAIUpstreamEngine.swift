@@ -42,7 +42,7 @@ public struct OpenAIUpstreamEngine: Engine {
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
     }
 
-    public var info: EngineInfo { EngineInfo(name: "openai", models: options.models, capabilities: ["chat"], slots: options.slots) }
+    public var info: EngineInfo { EngineInfo(name: "openai", models: options.models, capabilities: ["chat", "completions"], slots: options.slots) }
 
     public func generate(_ request: EngineRequest) -> AsyncThrowingStream<EngineEvent, Error> {
         let client = self.client, options = self.options
@@ -66,7 +66,9 @@ public struct OpenAIUpstreamEngine: Engine {
         body["model"] = .string(options.upstreamModel ?? request.model)
         body["stream"] = .bool(true)
         body["stream_options"] = .object(["include_usage": .bool(true)])
-        var http = HTTPClientRequest(url: options.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/chat/completions")
+        let isText = request.chat.completion != nil
+        let choiceCount = request.chat.completion?.choiceCount(n: request.chat.n) ?? request.chat.n
+        var http = HTTPClientRequest(url: options.baseURL.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + (isText ? "/completions" : "/chat/completions"))
         http.method = .POST
         http.headers.add(name: "Content-Type", value: "application/json")
         http.headers.add(name: "Accept", value: "text/event-stream")
@@ -116,8 +118,12 @@ public struct OpenAIUpstreamEngine: Engine {
                     }
                     guard case let .array(choices)? = o["choices"] else { continue }
                     for ch in choices {
-                        guard case let .object(co) = ch, case let .int(index)? = co["index"], (0..<request.chat.n).contains(index) else { continue }
-                        if case let .object(delta)? = co["delta"], case let .string(text)? = delta["content"], !text.isEmpty {
+                        guard case let .object(co) = ch, case let .int(index)? = co["index"], (0..<choiceCount).contains(index) else { continue }
+                        if isText, case let .string(text)? = co["text"], !text.isEmpty {
+                            if usage == nil { request.meter.addCompletion() }
+                            continuation.yield(.text(choice: index, text, logprobs: Self.chatStyleLogprobs(co["logprobs"])))
+                        }
+                        if !isText, case let .object(delta)? = co["delta"], case let .string(text)? = delta["content"], !text.isEmpty {
                             var lp: String?
                             if case let .object(l)? = co["logprobs"], case let .array(content)? = l["content"] {
                                 lp = content.map { String(decoding: $0.encoded(), as: UTF8.self) }.joined(separator: ",")
@@ -154,6 +160,40 @@ public struct OpenAIUpstreamEngine: Engine {
     }
 
     static let maxEventBytes = 4 << 20
+
+    /// A text completion's legacy logprobs (parallel `tokens` / `token_logprobs` / `top_logprobs`
+    /// arrays) as the chat-style entries engines report, comma-joined; nil when there are none.
+    static func chatStyleLogprobs(_ v: JSONValue?) -> String? {
+        guard case let .object(l)? = v, case let .array(tokens)? = l["tokens"], !tokens.isEmpty else { return nil }
+        var lps: [JSONValue] = [], tops: [JSONValue] = []
+        if case let .array(a)? = l["token_logprobs"] { lps = a }
+        if case let .array(a)? = l["top_logprobs"] { tops = a }
+        var entries: [String] = []
+        for (i, t) in tokens.prefix(WireLimits.maxTokensPerDelta).enumerated() {
+            guard case let .string(token) = t else { continue }
+            var w = JSONWriter(capacity: 96)
+            w.objectStart()
+            w.field("token", token)
+            w.key("logprob")
+            switch i < lps.count ? lps[i] : .null {
+            case let .double(d): w.value(d)
+            case let .int(n): w.value(Double(n))
+            default: w.null()
+            }
+            w.key("top_logprobs"); w.arrayStart()
+            if i < tops.count, case let .object(alts) = tops[i] {
+                for (alt, lp) in alts.prefix(20) {
+                    let value: Double
+                    switch lp { case let .double(d): value = d; case let .int(n): value = Double(n); default: continue }
+                    w.objectStart(); w.field("token", alt); w.field("logprob", value); w.objectEnd()
+                }
+            }
+            w.arrayEnd()
+            w.objectEnd()
+            entries.append(w.string)
+        }
+        return entries.isEmpty ? nil : entries.joined(separator: ",")
+    }
 
     /// Where the first SSE event in `bytes` ends (`\n\n` or `\r\n\r\n`).
     static func findEventEnd(_ bytes: [UInt8]) -> (start: Int, next: Int)? {

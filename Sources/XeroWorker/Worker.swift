@@ -512,7 +512,9 @@ public final class Worker: Sendable {
         do {
             switch job.kind {
             case .chatCompletion:
-                try await runChat(run)
+                try await runChat(run, try ChatRequest.parse(job.payload))
+            case .textCompletion:
+                try await runChat(run, try CompletionRequest.parse(job.payload))
             case .embeddings:
                 let result = try await engine.embed(try EmbeddingsRequest.parse(job.payload))
                 try Task.checkCancellation()
@@ -574,7 +576,7 @@ public final class Worker: Sendable {
             "worker": "\(id)", "model": "\(job.model)", "attempt": "\(job.attempt)", "outcome": "\(run.outcome)",
             "prompt_tokens": "\(usage.promptTokens)", "completion_tokens": "\(usage.completionTokens)", "cached_tokens": "\(usage.cachedTokens)",
         ])
-        if job.kind == .chatCompletion, hasPrefixCache {
+        if job.kind == .chatCompletion || job.kind == .textCompletion, hasPrefixCache {
             metrics.prefixLookup(model: job.model, queried: usage.promptTokens, hit: usage.cachedTokens)
         }
         if let relay { sendControl(relay, .done(report)) }
@@ -586,9 +588,9 @@ public final class Worker: Sendable {
         }
     }
 
-    private func runChat(_ run: JobRun) async throws {
+    /// A generation: a chat request, or a text completion (`chat.completion` set).
+    private func runChat(_ run: JobRun, _ chat: ChatRequest) async throws {
         let job = run.job
-        let chat = try ChatRequest.parse(job.payload)
         let request = EngineRequest(requestId: job.requestId, model: job.model, chat: chat, rawBody: job.payload, deadlineMs: job.requestDeadlineMs,
                                     project: job.project, meter: run.meter, replay: job.replay?.tokens ?? [])
         for try await ev in engine.generate(request) {

@@ -353,22 +353,24 @@ struct EntitlementChange: ParsableArguments {
 
 /// Sends one chat request to an endpoint and reports latency, tokens and rate-limit headers.
 struct TestCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "test", abstract: "Send a chat request to an endpoint; print latency, tokens, rate-limit headers.")
+    static let configuration = CommandConfiguration(commandName: "test", abstract: "Send a chat (or, with --prompt, a text completion) request to an endpoint; print latency, tokens, rate-limit headers.")
     @OptionGroup var c: Connection
     @Option(help: "Endpoint slug.") var endpoint: String
     @Option var message: String = "What is the capital of France?"
+    @Option(help: "Send this text to /v1/completions instead of a chat message (for base models).") var prompt: String?
     @Option var maxTokens: Int = 32
 
     func run() async throws {
         let me = try await c.request("GET", "/manage/v1/whoami")
         guard let project = me["project"] as? String, !project.isEmpty else { throw CLIError(message: "test needs a project key with the inference scope") }
         let (base, key) = try c.credentials()
-        var req = URLRequest(url: URL(string: "\(base)/proj_\(project)/\(endpoint)/v1/chat/completions")!)
+        var req = URLRequest(url: URL(string: "\(base)/proj_\(project)/\(endpoint)/v1/\(prompt == nil ? "chat/completions" : "completions")")!)
         req.httpMethod = "POST"
         req.setValue("Bearer \(key)", forHTTPHeaderField: "Authorization")
         req.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        req.httpBody = try JSONSerialization.data(withJSONObject: ["model": "test", "max_tokens": maxTokens,
-                                                                   "messages": [["role": "user", "content": message]]])
+        let body: [String: Any] = prompt.map { ["model": "test", "max_tokens": maxTokens, "prompt": $0] }
+            ?? ["model": "test", "max_tokens": maxTokens, "messages": [["role": "user", "content": message]]]
+        req.httpBody = try JSONSerialization.data(withJSONObject: body)
         let t0 = Date()
         let (data, response) = try await URLSession.shared.data(for: req)
         let ms = Date().timeIntervalSince(t0) * 1000
@@ -378,7 +380,8 @@ struct TestCommand: AsyncParsableCommand {
             throw CLIError(message: "\(http.statusCode): \(((obj["error"] as? [String: Any])?["message"] as? String) ?? "")")
         }
         let usage = obj["usage"] as? [String: Any] ?? [:]
-        let content = ((obj["choices"] as? [[String: Any]])?.first?["message"] as? [String: Any])?["content"] as? String ?? ""
+        let first = (obj["choices"] as? [[String: Any]])?.first
+        let content = (first?["message"] as? [String: Any])?["content"] as? String ?? first?["text"] as? String ?? ""
         var out: [String: Any] = ["status": http.statusCode, "latency_ms": Int(ms), "model": obj["model"] ?? "",
                                   "prompt_tokens": usage["prompt_tokens"] ?? 0, "completion_tokens": usage["completion_tokens"] ?? 0,
                                   "content": content]

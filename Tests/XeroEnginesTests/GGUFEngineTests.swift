@@ -50,7 +50,7 @@ final class GGUFEngineTests: XCTestCase {
         XCTAssertEqual(r.finish[0], "stop")
         let e = try Self.engine()
         let chat = try ChatRequest.parse(Array(#"{"model":"m","messages":\#(Self.france)}"#.utf8))
-        XCTAssertEqual(r.usage?.promptTokens, e.promptTokens(chat).count)
+        XCTAssertEqual(r.usage?.promptTokens, try e.promptTokens(chat).count)
         // The answer's tokens plus the end-of-turn token that ended it.
         XCTAssertEqual(r.usage?.completionTokens, e.tokenizer.encode("The capital of France is Paris.", parseSpecial: false).count + 1)
     }
@@ -134,7 +134,7 @@ final class GGUFEngineTests: XCTestCase {
                                      modelID: "smollm2", contextLength: 512, prefixCacheBytes: 0, prefillChunk: 2)
         let body = #"{"model":"m","messages":\#(Self.france),"temperature":0,"logprobs":true,"top_logprobs":5,"max_tokens":4}"#
         let chat = try ChatRequest.parse(Array(body.utf8))
-        XCTAssertEqual(chunked.promptTokens(chat).count % 2, 1)
+        XCTAssertEqual(try chunked.promptTokens(chat).count % 2, 1)
         var fromChunks: [String] = []
         for try await ev in chunked.generate(EngineRequest(requestId: "c", model: "m", chat: chat)) {
             if case let .text(_, _, lp?, _) = ev { fromChunks.append(lp) }
@@ -285,5 +285,95 @@ final class GGUFBatchingTests: XCTestCase {
         for _ in 0..<100 where e.scheduler.activeSequences > 0 { try await Task.sleep(nanoseconds: 20_000_000) }
         XCTAssertEqual(e.scheduler.activeSequences, 0)
         XCTAssertEqual(KVCache.liveBytes, before, "the cancelled sequence's KV memory (\(during - before) bytes) was freed")
+    }
+}
+
+/// Text completions on the built-in engine: raw prompts, several prompts × n, echo with scored
+/// prompt tokens, token-id prompts.
+final class GGUFTextCompletionTests: XCTestCase {
+    func run(_ body: String) async throws -> GGUFEngineTests.Result {
+        let request = try CompletionRequest.parse(Array(body.utf8))
+        let count = request.completion!.choiceCount(n: request.n)
+        var r = GGUFEngineTests.Result()
+        r.texts = Array(repeating: "", count: count); r.pieces = Array(repeating: [], count: count)
+        r.finish = Array(repeating: "", count: count); r.logprobs = Array(repeating: [], count: count)
+        for try await ev in try GGUFEngineTests.engine().generate(EngineRequest(requestId: "t", model: "smollm2", chat: request)) {
+            switch ev {
+            case let .text(c, s, lp, _):
+                r.texts[c] += s
+                if let lp { r.logprobs[c].append(lp) }
+            case let .finish(c, reason): r.finish[c] = reason
+            case let .usage(u): r.usage = u
+            case .toolCall: XCTFail("no tools")
+            }
+        }
+        return r
+    }
+
+    func testRawPromptIsTheChatPromptWithoutTheTemplate() async throws {
+        let e = try GGUFEngineTests.engine()
+        // The chat's rendered prompt, sent as text, continues exactly as the chat does.
+        let rendered = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        let body = try JSONValue.object(["model": .string("m"), "prompt": .string(rendered), "temperature": .int(0), "max_tokens": .int(24)]).encoded()
+        let r = try await run(String(decoding: body, as: UTF8.self))
+        XCTAssertEqual(r.texts[0], "The capital of France is Paris.")
+        let chat = try ChatRequest.parse(Array(#"{"model":"m","messages":\#(GGUFEngineTests.france)}"#.utf8))
+        XCTAssertEqual(r.usage?.promptTokens, try e.promptTokens(chat).count)
+        // The same prompt as token ids gives the same text.
+        let ids = try e.promptTokens(chat).map { JSONValue.int(Int($0)) }
+        let byIds = try await run(String(decoding: JSONValue.object(["model": .string("m"), "prompt": .array(ids), "temperature": .int(0),
+                                                                     "max_tokens": .int(24)]).encoded(), as: UTF8.self))
+        XCTAssertEqual(byIds.texts[0], r.texts[0])
+    }
+
+    func testSeveralPromptsTimesNAreNumberedPromptByPrompt() async throws {
+        let r = try await run(#"{"model":"m","prompt":["The sky is","One, two, three,"],"n":2,"temperature":0,"max_tokens":6}"#)
+        XCTAssertEqual(r.texts.count, 4)
+        // Greedy: both choices of a prompt agree, and the two prompts differ.
+        XCTAssertEqual(r.texts[0], r.texts[1])
+        XCTAssertEqual(r.texts[2], r.texts[3])
+        XCTAssertNotEqual(r.texts[0], r.texts[2])
+        XCTAssertEqual(r.finish, ["length", "length", "length", "length"])
+        let e = try GGUFEngineTests.engine()
+        let prompt = e.tokenizer.encode("The sky is", parseSpecial: true).count + e.tokenizer.encode("One, two, three,", parseSpecial: true).count
+        XCTAssertEqual(r.usage?.promptTokens, prompt)   // each prompt once, not once per choice
+        XCTAssertEqual(r.usage?.completionTokens, 4 * 6)
+    }
+
+    func testEchoWithLogprobsScoresThePrompt() async throws {
+        let r = try await run(#"{"model":"m","prompt":"The capital of France is","echo":true,"logprobs":2,"max_tokens":1,"temperature":0}"#)
+        XCTAssertTrue(r.texts[0].hasPrefix("The capital of France is"), r.texts[0])
+        let e = try GGUFEngineTests.engine()
+        let promptCount = e.tokenizer.encode("The capital of France is", parseSpecial: true).count
+        XCTAssertEqual(r.logprobs[0].count, promptCount + 1)
+        func field(_ entry: String, _ k: String) -> JSONValue? {
+            guard case let .object(o)? = try? JSONValue.parse(Array(entry.utf8)) else { return nil }
+            return o[k]
+        }
+        XCTAssertEqual(field(r.logprobs[0][0], "logprob"), .null)           // nothing precedes the first token
+        for entry in r.logprobs[0].dropFirst() {
+            guard case let .double(lp)? = field(entry, "logprob") else { return XCTFail(entry) }
+            XCTAssertLessThanOrEqual(lp, 0)
+            guard case let .array(top)? = field(entry, "top_logprobs") else { return XCTFail(entry) }
+            XCTAssertEqual(top.count, 2)
+        }
+        // The scores are the model's: " France" after "The capital of" is likelier than chance.
+        guard case let .double(france)? = field(r.logprobs[0][3], "logprob") else { return XCTFail() }
+        XCTAssertGreaterThan(france, -5)
+        // max_tokens 0 with echo: the prompt alone, nothing generated.
+        let only = try await run(#"{"model":"m","prompt":"Hello there","echo":true,"max_tokens":0}"#)
+        XCTAssertEqual(only.texts[0], "Hello there")
+        XCTAssertEqual(only.finish[0], "length")
+        XCTAssertEqual(only.usage?.completionTokens, 0)
+    }
+
+    func testTokenOutsideTheVocabularyIsA400() async throws {
+        do {
+            _ = try await run(#"{"model":"m","prompt":[1,99999999]}"#)
+            XCTFail("accepted")
+        } catch let e as APIError {
+            XCTAssertEqual(e.status, 400)
+            XCTAssertEqual(e.param, "prompt")
+        }
     }
 }

@@ -33,6 +33,10 @@ public struct Tier: Sendable, Equatable, Codable {
     public var placement: String?
     public var placementLoadWeight: Double?
     public var placementMaxImbalance: Double?
+    /// The answer budget of a request that sets no `max_tokens` (docs/completions.md, "Defaults"):
+    /// the gateway writes it into the request, so every engine, upstreams included, sees it. Nil:
+    /// chat runs to the model's context, text completions get OpenAI's 16.
+    public var defaultMaxTokens: Int?
 
     enum CodingKeys: String, CodingKey {
         case name, priority, weight
@@ -50,6 +54,7 @@ public struct Tier: Sendable, Equatable, Codable {
         case placement
         case placementLoadWeight = "placement_load_weight"
         case placementMaxImbalance = "placement_max_imbalance"
+        case defaultMaxTokens = "default_max_tokens"
     }
 
     public init(name: String, priority: Int, weight: Int, queueTimeoutMs: Int, requestTimeoutMs: Int) {
@@ -166,7 +171,7 @@ public struct PlatformConfig: Sendable, Codable {
             for (name, v) in [("requests_per_minute", t.requestsPerMinute), ("tokens_per_minute", t.tokensPerMinute),
                               ("project_requests_per_minute", t.projectRequestsPerMinute), ("project_tokens_per_minute", t.projectTokensPerMinute),
                               ("max_concurrent_requests", t.maxConcurrentRequests), ("max_queued", t.maxQueued),
-                              ("max_queued_per_project", t.maxQueuedPerProject)] {
+                              ("max_queued_per_project", t.maxQueuedPerProject), ("default_max_tokens", t.defaultMaxTokens)] {
                 if let v, v <= 0 || v > 1_000_000_000 { throw ConfigError("\(source): tier '\(t.name)' \(name) must be between 1 and 1e9 (omit it for no limit)") }
             }
             for (name, v) in [("price_input_per_million", t.priceInputPerMillion), ("price_output_per_million", t.priceOutputPerMillion)] {

@@ -37,6 +37,9 @@ public struct ChatRequest: Sendable, Equatable {
     public var toolNames: [String] = []
     /// `none`, `auto`, `required`, or the name of the one function that must be called.
     public var toolChoice: String?
+    /// Set for a text completion (`/v1/completions`, `CompletionRequest`): its prompts replace
+    /// `messages`, which are then empty; the model's chat template is not applied.
+    public var completion: TextCompletion? = nil
 
     public static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
     public static let maxN = 128
@@ -92,29 +95,7 @@ public struct ChatRequest: Sendable, Equatable {
             var sf = FieldReader(soo, prefix: "stream_options.")
             includeUsage = try sf.bool("include_usage") ?? false
         }
-        var stop: [String] = []
-        switch o["stop"] {
-        case nil, .null?: break
-        case let .string(s)?: stop = [s]
-        case let .array(items)?:
-            guard items.count <= maxStops else {
-                throw APIError.invalidRequest("Invalid 'stop': array too long. Expected an array with maximum length \(maxStops), but got an array with length \(items.count) instead.", param: "stop", code: "array_above_max_length")
-            }
-            for item in items {
-                guard case let .string(s) = item else {
-                    throw APIError.invalidRequest("Invalid type for 'stop': expected a string or an array of strings.", param: "stop", code: "invalid_type")
-                }
-                stop.append(s)
-            }
-        case let v?:
-            throw APIError.invalidRequest("Invalid type for 'stop': expected a string or an array of strings, but got \(v.typeName) instead.", param: "stop", code: "invalid_type")
-        }
-        if stop.contains("") {
-            throw APIError.invalidRequest("Invalid 'stop': stop sequences must not be empty.", param: "stop", code: "invalid_value")
-        }
-        if stop.contains(where: { $0.utf8.count > maxStopBytes }) {
-            throw APIError.invalidRequest("Invalid 'stop': each stop sequence may be at most \(maxStopBytes) bytes.", param: "stop", code: "invalid_value")
-        }
+        let stop = try parseStop(o["stop"])
         let seed = try f.int("seed", min: Int.min)   // any 64-bit integer; engines mix it with wrapping arithmetic
         let presence = try f.double("presence_penalty", range: -2...2)
         let frequency = try f.double("frequency_penalty", range: -2...2)
@@ -171,6 +152,34 @@ public struct ChatRequest: Sendable, Equatable {
                            presencePenalty: presence, frequencyPenalty: frequency, logprobs: logprobs, topLogprobs: topLogprobs,
                            user: user, responseFormat: responseFormat, toolsJSON: toolsJSON, toolChoiceJSON: toolChoiceJSON,
                            toolNames: toolNames, toolChoice: toolChoice)
+    }
+
+    /// `stop`: a string or up to `maxStops` non-empty strings.
+    static func parseStop(_ value: JSONValue?) throws(APIError) -> [String] {
+            var stop: [String] = []
+            switch value {
+            case nil, .null?: break
+            case let .string(s)?: stop = [s]
+            case let .array(items)?:
+                guard items.count <= maxStops else {
+                    throw APIError.invalidRequest("Invalid 'stop': array too long. Expected an array with maximum length \(maxStops), but got an array with length \(items.count) instead.", param: "stop", code: "array_above_max_length")
+                }
+                for item in items {
+                    guard case let .string(s) = item else {
+                        throw APIError.invalidRequest("Invalid type for 'stop': expected a string or an array of strings.", param: "stop", code: "invalid_type")
+                    }
+                    stop.append(s)
+                }
+            case let v?:
+                throw APIError.invalidRequest("Invalid type for 'stop': expected a string or an array of strings, but got \(v.typeName) instead.", param: "stop", code: "invalid_type")
+            }
+            if stop.contains("") {
+                throw APIError.invalidRequest("Invalid 'stop': stop sequences must not be empty.", param: "stop", code: "invalid_value")
+            }
+            if stop.contains(where: { $0.utf8.count > maxStopBytes }) {
+                throw APIError.invalidRequest("Invalid 'stop': each stop sequence may be at most \(maxStopBytes) bytes.", param: "stop", code: "invalid_value")
+            }
+        return stop
     }
 
     private static func parseMessage(_ raw: JSONValue, at i: Int) throws(APIError) -> Message {

@@ -3,10 +3,13 @@
 public struct JobEnvelope: Sendable, Equatable {
     public enum Kind: UInt8, Sendable {
         case chatCompletion = 1, embeddings = 2, rerank = 3
+        /// `/v1/completions`: a raw prompt, no chat template (docs/completions.md).
+        case textCompletion = 4
         /// The worker capability a job of this kind needs.
         public var capability: String {
             switch self {
             case .chatCompletion: return "chat"
+            case .textCompletion: return "completions"
             case .embeddings: return "embeddings"
             case .rerank: return "rerank"
             }

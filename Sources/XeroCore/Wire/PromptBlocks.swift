@@ -44,8 +44,14 @@ public enum PromptBlocks {
     }
 
     /// The block hashes of a chat request's prompt.
+    /// A text completion's single text prompt is one `prompt` message; several prompts or token
+    /// prompts are not hashed (no placement by prefix for them).
     public static func hashes(_ chat: ChatRequest, partition: String) -> [UInt64] {
-        hashes(chat.messages.lazy.map { (role: $0.role, content: $0.content) }, partition: partition)
+        if let completion = chat.completion {
+            guard let text = completion.promptText else { return [] }
+            return hashes(CollectionOfOne((role: "prompt", content: text)), partition: partition)
+        }
+        return hashes(chat.messages.lazy.map { (role: $0.role, content: $0.content) }, partition: partition)
     }
 
     static let prime: UInt64 = 0x100_0000_01b3
