@@ -25,6 +25,7 @@ PROMPTS = [
     "What should I pack for a day at the beach?",
 ]
 SETTINGS = {
+    "engine default (no sampling field: greedy + frequency 0.3)": {},
     "model card (t=0.2, top_p=0.9)": {"temperature": 0.2, "top_p": 0.9},
     "llama.cpp (t=0.8, top_k=40, top_p=0.95, min_p=0.05)": {"temperature": 0.8, "top_p": 0.95, "top_k": 40, "min_p": 0.05},
     "model card + frequency 0.5": {"temperature": 0.2, "top_p": 0.9, "frequency_penalty": 0.5},
@@ -46,7 +47,7 @@ def main():
     client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=300)
     print(f"{'setting':55} {'answers':>7} {'degenerate':>10} {'ended':>6} {'paris':>6} {'median tokens':>13}")
     for name, cfg in SETTINGS.items():
-        runs = 1 if cfg.get("temperature") == 0 else samples
+        runs = 1 if cfg.get("temperature", 0) == 0 else samples
         total = bad = ended = paris = asked = 0
         tokens = []
         for prompt in PROMPTS:

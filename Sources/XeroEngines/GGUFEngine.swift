@@ -10,16 +10,20 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     public let model: LlamaModel
     public let tokenizer: BPETokenizer
     /// The model's chat template; nil for a file without one (a base model: text completions only).
-    public let template: ChatTemplate?
+    public private(set) var template: ChatTemplate?
     public let modelID: String
     public let slots: Int
     /// Longest prompt + completion a job may use (the model's context unless configured lower).
     public let contextLength: Int
-    /// Sampling used when the client does not say: small models ramble at OpenAI's default
-    /// temperature 1, so like llama.cpp and Ollama the engine has its own defaults — here SmolLM2's
-    /// recommended temperature 0.2 and top_p 0.9. Anything the client sends wins.
-    public var defaultTemperature: Float = 0.2
-    public var defaultTopP: Float = 0.9
+    /// Sampling for a request that says nothing about it (greedy + a light frequency penalty).
+    public var sampling = SamplingDefaults()
+
+    /// Replaces the system prompt the template adds to a conversation without one (set before
+    /// serving). SmolLM2's own ("You are a helpful AI assistant named SmolLM…") sends its greedy
+    /// answer to the seed's question into a loop; `xerotier up` uses "You are a helpful assistant.".
+    public func setDefaultSystemPrompt(_ prompt: String) {
+        if template != nil { template = ChatTemplate(defaultSystem: prompt.isEmpty ? nil : prompt) }
+    }
     /// KV state of recent prompts, shared by this worker's jobs of the same project — partitioned
     /// by `EngineRequest.project`, so no project can probe another's prompts (nil = off).
     public let prefixCache: PrefixCache?
@@ -127,7 +131,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         return prompts.enumerated().map { i, prompt in
             var addedBOS = false
             if case .text? = chat.completion?.prompts[i], tokenizer.addBOS, let bos = tokenizer.bos { addedBOS = prompt.first == bos }
-            return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? (contextLength - prompt.count), project: request.project,
+            return BatchJob(chat: chat, prompt: prompt, limit: chat.maxTokens ?? min(chat.defaultMaxTokens ?? Int.max, contextLength - prompt.count), project: request.project,
                             group: group, index: i, cancelled: cancelled, replay: request.replay, addedBOS: addedBOS)
         }
     }
@@ -160,14 +164,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     func makeChoice(_ job: BatchJob, index local: Int, cache: KVCache, logits: [Float]) -> BatchSequence {
         let chat = job.chat
         let c = job.choiceBase + local
-        var options = SamplingOptions()
-        options.temperature = chat.temperature.map(Float.init) ?? defaultTemperature
-        options.topP = chat.topP.map(Float.init) ?? (chat.temperature == nil ? defaultTopP : 1)
-        options.topK = max(0, chat.topK ?? 0)
-        options.minP = Float(chat.minP ?? 0)
+        var options = sampling.options(for: chat)
         options.seed = chat.seed.map { UInt64(bitPattern: Int64($0)) &+ UInt64(c) &* 0x9E37_79B9_7F4A_7C15 }
-        options.presencePenalty = Float(chat.presencePenalty ?? 0)
-        options.frequencyPenalty = Float(chat.frequencyPenalty ?? 0)
         options.wantLogprobs = chat.logprobs
         options.topLogprobs = chat.topLogprobs ?? 0
         let seq = BatchSequence(job: job, choice: c, cache: cache, sampler: Sampler(options: options), stops: StopScanner(stops: chat.stop))

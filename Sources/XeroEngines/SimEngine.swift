@@ -78,7 +78,7 @@ public struct SimEngine: Engine {
         var rng = SplitMix64(seed: UInt64(bitPattern: Int64(chat.seed ?? Self.stableHash(lastUser))) &+ UInt64(choice) &* 0x9E37_79B9_7F4A_7C15)
         // Never more than max_tokens + 1: an answer cut there is the same, and a huge
         // --sim-answer-tokens must not cost every request its building.
-        let length = max(min(options.answerTokens, (chat.maxTokens ?? Int.max - 1) + 1), out.count + 1)
+        let length = max(min(options.answerTokens, (chat.budget ?? Int.max - 1) + 1), out.count + 1)
         while out.count < length {
             out.append(" " + Self.words[Int(rng.next() % UInt64(Self.words.count))])
         }
@@ -144,7 +144,7 @@ public struct SimEngine: Engine {
                 var finished = [Bool](repeating: false, count: choices)
                 var completion = 0
                 var step = 0
-                let limit = chat.maxTokens ?? Int.max
+                let limit = chat.budget ?? Int.max
                 if limit == 0 {   // `max_tokens: 0` with `echo`: the prompt only
                     for c in 0..<choices { continuation.yield(.finish(choice: c, reason: "length")); finished[c] = true }
                 }

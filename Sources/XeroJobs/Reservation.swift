@@ -19,7 +19,7 @@ public enum Reservation {
             }
             choices = completion.choiceCount(n: chat.n)
         }
-        return prompt.addingSaturated((chat.maxTokens ?? defaultCompletionTokens).multipliedSaturated(by: choices))
+        return prompt.addingSaturated((chat.budget ?? defaultCompletionTokens).multipliedSaturated(by: choices))
     }
 
     public static func tokens(for e: EmbeddingsRequest) -> Int {

@@ -64,6 +64,8 @@ public struct OpenAIUpstreamEngine: Engine {
         // The client's body, with our model and streaming (with usage) forced on.
         guard case var .object(body) = try JSONValue.parse(request.rawBody) else { throw APIError.invalidRequest("The request body must be a JSON object.") }
         body["model"] = .string(options.upstreamModel ?? request.model)
+        // The platform's default budget becomes the upstream's own `max_tokens` (ours, not a field it knows).
+        if let cap = body.removeValue(forKey: ChatRequest.defaultMaxTokensField), body["max_tokens"] == nil, body["max_completion_tokens"] == nil { body["max_tokens"] = cap }
         body["stream"] = .bool(true)
         body["stream_options"] = .object(["include_usage": .bool(true)])
         let isText = request.chat.completion != nil

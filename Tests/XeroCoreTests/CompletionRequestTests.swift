@@ -64,20 +64,33 @@ final class CompletionRequestTests: XCTestCase {
         var text = try parse(#"{"model":"m","prompt":"x"}"#)
         var body = Array(#"{"model":"m","prompt":"x"}"#.utf8)
         RequestDefaults.apply(to: &text, body: &body, tier: tier)
-        XCTAssertEqual(text.maxTokens, 16)
-        XCTAssertEqual(try parse(String(decoding: body, as: UTF8.self)).maxTokens, 16)
+        XCTAssertNil(text.maxTokens)
+        XCTAssertEqual(text.defaultMaxTokens, 16)
+        XCTAssertEqual(text.budget, 16)
+        XCTAssertEqual(try parse(String(decoding: body, as: UTF8.self)).defaultMaxTokens, 16)
+        // Applying twice (a batch line re-read) writes nothing more.
+        let once = body
+        RequestDefaults.apply(to: &text, body: &body, tier: tier)
+        XCTAssertEqual(body, once)
         var chatBody = Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8)
         var chat = try ChatRequest.parse(chatBody)
         RequestDefaults.apply(to: &chat, body: &chatBody, tier: tier)
-        XCTAssertNil(chat.maxTokens)
+        XCTAssertNil(chat.budget)
         XCTAssertEqual(chatBody, Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8))
         // The tier's default, after an explicit null (last key wins) and trailing whitespace.
         tier.defaultMaxTokens = 300
         chatBody = Array("{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":null} \n".utf8)
         chat = try ChatRequest.parse(chatBody)
         RequestDefaults.apply(to: &chat, body: &chatBody, tier: tier)
-        XCTAssertEqual(chat.maxTokens, 300)
-        XCTAssertEqual(try ChatRequest.parse(chatBody).maxTokens, 300)
+        XCTAssertNil(chat.maxTokens)
+        XCTAssertEqual(chat.budget, 300)
+        XCTAssertEqual(try ChatRequest.parse(chatBody).defaultMaxTokens, 300)
+        XCTAssertNil(try ChatRequest.parse(chatBody).maxTokens)
+        // Text completions keep OpenAI's 16 whatever the tier says.
+        text = try parse(#"{"model":"m","prompt":"x"}"#)
+        body = Array(#"{"model":"m","prompt":"x"}"#.utf8)
+        RequestDefaults.apply(to: &text, body: &body, tier: tier)
+        XCTAssertEqual(text.budget, 16)
         // A client's own value is never touched.
         chatBody = Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_completion_tokens":7}"#.utf8)
         let before = chatBody

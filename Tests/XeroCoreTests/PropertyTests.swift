@@ -152,7 +152,7 @@ private func genWorker(_ rng: inout RNG, small: Bool = false) -> WorkerMessage {
     }
 }
 
-private let kinds: [JobEnvelope.Kind] = [.chatCompletion, .embeddings, .rerank]
+private let kinds: [JobEnvelope.Kind] = [.chatCompletion, .embeddings, .rerank, .textCompletion]
 
 private func genEnvelope(_ rng: inout RNG, small: Bool = false) -> JobEnvelope {
     let payloadCount = small ? Int.random(in: 0...16, using: &rng)
@@ -499,7 +499,7 @@ private func badEnvelope(_ rng: inout RNG) -> Bad {
         // The kind byte sits after the header, two strings and the attempt.
         var bytes = e.encode()
         let at = 2 + 4 + e.requestId.utf8.count + 4 + e.replyTo.utf8.count + 8
-        let k = pick([0, 4, 5, 0x7F, 0xFF, UInt8.random(in: 4...255, using: &rng)], &rng)
+        let k = pick([0, 5, 6, 0x7F, 0xFF, UInt8.random(in: 5...255, using: &rng)], &rng)
         bytes[at] = k
         return Bad(label: "kind byte \(k)", bytes: bytes)
     }

@@ -326,6 +326,40 @@ final class GGUFTextCompletionTests: XCTestCase {
         XCTAssertEqual(byIds.texts[0], r.texts[0])
     }
 
+    func testADefaultBudgetIsShortenedToTheContextNotRefused() async throws {
+        let e = try GGUFEngineTests.engine()
+        // The client's own max_tokens past the context is a 400; the platform's default is a cap.
+        let over = e.contextLength + 10
+        do {
+            _ = try await run(#"{"model":"m","prompt":"The sky is","max_tokens":\#(over)}"#)
+            XCTFail("a client's max_tokens past the context is refused")
+        } catch let error as APIError { XCTAssertEqual(error.code, "context_length_exceeded") }
+        let r = try await run(#"{"model":"m","prompt":"The sky is","temperature":0,"max_tokens":null,"xerotier_default_max_tokens":\#(over),"stop":["."]}"#)
+        XCTAssertFalse(r.texts[0].isEmpty)
+        XCTAssertEqual(r.finish[0], "stop")
+        let capped = try await run(#"{"model":"m","prompt":"The sky is","temperature":0,"xerotier_default_max_tokens":3}"#)
+        XCTAssertEqual(capped.usage?.completionTokens, 3)
+        XCTAssertEqual(capped.finish[0], "length")
+    }
+
+    func testSamplingDefaultsApplyOnlyToARequestThatSetsNoSamplingField() throws {
+        func options(_ fields: String) throws -> SamplingOptions {
+            SamplingDefaults().options(for: try ChatRequest.parse(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]\#(fields)}"#.utf8)))
+        }
+        let quiet = try options("")
+        XCTAssertEqual(quiet.temperature, 0); XCTAssertEqual(quiet.topP, 1); XCTAssertEqual(quiet.frequencyPenalty, 0.3)
+        // n > 1 samples, or every choice would be the same greedy text.
+        let many = try options(#","n":3"#)
+        XCTAssertEqual(many.temperature, 0.2); XCTAssertEqual(many.topP, 0.9); XCTAssertEqual(many.frequencyPenalty, 0.3)
+        // Any sampling field: OpenAI's defaults for the rest (temperature 1, no penalty).
+        let topP = try options(#","top_p":0.5"#)
+        XCTAssertEqual(topP.temperature, 1); XCTAssertEqual(topP.topP, 0.5); XCTAssertEqual(topP.frequencyPenalty, 0)
+        let penalty = try options(#","frequency_penalty":0"#)
+        XCTAssertEqual(penalty.temperature, 1); XCTAssertEqual(penalty.frequencyPenalty, 0)
+        let t = try options(#","temperature":0.7,"top_k":5"#)
+        XCTAssertEqual(t.temperature, 0.7, accuracy: 1e-6); XCTAssertEqual(t.topK, 5); XCTAssertEqual(t.topP, 1)
+    }
+
     func testSeveralPromptsTimesNAreNumberedPromptByPrompt() async throws {
         let r = try await run(#"{"model":"m","prompt":["The sky is","One, two, three,"],"n":2,"temperature":0,"max_tokens":6}"#)
         XCTAssertEqual(r.texts.count, 4)

@@ -71,6 +71,29 @@ def test_upload_create_poll_download(bp):
         c.files.retrieve(f.id)
 
 
+def test_text_completion_lines(bp):
+    """`/v1/completions` lines: string and token-id prompts, n per prompt, each answered as the
+    interactive route answers it, billed to the batch."""
+    c = bp.client
+    lines = [{"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": "Once upon a time", "max_tokens": 3}},
+             {"custom_id": "b", "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": ["x", "y"], "n": 2, "max_tokens": 2}},
+             {"custom_id": "c", "method": "POST", "url": "/v1/completions", "body": {"model": "m", "prompt": [1, 2, 3]}}]
+    f = c.files.create(file=("c.jsonl", io.BytesIO(("\n".join(json.dumps(l) for l in lines) + "\n").encode())), purpose="batch")
+    b = poll(c, c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h").id)
+    assert b.status == "completed" and b.request_counts.completed == 3, b
+    out = {o["custom_id"]: o["response"] for o in outputs(c, b.output_file_id)}
+    assert all(r["status_code"] == 200 and r["body"]["object"] == "text_completion" for r in out.values()), out
+    assert out["a"]["body"]["usage"]["completion_tokens"] <= 3 and out["a"]["body"]["choices"][0]["text"]
+    assert [ch["index"] for ch in out["b"]["body"]["choices"]] == [0, 1, 2, 3]
+    assert out["c"]["body"]["usage"]["completion_tokens"] <= 16    # OpenAI's default for completions
+    assert b.usage.total_tokens > 0
+    # A chat body on a completions batch is a bad line: the batch fails before any work.
+    bad = dict(lines[0], url="/v1/chat/completions")
+    f = c.files.create(file=("bad.jsonl", io.BytesIO((json.dumps(bad) + "\n").encode())), purpose="batch")
+    b = poll(c, c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h").id)
+    assert b.status == "failed" and b.request_counts.completed == 0
+
+
 def test_malformed_file_and_bad_lines_fail_the_batch_before_any_work(bp):
     c = bp.client
     bad = c.files.create(file=("bad.jsonl", io.BytesIO(b"this is not json\n{\"also\": \"bad\"\n")), purpose="batch")
@@ -86,7 +109,7 @@ def test_malformed_file_and_bad_lines_fail_the_batch_before_any_work(bp):
     assert b.request_counts.completed == 0 and b.output_file_id is None
     # Request-level validation of the batch call itself.
     with pytest.raises(openai.BadRequestError):
-        c.batches.create(input_file_id=f.id, endpoint="/v1/completions", completion_window="24h")
+        c.batches.create(input_file_id=f.id, endpoint="/v1/moderations", completion_window="24h")
     with pytest.raises(openai.BadRequestError):
         c.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="1h")
     with pytest.raises(openai.NotFoundError):

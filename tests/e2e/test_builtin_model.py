@@ -35,19 +35,135 @@ def up(tmp_path_factory):
         proc.wait(30)
 
 
-def test_seed_example_answers_paris(up):
+SEED_MODEL = "deepseek-r1-distill-llama-70b"   # as the seed writes it; the endpoint's model answers
+
+
+def curl_lines(args):
+    out = subprocess.run(["curl", "-sS", "--fail-with-body", *args], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_seed_examples_verbatim_answer_paris_and_end(up):
+    """The four examples of the seed's getting-started page, exactly as written there with only the
+    host swapped: no temperature, and the streaming ones without max_tokens or a system message.
+    The engine's sampling defaults and the tier's default max_tokens make them answer in a sentence."""
     client, banner = up
-    assert "smollm2-135m-instruct" in banner
-    # The seed's Python example, greedy so the answer is the model's best one.
-    r = client.chat.completions.create(model="smollm2-135m-instruct", messages=SEED_MESSAGES, max_tokens=100, temperature=0)
-    assert "Paris" in r.choices[0].message.content
-    assert r.choices[0].finish_reason == "stop"
-    assert r.usage.prompt_tokens > 10 and 0 < r.usage.completion_tokens < 100
-    # Exactly as the seed writes it (engine's default sampling): some answer, truthfully finished.
-    r = client.chat.completions.create(model="smollm2-135m-instruct", messages=SEED_MESSAGES, max_tokens=100)
-    assert r.choices[0].message.content.strip()
-    assert r.choices[0].finish_reason in ("stop", "length")
+    base_url, key = str(client.base_url).rstrip("/"), client.api_key
+    # 1. Python, "Make Your First Request".
+    from openai import OpenAI
+    c = OpenAI(base_url=base_url, api_key=key)
+    response = c.chat.completions.create(
+        model=SEED_MODEL,
+        messages=[
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "What is the capital of France?"}
+        ],
+        max_tokens=100
+    )
+    assert "Paris" in response.choices[0].message.content and response.choices[0].finish_reason == "stop", response
+    # 2. curl, the same request.
+    body = json.loads(curl_lines([f"{base_url}/chat/completions", "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json",
+                                  "-d", '{\n"model": "deepseek-r1-distill-llama-70b",\n"messages": [\n{"role": "system", "content": "You are a helpful assistant."},\n'
+                                        '{"role": "user", "content": "What is the capital of France?"}\n],\n"max_tokens": 100\n}']))
+    assert "Paris" in body["choices"][0]["message"]["content"] and body["choices"][0]["finish_reason"] == "stop", body
+    # 3. curl, "Your First Streaming Request": no system message, no max_tokens.
+    sse = curl_lines(["-N", f"{base_url}/chat/completions", "-H", f"Authorization: Bearer {key}", "-H", "Content-Type: application/json",
+                      "-d", '{\n"model": "deepseek-r1-distill-llama-70b",\n"messages": [\n{"role": "user", "content": "What is the capital of France?"}\n],\n"stream": true\n}'])
+    events = [line[6:] for line in sse.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+    finish = [ch["choices"][0]["finish_reason"] for ch in chunks if ch["choices"] and ch["choices"][0].get("finish_reason")]
+    assert "Paris" in text and finish == ["stop"], (text, finish)
+    # 4. Python, streaming.
+    stream = c.chat.completions.create(
+        model=SEED_MODEL,
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        stream=True
+    )
+    printed, reasons = "", []
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            printed += chunk.choices[0].delta.content
+        if chunk.choices and chunk.choices[0].finish_reason:
+            reasons.append(chunk.choices[0].finish_reason)
+    assert "Paris" in printed and reasons == ["stop"], (printed, reasons)
+    assert len(printed) < 400, printed   # a sentence, not a ramble
     assert [m.id for m in client.models.list().data] == ["smollm2-135m-instruct"]
+    assert "smollm2-135m-instruct" in banner
+
+
+def test_an_unbounded_request_stops_at_the_tier_default(up):
+    """No max_tokens: the standard tier's default_max_tokens (512 in config/xerotier.yaml) caps the
+    answer, and it is admitted and billed on that basis — never refused for it."""
+    client, _ = up
+    r = client.chat.completions.create(model="m", temperature=1.0, seed=3,
+                                       messages=[{"role": "user", "content": "Count from one to one thousand in words, one per line."}])
+    assert r.usage.completion_tokens <= 512
+    assert r.choices[0].finish_reason in ("stop", "length")
+    if r.choices[0].finish_reason == "length":
+        assert r.usage.completion_tokens == 512
+
+
+def test_text_completions_stream_and_not_agree(up):
+    client, _ = up
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    r = client.completions.create(model="m", prompt=prompt, temperature=0, max_tokens=24)
+    assert r.object == "text_completion" and r.id.startswith("cmpl-")
+    assert "Paris" in r.choices[0].text and r.choices[0].finish_reason == "stop"
+    assert r.usage.prompt_tokens > 5 and r.usage.completion_tokens > 0
+    text, finish = "", None
+    for chunk in client.completions.create(model="m", prompt=prompt, temperature=0, max_tokens=24, stream=True):
+        for ch in chunk.choices:
+            text += ch.text
+            finish = ch.finish_reason or finish
+    assert text == r.choices[0].text and finish == "stop"
+    # No max_tokens: OpenAI's 16.
+    r = client.completions.create(model="m", prompt="One, two, three, four,", temperature=0)
+    assert r.usage.completion_tokens <= 16
+    if r.choices[0].finish_reason == "length":
+        assert r.usage.completion_tokens == 16
+
+
+def test_text_completions_n_echo_logprobs_and_token_prompts(up):
+    client, _ = up
+    # Two prompts × n=2, greedy: choices numbered prompt by prompt; a prompt's choices agree.
+    r = client.completions.create(model="m", prompt=["The sky is", "One, two, three,"], n=2, temperature=0, max_tokens=6)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    assert r.choices[0].text == r.choices[1].text and r.choices[2].text == r.choices[3].text
+    assert r.choices[0].text != r.choices[2].text
+    # Echo + logprobs, max_tokens 0: the prompt scored, nothing generated.
+    r = client.completions.create(model="m", prompt="The capital of France is", echo=True, logprobs=2, max_tokens=0)
+    c = r.choices[0]
+    assert c.text == "The capital of France is" and r.usage.completion_tokens == 0
+    assert "".join(c.logprobs.tokens) == c.text
+    assert c.logprobs.token_logprobs[0] is None and all(lp <= 0 for lp in c.logprobs.token_logprobs[1:])
+    assert all(len(t) <= 2 for t in c.logprobs.top_logprobs[1:]) and c.logprobs.text_offset[0] == 0
+    # Echo + logprobs with generation: prompt tokens then generated ones, offsets increasing.
+    r = client.completions.create(model="m", prompt="The capital of France is", echo=True, logprobs=1, max_tokens=4, temperature=0)
+    c = r.choices[0]
+    assert c.text.startswith("The capital of France is") and len(c.text) > len("The capital of France is")
+    assert "".join(c.logprobs.tokens) == c.text
+    assert c.logprobs.text_offset == sorted(c.logprobs.text_offset)
+    # Token ids: used exactly as sent — one echoed token per id, and they count as the prompt.
+    # (That ids and the text they stand for continue alike is tested in-process:
+    # GGUFTextCompletionTests.testRawPromptIsTheChatPromptWithoutTheTemplate.)
+    ids = [504, 3458, 282, 4649, 314]
+    r = client.completions.create(model="m", prompt=ids, echo=True, logprobs=0, max_tokens=0)
+    assert len(r.choices[0].logprobs.tokens) == len(ids) and "".join(r.choices[0].logprobs.tokens) == r.choices[0].text
+    by_ids = client.completions.create(model="m", prompt=ids, temperature=0, max_tokens=8)
+    assert by_ids.usage.prompt_tokens == len(ids) and by_ids.choices[0].text
+    assert client.completions.create(model="m", prompt=ids, temperature=0, max_tokens=8).choices[0].text == by_ids.choices[0].text
+    # Several token-id prompts, and ids outside the vocabulary are a 400.
+    r = client.completions.create(model="m", prompt=[ids, ids[:2]], temperature=0, max_tokens=2)
+    assert len(r.choices) == 2
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="m", prompt=[1, 10_000_000], max_tokens=2)
+    assert e.value.param == "prompt"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.completions.create(model="m", prompt="x", max_tokens=0)
+    assert e.value.param == "max_tokens"
 
 
 def test_streaming_matches_non_streaming(up):

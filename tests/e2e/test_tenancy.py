@@ -307,6 +307,8 @@ def test_xeroctl_as_a_user(tp):
     test = json.loads(ctl(tp, "test", "--endpoint", "chat", "--json", key=a["api_key"]).stdout)
     assert test["status"] == 200 and test["completion_tokens"] > 0 and test["model"] == "cli-model"
     assert "x-ratelimit-limit-requests" in test
+    test = json.loads(ctl(tp, "test", "--endpoint", "chat", "--prompt", "Once upon a time", "--json", key=a["api_key"]).stdout)
+    assert test["status"] == 200 and test["completion_tokens"] > 0 and test["model"] == "cli-model"
     projects = ctl(tp, "projects", "list").stdout
     assert "cli" in projects and "alpha" in projects
     # Failures: one line on stderr, non-zero exit.

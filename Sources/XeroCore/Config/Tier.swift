@@ -33,9 +33,10 @@ public struct Tier: Sendable, Equatable, Codable {
     public var placement: String?
     public var placementLoadWeight: Double?
     public var placementMaxImbalance: Double?
-    /// The answer budget of a request that sets no `max_tokens` (docs/completions.md, "Defaults"):
-    /// the gateway writes it into the request, so every engine, upstreams included, sees it. Nil:
-    /// chat runs to the model's context, text completions get OpenAI's 16.
+    /// The answer budget of a chat request that sets no `max_tokens` (docs/completions.md,
+    /// "Defaults"): the gateway writes it into the request, so every engine, upstreams included,
+    /// sees it; an engine shortens it to the context left. Nil: chat runs to the model's context.
+    /// Text completions always get OpenAI's documented 16.
     public var defaultMaxTokens: Int?
 
     enum CodingKeys: String, CodingKey {

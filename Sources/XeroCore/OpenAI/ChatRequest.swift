@@ -40,6 +40,14 @@ public struct ChatRequest: Sendable, Equatable {
     /// Set for a text completion (`/v1/completions`, `CompletionRequest`): its prompts replace
     /// `messages`, which are then empty; the model's chat template is not applied.
     public var completion: TextCompletion? = nil
+    /// The answer budget the platform set because the client set no `max_tokens` (the tier's
+    /// `default_max_tokens`, `RequestDefaults`): a cap, not a demand. An engine shortens it to what
+    /// the context has left instead of refusing the request.
+    public var defaultMaxTokens: Int? = nil
+    /// What the answer may use at most, as far as the request says (admission reserves this).
+    public var budget: Int? { maxTokens ?? defaultMaxTokens }
+    /// The body field that carries `defaultMaxTokens` from the gateway to the worker.
+    public static let defaultMaxTokensField = "xerotier_default_max_tokens"
 
     public static let roles: Set<String> = ["system", "developer", "user", "assistant", "tool", "function"]
     public static let maxN = 128
@@ -147,11 +155,13 @@ public struct ChatRequest: Sendable, Equatable {
             throw APIError.invalidRequest("'tool_choice' is only allowed when 'tools' are specified.", param: "tool_choice", code: "invalid_value")
         }
 
-        return ChatRequest(model: model, messages: messages, maxTokens: maxTokens, temperature: temperature, topP: topP, topK: topK,
-                           minP: minP, n: n, stream: stream, includeUsage: includeUsage, stop: stop, seed: seed,
-                           presencePenalty: presence, frequencyPenalty: frequency, logprobs: logprobs, topLogprobs: topLogprobs,
-                           user: user, responseFormat: responseFormat, toolsJSON: toolsJSON, toolChoiceJSON: toolChoiceJSON,
-                           toolNames: toolNames, toolChoice: toolChoice)
+        var request = ChatRequest(model: model, messages: messages, maxTokens: maxTokens, temperature: temperature, topP: topP, topK: topK,
+                                  minP: minP, n: n, stream: stream, includeUsage: includeUsage, stop: stop, seed: seed,
+                                  presencePenalty: presence, frequencyPenalty: frequency, logprobs: logprobs, topLogprobs: topLogprobs,
+                                  user: user, responseFormat: responseFormat, toolsJSON: toolsJSON, toolChoiceJSON: toolChoiceJSON,
+                                  toolNames: toolNames, toolChoice: toolChoice)
+        request.defaultMaxTokens = try f.int(defaultMaxTokensField, min: 1, max: maxCompletionTokens)
+        return request
     }
 
     /// `stop`: a string or up to `maxStops` non-empty strings.

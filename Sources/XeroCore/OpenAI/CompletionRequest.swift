@@ -95,6 +95,7 @@ public enum CompletionRequest {
                                   presencePenalty: presence, frequencyPenalty: frequency, logprobs: logprobs != nil, topLogprobs: logprobs,
                                   user: user, responseFormat: nil, toolsJSON: nil, toolChoiceJSON: nil)
         request.completion = TextCompletion(prompts: prompts, echo: echo, logprobs: logprobs)
+        request.defaultMaxTokens = try f.int(ChatRequest.defaultMaxTokensField, min: 1, max: ChatRequest.maxCompletionTokens)
         return request
     }
 
