@@ -29,7 +29,7 @@ if [[ ! -x .venv/bin/python ]]; then
   PY=python3
   $PY -m venv .venv
 fi
-if ! .venv/bin/python -c "import openai, pytest, httpx, zmq, yaml, prometheus_client, selenium" 2>/dev/null; then
+if ! .venv/bin/python -c "import openai, pytest, httpx, zmq, yaml, prometheus_client, selenium, jsonschema" 2>/dev/null; then
   echo "setup: installing the OpenAI SDK and pytest into .venv"
   .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/requirements.txt
 fi

@@ -29,6 +29,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     public let prefixCache: PrefixCache?
     /// What the worker reports of that cache to the routers, as prompt block hashes (nil = off).
     let ledger: PromptLedger?
+    /// The vocabulary laid out for JSON mode's masks (built once at load).
+    let vocabIndex: VocabIndex
     /// Runs every sequence of this worker in shared forward passes.
     private(set) var scheduler: BatchScheduler!
     /// Prompt tokens processed per step while others decode (a newcomer's prompt is chunked).
@@ -46,6 +48,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         let bytesPerBlock = model.config.layers * model.config.kvDim * 2 * 2 * (PromptBlocks.blockBytes / 4)
         ledger = prefixCacheBytes > 0 ? PromptLedger(capacityBlocks: prefixCacheBytes / max(1, bytesPerBlock)) : nil
         self.prefillChunk = max(2, prefillChunk)
+        vocabIndex = VocabIndex(tokenizer: tokenizer)
         scheduler = BatchScheduler(engine: self)
     }
 
@@ -172,9 +175,10 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         seq.logits = logits
         if c == 0 { seq.replay = job.replay[...] }
         if chat.completion?.echo == true { echoPrompt(seq) }
-        // JSON mode: only tokens that keep the output a valid JSON-object prefix (json_schema
-        // gets the same guarantee of a JSON object; the schema itself is not enforced).
-        if chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" { seq.json = JSONConstraint(tokenizer: tokenizer) }
+        // JSON mode: only tokens that keep the output a valid prefix of a JSON object, or of a
+        // value the request's schema accepts (docs/completions.md, "json_schema").
+        if let schema = chat.jsonSchema { seq.json = GrammarConstraint(SchemaGrammar(schema: schema), vocab: vocabIndex) }
+        else if chat.responseFormat == "json_object" || chat.responseFormat == "json_schema" { seq.json = GrammarConstraint(JSONGrammar(), vocab: vocabIndex) }
         return seq
     }
 
@@ -396,7 +400,7 @@ final class BatchSequence {
     var sampler: Sampler
     var stops: StopScanner
     var text = UTF8Pieces()
-    var json: JSONConstraint?
+    var json: (any TokenConstraint)?
     var generated = 0
     /// Tokens still to replay (a migration), and tokens whose text has not been emitted yet.
     var replay: ArraySlice<Int32> = []

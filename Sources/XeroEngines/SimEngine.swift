@@ -71,6 +71,11 @@ public struct SimEngine: Engine {
 
     /// The full answer for a choice before `max_tokens` and `stop` apply, as tokens.
     public func tokens(for chat: ChatRequest, choice: Int) -> [String] {
+        // A json_schema request gets the schema's shortest value, a character a token: the answer
+        // then shows which schema reached the engine (an upstream's, through the openai engine).
+        if let schema = chat.jsonSchema, let text = schema.minimal[schema.root] {
+            return String(decoding: text, as: UTF8.self).map { String($0) }
+        }
         let lastUser = Self.lastText(chat, choice: choice)
         var out: [String] = ["You", " said:"]
         for w in lastUser.split(separator: " ", omittingEmptySubsequences: true).prefix(32) { out.append(" " + w) }

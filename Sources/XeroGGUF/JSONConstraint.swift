@@ -184,43 +184,138 @@ public struct JSONGrammar: Sendable, Equatable {
     }
 }
 
-/// Applies `JSONGrammar` to a vocabulary: which tokens may come next.
-public struct JSONConstraint {
-    public private(set) var grammar = JSONGrammar()
-    let tokenizer: BPETokenizer
+/// A grammar over output bytes that constrained decoding can apply to a vocabulary.
+public protocol ByteGrammar: Sendable {
+    /// Feeds one byte; false if no text the grammar accepts continues this way.
+    mutating func accept(_ b: UInt8) -> Bool
+    /// The text so far is a whole answer (the end of generation may come now).
+    var isComplete: Bool { get }
+    /// Nothing but the end of generation may follow.
+    var isFinished: Bool { get }
+    /// Inside a string, with no escape pending: any byte but `"`, `\` and controls keeps the state.
+    var inPlainString: Bool { get }
+    /// The shortest text that completes the answer from here (nil: none does).
+    func shortestCompletion() -> [UInt8]?
+}
 
-    public init(tokenizer: BPETokenizer) { self.tokenizer = tokenizer }
+extension JSONGrammar: ByteGrammar {
+    public var isFinished: Bool { isComplete }
+    public var inPlainString: Bool { mode == .string }
+    public func shortestCompletion() -> [UInt8]? { completion() }
+}
+
+extension SchemaGrammar {
+    public var isFinished: Bool { threads.allSatisfy { $0.frames.isEmpty } }
+    public func shortestCompletion() -> [UInt8]? { completion() }
+}
+
+/// The vocabulary laid out for constrained decoding, built once per tokenizer: token ids sorted by
+/// their bytes with each one's common prefix with the one before (a flattened trie: walking it in
+/// order, a token starts from its prefix's state, and a rejected prefix skips every token under
+/// it), and the tokens that are plain string content (no `"`, `\`, control byte), which inside a
+/// string need no walk at all.
+public final class VocabIndex: @unchecked Sendable {
+    let sorted: [Int32]
+    let lcp: [Int32]
+    /// Tokens whose bytes are all plain string content.
+    let plain: [Int32]
+    /// Tokens with text that are not plain (walked even inside a string).
+    let other: [Int32]
+    let bytes: [[UInt8]]
+    let endOfGeneration: Set<Int32>
+    let vocabSize: Int
+    let eos: Int32
+
+    public init(tokenizer: BPETokenizer) {
+        vocabSize = tokenizer.vocabSize
+        eos = tokenizer.eos
+        endOfGeneration = tokenizer.endOfGeneration
+        let bytes = (0..<tokenizer.vocabSize).map { tokenizer.tokenBytes[$0] }
+        self.bytes = bytes
+        let texts = (0..<Int32(tokenizer.vocabSize)).filter { !bytes[Int($0)].isEmpty && !tokenizer.endOfGeneration.contains($0) }
+        let sorted = texts.sorted { bytes[Int($0)].lexicographicallyPrecedes(bytes[Int($1)]) }
+        self.sorted = sorted
+        var lcp = [Int32](repeating: 0, count: sorted.count)
+        for k in 1..<max(1, sorted.count) {
+            let a = bytes[Int(sorted[k - 1])], b = bytes[Int(sorted[k])]
+            var n = 0
+            while n < a.count && n < b.count && a[n] == b[n] { n += 1 }
+            lcp[k] = Int32(n)
+        }
+        self.lcp = lcp
+        let isPlain = { (id: Int32) in bytes[Int(id)].allSatisfy { $0 >= 0x20 && $0 != UInt8(ascii: "\"") && $0 != UInt8(ascii: "\\") } }
+        plain = texts.filter(isPlain)
+        other = texts.filter { !isPlain($0) }
+    }
+}
+
+/// What the engine asks of a constraint each step (one dynamic call per step; the per-token work
+/// inside is generic and inlined).
+public protocol TokenConstraint {
+    /// True where the token keeps the output a valid prefix that can still be completed within
+    /// `remaining` tokens (this one included). End-of-generation tokens: exactly when complete.
+    func mask(remaining: Int) -> [Bool]
+    /// End of generation once nothing else may follow.
+    var forcedToken: Int32? { get }
+    var isComplete: Bool { get }
+    mutating func advance(_ token: Int32)
+}
+
+/// Applies a `ByteGrammar` to a vocabulary: which tokens may come next.
+public struct GrammarConstraint<G: ByteGrammar>: TokenConstraint {
+    public private(set) var grammar: G
+    let vocab: VocabIndex
+
+    public init(_ grammar: G, vocab: VocabIndex) {
+        self.grammar = grammar
+        self.vocab = vocab
+    }
 
     public var isComplete: Bool { grammar.isComplete }
+    public var forcedToken: Int32? { grammar.isFinished ? vocab.eos : nil }
 
-    /// A mask over the vocabulary: true where the token keeps the output a valid JSON-object prefix
-    /// that can still be completed within the `remaining` tokens (this one included). End-of-
-    /// generation tokens are allowed exactly when the object is complete.
     public func mask(remaining: Int = .max) -> [Bool] {
-        var m = [Bool](repeating: false, count: tokenizer.vocabSize)
+        var m = [Bool](repeating: false, count: vocab.vocabSize)
         let done = grammar.isComplete
+        for t in vocab.endOfGeneration where Int(t) < m.count { m[Int(t)] = done }
         // Near the end of the budget, a token must also leave room for the shortest completion
-        // (one token per byte in the worst case) — then even a cut-off answer parses.
-        let tight = remaining < grammar.completion().count + 64
-        for id in 0..<tokenizer.vocabSize {
-            let t = Int32(id)
-            if tokenizer.endOfGeneration.contains(t) { m[id] = done; continue }
-            let bytes = tokenizer.tokenBytes[id]
-            if bytes.isEmpty { continue }
-            var g = grammar
+        // (one token per byte in the worst case): then even a cut-off answer parses.
+        guard let finish = grammar.shortestCompletion() else { return m }
+        let tight = remaining < finish.count + 64
+        if grammar.inPlainString {
+            // Plain content leaves the state, and so the shortest completion, as it is.
+            if !tight || finish.count <= remaining - 1 { for id in vocab.plain { m[Int(id)] = true } }
+            for id in vocab.other {
+                var g = grammar
+                var ok = vocab.bytes[Int(id)].allSatisfy { g.accept($0) }
+                if ok && tight { ok = (g.shortestCompletion()?.count ?? .max) <= remaining - 1 }
+                m[Int(id)] = ok
+            }
+            return m
+        }
+        // The trie walk: states[d] is the grammar after the current token's first d bytes.
+        var states: [G] = [grammar]
+        var dead = Int.max    // the last walk failed after this many bytes (its prefix is refused)
+        for k in 0..<vocab.sorted.count {
+            let id = vocab.sorted[k], shared = Int(vocab.lcp[k])
+            if shared >= dead { continue }
+            dead = .max
+            if states.count > shared + 1 { states.removeLast(states.count - shared - 1) }
+            let bytes = vocab.bytes[Int(id)]
+            var g = states[shared]
             var ok = true
-            for b in bytes where !g.accept(b) { ok = false; break }
-            if ok && tight { ok = g.completion().count <= remaining - 1 }
-            m[id] = ok
+            for d in shared..<bytes.count {
+                if !g.accept(bytes[d]) { dead = d + 1; ok = false; break }
+                states.append(g)
+            }
+            if ok && tight { ok = (g.shortestCompletion()?.count ?? .max) <= remaining - 1 }
+            m[Int(id)] = ok
         }
         return m
     }
 
-    /// End of generation once the object is complete (nothing else may follow).
-    public var forcedToken: Int32? { grammar.isComplete ? tokenizer.eos : nil }
-
-    /// Records the chosen token.
     public mutating func advance(_ token: Int32) {
-        for b in tokenizer.bytes(of: token) { _ = grammar.accept(b) }
+        guard Int(token) < vocab.bytes.count else { return }
+        for b in vocab.bytes[Int(token)] { _ = grammar.accept(b) }
     }
 }

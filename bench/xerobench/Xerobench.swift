@@ -12,6 +12,7 @@ import XeroGGUF
 ///   xerobench http URL KEY CONCURRENCY SECONDS [stream] [max_tokens] [rate] [threads]
 ///   xerobench engine CONCURRENCY SECONDS [max_tokens]
 ///   xerobench gguf MODEL.gguf [prompt_tokens=512] [decode_tokens=128] [reps=3]   (llama-bench's pp/tg)
+///   xerobench json-mask MODEL.gguf   (constrained-decoding mask per step: token scan vs trie walk)
 ///   xerobench placement [MODEL.gguf]   (placement decisions/s by worker count; prompt hashing vs tokenizing)
 /// Prints one JSON object per run.
 @main
@@ -33,6 +34,8 @@ struct Xerobench {
             try ggufPrefix(path: a[2], prefixTokens: a.count > 3 ? Int(a[3])! : 1000)
         case "placement":
             try placementBench(tokenizerModel: a.count > 2 ? a[2] : nil)
+        case "json-mask":
+            try MaskBench.run(path: a[2])
         case "gguf":
             try ggufDirect(path: a[2], promptTokens: a.count > 3 ? Int(a[3])! : 512, decodeTokens: a.count > 4 ? Int(a[4])! : 128,
                            reps: a.count > 5 ? Int(a[5])! : 3)

@@ -142,3 +142,21 @@ def test_tool_calls_pass_through_the_openai_engine(pair):
     assert r.choices[0].finish_reason == "tool_calls"
     assert r.choices[0].message.tool_calls[0].function.name == "lookup"
     assert json.loads(r.choices[0].message.tool_calls[0].function.arguments) == {"query": "find it"}
+
+
+def test_json_schema_passes_through_the_openai_engine(pair):
+    """The schema reaches the upstream: the upstream's simulator answers a json_schema request with
+    the schema's shortest value, which carries this schema's const marker."""
+    upstream, up_demo, front, front_demo = pair
+    schema = {"type": "object", "properties": {"marker": {"const": "through-the-front-7f3a"}, "n": {"type": "integer"}},
+              "required": ["marker", "n"], "additionalProperties": False}
+    c = client_for(front.gateways[0], front_demo)
+    r = c.chat.completions.create(model="x", messages=[{"role": "user", "content": "json please"}],
+                                  response_format={"type": "json_schema", "json_schema": {"name": "m", "schema": schema, "strict": True}})
+    assert json.loads(r.choices[0].message.content) == {"marker": "through-the-front-7f3a", "n": 0}
+    # The front gateway refuses a schema outside the subset itself, naming the keyword.
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}],
+                                  response_format={"type": "json_schema", "json_schema": {"name": "m", "strict": True,
+                                                   "schema": {"type": "object", "properties": {"e": {"type": "string", "format": "email"}}}}})
+    assert "'format'" in e.value.message and e.value.param == "response_format.json_schema.schema"

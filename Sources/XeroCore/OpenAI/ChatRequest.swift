@@ -31,6 +31,8 @@ public struct ChatRequest: Sendable, Equatable {
     public var user: String?
     /// `text`, `json_object` or `json_schema`.
     public var responseFormat: String?
+    /// The compiled schema of `json_schema` (nil: none given — any JSON object).
+    public var jsonSchema: JSONSchema? = nil
     public var toolsJSON: [UInt8]?
     public var toolChoiceJSON: [UInt8]?
     /// Names of the functions in `tools`.
@@ -114,6 +116,7 @@ public struct ChatRequest: Sendable, Equatable {
         }
         let user = try f.string("user", allowEmpty: true)
         var responseFormat: String?
+        var jsonSchema: JSONSchema?
         if let rf = o["response_format"], rf != .null {
             guard case let .object(rfo) = rf, case let .string(t)? = rfo["type"] else {
                 throw APIError.invalidRequest("Invalid 'response_format': expected an object with a 'type'.", param: "response_format", code: "invalid_type")
@@ -122,6 +125,7 @@ public struct ChatRequest: Sendable, Equatable {
                 throw APIError.invalidRequest("Invalid value: '\(t)'. Supported values are: 'text', 'json_object' and 'json_schema'.", param: "response_format.type", code: "invalid_value")
             }
             responseFormat = t
+            if t == "json_schema" { jsonSchema = try Self.parseJSONSchema(rfo["json_schema"]) }
         }
         var toolsJSON: [UInt8]?
         var toolNames: [String] = []
@@ -161,7 +165,29 @@ public struct ChatRequest: Sendable, Equatable {
                                   user: user, responseFormat: responseFormat, toolsJSON: toolsJSON, toolChoiceJSON: toolChoiceJSON,
                                   toolNames: toolNames, toolChoice: toolChoice)
         request.defaultMaxTokens = try f.int(defaultMaxTokensField, min: 1, max: maxCompletionTokens)
+        request.jsonSchema = jsonSchema
         return request
+    }
+
+    /// `response_format.json_schema`: `{name, schema?, strict?, description?}` as OpenAI defines it.
+    /// No `schema` means any JSON object (as `json_object`).
+    static func parseJSONSchema(_ v: JSONValue?) throws(APIError) -> JSONSchema? {
+        let param = "response_format.json_schema"
+        guard case let .object(o)? = v else {
+            throw APIError.invalidRequest("Missing required parameter: 'response_format.json_schema'.", param: param, code: "missing_required_parameter")
+        }
+        guard case let .string(name)? = o["name"], (1...64).contains(name.utf8.count),
+              name.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 | 0x20 >= 97 && $0 | 0x20 <= 122) || $0 == 95 || $0 == 45 }) else {
+            throw APIError.invalidRequest("Invalid 'response_format.json_schema.name': 1 to 64 letters, digits, '_' or '-'.", param: param + ".name", code: "invalid_value")
+        }
+        var strict = false
+        switch o["strict"] {
+        case nil, .null?: break
+        case let .bool(b)?: strict = b
+        case let x?: throw APIError.invalidRequest("Invalid type for 'response_format.json_schema.strict': expected a boolean, but got \(x.typeName) instead.", param: param + ".strict", code: "invalid_type")
+        }
+        guard let schema = o["schema"], schema != .null else { return nil }
+        return try JSONSchema.compile(schema, strict: strict, param: param + ".schema")
     }
 
     /// `stop`: a string or up to `maxStops` non-empty strings.
