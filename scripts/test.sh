@@ -3,7 +3,7 @@
 # gateway/router/worker processes, driven by the OpenAI Python SDK).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh --with-gemma
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
 swift build --build-tests
 swift test --skip-build

@@ -10,6 +10,11 @@ public final class BPETokenizer: @unchecked Sendable {
         case smollm
         /// GPT-2's own pattern.
         case gpt2
+        /// Llama 3 (`llama-bpe`): letters with one leading non-letter, digits in threes, newline
+        /// runs apart; a word that is itself a token skips the merges (llama.cpp's `ignore_merges`).
+        case llama3
+        /// Qwen 2/2.5/3: Llama 3's pattern with digits one by one.
+        case qwen2
     }
 
     public let vocabSize: Int
@@ -28,6 +33,8 @@ public final class BPETokenizer: @unchecked Sendable {
     let byteToken: [Int32?]
     /// (left id, right id) → (rank, merged id)
     let merges: [UInt64: (rank: Int32, id: Int32)]
+    /// Whole-word lookup for `ignore_merges` (Llama 3); empty otherwise.
+    let wordTokens: [[UInt8]: Int32]
     private var wordCache: [[UInt8]: [Int32]] = [:]
     private let cacheLock = NSLock()
 
@@ -39,7 +46,9 @@ public final class BPETokenizer: @unchecked Sendable {
         switch pre {
         case "smollm", "starcoder", "codeshell", "refact": preTokenizer = .smollm
         case "gpt2", "default": preTokenizer = .gpt2
-        default: throw GGUFError.unsupported("pre-tokenizer '\(pre)' (supported: smollm, starcoder, gpt2)")
+        case "llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral": preTokenizer = .llama3
+        case "qwen2", "deepseek-r1-qwen": preTokenizer = .qwen2
+        default: throw GGUFError.unsupported("pre-tokenizer '\(pre)' (supported: smollm, starcoder, gpt2, llama-bpe, qwen2)")
         }
         guard let tokens = m["tokenizer.ggml.tokens"]?.array?.compactMap(\.string), !tokens.isEmpty else {
             throw GGUFError.corrupt("tokenizer.ggml.tokens is missing")
@@ -79,6 +88,7 @@ public final class BPETokenizer: @unchecked Sendable {
             if merges[key] == nil { merges[key] = (Int32(rank), mi) }
         }
         self.merges = merges
+        wordTokens = preTokenizer == .llama3 ? ids : [:]
         bos = m["tokenizer.ggml.bos_token_id"]?.int.map(Int32.init)
         guard let eos = m["tokenizer.ggml.eos_token_id"]?.int, eos < tokens.count else { throw GGUFError.corrupt("tokenizer.ggml.eos_token_id is missing") }
         self.eos = Int32(eos)
@@ -150,6 +160,7 @@ public final class BPETokenizer: @unchecked Sendable {
 
     /// Merges the bytes of one pre-tokenized word, lowest rank first (leftmost on ties).
     func bpe(_ word: [UInt8]) -> [Int32] {
+        if let whole = wordTokens[word] { return [whole] }
         var syms = word.compactMap { byteToken[Int($0)] }
         while syms.count > 1 {
             var best: (rank: Int32, at: Int, id: Int32)?
@@ -193,8 +204,73 @@ public final class BPETokenizer: @unchecked Sendable {
             if segStart < scalars.count { Self.words(scalars[segStart...], trailingSpaceRun: false, into: &out) }
         case .gpt2:
             Self.words(scalars[...], trailingSpaceRun: true, into: &out)
+        case .llama3:
+            Self.llama3Words(scalars[...], digitsPerPiece: 3, into: &out)
+        case .qwen2:
+            Self.llama3Words(scalars[...], digitsPerPiece: 1, into: &out)
         }
         return out
+    }
+
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,n}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`,
+    /// leftmost-first, as llama.cpp's scanner for it. A character with no Unicode category
+    /// (unassigned) matches none of the classes and is a piece of its own.
+    static func llama3Words(_ s: ArraySlice<Unicode.Scalar>, digitsPerPiece: Int, into out: inout [String]) {
+        let end = s.endIndex
+        var start = s.startIndex, i = start
+        func emit(_ e: Int) {
+            if e > start {
+                var v = String.UnicodeScalarView()
+                v.append(contentsOf: s[start..<e])
+                out.append(String(v))
+            }
+            start = e
+            i = e
+        }
+        func k(_ j: Int) -> Kind? { j < end ? kind(s[j]) : nil }
+        func assigned(_ j: Int) -> Bool { j < end && s[j].properties.generalCategory != .unassigned }
+        func isNewline(_ j: Int) -> Bool { j < end && (s[j] == "\r" || s[j] == "\n") }
+        while i < end {
+            let c = s[i]
+            if c == "'" && i + 1 < end {
+                let c1 = s[i + 1].properties.lowercaseMapping
+                if c1 == "s" || c1 == "t" || c1 == "m" || c1 == "d" { emit(i + 2); continue }
+                if i + 2 < end {
+                    let c2 = s[i + 2].properties.lowercaseMapping
+                    if (c1 == "r" && c2 == "e") || (c1 == "v" && c2 == "e") || (c1 == "l" && c2 == "l") { emit(i + 3); continue }
+                }
+            }
+            // [^\r\n\p{L}\p{N}]?\p{L}+
+            if !isNewline(i) && k(i) != .number && (k(i) == .letter || k(i + 1) == .letter) {
+                var e = i + 1
+                while k(e) == .letter { e += 1 }
+                emit(e); continue
+            }
+            // \p{N}{1,n}
+            if k(i) == .number {
+                var e = i
+                while k(e) == .number && e - i < digitsPerPiece { e += 1 }
+                emit(e); continue
+            }
+            //  ?[^\s\p{L}\p{N}]+[\r\n]*
+            let p = c == " " ? i + 1 : i
+            if k(p) == .other && assigned(p) {
+                var e = p
+                while k(e) == .other && assigned(e) { e += 1 }
+                while isNewline(e) { e += 1 }
+                emit(e); continue
+            }
+            // \s*[\r\n]+ | \s+(?!\S) | \s+
+            var spaces = 0, lastNewline = -1
+            while k(i + spaces) == .space {
+                if isNewline(i + spaces) { lastNewline = i + spaces + 1 }
+                spaces += 1
+            }
+            if lastNewline >= 0 { emit(lastNewline); continue }
+            if spaces > 1 && i + spaces < end { emit(i + spaces - 1); continue }
+            if spaces > 0 { emit(i + spaces); continue }
+            emit(i + 1)
+        }
     }
 
     /// `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)` (and `|\s+` when

@@ -37,6 +37,20 @@ final class ModelRefusalTests: XCTestCase {
         }
     }
 
+    /// The real Gemma 3 270M file (scripts/setup.sh --with-gemma, as CI runs it): its metadata and
+    /// tensor index read, and the engine refuses it naming the architecture, until it runs gemma3.
+    func testTheShippedGemmaFileIsReadAndRefusedNamingItsArchitecture() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = root.path + "/models/gemma3/gemma-3-270m-q4_k_m.gguf"
+        guard FileManager.default.fileExists(atPath: path) else { return XCTFail("missing \(path): run scripts/setup.sh --with-gemma") }
+        let file = try GGUFFile(path: path)
+        XCTAssertEqual(file.architecture, "gemma3")
+        XCTAssertEqual(file.metadata["tokenizer.ggml.model"]?.string, "llama")
+        XCTAssertNil(file.metadata["tokenizer.chat_template"]?.string)
+        XCTAssertEqual(Set(file.tensors.values.map(\.type)), [.f32, .q5_0, .q4_k, .q8_0, .q6_k])
+        assertRefused(path, mentions: ["gemma3"])
+    }
+
     func testUnsupportedArchitectureIsNamed() throws {
         assertRefused(try gguf(meta: ["general.architecture": "mamba"], tensors: [("x", [32], 0)]), mentions: ["mamba", "llama"])
     }

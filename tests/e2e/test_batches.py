@@ -197,7 +197,10 @@ def test_crash_of_worker_and_runner_loses_and_duplicates_nothing(fresh_platform)
     ids = [o["custom_id"] for o in out]
     assert len(ids) == 1000 and len(set(ids)) == 1000, "every custom_id exactly once"
     assert all(o["response"]["status_code"] == 200 for o in out)
-    assert "batch resumed after restart" in p.log("runner-2")
+    # The standby took over. (Whether it found lines in flight to requeue depends on the instant of
+    # the kill — a claimed line is recorded in flight only between its claim and its answer — so
+    # "batch resumed after restart" is not asserted; exactly-once above is what matters.)
+    assert "batch runner leads" in p.log("runner-2")
 
 
 def test_xeroctl_batch_commands(bp, tmp_path):

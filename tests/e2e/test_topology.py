@@ -402,4 +402,7 @@ def _backlog_kill(p):
     # 18 of 40 completed and 16 waited 35 s for a 5xx.
     assert counts.get("completed", 0) >= 24, counts
     assert all(o == "error: stream_interrupted" for o in errors), counts
-    assert "router restarted" in p.log("gateway-1")
+    # The ≥ 24 answers are the proof of re-submission (without it 16 waited for a 5xx). The
+    # gateway's "router restarted" line is not asserted: it is logged only when the new router's id
+    # arrives while some job is still unacknowledged, and a job re-sent on its own timer first
+    # leaves nothing for it (seen once in a full run, session 12).
