@@ -45,7 +45,7 @@ public final class BPETokenizer: @unchecked Sendable {
         let pre = m["tokenizer.ggml.pre"]?.string ?? "gpt2"
         switch pre {
         case "smollm", "starcoder", "codeshell", "refact": preTokenizer = .smollm
-        case "gpt2", "default": preTokenizer = .gpt2
+        case "gpt2", "gpt-2", "phi-2", "default": preTokenizer = .gpt2
         case "llama-bpe", "llama3", "llama-v3", "falcon3", "pixtral": preTokenizer = .llama3
         case "qwen2", "deepseek-r1-qwen": preTokenizer = .qwen2
         default: throw GGUFError.unsupported("pre-tokenizer '\(pre)' (supported: smollm, starcoder, gpt2, llama-bpe, qwen2)")
