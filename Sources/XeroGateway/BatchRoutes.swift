@@ -14,6 +14,8 @@ struct BatchRoutes: Sendable {
     let fileStore: FilesystemFileStore
     let files: FileRecords
     let batches: BatchStore
+    /// For the self-service storage quota.
+    let service: ProjectService
     static let supportedEndpoints = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
     static let purposes = ["batch", "batch_output"]
 
@@ -160,6 +162,9 @@ struct BatchRoutes: Sendable {
         }
         if state.lines > BatchInput.maxLines {
             throw APIError.invalidRequest("A batch input file may hold at most \(BatchInput.maxLines) requests; this one has \(state.lines).", param: "file", code: "too_many_lines")
+        }
+        try await service.requireStorage(project: project, adding: state.fileBytes) {
+            try await files.list(project: project, purpose: nil).reduce(0) { $0 + $1.bytes }
         }
         let id = "file-" + randomID(length: 24)
         try fileStore.adopt(temporaryPath: tmp, id: id)

@@ -131,7 +131,7 @@ public struct Gateway: Sendable {
             .group(context: InferenceContext.self)
         if let dir = options.filesDirectory, let store = try? FilesystemFileStore(directory: dir) {
             BatchRoutes(auth: auth, fileStore: store, files: FileRecords(redis: auth.store.redis),
-                        batches: BatchStore(redis: auth.store.redis)).register(on: api)
+                        batches: BatchStore(redis: auth.store.redis), service: ProjectService(auth: auth, config: config)).register(on: api)
             ModelRoutes(registry: registry, fileStore: store)
                 .register(on: ManagementRoutes.group(routes, auth: auth, proxies: options.trustedProxies), public: routes)
         }

@@ -107,18 +107,17 @@ struct ManagementRoutes: Sendable {
                 }
                 expires = s
             }
-            var ips: [String] = []
-            if case let .array(a)? = o["allowed_ips"] {
-                guard a.count <= 256 else { throw APIError.invalidRequest("'allowed_ips' may hold at most 256 entries.", param: "allowed_ips") }
-                ips = try a.map {
-                    guard case let .string(c) = $0 else {
-                        throw APIError.invalidRequest("'allowed_ips' entries must be IPv4/IPv6 addresses or CIDR blocks.", param: "allowed_ips")
-                    }
-                    return c
-                }
-            }
+            let ips = try Self.allowedIPs(o["allowed_ips"]) ?? []
             let (key, rec) = try await service.createKey(caller, name: name, scopes: scopes, expiresInSeconds: expires, allowedIPs: ips)
             var w = JSONWriter(); Self.writeKey(rec, &w, plaintext: key); return w.bytes
+        } }
+        m.patch("/keys/:id") { req, ctx in try await self.run(req, ctx) { caller, body in
+            guard let ips = try Self.allowedIPs(try Self.object(body)["allowed_ips"]) else {
+                throw APIError.invalidRequest("Send 'allowed_ips': the addresses and CIDR blocks the key may be used from ([] = anywhere).",
+                                              param: "allowed_ips", code: "missing_required_parameter")
+            }
+            let rec = try await service.setAllowedIPs(caller, id: ctx.parameters.get("id") ?? "", allowedIPs: ips)
+            var w = JSONWriter(); Self.writeKey(rec, &w); return w.bytes
         } }
         m.post("/keys/:id/revoke") { req, ctx in try await self.run(req, ctx) { caller, _ in
             let rec = try await service.revokeKey(caller, id: ctx.parameters.get("id") ?? "")
@@ -256,6 +255,19 @@ struct ManagementRoutes: Sendable {
         }
         guard let model else { throw APIError.invalidRequest("'model' is required.", param: "model") }
         return (model, tier, fleet)
+    }
+
+    /// `allowed_ips`: an array of address or CIDR strings (nil when absent or null).
+    static func allowedIPs(_ v: JSONValue?) throws -> [String]? {
+        guard let v, v != .null else { return nil }
+        guard case let .array(a) = v else { throw APIError.invalidRequest("'allowed_ips' must be an array of addresses or CIDR blocks.", param: "allowed_ips") }
+        guard a.count <= 256 else { throw APIError.invalidRequest("'allowed_ips' may hold at most 256 entries.", param: "allowed_ips") }
+        return try a.map {
+            guard case let .string(c) = $0 else {
+                throw APIError.invalidRequest("'allowed_ips' entries must be IPv4/IPv6 addresses or CIDR blocks.", param: "allowed_ips")
+            }
+            return c
+        }
     }
 
     static func object(_ body: [UInt8]) throws -> [String: JSONValue] {

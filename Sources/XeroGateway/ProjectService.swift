@@ -106,6 +106,16 @@ struct ProjectService: Sendable {
         return rotated
     }
 
+    /// Changes where a live key may be used from (an empty list: anywhere).
+    func setAllowedIPs(_ caller: ManagementCaller, id: String, allowedIPs: [String]) async throws -> KeyRecord {
+        var rec = try await ownedKey(caller, id)
+        guard !rec.revoked else { throw APIError.invalidRequest("A revoked key's allow-list cannot be changed.", param: "id") }
+        rec.allowedCIDRs = try Self.parseCIDRs(allowedIPs)
+        try await store.setAllowedCIDRs(hash: rec.hash, rec.allowedCIDRs)
+        auth.invalidate(keyHash: rec.hash)
+        return rec
+    }
+
     func ownedKey(_ caller: ManagementCaller, _ id: String) async throws -> KeyRecord {
         guard id.utf8.count <= 128, let rec = try await store.keyRecord(id: id), rec.project == (try caller.requireProject()) else {
             throw APIError.notFound("No key '\(id)' in this project.", code: "key_not_found")
@@ -129,6 +139,21 @@ struct ProjectService: Sendable {
     func revokeJoinKey(_ caller: ManagementCaller, id: String) async throws {
         guard try await store.revokeJoinKey(fleet: try caller.joinKeyFleet(), id: id) else {
             throw APIError.notFound("No such join key.", code: "join_key_not_found")
+        }
+    }
+
+    // MARK: Files
+
+    /// A self-service project's Files may hold at most `console.max_storage_mb` (uploads and batch
+    /// outputs together). Checked when an upload completes; two uploads finishing at the same
+    /// instant can pass one file over, never more.
+    func requireStorage(project id: String, adding bytes: Int, stored: () async throws -> Int) async throws {
+        guard let p = try await store.project(id: id), p.selfService else { return }
+        let limit = config.console.maxStorageMB << 20
+        let used = try await stored()
+        guard used.addingSaturated(bytes) <= limit else {
+            throw APIError.forbidden("This project's files may take at most \(config.console.maxStorageMB) MiB (the self-service quota); \(used >> 20) MiB are in use. Delete files or ask the platform admin.",
+                                     code: "quota_exceeded")
         }
     }
 

@@ -186,7 +186,8 @@ public struct RateLimiter: Sendable {
     /// request count; then the N request ids, set by set; then per request, in the same order, its
     /// group and its own delta, billed (0/1), input, output, cost (read only to take a duplicate
     /// out of its group's sums). KEYS: per group its k token buckets, its usage HASH, its
-    /// project's usage SET, its batch HASH (the usage HASH again when none); then the S marker
+    /// project's usage SET, its batch HASH (the usage HASH again when none), its project's usage
+    /// HASH of the day (fields prefixed `<endpoint>:`, kept 400 days); then the S marker
     /// SETs. A request already in its marker set was settled before (a duplicate or a retry), and
     /// so is a second copy within the batch: it is skipped, and every request counts once.
     /// Returns how many requests were applied.
@@ -204,7 +205,7 @@ public struct RateLimiter: Sendable {
       gr.input, gr.output, gr.cost = tonumber(ARGV[t + 2]), tonumber(ARGV[t + 3]), tonumber(ARGV[t + 4])
       groups[g] = gr
       a = t + 5
-      kx = kx + k + 3
+      kx = kx + k + 4
     end
     local set0 = kx - 1
     local counts_at = a
@@ -269,6 +270,8 @@ public struct RateLimiter: Sendable {
         add(KEYS[gr.kx + gr.k], '')
         redis.call('SADD', KEYS[gr.kx + gr.k + 1], gr.endpoint)
         if gr.batch then add(KEYS[gr.kx + gr.k + 2], 'usage_') end
+        add(KEYS[gr.kx + gr.k + 3], gr.endpoint .. ':')
+        redis.call('EXPIRE', KEYS[gr.kx + gr.k + 3], 34560000)
       end
     end
     for _, key in ipairs(delta_order) do
@@ -484,6 +487,8 @@ public struct RateLimiter: Sendable {
         struct Group { var keys: [String]; var head: [String]; var delta = 0, billed = 0, input = 0, output = 0, cost = 0 }
         struct Entry { var group: Int; var delta: Int; var usage: Usage?; var cost: Int; var id: String }
         var groupIndex: [GroupID: Int] = [:]
+        // Usage per day is filed under the day the batch is written (UTC).
+        let day = RedisKeys.day(ms: nowMs)
         var groups: [Group] = []
         var sets: [Int64: Int] = [:], setKeys: [String] = []
         var bySet: [[Entry]] = []
@@ -495,7 +500,8 @@ public struct RateLimiter: Sendable {
                 groupIndex[gid] = g
                 let buckets = tokenBuckets(keyHash: s.keyHash, project: s.project, tier: s.tier)
                 let usage = RedisKeys.usage(s.project, s.endpoint)
-                groups.append(Group(keys: buckets.map(\.key) + [usage, RedisKeys.usageEndpoints(s.project), s.batchId.isEmpty ? usage : RedisKeys.batch(s.batchId)],
+                groups.append(Group(keys: buckets.map(\.key) + [usage, RedisKeys.usageEndpoints(s.project), s.batchId.isEmpty ? usage : RedisKeys.batch(s.batchId),
+                                                                 RedisKeys.usageDay(s.project, day: day)],
                                     head: [String(buckets.count), s.endpoint, s.batchId.isEmpty ? "0" : "1"] + buckets.map { String($0.capacity) }))
             }
             let window = RedisKeys.settledWindow(acceptedAtMs: s.acceptedAtMs)

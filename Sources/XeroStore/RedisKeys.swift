@@ -1,3 +1,4 @@
+import Foundation
 /// Every Redis key Xerotier writes, in one place. docs/redis-keys.md documents each one;
 /// keep the two in step.
 public enum RedisKeys {
@@ -41,6 +42,18 @@ public enum RedisKeys {
     public static func slots(_ keyHash: String) -> String { "xero:slots:key:\(keyHash)" }
     public static func usage(_ project: String, _ endpoint: String) -> String { "xero:usage:\(project):\(endpoint)" } // HASH counters
     public static func usageEndpoints(_ project: String) -> String { "xero:usage-endpoints:\(project)" } // SET
+    /// One UTC day's usage of a project: fields `<endpoint>:requests|input_tokens|output_tokens|cost_micro_usd`.
+    public static func usageDay(_ project: String, day: String) -> String { "xero:usage-day:\(project):\(day)" } // HASH, 400 d
+    /// `yyyymmdd` (UTC) of a time in ms.
+    public static func day(ms: Int64) -> String {
+        let days = Int(ms / 86_400_000)
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468, era = (z >= 0 ? z : z - 146_096) / 146_097, doe = z - era * 146_097
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365, doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
+        let mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9
+        let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
+        return String(format: "%04d%02d%02d", y, m, d)
+    }
     /// SET of the request ids settled among the jobs accepted in one 5-minute window (TTL 20 min
     /// after its last write): a second settlement of a member is skipped. Every copy of a job
     /// carries the same `acceptedAtMs`, so all its settlements meet in one set.

@@ -197,6 +197,12 @@ public struct TenancyStore: Sendable {
         return out.sorted { $0.createdAt < $1.createdAt }
     }
 
+    /// Replaces a key's IP allow-list (empty: anywhere), at once on every gateway.
+    public func setAllowedCIDRs(hash: String, _ cidrs: [String]) async throws {
+        _ = try await redis.send(["HSET", RedisKeys.apiKey(hash: hash), "allowed_cidrs", cidrs.joined(separator: ",")])
+        try await KeyEventSubscriber.publish(redis, keyHash: hash)
+    }
+
     /// Revokes at once on every gateway (pub/sub invalidation of their caches).
     public func revokeKey(hash: String) async throws {
         _ = try await redis.send(["HSET", RedisKeys.apiKey(hash: hash), "revoked", "1"])
@@ -330,5 +336,25 @@ public struct TenancyStore: Sendable {
             out[e] = try await redis.send(["HGETALL", RedisKeys.usage(project, e)]).hash.compactMapValues { Int($0) }
         }
         return out
+    }
+
+    /// One day's usage of a project, per endpoint.
+    public struct DayUsage: Sendable, Equatable {
+        public var day: String
+        public var endpoints: [String: [String: Int]]
+    }
+
+    /// The last `days` UTC days' usage, oldest first (days without usage included, empty).
+    public func usageByDay(project: String, days: Int, nowMs: Int64 = nowMs()) async throws -> [DayUsage] {
+        let dayKeys = (0..<max(1, min(days, 400))).reversed().map { RedisKeys.day(ms: nowMs - Int64($0) * 86_400_000) }
+        let replies = try await redis.pipeline(strings: dayKeys.map { ["HGETALL", RedisKeys.usageDay(project, day: $0)] })
+        return zip(dayKeys, replies).map { day, reply in
+            var endpoints: [String: [String: Int]] = [:]
+            for (field, value) in reply.hash {
+                guard let colon = field.lastIndex(of: ":"), let n = Int(value) else { continue }
+                endpoints[String(field[..<colon]), default: [:]][String(field[field.index(after: colon)...])] = n
+            }
+            return DayUsage(day: day, endpoints: endpoints)
+        }
     }
 }

@@ -220,6 +220,12 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertEqual(e["input_tokens"], "30")
         XCTAssertEqual(other["requests"], "2")
         XCTAssertEqual(other["input_tokens"], "40")
+        // The same once more under today's date, per endpoint, with a TTL (the day the batch was written).
+        let today = try await client.send(["HGETALL", RedisKeys.usageDay(project, day: RedisKeys.day(ms: nowMs()))]).hash
+        XCTAssertEqual(today["e:requests"], "3"); XCTAssertEqual(today["e:input_tokens"], "30")
+        XCTAssertEqual(today["other:requests"], "2"); XCTAssertEqual(today["other:input_tokens"], "40")
+        let ttl = try await client.send(["TTL", RedisKeys.usageDay(project, day: RedisKeys.day(ms: nowMs()))]).int ?? 0
+        XCTAssertGreaterThan(ttl, 300 * 86_400)
         func tokens(_ scope: String, _ id: String) async throws -> Double {
             try await client.send(["HGET", RedisKeys.rateBucket(scope, id, "tok"), "t"]).string.flatMap(Double.init) ?? -1
         }
@@ -402,5 +408,13 @@ final class RateLimiterTests: XCTestCase {
         XCTAssertEqual(rl.localAdmissions, 0)
         let held = try await client.send(["HGET", RedisKeys.slots(key), rl.leases.owner]).int
         XCTAssertEqual(held, 50, "one slot per running request, none spare")
+    }
+
+    func testDaysAreUTCCalendarDates() {
+        XCTAssertEqual(RedisKeys.day(ms: 0), "19700101")
+        XCTAssertEqual(RedisKeys.day(ms: 86_400_000 - 1), "19700101")
+        XCTAssertEqual(RedisKeys.day(ms: 951_782_400_000), "20000229")      // a leap day
+        XCTAssertEqual(RedisKeys.day(ms: 1_798_761_599_999), "20261231")
+        XCTAssertEqual(RedisKeys.day(ms: 1_798_761_600_000), "20270101")
     }
 }

@@ -13,7 +13,7 @@ import uuid
 import httpx
 import pytest
 
-from conftest import BIN, Platform, wait_for
+from conftest import BIN, TEST_CONFIG, Platform, wait_for
 
 MODEL = "console-model"
 PASSWORD = "harbour-lights-42"
@@ -34,7 +34,8 @@ def chromium_driver():
 
 @pytest.fixture(scope="module")
 def cp(redis, tmp_path_factory):
-    p = Platform(redis, tmp_path_factory.mktemp("console"))
+    # 1 MiB of Files per self-service project, so the storage quota can be reached.
+    p = Platform(redis, tmp_path_factory.mktemp("console"), config=TEST_CONFIG + "console: {max_storage_mb: 1}\n")
     p.start_router()
     p.open = p.start_gateway(None, "--signup", "open")
     p.invite = p.start_gateway(None, "--signup", "invite")
@@ -125,6 +126,12 @@ def test_sign_up_create_an_endpoint_and_a_key_then_call_it(cp, browser):
     wait_for(billed, timeout=20, what="the requests on the usage page")
     shot(cp, d, "usage")
     assert "<svg" in d.page_source
+    # The same requests under today's date (UTC) in the per-day table, with its chart.
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    days = d.find_elements("css selector", "tr.usage-day-row")
+    assert days and days[0].find_element("css selector", "td.day").text == today
+    assert int(days[0].find_element("css selector", "td.requests").text) >= 3
+    assert d.find_element("id", "day-chart")
     d.get(cp.open + "/console/agents")
     assert d.find_element("id", "no-agents")
     shot(cp, d, "agents")
@@ -294,6 +301,15 @@ def test_key_rotation_with_a_grace_period_and_an_ip_allow_list(cp):
     assert "10.9.9.9/32, 192.0.2.0/24" in page.text
     with pytest.raises(PermissionDeniedError):
         call(base_url, fenced)
+    # Changing the allow-list of that key in the browser's form lets it in, and back out.
+    fenced_id = re.findall(r'id="key-(key_[a-z0-9]+)"', s.http.get("/console/keys").text)[0]
+    assert s.post(f"/console/keys/{fenced_id}/allowed-ips", {"allowed_ips": "10.9.9.9, 127.0.0.1"}, page="/console/keys").status_code == 303
+    assert "10.9.9.9/32, 127.0.0.1/32" in s.http.get("/console/keys").text
+    call(base_url, fenced)
+    assert s.post(f"/console/keys/{fenced_id}/allowed-ips", {"allowed_ips": "not-an-address"}, page="/console/keys").status_code == 400
+    assert s.post(f"/console/keys/{fenced_id}/allowed-ips", {"allowed_ips": "10.9.9.9"}, page="/console/keys").status_code == 303
+    with pytest.raises(PermissionDeniedError):
+        call(base_url, fenced)
     # Rotation with an hour's grace: both keys work; rotating again with none ends the previous one.
     old, _ = new_key(s)
     key_id = re.findall(r'id="key-(key_[a-z0-9]+)"', s.http.get("/console/keys").text)[0]
@@ -379,3 +395,24 @@ def test_a_bad_signup_policy_stops_the_gateway_with_the_reason(cp):
     r = subprocess.run([BIN, "gateway", "--config", str(cp.config), "--redis", cp.redis.url, "--signup", "sometimes", "--print-routes"],
                        capture_output=True, text=True, timeout=30)
     assert r.returncode != 0 and "--signup must be open, invite or closed" in r.stderr, r.stderr
+
+
+def test_the_storage_quota_refuses_the_next_upload(cp):
+    """A self-service project's Files hold at most console.max_storage_mb (1 MiB here)."""
+    import io
+    from openai import OpenAI, PermissionDeniedError
+    s = Session(cp.open).sign_up(f"files-{uuid.uuid4().hex[:8]}@example.com")
+    assert s.post("/console/endpoints", {"slug": "files", "model": MODEL, "tier": "standard"}, page="/console").status_code == 303
+    base_url = re.search(r'base-url">([^<]+)<', s.http.get("/console").text).group(1)
+    key, _ = new_key(s)
+    c = OpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=30)
+    line = ('{"custom_id": "%s", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "messages": [{"role": "user", "content": "%s"}]}}\n')
+    def jsonl(n, tag):
+        return "".join(line % (f"{tag}-{i}", "x" * 900) for i in range(n)).encode()
+    first = c.files.create(file=("a.jsonl", io.BytesIO(jsonl(600, "a"))), purpose="batch")      # ~0.6 MiB
+    with pytest.raises(PermissionDeniedError) as e:
+        c.files.create(file=("b.jsonl", io.BytesIO(jsonl(600, "b"))), purpose="batch")
+    assert e.value.body["code"] == "quota_exceeded" and "1 MiB" in e.value.message
+    assert [f.id for f in c.files.list().data] == [first.id], "the refused upload is not stored"
+    c.files.delete(first.id)
+    assert c.files.create(file=("b.jsonl", io.BytesIO(jsonl(600, "b"))), purpose="batch").bytes > 500_000

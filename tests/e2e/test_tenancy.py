@@ -165,6 +165,24 @@ def test_ip_allow_list(tp):
     assert chat(tp, a, inside["key"]).choices
     r = mgmt(tp, a["api_key"], "POST", "/manage/v1/keys", {"allowed_ips": ["not-an-ip"]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "allowed_ips"
+    # Changing an existing key's allow-list takes effect at once, on the other gateway too.
+    r = mgmt(tp, a["api_key"], "PATCH", f"/manage/v1/keys/{outside['id']}", {"allowed_ips": ["10.0.0.0/8", "127.0.0.1"]})
+    assert r.status_code == 200 and r.json()["allowed_ips"] == ["10.0.0.0/8", "127.0.0.1/32"], r.text
+    assert chat(tp, a, outside["key"], gateway=0).choices
+    assert chat(tp, a, outside["key"], gateway=1).choices
+    assert mgmt(tp, a["api_key"], "PATCH", f"/manage/v1/keys/{outside['id']}", {"allowed_ips": ["10.0.0.0/8"]}, gateway=1).status_code == 200
+    time.sleep(0.5)   # the invalidation crosses to the other gateway over pub/sub
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(tp, a, outside["key"], gateway=0)
+    # [] means anywhere; bad entries, a missing field, another project's key and a revoked key are refused.
+    assert mgmt(tp, a["api_key"], "PATCH", f"/manage/v1/keys/{outside['id']}", {"allowed_ips": []}).json()["allowed_ips"] == []
+    assert chat(tp, a, outside["key"]).choices
+    assert mgmt(tp, a["api_key"], "PATCH", f"/manage/v1/keys/{outside['id']}", {"allowed_ips": ["nope"]}).status_code == 400
+    assert mgmt(tp, a["api_key"], "PATCH", f"/manage/v1/keys/{outside['id']}", {}).status_code == 400
+    b = new_project(tp, "ipallow-other")
+    assert mgmt(tp, b["api_key"], "PATCH", f"/manage/v1/keys/{outside['id']}", {"allowed_ips": []}).status_code == 404
+    assert mgmt(tp, a["api_key"], "POST", f"/manage/v1/keys/{inside['id']}/revoke").status_code == 200
+    assert mgmt(tp, a["api_key"], "PATCH", f"/manage/v1/keys/{inside['id']}", {"allowed_ips": []}).status_code == 400
 
 
 def test_request_rate_limit_is_shared_by_two_gateways(tp):

@@ -16,17 +16,20 @@ public struct ConsoleConfig: Codable, Sendable, Equatable {
     public var maxEndpoints: Int
     public var maxKeys: Int
     public var maxJoinKeys: Int
+    /// And at most this much in Files (uploads and batch outputs together), MiB.
+    public var maxStorageMB: Int
 
     enum CodingKeys: String, CodingKey {
         case signup
-        case maxEndpoints = "max_endpoints", maxKeys = "max_keys", maxJoinKeys = "max_join_keys"
+        case maxEndpoints = "max_endpoints", maxKeys = "max_keys", maxJoinKeys = "max_join_keys", maxStorageMB = "max_storage_mb"
     }
 
-    public init(signup: Signup = .closed, maxEndpoints: Int = 5, maxKeys: Int = 20, maxJoinKeys: Int = 5) {
+    public init(signup: Signup = .closed, maxEndpoints: Int = 5, maxKeys: Int = 20, maxJoinKeys: Int = 5, maxStorageMB: Int = 1024) {
         self.signup = signup
         self.maxEndpoints = maxEndpoints
         self.maxKeys = maxKeys
         self.maxJoinKeys = maxJoinKeys
+        self.maxStorageMB = maxStorageMB
     }
 
     public init(from decoder: Decoder) throws {
@@ -35,12 +38,14 @@ public struct ConsoleConfig: Codable, Sendable, Equatable {
         self.init(signup: try c.decodeIfPresent(Signup.self, forKey: .signup) ?? d.signup,
                   maxEndpoints: try c.decodeIfPresent(Int.self, forKey: .maxEndpoints) ?? d.maxEndpoints,
                   maxKeys: try c.decodeIfPresent(Int.self, forKey: .maxKeys) ?? d.maxKeys,
-                  maxJoinKeys: try c.decodeIfPresent(Int.self, forKey: .maxJoinKeys) ?? d.maxJoinKeys)
+                  maxJoinKeys: try c.decodeIfPresent(Int.self, forKey: .maxJoinKeys) ?? d.maxJoinKeys,
+                  maxStorageMB: try c.decodeIfPresent(Int.self, forKey: .maxStorageMB) ?? d.maxStorageMB)
     }
 
     func validate(source: String) throws {
         for (name, v) in [("max_endpoints", maxEndpoints), ("max_keys", maxKeys), ("max_join_keys", maxJoinKeys)] where !(0...100_000).contains(v) {
             throw ConfigError("\(source): console \(name) must be between 0 and 100000")
         }
+        guard (0...1_048_576).contains(maxStorageMB) else { throw ConfigError("\(source): console max_storage_mb must be between 0 and 1048576") }
     }
 }

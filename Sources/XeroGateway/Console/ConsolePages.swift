@@ -207,6 +207,8 @@ enum ConsolePages {
             <td>{{#live}}<form method="post" action="/console/keys/{{id}}/rotate" class="rotate-form"><input type="hidden" name="_csrf" value="{{csrf}}">
               <select name="grace_seconds" aria-label="Grace period" style="width:auto"><option value="0">old key ends now</option><option value="3600" selected>old key works 1 hour</option><option value="86400">old key works 1 day</option></select>
               <button class="rotate">Rotate</button></form>
+              <form method="post" action="/console/keys/{{id}}/allowed-ips" class="allow-form"><input type="hidden" name="_csrf" value="{{csrf}}">
+              <input type="text" name="allowed_ips" value="{{allowed_input}}" aria-label="Allowed from" placeholder="anywhere" style="width:12em"><button class="set-allowed">Set allow-list</button></form>
               <form method="post" action="/console/keys/{{id}}/revoke"><input type="hidden" name="_csrf" value="{{csrf}}"><button class="danger revoke">Revoke</button></form>{{/live}}</td></tr>{{/keys}}
           </table>
           {{^keys}}<p class="muted">No key yet.</p>{{/keys}}
@@ -241,6 +243,18 @@ enum ConsolePages {
           </table>
           {{/has_rows}}
         </div>
+        {{#has_rows}}
+        <div class="card"><h2>Per day (UTC, last 14 days)</h2>
+          <svg width="100%" height="160" viewBox="0 0 600 160" role="img" aria-label="Requests per day" id="day-chart">
+          {{#day_bars}}<rect x="{{x}}" y="{{y}}" width="32" height="{{height}}" rx="3" fill="#2f5bea"></rect>
+          <text x="{{text_x}}" y="{{value_y}}" font-size="11" text-anchor="middle" fill="#1d2330">{{value}}</text>
+          <text x="{{text_x}}" y="155" font-size="10" text-anchor="middle" fill="#5d6678">{{label}}</text>{{/day_bars}}
+          </svg>
+          <table id="usage-days"><tr><th>Day</th><th>Endpoint</th><th>Requests</th><th>Input tokens</th><th>Output tokens</th><th>Cost (USD)</th></tr>
+          {{#day_rows}}<tr class="usage-day-row"><td class="day">{{day}}</td><td>{{endpoint}}</td><td class="requests">{{requests}}</td><td>{{input}}</td><td>{{output}}</td><td>{{cost}}</td></tr>{{/day_rows}}
+          </table>
+        </div>
+        {{/has_rows}}
         {{/content}}{{/layout}}
         """,
         "agents": """

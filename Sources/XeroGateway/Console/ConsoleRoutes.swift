@@ -105,6 +105,18 @@ struct ConsoleRoutes: Sendable {
             }
             return ConsolePages.redirect("/console/keys")
         }
+        member.post("/console/keys/:id/allowed-ips") { request, context -> Response in
+            let s = context.member
+            let ips = (try await ConsoleForm.read(request)["allowed_ips"] ?? "").split { $0 == "," || $0 == " " }.map(String.init)
+            do {
+                _ = try await service.setAllowedIPs(s.caller, id: context.parameters.get("id") ?? "", allowedIPs: ips)
+                return ConsolePages.redirect("/console/keys")
+            } catch let e as APIError where e.status == 404 {
+                return ConsolePages.notFound()
+            } catch let e as APIError {
+                return try await keysPage(s, context, error: e.message, status: HTTPResponse.Status(code: e.status))
+            }
+        }
         member.post("/console/keys/:id/rotate") { request, context -> Response in
             let s = context.member
             let grace = Int(try await ConsoleForm.read(request)["grace_seconds"] ?? "") ?? 0
@@ -293,6 +305,7 @@ struct ConsoleRoutes: Sendable {
             let expired = k.expiresAtMs.map { $0 <= now } ?? false
             return ["id": k.id, "name": k.name, "prefix": k.displayPrefix, "scopes": k.scopes.sorted().joined(separator: ", "),
                     "allowed": k.allowedCIDRs.isEmpty ? "anywhere" : k.allowedCIDRs.joined(separator: ", "),
+                    "allowed_input": k.allowedCIDRs.joined(separator: ", "),
                     "created": Self.date(k.createdAt), "state": k.revoked ? "revoked" : expired ? "expired" : "live", "live": !k.revoked && !expired]
         }
         return ConsolePages.render("keys", data, status: status)
@@ -393,6 +406,23 @@ struct ConsoleRoutes: Sendable {
             return ["label": String(u.key.prefix(20)), "value": n, "y": 8 + i * 28, "text_y": 22 + i * 28, "width": width, "value_x": 168 + width]
         }
         data["chart_height"] = 16 + usage.count * 28
+        // Per day (UTC), the last 14: a column per day, stacked by nothing — its height the day's
+        // requests against the busiest day's — and a row per day and endpoint.
+        let days = try await store.usageByDay(project: s.project.id, days: 14)
+        let perDay = days.map { d in d.endpoints.values.reduce(0) { $0 + ($1["requests"] ?? 0) } }
+        let busiest = max(1, perDay.max() ?? 1)
+        data["day_bars"] = zip(days, perDay).enumerated().map { i, pair -> [String: Any] in
+            let (d, n) = pair, h = n == 0 ? 0 : max(2, 120 * n / busiest)
+            return ["x": 8 + i * 42, "y": 140 - h, "height": h, "value": n, "value_y": 134 - h, "label": String(d.day.suffix(4).prefix(2)) + "-" + String(d.day.suffix(2)),
+                    "text_x": 8 + i * 42 + 16]
+        }
+        data["day_rows"] = days.reversed().flatMap { d in
+            d.endpoints.sorted { $0.key < $1.key }.map { ep, c -> [String: Any] in
+                ["day": String(d.day.prefix(4)) + "-" + String(d.day.dropFirst(4).prefix(2)) + "-" + String(d.day.suffix(2)), "endpoint": ep,
+                 "requests": c["requests"] ?? 0, "input": c["input_tokens"] ?? 0, "output": c["output_tokens"] ?? 0,
+                 "cost": String(format: "%.6f", Double(c["cost_micro_usd"] ?? 0) / 1e6)]
+            }
+        }
         return ConsolePages.render("usage", data)
     }
 
