@@ -24,17 +24,7 @@ struct TextCompletions: Sendable {
                                               model: caller.endpoint.model, includeUsage: request.includeUsage)
         var responseHeaders = InferenceJobs.responseHeaders(job)
 
-        // As for chat: the first event decides the status (a refusal in the queue or by the engine).
-        let first: StreamEvent
-        do { first = try await job.next() } catch {
-            job.end()
-            throw error
-        }
-        if case var .error(e) = first.body {
-            job.end()
-            job.addHeaders(to: &e)
-            throw e
-        }
+        let first = try await EventStream.first(job)
         InferenceJobs.addPrediction(job, to: &responseHeaders)
         if !request.stream {
             defer { job.end() }
@@ -59,42 +49,21 @@ struct TextCompletions: Sendable {
 
         responseHeaders[.contentType] = "text/event-stream"
         responseHeaders[.cacheControl] = "no-cache"
-        return Response(status: .ok, headers: responseHeaders, body: ResponseBody { out in
-            // However the body ends, the job ends with it (slot freed, worker cancelled if still
-            // running); its usage is settled from the worker's report.
-            defer { job.end() }
-            var offsets = [Int](repeating: 0, count: choices)
-            var event = first
-            var buffer = ByteBuffer()
-            while true {
-                var terminal = false
-                switch event.body {
-                case let .delta(index, text, logprobs, _) where (0..<choices).contains(index):
-                    SSE.append(writer.chunk(index: index, text: text, entries: logprobs.map { [$0] } ?? [], offset: &offsets[index]), to: &buffer)
-                case let .finish(index, reason) where (0..<choices).contains(index):
-                    SSE.append(writer.chunk(index: index, text: "", entries: [], offset: &offsets[index], finishReason: reason), to: &buffer)
-                case let .done(usage):
-                    if writer.includeUsage { SSE.append(writer.usageChunk(usage), to: &buffer) }
-                    buffer.writeBytes(SSE.done)
-                    terminal = true
-                case let .error(e):
-                    SSE.append(Array(e.jsonBody.utf8), to: &buffer)
-                    terminal = true
-                default: break
-                }
-                if terminal || !job.hasBuffered {
-                    do { try await out.write(buffer) } catch { return }   // the client is gone
-                    buffer.clear()
-                }
-                if terminal { break }
-                do { event = try await job.next() } catch let e as APIError {
-                    try? await out.write(ByteBuffer(bytes: SSE.event(Array(e.jsonBody.utf8))))
-                    break
-                } catch {
-                    return
-                }
+        // State: the offset into each choice's text, for the legacy logprobs' `text_offset`.
+        let offsets = [Int](repeating: 0, count: choices)
+        return Response(status: .ok, headers: responseHeaders, body: EventStream.body(job, first: first, state: offsets) { body, buffer, offsets in
+            switch body {
+            case let .delta(index, text, logprobs, _) where (0..<choices).contains(index):
+                SSE.append(writer.chunk(index: index, text: text, entries: logprobs.map { [$0] } ?? [], offset: &offsets[index]), to: &buffer)
+            case let .finish(index, reason) where (0..<choices).contains(index):
+                SSE.append(writer.chunk(index: index, text: "", entries: [], offset: &offsets[index], finishReason: reason), to: &buffer)
+            case let .done(usage):
+                if writer.includeUsage { SSE.append(writer.usageChunk(usage), to: &buffer) }
+                buffer.writeBytes(SSE.done)
+                return true
+            default: break
             }
-            try await out.finish(nil)
+            return false
         })
     }
 }
