@@ -26,8 +26,8 @@ public final class BPETokenizer: @unchecked Sendable {
     public let preTokenizer: PreTokenizer
     /// Raw bytes of each token (empty for control tokens, which render as nothing).
     let tokenBytes: [[UInt8]]
-    /// Control and user-defined tokens by their text, longest first.
-    let specials: [(text: [UInt8], id: Int32, control: Bool)]
+    /// Control and user-defined tokens by their text.
+    let specials: SpecialTokens
     /// The token of each single byte; nil for the few bytes a vocabulary lacks (SmolLM2: six ASCII
     /// control characters and lead bytes of planes 4–16), which are dropped as llama.cpp drops them.
     let byteToken: [Int32?]
@@ -75,7 +75,7 @@ public final class BPETokenizer: @unchecked Sendable {
             if ids[raw] == nil { ids[raw] = Int32(i) }
         }
         tokenBytes = bytes
-        self.specials = specials.sorted { $0.text.count > $1.text.count }
+        self.specials = SpecialTokens(specials)
         byteToken = (0..<256).map { ids[[UInt8($0)]] }
         guard byteToken.compactMap({ $0 }).count >= 128 else { throw GGUFError.unsupported("the vocabulary is not byte-level (too few single-byte tokens)") }
         var merges: [UInt64: (Int32, Int32)] = [:]
@@ -113,28 +113,12 @@ public final class BPETokenizer: @unchecked Sendable {
     public func encode(segments: [(text: String, allowSpecial: Bool)], addBOS: Bool? = nil) -> [Int32] {
         var out: [Int32] = []
         if addBOS ?? self.addBOS, let bos { out.append(bos) }
-        var run: [UInt8] = []
-        for (text, allowSpecial) in segments {
-            let bytes = Array(text.utf8)
-            var start = 0, i = 0
-            while i < bytes.count {
-                var matched: (text: [UInt8], id: Int32, control: Bool)?
-                for s in specials where (allowSpecial || !s.control) && s.text.count <= bytes.count - i && !s.text.isEmpty {
-                    if bytes[i] == s.text[0] && bytes[i..<(i + s.text.count)].elementsEqual(s.text) { matched = s; break }
-                }
-                if let s = matched {
-                    run.append(contentsOf: bytes[start..<i])
-                    if !run.isEmpty { encodeText(run[...], into: &out); run = [] }
-                    out.append(s.id)
-                    i += s.text.count
-                    start = i
-                } else {
-                    i += 1
-                }
+        specials.split(segments) { piece in
+            switch piece {
+            case let .text(run): encodeText(run[...], into: &out)
+            case let .special(id): out.append(id)
             }
-            run.append(contentsOf: bytes[start...])
         }
-        if !run.isEmpty { encodeText(run[...], into: &out) }
         return out
     }
 

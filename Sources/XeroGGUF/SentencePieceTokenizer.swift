@@ -20,7 +20,7 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     /// Token text (`▁` kept) → id, for merging.
     let ids: [[UInt8]: Int32]
     let byteTokens: [Int32?]
-    let specials: [(text: [UInt8], id: Int32, control: Bool)]
+    let specials: SpecialTokens
 
     static let space = Array("\u{2581}".utf8)   // ▁
 
@@ -63,7 +63,7 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
         self.ids = ids
         tokenBytes = bytes
         self.byteTokens = byteTokens
-        self.specials = specials.filter { !$0.text.isEmpty }.sorted { $0.text.count > $1.text.count }
+        self.specials = SpecialTokens(specials)
         func flag(_ key: String) -> Bool? { if case let .bool(b)? = m[key] { return b } else { return nil } }
         addSpacePrefix = flag("tokenizer.ggml.add_space_prefix") ?? true
         addBOS = flag("tokenizer.ggml.add_bos_token") ?? true
@@ -104,36 +104,17 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     public func encode(segments: [(text: String, allowSpecial: Bool)], addBOS: Bool? = nil) -> [Int32] {
         var out: [Int32] = []
         if addBOS ?? self.addBOS, let bos { out.append(bos) }
-        var run: [UInt8] = []
         var afterSpecial = true
-        func flush() {
-            guard !run.isEmpty else { return }
-            tokenize(run, prefixSpace: addSpacePrefix && afterSpecial, into: &out)
-            run = []
-            afterSpecial = false
-        }
-        for (text, allowSpecial) in segments {
-            let bytes = Array(text.utf8)
-            var start = 0, i = 0
-            while i < bytes.count {
-                var matched: (text: [UInt8], id: Int32, control: Bool)?
-                for s in specials where (allowSpecial || !s.control) && s.text.count <= bytes.count - i {
-                    if bytes[i] == s.text[0] && bytes[i..<(i + s.text.count)].elementsEqual(s.text) { matched = s; break }
-                }
-                if let s = matched {
-                    run.append(contentsOf: bytes[start..<i])
-                    flush()
-                    out.append(s.id)
-                    afterSpecial = true
-                    i += s.text.count
-                    start = i
-                } else {
-                    i += 1
-                }
+        specials.split(segments) { piece in
+            switch piece {
+            case let .text(run):
+                tokenize(run, prefixSpace: addSpacePrefix && afterSpecial, into: &out)
+                afterSpecial = false
+            case let .special(id):
+                out.append(id)
+                afterSpecial = true
             }
-            run.append(contentsOf: bytes[start...])
         }
-        flush()
         return out
     }
 
