@@ -196,6 +196,9 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
             }
         }
         if job.limit == 0 { return finish(seq, "length") }   // `max_tokens: 0` with `echo`: the prompt only
+        // A constraint that allows nothing (its answer cannot be finished in the budget left): stop
+        // here rather than let the sampler pick from an all-masked distribution.
+        if let mask, !mask.contains(true) { return finish(seq, "length") }
         var token = seq.sampler.sample(&seq.logits, mask: mask)
         // A migration replays what the client already has: the sampler drew as the first run's
         // did (its random stream stays in step), and the replayed token stands in for its pick.

@@ -68,6 +68,10 @@ public struct SchemaGrammar: ByteGrammar {
             var seen = Set<Thread>()
             next = next.filter { seen.insert($0).inserted }
         }
+        // Every thread is a valid reading; past the cap the rest are dropped (an enum of a thousand
+        // options with one prefix then keeps its first 64), so a schema cannot make a step cost
+        // more than 64 readings.
+        if next.count > Self.maxThreads { next.removeLast(next.count - Self.maxThreads) }
         threads = next
         return !threads.isEmpty
     }

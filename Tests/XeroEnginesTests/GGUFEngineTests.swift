@@ -342,6 +342,23 @@ final class GGUFTextCompletionTests: XCTestCase {
         XCTAssertEqual(capped.finish[0], "length")
     }
 
+    /// A schema whose shortest answer cannot fit the budget: the answer stops ("length") instead
+    /// of sampling from a distribution the mask emptied.
+    func testASchemaThatCannotFitTheBudgetStopsCleanly() async throws {
+        let names = (0..<12).map { "a_rather_long_property_name_\($0)" }
+        let props = names.map { "\"\($0)\":{\"type\":\"string\"}" }.joined(separator: ",")
+        let schema = "{\"type\":\"object\",\"properties\":{\(props)},\"required\":[\(names.map { "\"\($0)\"" }.joined(separator: ","))],\"additionalProperties\":false}"
+        let body = #"{"model":"m","messages":[{"role":"user","content":"JSON please"}],"max_tokens":8,"response_format":{"type":"json_schema","json_schema":{"name":"s","schema":"# + schema + "}}}"
+        let request = try ChatRequest.parse(Array(body.utf8))
+        var text = "", finish = ""
+        for try await ev in try GGUFEngineTests.engine().generate(EngineRequest(requestId: "t", model: "smollm2", chat: request)) {
+            if case let .text(_, s, _, _) = ev { text += s }
+            if case let .finish(_, r) = ev { finish = r }
+        }
+        XCTAssertEqual(finish, "length")
+        XCTAssertTrue(text.isEmpty || text.hasPrefix("{"), text)
+    }
+
     func testSamplingDefaultsApplyOnlyToARequestThatSetsNoSamplingField() throws {
         func options(_ fields: String) throws -> SamplingOptions {
             SamplingDefaults().options(for: try ChatRequest.parse(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]\#(fields)}"#.utf8)))

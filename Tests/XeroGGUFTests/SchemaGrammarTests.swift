@@ -74,6 +74,22 @@ final class SchemaGrammarTests: XCTestCase {
         XCTAssertFalse(accepts(open, #"{"a":1,"a":2}"#))
     }
 
+    /// Client input cannot make the gateway or the worker blow up.
+    func testHostileSchemasAreBounded() throws {
+        // Nested minItems multiply: refused, without building the value.
+        let bomb = ##"{"type":"array","minItems":65536,"items":{"type":"array","minItems":65536,"items":{"type":"array","minItems":65536}}}"##
+        XCTAssertThrowsError(try compile(bomb)) { XCTAssertTrue(($0 as? APIError)?.message.contains("65536 bytes") == true, "\($0)") }
+        // A thousand enum options with one long prefix: at most 64 readings at a time, and the
+        // kept ones still finish.
+        let options = (0..<1000).map { JSONValue.string("option-with-a-long-shared-prefix-\($0)") }
+        let many = try JSONSchema.compile(.object(["enum": .array(options)]), strict: true)
+        var g = SchemaGrammar(schema: many)
+        for b in #""option-with-a-long-shared-prefix-"#.utf8 { XCTAssertTrue(g.accept(b)) }
+        XCTAssertLessThanOrEqual(g.threads.count, SchemaGrammar.maxThreads)
+        XCTAssertNotNil(g.completion())
+        XCTAssertTrue(accepts(many, #""option-with-a-long-shared-prefix-1""#))
+    }
+
     /// Random walks over the grammar: at each step a random byte among those it accepts, then the
     /// shortest completion. Every result must satisfy the schema, per the independent validator.
     func testRandomWalksPlusCompletionAlwaysValidate() throws {

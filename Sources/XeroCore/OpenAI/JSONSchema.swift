@@ -44,6 +44,9 @@ public struct JSONSchema: Sendable, Equatable {
     public static let maxDepth = 32
     public static let maxProperties = 64
     public static let maxLiterals = 1024
+    /// The shortest value may be at most this long: nested `minItems` multiply, and a schema must
+    /// not make the gateway build gigabytes (a longer one counts as none: 400).
+    public static let maxMinimalBytes = 65_536
 
     static let annotations: Set<String> = ["title", "description", "default", "examples", "$schema", "$id", "$comment",
                                            "deprecated", "readOnly", "writeOnly", "$defs", "definitions"]
@@ -60,7 +63,7 @@ public struct JSONSchema: Sendable, Equatable {
         s.root = root
         s.minimal = Self.shortestTexts(c.nodes)
         if s.minimal[root] == nil {
-            throw APIError.invalidRequest("Invalid schema: no finite JSON value satisfies it.", param: param, code: "invalid_value")
+            throw APIError.invalidRequest("Invalid schema: no JSON value of at most \(maxMinimalBytes) bytes satisfies it.", param: param, code: "invalid_value")
         }
         return s
     }
@@ -90,13 +93,13 @@ public struct JSONSchema: Sendable, Equatable {
                     candidate = ok ? out : nil
                 case let .array(item, minItems, _):
                     if minItems == 0 { candidate = Array("[]".utf8) }
-                    else if let v = best[item] {
+                    else if let v = best[item], minItems.multipliedSaturated(by: v.count + 1) <= maxMinimalBytes {
                         candidate = [UInt8(ascii: "[")] + Array(Array(repeating: v, count: minItems).joined(separator: [UInt8(ascii: ",")])) + [UInt8(ascii: "]")]
                     }
                 case let .anyOf(alts):
                     candidate = alts.compactMap { best[$0] }.min { $0.count < $1.count }
                 }
-                if let c = candidate, best[i] == nil || c.count < best[i]!.count { best[i] = c; changed = true }
+                if let c = candidate, c.count <= maxMinimalBytes, best[i] == nil || c.count < best[i]!.count { best[i] = c; changed = true }
             }
         }
         return best
