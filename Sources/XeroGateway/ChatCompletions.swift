@@ -29,22 +29,11 @@ struct ChatCompletions: Sendable {
         if !chat.stream {
             defer { job.end() }
             var answer = ChatAccumulator(n: chat.n, logprobs: chat.logprobs)
-            var event = first
-            while true {
-                switch event.body {
-                case let .done(usage):
-                    responseHeaders[.contentType] = "application/json"
-                    if job.prediction != nil { InferenceJobs.addAchieved(job, completionTokens: usage.completionTokens, to: &responseHeaders) }
-                    return Response(status: .ok, headers: responseHeaders,
-                                    body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: answer.choices, usage: usage))))
-                case var .error(e):
-                    job.addHeaders(to: &e)
-                    throw e
-                default:
-                    answer.add(event.body)
-                }
-                event = try await job.next()
-            }
+            let usage = try await EventStream.collect(job, first: first) { answer.add($0) }
+            responseHeaders[.contentType] = "application/json"
+            if job.prediction != nil { InferenceJobs.addAchieved(job, completionTokens: usage.completionTokens, to: &responseHeaders) }
+            return Response(status: .ok, headers: responseHeaders,
+                            body: .init(byteBuffer: ByteBuffer(bytes: writer.completion(choices: answer.choices, usage: usage))))
         }
 
         responseHeaders[.contentType] = "text/event-stream"

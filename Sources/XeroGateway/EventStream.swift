@@ -24,6 +24,22 @@ enum EventStream {
         return first
     }
 
+    /// Every event from `first` on into `add`, until `done`, whose usage is returned; an error
+    /// event throws it, with the job's headers. (The non-streaming answer; the caller ends the job.)
+    static func collect(_ job: JobHandle, first: StreamEvent, _ add: (StreamEvent.Body) -> Void) async throws -> Usage {
+        var event = first
+        while true {
+            switch event.body {
+            case let .done(usage): return usage
+            case var .error(e):
+                job.addHeaders(to: &e)
+                throw e
+            default: add(event.body)
+            }
+            event = try await job.next()
+        }
+    }
+
     /// Streams from `first` on. `render` appends an event's SSE chunks to the buffer, with `state`
     /// it keeps across events (which choices have had their role chunk, text offsets), and says
     /// whether it was the terminal one (`done`); errors are handled here. However the body ends —

@@ -29,22 +29,11 @@ struct TextCompletions: Sendable {
         if !request.stream {
             defer { job.end() }
             var answer = CompletionAccumulator(choices: choices)
-            var event = first
-            while true {
-                switch event.body {
-                case let .done(usage):
-                    responseHeaders[.contentType] = "application/json"
-                    if job.prediction != nil { InferenceJobs.addAchieved(job, completionTokens: usage.completionTokens, to: &responseHeaders) }
-                    let json = writer.completion(choices: answer.choices, logprobs: completion.logprobs != nil, usage: usage)
-                    return Response(status: .ok, headers: responseHeaders, body: .init(byteBuffer: ByteBuffer(bytes: json)))
-                case var .error(e):
-                    job.addHeaders(to: &e)
-                    throw e
-                default:
-                    answer.add(event.body)
-                }
-                event = try await job.next()
-            }
+            let usage = try await EventStream.collect(job, first: first) { answer.add($0) }
+            responseHeaders[.contentType] = "application/json"
+            if job.prediction != nil { InferenceJobs.addAchieved(job, completionTokens: usage.completionTokens, to: &responseHeaders) }
+            let json = writer.completion(choices: answer.choices, logprobs: completion.logprobs != nil, usage: usage)
+            return Response(status: .ok, headers: responseHeaders, body: .init(byteBuffer: ByteBuffer(bytes: json)))
         }
 
         responseHeaders[.contentType] = "text/event-stream"

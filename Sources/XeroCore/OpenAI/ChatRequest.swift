@@ -62,13 +62,8 @@ public struct ChatRequest: Sendable, Equatable {
     public static let maxStopBytes = 1024
 
     public static func parse(_ body: [UInt8]) throws(APIError) -> ChatRequest {
-        guard case let .object(o) = try JSONValue.parse(body) else {
-            throw APIError.invalidRequest("The request body must be a JSON object.")
-        }
+        let (o, model) = try generationBody(body)
         var f = FieldReader(o)
-        guard let model = try f.string("model") else {
-            throw APIError.invalidRequest("you must provide a model parameter", param: "model", code: "missing_required_parameter")
-        }
         guard case let .array(rawMessages)? = o["messages"] else {
             if o["messages"] == nil || o["messages"] == .null {
                 throw APIError.invalidRequest("Missing required parameter: 'messages'.", param: "messages", code: "missing_required_parameter")
@@ -188,6 +183,18 @@ public struct ChatRequest: Sendable, Equatable {
         }
         guard let schema = o["schema"], schema != .null else { return nil }
         return try JSONSchema.compile(schema, strict: strict, param: param + ".schema")
+    }
+
+    /// A generation request's body: a JSON object with a `model` (chat and text completions).
+    static func generationBody(_ body: [UInt8]) throws(APIError) -> (object: [String: JSONValue], model: String) {
+        guard case let .object(o) = try JSONValue.parse(body) else {
+            throw APIError.invalidRequest("The request body must be a JSON object.")
+        }
+        var f = FieldReader(o)
+        guard let model = try f.string("model") else {
+            throw APIError.invalidRequest("you must provide a model parameter", param: "model", code: "missing_required_parameter")
+        }
+        return (o, model)
     }
 
     /// `stop`: a string or up to `maxStops` non-empty strings.

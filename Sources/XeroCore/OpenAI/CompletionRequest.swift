@@ -44,13 +44,8 @@ public enum CompletionRequest {
     public static let defaultMaxTokens = 16
 
     public static func parse(_ body: [UInt8]) throws(APIError) -> ChatRequest {
-        guard case let .object(o) = try JSONValue.parse(body) else {
-            throw APIError.invalidRequest("The request body must be a JSON object.")
-        }
+        let (o, model) = try ChatRequest.generationBody(body)
         var f = FieldReader(o)
-        guard let model = try f.string("model") else {
-            throw APIError.invalidRequest("you must provide a model parameter", param: "model", code: "missing_required_parameter")
-        }
         let prompts = try parsePrompt(o["prompt"])
         if let suffix = o["suffix"], suffix != .null, suffix != .string("") {
             throw APIError.invalidRequest("'suffix' is not supported by this endpoint's model (it has no fill-in-the-middle mode).", param: "suffix", code: "unsupported_parameter")
