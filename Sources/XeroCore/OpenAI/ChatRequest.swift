@@ -88,18 +88,7 @@ public struct ChatRequest: Sendable, Equatable {
         let topK = try f.int("top_k", min: -1, max: maxTopK)
         let minP = try f.double("min_p", range: 0...1)
         let n = try f.int("n", min: 1, max: maxN) ?? 1
-        let stream = try f.bool("stream") ?? false
-        var includeUsage = false
-        if let so = o["stream_options"], so != .null {
-            guard stream else {
-                throw APIError.invalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param: "stream_options", code: "invalid_value")
-            }
-            guard case let .object(soo) = so else {
-                throw APIError.invalidRequest("Invalid type for 'stream_options': expected an object, but got \(so.typeName) instead.", param: "stream_options", code: "invalid_type")
-            }
-            var sf = FieldReader(soo, prefix: "stream_options.")
-            includeUsage = try sf.bool("include_usage") ?? false
-        }
+        let (stream, includeUsage) = try parseStreaming(o)
         let stop = try parseStop(o["stop"])
         let seed = try f.int("seed", min: Int.min)   // any 64-bit integer; engines mix it with wrapping arithmetic
         let presence = try f.double("presence_penalty", range: -2...2)
@@ -195,6 +184,21 @@ public struct ChatRequest: Sendable, Equatable {
             throw APIError.invalidRequest("you must provide a model parameter", param: "model", code: "missing_required_parameter")
         }
         return (o, model)
+    }
+
+    /// `stream` and `stream_options.include_usage` (the options only with `stream`).
+    static func parseStreaming(_ o: [String: JSONValue]) throws(APIError) -> (stream: Bool, includeUsage: Bool) {
+        var f = FieldReader(o)
+        let stream = try f.bool("stream") ?? false
+        guard let so = o["stream_options"], so != .null else { return (stream, false) }
+        guard stream else {
+            throw APIError.invalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param: "stream_options", code: "invalid_value")
+        }
+        guard case let .object(soo) = so else {
+            throw APIError.invalidRequest("Invalid type for 'stream_options': expected an object, but got \(so.typeName) instead.", param: "stream_options", code: "invalid_type")
+        }
+        var sf = FieldReader(soo, prefix: "stream_options.")
+        return (stream, try sf.bool("include_usage") ?? false)
     }
 
     /// `stop`: a string or up to `maxStops` non-empty strings.

@@ -62,18 +62,7 @@ public enum CompletionRequest {
         guard prompts.count * n <= WireLimits.choices.upperBound else {
             throw APIError.invalidRequest("\(prompts.count) prompts × n=\(n) is \(prompts.count * n) choices; at most \(WireLimits.choices.upperBound) fit one request.", param: "n", code: "invalid_value")
         }
-        let stream = try f.bool("stream") ?? false
-        var includeUsage = false
-        if let so = o["stream_options"], so != .null {
-            guard stream else {
-                throw APIError.invalidRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.", param: "stream_options", code: "invalid_value")
-            }
-            guard case let .object(soo) = so else {
-                throw APIError.invalidRequest("Invalid type for 'stream_options': expected an object, but got \(so.typeName) instead.", param: "stream_options", code: "invalid_type")
-            }
-            var sf = FieldReader(soo, prefix: "stream_options.")
-            includeUsage = try sf.bool("include_usage") ?? false
-        }
+        let (stream, includeUsage) = try ChatRequest.parseStreaming(o)
         let stop = try ChatRequest.parseStop(o["stop"])
         let seed = try f.int("seed", min: Int.min)
         let presence = try f.double("presence_penalty", range: -2...2)
