@@ -22,7 +22,7 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// serving). SmolLM2's own ("You are a helpful AI assistant named SmolLM…") sends its greedy
     /// answer to the seed's question into a loop; `xerotier up` uses "You are a helpful assistant.".
     public func setDefaultSystemPrompt(_ prompt: String) {
-        if template != nil { template = ChatTemplate(defaultSystem: prompt.isEmpty ? nil : prompt) }
+        template = template?.withDefaultSystem(prompt.isEmpty ? nil : prompt)
     }
     /// KV state of recent prompts, shared by this worker's jobs of the same project — partitioned
     /// by `EngineRequest.project`, so no project can probe another's prompts (nil = off).

@@ -22,7 +22,8 @@ public struct ChatTemplate: Sendable, Equatable {
     }
 
     public let family: Family
-    /// The system prompt the template adds when the conversation has none (ChatML).
+    /// The system prompt added when the conversation has none: ChatML templates' own, or the
+    /// worker's `--default-system-prompt` for any family.
     public let defaultSystem: String?
     /// Llama 3.1-style: the date line of the system header ("26 Jul 2024", the template's own
     /// fallback when no `date_string` is passed); nil for plain Llama 3.
@@ -32,6 +33,11 @@ public struct ChatTemplate: Sendable, Equatable {
 
     public init(family: Family, defaultSystem: String? = nil, knowledgeDate: String? = nil) {
         self.family = family; self.defaultSystem = defaultSystem; self.knowledgeDate = knowledgeDate
+    }
+
+    /// The same template with another system prompt for a conversation without one (nil: none).
+    public func withDefaultSystem(_ prompt: String?) -> ChatTemplate {
+        ChatTemplate(family: family, defaultSystem: prompt, knowledgeDate: knowledgeDate)
     }
 
     /// The file's template, or nil when it has none (a base model, which serves text completions only).
@@ -88,6 +94,10 @@ public struct ChatTemplate: Sendable, Equatable {
     /// Segments for `BPETokenizer.encode(segments:)`: template text may contain special tokens,
     /// message content may not. Ends with the assistant turn's opening.
     public func render(_ messages: [Message]) -> [(text: String, allowSpecial: Bool)] {
+        var messages = messages
+        if let defaultSystem, messages.first.map({ Self.role($0.role) != "system" }) ?? true {
+            messages.insert(Message(role: "system", content: defaultSystem), at: 0)
+        }
         switch family {
         case .chatml: return renderChatML(messages)
         case .llama3: return renderLlama3(messages)
@@ -97,9 +107,6 @@ public struct ChatTemplate: Sendable, Equatable {
 
     func renderChatML(_ messages: [Message]) -> [(text: String, allowSpecial: Bool)] {
         var out: [(text: String, allowSpecial: Bool)] = []
-        if let defaultSystem, messages.first.map({ Self.role($0.role) != "system" }) ?? true {
-            out.append(("<|im_start|>system\n" + defaultSystem + "<|im_end|>\n", true))
-        }
         for m in messages {
             out.append(("<|im_start|>" + Self.role(m.role) + "\n", true))
             out.append((m.content, false))

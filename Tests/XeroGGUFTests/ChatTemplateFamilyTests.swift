@@ -107,6 +107,22 @@ final class ChatTemplateFamilyTests: XCTestCase {
         XCTAssertEqual(t.render(conversation).filter { !$0.allowSpecial }.map(\.text), ["Be brief.\n\nHi there", "Hello.", "Capital of France?"])
     }
 
+    /// The worker's --default-system-prompt replaces the prompt, never the family.
+    func testADefaultSystemPromptKeepsTheTemplatesFamily() throws {
+        let hi = [ChatTemplate.Message(role: "user", content: "Hi")]
+        let gemma = try ChatTemplate(source: Self.gemma3).withDefaultSystem("Be kind.")
+        XCTAssertEqual(gemma.family, .gemma)
+        XCTAssertEqual(text(gemma, hi), "<start_of_turn>user\nBe kind.\n\nHi<end_of_turn>\n<start_of_turn>model\n")
+        let llama = try ChatTemplate(source: Self.llama31).withDefaultSystem("Be kind.")
+        XCTAssertEqual(llama.family, .llama3); XCTAssertEqual(llama.knowledgeDate, "26 Jul 2024")
+        XCTAssertTrue(text(llama, hi).hasPrefix("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe kind.<|eot_id|>"))
+        // A conversation's own system message wins; ChatML's is replaced, or removed with nil.
+        XCTAssertEqual(text(gemma, conversation), text(try ChatTemplate(source: Self.gemma3), conversation))
+        let qwen = try ChatTemplate(source: Self.qwen25)
+        XCTAssertEqual(text(qwen.withDefaultSystem("Be kind."), hi), "<|im_start|>system\nBe kind.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        XCTAssertEqual(text(qwen.withDefaultSystem(nil), hi), "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    }
+
     func testAnotherTemplateIsRefusedNamingIt() {
         XCTAssertThrowsError(try ChatTemplate(source: "{% for m in messages %}### {{ m.role }}: {{ m.content }}\n{% endfor %}")) { e in
             XCTAssertTrue("\(e)".contains("### {{ m.role }}"), "\(e)")
