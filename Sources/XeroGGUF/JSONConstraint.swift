@@ -204,11 +204,6 @@ extension JSONGrammar: ByteGrammar {
     public func shortestCompletion() -> [UInt8]? { completion() }
 }
 
-extension SchemaGrammar {
-    public var isFinished: Bool { threads.allSatisfy { $0.frames.isEmpty } }
-    public func shortestCompletion() -> [UInt8]? { completion() }
-}
-
 /// The vocabulary laid out for constrained decoding, built once per tokenizer: token ids sorted by
 /// their bytes with each one's common prefix with the one before (a flattened trie: walking it in
 /// order, a token starts from its prefix's state, and a rejected prefix skips every token under
@@ -230,7 +225,7 @@ public final class VocabIndex: @unchecked Sendable {
         vocabSize = tokenizer.vocabSize
         eos = tokenizer.eos
         endOfGeneration = tokenizer.endOfGeneration
-        let bytes = (0..<tokenizer.vocabSize).map { tokenizer.tokenBytes[$0] }
+        let bytes = tokenizer.tokenBytes
         self.bytes = bytes
         let texts = (0..<Int32(tokenizer.vocabSize)).filter { !bytes[Int($0)].isEmpty && !tokenizer.endOfGeneration.contains($0) }
         let sorted = texts.sorted { bytes[Int($0)].lexicographicallyPrecedes(bytes[Int($1)]) }

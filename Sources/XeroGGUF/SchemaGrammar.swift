@@ -53,6 +53,11 @@ public struct SchemaGrammar: ByteGrammar {
         threads.contains { t in t.frames.isEmpty || (t.frames.count == 1 && t.frames[0].kind == .number && Self.numberMayEnd(t.frames[0])) }
     }
 
+    /// Every reading is a whole value: nothing but the end may follow.
+    public var isFinished: Bool { threads.allSatisfy { $0.frames.isEmpty } }
+
+    public func shortestCompletion() -> [UInt8]? { completion() }
+
     public var inPlainString: Bool {
         !threads.isEmpty && threads.allSatisfy { t in t.frames.last.map { $0.kind == .string && $0.phase == 0 } ?? false }
     }

@@ -54,7 +54,7 @@ enum EventStream {
             var event = first
             var buffer = ByteBuffer()
             while true {
-                var terminal: Bool
+                let terminal: Bool
                 if case let .error(e) = event.body {
                     SSE.append(Array(e.jsonBody.utf8), to: &buffer)
                     terminal = true

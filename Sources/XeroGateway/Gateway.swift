@@ -122,7 +122,8 @@ public struct Gateway: Sendable {
         }
 
         ManagementRoutes(auth: auth, config: config).register(on: routes, proxies: options.trustedProxies)
-        ConsoleRoutes(service: ProjectService(auth: auth, config: config), users: UserStore(redis: auth.store.redis), registry: registry,
+        let service = ProjectService(auth: auth, config: config)
+        ConsoleRoutes(service: service, users: UserStore(redis: auth.store.redis), registry: registry,
                       proxies: options.trustedProxies).register(on: routes)
 
         // Every route below is behind one authentication step: handlers get `context.caller`.
@@ -131,7 +132,7 @@ public struct Gateway: Sendable {
             .group(context: InferenceContext.self)
         if let dir = options.filesDirectory, let store = try? FilesystemFileStore(directory: dir) {
             BatchRoutes(auth: auth, fileStore: store, files: FileRecords(redis: auth.store.redis),
-                        batches: BatchStore(redis: auth.store.redis), service: ProjectService(auth: auth, config: config)).register(on: api)
+                        batches: BatchStore(redis: auth.store.redis), service: service).register(on: api)
             ModelRoutes(registry: registry, fileStore: store)
                 .register(on: ManagementRoutes.group(routes, auth: auth, proxies: options.trustedProxies), public: routes)
         }

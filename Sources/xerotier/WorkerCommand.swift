@@ -182,11 +182,12 @@ struct WorkerCommand: AsyncParsableCommand {
         guard FileManager.default.fileExists(atPath: path) else {
             throw ValidationError("no model file at \(path) (scripts/setup.sh installs SmolLM2-135M-Instruct; or pass --model-path)")
         }
+        // Checked before the model is loaded: a bad option should not cost a load first.
+        guard (0...2).contains(defaultTemperature), (0...1).contains(defaultTopP), (-2...2).contains(defaultFrequencyPenalty) else {
+            throw ValidationError("--default-temperature must be in 0…2, --default-top-p in 0…1, --default-frequency-penalty in -2…2")
+        }
         do {
             let e = try GGUFEngine(path: path, modelID: modelID, slots: slots ?? 8, contextLength: context, prefixCacheBytes: max(0, prefixCacheMb) << 20)
-            guard (0...2).contains(defaultTemperature), (0...1).contains(defaultTopP), (-2...2).contains(defaultFrequencyPenalty) else {
-                throw ValidationError("--default-temperature must be in 0…2, --default-top-p in 0…1, --default-frequency-penalty in -2…2")
-            }
             e.sampling.temperature = defaultTemperature
             e.sampling.topP = defaultTopP
             e.sampling.frequencyPenalty = defaultFrequencyPenalty

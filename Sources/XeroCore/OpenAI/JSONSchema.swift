@@ -228,35 +228,33 @@ public struct JSONSchema: Sendable, Equatable {
                     guard props.count <= JSONSchema.maxProperties else { throw fail("more than \(JSONSchema.maxProperties) properties at \(path).") }
                     for name in props.keys.sorted() {
                         let child = try node(props[name]!, path: "\(path)/properties/\(name)", depth: depth + 1)
-                        var encoded = JSONValue.string(name).encoded()
-                        encoded.removeFirst(); encoded.removeLast()
-                        properties.append(.init(name: name, encoded: encoded, node: child, required: required.contains(name)))
+                        properties.append(.init(name: name, encoded: Self.keyText(name), node: child, required: required.contains(name)))
                     }
                 }
-                if let missing = required.subtracting(properties.map(\.name)).sorted().first {
-                    // A required key with no schema of its own takes the additional schema.
-                    guard o["additionalProperties"] != .bool(false), properties.count < JSONSchema.maxProperties else {
-                        throw fail("'\(missing)' is required at \(path) but not allowed by its properties.")
-                    }
-                    for name in required.subtracting(properties.map(\.name)).sorted() {
-                        var encoded = JSONValue.string(name).encoded()
-                        encoded.removeFirst(); encoded.removeLast()
-                        let child: Int
-                        if let extra = o["additionalProperties"], extra != .bool(true) { child = try node(extra, path: path + "/additionalProperties", depth: depth + 1) } else { child = try anyValue() }
-                        properties.append(.init(name: name, encoded: encoded, node: child, required: true))
-                    }
-                    properties.sort { $0.name < $1.name }
-                    guard properties.count <= JSONSchema.maxProperties else { throw fail("more than \(JSONSchema.maxProperties) properties at \(path).") }
-                }
-                var additional: Int?
+                let additional: Int?
                 switch o["additionalProperties"] {
                 case nil, .bool(true)?: additional = try anyValue()
                 case .bool(false)?: additional = nil
                 case let v?: additional = try node(v, path: path + "/additionalProperties", depth: depth + 1)
                 }
+                // A required key with no schema of its own takes the additional schema.
+                let missing = required.subtracting(properties.map(\.name)).sorted()
+                if let first = missing.first {
+                    guard let additional else { throw fail("'\(first)' is required at \(path) but not allowed by its properties.") }
+                    properties += missing.map { .init(name: $0, encoded: Self.keyText($0), node: additional, required: true) }
+                    properties.sort { $0.name < $1.name }
+                    guard properties.count <= JSONSchema.maxProperties else { throw fail("more than \(JSONSchema.maxProperties) properties at \(path).") }
+                }
                 nodes[reserved] = .object(Object(properties: properties, additional: additional))
                 return reserved
             }
+        }
+
+        /// A property name as it stands between a JSON key's quotes.
+        static func keyText(_ name: String) -> [UInt8] {
+            var encoded = JSONValue.string(name).encoded()
+            encoded.removeFirst(); encoded.removeLast()
+            return encoded
         }
 
         func count(_ v: JSONValue?, _ name: String, _ path: String) throws(APIError) -> Int? {

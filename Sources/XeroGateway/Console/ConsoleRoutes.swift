@@ -90,7 +90,7 @@ struct ConsoleRoutes: Sendable {
             let form = try await ConsoleForm.read(request)
             let name = (form["name"] ?? "").trimmingCharacters(in: .whitespaces)
             do {
-                let ips = (form["allowed_ips"] ?? "").split { $0 == "," || $0 == " " }.map(String.init)
+                let ips = Self.addresses(form["allowed_ips"])
                 let (key, _) = try await service.createKey(s.caller, name: name.isEmpty ? "key" : name, scopes: Set(form.all("scope")),
                                                            expiresInSeconds: nil, allowedIPs: ips)
                 return try await keysPage(s, context, newKey: key)
@@ -107,7 +107,7 @@ struct ConsoleRoutes: Sendable {
         }
         member.post("/console/keys/:id/allowed-ips") { request, context -> Response in
             let s = context.member
-            let ips = (try await ConsoleForm.read(request)["allowed_ips"] ?? "").split { $0 == "," || $0 == " " }.map(String.init)
+            let ips = Self.addresses(try await ConsoleForm.read(request)["allowed_ips"])
             do {
                 _ = try await service.setAllowedIPs(s.caller, id: context.parameters.get("id") ?? "", allowedIPs: ips)
                 return ConsolePages.redirect("/console/keys")
@@ -389,6 +389,11 @@ struct ConsoleRoutes: Sendable {
 
     static func duration(ms: Int) -> String {
         ms < 1000 ? "\(ms) ms" : ms < 120_000 ? String(format: "%.1f s", Double(ms) / 1000) : "\(ms / 60_000) min"
+    }
+
+    /// An allow-list as typed in a form: addresses and CIDR blocks split by commas and spaces.
+    static func addresses(_ field: String?) -> [String] {
+        (field ?? "").split { $0 == "," || $0 == " " }.map(String.init)
     }
 
     func usagePage(_ s: SignedIn, _ context: ConsoleContext) async throws -> Response {
