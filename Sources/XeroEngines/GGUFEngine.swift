@@ -8,7 +8,7 @@ import XeroGGUF
 /// token by token, streaming text that never splits a UTF-8 character and never shows a stop string.
 public final class GGUFEngine: Engine, @unchecked Sendable {
     public let model: LlamaModel
-    public let tokenizer: BPETokenizer
+    public let tokenizer: any Tokenizer
     /// The model's chat template; nil for a file without one (a base model: text completions only).
     public private(set) var template: ChatTemplate?
     public let modelID: String
@@ -55,9 +55,9 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// Everything the engine builds from a file, or the reason it cannot: the one check that both
     /// loading and the model registry's upload use, so an upload is refused exactly when a worker
     /// would refuse the file.
-    static func open(path: String) throws -> (LlamaModel, BPETokenizer, ChatTemplate?) {
+    static func open(path: String) throws -> (LlamaModel, any Tokenizer, ChatTemplate?) {
         let file = try GGUFFile(path: path)
-        return (try LlamaModel(file: file), try BPETokenizer(file: file), try ChatTemplate.ifPresent(in: file))
+        return (try LlamaModel(file: file), try Tokenizers.load(file), try ChatTemplate.ifPresent(in: file))
     }
 
     /// What the registry records of a file the engine can run (throws the engine's reason otherwise).

@@ -25,7 +25,7 @@ public final class BPETokenizer: @unchecked Sendable {
     public let endOfGeneration: Set<Int32>
     public let preTokenizer: PreTokenizer
     /// Raw bytes of each token (empty for control tokens, which render as nothing).
-    let tokenBytes: [[UInt8]]
+    public let tokenBytes: [[UInt8]]
     /// Control and user-defined tokens by their text.
     let specials: SpecialTokens
     /// The token of each single byte; nil for the few bytes a vocabulary lacks (SmolLM2: six ASCII

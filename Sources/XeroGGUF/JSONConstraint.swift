@@ -221,7 +221,7 @@ public final class VocabIndex: @unchecked Sendable {
     let vocabSize: Int
     let eos: Int32
 
-    public init(tokenizer: BPETokenizer) {
+    public init(tokenizer: any Tokenizer) {
         vocabSize = tokenizer.vocabSize
         eos = tokenizer.eos
         endOfGeneration = tokenizer.endOfGeneration

@@ -15,6 +15,32 @@ public struct LlamaConfig: Sendable, Equatable {
     public var contextLength: Int
     public var vocab: Int
     public var kvDim: Int { kvHeads * headDim }
+    /// Width of the query heads together (Gemma's heads are wider than embedding / heads).
+    public var queryDim: Int { heads * headDim }
+
+    // What the architectures after llama change (the defaults are llama's).
+    public var architecture: Architecture = .llama
+    /// The token embedding is multiplied by this (Gemma: √embedding).
+    public var embeddingScale: Float = 1
+    /// Rotary embedding on the halves of a head (pairs i, i + d/2: ggml's NEOX mode, Gemma) rather
+    /// than on adjacent pairs.
+    public var ropeNeox = false
+    /// Layers that attend only to the last `slidingWindow` positions (0: none) and their RoPE base.
+    public var slidingWindow = 0
+    public var slidingLayers: [Bool] = []
+    public var ropeBaseSliding: Float = 10000
+    /// Gemma scales q before attention (1/√query_pre_attn_scalar) and the softmax by 1; llama
+    /// scales the scores by 1/√headDim. nil: llama's way.
+    public var queryScale: Float?
+    /// GELU-gated feed-forward (ggml's geglu) instead of SwiGLU.
+    public var gatedGELU = false
+    /// Gemma 2's final logit soft-capping, c·tanh(logit/c) (0: none).
+    public var logitSoftcap: Float = 0
+
+    public enum Architecture: String, Sendable { case llama, gemma3 }
+
+    public func isSliding(layer l: Int) -> Bool { slidingWindow > 0 && l < slidingLayers.count && slidingLayers[l] }
+    public func ropeBase(layer l: Int) -> Float { isSliding(layer: l) ? ropeBaseSliding : ropeBase }
 }
 
 /// The KV state of one sequence: per layer, the roped keys of every position (position-major) and
@@ -110,13 +136,16 @@ public final class KVCache: @unchecked Sendable {
 /// shared by every sequence of a worker; all per-sequence state lives in `KVCache`.
 public final class LlamaModel: @unchecked Sendable {
     public let file: GGUFFile
-    public let config: LlamaConfig
+    /// Set once at load (tests change a field to compare variants of the arithmetic).
+    public internal(set) var config: LlamaConfig
     public let name: String
 
     struct Layer {
         let attnNorm: [Float], ffnNorm: [Float]
         let q: WeightMatrix, k: WeightMatrix, v: WeightMatrix, o: WeightMatrix
         let gate: WeightMatrix, up: WeightMatrix, down: WeightMatrix
+        /// Gemma: RMSNorms of each q and k head, and of the attention and feed-forward outputs.
+        let qNorm: [Float]?, kNorm: [Float]?, postAttnNorm: [Float]?, postFFNNorm: [Float]?
     }
     let tokenEmbedding: WeightMatrix
     let layers: [Layer]
@@ -124,10 +153,11 @@ public final class LlamaModel: @unchecked Sendable {
     let output: WeightMatrix
     /// Whether any matrix is F16 (its activations are then also kept as Float16).
     let usesF16: Bool
-    /// RoPE frequencies per pair, computed as ggml does (repeated multiplication by theta_scale).
-    let ropeThetaScale: Float
+    /// RoPE frequency step per pair and layer, computed as ggml does (repeated multiplication by
+    /// theta_scale = base^(−2/dims); sliding layers have their own base).
+    let ropeThetaScale: [Float]
 
-    public static let supportedArchitectures: Set<String> = ["llama"]
+    public static let supportedArchitectures: Set<String> = ["llama", "gemma3"]
 
     public init(file: GGUFFile) throws {
         self.file = file
@@ -137,7 +167,7 @@ public final class LlamaModel: @unchecked Sendable {
             throw GGUFError.unsupported("this CPU: the built-in engine needs x86-64 with AVX2, FMA and F16C (2013 or later)")
         }
         guard let arch = file.architecture else { throw GGUFError.corrupt("general.architecture is missing") }
-        guard Self.supportedArchitectures.contains(arch) else {
+        guard Self.supportedArchitectures.contains(arch), let architecture = LlamaConfig.Architecture(rawValue: arch) else {
             throw GGUFError.unsupported("architecture '\(arch)' (this engine runs: \(Self.supportedArchitectures.sorted().joined(separator: ", ")))")
         }
         try file.requireTensorTypes(WeightMatrix.supportedTypes)
@@ -147,34 +177,57 @@ public final class LlamaModel: @unchecked Sendable {
             throw GGUFError.corrupt("metadata \(arch).\(key) is missing or invalid")
         }
         let embd = try int("embedding_length"), heads = try int("attention.head_count")
-        guard embd % heads == 0 else { throw GGUFError.corrupt("embedding_length \(embd) is not a multiple of head_count \(heads)") }
         let kvHeads = try int("attention.head_count_kv", heads)
         guard heads % kvHeads == 0 else { throw GGUFError.corrupt("head_count \(heads) is not a multiple of head_count_kv \(kvHeads)") }
-        let headDim = embd / heads
+        // Gemma's heads are wider than embedding / heads: attention.key_length says so.
+        guard architecture != .llama || embd % heads == 0 else { throw GGUFError.corrupt("embedding_length \(embd) is not a multiple of head_count \(heads)") }
+        let headDim = try int("attention.key_length", embd / max(1, heads))
+        guard try int("attention.value_length", headDim) == headDim else { throw GGUFError.unsupported("value heads narrower or wider than key heads") }
         // The attention kernels step through a head 64 values at a time (ggml's vec_dot_f16 order).
         guard headDim % 64 == 0 else {
-            throw GGUFError.unsupported("head dimension \(headDim) (embedding_length / head_count; this engine needs a multiple of 64)")
+            throw GGUFError.unsupported("head dimension \(headDim) (this engine needs a multiple of 64)")
         }
         let vocab = try file.metadata["tokenizer.ggml.tokens"]?.array?.count ?? int("vocab_size")
         if let scaling = file.metadata["\(arch).rope.scaling.type"]?.string, scaling != "none" {
             throw GGUFError.unsupported("rope scaling '\(scaling)'")
         }
-        config = LlamaConfig(
+        var config = LlamaConfig(
             layers: try int("block_count"), embedding: embd, feedForward: try int("feed_forward_length"),
             heads: heads, kvHeads: kvHeads, headDim: headDim, ropeDims: try int("rope.dimension_count", headDim),
-            ropeBase: Float(file.metadata["\(arch).rope.freq_base"]?.double ?? 10000),
+            ropeBase: Float(file.metadata["\(arch).rope.freq_base"]?.double ?? (architecture == .gemma3 ? 1_000_000 : 10000)),
             rmsEps: Float(file.metadata["\(arch).attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
             contextLength: try int("context_length", 2048), vocab: vocab)
+        config.architecture = architecture
+        if architecture == .gemma3 {
+            // llama.cpp's gemma3: embedding × √n_embd, NEOX rope, GELU-gated FFN, every 6th layer
+            // global (rope base 1M) and the others a sliding window (rope base 10k), q scaled by
+            // 1/√head_dim before a softmax of scale 1.
+            config.embeddingScale = sqrtf(Float(embd))
+            config.ropeNeox = true
+            config.gatedGELU = true
+            config.queryScale = 1 / sqrtf(Float(headDim))
+            config.slidingWindow = file.metadata["\(arch).attention.sliding_window"]?.int ?? 0
+            let pattern = file.metadata["\(arch).attention.sliding_window_pattern"]?.int ?? 6
+            config.slidingLayers = (0..<config.layers).map { pattern == 0 || $0 % pattern < pattern - 1 }
+            config.ropeBaseSliding = Float(file.metadata["\(arch).rope.freq_base_swa"]?.double ?? 10000)
+            config.logitSoftcap = Float(file.metadata["\(arch).final_logit_softcapping"]?.double ?? 0)
+            if file.metadata["\(arch).attention.sliding_window_pattern"]?.array != nil {
+                throw GGUFError.unsupported("a per-layer sliding_window_pattern array")
+            }
+        }
+        self.config = config
         guard config.ropeDims <= headDim, config.ropeDims % 2 == 0 else { throw GGUFError.corrupt("rope.dimension_count \(config.ropeDims)") }
-        name = file.metadata["general.name"]?.string ?? "llama"
-        ropeThetaScale = powf(config.ropeBase, -2.0 / Float(config.ropeDims))
+        name = file.metadata["general.name"]?.string ?? arch
+        ropeThetaScale = (0..<config.layers).map { powf(config.ropeBase(layer: $0), -2.0 / Float(config.ropeDims)) }
 
         func matrix(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
             guard let t = file.tensors[name] else { throw GGUFError.corrupt("tensor \(name) is missing") }
             guard t.dims.count == 2, t.dims[0] == cols, t.dims[1] == rows else {
                 throw GGUFError.corrupt("tensor \(name) has shape \(t.dims), expected [\(cols), \(rows)]")
             }
-            guard cols % 32 == 0 else { throw GGUFError.unsupported("tensor \(name): rows of \(cols) are not a multiple of 32") }
+            guard cols % t.type.blockLayout.elements == 0, cols % 32 == 0 else {
+                throw GGUFError.unsupported("tensor \(name): rows of \(cols) are not a multiple of its \(t.type) blocks")
+            }
             return WeightMatrix(type: t.type, rows: rows, cols: cols, base: file.bytes(of: t).baseAddress!)
         }
         func vector(_ name: String, _ n: Int) throws -> [Float] {
@@ -185,6 +238,9 @@ public final class LlamaModel: @unchecked Sendable {
             out.withUnsafeMutableBufferPointer { m.dequantizeRow(0, into: $0.baseAddress!) }
             return out
         }
+        func optionalVector(_ name: String, _ n: Int) throws -> [Float]? {
+            architecture == .gemma3 ? try vector(name, n) : nil
+        }
         let c = config
         tokenEmbedding = try matrix("token_embd.weight", rows: c.vocab, cols: c.embedding)
         outputNorm = try vector("output_norm.weight", c.embedding)
@@ -193,13 +249,16 @@ public final class LlamaModel: @unchecked Sendable {
             let p = "blk.\(i)."
             return Layer(
                 attnNorm: try vector(p + "attn_norm.weight", c.embedding), ffnNorm: try vector(p + "ffn_norm.weight", c.embedding),
-                q: try matrix(p + "attn_q.weight", rows: c.embedding, cols: c.embedding),
+                q: try matrix(p + "attn_q.weight", rows: c.queryDim, cols: c.embedding),
                 k: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.embedding),
                 v: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.embedding),
-                o: try matrix(p + "attn_output.weight", rows: c.embedding, cols: c.embedding),
+                o: try matrix(p + "attn_output.weight", rows: c.embedding, cols: c.queryDim),
                 gate: try matrix(p + "ffn_gate.weight", rows: c.feedForward, cols: c.embedding),
                 up: try matrix(p + "ffn_up.weight", rows: c.feedForward, cols: c.embedding),
-                down: try matrix(p + "ffn_down.weight", rows: c.embedding, cols: c.feedForward))
+                down: try matrix(p + "ffn_down.weight", rows: c.embedding, cols: c.feedForward),
+                qNorm: try optionalVector(p + "attn_q_norm.weight", c.headDim), kNorm: try optionalVector(p + "attn_k_norm.weight", c.headDim),
+                postAttnNorm: try optionalVector(p + "post_attention_norm.weight", c.embedding),
+                postFFNNorm: try optionalVector(p + "post_ffw_norm.weight", c.embedding))
         }
         self.layers = layers
         usesF16 = layers.contains { l in [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.type == .f16 } }
@@ -227,7 +286,7 @@ public final class LlamaModel: @unchecked Sendable {
     /// vocab floats), for scoring a prompt (`echo` with `logprobs`).
     public func forward(_ segments: [(tokens: [Int32], cache: KVCache)], allPositions: Set<Int> = []) -> [[Float]] {
         precondition(!segments.isEmpty && segments.allSatisfy { !$0.tokens.isEmpty })
-        let c = config, E = c.embedding, KV = c.kvDim, F = c.feedForward
+        let c = config, E = c.embedding, QD = c.queryDim, KV = c.kvDim, F = c.feedForward
         let n = segments.reduce(0) { $0 + $1.tokens.count }
         var offsets: [Int] = [], starts: [Int] = [], positions: [Int] = []
         for (tokens, cache) in segments {
@@ -237,14 +296,17 @@ public final class LlamaModel: @unchecked Sendable {
             positions += (0..<tokens.count).map { cache.count + $0 }
         }
         var x = [Float](repeating: 0, count: n * E)
-        var xn = x, q = x, attn = x, proj = x
+        var xn = x, proj = x, normed = x
+        var q = [Float](repeating: 0, count: n * QD), attn = q
         var k = [Float](repeating: 0, count: n * KV), v = k
         var g = [Float](repeating: 0, count: n * F), u = g
 
         x.withUnsafeMutableBufferPointer { xp in
             for (s, seg) in segments.enumerated() {
                 for (t, id) in seg.tokens.enumerated() {
-                    tokenEmbedding.dequantizeRow(Int(max(0, min(Int32(c.vocab - 1), id))), into: xp.baseAddress! + (offsets[s] + t) * E)
+                    let row = xp.baseAddress! + (offsets[s] + t) * E
+                    tokenEmbedding.dequantizeRow(Int(max(0, min(Int32(c.vocab - 1), id))), into: row)
+                    if c.embeddingScale != 1 { for i in 0..<E { row[i] *= c.embeddingScale } }
                 }
             }
         }
@@ -261,8 +323,12 @@ public final class LlamaModel: @unchecked Sendable {
                     }
                 }
             }
-            rope(&q, heads: c.heads, positions: positions)
-            rope(&k, heads: c.kvHeads, positions: positions)
+            // Gemma normalises every head of q and k on its own (rows of headDim).
+            if let w = layer.qNorm { q = rmsNormed(q, w, rows: n * c.heads) }
+            if let w = layer.kNorm { k = rmsNormed(k, w, rows: n * c.kvHeads) }
+            rope(&q, heads: c.heads, positions: positions, layer: l)
+            rope(&k, heads: c.kvHeads, positions: positions, layer: l)
+            if let scale = c.queryScale { for i in q.indices { q[i] *= scale } }
             Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
             for (s, seg) in segments.enumerated() {
                 k.withUnsafeBufferPointer { kb in
@@ -274,12 +340,13 @@ public final class LlamaModel: @unchecked Sendable {
                     }
                 }
                 attention(q, rowOffset: offsets[s], keys: seg.cache.keys[l], values: seg.cache.values[l], capacity: seg.cache.capacity,
-                          rows: seg.tokens.count, start: starts[s], into: &attn)
+                          rows: seg.tokens.count, start: starts[s], window: c.isSliding(layer: l) ? c.slidingWindow : 0, into: &attn)
             }
             Self.tap?("kqv", l, attn)
             attn.withUnsafeBufferPointer { ab in
                 proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!) }
             }
+            if let w = layer.postAttnNorm { proj = rmsNormed(proj, w, rows: n) }
             Self.tap?("attn_out", l, proj)
             for i in 0..<(n * E) { x[i] += proj[i] }
             rmsNorm(x, layer.ffnNorm, rows: n, into: &xn)
@@ -293,18 +360,21 @@ public final class LlamaModel: @unchecked Sendable {
                 }
             }
             Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
+            let gelu = c.gatedGELU
             g.withUnsafeMutableBufferPointer { gb in
                 u.withUnsafeBufferPointer { ub in
                     let (gp, up) = (gb.baseAddress!, ub.baseAddress!)
                     Parallel.chunks(n, minChunk: 4) { rows in
-                        xk_swiglu(gp + rows.lowerBound * F, up + rows.lowerBound * F, Int32(rows.count * F))
+                        let (g0, u0, count) = (gp + rows.lowerBound * F, up + rows.lowerBound * F, Int32(rows.count * F))
+                        if gelu { xk_geglu(g0, u0, count) } else { xk_swiglu(g0, u0, count) }
                     }
                 }
             }
-            Self.tap?("ffn_swiglu", l, g)
+            Self.tap?(gelu ? "ffn_geglu" : "ffn_swiglu", l, g)
             g.withUnsafeBufferPointer { gb in
                 proj.withUnsafeMutableBufferPointer { layer.down.multiply(gb.baseAddress!, rows: n, into: $0.baseAddress!) }
             }
+            if let w = layer.postFFNNorm { proj = rmsNormed(proj, w, rows: n) }
             Self.tap?("ffn_out", l, proj)
             for i in 0..<(n * E) { x[i] += proj[i] }
             Self.tap?("l_out", l, x)
@@ -322,11 +392,15 @@ public final class LlamaModel: @unchecked Sendable {
         for (r, row) in rows.enumerated() {
             for i in 0..<E { last[r * E + i] = x[row * E + i] }
         }
-        var normed = [Float](repeating: 0, count: m * E)
-        rmsNorm(last, outputNorm, rows: m, into: &normed)
+        normed = rmsNormed(last, outputNorm, rows: m)
         var logits = [Float](repeating: 0, count: m * c.vocab)
         normed.withUnsafeBufferPointer { nb in
             logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: m, into: $0.baseAddress!) }
+        }
+        if c.logitSoftcap > 0 {
+            // ggml: scale by 1/c, tanh, scale by c.
+            let inv = 1 / c.logitSoftcap
+            for i in logits.indices { logits[i] = tanhf(logits[i] * inv) * c.logitSoftcap }
         }
         Self.tap?("result_norm", 0, normed); Self.tap?("result_output", 0, logits)
         return segments.indices.map { s in
@@ -335,9 +409,10 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// ggml's rms_norm (sum of squares in double) followed by the weight multiply.
+    /// ggml's rms_norm (sum of squares in double) followed by the weight multiply, over rows of
+    /// `w.count` values (the embedding, or one head for Gemma's q/k norms).
     func rmsNorm(_ x: [Float], _ w: [Float], rows: Int, into out: inout [Float]) {
-        let E = config.embedding
+        let E = w.count
         for r in 0..<rows {
             var sum: Double = 0
             for i in 0..<E { let v = x[r * E + i]; sum += Double(v * v) }
@@ -346,24 +421,33 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// Rotary embedding on adjacent pairs (ggml's "normal" mode, which the GGUF converter's
-    /// Q/K permutation expects for llama).
-    func rope(_ x: inout [Float], heads: Int, positions: [Int]) {
+    func rmsNormed(_ x: [Float], _ w: [Float], rows: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: rows * w.count)
+        rmsNorm(x, w, rows: rows, into: &out)
+        return out
+    }
+
+    /// Rotary embedding as ggml's rope: adjacent pairs (2i, 2i+1) in its "normal" mode, which the
+    /// GGUF converter's Q/K permutation expects for llama, or the halves (i, i + dims/2) in NEOX
+    /// mode (Gemma). The FMA shape is what GCC makes of ggml's rotate_pairs.
+    func rope(_ x: inout [Float], heads: Int, positions: [Int], layer: Int) {
         let hd = config.headDim, half = config.ropeDims / 2
+        let (step, neox) = (ropeThetaScale[layer], config.ropeNeox)
         var cosT = [Float](repeating: 0, count: half), sinT = cosT
         for (r, position) in positions.enumerated() {
             var theta = Float(position)
             for i in 0..<half {
                 cosT[i] = cosf(theta)
                 sinT[i] = sinf(theta)
-                theta *= ropeThetaScale
+                theta *= step
             }
             for h in 0..<heads {
                 let base = (r * heads + h) * hd
                 for i in 0..<half {
-                    let a = x[base + 2 * i], b = x[base + 2 * i + 1]
-                    x[base + 2 * i] = (-(b * sinT[i])).addingProduct(a, cosT[i])
-                    x[base + 2 * i + 1] = (b * cosT[i]).addingProduct(a, sinT[i])
+                    let (i0, i1) = neox ? (base + i, base + i + half) : (base + 2 * i, base + 2 * i + 1)
+                    let a = x[i0], b = x[i1]
+                    x[i0] = (-(b * sinT[i])).addingProduct(a, cosT[i])
+                    x[i1] = (b * cosT[i]).addingProduct(a, sinT[i])
                 }
             }
         }
@@ -376,9 +460,11 @@ public final class LlamaModel: @unchecked Sendable {
     /// batch has several tokens (its tinyBLAS path), four 16-lane accumulators over 64-element
     /// steps for a single token (its vec_dot_f16); the dot products are the C kernels'
     /// `xk_attention_scores` / `xk_attention_values`.
-    func attention(_ q: [Float], rowOffset: Int = 0, keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, into out: inout [Float]) {
+    /// `window` > 0: each query sees only the last `window` positions (Gemma's sliding layers; the
+    /// ones before get weight 0, as ggml's −∞ mask gives them).
+    func attention(_ q: [Float], rowOffset: Int = 0, keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, window: Int = 0, into out: inout [Float]) {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
-        let scale = 1 / sqrtf(Float(hd))
+        let scale: Float = c.queryScale != nil ? 1 : 1 / sqrtf(Float(hd))
         let tiled = rows >= 2
         let padded = (start + rows + 63) / 64 * 64
         out.withUnsafeMutableBufferPointer { ob in
@@ -399,6 +485,7 @@ public final class LlamaModel: @unchecked Sendable {
                                             UnsafeRawPointer(qhb.baseAddress!).assumingMemoryBound(to: UInt16.self), Int32(hd),
                                             tiled ? 1 : 0, scale, &scratch, &scores)
                     }
+                    if window > 0 { for j in 0..<max(0, len - window) { scores[j] = -.infinity } }
                     xk_softmax_f16(&scores, Int32(len), Int32(padded), &probs)
                     // Beyond `len` the weights are zero and the cache holds zeros or finite values.
                     let n = tiled ? (len + 15) / 16 * 16 : padded

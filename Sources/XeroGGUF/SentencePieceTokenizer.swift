@@ -15,7 +15,7 @@ public final class SentencePieceTokenizer: @unchecked Sendable {
     public let addSpacePrefix: Bool
     public let endOfGeneration: Set<Int32>
     /// The text each token stands for (`▁` as a space, a byte token as its byte, control: none).
-    let tokenBytes: [[UInt8]]
+    public let tokenBytes: [[UInt8]]
     let scores: [Float]
     /// Token text (`▁` kept) → id, for merging.
     let ids: [[UInt8]: Int32]

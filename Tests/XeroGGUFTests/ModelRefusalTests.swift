@@ -38,8 +38,8 @@ final class ModelRefusalTests: XCTestCase {
     }
 
     /// The real Gemma 3 270M file (scripts/setup.sh --with-gemma, as CI runs it): its metadata and
-    /// tensor index read, and the engine refuses it naming the architecture, until it runs gemma3.
-    func testTheShippedGemmaFileIsReadAndRefusedNamingItsArchitecture() throws {
+    /// tensor index read, and the engine takes its architecture (GemmaTests run it).
+    func testTheShippedGemmaFileIsReadWithItsArchitecture() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let path = root.path + "/models/gemma3/gemma-3-270m-q4_k_m.gguf"
         guard FileManager.default.fileExists(atPath: path) else { return XCTFail("missing \(path): run scripts/setup.sh --with-gemma") }
@@ -48,7 +48,15 @@ final class ModelRefusalTests: XCTestCase {
         XCTAssertEqual(file.metadata["tokenizer.ggml.model"]?.string, "llama")
         XCTAssertNil(file.metadata["tokenizer.chat_template"]?.string)
         XCTAssertEqual(Set(file.tensors.values.map(\.type)), [.f32, .q5_0, .q4_k, .q8_0, .q6_k])
-        assertRefused(path, mentions: ["gemma3"])
+        let c = try LlamaModel(file: file).config
+        XCTAssertEqual(c.architecture, .gemma3)
+        XCTAssertEqual([c.layers, c.embedding, c.heads, c.kvHeads, c.headDim, c.queryDim, c.feedForward, c.vocab], [18, 640, 4, 1, 256, 1024, 2048, 262_144])
+        XCTAssertEqual(c.slidingWindow, 512)
+        XCTAssertEqual((0..<18).filter { !c.isSliding(layer: $0) }, [5, 11, 17], "every 6th layer is global")
+        XCTAssertEqual(c.ropeBase(layer: 0), 10_000)
+        XCTAssertEqual(c.ropeBase(layer: 5), 1_000_000)
+        XCTAssertEqual(c.queryScale, 1.0 / 16)
+        XCTAssertEqual(c.embeddingScale, sqrtf(640))
     }
 
     func testUnsupportedArchitectureIsNamed() throws {
@@ -56,8 +64,8 @@ final class ModelRefusalTests: XCTestCase {
     }
 
     func testUnsupportedTensorTypeIsNamed() throws {
-        let p = try gguf(meta: ["general.architecture": "llama"], tensors: [("token_embd.weight", [256, 4], 14), ("blk.0.attn_q.weight", [256, 4], 12)])
-        assertRefused(p, mentions: ["q6_k", "q4_k", "not supported"])
+        let p = try gguf(meta: ["general.architecture": "llama"], tensors: [("token_embd.weight", [256, 4], 11), ("blk.0.attn_q.weight", [256, 4], 10)])
+        assertRefused(p, mentions: ["q3_k", "q2_k", "not supported"])
     }
 
     func testMissingHyperParametersAndTensorsAreNamed() throws {
