@@ -56,8 +56,8 @@ final class ModelRefusalTests: XCTestCase {
     }
 
     func testUnsupportedTensorTypeIsNamed() throws {
-        let p = try gguf(meta: ["general.architecture": "llama"], tensors: [("token_embd.weight", [256, 4], 14), ("blk.0.attn_q.weight", [256, 4], 12)])
-        assertRefused(p, mentions: ["q6_k", "q4_k", "not supported"])
+        let p = try gguf(meta: ["general.architecture": "llama"], tensors: [("token_embd.weight", [256, 4], 11), ("blk.0.attn_q.weight", [256, 4], 10)])
+        assertRefused(p, mentions: ["q3_k", "q2_k", "not supported"])
     }
 
     func testMissingHyperParametersAndTensorsAreNamed() throws {
