@@ -13,23 +13,76 @@
 
 #define XK_KINLINE static inline XK_TARGET __attribute__((always_inline))
 
-// Q4_K/Q5_K's twelve scale bytes → eight 6-bit scales and eight 6-bit mins (ggml's get_scale_min_k4).
-XK_KINLINE void XK_NAME(scale_min_k4)(const uint8_t *q, uint8_t *sc, uint8_t *mn) {
-    for (int j = 0; j < 4; j++) {
-        sc[j] = q[j] & 63;
-        mn[j] = q[j + 4] & 63;
-        sc[j + 4] = (q[j + 8] & 0xF) | ((q[j] >> 6) << 4);
-        mn[j + 4] = (q[j + 8] >> 4) | ((q[j + 4] >> 6) << 4);
+// Q4_K/Q5_K's twelve scale bytes → eight 6-bit scales (bytes 0–7) and eight 6-bit mins (8–15):
+// ggml's get_scale_min_k4, done four bytes at a time as its AVX2 kernels do.
+XK_KINLINE __m128i XK_NAME(scale_min_k4)(const uint8_t *q) {
+    uint32_t u[3];
+    memcpy(u, q, 12);
+    const uint32_t m6 = 0x3f3f3f3f, m4 = 0x0f0f0f0f, m2 = 0x03030303;
+    const uint32_t sc0 = u[0] & m6, sc1 = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
+    const uint32_t mn0 = u[1] & m6, mn1 = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+    return _mm_setr_epi32((int)sc0, (int)sc1, (int)mn0, (int)mn1);
+}
+
+// Chunk c (32 elements) of superblock b for the R × T tile: decode each row's chunk once, then
+// every activation row's products into its int32 lanes.
+XK_KINLINE void XK_NAME(kchunk)(const int type, const int R, const int T, const int c, const uint8_t *w, size_t rb,
+                                int b, int bs, const int8_t *aq, int cols, const __m256i *scl, const __m128i *sc6,
+                                __m256i sumi[4][4]) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i x[4], s16[4];
+    // int16 lane pair (2c, 2c+1) as a byte shuffle: chunk c's scale in every int16 lane.
+    const __m256i pick16 = _mm256_set1_epi16((short)(0x0100 + 0x0202 * c));
+    // Q6_K: scales 2c (elements 0–15) and 2c+1 (16–31) picked into the halves of 16 bytes.
+    const __m128i pick8 = _mm_or_si128(_mm_set1_epi8((char)(2 * c)),
+                                       _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
+    // Chunk-dependent shift counts, once for all rows (constants where the chunk loop is unrolled).
+    const int q6j = c >> 2, q6l = c & 3;
+    const __m128i nib = _mm_cvtsi32_si128(type == XK_Q6_K ? (q6l >> 1) * 4 : (c & 1) * 4);
+    const __m128i q6h = _mm_cvtsi32_si128(2 * q6l);
+    for (int r = 0; r < R; r++) {
+        const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
+        if (type == XK_Q6_K) {
+            // Chunk c = 4j + l: low (l < 2) or high nibbles of ql[64j + 32(l&1) ...], and
+            // bits 2l, 2l+1 of qh[32j ...] as bits 4, 5.
+            const __m256i ql = _mm256_loadu_si256((const __m256i *)(bp + 64 * q6j + 32 * (q6l & 1)));
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(bp + 128 + 32 * q6j));
+            const __m256i lo = _mm256_and_si256(_mm256_srl_epi16(ql, nib), m4);
+            const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, q6h), _mm256_set1_epi8(3));
+            x[r] = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
+            s16[r] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc6[r], pick8));
+        } else {
+            const __m256i qs = _mm256_loadu_si256((const __m256i *)(bp + (type == XK_Q4_K ? 16 : 48) + 32 * (c >> 1)));
+            x[r] = _mm256_and_si256(_mm256_srl_epi16(qs, nib), m4);
+            if (type == XK_Q5_K) {
+                // Fifth bit: bit c of qh[e].
+                const __m256i mask = _mm256_set1_epi8((char)(1 << c));
+                const __m256i qh = _mm256_loadu_si256((const __m256i *)(bp + 16));
+                const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, mask), mask);
+                x[r] = _mm256_or_si256(x[r], _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+            }
+            s16[r] = _mm256_shuffle_epi8(scl[r], pick16);
+        }
+    }
+    for (int t = 0; t < T; t++) {
+        const __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 256 + 32 * c));
+        for (int r = 0; r < R; r++) {
+            const __m256i p = _mm256_maddubs_epi16(x[r], y);
+#if XK_VNNI
+            sumi[r][t] = _mm256_dpwssd_epi32(sumi[r][t], p, s16[r]);
+#else
+            sumi[r][t] = _mm256_add_epi32(sumi[r][t], _mm256_madd_epi16(p, s16[r]));
+#endif
+        }
     }
 }
 
-// R weight rows × T activation rows (R, T ≤ 4): every output's accumulators stay in registers
-// (the VNNI build has 32 vector registers: 16 int32 tiles, 4 weight chunks, 4 scale vectors).
+// R weight rows × T activation rows (R, T ≤ 4): every output's int32 lanes stay in registers
+// through a superblock (VNNI: 16 tiles, 4 weight chunks, 4 scale vectors in its 32 registers).
 XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
                                const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
                                const int16_t *bsums, int nb, int cols, float *out, int ldo) {
     const int bs = type == XK_Q4_K ? 144 : type == XK_Q5_K ? 176 : 210;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256 acc[4][4];
     __m128 accm[4][4];  // Q4_K
     float summs[4][4];  // Q5_K
@@ -40,8 +93,9 @@ XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
             summs[r][t] = 0;
         }
     for (int b = 0; b < nb; b++) {
-        uint8_t sc[4][8], mn[4][8];
-        __m128i sc6[4];
+        __m128i sc6[4];   // Q6_K: the sixteen int8 scales
+        __m256i scl[4];   // Q4_K/Q5_K: the eight scales as int16, in both 128-bit halves
+        __m128i mins[4];  // Q4_K/Q5_K: the eight mins as int16
         float dw[4], dmw[4];
         for (int r = 0; r < R; r++) {
             const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
@@ -55,7 +109,9 @@ XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
                 const __m128 head = xk_head(bp);
                 dw[r] = _mm_cvtss_f32(head);
                 dmw[r] = _mm_cvtss_f32(_mm_movehdup_ps(head));
-                XK_NAME(scale_min_k4)(bp + 4, sc[r], mn[r]);
+                const __m256i sm = _mm256_cvtepu8_epi16(XK_NAME(scale_min_k4)(bp + 4));
+                scl[r] = _mm256_permute2x128_si256(sm, sm, 0x00);
+                mins[r] = _mm256_extracti128_si256(sm, 1);
             }
         }
         {
@@ -66,48 +122,14 @@ XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
         __m256i sumi[4][4];
         for (int r = 0; r < R; r++)
             for (int t = 0; t < T; t++) sumi[r][t] = _mm256_setzero_si256();
+        // Unrolled for one activation row (its constants fold; few registers live); a loop for
+        // four (unrolled, the compiler hoists every chunk's scales and spills).
+        if (T == 1) {
 #pragma clang loop unroll(full)
-        for (int c = 0; c < 8; c++) {
-            __m256i x[4], s16[4];
-            for (int r = 0; r < R; r++) {
-                const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
-                if (type == XK_Q6_K) {
-                    // Chunk c = 4j + l: low or high nibbles of ql[64j + 32(l&1) ...], two bits of qh[32j ...].
-                    const int j = c >> 2, l = c & 3;
-                    const __m256i ql = _mm256_loadu_si256((const __m256i *)(bp + 64 * j + 32 * (l & 1)));
-                    const __m256i qh = _mm256_loadu_si256((const __m256i *)(bp + 128 + 32 * j));
-                    const __m256i lo = l < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
-                    const __m256i hb = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * l)), _mm256_set1_epi8(3));
-                    x[r] = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 4));
-                    // Scales 2c (elements 0–15) and 2c+1 (16–31), sign-extended to the int16 pair lanes.
-                    const __m128i pick = _mm_or_si128(_mm_set1_epi8((char)(2 * c)),
-                                                      _mm_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1));
-                    s16[r] = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc6[r], pick));
-                } else {
-                    const int j = c >> 1;
-                    const __m256i qs = _mm256_loadu_si256((const __m256i *)(bp + (type == XK_Q4_K ? 16 : 48) + 32 * j));
-                    x[r] = (c & 1) ? _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4) : _mm256_and_si256(qs, m4);
-                    if (type == XK_Q5_K) {
-                        // Fifth bit: bit c of qh[e].
-                        const __m256i mask = _mm256_set1_epi8((char)(1 << c));
-                        const __m256i qh = _mm256_loadu_si256((const __m256i *)(bp + 16));
-                        const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(qh, mask), mask);
-                        x[r] = _mm256_or_si256(x[r], _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
-                    }
-                    s16[r] = _mm256_set1_epi16((short)sc[r][c]);
-                }
-            }
-            for (int t = 0; t < T; t++) {
-                const __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 256 + 32 * c));
-                for (int r = 0; r < R; r++) {
-                    const __m256i p = _mm256_maddubs_epi16(x[r], y);
-#if XK_VNNI
-                    sumi[r][t] = _mm256_dpwssd_epi32(sumi[r][t], p, s16[r]);
-#else
-                    sumi[r][t] = _mm256_add_epi32(sumi[r][t], _mm256_madd_epi16(p, s16[r]));
-#endif
-                }
-            }
+            for (int c = 0; c < 8; c++) XK_NAME(kchunk)(type, R, T, c, w, rb, b, bs, aq, cols, scl, sc6, sumi);
+        } else {
+#pragma clang loop unroll(disable)
+            for (int c = 0; c < 8; c++) XK_NAME(kchunk)(type, R, T, c, w, rb, b, bs, aq, cols, scl, sc6, sumi);
         }
         for (int t = 0; t < T; t++) {
             const float da = ad[(size_t)t * nb + b];
@@ -122,8 +144,7 @@ XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
                 acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(da * dw[r]), _mm256_cvtepi32_ps(s), acc[r][t]);
                 if (type != XK_Q6_K) {
                     const float dmin = -da * dmw[r];
-                    const __m128i mins = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)mn[r]));
-                    const __m128i prod = _mm_madd_epi16(mins, q8s);
+                    const __m128i prod = _mm_madd_epi16(mins[r], q8s);
                     if (type == XK_Q4_K) {
                         accm[r][t] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), accm[r][t]);
                     } else {
@@ -159,10 +180,20 @@ XK_KINLINE void XK_NAME(gemm_k_typed)(const int type, const uint8_t *w, size_t r
         int r = r0;
 #define XK_KTILE(R, T) XK_NAME(ktile)(type, R, T, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb, \
                                       bsums + (size_t)t * nb * 16, nb, cols, out + (size_t)t * ldo + r, ldo)
-        for (; r + 4 <= r1; r += 4) {
-            int t = t0;
-            for (; t + 4 <= t1; t += 4) XK_KTILE(4, 4);
-            for (; t < t1; t++) XK_KTILE(4, 1);
+        if (XK_VNNI || t1 - t0 < 4) {
+            for (; r + 4 <= r1; r += 4) {
+                int t = t0;
+                for (; t + 4 <= t1; t += 4) XK_KTILE(4, 4);
+                for (; t < t1; t++) XK_KTILE(4, 1);
+            }
+        } else {
+            // AVX2 has 16 vector registers: 2 weight rows × 4 activation rows keeps its 8 int32
+            // tiles in them (4 × 4 spills); the VNNI build's 32 hold 4 × 4.
+            for (; r + 2 <= r1; r += 2) {
+                int t = t0;
+                for (; t + 4 <= t1; t += 4) XK_KTILE(2, 4);
+                for (; t < t1; t++) XK_KTILE(2, 1);
+            }
         }
         for (; r < r1; r++) {
             int t = t0;
