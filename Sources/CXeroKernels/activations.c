@@ -3,6 +3,8 @@
 // statements they replace (and as ggml's x86 code), so the bits are unchanged.
 #include "xero_kernels.h"
 #include "vec_math.h"
+#include <math.h>
+#include <string.h>
 
 static inline float round_f16(float v) {
     return _cvtsh_ss(_cvtss_sh(v, _MM_FROUND_TO_NEAREST_INT));
@@ -45,6 +47,50 @@ void xk_quantize_q8(const float *x, int blocks, int8_t *qs, float *d, float *s) 
         t = _mm_hadd_epi32(t, t);
         d[b] = round_f16(dd);
         s[b] = round_f16((float)_mm_cvtsi128_si32(t) * dd);
+    }
+}
+
+void xk_quantize_q8_K(const float *x, int blocks, int8_t *qs, float *d, int16_t *bsums) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int b = 0; b < blocks; b++) {
+        const float *src = x + (size_t)b * 256;
+        int8_t *q = qs + (size_t)b * 256;
+        int16_t *bsum = bsums + (size_t)b * 16;
+        // amax = the largest |x| (NaN never compares greater: ignored), then max = the first element
+        // with that magnitude, as ggml's sequential `if (ax > amax)` finds it.
+        __m256 am = _mm256_setzero_ps();
+        for (int k = 0; k < 32; k++) am = _mm256_max_ps(_mm256_andnot_ps(sign, _mm256_loadu_ps(src + 8 * k)), am);
+        __m128 m = _mm_max_ps(_mm256_castps256_ps128(am), _mm256_extractf128_ps(am, 1));
+        m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+        m = _mm_max_ss(m, _mm_movehdup_ps(m));
+        const float amax = _mm_cvtss_f32(m);
+        if (!amax) {
+            memset(q, 0, 256);
+            memset(bsum, 0, 32);
+            d[b] = 0;
+            continue;
+        }
+        float max = 0;
+        for (int j = 0; j < 256; j++)
+            if (fabsf(src[j]) == amax) { max = src[j]; break; }
+        const float iscale = -127.f / max;
+        const __m256 vs = _mm256_set1_ps(iscale);
+        for (int k = 0; k < 32; k++) {
+            // ggml's nearest_int: the float's low mantissa bits after adding 1.5·2^23 (round-half-even).
+            const __m256 v = _mm256_add_ps(_mm256_mul_ps(vs, _mm256_loadu_ps(src + 8 * k)), _mm256_set1_ps(12582912.f));
+            __m256i i = _mm256_sub_epi32(_mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007fffff)),
+                                         _mm256_set1_epi32(0x00400000));
+            i = _mm256_min_epi32(i, _mm256_set1_epi32(127));
+            int32_t lanes[8];
+            _mm256_storeu_si256((__m256i *)lanes, i);
+            for (int l = 0; l < 8; l++) q[8 * k + l] = (int8_t)lanes[l];
+        }
+        for (int j = 0; j < 16; j++) {
+            int sum = 0;
+            for (int l = 0; l < 16; l++) sum += q[16 * j + l];
+            bsum[j] = (int16_t)sum;
+        }
+        d[b] = 1 / iscale;
     }
 }
 

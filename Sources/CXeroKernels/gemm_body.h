@@ -1,5 +1,6 @@
 // The quantized matrix product, compiled twice by kernels.c: once for AVX-512 VNNI (XK_VNNI 1)
-// and once for plain AVX2 (XK_VNNI 0). Included only from kernels.c.
+// and once for plain AVX2 (XK_VNNI 0). Included only from kernels.c. Q4_0, Q4_1, Q8_0 and Q5_0
+// weights against Q8_0/Q8_1 activations; the K-quants are in gemm_k_body.h.
 //
 // Bit-exactness with llama.cpp: for every output, lane k of an eight-float accumulator receives,
 // block by block, fma(d_w·d_a, float(Σ_{i=4k}^{4k+3} w_i·a_i), acc) — the integer dot is exact
@@ -23,6 +24,15 @@ XK_INLINE __m256i XK_NAME(nibbles)(const uint8_t *p) {
 }
 
 #if !XK_VNNI
+// Byte e = 0xFF where bit e of m is set, else 0 (ggml's bytes_from_bits_32, for Q5_0's fifth bits).
+XK_INLINE __m256i XK_NAME(bits)(uint32_t m) {
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201LL);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m), shuf);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+
 // Σ of unsigned u[4k..4k+3] · signed s[4k..4k+3] per int32 lane: what vpdpbusd does, in AVX2.
 // Pairs of u8·s8 fit in int16 here (|u| ≤ 128, |s| ≤ 127: 2·128·127 < 32768).
 XK_INLINE __m256i XK_NAME(dot_us)(__m256i u, __m256i s) {
@@ -42,7 +52,7 @@ XK_INLINE float XK_NAME(hsum)(__m256 v) {
 XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
                              const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
                              const float *as, int nb, int cols, float *out, int ldo) {
-    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q4_1 ? 20 : 18;
+    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
     const __m256i zero = _mm256_setzero_si256();
     __m256 acc[4][4];
     __m128 summ[4];  // Q4_1: lane t = Σ_b m_w·s_a (ggml's `summs`, same order)
@@ -65,6 +75,18 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
                 x[r] = XK_NAME(nibbles)(bp + 2);
 #if !XK_VNNI
                 x[r] = _mm256_sub_epi8(x[r], _mm256_set1_epi8(8));
+#endif
+            } else if (type == XK_Q5_0) {
+                // Element e = (nibble | bit e of qh << 4) − 16.
+                uint32_t qh;
+                memcpy(&qh, bp + 2, 4);
+                x[r] = XK_NAME(nibbles)(bp + 6);
+#if XK_VNNI
+                // Unsigned n + 16·bit in [0, 31]; the −16 comes from the activations' sum below.
+                x[r] = _mm256_or_si256(x[r], _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+#else
+                // n | 0xF0 where the bit is clear: the signed value n − 16 (ggml's own construction).
+                x[r] = _mm256_or_si256(x[r], _mm256_andnot_si256(XK_NAME(bits)(qh), _mm256_set1_epi8((char)0xF0)));
 #endif
             } else {
                 x[r] = _mm256_loadu_si256((const __m256i *)(bp + 2));
@@ -104,6 +126,9 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
             if (type == XK_Q4_0) {
                 // Σ (n−8)·a = Σ n·a − 8·Σ a, with n the raw nibble.
                 yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y), 3));
+            } else if (type == XK_Q5_0) {
+                // Σ (u−16)·a = Σ u·a − 16·Σ a.
+                yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y), 4));
             } else if (type == XK_Q8_0) {
                 yu = _mm256_xor_si256(y, _mm256_set1_epi8((char)0x80));
             }
@@ -112,7 +137,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
                 __m256i p;
 #if XK_VNNI
                 if (type == XK_Q4_1) p = _mm256_dpbusd_epi32(zero, x[r], y);
-                else if (type == XK_Q4_0) p = _mm256_dpbusd_epi32(yoff, x[r], y);
+                else if (type == XK_Q4_0 || type == XK_Q5_0) p = _mm256_dpbusd_epi32(yoff, x[r], y);
                 else p = _mm256_dpbusd_epi32(xoff[r], yu, x[r]);
 #else
                 if (type == XK_Q4_1) p = XK_NAME(dot_us)(x[r], y);
@@ -229,6 +254,7 @@ static XK_TARGET void XK_NAME(gemm)(int type, const uint8_t *w, size_t rb, int r
     case XK_Q4_0: XK_NAME(gemm_typed)(XK_Q4_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
     case XK_Q4_1: XK_NAME(gemm_typed)(XK_Q4_1, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
     case XK_Q8_0: XK_NAME(gemm_typed)(XK_Q8_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q5_0: XK_NAME(gemm_typed)(XK_Q5_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
     }
 }
 

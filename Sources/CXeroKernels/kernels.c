@@ -1,5 +1,6 @@
 // Quantized matrix products for the built-in GGUF engine, in C because they need instructions
-// Swift SIMD cannot express (vpdpbusd, vpmaddubsw, vpsignb). See gemm_body.h for the arithmetic.
+// Swift SIMD cannot express (vpdpbusd, vpmaddubsw, vpsignb). See gemm_body.h (blocks of 32) and
+// gemm_k_body.h (K-quants) for the arithmetic.
 #include "xero_kernels.h"
 #include <immintrin.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@ static inline __m128 xk_head(const uint8_t *p) {
 #define XK_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni")))
 #define XK_NAME(x) x##_vnni
 #include "gemm_body.h"
+#include "gemm_k_body.h"
 #undef XK_VNNI
 #undef XK_TARGET
 #undef XK_NAME
@@ -24,6 +26,7 @@ static inline __m128 xk_head(const uint8_t *p) {
 #define XK_TARGET
 #define XK_NAME(x) x##_avx2
 #include "gemm_body.h"
+#include "gemm_k_body.h"
 
 // -1: not yet decided; 0: AVX2; 1: VNNI. Deciding twice from two threads is harmless.
 static int vnni_path = -1;
@@ -58,4 +61,12 @@ void xk_gemm(int type, const void *w, size_t row_bytes, int r0, int r1,
     const uint8_t *wb = (const uint8_t *)w;
     if (xk_uses_vnni()) gemm_vnni(type, wb, row_bytes, r0, r1, aq, ad, as, n, cols, out, ldo);
     else gemm_avx2(type, wb, row_bytes, r0, r1, aq, ad, as, n, cols, out, ldo);
+}
+
+void xk_gemm_k(int type, const void *w, size_t row_bytes, int r0, int r1,
+               const int8_t *aq, const float *ad, const int16_t *bsums, int n, int cols,
+               float *out, int ldo) {
+    const uint8_t *wb = (const uint8_t *)w;
+    if (xk_uses_vnni()) gemm_k_vnni(type, wb, row_bytes, r0, r1, aq, ad, bsums, n, cols, out, ldo);
+    else gemm_k_avx2(type, wb, row_bytes, r0, r1, aq, ad, bsums, n, cols, out, ldo);
 }

@@ -4,33 +4,69 @@ import Foundation
 /// Activations quantized to 8-bit blocks of 32, the way ggml does before a quantized matrix
 /// product (`Q8_0`: scale `d`; `Q8_1`: also `s = d·Σq`). Doing the same rounding as llama.cpp is
 /// what lets greedy decoding reproduce its token ids; the integer dot products are also the fast
-/// path. `d` and `s` are rounded through Float16 exactly as ggml stores them.
+/// path. `d` and `s` are rounded through Float16 exactly as ggml stores them. K-quant weights read
+/// `Q8_K` rows instead (superblocks of 256: a float scale and sums of 16), held beside them.
 public struct QuantizedRows {
     public let rows: Int, cols: Int
+    /// Q8_0/Q8_1 blocks (empty when not asked for).
     public var qs: [Int8]
     public var d: [Float]
     public var s: [Float]
     /// The same rows rounded to Float16, for F16 weights (ggml's vec_dot_type for F16).
     public var f16: [Float16]
+    /// Q8_K superblocks (ggml's quantize_row_q8_K_ref; empty when not asked for): `rows × cols`
+    /// values, one scale per 256 (`kd`) and 16 sums of 16 per 256 (`bsums`).
+    public var kqs: [Int8]
+    public var kd: [Float]
+    public var bsums: [Int16]
 
     /// The float rows themselves, for F32 weights; valid while the caller's buffer is.
     let source: UnsafePointer<Float>
 
-    /// Quantizes `rows × cols` floats (cols a multiple of 32) once, for every matrix that reads
-    /// them (q, k and v read the same normed input; so do gate and up).
-    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, withF16: Bool) {
+    /// Quantizes `rows × cols` floats (cols a multiple of 32; of 256 for `withQ8K`) once, for every
+    /// matrix that reads them (q, k and v read the same normed input; so do gate and up).
+    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, withF16: Bool, withQ8: Bool = true, withQ8K: Bool = false) {
+        precondition(cols % 32 == 0 && (!withQ8K || cols % 256 == 0), "QuantizedRows: \(cols) columns")
         self.rows = rows
         self.cols = cols
         source = x
-        qs = [Int8](repeating: 0, count: rows * cols)
-        d = [Float](repeating: 0, count: rows * cols / 32)
-        s = d
-        f16 = []
-        quantize(x, withF16: withF16)
+        qs = []; d = []; s = []; f16 = []; kqs = []; kd = []; bsums = []
+        if withQ8 { quantizeQ8(x) }
+        if withF16 { quantizeF16(x) }
+        if withQ8K { quantizeQ8K(x) }
     }
 
-    private mutating func quantize(_ x: UnsafePointer<Float>, withF16: Bool) {
+    /// Exactly what `matrices` read: an F16 copy for F16 weights, Q8_0/Q8_1 blocks for the types of
+    /// blocks of 32, Q8_K superblocks for the K-quants.
+    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, for matrices: [WeightMatrix]) {
+        let needs = Set(matrices.map(\.activation))
+        self.init(x, rows: rows, cols: cols, withF16: needs.contains(.f16), withQ8: needs.contains(.q8), withQ8K: needs.contains(.q8K))
+    }
+
+    var has: Set<WeightMatrix.Activation> {
+        var h: Set<WeightMatrix.Activation> = [.f32]
+        if qs.count == rows * cols { h.insert(.q8) }
+        if f16.count == rows * cols { h.insert(.f16) }
+        if kqs.count == rows * cols { h.insert(.q8K) }
+        return h
+    }
+
+    /// These rows with whatever `matrices` need and they lack quantized from the float source.
+    func completed(for matrices: [WeightMatrix]) -> QuantizedRows {
+        let missing = Set(matrices.map(\.activation)).subtracting(has)
+        guard !missing.isEmpty else { return self }
+        var a = self
+        if missing.contains(.q8) { a.quantizeQ8(source) }
+        if missing.contains(.f16) { a.quantizeF16(source) }
+        if missing.contains(.q8K) { a.quantizeQ8K(source) }
+        return a
+    }
+
+    private mutating func quantizeQ8(_ x: UnsafePointer<Float>) {
         let nb = cols / 32
+        qs = [Int8](repeating: 0, count: rows * cols)
+        d = [Float](repeating: 0, count: rows * nb)
+        s = d
         qs.withUnsafeMutableBufferPointer { q in
             d.withUnsafeMutableBufferPointer { dp in
                 s.withUnsafeMutableBufferPointer { sp in
@@ -42,10 +78,30 @@ public struct QuantizedRows {
                 }
             }
         }
-        if withF16 {
-            f16 = [Float16](unsafeUninitializedCapacity: rows * cols) { buf, n in
-                for i in 0..<(rows * cols) { buf[i] = Float16(x[i]) }
-                n = rows * cols
+    }
+
+    private mutating func quantizeF16(_ x: UnsafePointer<Float>) {
+        let (rows, cols) = (rows, cols)
+        f16 = [Float16](unsafeUninitializedCapacity: rows * cols) { buf, n in
+            for i in 0..<(rows * cols) { buf[i] = Float16(x[i]) }
+            n = rows * cols
+        }
+    }
+
+    private mutating func quantizeQ8K(_ x: UnsafePointer<Float>) {
+        let nb = cols / 256
+        kqs = [Int8](repeating: 0, count: rows * cols)
+        kd = [Float](repeating: 0, count: rows * nb)
+        bsums = [Int16](repeating: 0, count: rows * nb * 16)
+        kqs.withUnsafeMutableBufferPointer { q in
+            kd.withUnsafeMutableBufferPointer { dp in
+                bsums.withUnsafeMutableBufferPointer { bp in
+                    let (q, dp, bp) = (q.baseAddress!, dp.baseAddress!, bp.baseAddress!)
+                    Parallel.chunks(rows, minChunk: 4) { range in
+                        let b0 = range.lowerBound * nb
+                        xk_quantize_q8_K(x + b0 * 256, Int32(range.count * nb), q + b0 * 256, dp + b0, bp + b0 * 16)
+                    }
+                }
             }
         }
     }
@@ -60,6 +116,7 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rowBytes: Int
 
     public init(type: GGUFFile.TensorType, rows: Int, cols: Int, base: UnsafeRawPointer) {
+        precondition(cols % type.blockLayout.elements == 0, "a \(type) row of \(cols) columns is not whole blocks (WeightMatrix.canHold)")
         self.type = type
         self.rows = rows
         self.cols = cols
@@ -67,7 +124,25 @@ public struct WeightMatrix: @unchecked Sendable {
         rowBytes = cols / type.blockLayout.elements * type.blockLayout.bytes
     }
 
-    public static let supportedTypes: Set<GGUFFile.TensorType> = [.f32, .f16, .q8_0, .q4_0, .q4_1]
+    public static let supportedTypes: Set<GGUFFile.TensorType> = [.f32, .f16, .q8_0, .q4_0, .q4_1, .q5_0, .q4_k, .q5_k, .q6_k]
+
+    /// Whether rows of `cols` columns of `type` can be a matrix here: a supported type and whole
+    /// blocks (32 columns; 256 for the K-quants). A loader checks this before `init`, which requires it.
+    public static func canHold(type: GGUFFile.TensorType, cols: Int) -> Bool {
+        supportedTypes.contains(type) && cols > 0 && cols % type.blockLayout.elements == 0
+    }
+
+    /// What a matrix product with these weights reads of the activations.
+    enum Activation: Hashable { case f32, f16, q8, q8K }
+
+    var activation: Activation {
+        switch type {
+        case .f16: return .f16
+        case .q4_k, .q5_k, .q6_k: return .q8K
+        case .q4_0, .q4_1, .q8_0, .q5_0: return .q8
+        default: return .f32
+        }
+    }
 
     /// Dot product of float row `r` with activation row `t` (F16 and F32 weights; the quantized
     /// types go through the C kernels, `xk_gemm`).
@@ -87,6 +162,10 @@ public struct WeightMatrix: @unchecked Sendable {
         case .q4_0: return Int32(XK_Q4_0.rawValue)
         case .q4_1: return Int32(XK_Q4_1.rawValue)
         case .q8_0: return Int32(XK_Q8_0.rawValue)
+        case .q5_0: return Int32(XK_Q5_0.rawValue)
+        case .q4_k: return Int32(XK_Q4_K.rawValue)
+        case .q5_k: return Int32(XK_Q5_K.rawValue)
+        case .q6_k: return Int32(XK_Q6_K.rawValue)
         default: return nil
         }
     }
@@ -123,17 +202,84 @@ public struct WeightMatrix: @unchecked Sendable {
                     out[b * 32 + j + 16] = d * Float(q >> 4) + m
                 }
             }
+        case .q5_0:
+            for b in 0..<(cols / 32) {
+                let bp = w + b * 22
+                let d = Float(bp.loadUnaligned(as: Float16.self))
+                let qh = bp.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
+                for j in 0..<16 {
+                    let q = bp.load(fromByteOffset: 6 + j, as: UInt8.self)
+                    let h0 = Int((qh >> UInt32(j)) & 1) << 4, h1 = Int((qh >> UInt32(j + 16)) & 1) << 4
+                    out[b * 32 + j] = Float((Int(q & 0x0F) | h0) - 16) * d
+                    out[b * 32 + j + 16] = Float((Int(q >> 4) | h1) - 16) * d
+                }
+            }
+        case .q4_k, .q5_k:
+            // d·sc and dmin·m first, then d1·q − m1 (ggml's dequantize_row_q4_K / _q5_K).
+            let bytes = type.blockLayout.bytes, qsAt = type == .q4_k ? 16 : 48
+            for b in 0..<(cols / 256) {
+                let bp = w + b * bytes
+                let d = Float(bp.loadUnaligned(as: Float16.self)), dmin = Float(bp.loadUnaligned(fromByteOffset: 2, as: Float16.self))
+                let (sc, mn) = Self.scaleMinK4(bp + 4)
+                for c in 0..<8 {
+                    let d1 = d * Float(sc[c]), m1 = dmin * Float(mn[c])
+                    for l in 0..<32 {
+                        let byte = bp.load(fromByteOffset: qsAt + 32 * (c / 2) + l, as: UInt8.self)
+                        var q = Int(c % 2 == 0 ? byte & 0x0F : byte >> 4)
+                        if type == .q5_k && (bp.load(fromByteOffset: 16 + l, as: UInt8.self) >> UInt8(c)) & 1 == 1 { q += 16 }
+                        out[b * 256 + 32 * c + l] = d1 * Float(q) - m1
+                    }
+                }
+            }
+        case .q6_k:
+            // d·sc·q, left to right (ggml's dequantize_row_q6_K).
+            for b in 0..<(cols / 256) {
+                let bp = w + b * 210
+                let d = Float(bp.loadUnaligned(fromByteOffset: 208, as: Float16.self))
+                for e in 0..<256 {
+                    let sc = Float(bp.load(fromByteOffset: 192 + e / 16, as: Int8.self))
+                    out[b * 256 + e] = d * sc * Float(Self.q6(bp, e) - 32)
+                }
+            }
         default: break
         }
     }
+
+    /// Q4_K/Q5_K scale bytes → eight 6-bit scales and mins (ggml's get_scale_min_k4).
+    static func scaleMinK4(_ q: UnsafeRawPointer) -> (sc: [UInt8], mn: [UInt8]) {
+        var sc = [UInt8](repeating: 0, count: 8), mn = sc
+        for j in 0..<8 {
+            let b = { (i: Int) in q.load(fromByteOffset: i, as: UInt8.self) }
+            if j < 4 {
+                sc[j] = b(j) & 63; mn[j] = b(j + 4) & 63
+            } else {
+                sc[j] = (b(j + 4) & 0x0F) | ((b(j - 4) >> 6) << 4)
+                mn[j] = (b(j + 4) >> 4) | ((b(j) >> 6) << 4)
+            }
+        }
+        return (sc, mn)
+    }
+
+    /// Element e (0..<256) of a Q6_K superblock as its unsigned 6-bit value: 128-element halves,
+    /// each four runs of 32 from ql's low/high nibbles and qh's bit pairs.
+    static func q6(_ bp: UnsafeRawPointer, _ e: Int) -> Int {
+        let half = e / 128, run = (e % 128) / 32, l = e % 32
+        let ql = bp.load(fromByteOffset: 64 * half + l + (run % 2 == 1 ? 32 : 0), as: UInt8.self)
+        let qh = bp.load(fromByteOffset: 128 + 32 * half + l, as: UInt8.self)
+        return Int(run < 2 ? ql & 0x0F : ql >> 4) | Int((qh >> UInt8(2 * run)) & 3) << 4
+    }
 }
 
-/// Raw pointers into a `QuantizedRows` and its float source, valid for one matrix product.
+/// Raw pointers into a `QuantizedRows` and its float source, valid for one matrix product (nil
+/// for what the rows do not hold).
 struct UnsafeQuantized: @unchecked Sendable {
-    let qs: UnsafePointer<Int8>
-    let d: UnsafePointer<Float>
-    let s: UnsafePointer<Float>
+    let qs: UnsafePointer<Int8>?
+    let d: UnsafePointer<Float>?
+    let s: UnsafePointer<Float>?
     let f16: UnsafePointer<Float16>?
+    let kqs: UnsafePointer<Int8>?
+    let kd: UnsafePointer<Float>?
+    let bsums: UnsafePointer<Int16>?
     let f32: UnsafePointer<Float>
     let cols: Int
 }
@@ -205,7 +351,7 @@ public enum Parallel {
 extension WeightMatrix {
     /// `out[t][r] = W[r] · x[t]` for the `n` rows of `x` (n × cols floats) → n × rows floats.
     public func multiply(_ x: UnsafePointer<Float>, rows n: Int, into out: UnsafeMutablePointer<Float>) {
-        multiply(QuantizedRows(x, rows: n, cols: cols, withF16: type == .f16), into: out)
+        multiply(QuantizedRows(x, rows: n, cols: cols, for: [self]), into: out)
     }
 
     /// The same with activations already quantized. Each weight row is used against every input
@@ -216,34 +362,49 @@ extension WeightMatrix {
 
     /// Several matrices that read the same activations (q, k, v; gate, up) in one parallel loop:
     /// their rows are split over the threads as one range, so the work is balanced and the pool is
-    /// entered once instead of once per matrix.
+    /// entered once instead of once per matrix. Any mix of types: each matrix reads the activations
+    /// its type needs (quantized here from the float source if `a` lacks them; make `a` with
+    /// `QuantizedRows(_:rows:cols:for:)` to quantize exactly once).
     public static func multiply(_ products: [(matrix: WeightMatrix, out: UnsafeMutablePointer<Float>)], _ a: QuantizedRows) {
         let n = a.rows, cols = a.cols
-        for (m, _) in products { precondition(m.cols == cols && (m.type != .f16 || a.f16.count == n * cols)) }
+        for (m, _) in products { precondition(m.cols == cols, "a \(m.cols)-column matrix times \(cols)-column activations") }
+        let a = a.completed(for: products.map(\.matrix))
         a.qs.withUnsafeBufferPointer { qs in
             a.d.withUnsafeBufferPointer { d in
                 a.s.withUnsafeBufferPointer { s in
                     a.f16.withUnsafeBufferPointer { f16 in
-                        let a = UnsafeQuantized(qs: qs.baseAddress!, d: d.baseAddress!, s: s.baseAddress!, f16: f16.baseAddress,
+                    a.kqs.withUnsafeBufferPointer { kqs in
+                    a.kd.withUnsafeBufferPointer { kd in
+                    a.bsums.withUnsafeBufferPointer { bsums in
+                        let a = UnsafeQuantized(qs: qs.baseAddress, d: d.baseAddress, s: s.baseAddress, f16: f16.baseAddress,
+                                                kqs: kqs.baseAddress, kd: kd.baseAddress, bsums: bsums.baseAddress,
                                                 f32: a.source, cols: cols)
-                        guard products.allSatisfy({ $0.matrix.kernelType != nil }) else {
-                            for (m, out) in products { m.multiplyFloat(a, rows: n, into: out) }
-                            return
-                        }
-                        // Groups of 4 rows (the kernel's register tile); a matrix's last group takes
+                        // F16/F32 weights: their own loop each. The quantized ones share one.
+                        for (m, out) in products where m.kernelType == nil { m.multiplyFloat(a, rows: n, into: out) }
+                        let quantized = products.filter { $0.matrix.kernelType != nil }
+                        guard !quantized.isEmpty else { return }
+                        // Groups of 4 rows (the kernels' register tile); a matrix's last group takes
                         // its remainder rows. `starts[i]` is matrix i's first group in the joint range.
-                        let groups = products.map { max(1, $0.matrix.rows / 4) }
+                        let groups = quantized.map { max(1, $0.matrix.rows / 4) }
                         var starts = [0]
                         for g in groups { starts.append(starts.last! + g) }
                         Parallel.chunks(starts.last!, minChunk: max(2, 32 / max(1, n))) { range in
-                            for (i, (m, out)) in products.enumerated() {
+                            for (i, (m, out)) in quantized.enumerated() {
                                 let lo = max(range.lowerBound, starts[i]) - starts[i], hi = min(range.upperBound, starts[i + 1]) - starts[i]
                                 guard lo < hi else { continue }
                                 let r1 = hi == groups[i] ? m.rows : hi * 4
-                                xk_gemm(m.kernelType!, m.base, m.rowBytes, Int32(lo * 4), Int32(r1),
-                                        a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(m.rows))
+                                if m.activation == .q8K {
+                                    xk_gemm_k(m.kernelType!, m.base, m.rowBytes, Int32(lo * 4), Int32(r1),
+                                              a.kqs, a.kd, a.bsums, Int32(n), Int32(cols), out, Int32(m.rows))
+                                } else {
+                                    xk_gemm(m.kernelType!, m.base, m.rowBytes, Int32(lo * 4), Int32(r1),
+                                            a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(m.rows))
+                                }
                             }
                         }
+                    }
+                    }
+                    }
                     }
                 }
             }

@@ -16,7 +16,8 @@ final class KernelTests: XCTestCase {
             Case(type: .q4_1, rows: 13, cols: 96, n: 7), Case(type: .q4_1, rows: 64, cols: 576, n: 1),
             Case(type: .q4_1, rows: 40, cols: 64, n: 37), Case(type: .q4_0, rows: 11, cols: 128, n: 6),
             Case(type: .q4_0, rows: 8, cols: 32, n: 1), Case(type: .q8_0, rows: 9, cols: 160, n: 5),
-            Case(type: .q8_0, rows: 4, cols: 64, n: 17),
+            Case(type: .q8_0, rows: 4, cols: 64, n: 17), Case(type: .q5_0, rows: 13, cols: 96, n: 7),
+            Case(type: .q5_0, rows: 8, cols: 32, n: 1), Case(type: .q5_0, rows: 6, cols: 256, n: 37),
         ]
         var rng = SplitMix64(seed: 7)
         for c in cases {
@@ -75,6 +76,151 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Runs `body` on each ISA path this CPU has (VNNI, then AVX2), restoring the choice after.
+    static func onEveryPath(_ body: (Int) -> Void) {
+        for vnni in [1, 0] {
+            let previous = xk_set_vnni(Int32(vnni))
+            defer { xk_set_vnni(previous) }
+            if vnni == 1 && xk_uses_vnni() == 0 { continue }  // this CPU has no VNNI: AVX2 only
+            body(vnni)
+        }
+    }
+
+    static func activations(rows n: Int, cols: Int, _ rng: inout SplitMix64) -> [Float] {
+        (0..<(n * cols)).map { _ in Float(Double(rng.next() % 20_001) / 1_000 - 10) }
+    }
+
+    /// The K-quant statement of row r against Q8_K activation row t of `a`.
+    static func referenceK(_ type: GGUFFile.TensorType, _ weights: [UInt8], rows: Int, _ r: Int, _ a: QuantizedRows, _ t: Int) -> Float {
+        let rb = weights.count / rows, nb = a.cols / 256
+        return ScalarStatement.dotK(type, Array(weights[(r * rb)..<((r + 1) * rb)]), a.kqs[(t * a.cols)..<((t + 1) * a.cols)],
+                                    a.kd[(t * nb)..<((t + 1) * nb)], a.bsums[(t * nb * 16)..<((t + 1) * nb * 16)])
+    }
+
+    func testKQuantsMatchTheScalarStatementOnEveryPathAndTile() {
+        // Rows not a multiple of 4, n = 1, n past one 16-row activation block and not a multiple of
+        // 4, several superblocks; Q5_K held to the statement like the shipped types.
+        let cases = [
+            Case(type: .q4_k, rows: 13, cols: 256, n: 7), Case(type: .q4_k, rows: 8, cols: 768, n: 1),
+            Case(type: .q4_k, rows: 6, cols: 512, n: 37), Case(type: .q6_k, rows: 13, cols: 512, n: 5),
+            Case(type: .q6_k, rows: 4, cols: 256, n: 1), Case(type: .q6_k, rows: 9, cols: 768, n: 19),
+            Case(type: .q5_k, rows: 11, cols: 512, n: 6), Case(type: .q5_k, rows: 4, cols: 256, n: 17),
+        ]
+        var rng = SplitMix64(seed: 17)
+        for c in cases {
+            let weights = Self.randomWeights(c.type, rows: c.rows, cols: c.cols, &rng)
+            let x = Self.activations(rows: c.n, cols: c.cols, &rng)
+            let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: c.n, cols: c.cols, withF16: false, withQ8: false, withQ8K: true) }
+            let expected = (0..<c.n).flatMap { t in (0..<c.rows).map { r in Self.referenceK(c.type, weights, rows: c.rows, r, a, t) } }
+            Self.onEveryPath { vnni in
+                var out = [Float](repeating: .nan, count: c.n * c.rows)
+                weights.withUnsafeBytes { w in
+                    let m = WeightMatrix(type: c.type, rows: c.rows, cols: c.cols, base: w.baseAddress!)
+                    out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
+                }
+                for i in out.indices where out[i].bitPattern != expected[i].bitPattern {
+                    XCTFail("\(c) vnni=\(vnni): output \(i) is \(out[i]), expected \(expected[i])")
+                    break
+                }
+            }
+        }
+    }
+
+    func testAKQuantRowRangeWritesOnlyItsRowsAtTheGivenStride() {
+        var rng = SplitMix64(seed: 19)
+        let rows = 16, cols = 512, n = 6
+        for type in [GGUFFile.TensorType.q4_k, .q6_k] {
+            let weights = Self.randomWeights(type, rows: rows, cols: cols, &rng)
+            let x = Self.activations(rows: n, cols: cols, &rng)
+            let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: cols, withF16: false, withQ8K: true) }
+            let kind = Int32(type == .q4_k ? XK_Q4_K.rawValue : XK_Q6_K.rawValue)
+            Self.onEveryPath { vnni in
+                var out = [Float](repeating: -1, count: n * rows)
+                weights.withUnsafeBytes { w in
+                    out.withUnsafeMutableBufferPointer { o in
+                        xk_gemm_k(kind, w.baseAddress!, w.count / rows, 3, 10, a.kqs, a.kd, a.bsums, Int32(n), Int32(cols), o.baseAddress!, Int32(rows))
+                    }
+                }
+                for t in 0..<n {
+                    for r in 0..<rows {
+                        let v = out[t * rows + r]
+                        if (3..<10).contains(r) {
+                            XCTAssertEqual(v.bitPattern, Self.referenceK(type, weights, rows: rows, r, a, t).bitPattern, "\(type) vnni=\(vnni) r \(r) t \(t)")
+                        } else {
+                            XCTAssertEqual(v, -1, "row \(r) is outside the range and must be untouched")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    func testAJointMultiplyOfMixedTypesGivesTheBitsOfSeparateOnes() {
+        var rng = SplitMix64(seed: 23)
+        let cols = 512, n = 9
+        let shapes: [(GGUFFile.TensorType, Int)] = [(.q5_0, 13), (.q8_0, 9), (.q4_k, 6), (.q6_k, 7), (.f16, 5)]
+        let buffers = shapes.map { s -> UnsafeMutableRawBufferPointer in
+            let w = Self.randomWeights(s.0, rows: s.1, cols: cols, &rng)
+            let p = UnsafeMutableRawBufferPointer.allocate(byteCount: w.count, alignment: 64)
+            p.copyBytes(from: w)
+            return p
+        }
+        defer { for p in buffers { p.deallocate() } }
+        let matrices = zip(shapes, buffers).map { WeightMatrix(type: $0.0, rows: $0.1, cols: cols, base: UnsafeRawPointer($1.baseAddress!)) }
+        let x = Self.activations(rows: n, cols: cols, &rng)
+        Self.onEveryPath { vnni in
+            x.withUnsafeBufferPointer { xp in
+                // Separately, each quantizing for itself.
+                let separate = matrices.map { m -> [Float] in
+                    var out = [Float](repeating: .nan, count: n * m.rows)
+                    out.withUnsafeMutableBufferPointer { m.multiply(xp.baseAddress!, rows: n, into: $0.baseAddress!) }
+                    return out
+                }
+                // Jointly: from rows quantized for all of them, and from rows holding Q8_0 only (the
+                // product quantizes what is missing); Q5_0 + Q8_0 alone, as a model's q, k, v would be.
+                let exact = QuantizedRows(xp.baseAddress!, rows: n, cols: cols, for: matrices)
+                XCTAssertEqual(exact.f16.count, n * cols); XCTAssertEqual(exact.kqs.count, n * cols); XCTAssertEqual(exact.qs.count, n * cols)
+                let partial = QuantizedRows(xp.baseAddress!, rows: n, cols: cols, withF16: false)
+                for (a, subset) in [(exact, Array(matrices.indices)), (partial, Array(matrices.indices)), (partial, [0, 1])] {
+                    let outs = subset.map { UnsafeMutableBufferPointer<Float>.allocate(capacity: n * matrices[$0].rows) }
+                    defer { for o in outs { o.deallocate() } }
+                    for o in outs { o.initialize(repeating: .nan) }
+                    WeightMatrix.multiply(zip(subset, outs).map { (matrices[$0], $1.baseAddress!) }, a)
+                    for (j, i) in subset.enumerated() {
+                        XCTAssertEqual(Array(outs[j]).map(\.bitPattern), separate[i].map(\.bitPattern), "\(shapes[i]) vnni=\(vnni)")
+                    }
+                }
+            }
+        }
+    }
+
+    func testOnlyWholeBlocksCanBeHeld() {
+        XCTAssertTrue(WeightMatrix.canHold(type: .q4_k, cols: 512))
+        XCTAssertFalse(WeightMatrix.canHold(type: .q4_k, cols: 576))
+        XCTAssertFalse(WeightMatrix.canHold(type: .q6_k, cols: 128))
+        XCTAssertTrue(WeightMatrix.canHold(type: .q5_0, cols: 96))
+        XCTAssertFalse(WeightMatrix.canHold(type: .q5_0, cols: 100))
+        XCTAssertFalse(WeightMatrix.canHold(type: .q3_k, cols: 256))
+        XCTAssertTrue(WeightMatrix.canHold(type: .f32, cols: 7))
+    }
+
+    func testDequantizedRowsEqualGGMLsDequantize() {
+        var rng = SplitMix64(seed: 29)
+        for type in [GGUFFile.TensorType.q5_0, .q4_k, .q5_k, .q6_k] {
+            let rows = 3, cols = 512
+            let weights = Self.randomWeights(type, rows: rows, cols: cols, &rng)
+            weights.withUnsafeBytes { w in
+                let m = WeightMatrix(type: type, rows: rows, cols: cols, base: w.baseAddress!)
+                for r in 0..<rows {
+                    var out = [Float](repeating: .nan, count: cols)
+                    out.withUnsafeMutableBufferPointer { m.dequantizeRow(r, into: $0.baseAddress!) }
+                    let expected = ScalarStatement.dequantize(type, Array(weights[(r * m.rowBytes)..<((r + 1) * m.rowBytes)]))
+                    XCTAssertEqual(out.map(\.bitPattern), expected.map(\.bitPattern), "\(type) row \(r)")
+                }
+            }
+        }
+    }
+
     func testThePoolRunsEveryTaskOnceIncludingNestedAndConcurrentCalls() {
         final class Counts: @unchecked Sendable { var hits = [Int](repeating: 0, count: 1_000); let lock = NSLock() }
         let counts = Counts()
@@ -102,14 +248,30 @@ final class KernelTests: XCTestCase {
     // MARK: - The scalar statement
 
     static func randomWeights(_ type: GGUFFile.TensorType, rows: Int, cols: Int, _ rng: inout SplitMix64) -> [UInt8] {
-        let (_, bytes) = type.blockLayout
-        var w = [UInt8](repeating: 0, count: rows * cols / 32 * bytes)
+        let (elements, bytes) = type.blockLayout
+        var w = [UInt8](repeating: 0, count: rows * cols / elements * bytes)
+        if type == .f16 {
+            for i in 0..<(w.count / 2) {
+                let h = Float16(Float(Double(rng.next() % 2_001) / 1_000 - 1)).bitPattern
+                w[2 * i] = UInt8(h & 0xFF); w[2 * i + 1] = UInt8(h >> 8)
+            }
+            return w
+        }
         for i in w.indices { w[i] = UInt8(truncatingIfNeeded: rng.next()) }
         // Sane scales (random bits would be NaN/inf half the time); Q8_0 keeps -128 among its values.
         for b in 0..<(w.count / bytes) {
             let d = Float16(Float(rng.next() % 1_000 + 1) / 20_000), m = Float16(-Float(rng.next() % 1_000) / 1_000)
             withUnsafeBytes(of: d.bitPattern.littleEndian) { w[b * bytes] = $0[0]; w[b * bytes + 1] = $0[1] }
             if type == .q4_1 { withUnsafeBytes(of: m.bitPattern.littleEndian) { w[b * bytes + 2] = $0[0]; w[b * bytes + 3] = $0[1] } }
+            // K-quants: Q4_K/Q5_K's dmin beside d (mins subtract: positive), Q6_K's d at the end.
+            if type == .q4_k || type == .q5_k {
+                let dmin = Float16(Float(rng.next() % 1_000) / 20_000)
+                withUnsafeBytes(of: dmin.bitPattern.littleEndian) { w[b * bytes + 2] = $0[0]; w[b * bytes + 3] = $0[1] }
+            }
+            if type == .q6_k {
+                withUnsafeBytes(of: d.bitPattern.littleEndian) { w[b * bytes + 208] = $0[0]; w[b * bytes + 209] = $0[1] }
+                w[b * bytes] = UInt8(truncatingIfNeeded: rng.next()); w[b * bytes + 1] = UInt8(truncatingIfNeeded: rng.next())
+            }
         }
         return w
     }
@@ -123,6 +285,14 @@ final class KernelTests: XCTestCase {
             let d = Float(bp.loadUnaligned(as: Float16.self))
             var w = [Int32](repeating: 0, count: 32)
             switch type {
+            case .q5_0:
+                // Element e = (nibble | bit e of qh << 4) − 16: nibbles low then high, as Q4_0.
+                let qh = bp.loadUnaligned(fromByteOffset: 2, as: UInt32.self)
+                for j in 0..<16 {
+                    let q = bp.load(fromByteOffset: 6 + j, as: UInt8.self)
+                    w[j] = (Int32(q & 0x0F) | Int32((qh >> UInt32(j)) & 1) << 4) - 16
+                    w[j + 16] = (Int32(q >> 4) | Int32((qh >> UInt32(j + 16)) & 1) << 4) - 16
+                }
             case .q4_1, .q4_0:
                 let off = type == .q4_1 ? 4 : 2
                 for j in 0..<16 {
@@ -232,5 +402,30 @@ final class ElementwiseKernelTests: XCTestCase {
             XCTAssertTrue(d[b].bitPattern == e.d.bitPattern || (d[b].isNaN && e.d.isNaN), "block \(b) d \(d[b]) vs \(e.d)")
             XCTAssertTrue(s[b].bitPattern == e.s.bitPattern || (s[b].isNaN && e.s.isNaN), "block \(b) s \(s[b]) vs \(e.s)")
         }
+    }
+
+    func testQ8KQuantizationEqualsTheStatementIncludingAZeroBlock() {
+        var rng = SplitMix64(seed: 31)
+        var x = (0..<(256 * 12)).map { _ in Float(Double(rng.next() % 2_000_001) / 100_000 - 10) }
+        for i in 256..<512 { x[i] = 0 }                // an all-zero block: d = 0, q = 0, sums 0
+        x[600] = -50                                    // a negative max: iscale > 0
+        x[800] = 30; x[801] = -30                       // a tie: the first of largest |x| is max
+        x[1100] = .nan                                  // NaN is ignored for max and quantizes to 0
+        for i in 1280..<1536 { x[i] = x[i] * 1e-30 }    // tiny values
+        for i in 1536..<1792 { x[i] = Float(Int(x[i]) % 3) }  // small integers: many exact halves
+        let blocks = x.count / 256
+        var q = [Int8](repeating: 1, count: x.count), d = [Float](repeating: .nan, count: blocks), bsums = [Int16](repeating: 1, count: blocks * 16)
+        xk_quantize_q8_K(x, Int32(blocks), &q, &d, &bsums)
+        for b in 0..<blocks {
+            let e = ScalarStatement.quantizeK(x[(b * 256)..<((b + 1) * 256)])
+            XCTAssertEqual(Array(q[(b * 256)..<((b + 1) * 256)]), e.q, "block \(b)")
+            XCTAssertEqual(d[b].bitPattern, e.d.bitPattern, "block \(b) d \(d[b]) vs \(e.d)")
+            XCTAssertEqual(Array(bsums[(b * 16)..<((b + 1) * 16)]), e.bsums, "block \(b) sums")
+        }
+        XCTAssertEqual(d[1], 0)
+        // QuantizedRows holds the same, row by row.
+        let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: 4, cols: 768, withF16: false, withQ8: false, withQ8K: true) }
+        XCTAssertEqual(a.kqs, q); XCTAssertEqual(a.kd.map(\.bitPattern), d.map(\.bitPattern)); XCTAssertEqual(a.bsums, bsums)
+        XCTAssertTrue(a.qs.isEmpty && a.f16.isEmpty)
     }
 }

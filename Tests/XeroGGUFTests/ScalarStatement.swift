@@ -82,3 +82,144 @@ extension ScalarStatement {
         return (0..<padded).map { $0 < len ? Float16(e[$0] * inv) : 0 }
     }
 }
+
+/// The K-quants: ggml's quantize_row_q8_K_ref, the AVX2 ggml_vec_dot_q{4,5,6}_K_q8_K and the
+/// dequantize_row_* functions, one element at a time.
+extension ScalarStatement {
+    /// quantize_row_q8_K_ref for one block of 256: max = the first element of largest |x|,
+    /// iscale = −127/max, q = min(127, nearest_int(iscale·x)) with nearest_int's 1.5·2²³ trick,
+    /// d = 1/iscale, bsums = sums of 16. An all-zero block: d = 0, q = 0 (sums 0).
+    static func quantizeK(_ x: ArraySlice<Float>) -> (q: [Int8], d: Float, bsums: [Int16]) {
+        var amax: Float = 0, max: Float = 0
+        for v in x where abs(v) > amax { amax = abs(v); max = v }
+        if amax == 0 { return ([Int8](repeating: 0, count: 256), 0, [Int16](repeating: 0, count: 16)) }
+        let iscale = -127 / max
+        let q = x.map { v -> Int8 in
+            let f = iscale * v + 12582912
+            let i = (Int32(bitPattern: f.bitPattern) & 0x007F_FFFF) - 0x0040_0000
+            return Int8(Swift.min(127, i))
+        }
+        let bsums = (0..<16).map { j in Int16(q[(16 * j)..<(16 * j + 16)].reduce(Int32(0)) { $0 + Int32($1) }) }
+        return (q, 1 / iscale, bsums)
+    }
+
+    /// get_scale_min_k4(j, q): Q4_K/Q5_K's j-th 6-bit scale and min.
+    static func scaleMinK4(_ j: Int, _ q: [UInt8]) -> (Int32, Int32) {
+        if j < 4 { return (Int32(q[j] & 63), Int32(q[j + 4] & 63)) }
+        return (Int32((q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4)), Int32((q[j + 4] >> 4) | ((q[j] >> 6) << 4)))
+    }
+
+    /// A K-quant superblock's 256 unsigned values (Q4_K 0…15, Q5_K 0…31, Q6_K 0…63, before Q6_K's −32)
+    /// and its per-element scale, unpacked as ggml's dequantize_row_* loops walk them.
+    static func unpackK(_ type: GGUFFile.TensorType, _ b: [UInt8]) -> (q: [Int32], scale: [Int32]) {
+        var q = [Int32](repeating: 0, count: 256), scale = q
+        switch type {
+        case .q4_k, .q5_k:
+            let qs = type == .q4_k ? 16 : 48
+            let scales = Array(b[4..<16])
+            var u1: UInt8 = 1, u2: UInt8 = 2
+            for j in 0..<4 {
+                let (s1, _) = scaleMinK4(2 * j, scales), (s2, _) = scaleMinK4(2 * j + 1, scales)
+                for l in 0..<32 {
+                    let byte = b[qs + 32 * j + l], h = type == .q5_k ? b[16 + l] : 0
+                    q[64 * j + l] = Int32(byte & 0xF) + (h & u1 != 0 ? 16 : 0)
+                    q[64 * j + 32 + l] = Int32(byte >> 4) + (h & u2 != 0 ? 16 : 0)
+                    scale[64 * j + l] = s1
+                    scale[64 * j + 32 + l] = s2
+                }
+                u1 <<= 2; u2 <<= 2
+            }
+        default:  // .q6_k: ql[128], qh[64], int8 scales[16], d
+            for n in 0..<2 {
+                for l in 0..<32 {
+                    let ql0 = b[64 * n + l], ql32 = b[64 * n + l + 32], qh = b[128 + 32 * n + l]
+                    q[128 * n + l] = Int32((ql0 & 0xF) | ((qh >> 0) & 3) << 4)
+                    q[128 * n + l + 32] = Int32((ql32 & 0xF) | ((qh >> 2) & 3) << 4)
+                    q[128 * n + l + 64] = Int32((ql0 >> 4) | ((qh >> 4) & 3) << 4)
+                    q[128 * n + l + 96] = Int32((ql32 >> 4) | ((qh >> 6) & 3) << 4)
+                }
+            }
+            for e in 0..<256 { scale[e] = Int32(Int8(bitPattern: b[192 + e / 16])) }
+        }
+        return (q, scale)
+    }
+
+    static func half(_ b: [UInt8], _ at: Int) -> Float { Float(Float16(bitPattern: UInt16(b[at]) | UInt16(b[at + 1]) << 8)) }
+
+    /// ggml_vec_dot_q{4,5,6}_K_q8_K (AVX2) of one weight row (`w`: its superblocks' bytes) with one
+    /// Q8_K row (`a`: 256·nb values, `d`: nb scales, `bsums`: 16·nb sums).
+    static func dotK(_ type: GGUFFile.TensorType, _ w: [UInt8], _ a: ArraySlice<Int8>, _ d: ArraySlice<Float>, _ bsums: ArraySlice<Int16>) -> Float {
+        let bytes = type.blockLayout.bytes, nb = w.count / bytes
+        let a = Array(a), d = Array(d), bs = Array(bsums).map { Int32($0) }
+        var acc = [Float](repeating: 0, count: 8), accm = [Float](repeating: 0, count: 4), summs: Float = 0
+        for i in 0..<nb {
+            let b = Array(w[(i * bytes)..<((i + 1) * bytes)])
+            let (q, scale) = unpackK(type, b)
+            var sumi = [Int32](repeating: 0, count: 8)
+            for k in 0..<8 {
+                for c in 0..<8 {
+                    for e in (4 * k)..<(4 * k + 4) { sumi[k] += q[32 * c + e] * Int32(a[256 * i + 32 * c + e]) * scale[32 * c + e] }
+                }
+            }
+            if type == .q6_k {
+                for k in 0..<8 { sumi[k] -= 32 * (bs[16 * i + 2 * k] * scale[32 * k] + bs[16 * i + 2 * k + 1] * scale[32 * k + 16]) }
+            }
+            let dd = d[i] * half(b, type == .q6_k ? 208 : 0)
+            for k in 0..<8 { acc[k] = acc[k].addingProduct(dd, Float(sumi[k])) }
+            if type != .q6_k {
+                let dmin = -d[i] * half(b, 2)
+                let scales = Array(b[4..<16])
+                let prod = (0..<4).map { m -> Int32 in
+                    let (_, m0) = scaleMinK4(2 * m, scales), (_, m1) = scaleMinK4(2 * m + 1, scales)
+                    return m0 * (bs[16 * i + 4 * m] + bs[16 * i + 4 * m + 1]) + m1 * (bs[16 * i + 4 * m + 2] + bs[16 * i + 4 * m + 3])
+                }
+                if type == .q4_k {
+                    for m in 0..<4 { accm[m] = accm[m].addingProduct(dmin, Float(prod[m])) }
+                } else {
+                    summs = summs.addingProduct(dmin, Float(prod.reduce(0, +)))
+                }
+            }
+        }
+        let h = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+        switch type {
+        case .q4_k: return h + ((accm[0] + accm[2]) + (accm[1] + accm[3]))
+        case .q5_k: return h + summs
+        default: return h
+        }
+    }
+
+    /// dequantize_row_q5_0 / _q4_K / _q5_K / _q6_K of one row's bytes.
+    static func dequantize(_ type: GGUFFile.TensorType, _ w: [UInt8]) -> [Float] {
+        let bytes = type.blockLayout.bytes
+        var y = [Float]()
+        for i in 0..<(w.count / bytes) {
+            let b = Array(w[(i * bytes)..<((i + 1) * bytes)])
+            switch type {
+            case .q5_0:
+                let d = half(b, 0)
+                let qh = UInt32(b[2]) | UInt32(b[3]) << 8 | UInt32(b[4]) << 16 | UInt32(b[5]) << 24
+                var lo = [Float](), hi = [Float]()
+                for j in 0..<16 {
+                    let xh0 = UInt8(truncatingIfNeeded: (qh >> UInt32(j)) << 4) & 0x10, xh1 = UInt8(truncatingIfNeeded: qh >> UInt32(j + 12)) & 0x10
+                    lo.append(Float(Int32((b[6 + j] & 0x0F) | xh0) - 16) * d)
+                    hi.append(Float(Int32((b[6 + j] >> 4) | xh1) - 16) * d)
+                }
+                y += lo + hi
+            case .q4_k, .q5_k:
+                let d = half(b, 0), dmin = half(b, 2)
+                let (q, _) = unpackK(type, b)
+                let scales = Array(b[4..<16])
+                for c in 0..<8 {
+                    let (sc, m) = scaleMinK4(c, scales)
+                    let d1 = d * Float(sc), m1 = dmin * Float(m)
+                    for l in 0..<32 { y.append(d1 * Float(q[32 * c + l]) - m1) }
+                }
+            default:
+                let d = half(b, 208)
+                let (q, scale) = unpackK(type, b)
+                for e in 0..<256 { y.append(d * Float(scale[e]) * Float(q[e] - 32)) }
+            }
+        }
+        return y
+    }
+}

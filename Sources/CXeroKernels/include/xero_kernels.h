@@ -5,11 +5,12 @@
 
 /// Weight types the quantized matrix product handles (ggml's numbering is not used on purpose:
 /// Swift maps its own enum to these).
-enum xk_type { XK_Q4_0 = 0, XK_Q4_1 = 1, XK_Q8_0 = 2 };
+enum xk_type { XK_Q4_0 = 0, XK_Q4_1 = 1, XK_Q8_0 = 2, XK_Q5_0 = 3, XK_Q4_K = 4, XK_Q5_K = 5, XK_Q6_K = 6 };
 
 /// out[t * ldo + r] = W[r] · a[t] for rows r0 ..< r1 of W and activation rows 0 ..< n.
 ///
-/// W: rows of `row_bytes` bytes in ggml's block layout for `type` (blocks of 32).
+/// W: rows of `row_bytes` bytes in ggml's block layout for `type` (XK_Q4_0, XK_Q4_1, XK_Q8_0 or
+///    XK_Q5_0: blocks of 32).
 /// a: n rows of `cols` int8 values (`aq`), with per-block scales `ad[t * nb + b]` and, for Q4_1,
 ///    per-block sums `as[t * nb + b]` (ggml's Q8_0 / Q8_1 activations, nb = cols / 32).
 ///
@@ -21,6 +22,24 @@ void xk_gemm(int type, const void *w, size_t row_bytes, int r0, int r1,
 
 /// 1 when this CPU has what every kernel here assumes (AVX2, FMA, F16C), else 0.
 int xk_cpu_supported(void);
+
+/// The K-quant product: out[t * ldo + r] = W[r] · a[t] for rows r0 ..< r1 and activation rows 0 ..< n.
+///
+/// W: rows of `row_bytes` bytes of XK_Q4_K, XK_Q5_K or XK_Q6_K superblocks (256 elements).
+/// a: ggml's Q8_K activations: n rows of `cols` int8 values (`aq`), per-superblock scales
+///    `ad[t * nb + b]` and sums of 16 `bsums[(t * nb + b) * 16 + j]` (nb = cols / 256, cols a
+///    multiple of 256), as xk_quantize_q8_K makes them.
+///
+/// Every output is computed with the arithmetic of llama.cpp's AVX2 ggml_vec_dot_q*_K_q8_K (eight
+/// exact int32 lanes per superblock, one FMA per superblock, the same extras for the mins).
+void xk_gemm_k(int type, const void *w, size_t row_bytes, int r0, int r1,
+               const int8_t *aq, const float *ad, const int16_t *bsums, int n, int cols,
+               float *out, int ldo);
+
+/// Quantizes `blocks` blocks of 256 floats as ggml's quantize_row_q8_K_ref: iscale = -127/max
+/// (max the first element of largest |x|), q = min(127, round-half-even(iscale·x)), d = 1/iscale,
+/// bsums[b * 16 + j] = Σ of q[16j ..< 16j+16]. An all-zero block gives d = 0 and zeros.
+void xk_quantize_q8_K(const float *x, int blocks, int8_t *qs, float *d, int16_t *bsums);
 
 /// 1 when the VNNI (AVX-512 VL) path is in use, 0 for plain AVX2.
 int xk_uses_vnni(void);
