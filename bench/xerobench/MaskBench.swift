@@ -18,7 +18,7 @@ enum MaskBench {
     """#
 
     static func run(path: String) throws {
-        let tokenizer = try BPETokenizer(file: try GGUFFile(path: path))
+        let tokenizer = try Tokenizers.load(try GGUFFile(path: path))
         let vocab = VocabIndex(tokenizer: tokenizer)
         let compiled = try JSONSchema.compile(try JSONValue.parse(Array(schema.utf8)), strict: true)
         let states = [("start", ""), ("key", #"{"cust"#), ("string", #"{"customer":"Ann Lee of"#), ("number", #"{"priority":12"#),
@@ -31,7 +31,7 @@ enum MaskBench {
         }
     }
 
-    static func report<G: ByteGrammar>(_ kind: String, _ state: String, _ tokenizer: BPETokenizer, scan grammar: G, fast: GrammarConstraint<G>) {
+    static func report<G: ByteGrammar>(_ kind: String, _ state: String, _ tokenizer: any Tokenizer, scan grammar: G, fast: GrammarConstraint<G>) {
         let bytes = (0..<Int32(tokenizer.vocabSize)).map { tokenizer.bytes(of: $0) }
         func time(_ body: () -> Int) -> (Double, Int) {
             var best = Double.infinity, allowed = 0

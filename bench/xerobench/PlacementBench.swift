@@ -53,7 +53,7 @@ extension Xerobench {
         let hashUs = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e3 / 1000
         var tokenizeUs = -1.0, tokens = 0
         if let path = tokenizerModel {
-            let tokenizer = try BPETokenizer(file: try GGUFFile(path: path))
+            let tokenizer = try Tokenizers.load(try GGUFFile(path: path))
             tokens = tokenizer.encode(text[0].content, parseSpecial: false).count
             t0 = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<20 { sink &+= UInt64(tokenizer.encode(text[0].content, parseSpecial: false).count) }
