@@ -261,6 +261,14 @@ public final class LlamaModel: @unchecked Sendable {
         self.layers = layers
     }
 
+    /// Weight bytes one decoding step streams from memory: every layer matrix and the output
+    /// matrix (norms and the one embedding row are noise). The bandwidth roofline of decoding is
+    /// memory bandwidth / this (bench/roofline.sh).
+    public var weightBytesPerToken: Int {
+        let matrices = layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [output]
+        return matrices.reduce(0) { $0 + $1.rows * $1.rowBytes }
+    }
+
     /// Test hook: sees named intermediate tensors (for comparing with llama.cpp's eval callback).
     nonisolated(unsafe) static var tap: ((String, Int, [Float]) -> Void)?
 

@@ -14,6 +14,8 @@ import XeroGGUF
 ///   xerobench gguf MODEL.gguf [prompt_tokens=512] [decode_tokens=128] [reps=3]   (llama-bench's pp/tg)
 ///   xerobench json-mask MODEL.gguf   (constrained-decoding mask per step: token scan vs trie walk)
 ///   xerobench placement [MODEL.gguf]   (placement decisions/s by worker count; prompt hashing vs tokenizing)
+///   xerobench roofline MODEL.gguf   (read bandwidth, weight bytes per token, decode as a fraction of the roofline)
+///   xerobench gguf-batch MODEL.gguf [1,2,4,8,16]   (decode tokens/s with B sequences per forward pass)
 /// Prints one JSON object per run.
 @main
 struct Xerobench {
@@ -36,6 +38,10 @@ struct Xerobench {
             try placementBench(tokenizerModel: a.count > 2 ? a[2] : nil)
         case "json-mask":
             try MaskBench.run(path: a[2])
+        case "roofline":
+            try RooflineBench.roofline(path: a[2])
+        case "gguf-batch":
+            try RooflineBench.batchedDecode(path: a[2], sizes: (a.count > 3 ? a[3] : "1,2,4,8,16").split(separator: ",").map { Int($0)! })
         case "gguf":
             try ggufDirect(path: a[2], promptTokens: a.count > 3 ? Int(a[3])! : 512, decodeTokens: a.count > 4 ? Int(a[4])! : 128,
                            reps: a.count > 5 ? Int(a[5])! : 3)
