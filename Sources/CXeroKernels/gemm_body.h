@@ -212,6 +212,71 @@ XK_INLINE void XK_NAME(tile512_q4_1)(const uint8_t *w, size_t rb, const int8_t *
         }
     }
 }
+
+// The same two-rows-per-register 4×4 tile for the signed block types (Q4_0, Q5_0, Q8_0), with the
+// offset tricks of `tile`: Q4_0/Q5_0 take unsigned weights and subtract 8·Σa / 16·Σa per lane;
+// Q8_0 shifts the activations to unsigned and subtracts 128·Σw. The integer lanes are exact, and
+// each output gets tile's float operations in tile's order, so the bits are tile's.
+XK_INLINE void XK_NAME(tile512_q0)(const int type, const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
+                                   int nb, int cols, float *out, int ldo) {
+    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : 18;
+    const __m512i zero = _mm512_setzero_si512();
+    __m512 acc[4][2];
+    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        __m512i y[2], yoff[2];
+        __m512 da[2];
+        for (int p = 0; p < 2; p++) {
+            const int8_t *y0 = aq + (size_t)(2 * p) * cols + (size_t)b * 32;
+            y[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0)),
+                                      _mm256_loadu_si256((const __m256i *)(y0 + cols)), 1);
+            const __m256 d0 = _mm256_broadcast_ss(ad + (size_t)(2 * p) * nb + b);
+            const __m256 d1 = _mm256_broadcast_ss(ad + (size_t)(2 * p + 1) * nb + b);
+            da[p] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(d0)), _mm256_castps_pd(d1), 1));
+            if (type == XK_Q8_0) {
+                yoff[p] = zero;
+                y[p] = _mm512_xor_si512(y[p], _mm512_set1_epi8((char)0x80));
+            } else {
+                const __m512i sa = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), y[p]);
+                yoff[p] = _mm512_sub_epi32(zero, _mm512_slli_epi32(sa, type == XK_Q5_0 ? 4 : 3));
+            }
+        }
+        {
+            const char *next = (const char *)w + (size_t)4 * rb + (size_t)b * 4 * bs;
+            _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
+            _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        }
+        for (int r = 0; r < 4; r++) {
+            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
+            const __m512 dw = _mm512_broadcastss_ps(xk_head(bp));
+            __m256i x;
+            if (type == XK_Q8_0) {
+                x = _mm256_loadu_si256((const __m256i *)(bp + 2));
+            } else if (type == XK_Q5_0) {
+                uint32_t qh;
+                memcpy(&qh, bp + 2, 4);
+                x = _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+            } else {
+                x = XK_NAME(nibbles)(bp + 2);
+            }
+            const __m512i x2 = _mm512_broadcast_i64x4(x);
+            const __m512i xoff = type == XK_Q8_0
+                ? _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), x2), 7)) : zero;
+            for (int p = 0; p < 2; p++) {
+                const __m512i dot = type == XK_Q8_0 ? _mm512_dpbusd_epi32(xoff, y[p], x2) : _mm512_dpbusd_epi32(yoff[p], x2, y[p]);
+                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da[p]), _mm512_cvtepi32_ps(dot), acc[r][p]);
+            }
+        }
+    }
+    for (int r = 0; r < 4; r++) {
+        for (int p = 0; p < 2; p++) {
+            const __m256 lo = _mm512_castps512_ps256(acc[r][p]);
+            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][p]), 1));
+            out[(size_t)(2 * p) * ldo + r] = XK_NAME(hsum)(lo);
+            out[(size_t)(2 * p + 1) * ldo + r] = XK_NAME(hsum)(hi);
+        }
+    }
+}
 #endif
 
 XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, int r0, int r1,
@@ -233,6 +298,9 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
                                           as + (size_t)t * nb, nb, cols, out + (size_t)t * ldo + r, ldo);
                     continue;
                 }
+                XK_NAME(tile512_q0)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb,
+                                    nb, cols, out + (size_t)t * ldo + r, ldo);
+                continue;
 #endif
                 XK_TILE(4, 4);
             }

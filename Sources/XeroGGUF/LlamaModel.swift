@@ -419,12 +419,22 @@ public final class LlamaModel: @unchecked Sendable {
     /// ggml's rms_norm (sum of squares in double) followed by the weight multiply, over rows of
     /// `w.count` values (the embedding, or one head for Gemma's q/k norms).
     func rmsNorm(_ x: [Float], _ w: [Float], rows: Int, into out: inout [Float]) {
-        let E = w.count
-        for r in 0..<rows {
-            var sum: Double = 0
-            for i in 0..<E { let v = x[r * E + i]; sum += Double(v * v) }
-            let scale = 1 / sqrtf(Float(sum / Double(E)) + config.rmsEps)
-            for i in 0..<E { out[r * E + i] = x[r * E + i] * scale * w[i] }
+        let E = w.count, eps = config.rmsEps
+        x.withUnsafeBufferPointer { xb in
+            w.withUnsafeBufferPointer { wb in
+                out.withUnsafeMutableBufferPointer { ob in
+                    let (x, w, o) = (xb.baseAddress!, wb.baseAddress!, ob.baseAddress!)
+                    // Rows are independent: a prompt's are spread over the pool (one row stays inline).
+                    Parallel.chunks(rows, minChunk: max(1, 16_384 / E)) { range in
+                        for r in range {
+                            var sum: Double = 0
+                            for i in 0..<E { let v = x[r * E + i]; sum += Double(v * v) }
+                            let scale = 1 / sqrtf(Float(sum / Double(E)) + eps)
+                            for i in 0..<E { o[r * E + i] = x[r * E + i] * scale * w[i] }
+                        }
+                    }
+                }
+            }
         }
     }
 
@@ -478,12 +488,16 @@ public final class LlamaModel: @unchecked Sendable {
         let o = ob.baseAddress! + rowOffset * c.heads * hd
         q.withUnsafeBufferPointer { qb in
             let qp = qb.baseAddress! + rowOffset * c.heads * hd
-            Parallel.chunks(rows * c.heads, minChunk: 2) { range in
+            // A job's cost grows with its position (causal): jobs are taken first-and-last in turn
+            // (0, N−1, 1, N−2, …), so the threads' contiguous ranges cost alike.
+            let jobs = rows * c.heads
+            Parallel.chunks(jobs, minChunk: 2) { range in
                 var qh = [Float16](repeating: 0, count: hd)
                 var scores = [Float](repeating: 0, count: padded)
                 var probs = [UInt16](repeating: 0, count: padded)  // Float16 bits
                 var scratch = [Float](repeating: 0, count: max(padded, hd))
-                for job in range {
+                for i in range {
+                    let job = i % 2 == 0 ? i / 2 : jobs - 1 - i / 2
                     let t = job / c.heads, h = job % c.heads, kvh = h / group
                     let len = start + t + 1
                     for i in 0..<hd { qh[i] = Float16(qp[(t * c.heads + h) * hd + i]) }
