@@ -37,6 +37,8 @@ for c in ${CONCURRENCY:-1 4 16}; do
 done
 # Time to first token, ~1,000-token prompt, prefix cached vs new (through the OpenAI SDK).
 .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 | sed "s/^/xerotier ttft /"
+# 1 and 8 concurrent streams through the OpenAI Python SDK (issue 19's measure).
+.venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 "$SECS" 1,8 | sed "s/^/xerotier /"
 if [[ -n "$LLAMA_SERVER" ]]; then
   LPORT=$(free_port)
   "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 32768 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)
@@ -45,4 +47,5 @@ if [[ -n "$LLAMA_SERVER" ]]; then
     "$B" http "http://127.0.0.1:$LPORT/v1/chat/completions" "none" $c "$SECS" stream 64 | sed "s/^/llama.cpp /"
   done
   .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$LPORT/v1" none smollm2 | sed "s/^/llama.cpp ttft /"
+  .venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$LPORT/v1" none smollm2 "$SECS" 1,8 | sed "s/^/llama.cpp /"
 fi

@@ -336,6 +336,7 @@ public final class LlamaModel: @unchecked Sendable {
             rope(&k, heads: c.kvHeads, positions: positions, layer: l)
             Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
             if let scale = c.queryScale { for i in q.indices { q[i] *= scale } }
+            var spans: [AttentionSpan] = []
             for (s, seg) in segments.enumerated() {
                 k.withUnsafeBufferPointer { kb in
                     v.withUnsafeBufferPointer { vb in
@@ -345,9 +346,10 @@ public final class LlamaModel: @unchecked Sendable {
                         }
                     }
                 }
-                attention(q, rowOffset: offsets[s], keys: seg.cache.keys[l], values: seg.cache.values[l], capacity: seg.cache.capacity,
-                          rows: seg.tokens.count, start: starts[s], window: c.isSliding(layer: l) ? c.slidingWindow : 0, into: &attn)
+                spans.append(AttentionSpan(rowOffset: offsets[s], keys: seg.cache.keys[l], values: seg.cache.values[l],
+                                           capacity: seg.cache.capacity, rows: seg.tokens.count, start: starts[s]))
             }
+            attention(q, spans: spans, window: c.isSliding(layer: l) ? c.slidingWindow : 0, into: &attn)
             Self.tap?("kqv", l, attn)
             attn.withUnsafeBufferPointer { ab in
                 proj.withUnsafeMutableBufferPointer { layer.o.multiply(ab.baseAddress!, rows: n, into: $0.baseAddress!) }
@@ -470,7 +472,15 @@ public final class LlamaModel: @unchecked Sendable {
         }
     }
 
-    /// Causal grouped-query attention for `rows` new positions starting at `start`, over the cache.
+    /// One segment's share of a layer's attention: its rows of q and out, its cache, and the
+    /// position its rows start at.
+    struct AttentionSpan {
+        let rowOffset: Int
+        let keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>
+        let capacity: Int, rows: Int, start: Int
+    }
+
+    /// Causal grouped-query attention for each span's `rows` new positions from its `start`, over its cache.
     /// Mirrors ggml's F16-KV-cache arithmetic so results are bit-identical to llama.cpp: q and the
     /// attention weights are rounded to Float16, exponentials are ggml's (`exp8` in C), and every dot
     /// product accumulates in the lane order of the kernel llama.cpp picks — 16-lane tiles when a
@@ -479,30 +489,39 @@ public final class LlamaModel: @unchecked Sendable {
     /// `xk_attention_scores` / `xk_attention_values`.
     /// `window` > 0: each query sees only the last `window` positions (Gemma's sliding layers; the
     /// ones before get weight 0, as ggml's −∞ mask gives them).
-    func attention(_ q: [Float], rowOffset: Int = 0, keys: UnsafeMutablePointer<Float16>, values: UnsafeMutablePointer<Float16>, capacity: Int, rows: Int, start: Int, window: Int = 0, into out: inout [Float]) {
+    /// Every segment of a batch goes in one parallel loop over (segment, row, head): a batch of
+    /// decoding sequences enters the pool once per layer, not once per sequence.
+    func attention(_ q: [Float], spans: [AttentionSpan], window: Int, into out: inout [Float]) {
         let c = config, hd = c.headDim, KV = c.kvDim, group = c.heads / c.kvHeads
         let scale: Float = c.queryScale != nil ? 1 : 1 / sqrtf(Float(hd))
-        let tiled = rows >= 2
-        let padded = (start + rows + 63) / 64 * 64
+        var firstJob = [0]
+        for span in spans { firstJob.append(firstJob.last! + span.rows * c.heads) }
+        let jobs = firstJob.last!
+        let maxPadded = spans.map { ($0.start + $0.rows + 63) / 64 * 64 }.max() ?? 64
         out.withUnsafeMutableBufferPointer { ob in
-        let o = ob.baseAddress! + rowOffset * c.heads * hd
         q.withUnsafeBufferPointer { qb in
-            let qp = qb.baseAddress! + rowOffset * c.heads * hd
+            let (o, qp) = (ob.baseAddress!, qb.baseAddress!)
             // A job's cost grows with its position (causal): jobs are taken first-and-last in turn
             // (0, N−1, 1, N−2, …), so the threads' contiguous ranges cost alike.
-            let jobs = rows * c.heads
             Parallel.chunks(jobs, minChunk: 2) { range in
                 var qh = [Float16](repeating: 0, count: hd)
-                var scores = [Float](repeating: 0, count: padded)
-                var probs = [UInt16](repeating: 0, count: padded)  // Float16 bits
-                var scratch = [Float](repeating: 0, count: max(padded, hd))
+                var scores = [Float](repeating: 0, count: maxPadded)
+                var probs = [UInt16](repeating: 0, count: maxPadded)  // Float16 bits
+                var scratch = [Float](repeating: 0, count: max(maxPadded, hd))
+                var s = 0
                 for i in range {
                     let job = i % 2 == 0 ? i / 2 : jobs - 1 - i / 2
-                    let t = job / c.heads, h = job % c.heads, kvh = h / group
-                    let len = start + t + 1
-                    for i in 0..<hd { qh[i] = Float16(qp[(t * c.heads + h) * hd + i]) }
+                    while job < firstJob[s] { s -= 1 }
+                    while job >= firstJob[s + 1] { s += 1 }
+                    let span = spans[s], local = job - firstJob[s]
+                    let t = local / c.heads, h = local % c.heads, kvh = h / group
+                    let row = span.rowOffset + t
+                    let len = span.start + t + 1
+                    let tiled = span.rows >= 2
+                    let padded = (span.start + span.rows + 63) / 64 * 64
+                    for i in 0..<hd { qh[i] = Float16(qp[(row * c.heads + h) * hd + i]) }
                     qh.withUnsafeBufferPointer { qhb in
-                        xk_attention_scores(UnsafeRawPointer(keys).assumingMemoryBound(to: UInt16.self) + kvh * hd, KV, Int32(len),
+                        xk_attention_scores(UnsafeRawPointer(span.keys).assumingMemoryBound(to: UInt16.self) + kvh * hd, KV, Int32(len),
                                             UnsafeRawPointer(qhb.baseAddress!).assumingMemoryBound(to: UInt16.self), Int32(hd),
                                             tiled ? 1 : 0, scale, &scratch, &scores)
                     }
@@ -510,8 +529,8 @@ public final class LlamaModel: @unchecked Sendable {
                     xk_softmax_f16(&scores, Int32(len), Int32(padded), &probs)
                     // Beyond `len` the weights are zero and the cache holds zeros or finite values.
                     let n = tiled ? (len + 15) / 16 * 16 : padded
-                    xk_attention_values(UnsafeRawPointer(values).assumingMemoryBound(to: UInt16.self) + kvh * hd * capacity, capacity,
-                                        Int32(hd), probs, Int32(n), tiled ? 1 : 0, &scratch, o + (t * c.heads + h) * hd)
+                    xk_attention_values(UnsafeRawPointer(span.values).assumingMemoryBound(to: UInt16.self) + kvh * hd * span.capacity, span.capacity,
+                                        Int32(hd), probs, Int32(n), tiled ? 1 : 0, &scratch, o + (row * c.heads + h) * hd)
                 }
             }
         }
