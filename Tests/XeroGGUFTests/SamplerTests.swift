@@ -1,0 +1,83 @@
+import Foundation
+import XCTest
+import XeroCore
+@testable import XeroGGUF
+
+/// The sampler's draws: what each option keeps and drops, on fixed seeds (deterministic).
+final class SamplerTests: XCTestCase {
+    func sampler(temperature: Float = 1, topP: Float = 1, topK: Int = 0, minP: Float = 0, seed: UInt64 = 1) -> Sampler {
+        var o = SamplingOptions()
+        o.temperature = temperature; o.topP = topP; o.topK = topK; o.minP = minP; o.seed = seed
+        return Sampler(options: o)
+    }
+
+    func counts(_ s: inout Sampler, _ logits: [Float], draws: Int, mask: [Bool]? = nil) -> [Int: Int] {
+        var c: [Int: Int] = [:]
+        for _ in 0..<draws { var l = logits; c[Int(s.sample(&l, mask: mask).id), default: 0] += 1 }
+        return c
+    }
+
+    /// Probabilities 0.5, 0.3, 0.15, 0.05.
+    let four: [Float] = [logf(0.5), logf(0.3), logf(0.15), logf(0.05)]
+
+    func testGreedyIsTheArgmaxWhateverTheSeed() {
+        for seed: UInt64 in [1, 2, 3] {
+            var s = sampler(temperature: 0, seed: seed)
+            var l: [Float] = [0.1, 2, -1, 1.9]
+            XCTAssertEqual(s.sample(&l).id, 1)
+        }
+    }
+
+    func testDrawsFollowTheSoftmaxAndRepeatForASeed() {
+        var s = sampler()
+        let c = counts(&s, four, draws: 20_000)
+        for (i, p) in [0.5, 0.3, 0.15, 0.05].enumerated() {
+            XCTAssertEqual(Double(c[i, default: 0]) / 20_000, p, accuracy: 0.015, "token \(i)")
+        }
+        var a = sampler(seed: 9), b = sampler(seed: 9), other = sampler(seed: 10)
+        let ra = (0..<50).map { _ in var l = four; return a.sample(&l).id }
+        let rb = (0..<50).map { _ in var l = four; return b.sample(&l).id }
+        let ro = (0..<50).map { _ in var l = four; return other.sample(&l).id }
+        XCTAssertEqual(ra, rb)
+        XCTAssertNotEqual(ra, ro)
+    }
+
+    func testTopPKeepsTheSmallestNucleusReachingIt() {
+        var s = sampler(topP: 0.8)
+        XCTAssertEqual(Set(counts(&s, four, draws: 5_000).keys), [0, 1], "0.5 + 0.3 reach 0.8")
+        var t = sampler(topP: 0.81)
+        XCTAssertEqual(Set(counts(&t, four, draws: 5_000).keys), [0, 1, 2])
+        var u = sampler(topP: 0.1)
+        XCTAssertEqual(Set(counts(&u, four, draws: 1_000).keys), [0])
+    }
+
+    /// On a small model's vocabulary (49,152 logits, many within the window at T 0.7), every draw
+    /// is inside the nucleus a full sort gives, and the draws reach well into it.
+    func testTopPOnAWholeVocabularyDrawsOnlyFromTheSortedNucleus() {
+        var rng = SplitMix64(seed: 5)
+        let logits = (0..<49_152).map { _ in Float(Double(rng.next() % 10_000) / 1_000) }
+        let T: Float = 0.7, topP: Float = 0.9
+        let mx = logits.max()!
+        let weights = logits.map { expf(($0 - mx) / T) }
+        let order = weights.indices.sorted { weights[$0] > weights[$1] || (weights[$0] == weights[$1] && $0 < $1) }
+        let total = weights.reduce(0, +)
+        var acc: Float = 0, nucleus = Set<Int>()
+        for i in order { nucleus.insert(i); acc += weights[i]; if acc >= topP * total { break } }
+        XCTAssertGreaterThan(nucleus.count, 1_000)
+        var s = sampler(temperature: T, topP: topP)
+        let c = counts(&s, logits, draws: 1_500)
+        XCTAssertTrue(Set(c.keys).isSubset(of: nucleus), "\(Set(c.keys).subtracting(nucleus).count) draws outside the nucleus")
+        XCTAssertGreaterThan(c.count, 500)
+    }
+
+    func testMinPTopKTemperatureAndTheMask() {
+        var m = sampler(minP: 0.5)
+        XCTAssertEqual(Set(counts(&m, four, draws: 3_000).keys), [0, 1], "p ≥ 0.5 · 0.5")
+        var k = sampler(topK: 3)
+        XCTAssertEqual(Set(counts(&k, four, draws: 3_000).keys), [0, 1, 2])
+        var cold = sampler(temperature: 0.1)
+        XCTAssertGreaterThan(counts(&cold, four, draws: 1_000)[0, default: 0], 980, "0.6^10 of the mass is left to the second")
+        var masked = sampler()
+        XCTAssertEqual(Set(counts(&masked, four, draws: 2_000, mask: [false, true, false, true]).keys), [1, 3])
+    }
+}
