@@ -182,10 +182,11 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
         return seq
     }
 
-    /// Samples the next token of a choice from its logits and emits its text. Returns false when
-    /// the choice has finished (its finish event sent).
-    func step(_ seq: BatchSequence) -> Bool {
-        let job = seq.job, chat = job.chat
+    /// The next token of a choice — its JSON-mode mask and the sampler's draw — or nil when it
+    /// must stop for length. Touches only the sequence's own state, so the sequences of a batch
+    /// pick in parallel (`BatchScheduler`) and `step` does the rest in order.
+    func pick(_ seq: BatchSequence) -> SampledToken? {
+        let job = seq.job
         var mask: [Bool]?
         if let json = seq.json {
             if let forced = json.forcedToken {
@@ -195,11 +196,18 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
                 mask = json.mask(remaining: min(job.limit - seq.generated, contextLength - seq.cache.count))
             }
         }
-        if job.limit == 0 { return finish(seq, "length") }   // `max_tokens: 0` with `echo`: the prompt only
+        if job.limit == 0 { return nil }   // `max_tokens: 0` with `echo`: the prompt only
         // A constraint that allows nothing (its answer cannot be finished in the budget left): stop
         // here rather than let the sampler pick from an all-masked distribution.
-        if let mask, !mask.contains(true) { return finish(seq, "length") }
-        var token = seq.sampler.sample(&seq.logits, mask: mask)
+        if let mask, !mask.contains(true) { return nil }
+        return seq.sampler.sample(&seq.logits, mask: mask)
+    }
+
+    /// Takes the picked token (picked now when not given), emits its text. Returns false when the
+    /// choice has finished (its finish event sent).
+    func step(_ seq: BatchSequence, picked: SampledToken?? = nil) -> Bool {
+        let job = seq.job, chat = job.chat
+        guard var token = picked ?? pick(seq) else { return finish(seq, "length") }
         // A migration replays what the client already has: the sampler drew as the first run's
         // did (its random stream stays in step), and the replayed token stands in for its pick.
         let replayed = seq.replay.popFirst()
@@ -490,6 +498,17 @@ final class BatchScheduler: @unchecked Sendable {
             for seq in prefills where !members.contains(where: { $0 === seq }) { seq.passedOver += 1 }
             guard !segments.isEmpty else { sync(batch); continue }
             let outs = engine.model.forward(segments, allPositions: allPositions)
+            // The decoding sequences draw their tokens in parallel (a draw at temperature > 0 is
+            // ~0.25 ms on a 49k vocabulary); what they emit stays in order.
+            let decoding = members.indices.filter { members[$0].next != nil }
+            for i in decoding { members[i].logits = outs[i] }
+            var picks = [SampledToken?](repeating: nil, count: members.count)
+            picks.withUnsafeMutableBufferPointer { pb in
+                let pb = pb.baseAddress!
+                Parallel.chunks(decoding.count, minChunk: 2) { range in
+                    for d in range { pb[decoding[d]] = engine.pick(members[decoding[d]]) }
+                }
+            }
             var next: [BatchSequence] = []
             for (i, (seq, (segment, out))) in zip(members, zip(segments, outs)).enumerated() {
                 var logits = out
@@ -498,9 +517,8 @@ final class BatchScheduler: @unchecked Sendable {
                     logits = Array(out.suffix(engine.model.config.vocab))
                 }
                 if seq.next != nil {
-                    seq.logits = logits
                     seq.next = nil
-                    if engine.step(seq) { next.append(seq) }
+                    if engine.step(seq, picked: .some(picks[i])) { next.append(seq) }
                 } else {
                     seq.pending = seq.pending.dropFirst(segment.tokens.count)
                     if !seq.pending.isEmpty { next.append(seq); continue }
