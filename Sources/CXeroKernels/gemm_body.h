@@ -161,6 +161,17 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
 }
 
 #if XK_VNNI
+// Activation rows 2p and 2p+1 of block b in one 512-bit register each (quants, and both rows'
+// scales broadcast to their halves): what the two-rows-per-register tiles multiply against.
+XK_INLINE void XK_NAME(row_pair)(const int8_t *aq, const float *ad, int nb, int cols, int b, int p, __m512i *y, __m512 *da) {
+    const int8_t *y0 = aq + (size_t)(2 * p) * cols + (size_t)b * 32;
+    *y = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0)),
+                            _mm256_loadu_si256((const __m256i *)(y0 + cols)), 1);
+    const __m256 d0 = _mm256_broadcast_ss(ad + (size_t)(2 * p) * nb + b);
+    const __m256 d1 = _mm256_broadcast_ss(ad + (size_t)(2 * p + 1) * nb + b);
+    *da = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(d0)), _mm256_castps_pd(d1), 1));
+}
+
 // The 4×4 Q4_1 tile with 512-bit registers: each register holds two activation rows' eight lanes
 // (rows 2p and 2p+1 against the same weight block), halving the instruction count. Lane for lane
 // the operations are those of `tile`, so the bits are too. (A 4×8 tile measured +5 % on the kernel
@@ -177,14 +188,7 @@ XK_INLINE void XK_NAME(tile512_q4_1)(const uint8_t *w, size_t rb, const int8_t *
     for (int b = 0; b < nb; b++) {
         __m512i y[2];
         __m512 da[2];
-        for (int p = 0; p < 2; p++) {
-            const int8_t *y0 = aq + (size_t)(2 * p) * cols + (size_t)b * 32;
-            y[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0)),
-                                      _mm256_loadu_si256((const __m256i *)(y0 + cols)), 1);
-            const __m256 d0 = _mm256_broadcast_ss(ad + (size_t)(2 * p) * nb + b);
-            const __m256 d1 = _mm256_broadcast_ss(ad + (size_t)(2 * p + 1) * nb + b);
-            da[p] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(d0)), _mm256_castps_pd(d1), 1));
-        }
+        for (int p = 0; p < 2; p++) XK_NAME(row_pair)(aq, ad, nb, cols, b, p, &y[p], &da[p]);
         const __m128 s4 = _mm_setr_ps(as[b], as[(size_t)nb + b], as[(size_t)2 * nb + b], as[(size_t)3 * nb + b]);
         {
             const char *next = (const char *)w + (size_t)4 * rb + (size_t)b * 80;
@@ -227,12 +231,7 @@ XK_INLINE void XK_NAME(tile512_q0)(const int type, const uint8_t *w, size_t rb, 
         __m512i y[2], yoff[2];
         __m512 da[2];
         for (int p = 0; p < 2; p++) {
-            const int8_t *y0 = aq + (size_t)(2 * p) * cols + (size_t)b * 32;
-            y[p] = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0)),
-                                      _mm256_loadu_si256((const __m256i *)(y0 + cols)), 1);
-            const __m256 d0 = _mm256_broadcast_ss(ad + (size_t)(2 * p) * nb + b);
-            const __m256 d1 = _mm256_broadcast_ss(ad + (size_t)(2 * p + 1) * nb + b);
-            da[p] = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(d0)), _mm256_castps_pd(d1), 1));
+            XK_NAME(row_pair)(aq, ad, nb, cols, b, p, &y[p], &da[p]);
             if (type == XK_Q8_0) {
                 yoff[p] = zero;
                 y[p] = _mm512_xor_si512(y[p], _mm512_set1_epi8((char)0x80));
