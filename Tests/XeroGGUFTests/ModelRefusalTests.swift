@@ -59,6 +59,18 @@ final class ModelRefusalTests: XCTestCase {
         XCTAssertEqual(c.embeddingScale, sqrtf(640))
     }
 
+    /// The tokenizer comes from `tokenizer.ggml.model`: an unknown one is refused naming it and
+    /// the two this engine reads; a missing one is called missing.
+    func testTheTokenizerModelIsNamedWhenItCannotBeRead() throws {
+        XCTAssertThrowsError(try Tokenizers.load(try GGUFFile(path: try gguf(meta: ["tokenizer.ggml.model": "rwkv"], tensors: [("x", [32], 0)])))) { e in
+            let text = "\(e)"
+            XCTAssertTrue(text.contains("rwkv") && text.contains("gpt2") && text.contains("llama"), text)
+        }
+        XCTAssertThrowsError(try Tokenizers.load(try GGUFFile(path: try gguf(meta: ["general.architecture": "llama"], tensors: [("x", [32], 0)])))) { e in
+            XCTAssertTrue("\(e)".contains("tokenizer.ggml.model is missing"), "\(e)")
+        }
+    }
+
     func testUnsupportedArchitectureIsNamed() throws {
         assertRefused(try gguf(meta: ["general.architecture": "mamba"], tensors: [("x", [32], 0)]), mentions: ["mamba", "llama"])
     }
