@@ -27,20 +27,7 @@ final class KernelTests: XCTestCase {
             let expected = weights.withUnsafeBytes { w in
                 (0..<c.n).flatMap { t in (0..<c.rows).map { r in Self.reference(c.type, w.baseAddress! + r * (w.count / c.rows), a, t) } }
             }
-            for vnni in [1, 0] {
-                let previous = xk_set_vnni(Int32(vnni))
-                defer { xk_set_vnni(previous) }
-                if vnni == 1 && xk_uses_vnni() == 0 { continue }  // this CPU has no VNNI: AVX2 only
-                var out = [Float](repeating: .nan, count: c.n * c.rows)
-                weights.withUnsafeBytes { w in
-                    let m = WeightMatrix(type: c.type, rows: c.rows, cols: c.cols, base: w.baseAddress!)
-                    out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
-                }
-                for i in out.indices where out[i].bitPattern != expected[i].bitPattern {
-                    XCTFail("\(c) vnni=\(vnni): output \(i) is \(out[i]), expected \(expected[i])")
-                    break
-                }
-            }
+            Self.assertProductsOnEveryPath(c, weights, a, expected)
         }
     }
 
@@ -50,10 +37,7 @@ final class KernelTests: XCTestCase {
         let weights = Self.randomWeights(.q4_1, rows: rows, cols: cols, &rng)
         let x = (0..<(n * cols)).map { _ in Float(Double(rng.next() % 2_001) / 100 - 10) }
         let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: cols, withF16: false) }
-        for vnni in [1, 0] {
-        let previous = xk_set_vnni(Int32(vnni))
-        defer { xk_set_vnni(previous) }
-        if vnni == 1 && xk_uses_vnni() == 0 { continue }
+        Self.onEveryPath { vnni in
         var out = [Float](repeating: -1, count: n * rows)
         weights.withUnsafeBytes { w in
             a.qs.withUnsafeBufferPointer { qs in a.d.withUnsafeBufferPointer { d in a.s.withUnsafeBufferPointer { s in
@@ -73,6 +57,22 @@ final class KernelTests: XCTestCase {
                 }
             }
         }
+        }
+    }
+
+    /// The matrix product of `c` on every path equals `expected` bit for bit.
+    static func assertProductsOnEveryPath(_ c: Case, _ weights: [UInt8], _ a: QuantizedRows, _ expected: [Float],
+                                          file: StaticString = #filePath, line: UInt = #line) {
+        onEveryPath { vnni in
+            var out = [Float](repeating: .nan, count: c.n * c.rows)
+            weights.withUnsafeBytes { w in
+                let m = WeightMatrix(type: c.type, rows: c.rows, cols: c.cols, base: w.baseAddress!)
+                out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
+            }
+            for i in out.indices where out[i].bitPattern != expected[i].bitPattern {
+                XCTFail("\(c) vnni=\(vnni): output \(i) is \(out[i]), expected \(expected[i])", file: file, line: line)
+                break
+            }
         }
     }
 
@@ -112,17 +112,7 @@ final class KernelTests: XCTestCase {
             let x = Self.activations(rows: c.n, cols: c.cols, &rng)
             let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: c.n, cols: c.cols, withF16: false, withQ8: false, withQ8K: true) }
             let expected = (0..<c.n).flatMap { t in (0..<c.rows).map { r in Self.referenceK(c.type, weights, rows: c.rows, r, a, t) } }
-            Self.onEveryPath { vnni in
-                var out = [Float](repeating: .nan, count: c.n * c.rows)
-                weights.withUnsafeBytes { w in
-                    let m = WeightMatrix(type: c.type, rows: c.rows, cols: c.cols, base: w.baseAddress!)
-                    out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
-                }
-                for i in out.indices where out[i].bitPattern != expected[i].bitPattern {
-                    XCTFail("\(c) vnni=\(vnni): output \(i) is \(out[i]), expected \(expected[i])")
-                    break
-                }
-            }
+            Self.assertProductsOnEveryPath(c, weights, a, expected)
         }
     }
 
