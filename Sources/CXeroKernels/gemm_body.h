@@ -291,17 +291,17 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
         for (; r + 4 <= r1; r += 4) {
             int t = t0;
             for (; t + 4 <= t1; t += 4) {
+                // Full 4×4 tiles: two activation rows per 512-bit register on VNNI, `tile` on AVX2.
 #if XK_VNNI
-                if (type == XK_Q4_1) {
+                if (type == XK_Q4_1)
                     XK_NAME(tile512_q4_1)(w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb,
                                           as + (size_t)t * nb, nb, cols, out + (size_t)t * ldo + r, ldo);
-                    continue;
-                }
-                XK_NAME(tile512_q0)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb,
-                                    nb, cols, out + (size_t)t * ldo + r, ldo);
-                continue;
-#endif
+                else
+                    XK_NAME(tile512_q0)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb,
+                                        nb, cols, out + (size_t)t * ldo + r, ldo);
+#else
                 XK_TILE(4, 4);
+#endif
             }
             for (; t < t1; t++) XK_TILE(4, 1);
         }

@@ -204,14 +204,14 @@ public final class LlamaModel: @unchecked Sendable {
             config.ropeNeox = true
             config.gatedGELU = true
             config.queryScale = 1 / sqrtf(Float(headDim))
+            if file.metadata["\(arch).attention.sliding_window_pattern"]?.array != nil {
+                throw GGUFError.unsupported("a per-layer sliding_window_pattern array")
+            }
             config.slidingWindow = file.metadata["\(arch).attention.sliding_window"]?.int ?? 0
             let pattern = file.metadata["\(arch).attention.sliding_window_pattern"]?.int ?? 6
             config.slidingLayers = (0..<config.layers).map { pattern == 0 || $0 % pattern < pattern - 1 }
             config.ropeBaseSliding = Float(file.metadata["\(arch).rope.freq_base_swa"]?.double ?? 10000)
             config.logitSoftcap = Float(file.metadata["\(arch).final_logit_softcapping"]?.double ?? 0)
-            if file.metadata["\(arch).attention.sliding_window_pattern"]?.array != nil {
-                throw GGUFError.unsupported("a per-layer sliding_window_pattern array")
-            }
         }
         self.config = config
         guard config.ropeDims <= headDim, config.ropeDims % 2 == 0 else { throw GGUFError.corrupt("rope.dimension_count \(config.ropeDims)") }
@@ -301,7 +301,7 @@ public final class LlamaModel: @unchecked Sendable {
             positions += (0..<tokens.count).map { cache.count + $0 }
         }
         var x = [Float](repeating: 0, count: n * E)
-        var xn = x, proj = x, normed = x
+        var xn = x, proj = x
         var q = [Float](repeating: 0, count: n * QD), attn = q
         var k = [Float](repeating: 0, count: n * KV), v = k
         var g = [Float](repeating: 0, count: n * F), u = g
@@ -332,8 +332,7 @@ public final class LlamaModel: @unchecked Sendable {
             if let w = layer.qNorm { q = rmsNormed(q, w, rows: n * c.heads) }
             if let w = layer.kNorm { k = rmsNormed(k, w, rows: n * c.kvHeads) }
             if layer.qNorm != nil { Self.tap?("Qcur_normed", l, q); Self.tap?("Kcur_normed", l, k) }
-            rope(&q, heads: c.heads, positions: positions, layer: l)
-            rope(&k, heads: c.kvHeads, positions: positions, layer: l)
+            rope(&q, heads: c.heads, &k, heads: c.kvHeads, positions: positions, layer: l)
             Self.tap?("Qcur", l, q); Self.tap?("Kcur", l, k); Self.tap?("Vcur", l, v)
             if let scale = c.queryScale { for i in q.indices { q[i] *= scale } }
             var spans: [AttentionSpan] = []
@@ -401,7 +400,7 @@ public final class LlamaModel: @unchecked Sendable {
         for (r, row) in rows.enumerated() {
             for i in 0..<E { last[r * E + i] = x[row * E + i] }
         }
-        normed = rmsNormed(last, outputNorm, rows: m)
+        let normed = rmsNormed(last, outputNorm, rows: m)
         var logits = [Float](repeating: 0, count: m * c.vocab)
         normed.withUnsafeBufferPointer { nb in
             logits.withUnsafeMutableBufferPointer { output.multiply(nb.baseAddress!, rows: m, into: $0.baseAddress!) }
@@ -449,17 +448,12 @@ public final class LlamaModel: @unchecked Sendable {
     /// Rotary embedding as ggml's rope: adjacent pairs (2i, 2i+1) in its "normal" mode, which the
     /// GGUF converter's Q/K permutation expects for llama, or the halves (i, i + dims/2) in NEOX
     /// mode (Gemma). The FMA shape is what GCC makes of ggml's rotate_pairs.
-    func rope(_ x: inout [Float], heads: Int, positions: [Int], layer: Int) {
+    /// q and k of the same positions share one cos/sin table per position.
+    func rope(_ q: inout [Float], heads qHeads: Int, _ k: inout [Float], heads kHeads: Int, positions: [Int], layer: Int) {
         let hd = config.headDim, half = config.ropeDims / 2
         let (step, neox) = (ropeThetaScale[layer], config.ropeNeox)
         var cosT = [Float](repeating: 0, count: half), sinT = cosT
-        for (r, position) in positions.enumerated() {
-            var theta = Float(position)
-            for i in 0..<half {
-                cosT[i] = cosf(theta)
-                sinT[i] = sinf(theta)
-                theta *= step
-            }
+        func rotate(_ x: inout [Float], row r: Int, heads: Int) {
             for h in 0..<heads {
                 let base = (r * heads + h) * hd
                 for i in 0..<half {
@@ -469,6 +463,16 @@ public final class LlamaModel: @unchecked Sendable {
                     x[i1] = (b * cosT[i]).addingProduct(a, sinT[i])
                 }
             }
+        }
+        for (r, position) in positions.enumerated() {
+            var theta = Float(position)
+            for i in 0..<half {
+                cosT[i] = cosf(theta)
+                sinT[i] = sinf(theta)
+                theta *= step
+            }
+            rotate(&q, row: r, heads: qHeads)
+            rotate(&k, row: r, heads: kHeads)
         }
     }
 

@@ -128,16 +128,16 @@ public struct Sampler {
             for (i, c) in top.enumerated() { kept += c.w; if kept >= target { keep = i + 1; break } }
             ids = top.prefix(keep).map(\.id)
             weights = top.prefix(keep).map(\.w)
+            total = kept   // the kept weights summed in order, as the draw below walks them
         }
         if o.minP > 0, let best = weights.max() {
             let floor = o.minP * best
             var kept: [Int32] = [], kw: [Float] = []
-            for (i, w) in weights.enumerated() where w >= floor { kept.append(ids[i]); kw.append(w) }
+            total = 0
+            for (i, w) in weights.enumerated() where w >= floor { kept.append(ids[i]); kw.append(w); total += w }
             (ids, weights) = (kept, kw)
         }
         guard !ids.isEmpty else { return 0 }
-        total = 0
-        for w in weights { total += w }
         var r = Float(Double(rng.next() >> 11) / Double(1 << 53)) * total
         for (i, w) in weights.enumerated() {
             r -= w

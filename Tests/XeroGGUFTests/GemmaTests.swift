@@ -52,27 +52,13 @@ final class GemmaTests: XCTestCase {
         let (model, tok) = try Self.load()
         for g in Self.reference.greedy {
             XCTAssertEqual(tok.encode(g.prompt, parseSpecial: true), g.prompt_ids, "prompt ids of \(g.prompt.debugDescription)")
-            let out = Self.greedy(model, tok, g.prompt_ids, count: g.completion_ids.count)
+            let out = model.greedy(g.prompt_ids, count: g.completion_ids.count, banning: tok.endOfGeneration)
             let firstDifference = zip(out, g.completion_ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset
             XCTAssertNil(firstDifference, "greedy continuation of \(g.prompt.debugDescription) differs from token \(firstDifference ?? -1): "
                          + "\(tok.decode(out).debugDescription) vs \(g.completion_text.debugDescription)")
         }
     }
 
-    static func greedy(_ model: LlamaModel, _ tok: any Tokenizer, _ prompt: [Int32], count: Int) -> [Int32] {
-        let cache = model.newCache()
-        var logits = model.forward(prompt, cache: cache)
-        var out: [Int32] = []
-        for _ in 0..<count {
-            // The references were made with ignore_eos, which bans end-of-generation tokens.
-            for e in tok.endOfGeneration { logits[Int(e)] = -.infinity }
-            var best = 0
-            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
-            out.append(Int32(best))
-            logits = model.forward([Int32(best)], cache: cache)
-        }
-        return out
-    }
 
     /// A sliding layer sees only the last 512 positions: past the window, the answer differs from
     /// what full attention everywhere gives (so the mask is in force), and it is deterministic.
@@ -88,5 +74,24 @@ final class GemmaTests: XCTestCase {
         model.config.slidingWindow = window
         XCTAssertNotEqual(windowed, full)
         XCTAssertEqual(windowed, model.forward(prompt, cache: model.newCache()))
+    }
+}
+
+extension LlamaModel {
+    /// `count` greedy tokens after `prompt`: the prompt in one batch, then one token at a time,
+    /// `banned` never chosen (llama.cpp's references are made with ignore_eos, which bans the
+    /// end-of-generation tokens).
+    func greedy(_ prompt: [Int32], count: Int, banning banned: Set<Int32>) -> [Int32] {
+        let cache = newCache()
+        var logits = forward(prompt, cache: cache)
+        var out: [Int32] = []
+        for _ in 0..<count {
+            for e in banned { logits[Int(e)] = -.infinity }
+            var best = 0
+            for i in 1..<logits.count where logits[i] > logits[best] { best = i }
+            out.append(Int32(best))
+            logits = forward([Int32(best)], cache: cache)
+        }
+        return out
     }
 }

@@ -74,17 +74,7 @@ final class LlamaTests: XCTestCase {
     func testGreedyDecodingMatchesLlamaCppFor64Tokens() throws {
         let (model, tok, _) = try load()
         for g in Self.reference.greedy {
-            let cache = model.newCache()
-            var logits = model.forward(g.prompt_ids, cache: cache)
-            var out: [Int32] = []
-            for _ in 0..<g.completion_ids.count {
-                // The references were made with ignore_eos, which bans end-of-generation tokens.
-                for e in tok.endOfGeneration { logits[Int(e)] = -.infinity }
-                var best = 0
-                for i in 1..<logits.count where logits[i] > logits[best] { best = i }
-                out.append(Int32(best))
-                logits = model.forward([Int32(best)], cache: cache)
-            }
+            let out = model.greedy(g.prompt_ids, count: g.completion_ids.count, banning: tok.endOfGeneration)
             let firstDifference = zip(out, g.completion_ids).enumerated().first { $0.element.0 != $0.element.1 }?.offset
             XCTAssertNil(firstDifference, "greedy continuation of \(g.user.debugDescription) differs from token \(firstDifference ?? -1)")
             XCTAssertEqual(out, g.completion_ids)

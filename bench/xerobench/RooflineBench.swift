@@ -43,17 +43,7 @@ enum RooflineBench {
         let gbs = bandwidth()
         let model = try LlamaModel(path: path)
         let bytes = model.weightBytesPerToken
-        var tg = 0.0
-        for _ in 0..<3 {
-            let cache = model.newCache(reserve: decodeTokens + 1)
-            var tok: Int32 = 1
-            let t0 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<decodeTokens {
-                let logits = model.forward([tok], cache: cache)
-                tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
-            }
-            tg = max(tg, Double(decodeTokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
-        }
+        let tg = (0..<3).map { _ in Xerobench.decodeRate(model, tokens: decodeTokens) }.max()!
         let roof = gbs * 1e9 / Double(bytes)
         print(String(format: #"{"mode":"roofline","threads":%d,"read_gb_s":%.1f,"weight_mb_per_token":%.1f,"roofline_tok_s":%.1f,"tg_tok_s":%.1f,"achieved_gb_s":%.1f,"fraction":%.2f}"#,
                      Parallel.threads, gbs, Double(bytes) / 1e6, roof, tg, tg * Double(bytes) / 1e9, tg / roof))

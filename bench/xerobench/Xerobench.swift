@@ -58,20 +58,25 @@ struct Xerobench {
         var pp = 0.0, tg = 0.0
         for _ in 0..<reps {
             let cache = model.newCache(reserve: promptTokens + decodeTokens)
-            var t0 = DispatchTime.now().uptimeNanoseconds
+            let t0 = DispatchTime.now().uptimeNanoseconds
             _ = model.forward(prompt, cache: cache)
             pp = max(pp, Double(promptTokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
-            let decodeCache = model.newCache(reserve: decodeTokens + 1)
-            var tok: Int32 = 1
-            t0 = DispatchTime.now().uptimeNanoseconds
-            for _ in 0..<decodeTokens {
-                let logits = model.forward([tok], cache: decodeCache)
-                tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
-            }
-            tg = max(tg, Double(decodeTokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9))
+            tg = max(tg, decodeRate(model, tokens: decodeTokens))
         }
         print(String(format: #"{"mode":"gguf","threads":%d,"pp":%d,"pp_tokens_per_s":%.1f,"tg":%d,"tg_tokens_per_s":%.1f}"#,
                      Parallel.threads, promptTokens, pp, decodeTokens, tg))
+    }
+
+    /// Tokens/s of decoding `tokens` greedy tokens one at a time from an empty cache (llama-bench's tg).
+    static func decodeRate(_ model: LlamaModel, tokens: Int) -> Double {
+        let cache = model.newCache(reserve: tokens + 1)
+        var tok: Int32 = 1
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        for _ in 0..<tokens {
+            let logits = model.forward([tok], cache: cache)
+            tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
+        }
+        return Double(tokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
 
     /// Time to first token for a prompt whose `prefixTokens`-token prefix is cached vs cold (median of 5).
