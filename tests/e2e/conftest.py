@@ -67,9 +67,20 @@ def free_port():
         return s.getsockname()[1]
 
 
+def ephemeral_low():
+    """The first port the kernel hands out for outgoing connections and port-0 binds."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port_range(n):
+    # Below the ephemeral range: a port found free there can be taken by any outgoing connection
+    # (or a free_port()) before the router binds it — a router died on "Address already in use".
+    high = min(40000, ephemeral_low()) - n
     for _ in range(200):
-        base = random.randint(20000, 40000)
+        base = random.randint(20000, high)
         ok = True
         for p in range(base, base + n):
             with socket.socket() as s:
