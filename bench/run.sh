@@ -81,7 +81,16 @@ measured() {
   local p before=() after=() parts=""
   for p in "$gw" "${SHARED[@]}"; do before+=("$(ticks "$p")"); done
   [[ -n ${REDIS_STATS:-} ]] && redis-cli -p "$RPORT" config resetstat >/dev/null
+  # PERF_DIR=dir: a perf profile of the loaded gateway and the shared processes for each run
+  # (dir/<n>-<tag>.data; read with perf report --no-children -s pid,sym -i FILE).
+  local perfpid=""
+  if [[ -n ${PERF_DIR:-} ]]; then
+    mkdir -p "$PERF_DIR"; PERF_N=$((${PERF_N:-0} + 1))
+    local pids; pids=$(IFS=,; echo "$gw,${SHARED[*]}")
+    perf record -q -F 999 -g -p "$pids" -o "$PERF_DIR/$PERF_N-$(echo "${tag:-on}" | tr -dc 'a-z').data" >/dev/null 2>&1 & perfpid=$!
+  fi
   local line; line=$("$B" "$@")
+  [[ -n $perfpid ]] && { kill -INT "$perfpid"; wait "$perfpid" 2>/dev/null || true; }
   # REDIS_STATS=1: what Redis did during the run, per command (calls, µs per call), on stderr.
   [[ -n ${REDIS_STATS:-} ]] && redis-cli -p "$RPORT" info commandstats | grep -o 'cmdstat_[a-z]*:calls=[0-9]*,usec=[0-9]*' | sed "s/^/# ${tag:-on} /" >&2
   for p in "$gw" "${SHARED[@]}"; do after+=("$(ticks "$p")"); done

@@ -48,8 +48,8 @@ struct InferenceJobs: Sendable {
     /// What a job achieved, ms, with one decimal: `x-xerotier-ttft-ms` / `-tpot-ms` (non-streaming answers).
     static func addAchieved(_ handle: JobHandle, completionTokens: Int, to h: inout HTTPFields) {
         let a = handle.achieved(completionTokens: completionTokens)
-        if let t = a.ttftMs { h[HTTPField.Name("x-xerotier-ttft-ms")!] = String(format: "%.1f", t) }
-        if let t = a.tpotMs { h[HTTPField.Name("x-xerotier-tpot-ms")!] = String(format: "%.1f", t) }
+        if let t = a.ttftMs { h[HTTPField.Name("x-xerotier-ttft-ms")!] = Formatting.oneDecimal(t) }
+        if let t = a.tpotMs { h[HTTPField.Name("x-xerotier-tpot-ms")!] = Formatting.oneDecimal(t) }
     }
 
     /// Runs a job that answers in one piece (embeddings, rerank).

@@ -1,4 +1,5 @@
 import Foundation
+import XeroCore
 import XeroStore
 
 /// OpenAI's `x-ratelimit-*` headers for the key's own buckets.
@@ -20,7 +21,7 @@ public enum RateLimitHeaders {
     public static func formatDuration(ms: Int) -> String {
         if ms < 1000 { return "\(max(0, ms))ms" }
         let s = Double(ms) / 1000
-        if s < 60 { return s == s.rounded() ? "\(Int(s))s" : String(format: "%.1fs", s) }
+        if s < 60 { return s == s.rounded() ? "\(Int(s))s" : Formatting.oneDecimal(s) + "s" }
         return "\(Int(s) / 60)m\(Int(s) % 60)s"
     }
 }

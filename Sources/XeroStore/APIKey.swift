@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import XeroCore
 
 /// API keys: `xero_<project_slug>_<random>`, the random part 32 characters of [a-z0-9] from the
 /// system CSPRNG (≈165 bits). Only the SHA-256 of the whole key is stored; the key itself is shown
@@ -13,7 +14,7 @@ public enum APIKey {
 
     /// Hex SHA-256 of the key: the only form in which a key is stored.
     public static func hash(_ key: String) -> String {
-        FileDigest.hex(SHA256.hash(data: Array(key.utf8)))
+        Formatting.hex(SHA256.hash(data: Array(key.utf8)))
     }
 
     /// The project slug the key claims, if the key is well-formed.

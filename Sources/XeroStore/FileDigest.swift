@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import XeroCore
 
 /// SHA-256 of a file, streamed in 4 MiB reads (model files are gigabytes): the model registry's
 /// check at upload, and a worker's after download.
@@ -9,10 +10,6 @@ public enum FileDigest {
         defer { try? input.close() }
         var hasher = SHA256()
         while let chunk = try input.read(upToCount: 4 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
-        return hex(hasher.finalize())
-    }
-
-    public static func hex<D: Sequence>(_ digest: D) -> String where D.Element == UInt8 {
-        digest.map { String(format: "%02x", $0) }.joined()
+        return Formatting.hex(hasher.finalize())
     }
 }

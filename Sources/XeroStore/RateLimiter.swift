@@ -63,17 +63,26 @@ public struct RateLimiter: Sendable {
     /// 2 gave the higher throughput (81–85 % of limits-off against 68 %).
     static let admissionLanes = 2
 
+    /// How often queued settlements are written. Each write costs a fixed ~0.4 ms of CPU on this
+    /// 2-core VM (the flusher's and the Redis client's wake-ups and Redis's own, whatever the
+    /// batch holds) plus ~5 µs a request (`xerobench limiter`, docs/benchmarks.md, "session 14"):
+    /// at 5 ms that fixed part was ~20 µs a request at 4,000 req/s, most of what limits cost.
+    /// 25 ms makes it ~4 µs. What it trades: usage and refunds land up to 25 ms later, and a
+    /// killed router loses up to 25 ms of settlements (docs/tenancy.md, "Billing").
+    public static let settleIntervalMs: UInt64 = 25
+
     /// `batchAdmissions`: admissions waiting at the same moment share one script call (the
     /// default); off, each is its own call. `leases`: admit locally from leases of the shared
     /// buckets and slots (the default); off, every admission is decided in Redis. `owner` names
-    /// this process in the keys' in-flight hashes (its slot leases). Benchmarks compare them.
+    /// this process in the keys' in-flight hashes (its slot leases). Benchmarks compare them, and
+    /// settlement intervals.
     public init(redis: RedisClient, batchAdmissions: Bool = true, leases: Bool = true, owner: String = "gw-" + randomID(length: 12),
-                logger: Logger = Logger(label: "xerotier.limits")) {
+                settleIntervalMs: UInt64 = RateLimiter.settleIntervalMs, logger: Logger = Logger(label: "xerotier.limits")) {
         self.redis = redis
         let scripts = ScriptRunner(redis: redis)
         self.scripts = scripts
         admissions = CallBatcher(maxBatch: batchAdmissions ? 128 : 1, concurrency: Self.admissionLanes) { try await Self.runAdmissions(scripts, $0) }
-        settlements = WriteQueue(name: "settlements", logger: logger) { try await Self.writeSettlements(redis, scripts, $0) }
+        settlements = WriteQueue(name: "settlements", intervalMs: settleIntervalMs, logger: logger) { try await Self.writeSettlements(redis, scripts, $0) }
         self.leases = LimitLeases(owner: owner, scripts: scripts, logger: logger, enabled: leases)
     }
 

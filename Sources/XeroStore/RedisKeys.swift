@@ -1,4 +1,5 @@
 import Foundation
+import XeroCore
 /// Every Redis key Xerotier writes, in one place. docs/redis-keys.md documents each one;
 /// keep the two in step.
 public enum RedisKeys {
@@ -52,7 +53,7 @@ public enum RedisKeys {
         let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365, doy = doe - (365 * yoe + yoe / 4 - yoe / 100)
         let mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9
         let y = yoe + era * 400 + (m <= 2 ? 1 : 0)
-        return String(format: "%04d%02d%02d", y, m, d)
+        return Formatting.padded(y, width: 4) + Formatting.padded(m, width: 2) + Formatting.padded(d, width: 2)
     }
     /// SET of the request ids settled among the jobs accepted in one 5-minute window (TTL 20 min
     /// after its last write): a second settlement of a member is skipped. Every copy of a job

@@ -80,8 +80,10 @@ public final class WriteQueue<Item: Sendable>: Sendable {
 
     private func run() async {
         var backoffMs: UInt64 = 50
+        var more = false
         while true {
-            try? await Task.sleep(nanoseconds: intervalMs * 1_000_000)
+            // A full batch leaves more waiting: write on at once rather than a batch per interval.
+            if !more { try? await Task.sleep(nanoseconds: intervalMs * 1_000_000) }
             let (first, batch) = state.withLock { s -> (Int, [Item]) in
                 if s.items.isEmpty { s.flushing = false }
                 return s.take(maxBatch)
@@ -92,10 +94,12 @@ public final class WriteQueue<Item: Sendable>: Sendable {
                 // Remove what was written; anything added meanwhile stays for the next round.
                 state.withLock { $0.written(first: first, count: batch.count) }
                 backoffMs = 50
+                more = batch.count == maxBatch
             } catch {
                 logger.warning("write failed; kept and retried", metadata: ["queue": "\(name)", "items": "\(batch.count)", "error": "\(error)"])
                 try? await Task.sleep(nanoseconds: backoffMs * 1_000_000)
                 backoffMs = min(backoffMs * 2, 2000)
+                more = false
             }
         }
     }

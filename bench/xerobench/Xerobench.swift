@@ -15,6 +15,7 @@ import XeroGGUF
 ///   xerobench json-mask MODEL.gguf   (constrained-decoding mask per step: token scan vs trie walk)
 ///   xerobench placement [MODEL.gguf]   (placement decisions/s by worker count; prompt hashing vs tokenizing)
 ///   xerobench roofline MODEL.gguf   (read bandwidth, weight bytes per token, decode as a fraction of the roofline)
+///   xerobench limiter REDIS_URL [seconds=5] [key_hash|admit|settle]   (the limiter's pieces: CPU µs per request here and in Redis)
 ///   xerobench gguf-batch MODEL.gguf [1,2,4,8,16]   (decode tokens/s with B sequences per forward pass)
 /// Prints one JSON object per run.
 @main
@@ -40,6 +41,8 @@ struct Xerobench {
             try MaskBench.run(path: a[2])
         case "roofline":
             try RooflineBench.roofline(path: a[2])
+        case "limiter":
+            try await LimiterBench.run(url: a[2], seconds: a.count > 3 ? Double(a[3])! : 5, only: a.count > 4 ? a[4] : nil)
         case "gguf-batch":
             try RooflineBench.batchedDecode(path: a[2], sizes: (a.count > 3 ? a[3] : "1,2,4,8,16").split(separator: ",").map { Int($0)! })
         case "gguf":
