@@ -110,11 +110,16 @@ if [[ $ONLY == tenancy ]]; then
   nostream_off() { measured $GW_OFF ',"limits":"off"' http "$URL_OFF" "$KEY" 64 "$SECS" nostream 1 0 1; }
   stream_on() { measured $GW_ON "" http "$URL" "$KEY" 64 "$SECS" stream 1 1000; }
   stream_off() { measured $GW_OFF ',"limits":"off"' http "$URL_OFF" "$KEY" 64 "$SECS" stream 1 1000; }
+  # CASES="stream": only the TTFT rounds at 1,000 req/s (CASES="nostream": only throughput).
   for round in $(seq "${ROUNDS:-3}"); do   # ROUNDS=5: more samples on a noisy machine
-    if (( round % 2 )); then nostream_on; nostream_off; else nostream_off; nostream_on; fi
-    measured $GW_NB ',"limits":"noleases"' http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1
-    if (( round % 2 )); then stream_on; stream_off; else stream_off; stream_on; fi
-    measured $GW_NB ',"limits":"noleases"' http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000
+    if [[ ${CASES:-nostream stream} == *nostream* ]]; then
+      if (( round % 2 )); then nostream_on; nostream_off; else nostream_off; nostream_on; fi
+      measured $GW_NB ',"limits":"noleases"' http "$URL_NB" "$KEY" 64 "$SECS" nostream 1 0 1
+    fi
+    if [[ " ${CASES:-nostream stream} " == *" stream "* ]]; then
+      if (( round % 2 )); then stream_on; stream_off; else stream_off; stream_on; fi
+      measured $GW_NB ',"limits":"noleases"' http "$URL_NB" "$KEY" 64 "$SECS" stream 1 1000
+    fi
   done
   python3 bench/summarize.py "$OUT"
   exit 0
