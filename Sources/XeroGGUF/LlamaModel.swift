@@ -169,6 +169,7 @@ public final class LlamaModel: @unchecked Sendable {
             throw GGUFError.unsupported("architecture '\(arch)' (this engine runs: \(Self.supportedArchitectures.sorted().joined(separator: ", ")))")
         }
         try file.requireTensorTypes(WeightMatrix.supportedTypes)
+        ScratchMemory.retained
         func int(_ key: String, _ fallback: Int? = nil) throws -> Int {
             if let v = file.metadata["\(arch).\(key)"]?.int, v > 0 { return v }
             if let fallback { return fallback }

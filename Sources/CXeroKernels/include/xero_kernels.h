@@ -85,4 +85,9 @@ void xk_parallel(int tasks, xk_task_fn fn, void *ctx);
 /// Threads in the pool, counting the caller (one per online core).
 int xk_threads(void);
 
+// Keeps freed blocks under 16 MB in the heap and up to 64 MB of free heap unreturned (glibc
+// mallopt), so a forward pass's scratch is reused rather than faulted in afresh each step
+// (ScratchMemory.swift says why and what it costs). No-op off glibc.
+void xk_retain_scratch_memory(void);
+
 #endif
