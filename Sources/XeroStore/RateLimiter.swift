@@ -560,8 +560,7 @@ struct LuaScript: Sendable {
     let sha: String
     init(_ source: String) {
         self.source = source
-        let hex = Array("0123456789abcdef".utf8)
-        sha = String(decoding: Insecure.SHA1.hash(data: Array(source.utf8)).flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
+        sha = Formatting.hex(Insecure.SHA1.hash(data: Array(source.utf8)))
     }
 }
 

@@ -62,9 +62,7 @@ private func randomBytes(_ n: Int, _ rng: inout RNG) -> [UInt8] {
 }
 
 private func hex(_ b: [UInt8], limit: Int = 96) -> String {
-    let digits = Array("0123456789abcdef")
-    var s = ""
-    for x in b.prefix(limit) { s.append(digits[Int(x >> 4)]); s.append(digits[Int(x & 15)]) }
+    let s = Formatting.hex(b.prefix(limit))
     return b.count > limit ? s + "…(\(b.count) bytes)" : s
 }
 

@@ -1,6 +1,6 @@
 /// Number-to-text without Foundation's `String(format:)`, which on Linux costs about a
-/// microsecond a call: the API key's hex digest (32 calls a request) alone was 34 µs of gateway
-/// CPU per request (docs/benchmarks.md, "session 14").
+/// microsecond a call: the API key's hex digest (32 calls a request) alone was 38.7 µs of gateway
+/// CPU per request, 1.4 µs with `hex` (docs/benchmarks.md, "session 14").
 public enum Formatting {
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 
