@@ -146,6 +146,7 @@ public struct Sampler {
         return ids.last!
     }
 
+    /// Indices of the `k` largest values, best first (ties: lower id first).
     static func topIndices(_ v: [Float], _ k: Int) -> [Int32] {
         var heap: [(Float, Int32)] = []
         heap.reserveCapacity(k + 1)

@@ -17,6 +17,12 @@ final class SamplerTests: XCTestCase {
         return c
     }
 
+    /// The tokens a sampler draws at least once in `draws` draws.
+    func drawn(_ s: Sampler, _ logits: [Float], draws: Int, mask: [Bool]? = nil) -> Set<Int> {
+        var s = s
+        return Set(counts(&s, logits, draws: draws, mask: mask).keys)
+    }
+
     /// Probabilities 0.5, 0.3, 0.15, 0.05.
     let four: [Float] = [logf(0.5), logf(0.3), logf(0.15), logf(0.05)]
 
@@ -43,12 +49,9 @@ final class SamplerTests: XCTestCase {
     }
 
     func testTopPKeepsTheSmallestNucleusReachingIt() {
-        var s = sampler(topP: 0.8)
-        XCTAssertEqual(Set(counts(&s, four, draws: 5_000).keys), [0, 1], "0.5 + 0.3 reach 0.8")
-        var t = sampler(topP: 0.81)
-        XCTAssertEqual(Set(counts(&t, four, draws: 5_000).keys), [0, 1, 2])
-        var u = sampler(topP: 0.1)
-        XCTAssertEqual(Set(counts(&u, four, draws: 1_000).keys), [0])
+        XCTAssertEqual(drawn(sampler(topP: 0.8), four, draws: 5_000), [0, 1], "0.5 + 0.3 reach 0.8")
+        XCTAssertEqual(drawn(sampler(topP: 0.81), four, draws: 5_000), [0, 1, 2])
+        XCTAssertEqual(drawn(sampler(topP: 0.1), four, draws: 1_000), [0])
     }
 
     /// On a small model's vocabulary (49,152 logits, many within the window at T 0.7), every draw
@@ -71,13 +74,10 @@ final class SamplerTests: XCTestCase {
     }
 
     func testMinPTopKTemperatureAndTheMask() {
-        var m = sampler(minP: 0.5)
-        XCTAssertEqual(Set(counts(&m, four, draws: 3_000).keys), [0, 1], "p ≥ 0.5 · 0.5")
-        var k = sampler(topK: 3)
-        XCTAssertEqual(Set(counts(&k, four, draws: 3_000).keys), [0, 1, 2])
+        XCTAssertEqual(drawn(sampler(minP: 0.5), four, draws: 3_000), [0, 1], "p ≥ 0.5 · 0.5")
+        XCTAssertEqual(drawn(sampler(topK: 3), four, draws: 3_000), [0, 1, 2])
         var cold = sampler(temperature: 0.1)
         XCTAssertGreaterThan(counts(&cold, four, draws: 1_000)[0, default: 0], 980, "0.6^10 of the mass is left to the second")
-        var masked = sampler()
-        XCTAssertEqual(Set(counts(&masked, four, draws: 2_000, mask: [false, true, false, true]).keys), [1, 3])
+        XCTAssertEqual(drawn(sampler(), four, draws: 2_000, mask: [false, true, false, true]), [1, 3])
     }
 }
