@@ -18,14 +18,10 @@ enum LimiterBench {
     static func run(url: String, seconds: Double, only: String?) async throws {
         let redis = try RedisClient(try RedisAddress(url: url))
         if only == nil || only == "key_hash" { keyHash() }
-        var tier = Tier(name: "standard", priority: 5, weight: 1, queueTimeoutMs: 30_000, requestTimeoutMs: 300_000)
-        tier.requestsPerMinute = 1_000_000_000
-        tier.tokensPerMinute = 1_000_000_000
-        tier.projectRequestsPerMinute = 1_000_000_000
-        tier.projectTokensPerMinute = 1_000_000_000
-        tier.maxConcurrentRequests = 1_000_000
-        tier.priceInputPerMillion = 0.1
-        tier.priceOutputPerMillion = 0.3
+        // The tier bench/run.sh's platform runs: limits on every bucket, high enough never to refuse.
+        guard let tier = try PlatformConfig.load(path: "bench/bench-config.yaml").tier(named: "standard") else {
+            fatalError("bench/bench-config.yaml (run from the repository root) has no 'standard' tier")
+        }
         if only == nil || only == "admit" {
             for leases in [true, false] { try await admit(redis: redis, tier: tier, leases: leases, seconds: seconds) }
         }

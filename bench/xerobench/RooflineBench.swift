@@ -63,7 +63,7 @@ enum RooflineBench {
             let t0 = DispatchTime.now().uptimeNanoseconds
             for _ in 0..<steps {
                 let outs = model.forward(zip(tokens, caches).map { ([$0], $1) })
-                tokens = outs.map { l in Int32(l.indices.max { l[$0] < l[$1] }!) }
+                tokens = outs.map(Xerobench.greedyToken)
             }
             let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
             print(String(format: #"{"mode":"gguf-batch","sequences":%d,"steps":%d,"tokens_per_s":%.1f,"step_ms":%.2f}"#,

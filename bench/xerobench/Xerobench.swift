@@ -77,10 +77,13 @@ struct Xerobench {
         let t0 = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<tokens {
             let logits = model.forward([tok], cache: cache)
-            tok = Int32(logits.indices.max { logits[$0] < logits[$1] }!)
+            tok = greedyToken(logits)
         }
         return Double(tokens) / (Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
     }
+
+    /// The most likely token of a step's logits (the benches decode greedily).
+    static func greedyToken(_ logits: [Float]) -> Int32 { Int32(logits.indices.max { logits[$0] < logits[$1] }!) }
 
     /// Time to first token for a prompt whose `prefixTokens`-token prefix is cached vs cold (median of 5).
     static func ggufPrefix(path: String, prefixTokens: Int) throws {
@@ -92,7 +95,7 @@ struct Xerobench {
             let t0 = DispatchTime.now().uptimeNanoseconds
             let cache = pc?.lookup(tokens, reserve: tokens.count + 1, partition: "bench") ?? model.newCache(reserve: tokens.count + 1)
             let logits = model.forward(Array(tokens[cache.count...]), cache: cache)
-            _ = logits.indices.max { logits[$0] < logits[$1] }
+            _ = greedyToken(logits)
             let ms = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e6
             pc?.insert(tokens, count: tokens.count, from: cache, partition: "bench")
             return ms
