@@ -12,6 +12,8 @@ import XeroStore
 ///   `before` is the Foundation `String(format:)` hex it replaced.
 /// - `admit`: a gateway's whole limiter path for one request — admission (from leases, or every
 ///   one in Redis), the rate-limit headers, the slot release — 64 requests at a time.
+/// - `wakeup`: Redis's CPU for a `PING` sent every 5 ms against one sent back to back — what waking
+///   an idle process costs, the fixed part of every settlement write.
 /// - `settle`: the router's settlement of finished requests at 1,000, 4,000 (the platform's
 ///   throughput here) and 16,000 a second, written every 5 ms and every 25 ms.
 enum LimiterBench {
@@ -26,6 +28,7 @@ enum LimiterBench {
             for leases in [true, false] { try await admit(redis: redis, tier: tier, leases: leases, seconds: seconds) }
         }
         if only == nil || only == "settle" { try await settle(redis: redis, tier: tier, seconds: seconds) }
+        if only == nil || only == "wakeup" { try await wakeup(redis: redis) }
     }
 
     /// User + system CPU seconds of this process.
@@ -123,5 +126,18 @@ enum LimiterBench {
         try await limiter.flush()
         let (cpu1, redis1) = (processCPU(), try await redisCPU(redis))
         return (cpu1 - cpu0, redis1 - redis0)
+    }
+
+    static func wakeup(redis: RedisClient) async throws {
+        for paced in [true, false] {
+            let n = 800
+            let r0 = try await redisCPU(redis)
+            for _ in 0..<n {
+                _ = try await redis.send(["PING"])
+                if paced { try await Task.sleep(nanoseconds: 5_000_000) }
+            }
+            let us = (try await redisCPU(redis) - r0) / Double(n) * 1e6
+            print(String(format: #"{"mode":"limiter","case":"wakeup","ping_every_ms":%d,"redis_cpu_us_per_ping":%.1f}"#, paced ? 5 : 0, us))
+        }
     }
 }

@@ -15,7 +15,7 @@ import XeroGGUF
 ///   xerobench json-mask MODEL.gguf   (constrained-decoding mask per step: token scan vs trie walk)
 ///   xerobench placement [MODEL.gguf]   (placement decisions/s by worker count; prompt hashing vs tokenizing)
 ///   xerobench roofline MODEL.gguf   (read bandwidth, weight bytes per token, decode as a fraction of the roofline)
-///   xerobench limiter REDIS_URL [seconds=5] [key_hash|admit|settle]   (the limiter's pieces: CPU µs per request here and in Redis)
+///   xerobench limiter REDIS_URL [seconds=5] [key_hash|admit|settle|wakeup]   (the limiter's pieces: CPU µs per request here and in Redis)
 ///   xerobench gguf-batch MODEL.gguf [1,2,4,8,16]   (decode tokens/s with B sequences per forward pass)
 /// Prints one JSON object per run.
 @main
