@@ -98,7 +98,10 @@ final class StopScannerTests: XCTestCase {
     func testNoStops() {
         XCTAssertEqual(feedAll(["a", "b"], stops: []).0, "ab")
     }
+}
 
+/// The simulator's models of a real engine: its prefix cache, its batch slowdown.
+extension SimEngineTests {
     /// THE SIMULATOR's modelled prefix cache: a prompt that shares a cached prefix reports cached
     /// tokens (per project), the worker gets its block hashes to report, and the oldest prompts
     /// fall out beyond the capacity.
@@ -136,5 +139,26 @@ final class StopScannerTests: XCTestCase {
         ledger.record([7, 8, 12])
         XCTAssertEqual(ledger.match([7, 8, 10]), 2, "the least recently used question went, its system prompt stayed")
         XCTAssertEqual(ledger.match([7, 8, 12]), 3)
+    }
+
+    /// THE SIMULATOR's batch slowdown: a step's time grows with the answers generated at once, by
+    /// `tpotGrowth` of `tpotMs` per other answer; the count rises while streams run and falls after.
+    func testStepTimeGrowsWithRunningAnswers() async throws {
+        let e = SimEngine(options: .init(tpotMs: 10, answerTokens: 10_000, tpotGrowth: 0.5))
+        XCTAssertEqual(e.stepMs(running: 1), 10)
+        XCTAssertEqual(e.stepMs(running: 3), 20)
+        XCTAssertEqual(e.stepMs(running: 0), 10, "never faster than one answer alone")
+        XCTAssertEqual(SimEngine(options: .init(tpotMs: 10)).stepMs(running: 8), 10, "no growth: the step time of one")
+        let chat = try ChatRequest.parse(Array(#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.utf8))
+        var streams: [AsyncThrowingStream<EngineEvent, Error>.AsyncIterator] = []
+        for i in 0..<3 {
+            var it = e.generate(EngineRequest(requestId: "r\(i)", model: "m", chat: chat, project: "p")).makeAsyncIterator()
+            _ = try await it.next()   // the first piece: this answer is being generated
+            streams.append(it)
+        }
+        XCTAssertEqual(e.runningAnswers, 3)
+        streams.removeAll()   // dropping a stream cancels its answer
+        for _ in 0..<200 where e.runningAnswers > 0 { try await Task.sleep(nanoseconds: 5_000_000) }
+        XCTAssertEqual(e.runningAnswers, 0, "ended answers no longer count")
     }
 }
