@@ -4,8 +4,11 @@
 # join keys for workers. Then `bootstrap PROJECT MODEL [TIER]` sets BASE and KEY for an endpoint.
 set -euo pipefail
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
-swift build -c release --product xerotier >/dev/null
-X=$(swift build -c release --show-bin-path)/xerotier
+# XEROTIER_BIN: a binary built elsewhere (a before/after comparison), used as it is.
+if [[ -n "${XEROTIER_BIN:-}" ]]; then X=$XEROTIER_BIN; else
+  swift build -c release --product xerotier >/dev/null
+  X=$(swift build -c release --show-bin-path)/xerotier
+fi
 PY=${PYTHON:-.venv/bin/python}
 WORK=$(mktemp -d)
 PIDS=()

@@ -415,9 +415,9 @@ final class RouterState: @unchecked Sendable {
         case let .done(report):
             if let finished = scheduler.finish(report.requestId, worker: worker, outcome: WorkerBreaker.Outcome(report: report.outcome), now: now,
                                                returnsCredit: report.returnsCredit) {
-                // Its time per output token (the worker's clock at both ends) at the load it was sent at.
+                // Its time per output token (the worker's clock at both ends) at the jobs it decoded beside.
                 if report.outcome == "done", report.completionTokens > 1, report.finishedAtMs > report.firstTokenAtMs, report.firstTokenAtMs > 0 {
-                    scheduler.observeTPOT(worker, loadAtDispatch: finished.loadAtDispatch,
+                    scheduler.observeTPOT(worker, jobs: finished.tpotJobs(slots: scheduler.workers[worker]?.info.slots ?? 1),
                                           ms: Double(report.finishedAtMs - report.firstTokenAtMs) / Double(report.completionTokens - 1))
                 }
                 settle(finished.envelope, usage: Self.billedUsage(report))

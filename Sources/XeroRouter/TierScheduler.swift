@@ -26,6 +26,8 @@ public struct TierScheduler {
         public var reportedActive = 0
         public var sentSinceReport = 0
         public var endedSinceReport = 0
+        /// Its running jobs over time, for its TPOT samples (`JobTime`).
+        public var jobTime = JobTime()
 
         /// Running jobs over slots: the worker's own count (all routers) corrected by this
         /// router's dispatches since, and never below this router's own jobs on it.
@@ -46,6 +48,15 @@ public struct TierScheduler {
         /// what its measured TTFT and TPOT are fitted against (`LatencyModel`).
         public var uncachedBlocks = 0
         public var loadAtDispatch = 0.0
+        /// The worker's `jobTime` total and the time when it started: the mark its decode's mean
+        /// count is taken from.
+        public var startMark: (jobTime: Double, atMs: Int64)?
+        /// Set when it finishes: the mean jobs running on its worker while it decoded, itself
+        /// included (nil where it never reported its start).
+        public var decodeJobs: Double?
+        /// What its TPOT sample is fitted against: the mean jobs it decoded beside, or where that
+        /// is unknown the jobs running when it was sent and itself.
+        public func tpotJobs(slots: Int) -> Double { decodeJobs ?? TierScheduler.jobs(at: loadAtDispatch, slots: slots) + 1 }
     }
 
     public struct Dispatch: Sendable, Equatable {
@@ -206,31 +217,47 @@ public struct TierScheduler {
         guard let f = inflight[requestId], f.worker == worker else { return false }
         if !f.started, let now, now >= f.dispatchedAtMs {
             timings[worker, default: WorkerTimings()].ttft.add(x: Double(f.uncachedBlocks), y: Double(now - f.dispatchedAtMs))
+            if var w = workers[worker] {
+                Self.advanceJobTime(&w, now: now)
+                inflight[requestId]!.startMark = (w.jobTime.total, now)
+                workers[worker] = w
+            }
         }
         inflight[requestId]!.started = true
         return true
     }
 
     /// A finished job's time per output token (from its worker's report: first token to finish,
-    /// over the tokens after the first), a sample of the worker's TPOT model at its load then.
-    public mutating func observeTPOT(_ worker: String, loadAtDispatch: Double, ms: Double) {
+    /// over the tokens after the first), a sample of the worker's TPOT model at the jobs it ran
+    /// beside, itself included (`InFlight.tpotJobs`).
+    public mutating func observeTPOT(_ worker: String, jobs: Double, ms: Double) {
         guard workers[worker] != nil else { return }
-        timings[worker, default: WorkerTimings()].tpot.add(x: loadAtDispatch, y: ms)
+        timings[worker, default: WorkerTimings()].tpot.add(x: jobs, y: ms)
     }
+
+    /// Brings a worker's `jobTime` to `now` at its current count.
+    private static func advanceJobTime(_ w: inout Worker, now: Int64) {
+        w.jobTime.advance(to: now, jobs: Self.jobs(at: w.load, slots: w.info.slots))
+    }
+
+    /// The jobs running on a worker of `slots` at `load` (a share of its slots).
+    static func jobs(at load: Double, slots: Int) -> Double { (load * Double(max(1, slots))).rounded() }
 
     /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
     /// `outcome` (from its report) feeds the worker's breaker.
     @discardableResult
     public mutating func finish(_ requestId: String, worker: String, outcome: WorkerBreaker.Outcome = .success, now: Int64 = 0,
                                 returnsCredit: Bool = true) -> InFlight? {
-        guard let f = inflight[requestId], f.worker == worker else { return nil }
+        guard var f = inflight[requestId], f.worker == worker else { return nil }
         recordHealth(worker, outcome, now: now)
         inflight[requestId] = nil
         stats[f.envelope.tier]?.inflight -= 1
         stats[f.envelope.tier]?.completed += 1
         if var w = workers[worker] {
+            if let mark = f.startMark { f.decodeJobs = w.jobTime.mean(since: mark.jobTime, fromMs: mark.atMs, to: now) }
             w.inflight.remove(requestId)
             w.endedSinceReport += 1
+            Self.advanceJobTime(&w, now: now)
             if !w.draining && returnsCredit { w.credits += 1 }
             workers[worker] = w
             refile(worker)
@@ -491,6 +518,7 @@ public struct TierScheduler {
             let uncached = job.prefixBlocks.count - prefixIndex.depth(of: handle, job.prefixBlocks, now: now)
             let prediction = job.sloTTFTMs > 0 || job.sloTPOTMs > 0 ? predict(workers[pick.worker]!, uncachedBlocks: uncached) : nil
             Self.sent(job, to: &workers[pick.worker]!)
+            Self.advanceJobTime(&workers[pick.worker]!, now: now)
             breakers[pick.worker]?.dispatched(now: now)
             prefixIndex.placed(worker: handle, blocks: job.prefixBlocks, now: now)
             refile(pick.worker)
@@ -537,23 +565,36 @@ public struct TierScheduler {
 
     // MARK: SLO-aware placement (docs/routing.md, "SLO-aware placement")
 
-    /// What a worker is predicted to achieve for a job: TTFT from the blocks it lacks, TPOT at its
-    /// load with this job added.
-    func predict(_ w: Worker, uncachedBlocks: Int) -> Prediction {
+    /// What a worker is predicted to achieve for a job: TTFT from the blocks it lacks, TPOT with
+    /// this job added to those running there. That TPOT is also what the running jobs will see
+    /// once it joins them (`breaksRunningTPOT`).
+    /// Unrounded: placement compares these with the hints (14.6 ms misses a 14 ms hint; rounded,
+    /// a 15.4 ms prediction met a 15 ms hint, and every job placed on it missed). Reported rounded.
+    func predictMs(_ w: Worker, uncachedBlocks: Int) -> (ttft: Double?, tpot: Double?) {
         let t = timings[w.info.id]
-        let load = w.load + 1 / Double(max(1, w.info.slots))
-        return Prediction(ttftMs: t?.ttft.predict(Double(uncachedBlocks)).map { Int($0.rounded()) },
-                          tpotMs: t?.tpot.predict(load).map { Int($0.rounded()) })
+        return (t?.ttft.predict(Double(uncachedBlocks)), t?.tpot.predict(Self.jobs(at: w.load, slots: w.info.slots) + 1))
+    }
+
+    func predict(_ w: Worker, uncachedBlocks: Int) -> Prediction {
+        let p = predictMs(w, uncachedBlocks: uncachedBlocks)
+        return Prediction(ttftMs: p.ttft.map { Int($0.rounded()) }, tpotMs: p.tpot.map { Int($0.rounded()) })
     }
 
     /// How many of the least-loaded candidates SLO filtering weighs (besides the prompt's holders).
     /// With no more candidates than this it weighs every one.
     static let sloCandidates = 64
 
-    /// The candidates predicted to meet the job's hints (one not measured yet is presumed to);
-    /// the tier's policy then chooses among them. Where none can, the one predicted to miss by the
-    /// least (the largest ratio of prediction to hint, minimised) is the only candidate. Weighs the
-    /// `sloCandidates` least loaded and every holder of the prompt, not every worker.
+    /// The candidates predicted to meet the job's hints (one not measured yet is presumed to) without
+    /// breaking a running job's (`breaksRunningTPOT`); the tier's policy then chooses among them.
+    /// Where none can, the one predicted to miss by the least (the largest ratio of prediction to
+    /// hint, minimised) among those it would break nothing on is the only candidate; only if every
+    /// candidate would break something, the least miss of all. Weighs the `sloCandidates` least
+    /// loaded and every holder of the prompt, not every worker.
+    ///
+    /// Without the guard, jobs nobody could serve within their hint piled onto the fastest workers
+    /// (they missed by the least) until every job there missed too: with TPOT growing with load
+    /// (THE SIMULATOR's `--sim-tpot-growth 0.52`), 2 fast and 2 slow workers at concurrency 16
+    /// attained 4 % with hints against 80 % without (docs/benchmarks.md).
     func meetingSLO(_ job: JobEnvelope, _ candidates: Candidates, now: Int64) -> Candidates {
         var matched: [CandidateIndex.Handle: Int] = [:]
         if !job.prefixBlocks.isEmpty {
@@ -563,19 +604,41 @@ public struct TierScheduler {
         for h in matched.keys where !weighed.contains(h) { weighed.append(h) }
         guard weighed.count > 1 else { return candidates }
         var meeting: [CandidateIndex.Handle] = []
-        var best: (miss: Double, id: String, handle: CandidateIndex.Handle)?
+        var best: (rank: (Int, Double), id: String, handle: CandidateIndex.Handle)?
         for h in weighed {
             let id = candidateIndex.ids[Int(h)]
             guard let w = workers[id] else { continue }
-            let p = predict(w, uncachedBlocks: job.prefixBlocks.count - (matched[h] ?? 0))
+            let p = predictMs(w, uncachedBlocks: job.prefixBlocks.count - (matched[h] ?? 0))
             var miss = 0.0
-            if job.sloTTFTMs > 0, let t = p.ttftMs { miss = max(miss, Double(t) / Double(job.sloTTFTMs)) }
-            if job.sloTPOTMs > 0, let t = p.tpotMs { miss = max(miss, Double(t) / Double(job.sloTPOTMs)) }
-            if miss <= 1 { meeting.append(h) }
-            if best == nil || miss < best!.miss || (miss == best!.miss && id < best!.id) { best = (miss, id, h) }
+            if job.sloTTFTMs > 0, let t = p.ttft { miss = max(miss, t / Double(job.sloTTFTMs)) }
+            if job.sloTPOTMs > 0, let t = p.tpot { miss = max(miss, t / Double(job.sloTPOTMs)) }
+            let breaks = breaksRunningTPOT(w, withJobAdded: p.tpot)
+            if miss <= 1, !breaks { meeting.append(h) }
+            // Order of the fallback: breaks nothing first, then the least miss, then the id.
+            let rank = (breaks ? 1 : 0, miss)
+            if best == nil || rank < best!.rank || (rank == best!.rank && id < best!.id) { best = (rank, id, h) }
         }
         guard let best else { return candidates }
         return candidates.narrowed(to: meeting.isEmpty ? [best.handle] : meeting)
+    }
+
+    /// Whether one more job on `w` would keep a job this router runs there from its TPOT hint: a
+    /// hint the worker meets with that job alone (so it is not hopeless there) and does not with this job
+    /// added (`withJobAdded`, the prediction `predictMs` made). A batched engine's every sequence
+    /// slows as its batch grows, so the running jobs pay for the new one.
+    ///
+    /// "Meets alone", not "meets now": once a worker is overloaded, all its jobs miss already,
+    /// and a rule that protects only jobs still meeting would keep it full for ever (jobs nobody
+    /// can serve go on missing least there). This one sends them elsewhere until it has drained.
+    /// Only this router's jobs are known by their hints; O(jobs running on `w`), paid only for jobs
+    /// with hints.
+    func breaksRunningTPOT(_ w: Worker, withJobAdded after: Double?) -> Bool {
+        guard let after, let alone = timings[w.info.id]?.tpot.predict(1) else { return false }
+        for id in w.inflight {
+            guard let hint = inflight[id]?.envelope.sloTPOTMs, hint > 0 else { continue }
+            if alone <= Double(hint), after > Double(hint) { return true }
+        }
+        return false
     }
 
     /// Whether any live worker (not draining) could ever run this job: its model, its fleet.

@@ -153,10 +153,45 @@ final class PlacementTests: XCTestCase {
         XCTAssertEqual(m.predict(30) ?? 0, 400, accuracy: 1)
         var flat = LatencyModel()
         for y in [10.0, 20, 30] { flat.add(x: 0.5, y: y) }
-        XCTAssertEqual(flat.predict(0.9) ?? 0, 20.3, accuracy: 1, "one x only: the (weighted) mean")
+        XCTAssertEqual(flat.predict(0.5) ?? 0, 20.3, accuracy: 0.1, "one x only: the (weighted) mean there")
+        XCTAssertEqual(flat.predict(0.9) ?? 0, 20.3 * 0.9 / 0.5, accuracy: 0.1,
+                       "and beyond it in proportion to the work, not flat: one job more is never free")
+        XCTAssertEqual(flat.predict(0.1) ?? 0, 20.3, accuracy: 0.1, "below it no faster than measured")
+        var spread = LatencyModel()
+        for _ in 0..<10 { for x in [1.0, 2, 3, 4] { spread.add(x: x, y: 5) } }
+        XCTAssertLessThan(spread.predict(8) ?? 99, 5.5, "samples over four jobs that show no growth outweigh the proportional slope (16 ms at 8)")
         var noisy = LatencyModel()
         for (x, y) in [(0.0, 50.0), (1, 40), (2, 30)] { noisy.add(x: x, y: y) }
         XCTAssertGreaterThanOrEqual(noisy.predict(10) ?? -1, 0, "never negative, never falling with work")
+    }
+
+    /// A job's TPOT is sampled against the jobs it decoded beside, not the load it was sent at: a
+    /// job sent to an idle worker that gets company at once ran in a batch of three.
+    func testTPOTIsSampledAtTheJobsItDecodedBeside() {
+        var s = scheduler("least_loaded", workers: ["w"])
+        XCTAssertEqual(place(&s, job("a"), now: 0), "w")
+        XCTAssertTrue(s.markStarted("a", worker: "w", now: 0))
+        XCTAssertEqual(place(&s, job("b"), now: 0), "w")
+        XCTAssertEqual(place(&s, job("c"), now: 0), "w")
+        _ = s.finish("b", worker: "w", now: 50)
+        let a = s.finish("a", worker: "w", now: 100)
+        XCTAssertEqual(a?.loadAtDispatch, 0, "sent to it idle")
+        XCTAssertEqual(a?.decodeJobs ?? 0, 2.5, accuracy: 1e-9, "three jobs for 50 ms, two for 50 ms")
+        XCTAssertEqual(a?.tpotJobs(slots: 4) ?? 0, 2.5, accuracy: 1e-9)
+        let c = s.finish("c", worker: "w", now: 120)
+        XCTAssertNil(c?.decodeJobs, "never reported its start")
+        XCTAssertEqual(c?.tpotJobs(slots: 4), 3, "so: the two running when it was sent, and itself")
+    }
+
+    func testJobTimeIntegratesTheRunningCount() {
+        var t = JobTime()
+        t.advance(to: 100, jobs: 2)
+        let mark = t.total
+        t.advance(to: 150, jobs: 4)
+        XCTAssertEqual(t.mean(since: mark, fromMs: 100, to: 200), 3, "2 for 50 ms, 4 for 50 ms")
+        t.advance(to: 120, jobs: 1)   // a clock that went back
+        XCTAssertEqual(t.total, 100, "accrues nothing")
+        XCTAssertNil(t.mean(since: mark, fromMs: 200, to: 200), "over no time: unknown")
     }
 
     func job(_ id: String, ttft: Int = 0, tpot: Int = 0) -> JobEnvelope {
@@ -171,8 +206,8 @@ final class PlacementTests: XCTestCase {
     func testTPOTHintsSteerToTheWorkerThatCanMeetThem() {
         var s = scheduler("prefix_aware", workers: ["fast", "slow"])   // load as the workers report it
         for _ in 0..<5 {
-            s.observeTPOT("fast", loadAtDispatch: 0, ms: 10)
-            s.observeTPOT("slow", loadAtDispatch: 0, ms: 50)
+            s.observeTPOT("fast", jobs: 3, ms: 10)   // measured with two running beside it, as it is now
+            s.observeTPOT("slow", jobs: 2, ms: 50)
         }
         s.reportLoad("fast", active: 2)   // busier: on load alone "slow" wins
         XCTAssertEqual(place(&s, job("plain")), "slow")
@@ -184,6 +219,46 @@ final class PlacementTests: XCTestCase {
         XCTAssertEqual(place(&s, job("impossible", tpot: 5)), "fast", "nobody meets 5 ms: the one that misses it least")
         XCTAssertTrue(s.enqueue(job("unhinted")))
         XCTAssertNil(s.dispatch(now: 0).first?.prediction, "no hints, no prediction sent")
+    }
+
+    /// A worker whose TPOT grows with its load (10 ms for a job alone, 15 ms beside another, 20 ms
+    /// beside two) and one at 40 ms: a second 12 ms hint nobody can meet goes to the slow
+    /// worker rather than push the fast one's running hinted job past its target; with nothing
+    /// there to break, to the least miss (fast); and an overloaded fast worker gets no more until
+    /// it has drained.
+    func testAHintNobodyMeetsDoesNotBreakTheRunningJobs() {
+        func fleet() -> TierScheduler {
+            var s = scheduler("least_loaded", workers: ["fast", "slow"])
+            for _ in 0..<3 {
+                s.observeTPOT("fast", jobs: 1, ms: 10)
+                s.observeTPOT("fast", jobs: 3, ms: 20)
+                s.observeTPOT("slow", jobs: 1, ms: 40)
+            }
+            return s
+        }
+        var s = fleet()
+        XCTAssertTrue(s.enqueue(job("a", tpot: 12)))
+        let a = s.dispatch(now: 0).first
+        XCTAssertEqual(a?.worker, "fast", "10 ms sent to it idle: met")
+        XCTAssertEqual(a?.prediction?.tpotMs, 10, "predicted alone there: 10 ms")
+        XCTAssertTrue(s.enqueue(job("b", tpot: 12)))
+        let b = s.dispatch(now: 0).first
+        XCTAssertEqual(b?.worker, "slow", "on fast, b and a would both run at 15 ms and miss")
+        XCTAssertEqual(b?.prediction?.tpotMs, 40)
+        var unhinted = fleet()
+        XCTAssertEqual(place(&unhinted, job("a")), "fast")
+        XCTAssertEqual(place(&unhinted, job("b", tpot: 12)), "fast", "the running job has no target to break: the least miss")
+        var tolerant = fleet()
+        XCTAssertEqual(place(&tolerant, job("a", tpot: 25)), "fast")
+        XCTAssertEqual(place(&tolerant, job("b", tpot: 12)), "fast", "a still meets its 25 ms at 15")
+        // Overloaded: two 12 ms jobs on fast (the only worker with credits then) run at 15 ms and miss
+        // already. Another goes to slow, so fast drains back to where it meets them.
+        var full = fleet()
+        _ = full.reclaim("slow", 100)
+        XCTAssertEqual(place(&full, job("a", tpot: 12)), "fast")
+        XCTAssertEqual(place(&full, job("b", tpot: 12)), "fast")
+        full.credit("slow", 4, now: 0)
+        XCTAssertEqual(place(&full, job("c", tpot: 12)), "slow", "not a third on fast, though 20 ms there misses least")
     }
 
     /// TTFT is measured from dispatch to `started` against the prompt blocks the worker lacked:
