@@ -23,7 +23,7 @@ tiers_yaml() { printf '%s\n' "default_endpoint_tier: standard" "tiers:" \
 source bench/deployment.sh
 # Ids that say nothing of speed, fast and slow alternating in id order: least_loaded breaks ties
 # between idle workers by id, and "fast-1" < "slow-1" would hand the baseline the fast workers.
-FAST=${FAST:-5} SLOW=${SLOW:-25} HINT=${HINT:-15} GROWTH=${GROWTH:-0.52}
+FAST=${FAST:-5} SLOW=${SLOW:-25} HINT=${HINT:-15} GROWTH=${GROWTH:-0.52} REQUESTS=${REQUESTS:-200} CONCURRENCY=${CONCURRENCY:-24}
 for spec in w1:$FAST w2:$SLOW w3:$FAST w4:$SLOW; do
   "$X" worker --router-port $ROUTER --id "slo-${spec%%:*}" --models bench-model --slots 8 --sim-tpot-ms "${spec##*:}" \
     --sim-tpot-growth "$GROWTH" --sim-answer-tokens 40 --log-level warning & PIDS+=($!)
@@ -31,8 +31,8 @@ done
 sleep 2
 bootstrap slo bench-model
 OUT=$WORK/results.jsonl
-"$PY" bench/slo_load.py "$BASE" "$KEY" bench-model "least_loaded, no hint" "$HINT" no-hint "${REQUESTS:-200}" "${CONCURRENCY:-24}" | tee -a "$OUT"
-"$PY" bench/slo_load.py "$BASE" "$KEY" "bench-model" "with X-SLO-TPOT-Ms: $HINT" "$HINT" send-hint "${REQUESTS:-200}" "${CONCURRENCY:-24}" | tee -a "$OUT"
+"$PY" bench/slo_load.py "$BASE" "$KEY" bench-model "least_loaded, no hint" "$HINT" no-hint "$REQUESTS" "$CONCURRENCY" | tee -a "$OUT"
+"$PY" bench/slo_load.py "$BASE" "$KEY" "bench-model" "with X-SLO-TPOT-Ms: $HINT" "$HINT" send-hint "$REQUESTS" "$CONCURRENCY" | tee -a "$OUT"
 python3 - "$OUT" "$FAST" "$SLOW" "$GROWTH" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]

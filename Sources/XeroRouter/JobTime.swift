@@ -22,7 +22,7 @@ public struct JobTime: Sendable, Equatable {
     /// that went back accrues nothing.
     public mutating func advance(to now: Int64, jobs newJobs: Double) {
         if let since = sinceMs, now > since { total += jobs * Double(now - since) }
-        if sinceMs == nil || now > sinceMs! { sinceMs = now }
+        sinceMs = max(sinceMs ?? now, now)
         jobs = max(0, newJobs)
     }
 

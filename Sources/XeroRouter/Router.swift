@@ -417,7 +417,7 @@ final class RouterState: @unchecked Sendable {
                                                returnsCredit: report.returnsCredit) {
                 // Its time per output token (the worker's clock at both ends) at the jobs it decoded beside.
                 if report.outcome == "done", report.completionTokens > 1, report.finishedAtMs > report.firstTokenAtMs, report.firstTokenAtMs > 0 {
-                    scheduler.observeTPOT(worker, jobs: finished.tpotJobs(slots: scheduler.workers[worker]?.info.slots ?? 1),
+                    scheduler.observeTPOT(worker, jobs: finished.tpotJobs,
                                           ms: Double(report.finishedAtMs - report.firstTokenAtMs) / Double(report.completionTokens - 1))
                 }
                 settle(finished.envelope, usage: Self.billedUsage(report))

@@ -29,11 +29,12 @@ public struct TierScheduler {
         /// Its running jobs over time, for its TPOT samples (`JobTime`).
         public var jobTime = JobTime()
 
-        /// Running jobs over slots: the worker's own count (all routers) corrected by this
-        /// router's dispatches since, and never below this router's own jobs on it.
-        public var load: Double {
-            Double(max(inflight.count, reportedActive + sentSinceReport - endedSinceReport)) / Double(max(1, info.slots))
-        }
+        /// Running jobs: the worker's own count (all routers) corrected by this router's
+        /// dispatches since, and never below this router's own jobs on it.
+        public var running: Int { max(inflight.count, reportedActive + sentSinceReport - endedSinceReport) }
+
+        /// Running jobs over slots.
+        public var load: Double { Double(running) / Double(max(1, info.slots)) }
 
         /// Could it ever run this job: not draining, serves its model, its fleet may see the project.
         public func mayRun(_ job: JobEnvelope) -> Bool { !draining && info.serves(job) && fleet.mayServe(job) }
@@ -44,10 +45,10 @@ public struct TierScheduler {
         public var worker: String
         public var started: Bool
         public var dispatchedAtMs: Int64
-        /// Its prompt blocks the worker did not hold, and the worker's load, when it was sent:
-        /// what its measured TTFT and TPOT are fitted against (`LatencyModel`).
+        /// Its prompt blocks the worker did not hold, and the jobs running there, when it was
+        /// sent: what its measured TTFT and (where `decodeJobs` is unknown) TPOT are fitted against.
         public var uncachedBlocks = 0
-        public var loadAtDispatch = 0.0
+        public var runningAtDispatch = 0
         /// The worker's `jobTime` total and the time when it started: the mark its decode's mean
         /// count is taken from.
         public var startMark: (jobTime: Double, atMs: Int64)?
@@ -56,7 +57,7 @@ public struct TierScheduler {
         public var decodeJobs: Double?
         /// What its TPOT sample is fitted against: the mean jobs it decoded beside, or where that
         /// is unknown the jobs running when it was sent and itself.
-        public func tpotJobs(slots: Int) -> Double { decodeJobs ?? TierScheduler.jobs(at: loadAtDispatch, slots: slots) + 1 }
+        public var tpotJobs: Double { decodeJobs ?? Double(runningAtDispatch + 1) }
     }
 
     public struct Dispatch: Sendable, Equatable {
@@ -237,11 +238,8 @@ public struct TierScheduler {
 
     /// Brings a worker's `jobTime` to `now` at its current count.
     private static func advanceJobTime(_ w: inout Worker, now: Int64) {
-        w.jobTime.advance(to: now, jobs: Self.jobs(at: w.load, slots: w.info.slots))
+        w.jobTime.advance(to: now, jobs: Double(w.running))
     }
-
-    /// The jobs running on a worker of `slots` at `load` (a share of its slots).
-    static func jobs(at load: Double, slots: Int) -> Double { (load * Double(max(1, slots))).rounded() }
 
     /// A worker finished a job (any outcome). Returns the job, and gives the worker its credit back.
     /// `outcome` (from its report) feeds the worker's breaker.
@@ -514,7 +512,7 @@ public struct TierScheduler {
             queuedIds.remove(job.requestId)
             totalQueued -= 1
             let handle = candidateIndex.handles[pick.worker]!
-            let loadAtDispatch = candidateIndex.load[Int(handle)]
+            let runningAtDispatch = workers[pick.worker]!.running
             let uncached = job.prefixBlocks.count - prefixIndex.depth(of: handle, job.prefixBlocks, now: now)
             let prediction = job.sloTTFTMs > 0 || job.sloTPOTMs > 0 ? predict(workers[pick.worker]!, uncachedBlocks: uncached) : nil
             Self.sent(job, to: &workers[pick.worker]!)
@@ -524,7 +522,7 @@ public struct TierScheduler {
             refile(pick.worker)
             turn &+= 1
             inflight[job.requestId] = InFlight(envelope: job, worker: pick.worker, started: false, dispatchedAtMs: now,
-                                               uncachedBlocks: uncached, loadAtDispatch: loadAtDispatch)
+                                               uncachedBlocks: uncached, runningAtDispatch: runningAtDispatch)
             stats[tierName]!.dispatched += 1
             stats[tierName]!.inflight += 1
             out.append(Dispatch(envelope: job, worker: pick.worker, prediction: prediction))
@@ -572,7 +570,7 @@ public struct TierScheduler {
     /// a 15.4 ms prediction met a 15 ms hint, and every job placed on it missed). Reported rounded.
     func predictMs(_ w: Worker, uncachedBlocks: Int) -> (ttft: Double?, tpot: Double?) {
         let t = timings[w.info.id]
-        return (t?.ttft.predict(Double(uncachedBlocks)), t?.tpot.predict(Self.jobs(at: w.load, slots: w.info.slots) + 1))
+        return (t?.ttft.predict(Double(uncachedBlocks)), t?.tpot.predict(Double(w.running + 1)))
     }
 
     func predict(_ w: Worker, uncachedBlocks: Int) -> Prediction {

@@ -175,12 +175,12 @@ final class PlacementTests: XCTestCase {
         XCTAssertEqual(place(&s, job("c"), now: 0), "w")
         _ = s.finish("b", worker: "w", now: 50)
         let a = s.finish("a", worker: "w", now: 100)
-        XCTAssertEqual(a?.loadAtDispatch, 0, "sent to it idle")
+        XCTAssertEqual(a?.runningAtDispatch, 0, "sent to it idle")
         XCTAssertEqual(a?.decodeJobs ?? 0, 2.5, accuracy: 1e-9, "three jobs for 50 ms, two for 50 ms")
-        XCTAssertEqual(a?.tpotJobs(slots: 4) ?? 0, 2.5, accuracy: 1e-9)
+        XCTAssertEqual(a?.tpotJobs ?? 0, 2.5, accuracy: 1e-9)
         let c = s.finish("c", worker: "w", now: 120)
         XCTAssertNil(c?.decodeJobs, "never reported its start")
-        XCTAssertEqual(c?.tpotJobs(slots: 4), 3, "so: the two running when it was sent, and itself")
+        XCTAssertEqual(c?.tpotJobs, 3, "so: the two running when it was sent, and itself")
     }
 
     func testJobTimeIntegratesTheRunningCount() {
