@@ -19,6 +19,8 @@ struct LeaseBook: Sendable {
         /// What the last reply said the bucket holds (with this lease), less what was spent since.
         var remaining: Int
         var resetMs: Int
+        /// The bucket's write version in the reply that set `remaining` (0: none yet).
+        var version = 0
     }
     struct SlotLease: Sendable {
         var held = 0
@@ -151,9 +153,13 @@ struct LeaseBook: Sendable {
         return want
     }
 
-    /// Redis admitted the request: the leases it granted (0 = none) and what each bucket holds now.
+    /// Redis admitted the request: the leases it granted (0 = none) and what each bucket holds now,
+    /// at which write version of the bucket (`versions`; empty: unordered).
     /// Returns per bucket what this gateway can report as remaining: the bucket plus its own lease.
-    mutating func granted(_ charges: [Charge], leases: [Int], remaining: [Int], resetMs: [Int], now: Int64) -> [Int] {
+    /// A reply older than the one the lease last took its remaining from (its caller resumed
+    /// late) says nothing new about the bucket: adding the lease as it is now to that snapshot
+    /// would count a lease granted after it twice (a first request reported 300 of 300 left).
+    mutating func granted(_ charges: [Charge], leases: [Int], remaining: [Int], resetMs: [Int], versions: [Int] = [], now: Int64) -> [Int] {
         var out = remaining
         for (i, c) in charges.enumerated() {
             record(c.key, c.cost, now: now)
@@ -172,8 +178,14 @@ struct LeaseBook: Sendable {
                 l!.expiresAtMs = now + leaseMs
             }
             if var l {
-                l.remaining = (i < remaining.count ? remaining[i] : 0) + l.left
-                l.resetMs = i < resetMs.count ? resetMs[i] : 0
+                let version = i < versions.count ? versions[i] : 0
+                if version > 0, version < l.version {
+                    l.remaining += g   // the newer snapshot had this grant off the bucket, not yet in the lease
+                } else {
+                    l.remaining = (i < remaining.count ? remaining[i] : 0) + l.left
+                    l.resetMs = i < resetMs.count ? resetMs[i] : 0
+                    l.version = version
+                }
                 tokens[c.key] = l
                 if i < out.count { out[i] = l.remaining }
             }

@@ -61,10 +61,10 @@ final class LimitLeases: Sendable {
         return state.withLock { $0.book.wants(charges, slotKey: slotKey, now: now) }
     }
 
-    func granted(_ charges: [LeaseBook.Charge], leases: [Int], remaining: [Int], resetMs: [Int]) -> [Int] {
+    func granted(_ charges: [LeaseBook.Charge], leases: [Int], remaining: [Int], resetMs: [Int], versions: [Int]) -> [Int] {
         guard enabled else { return remaining }
         let now = nowMs()
-        let out = state.withLock { $0.book.granted(charges, leases: leases, remaining: remaining, resetMs: resetMs, now: now) }
+        let out = state.withLock { $0.book.granted(charges, leases: leases, remaining: remaining, resetMs: resetMs, versions: versions, now: now) }
         startSweeping()
         return out
     }

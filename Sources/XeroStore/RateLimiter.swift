@@ -95,7 +95,9 @@ public struct RateLimiter: Sendable {
     /// A lease is granted only out of the upper half of a bucket (spare slots only while more than
     /// half the slots stay free), so near a limit nothing is leased. Returns per request {allowed,
     /// retry_ms, refused_index (n+1 = concurrency), slots granted, slots free after, then per
-    /// bucket remaining, reset_ms, lease granted}.
+    /// bucket remaining, reset_ms, lease granted, version}. A bucket's `v` counts the admissions
+    /// that wrote it: replies resume in any order (two lanes, callers of one batch), and only the
+    /// newest snapshot of a bucket may set what a gateway reports as remaining.
     static let admitScript = LuaScript("""
     local now = tonumber(ARGV[1])
     -- Slots held in an in-flight hash by owners whose lease has not expired (expired ones go).
@@ -122,20 +124,21 @@ public struct RateLimiter: Sendable {
         free = maxc - slots_used(h)
         if free < 1 then
           local out = {0, 1000, n + 1, 0, 0}
-          for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0 end
+          for i = 1, n do out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0 end
           return out
         end
       end
-      local tokens, caps, costs = {}, {}, {}
+      local tokens, caps, costs, versions = {}, {}, {}, {}
       local allowed, retry, refused = 1, 0, 0
       for i = 1, n do
         local cap = tonumber(ARGV[a0 + 1 + 3 * i])
         local cost = tonumber(ARGV[a0 + 2 + 3 * i])
         local rate = cap / 60000.0
         local key = KEYS[k0 + i - 1]
-        local b = redis.call('HMGET', key, 't', 'ts')
+        local b = redis.call('HMGET', key, 't', 'ts', 'v')
         local t = tonumber(b[1])
         local ts = tonumber(b[2])
+        versions[i] = (tonumber(b[3]) or 0) + 1
         if t == nil then t = cap; ts = now end
         t = math.min(cap, t + math.max(0, now - ts) * rate)
         tokens[i] = t; caps[i] = cap; costs[i] = cost
@@ -164,12 +167,13 @@ public struct RateLimiter: Sendable {
           lease = math.max(0, math.min(tonumber(ARGV[a0 + 3 + 3 * i]), math.floor(t - caps[i] / 2)))
           t = t - lease
         end
-        redis.call('HSET', KEYS[k0 + i - 1], 't', tostring(t), 'ts', tostring(now))
+        redis.call('HSET', KEYS[k0 + i - 1], 't', tostring(t), 'ts', tostring(now), 'v', versions[i])
         redis.call('PEXPIRE', KEYS[k0 + i - 1], 120000)
         local rate = caps[i] / 60000.0
         out[#out + 1] = math.floor(math.max(0, t))
         out[#out + 1] = math.ceil((caps[i] - t) / rate)
         out[#out + 1] = lease
+        out[#out + 1] = versions[i]
       end
       return out
     end
@@ -346,7 +350,7 @@ public struct RateLimiter: Sendable {
         do {
             let reply = try await admissions.run(AdmissionCall(keys: keys, args: args))
             a = reply.array.map { $0.int ?? 0 }
-            guard a.count == 5 + 3 * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
+            guard a.count == 5 + Self.perBucket * bs.count else { throw RedisError("rate limit script: unexpected reply \(reply)") }
         } catch {
             leases.failed(charges, slotKey: slotKey)
             throw error
@@ -354,15 +358,15 @@ public struct RateLimiter: Sendable {
         d.allowed = a[0] == 1
         d.retryAfterMs = a[1]
         if a[2] > 0 { d.refusedBy = a[2] <= bs.count ? bs[a[2] - 1].name : "concurrent requests for this key (\(maxc))" }
-        var remaining = (0..<bs.count).map { a[5 + 3 * $0] }
-        let resetMs = (0..<bs.count).map { a[6 + 3 * $0] }
+        let buckets = Self.bucketReplies(a, count: bs.count)
+        var remaining = buckets.remaining
         if d.allowed {
-            remaining = leases.granted(charges, leases: (0..<bs.count).map { a[7 + 3 * $0] }, remaining: remaining, resetMs: resetMs)
+            remaining = leases.granted(charges, leases: buckets.leases, remaining: remaining, resetMs: buckets.resetMs, versions: buckets.versions)
             if let slotKey { leases.grantedSlots(slotKey, count: a[3], freeAfter: a[4], limit: maxc, ttlMs: limits.slotTTLMs) }
         } else {
             leases.failed(charges, slotKey: slotKey)
         }
-        Self.reportKeyBuckets(&d, bs, remaining: remaining, resetMs: resetMs)
+        Self.reportKeyBuckets(&d, bs, remaining: remaining, resetMs: buckets.resetMs)
         return d
     }
 
@@ -390,12 +394,22 @@ public struct RateLimiter: Sendable {
         for (b, want) in zip(bs, wants) { args += [String(b.capacity), "0", String(want)] }
         do {
             let a = try await admissions.run(AdmissionCall(keys: bs.map(\.key), args: args)).array.map { $0.int ?? 0 }
-            guard a.count == 5 + 3 * bs.count, a[0] == 1 else { leases.failed(charges, slotKey: nil); return }
-            _ = leases.granted(charges, leases: (0..<bs.count).map { a[7 + 3 * $0] }, remaining: (0..<bs.count).map { a[5 + 3 * $0] },
-                               resetMs: (0..<bs.count).map { a[6 + 3 * $0] })
+            guard a.count == 5 + Self.perBucket * bs.count, a[0] == 1 else { leases.failed(charges, slotKey: nil); return }
+            let buckets = Self.bucketReplies(a, count: bs.count)
+            _ = leases.granted(charges, leases: buckets.leases, remaining: buckets.remaining, resetMs: buckets.resetMs, versions: buckets.versions)
         } catch {
             leases.failed(charges, slotKey: nil)
         }
+    }
+
+    /// Values per bucket in an admission's reply, after its five leading ones.
+    static let perBucket = 4
+
+    /// An admission reply's per-bucket values: what the bucket holds, ms until full, the lease
+    /// granted, and the bucket's write version (which orders replies that resume out of order).
+    static func bucketReplies(_ a: [Int], count: Int) -> (remaining: [Int], resetMs: [Int], leases: [Int], versions: [Int]) {
+        let at = { (field: Int) in (0..<count).map { a[5 + perBucket * $0 + field] } }
+        return (at(0), at(1), at(2), at(3))
     }
 
     /// What OpenAI's `x-ratelimit-*` headers report: the key's own buckets.

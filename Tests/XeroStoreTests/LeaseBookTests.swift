@@ -26,6 +26,29 @@ final class LeaseBookTests: XCTestCase {
         b.failed([req], slotKey: nil)
     }
 
+    /// Two replies resume out of Redis's order (another lane, or the callers of one batch): the
+    /// newer one granted a lease and set the remaining; the older one's snapshot of the bucket had
+    /// that lease still in it. Adding the lease to it would report the bucket full after a
+    /// request (CI: 300 of 300 left on the first request of a fresh key).
+    func testAnOlderReplyDoesNotCountANewerLeaseTwice() {
+        var b = LeaseBook(leaseMs: 100)
+        for i in 0..<10 { _ = b.granted([req], leases: [0], remaining: [990 - i], resetMs: [0], versions: [i + 1], now: Int64(i)) }
+        // Redis ran admission 11 (bucket 989 left), then a top-up taking 50 (939 left, version 12);
+        // the top-up's caller resumed first.
+        let topUp = LeaseBook.Charge(key: "rl:req", capacity: 1000, cost: 0)
+        XCTAssertEqual(b.granted([topUp], leases: [50], remaining: [939], resetMs: [0], versions: [12], now: 11), [989])
+        XCTAssertEqual(b.granted([req], leases: [0], remaining: [989], resetMs: [0], versions: [11], now: 11), [989],
+                       "the older snapshot says nothing new: not 989 + 50")
+        XCTAssertEqual(b.takeLocally([req], slotKey: nil, now: 12)?.leases.first?.remaining, 988)
+        // Two top-ups, 5 then 7 off the bucket (934, then 927 left); the second's caller resumes first.
+        XCTAssertEqual(b.granted([topUp], leases: [7], remaining: [927], resetMs: [0], versions: [14], now: 13), [983], "927 + 49 + 7")
+        XCTAssertEqual(b.granted([topUp], leases: [5], remaining: [934], resetMs: [0], versions: [13], now: 13), [988],
+                       "an older reply that granted: the newer snapshot had it off the bucket, not yet in the lease")
+        XCTAssertEqual(b.tokens["rl:req"]?.left, 61)
+        XCTAssertEqual(b.granted([req], leases: [0], remaining: [926], resetMs: [0], versions: [15], now: 14), [987],
+                       "a newer snapshot sets it again: 926 in the bucket + the 61 held")
+    }
+
     /// A lease is refilled before it runs out: once less than half its recent demand is left
     /// (or it nears expiry) a local admission asks for a top-up — once, while it is in flight —
     /// and the grant extends the lease, so steady load keeps admitting locally.
