@@ -6,7 +6,8 @@
 // block by block, fma(d_w·d_a, float(Σ_{i=4k}^{4k+3} w_i·a_i), acc) — the integer dot is exact
 // however it is computed, so VNNI, maddubs and the offset tricks below all give the same integers,
 // and the float operations happen in the same order as ggml's vec_dot. Tiling only changes which
-// outputs are computed together, never the order of one output's operations.
+// outputs are computed together, never the order of one output's operations; `tile_scaled`
+// forms the products d_w·d_a ahead of its loop instead of inside it (the same roundings).
 
 #define XK_INLINE static inline XK_TARGET __attribute__((always_inline))
 
@@ -161,120 +162,85 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
 }
 
 #if XK_VNNI
-// Activation rows 2p and 2p+1 of block b in one 512-bit register each (quants, and both rows'
-// scales broadcast to their halves): what the two-rows-per-register tiles multiply against.
-XK_INLINE void XK_NAME(row_pair)(const int8_t *aq, const float *ad, int nb, int cols, int b, int p, __m512i *y, __m512 *da) {
-    const int8_t *y0 = aq + (size_t)(2 * p) * cols + (size_t)b * 32;
-    *y = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)y0)),
-                            _mm256_loadu_si256((const __m256i *)(y0 + cols)), 1);
-    const __m256 d0 = _mm256_broadcast_ss(ad + (size_t)(2 * p) * nb + b);
-    const __m256 d1 = _mm256_broadcast_ss(ad + (size_t)(2 * p + 1) * nb + b);
-    *da = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(d0)), _mm256_castps_pd(d1), 1));
-}
+// Largest blocks per row the scaled tile takes (its scale products live on the stack: 64 B a
+// block); longer rows use `tile`.
+#define XK_SCALED_MAX_BLOCKS 1024
 
-// The 4×4 Q4_1 tile with 512-bit registers: each register holds two activation rows' eight lanes
-// (rows 2p and 2p+1 against the same weight block), halving the instruction count. Lane for lane
-// the operations are those of `tile`, so the bits are too. (A 4×8 tile measured +5 % on the kernel
-// alone and nothing end to end; not kept.)
-XK_INLINE void XK_NAME(tile512_q4_1)(const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
-                                     const float *as, int nb, int cols, float *out, int ldo) {
-    const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[4][2];
-    __m128 summ[4];
-    for (int r = 0; r < 4; r++) {
-        summ[r] = _mm_setzero_ps();
-        acc[r][0] = acc[r][1] = _mm512_setzero_ps();
-    }
+// The 4×4 tile on VNNI with one output per 256-bit register and no multiply in the main loop.
+// `tile` (like ggml) forms each block's scale d_w·d_a with a multiply per output and block; on
+// this CPU the multiply, the dot and the FMA share two pipes, so that multiply was a third of the
+// tile's cost. Here the 16 products of a block come from one 512-bit multiply in a pre-pass over
+// the tile's blocks, and the FMA broadcasts its product from memory. Each product is the same
+// single rounding of the same two floats as `tile`'s, and each output gets tile's FMA in tile's
+// order, so the bits are tile's.
+// adT/asT: the four activation rows' scales (and Q4_1 sums) transposed, [4b + t] (built once per
+// group of rows by gemm_typed). Q4_1's summs for the 16 outputs accumulate in one register, lane
+// 4r + t, each in block order as in `tile`.
+XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb, const int8_t *aq, const float *adT,
+                                    const float *asT, int nb, int cols, float *out, int ldo) {
+    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
+    float prod[16 * nb] __attribute__((aligned(64)));
+    const __m512i lane_d = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
+    const __m512i lane_m = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
+    __m512 summ = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        __m512i y[2];
-        __m512 da[2];
-        for (int p = 0; p < 2; p++) XK_NAME(row_pair)(aq, ad, nb, cols, b, p, &y[p], &da[p]);
-        const __m128 s4 = _mm_setr_ps(as[b], as[(size_t)nb + b], as[(size_t)2 * nb + b], as[(size_t)3 * nb + b]);
-        {
-            const char *next = (const char *)w + (size_t)4 * rb + (size_t)b * 80;
-            _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
-            _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
-        }
-        for (int r = 0; r < 4; r++) {
-            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * 20;
-            const __m128 head = xk_head(bp);
-            const __m512 dw = _mm512_broadcastss_ps(head);
-            const __m512i x = _mm512_broadcast_i64x4(XK_NAME(nibbles)(bp + 4));
-            for (int p = 0; p < 2; p++)
-                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da[p]), _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, x, y[p])), acc[r][p]);
-            summ[r] = _mm_add_ps(summ[r], _mm_mul_ps(_mm_permute_ps(head, 0x55), s4));
-        }
+        // The four rows' block heads (d, and m for Q4_1) in one conversion: [d0 m0 d1 m1 …].
+        const uint8_t *bp = w + (size_t)b * bs;
+        int32_t h[4];
+        for (int r = 0; r < 4; r++) memcpy(&h[r], bp + (size_t)r * rb, 4);
+        const __m512 heads = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
+        _mm512_store_ps(prod + 16 * b, _mm512_mul_ps(_mm512_permutexvar_ps(lane_d, heads), _mm512_broadcast_f32x4(_mm_loadu_ps(adT + 4 * b))));
+        if (type == XK_Q4_1)
+            summ = _mm512_add_ps(summ, _mm512_mul_ps(_mm512_permutexvar_ps(lane_m, heads), _mm512_broadcast_f32x4(_mm_loadu_ps(asT + 4 * b))));
     }
-    for (int r = 0; r < 4; r++) {
-        float sm[4];
-        _mm_storeu_ps(sm, summ[r]);
-        for (int p = 0; p < 2; p++) {
-            const __m256 lo = _mm512_castps512_ps256(acc[r][p]);
-            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][p]), 1));
-            out[(size_t)(2 * p) * ldo + r] = XK_NAME(hsum)(lo) + sm[2 * p];
-            out[(size_t)(2 * p + 1) * ldo + r] = XK_NAME(hsum)(hi) + sm[2 * p + 1];
-        }
-    }
-}
-
-// The same two-rows-per-register 4×4 tile for the signed block types (Q4_0, Q5_0, Q8_0), with the
-// offset tricks of `tile`: Q4_0/Q5_0 take unsigned weights and subtract 8·Σa / 16·Σa per lane;
-// Q8_0 shifts the activations to unsigned and subtracts 128·Σw. The integer lanes are exact, and
-// each output gets tile's float operations in tile's order, so the bits are tile's.
-XK_INLINE void XK_NAME(tile512_q0)(const int type, const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
-                                   int nb, int cols, float *out, int ldo) {
-    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : 18;
-    const __m512i zero = _mm512_setzero_si512();
-    __m512 acc[4][2];
-    for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        __m512i y[2], yoff[2];
-        __m512 da[2];
-        for (int p = 0; p < 2; p++) {
-            XK_NAME(row_pair)(aq, ad, nb, cols, b, p, &y[p], &da[p]);
-            if (type == XK_Q8_0) {
-                yoff[p] = zero;
-                y[p] = _mm512_xor_si512(y[p], _mm512_set1_epi8((char)0x80));
-            } else {
-                const __m512i sa = _mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), y[p]);
-                yoff[p] = _mm512_sub_epi32(zero, _mm512_slli_epi32(sa, type == XK_Q5_0 ? 4 : 3));
-            }
-        }
         {
             const char *next = (const char *)w + (size_t)4 * rb + (size_t)b * 4 * bs;
             _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
             _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
         }
+        __m256i y[4], yoff[4];
+        for (int t = 0; t < 4; t++) {
+            y[t] = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32));
+            yoff[t] = zero;
+            if (type == XK_Q4_0 || type == XK_Q5_0)   // Σ (u − 8|16)·a = Σ u·a − (8|16)·Σ a
+                yoff[t] = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y[t]), type == XK_Q5_0 ? 4 : 3));
+            else if (type == XK_Q8_0)                 // a + 128 is unsigned; −128·Σ w below
+                y[t] = _mm256_xor_si256(y[t], _mm256_set1_epi8((char)0x80));
+        }
         for (int r = 0; r < 4; r++) {
             const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
-            const __m512 dw = _mm512_broadcastss_ps(xk_head(bp));
-            __m256i x;
-            if (type == XK_Q8_0) {
-                x = _mm256_loadu_si256((const __m256i *)(bp + 2));
+            __m256i x, xoff = zero;
+            if (type == XK_Q4_1) {
+                x = XK_NAME(nibbles)(bp + 4);
+            } else if (type == XK_Q4_0) {
+                x = XK_NAME(nibbles)(bp + 2);
             } else if (type == XK_Q5_0) {
                 uint32_t qh;
                 memcpy(&qh, bp + 2, 4);
                 x = _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
             } else {
-                x = XK_NAME(nibbles)(bp + 2);
+                x = _mm256_loadu_si256((const __m256i *)(bp + 2));
+                xoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x), 7));
             }
-            const __m512i x2 = _mm512_broadcast_i64x4(x);
-            const __m512i xoff = type == XK_Q8_0
-                ? _mm512_sub_epi32(zero, _mm512_slli_epi32(_mm512_dpbusd_epi32(zero, _mm512_set1_epi8(1), x2), 7)) : zero;
-            for (int p = 0; p < 2; p++) {
-                const __m512i dot = type == XK_Q8_0 ? _mm512_dpbusd_epi32(xoff, y[p], x2) : _mm512_dpbusd_epi32(yoff[p], x2, y[p]);
-                acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, da[p]), _mm512_cvtepi32_ps(dot), acc[r][p]);
+            for (int t = 0; t < 4; t++) {
+                const __m256i dot = type == XK_Q8_0 ? _mm256_dpbusd_epi32(xoff, y[t], x) : _mm256_dpbusd_epi32(yoff[t], x, y[t]);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[16 * b + 4 * r + t]), _mm256_cvtepi32_ps(dot), acc[r][t]);
             }
         }
     }
-    for (int r = 0; r < 4; r++) {
-        for (int p = 0; p < 2; p++) {
-            const __m256 lo = _mm512_castps512_ps256(acc[r][p]);
-            const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][p]), 1));
-            out[(size_t)(2 * p) * ldo + r] = XK_NAME(hsum)(lo);
-            out[(size_t)(2 * p + 1) * ldo + r] = XK_NAME(hsum)(hi);
+    float sm[16];
+    _mm512_storeu_ps(sm, summ);
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < 4; t++) {
+            float v = XK_NAME(hsum)(acc[r][t]);
+            if (type == XK_Q4_1) v += sm[4 * r + t];
+            out[(size_t)t * ldo + r] = v;
         }
-    }
 }
 #endif
 
@@ -288,20 +254,31 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
         int r = r0;
 #define XK_TILE(R, T) XK_NAME(tile)(type, R, T, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb, \
                                     as ? as + (size_t)t * nb : 0, nb, cols, out + (size_t)t * ldo + r, ldo)
+#if XK_VNNI
+        // The scaled tile reads each group of four rows' scales (and sums) transposed.
+        const int groups = (t1 - t0) / 4, scaled = groups > 0 && nb <= XK_SCALED_MAX_BLOCKS;
+        float adT[scaled ? 16 * nb : 1], asT[scaled ? 16 * nb : 1];
+        if (scaled)
+            for (int g = 0; g < groups; g++)
+                for (int b = 0; b < nb; b++)
+                    for (int j = 0; j < 4; j++) {
+                        const size_t at = (size_t)(t0 + 4 * g + j) * nb + b;
+                        adT[(g * nb + b) * 4 + j] = ad[at];
+                        asT[(g * nb + b) * 4 + j] = as ? as[at] : 0;
+                    }
+#endif
         for (; r + 4 <= r1; r += 4) {
             int t = t0;
             for (; t + 4 <= t1; t += 4) {
-                // Full 4×4 tiles: two activation rows per 512-bit register on VNNI, `tile` on AVX2.
 #if XK_VNNI
-                if (type == XK_Q4_1)
-                    XK_NAME(tile512_q4_1)(w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb,
-                                          as + (size_t)t * nb, nb, cols, out + (size_t)t * ldo + r, ldo);
-                else
-                    XK_NAME(tile512_q0)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb,
-                                        nb, cols, out + (size_t)t * ldo + r, ldo);
-#else
-                XK_TILE(4, 4);
+                if (scaled) {
+                    const size_t g = (size_t)(t - t0) / 4 * nb * 4;
+                    XK_NAME(tile_scaled)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, adT + g, asT + g, nb, cols,
+                                         out + (size_t)t * ldo + r, ldo);
+                    continue;
+                }
 #endif
+                XK_TILE(4, 4);
             }
             for (; t < t1; t++) XK_TILE(4, 1);
         }
