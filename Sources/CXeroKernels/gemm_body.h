@@ -242,6 +242,88 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
             out[(size_t)t * ldo + r] = v;
         }
 }
+
+// The same arithmetic for R (1–3) weight rows × 8 activation rows: each weight block is unpacked
+// once for eight activation rows instead of four (+20 % on Q4_1 at 3 × 8 against the 4 × 4 tile;
+// 24 accumulators, the most the 32 registers hold with the rows' unpacked blocks).
+// adT/asT: the eight activation rows' scales (and Q4_1 sums) transposed, [8b + t].
+XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t *w, size_t rb, const int8_t *aq,
+                                     const float *adT, const float *asT, int nb, int cols, float *out, int ldo) {
+    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
+    float prod[24 * nb] __attribute__((aligned(32)));
+    __m256 summ[3];
+    for (int r = 0; r < R; r++) summ[r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const __m256 da = _mm256_loadu_ps(adT + 8 * b);
+        for (int r = 0; r < R; r++) {
+            const __m128 head = xk_head(w + (size_t)r * rb + (size_t)b * bs);
+            _mm256_store_ps(prod + (size_t)(b * R + r) * 8, _mm256_mul_ps(_mm256_broadcastss_ps(head), da));
+            if (type == XK_Q4_1)
+                summ[r] = _mm256_add_ps(summ[r], _mm256_mul_ps(_mm256_broadcastss_ps(_mm_permute_ps(head, 0x55)), _mm256_loadu_ps(asT + 8 * b)));
+        }
+    }
+    const __m256i zero = _mm256_setzero_si256();
+    __m256 acc[3][8];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < 8; t++) acc[r][t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        {
+            const char *next = (const char *)w + (size_t)R * rb + (size_t)b * R * bs;
+            _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
+            if (R * bs > 64) _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
+        }
+        __m256i x[3], xoff[3];
+        for (int r = 0; r < R; r++) {
+            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
+            xoff[r] = zero;
+            if (type == XK_Q4_1) {
+                x[r] = XK_NAME(nibbles)(bp + 4);
+            } else if (type == XK_Q4_0) {
+                x[r] = XK_NAME(nibbles)(bp + 2);
+            } else if (type == XK_Q5_0) {
+                uint32_t qh;
+                memcpy(&qh, bp + 2, 4);
+                x[r] = _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+            } else {
+                x[r] = _mm256_loadu_si256((const __m256i *)(bp + 2));
+                xoff[r] = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x[r]), 7));
+            }
+        }
+        for (int t = 0; t < 8; t++) {
+            __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32)), yoff = zero;
+            if (type == XK_Q4_0 || type == XK_Q5_0)
+                yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y), type == XK_Q5_0 ? 4 : 3));
+            else if (type == XK_Q8_0)
+                y = _mm256_xor_si256(y, _mm256_set1_epi8((char)0x80));
+            for (int r = 0; r < R; r++) {
+                const __m256i dot = type == XK_Q8_0 ? _mm256_dpbusd_epi32(xoff[r], y, x[r]) : _mm256_dpbusd_epi32(yoff, x[r], y);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[(size_t)(b * R + r) * 8 + t]), _mm256_cvtepi32_ps(dot), acc[r][t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        float sm[8];
+        _mm256_storeu_ps(sm, summ[r]);
+        for (int t = 0; t < 8; t++) {
+            float v = XK_NAME(hsum)(acc[r][t]);
+            if (type == XK_Q4_1) v += sm[t];
+            out[(size_t)t * ldo + r] = v;
+        }
+    }
+}
+
+// Activation rows t0 … t0 + g·8 − 1 in groups of `per` (4 or 8): their scales (and sums) transposed,
+// out[(group·nb + b)·per + j], as the scaled tiles read them.
+XK_INLINE void XK_NAME(transpose_scales)(const float *ad, const float *as, int t0, int groups, int per, int nb,
+                                         float *adT, float *asT) {
+    for (int g = 0; g < groups; g++)
+        for (int b = 0; b < nb; b++)
+            for (int j = 0; j < per; j++) {
+                const size_t at = (size_t)(t0 + per * g + j) * nb + b;
+                adT[(g * nb + b) * per + j] = ad[at];
+                asT[(g * nb + b) * per + j] = as ? as[at] : 0;
+            }
+}
 #endif
 
 XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, int r0, int r1,
@@ -255,35 +337,43 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
 #define XK_TILE(R, T) XK_NAME(tile)(type, R, T, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb, \
                                     as ? as + (size_t)t * nb : 0, nb, cols, out + (size_t)t * ldo + r, ldo)
 #if XK_VNNI
-        // The scaled tile reads each group of four rows' scales (and sums) transposed.
-        const int groups = (t1 - t0) / 4, scaled = groups > 0 && nb <= XK_SCALED_MAX_BLOCKS;
-        float adT[scaled ? 16 * nb : 1], asT[scaled ? 16 * nb : 1];
-        if (scaled)
-            for (int g = 0; g < groups; g++)
-                for (int b = 0; b < nb; b++)
-                    for (int j = 0; j < 4; j++) {
-                        const size_t at = (size_t)(t0 + 4 * g + j) * nb + b;
-                        adT[(g * nb + b) * 4 + j] = ad[at];
-                        asT[(g * nb + b) * 4 + j] = as ? as[at] : 0;
-                    }
+        // Eight activation rows at a time first, weight rows in threes (then two, one); the rest
+        // of the rows (fewer than eight) below, four weight rows at a time.
+        const int scaled = nb <= XK_SCALED_MAX_BLOCKS;
+        const int g8 = scaled ? (t1 - t0) / 8 : 0;
+        if (g8 > 0) {
+            float adT8[16 * nb], asT8[16 * nb];
+            XK_NAME(transpose_scales)(ad, as, t0, g8, 8, nb, adT8, asT8);
+#define XK_TILE8(R_) for (int g = 0; g < g8; g++) \
+            XK_NAME(tile_scaled8)(type, R_, w + (size_t)r * rb, rb, aq + (size_t)(t0 + 8 * g) * cols, adT8 + (size_t)g * nb * 8, \
+                                  asT8 + (size_t)g * nb * 8, nb, cols, out + (size_t)(t0 + 8 * g) * ldo + r, ldo)
+            for (; r + 3 <= r1; r += 3) XK_TILE8(3);
+            if (r + 2 <= r1) { XK_TILE8(2); r += 2; }
+            if (r < r1) { XK_TILE8(1); r += 1; }
+#undef XK_TILE8
+        }
+        const int tb = t0 + 8 * g8;  // the rows left for the loops below
+        r = r0;
+        const int g4 = scaled ? (t1 - tb) / 4 : 0;  // 0 or 1
+        float adT[g4 ? 4 * nb : 1], asT[g4 ? 4 * nb : 1];
+        if (g4) XK_NAME(transpose_scales)(ad, as, tb, 1, 4, nb, adT, asT);
+#else
+        const int tb = t0;
 #endif
         for (; r + 4 <= r1; r += 4) {
-            int t = t0;
-            for (; t + 4 <= t1; t += 4) {
+            int t = tb;
 #if XK_VNNI
-                if (scaled) {
-                    const size_t g = (size_t)(t - t0) / 4 * nb * 4;
-                    XK_NAME(tile_scaled)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, adT + g, asT + g, nb, cols,
-                                         out + (size_t)t * ldo + r, ldo);
-                    continue;
-                }
-#endif
-                XK_TILE(4, 4);
+            if (g4) {
+                XK_NAME(tile_scaled)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, adT, asT, nb, cols,
+                                     out + (size_t)t * ldo + r, ldo);
+                t += 4;
             }
+#endif
+            for (; t + 4 <= t1; t += 4) XK_TILE(4, 4);
             for (; t < t1; t++) XK_TILE(4, 1);
         }
         for (; r < r1; r++) {
-            int t = t0;
+            int t = tb;
             for (; t + 4 <= t1; t += 4) XK_TILE(1, 4);
             for (; t < t1; t++) XK_TILE(1, 1);
         }

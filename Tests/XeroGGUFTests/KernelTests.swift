@@ -18,6 +18,9 @@ final class KernelTests: XCTestCase {
             Case(type: .q4_0, rows: 8, cols: 32, n: 1), Case(type: .q8_0, rows: 9, cols: 160, n: 5),
             Case(type: .q8_0, rows: 4, cols: 64, n: 17), Case(type: .q5_0, rows: 13, cols: 96, n: 7),
             Case(type: .q5_0, rows: 8, cols: 32, n: 1), Case(type: .q5_0, rows: 6, cols: 256, n: 37),
+            // Eight activation rows with weight rows in threes, twos and ones (VNNI), then a group of four.
+            Case(type: .q4_1, rows: 13, cols: 96, n: 12), Case(type: .q4_0, rows: 7, cols: 128, n: 9),
+            Case(type: .q8_0, rows: 5, cols: 160, n: 8), Case(type: .q5_0, rows: 10, cols: 64, n: 16),
         ]
         var rng = SplitMix64(seed: 7)
         for c in cases {
