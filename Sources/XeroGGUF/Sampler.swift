@@ -1,3 +1,4 @@
+import CXeroKernels
 import Foundation
 import XeroCore
 
@@ -94,23 +95,33 @@ public struct Sampler {
     mutating func draw(_ logits: [Float]) -> Int32 {
         let o = options
         let invT = 1 / o.temperature
-        var mx = -Float.infinity
-        for v in logits { mx = max(mx, v) }
-        guard mx > -.infinity else { return 0 }
         // Unnormalised weights e^((v − max)/T) ∈ (0, 1]; `total` is their sum.
         var ids: [Int32] = [], weights: [Float] = []
-        ids.reserveCapacity(logits.count)
-        weights.reserveCapacity(logits.count)
+        var total: Float = 0
         if o.topK > 0 {
+            var mx = -Float.infinity
+            for v in logits { mx = max(mx, v) }
+            guard mx > -.infinity else { return 0 }
             for id in Self.topIndices(logits, o.topK) where logits[Int(id)] > -.infinity {
                 ids.append(id); weights.append(expf((logits[Int(id)] - mx) * invT))
             }
+            for w in weights { total += w }
         } else {
-            let floor = mx - 30 * o.temperature
-            for (i, v) in logits.enumerated() where v >= floor { ids.append(Int32(i)); weights.append(expf((v - mx) * invT)) }
+            // Every logit within the window, in id order (xk_sample_window, vectorised).
+            ids = [Int32](repeating: 0, count: logits.count)
+            weights = [Float](repeating: 0, count: logits.count)
+            var mx: Float = 0
+            let count = logits.withUnsafeBufferPointer { l in
+                ids.withUnsafeMutableBufferPointer { i in
+                    weights.withUnsafeMutableBufferPointer { w in
+                        Int(xk_sample_window(l.baseAddress!, Int32(l.count), invT, 30 * o.temperature, i.baseAddress!, w.baseAddress!, &mx, &total))
+                    }
+                }
+            }
+            guard count > 0 else { return 0 }
+            ids.removeSubrange(count...)
+            weights.removeSubrange(count...)
         }
-        var total: Float = 0
-        for w in weights { total += w }
         if o.topP < 1 {
             // The nucleus: the most likely tokens, in order, until their mass reaches top_p. Weights
             // bucketed by binary exponent (bucket b holds [2^−b, 2^−b+1)) say how far down it can

@@ -1,3 +1,4 @@
+import CXeroKernels
 import Foundation
 import XCTest
 import XeroCore
@@ -25,6 +26,35 @@ final class SamplerTests: XCTestCase {
 
     /// Probabilities 0.5, 0.3, 0.15, 0.05.
     let four: [Float] = [logf(0.5), logf(0.3), logf(0.15), logf(0.05)]
+
+    /// The draw's window in C: exactly the logits within the window of the largest, in id order,
+    /// each weight ggml's exponential of (v − max)/T bit for bit, the sum in id order; −inf and
+    /// NaN logits never kept; a length that is not a multiple of 8; nothing kept when every logit
+    /// is −inf.
+    func testTheSampleWindowKeepsExactlyTheLogitsWithinIt() {
+        var rng = SplitMix64(seed: 11)
+        var logits = (0..<1_003).map { _ in Float(Double(rng.next() % 40_001) / 1_000 - 20) }
+        logits[5] = -.infinity; logits[77] = .nan; logits[1_002] = 20.5
+        let (invT, window): (Float, Float) = (1 / 0.7, 30 * 0.7)
+        var ids = [Int32](repeating: -1, count: logits.count), weights = [Float](repeating: -1, count: logits.count)
+        var mx: Float = 0, total: Float = 0
+        let n = Int(xk_sample_window(logits, Int32(logits.count), invT, window, &ids, &weights, &mx, &total))
+        XCTAssertEqual(mx, 20.5)
+        let expected = logits.indices.filter { logits[$0] >= 20.5 - window }
+        XCTAssertGreaterThan(expected.count, 500)
+        XCTAssertLessThan(expected.count, logits.count - 2)
+        XCTAssertEqual(ids.prefix(n).map(Int.init), expected)
+        var sum: Float = 0
+        for (k, i) in expected.enumerated() {
+            let w = ScalarStatement.exp((logits[i] - 20.5) * invT)
+            XCTAssertEqual(weights[k].bitPattern, w.bitPattern, "weight of \(i)")
+            sum += w
+        }
+        XCTAssertEqual(total.bitPattern, sum.bitPattern)
+        let none = [Float](repeating: -.infinity, count: 9)
+        XCTAssertEqual(xk_sample_window(none, 9, invT, window, &ids, &weights, &mx, &total), 0)
+        XCTAssertEqual(mx, -.infinity)
+    }
 
     func testGreedyIsTheArgmaxWhateverTheSeed() {
         for seed: UInt64 in [1, 2, 3] {

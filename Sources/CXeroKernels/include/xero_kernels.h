@@ -75,6 +75,13 @@ void xk_quantize_q8(const float *x, int blocks, int8_t *qs, float *d, float *s);
 /// g[i] = silu(g[i]) · u[i] with xk_exp (ggml's swiglu).
 void xk_swiglu(float *g, const float *u, int n);
 
+/// The sampler's window: of `n` logits, every one within `window` of the largest, in id order —
+/// its id and weight e^((v − max)·inv_t) by ggml's exponential (exp8) — and how many. Writes the
+/// largest logit (−inf when there is none: then nothing is kept) and the weights' sum, added in
+/// id order. ids and weights hold `n` entries.
+int xk_sample_window(const float *logits, int n, float inv_t, float window, int32_t *ids, float *weights,
+                     float *max_out, float *total_out);
+
 /// A task of a parallel loop: `index` in 0 ..< tasks.
 typedef void (*xk_task_fn)(void *ctx, int index);
 
