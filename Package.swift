@@ -123,7 +123,7 @@ let package = Package(
         ]),
         // Load generator and engine baseline for docs/benchmarks.md (bench/run.sh drives it).
         .executableTarget(name: "xerobench", dependencies: [
-            "XeroCore", "XeroEngines", "XeroEmbeddings", "XeroGGUF", "XeroRouter", "XeroStore", "XeroJobs",
+            "XeroCore", "XeroEngines", "XeroEmbeddings", "XeroGGUF", "XeroRouter", "XeroStore", "XeroJobs", "CXeroKernels",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -43,6 +43,8 @@ struct Xerobench {
             try RooflineBench.roofline(path: a[2])
         case "limiter":
             try await LimiterBench.run(url: a[2], seconds: a.count > 3 ? Double(a[3])! : 5, only: a.count > 4 ? a[4] : nil)
+        case "gemm":
+            GemmBench.run()
         case "sampler":
             try SamplerBench.run(path: a[2], draws: a.count > 3 ? Int(a[3])! : 2000)
         case "gguf-batch":
