@@ -6,7 +6,8 @@
 # driven by the same load generator. Each request: max_tokens 64, temperature 0, ignore nothing.
 #   bench/gguf-concurrency.sh [seconds=10] [path/to/llama-server]   (CONCURRENCY="16" to run one level)
 # XEROTIER_BIN: a xerotier binary built elsewhere (a before/after comparison), used as it is;
-# NO_HTTP=1 skips the load generator's levels and the TTFT probe (the SDK streams only).
+# NO_HTTP=1 skips the load generator's levels and the TTFT probe (the SDK streams only);
+# SDK_ROUNDS=N measures 1 and 8 SDK streams N times, alternating, with the median 8 / 1 ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ -d /opt/swift/usr/bin ]] && export PATH="/opt/swift/usr/bin:$PATH"
@@ -42,7 +43,8 @@ if [[ -z "${NO_HTTP:-}" ]]; then
   .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 | sed "s/^/xerotier ttft /"
 fi
 # 1 and 8 concurrent streams through the OpenAI Python SDK (issue 19's measure).
-.venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 "$SECS" 1,8 | sed "s/^/xerotier /"
+SDK_LEVELS=$(python3 -c "print(','.join(['1,8'] * int('${SDK_ROUNDS:-1}')))")
+.venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 "$SECS" "$SDK_LEVELS" | sed "s/^/xerotier /"
 if [[ -n "$LLAMA_SERVER" ]]; then
   LPORT=$(free_port)
   "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 32768 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)
@@ -53,5 +55,5 @@ if [[ -n "$LLAMA_SERVER" ]]; then
     done
     .venv/bin/python bench/ttft_prefix.py "http://127.0.0.1:$LPORT/v1" none smollm2 | sed "s/^/llama.cpp ttft /"
   fi
-  .venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$LPORT/v1" none smollm2 "$SECS" 1,8 | sed "s/^/llama.cpp /"
+  .venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$LPORT/v1" none smollm2 "$SECS" "$SDK_LEVELS" | sed "s/^/llama.cpp /"
 fi

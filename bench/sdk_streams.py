@@ -4,8 +4,11 @@ client issue 19 measures with), each a thread looping streamed chat completions 
 Tokens are the server's own usage counts (stream_options include_usage), so a server that packs
 several tokens in one chunk is counted right.
     sdk_streams.py BASE_URL KEY MODEL [seconds=20] [concurrency list=1,8] [max_tokens=128]
-Prints one JSON line per concurrency."""
-import json, sys, threading, time
+Prints one JSON line per concurrency. A list that repeats (1,8,1,8,1,8) also prints, per level,
+the median over its runs and, for each level after the first, the median of its ratio to the
+first level's run just before it: on a noisy VM two levels measured minutes apart can differ by
+more than the effect being measured, and adjacent pairs cancel most of the drift."""
+import json, statistics, sys, threading, time
 
 import openai
 
@@ -14,6 +17,7 @@ PROMPTS = ["Write a story about a lighthouse keeper.", "Explain how a CPU execut
 
 
 def run(base, key, model, seconds, n, max_tokens):
+    """One level; prints its line and returns its tokens/s."""
     client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=300)
     tokens, requests, lock = [0], [0], threading.Lock()
     start = time.monotonic()
@@ -39,6 +43,7 @@ def run(base, key, model, seconds, n, max_tokens):
     elapsed = time.monotonic() - start
     print(json.dumps({"mode": "sdk-streams", "concurrency": n, "requests": requests[0], "completion_tokens": tokens[0],
                       "seconds": round(elapsed, 1), "tokens_per_s": round(tokens[0] / elapsed, 1)}), flush=True)
+    return tokens[0] / elapsed
 
 
 def main():
@@ -46,8 +51,21 @@ def main():
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 20
     levels = [int(c) for c in (sys.argv[5] if len(sys.argv) > 5 else "1,8").split(",")]
     max_tokens = int(sys.argv[6]) if len(sys.argv) > 6 else 128
+    rates, ratios, base_rate = {}, {}, None
     for n in levels:
-        run(base, key, model, seconds, n, max_tokens)
+        r = run(base, key, model, seconds, n, max_tokens)
+        rates.setdefault(n, []).append(r)
+        if n == levels[0]:
+            base_rate = r
+        elif base_rate:
+            ratios.setdefault(n, []).append(r / base_rate)
+    if len(levels) > len(rates):
+        for n, rs in rates.items():
+            line = {"mode": "sdk-streams-median", "concurrency": n, "runs": len(rs), "tokens_per_s": round(statistics.median(rs), 1)}
+            if n in ratios:
+                line[f"ratio_to_{levels[0]}"] = round(statistics.median(ratios[n]), 2)
+                line["ratios"] = [round(x, 2) for x in ratios[n]]
+            print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":
