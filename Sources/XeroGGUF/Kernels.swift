@@ -323,10 +323,11 @@ public enum Parallel {
     public static let threads = Int(xk_threads())
 
     /// Calls `body(range)` for contiguous chunks of `0..<count`, in parallel when worth it. One
-    /// chunk per thread: finer chunks (4 per thread) cost decode 15 % (weight streams restart and
-    /// interleave), more than they win back in balance.
-    public static func chunks(_ count: Int, minChunk: Int = 16, _ body: (Range<Int>) -> Void) {
-        let n = min(threads, max(1, count / minChunk))
+    /// chunk per thread by default: finer chunks (4 per thread) cost decode 15 % (weight streams
+    /// restart and interleave), more than they win back in balance; compute-bound callers ask for
+    /// `perThread` chunks a thread.
+    public static func chunks(_ count: Int, minChunk: Int = 16, perThread: Int = 1, _ body: (Range<Int>) -> Void) {
+        let n = min(threads * perThread, max(1, count / minChunk))
         if n <= 1 { body(0..<count); return }
         let per = (count + n - 1) / n
         withoutActuallyEscaping(body) { body in
@@ -388,7 +389,11 @@ extension WeightMatrix {
                         let groups = quantized.map { max(1, $0.matrix.rows / 4) }
                         var starts = [0]
                         for g in groups { starts.append(starts.last! + g) }
-                        Parallel.chunks(starts.last!, minChunk: max(2, 32 / max(1, n))) { range in
+                        // Four rows and more are compute-bound: four chunks a thread, taken as threads
+                        // free up, so a thread the VM slows does not hold the other at the join
+                        // (main's wait in xk_parallel 6.4–7.0 % → 4.3–4.5 % of an 8-sequence run's
+                        // samples). One row streams weights: one chunk a thread (see `chunks`).
+                        Parallel.chunks(starts.last!, minChunk: max(2, 32 / max(1, n)), perThread: n >= 4 ? 4 : 1) { range in
                             for (i, (m, out)) in quantized.enumerated() {
                                 let lo = max(range.lowerBound, starts[i]) - starts[i], hi = min(range.upperBound, starts[i + 1]) - starts[i]
                                 guard lo < hi else { continue }
