@@ -49,11 +49,16 @@ XK_INLINE float XK_NAME(hsum)(__m256 v) {
     return _mm_cvtss_f32(r);
 }
 
+// Bytes of one block of 32 weights of `type` (ggml's block_q8_0, q5_0, q4_1, q4_0).
+XK_INLINE int XK_NAME(block_bytes)(int type) {
+    return type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
+}
+
 // R weight rows × T activation rows, every output kept in registers for the whole row.
 XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
                              const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
                              const float *as, int nb, int cols, float *out, int ldo) {
-    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
+    const int bs = XK_NAME(block_bytes)(type);
     const __m256i zero = _mm256_setzero_si256();
     __m256 acc[4][4];
     __m128 summ[4];  // Q4_1: lane t = Σ_b m_w·s_a (ggml's `summs`, same order)
@@ -166,6 +171,41 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
 // block); longer rows use `tile`.
 #define XK_SCALED_MAX_BLOCKS 1024
 
+// The scaled tiles' operands of vpdpbusd (unsigned × signed). A weight block: its unsigned values
+// (Q4_1's and Q4_0's nibbles, Q5_0's 5-bit values; Q8_0's signed values, the signed operand), and
+// for Q8_0 the −128·Σw its dot starts from.
+XK_INLINE __m256i XK_NAME(scaled_weights)(const int type, const uint8_t *bp, __m256i *xoff) {
+    const __m256i zero = _mm256_setzero_si256();
+    *xoff = zero;
+    if (type == XK_Q4_1) return XK_NAME(nibbles)(bp + 4);
+    if (type == XK_Q4_0) return XK_NAME(nibbles)(bp + 2);
+    if (type == XK_Q5_0) {
+        uint32_t qh;
+        memcpy(&qh, bp + 2, 4);
+        return _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+    }
+    const __m256i x = _mm256_loadu_si256((const __m256i *)(bp + 2));
+    *xoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x), 7));
+    return x;
+}
+
+// An activation block: Q8_0's shifted to unsigned (a + 128; −128·Σw is the weights' offset), and
+// for Q4_0/Q5_0 the −(8|16)·Σa its dot starts from (Σ (u − 8|16)·a = Σ u·a − (8|16)·Σ a).
+XK_INLINE __m256i XK_NAME(scaled_acts)(const int type, __m256i y, __m256i *yoff) {
+    const __m256i zero = _mm256_setzero_si256();
+    *yoff = zero;
+    if (type == XK_Q4_0 || type == XK_Q5_0)
+        *yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y), type == XK_Q5_0 ? 4 : 3));
+    else if (type == XK_Q8_0)
+        y = _mm256_xor_si256(y, _mm256_set1_epi8((char)0x80));
+    return y;
+}
+
+// The exact integer lanes of one weight block against one activation block.
+XK_INLINE __m256i XK_NAME(scaled_dot)(const int type, __m256i x, __m256i xoff, __m256i y, __m256i yoff) {
+    return type == XK_Q8_0 ? _mm256_dpbusd_epi32(xoff, y, x) : _mm256_dpbusd_epi32(yoff, x, y);
+}
+
 // The 4×4 tile on VNNI with one output per 256-bit register and no multiply in the main loop.
 // `tile` (like ggml) forms each block's scale d_w·d_a with a multiply per output and block; on
 // this CPU the multiply, the dot and the FMA share two pipes, so that multiply was a third of the
@@ -178,7 +218,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
 // 4r + t, each in block order as in `tile`.
 XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb, const int8_t *aq, const float *adT,
                                     const float *asT, int nb, int cols, float *out, int ldo) {
-    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
+    const int bs = XK_NAME(block_bytes)(type);
     float prod[16 * nb] __attribute__((aligned(64)));
     const __m512i lane_d = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4, 6, 6, 6, 6);
     const __m512i lane_m = _mm512_setr_epi32(1, 1, 1, 1, 3, 3, 3, 3, 5, 5, 5, 5, 7, 7, 7, 7);
@@ -193,7 +233,6 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
         if (type == XK_Q4_1)
             summ = _mm512_add_ps(summ, _mm512_mul_ps(_mm512_permutexvar_ps(lane_m, heads), _mm512_broadcast_f32x4(_mm_loadu_ps(asT + 4 * b))));
     }
-    const __m256i zero = _mm256_setzero_si256();
     __m256 acc[4][4];
     for (int r = 0; r < 4; r++)
         for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_ps();
@@ -204,33 +243,14 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
             _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
         }
         __m256i y[4], yoff[4];
-        for (int t = 0; t < 4; t++) {
-            y[t] = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32));
-            yoff[t] = zero;
-            if (type == XK_Q4_0 || type == XK_Q5_0)   // Σ (u − 8|16)·a = Σ u·a − (8|16)·Σ a
-                yoff[t] = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y[t]), type == XK_Q5_0 ? 4 : 3));
-            else if (type == XK_Q8_0)                 // a + 128 is unsigned; −128·Σ w below
-                y[t] = _mm256_xor_si256(y[t], _mm256_set1_epi8((char)0x80));
-        }
+        for (int t = 0; t < 4; t++)
+            y[t] = XK_NAME(scaled_acts)(type, _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32)), &yoff[t]);
         for (int r = 0; r < 4; r++) {
-            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
-            __m256i x, xoff = zero;
-            if (type == XK_Q4_1) {
-                x = XK_NAME(nibbles)(bp + 4);
-            } else if (type == XK_Q4_0) {
-                x = XK_NAME(nibbles)(bp + 2);
-            } else if (type == XK_Q5_0) {
-                uint32_t qh;
-                memcpy(&qh, bp + 2, 4);
-                x = _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
-            } else {
-                x = _mm256_loadu_si256((const __m256i *)(bp + 2));
-                xoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x), 7));
-            }
-            for (int t = 0; t < 4; t++) {
-                const __m256i dot = type == XK_Q8_0 ? _mm256_dpbusd_epi32(xoff, y[t], x) : _mm256_dpbusd_epi32(yoff[t], x, y[t]);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[16 * b + 4 * r + t]), _mm256_cvtepi32_ps(dot), acc[r][t]);
-            }
+            __m256i xoff;
+            const __m256i x = XK_NAME(scaled_weights)(type, w + (size_t)r * rb + (size_t)b * bs, &xoff);
+            for (int t = 0; t < 4; t++)
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[16 * b + 4 * r + t]),
+                                            _mm256_cvtepi32_ps(XK_NAME(scaled_dot)(type, x, xoff, y[t], yoff[t])), acc[r][t]);
         }
     }
     float sm[16];
@@ -249,7 +269,7 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
 // adT/asT: the eight activation rows' scales (and Q4_1 sums) transposed, [8b + t].
 XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t *w, size_t rb, const int8_t *aq,
                                      const float *adT, const float *asT, int nb, int cols, float *out, int ldo) {
-    const int bs = type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
+    const int bs = XK_NAME(block_bytes)(type);
     float prod[24 * nb] __attribute__((aligned(32)));
     __m256 summ[3];
     for (int r = 0; r < R; r++) summ[r] = _mm256_setzero_ps();
@@ -262,7 +282,6 @@ XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t 
                 summ[r] = _mm256_add_ps(summ[r], _mm256_mul_ps(_mm256_broadcastss_ps(_mm_permute_ps(head, 0x55)), _mm256_loadu_ps(asT + 8 * b)));
         }
     }
-    const __m256i zero = _mm256_setzero_si256();
     __m256 acc[3][8];
     for (int r = 0; r < R; r++)
         for (int t = 0; t < 8; t++) acc[r][t] = _mm256_setzero_ps();
@@ -273,32 +292,13 @@ XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t 
             if (R * bs > 64) _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
         }
         __m256i x[3], xoff[3];
-        for (int r = 0; r < R; r++) {
-            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
-            xoff[r] = zero;
-            if (type == XK_Q4_1) {
-                x[r] = XK_NAME(nibbles)(bp + 4);
-            } else if (type == XK_Q4_0) {
-                x[r] = XK_NAME(nibbles)(bp + 2);
-            } else if (type == XK_Q5_0) {
-                uint32_t qh;
-                memcpy(&qh, bp + 2, 4);
-                x[r] = _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
-            } else {
-                x[r] = _mm256_loadu_si256((const __m256i *)(bp + 2));
-                xoff[r] = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x[r]), 7));
-            }
-        }
+        for (int r = 0; r < R; r++) x[r] = XK_NAME(scaled_weights)(type, w + (size_t)r * rb + (size_t)b * bs, &xoff[r]);
         for (int t = 0; t < 8; t++) {
-            __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32)), yoff = zero;
-            if (type == XK_Q4_0 || type == XK_Q5_0)
-                yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), y), type == XK_Q5_0 ? 4 : 3));
-            else if (type == XK_Q8_0)
-                y = _mm256_xor_si256(y, _mm256_set1_epi8((char)0x80));
-            for (int r = 0; r < R; r++) {
-                const __m256i dot = type == XK_Q8_0 ? _mm256_dpbusd_epi32(xoff[r], y, x[r]) : _mm256_dpbusd_epi32(yoff, x[r], y);
-                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[(size_t)(b * R + r) * 8 + t]), _mm256_cvtepi32_ps(dot), acc[r][t]);
-            }
+            __m256i yoff;
+            const __m256i y = XK_NAME(scaled_acts)(type, _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32)), &yoff);
+            for (int r = 0; r < R; r++)
+                acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[(size_t)(b * R + r) * 8 + t]),
+                                            _mm256_cvtepi32_ps(XK_NAME(scaled_dot)(type, x[r], xoff[r], y, yoff)), acc[r][t]);
         }
     }
     for (int r = 0; r < R; r++) {
