@@ -7,7 +7,7 @@
 
 int xk_sample_window(const float *logits, int n, float inv_t, float window, int32_t *ids, float *weights,
                      float *max_out, float *total_out) {
-    // The largest logit (NaN never compares greater: it is skipped, as Swift's max would not).
+    // The largest logit; a NaN never compares greater, so it is skipped (as by Swift's max(mx, v)).
     float mx = -INFINITY;
     int i = 0;
     __m256 m8 = _mm256_set1_ps(-INFINITY);

@@ -107,20 +107,20 @@ public struct Sampler {
             }
             for w in weights { total += w }
         } else {
-            // Every logit within the window, in id order (xk_sample_window, vectorised).
-            ids = [Int32](repeating: 0, count: logits.count)
-            weights = [Float](repeating: 0, count: logits.count)
+            // Every logit within the window, in id order (xk_sample_window, vectorised), written
+            // straight into the arrays: no zeroing of 49k entries to trim after.
+            guard !logits.isEmpty else { return 0 }
             var mx: Float = 0
-            let count = logits.withUnsafeBufferPointer { l in
-                ids.withUnsafeMutableBufferPointer { i in
-                    weights.withUnsafeMutableBufferPointer { w in
-                        Int(xk_sample_window(l.baseAddress!, Int32(l.count), invT, 30 * o.temperature, i.baseAddress!, w.baseAddress!, &mx, &total))
+            logits.withUnsafeBufferPointer { l in
+                ids = [Int32](unsafeUninitializedCapacity: l.count) { i, idCount in
+                    weights = [Float](unsafeUninitializedCapacity: l.count) { w, weightCount in
+                        weightCount = Int(xk_sample_window(l.baseAddress!, Int32(l.count), invT, 30 * o.temperature,
+                                                           i.baseAddress!, w.baseAddress!, &mx, &total))
                     }
+                    idCount = weights.count
                 }
             }
-            guard count > 0 else { return 0 }
-            ids.removeSubrange(count...)
-            weights.removeSubrange(count...)
+            guard !ids.isEmpty else { return 0 }
         }
         if o.topP < 1 {
             // The nucleus: the most likely tokens, in order, until their mass reaches top_p. Weights
