@@ -18,14 +18,19 @@ PROMPT = [{"role": "user", "content": "across hosts"}]
 TOKENS = 60   # at 20 ms a token: a stream lasts about 1.2 s
 
 
-def expected_answer(gateway, demo):
+def expected_answer(gateway, demo, tokens=TOKENS):
     c = client_for(gateway, demo)
-    return c.chat.completions.create(model="x", messages=PROMPT, max_tokens=TOKENS, seed=7).choices[0].message.content
+    return c.chat.completions.create(model="x", messages=PROMPT, max_tokens=tokens, seed=7).choices[0].message.content
 
 
-def storm(p, n=64, during=None, timeout=40, gateway=None):
+def storm(p, n=64, during=None, timeout=40, gateway=None, tokens=TOKENS):
     """n concurrent streams through `gateway` (default: the first); `during()` runs once they are all
-    streaming. `p` has `demo` and `expected` (expected_answer). Returns the counts and the errors."""
+    streaming. `p` has `demo` and `expected` (expected_answer). Returns the counts and the errors.
+
+    The streams start over the time the clients take to connect (about a second for 64 on two
+    cores, longer on a loaded machine), so by the time the last one streams, the first may have
+    ended. A fault that must hit streams mid-flight asks for longer ones (`tokens`)."""
+    expected = p.expected if tokens == TOKENS else expected_answer(gateway or p.gateways[0], p.demo, tokens)
     outcomes = [None] * n
     streaming = threading.Barrier(n + 1, timeout=60)
 
@@ -33,13 +38,13 @@ def storm(p, n=64, during=None, timeout=40, gateway=None):
         c = client_for(gateway or p.gateways[0], p.demo, timeout=timeout)
         text, seen_first = "", False
         try:
-            for chunk in c.chat.completions.create(model="x", messages=PROMPT, max_tokens=TOKENS, seed=7, stream=True):
+            for chunk in c.chat.completions.create(model="x", messages=PROMPT, max_tokens=tokens, seed=7, stream=True):
                 if chunk.choices and chunk.choices[0].delta.content:
                     text += chunk.choices[0].delta.content
                     if not seen_first:
                         seen_first = True
                         streaming.wait()
-            outcomes[i] = ("completed", None) if text == p.expected else ("duplicated", text)
+            outcomes[i] = ("completed", None) if text == expected else ("duplicated", text)
         except openai.APITimeoutError:
             outcomes[i] = ("hung", None)
         except openai.APIStatusError as e:

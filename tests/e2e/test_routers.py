@@ -26,17 +26,23 @@ for _, k in ipairs(redis.call('KEYS', 'xero:job:*')) do
   if redis.call('HGET', k, 'project') == ARGV[1] then
     table.insert(out, k)
     table.insert(out, redis.call('HGET', k, 'router') or '')
+    table.insert(out, redis.call('HGET', k, 'state') or '')
   end
 end
 return out
 """
 
 
-def router_ids(p, project_id):
-    """Which router queued each of a project's jobs (the job records in Redis), in one round trip:
-    the session's Redis holds every test's job records."""
+def jobs_of(p, project_id):
+    """Each of a project's jobs (the job records in Redis) → (the router that queued it, its state),
+    in one round trip: the session's Redis holds every test's job records."""
     flat = p.redis.cli("EVAL", ROUTERS_OF_PROJECT, "0", project_id).split("\n")
-    return dict(zip(flat[0::2], flat[1::2])) if flat != [""] else {}
+    return {k: (r, s) for k, r, s in zip(flat[0::3], flat[1::3], flat[2::3])} if flat != [""] else {}
+
+
+def router_ids(p, project_id):
+    """Which router queued each of a project's jobs."""
+    return {k: r for k, (r, _) in jobs_of(p, project_id).items()}
 
 
 @pytest.fixture(scope="module")
@@ -55,10 +61,11 @@ def duo(redis, tmp_path_factory):
 
 
 def test_both_routers_take_jobs(duo):
+    before = set(router_ids(duo, duo.demo["project_id"]))
     counts, errors = storm(duo)
     report("two routers, no fault", counts, errors)
     assert counts["completed"] == 64
-    routers = set(router_ids(duo, duo.demo["project_id"]).values())
+    routers = {r for k, r in router_ids(duo, duo.demo["project_id"]).items() if k not in before}
     assert len(routers) == 2, f"the gateway spreads its jobs over both routers: {routers}"
 
 
@@ -66,9 +73,19 @@ def test_a_router_killed_mid_stream_loses_no_stream(duo):
     """The issue's fault: SIGKILL a router under 64 streams. Its queued jobs are handed over by the
     gateway, its running ones adopted by the other router (their events so far sent again): every
     client gets its whole answer, exactly once."""
+    before = set(router_ids(duo, duo.demo["project_id"]))
+    relaying = []
+
     def kill():
+        # The fault must hit streams mid-flight: count the killed router's running ones first.
+        jobs = [job for k, job in jobs_of(duo, duo.demo["project_id"]).items() if k not in before]
+        relaying.append({r: sum(1 for (rr, state) in jobs if rr == r and state == "running") for r, _ in jobs})
         duo.procs.pop("router-1").send_signal(signal.SIGKILL)
-    counts, errors = storm(duo, during=kill)
+    # 250 tokens at 20 ms: every stream still runs when the last one starts and when the kill is
+    # noticed (1 s), however long the 64 clients take to connect.
+    counts, errors = storm(duo, during=kill, tokens=250)
+    print("running streams per router at the kill:", relaying)
+    assert len(relaying[0]) == 2 and min(relaying[0].values()) > 0, f"both routers relay running streams when one is killed: {relaying}"
     report("a router SIGKILLed mid-stream", counts, errors)
     assert counts["completed"] == 64 and errors == [], (counts, errors)
     adopted = sum(duo.log(w).count("job adopted by another router") for w in ("d1", "d2", "d3"))
