@@ -15,7 +15,7 @@ import openai
 from conftest import client_for
 
 PROMPT = [{"role": "user", "content": "across hosts"}]
-TOKENS = 60   # at 20 ms a token: a stream lasts about 1.2 s
+TOKENS = 100  # at 20 ms a token: a stream lasts about 2 s, several times the spread of its starts
 
 
 def expected_answer(gateway, demo, tokens=TOKENS):
@@ -27,15 +27,19 @@ def storm(p, n=64, during=None, timeout=40, gateway=None, tokens=TOKENS):
     """n concurrent streams through `gateway` (default: the first); `during()` runs once they are all
     streaming. `p` has `demo` and `expected` (expected_answer). Returns the counts and the errors.
 
-    The streams start over the time the clients take to connect (about a second for 64 on two
-    cores, longer on a loaded machine), so by the time the last one streams, the first may have
-    ended. A fault that must hit streams mid-flight asks for longer ones (`tokens`)."""
+    The streams start within a few hundred milliseconds of each other (longer on a loaded
+    machine), so by the time the last one streams, the first is that far along. A fault that must
+    hit streams mid-flight whatever the machine asks for longer ones (`tokens`)."""
     expected = p.expected if tokens == TOKENS else expected_answer(gateway or p.gateways[0], p.demo, tokens)
     outcomes = [None] * n
     streaming = threading.Barrier(n + 1, timeout=60)
 
+    # Made before any thread starts: building 64 SDK clients takes about a second of CPU, which
+    # would otherwise spread the streams' starts over more than a stream lasts.
+    clients = [client_for(gateway or p.gateways[0], p.demo, timeout=timeout) for _ in range(n)]
+
     def one(i):
-        c = client_for(gateway or p.gateways[0], p.demo, timeout=timeout)
+        c = clients[i]
         text, seen_first = "", False
         try:
             for chunk in c.chat.completions.create(model="x", messages=PROMPT, max_tokens=tokens, seed=7, stream=True):

@@ -196,6 +196,16 @@ def works(gateway, demo):
         return False
 
 
+def logged(bed, names, text):
+    """How often `text` appears in these processes' logs so far (each fault test compares the
+    count before and after, to show its fault hit streams in flight)."""
+    return sum(bed.log(n).count(text) for n in names)
+
+
+WORKERS = ("w1", "w2", "w3")
+ROUTERS = ("router", "router-1")
+
+
 def test_baseline_across_hosts(bed):
     counts, errors = storm(bed)
     report("netbed no fault", counts, errors)
@@ -203,6 +213,8 @@ def test_baseline_across_hosts(bed):
 
 
 def test_a_worker_link_cut_mid_stream(bed):
+    resumed = logged(bed, ROUTERS, "job resumed after its worker died")
+
     def cut():
         sh("ip", "-n", ns("w1"), "link", "set", "eth0", "down")
     try:
@@ -212,6 +224,9 @@ def test_a_worker_link_cut_mid_stream(bed):
     report("netbed worker link cut", counts, errors)
     # The cut worker's streams continue on the others (mid-stream migration): no client sees it.
     assert counts["completed"] == 64 and errors == [], (counts, errors)
+    migrated = logged(bed, ROUTERS, "job resumed after its worker died") - resumed
+    print("streams migrated off the cut worker:", migrated)
+    assert migrated > 0, "the cut worker was running some of the streams"
     # It comes back: once the link is up, the worker re-joins and serves again.
     wait_for(lambda: bed.redis.cli("HGET", "xero:worker:w1", "state") == "ready"
              and int(bed.redis.cli("HGET", "xero:worker:w1", "last_heartbeat") or 0) > time.time() * 1000 - 2000,
@@ -219,9 +234,16 @@ def test_a_worker_link_cut_mid_stream(bed):
 
 
 def test_a_worker_sigterm_under_load(bed):
-    counts, errors = storm(bed, during=lambda: bed.procs["w2"].send_signal(15))
+    running = []
+
+    def drain():
+        # What one router last saw w2 run (its share): the signal must find streams on it.
+        running.append(int(bed.redis.cli("HGET", "xero:worker:w2", "inflight") or 0))
+        bed.procs["w2"].send_signal(15)
+    counts, errors = storm(bed, during=drain)
     report("netbed worker SIGTERM", counts, errors)
     assert counts["completed"] == 64, "a draining worker finishes what it runs"
+    assert running[0] > 0, "w2 was running streams when told to drain"
     bed.procs["w2"].wait(30)
     bed.procs.pop("w2")
     bed.start_worker("w2", "--slots", "32", "--sim-tpot-ms", "20", "--sim-answer-tokens", "100000")
@@ -231,6 +253,8 @@ def test_a_gateway_partitioned_from_one_router(bed):
     """The gateway loses one router (a blackhole route on its host) while both routers and every
     worker still talk. Its jobs on that router are handed over: the running ones adopted by the
     other router, which relays them from then on; none is lost or shown twice."""
+    adopted = logged(bed, WORKERS, "job adopted by another router")
+
     def partition():
         sh("ip", "-n", ns("gw"), "route", "add", "blackhole", f"{ip('router')}/32")
     try:
@@ -239,17 +263,21 @@ def test_a_gateway_partitioned_from_one_router(bed):
         sh("ip", "-n", ns("gw"), "route", "del", "blackhole", f"{ip('router')}/32", check=False)
     report("netbed gateway partitioned from one router", counts, errors)
     assert counts["completed"] == 64 and errors == [], (counts, errors)
+    assert logged(bed, WORKERS, "job adopted by another router") > adopted, "streams the lost router relayed were adopted"
     wait_for(lambda: works(bed.gateways[0], bed.demo), timeout=40, what="requests succeeding after the partition heals")
 
 
 def test_a_router_sigkilled_under_load(bed):
     """A router dies with jobs queued and streaming: the gateways hand its queued jobs to the other
     router and the workers have that router adopt the running ones. Then it comes back."""
+    adopted = logged(bed, WORKERS, "job adopted by another router")
+
     def kill():
         bed.procs.pop("router-1").kill()
     counts, errors = storm(bed, during=kill, gateway=bed.gateways[1])
     report("netbed router SIGKILL", counts, errors)
     assert counts["completed"] == 64 and errors == [], (counts, errors)
+    assert logged(bed, WORKERS, "job adopted by another router") > adopted, "streams the killed router relayed were adopted"
     bed.start_router(index=1)
     wait_for(lambda: "gateway alive" in bed.log("router-1").split("router listening")[-1], what="the restarted router's gateways")
 
