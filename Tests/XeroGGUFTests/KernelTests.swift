@@ -21,6 +21,8 @@ final class KernelTests: XCTestCase {
             // Eight activation rows with weight rows in threes, twos and ones (VNNI), then a group of four.
             Case(type: .q4_1, rows: 13, cols: 96, n: 12), Case(type: .q4_0, rows: 7, cols: 128, n: 9),
             Case(type: .q8_0, rows: 5, cols: 160, n: 8), Case(type: .q5_0, rows: 10, cols: 64, n: 16),
+            // One activation row (decoding), Q8_0 as the output matrix is.
+            Case(type: .q8_0, rows: 12, cols: 576, n: 1),
         ]
         var rng = SplitMix64(seed: 7)
         for c in cases {
