@@ -18,6 +18,35 @@ PROMPT = [{"role": "user", "content": "across hosts"}]
 TOKENS = 100  # at 20 ms a token: a stream lasts about 2 s, several times the spread of its starts
 
 
+# Each of a project's job records (`xero:job:*`) with the fields asked for, in one round trip: a
+# session's Redis holds every test's records.
+JOBS_OF_PROJECT = """
+local out = {}
+for _, k in ipairs(redis.call('KEYS', 'xero:job:*')) do
+  if redis.call('HGET', k, 'project') == ARGV[1] then
+    table.insert(out, k)
+    for i = 2, #ARGV do table.insert(out, redis.call('HGET', k, ARGV[i]) or '') end
+  end
+end
+return out
+"""
+
+
+def jobs_of(p, project_id, *fields):
+    """A project's jobs → the tuple of `fields` of each (docs/redis-keys.md, `xero:job:<id>`)."""
+    flat = p.redis.cli("EVAL", JOBS_OF_PROJECT, "0", project_id, *fields).split("\n")
+    if flat == [""]:
+        return {}
+    width = len(fields) + 1
+    return {flat[i]: tuple(flat[i + 1:i + width]) for i in range(0, len(flat), width)}
+
+
+def logged(p, names, text):
+    """How often `text` appears in these processes' logs so far (a fault test compares the count
+    before and after, to show its fault hit streams in flight)."""
+    return sum(p.log(n).count(text) for n in names)
+
+
 def expected_answer(gateway, demo, tokens=TOKENS):
     c = client_for(gateway, demo)
     return c.chat.completions.create(model="x", messages=PROMPT, max_tokens=tokens, seed=7).choices[0].message.content
@@ -30,13 +59,14 @@ def storm(p, n=64, during=None, timeout=40, gateway=None, tokens=TOKENS):
     The streams start within a few hundred milliseconds of each other (longer on a loaded
     machine), so by the time the last one streams, the first is that far along. A fault that must
     hit streams mid-flight whatever the machine asks for longer ones (`tokens`)."""
-    expected = p.expected if tokens == TOKENS else expected_answer(gateway or p.gateways[0], p.demo, tokens)
+    gateway = gateway or p.gateways[0]
+    expected = p.expected if tokens == TOKENS else expected_answer(gateway, p.demo, tokens)
     outcomes = [None] * n
     streaming = threading.Barrier(n + 1, timeout=60)
 
     # Made before any thread starts: building 64 SDK clients takes about a second of CPU, which
     # would otherwise spread the streams' starts over more than a stream lasts.
-    clients = [client_for(gateway or p.gateways[0], p.demo, timeout=timeout) for _ in range(n)]
+    clients = [client_for(gateway, p.demo, timeout=timeout) for _ in range(n)]
 
     def one(i):
         c = clients[i]

@@ -19,7 +19,7 @@ import time
 import openai
 import pytest
 
-from chaos import PROMPT, expected_answer, report, storm
+from chaos import PROMPT, expected_answer, jobs_of, logged, report, storm
 from conftest import Platform, client_for, wait_for
 
 NET = "10.77.0"
@@ -196,23 +196,7 @@ def works(gateway, demo):
         return False
 
 
-def logged(bed, names, text):
-    """How often `text` appears in these processes' logs so far (each fault test compares the
-    count before and after, to show its fault hit streams in flight)."""
-    return sum(bed.log(n).count(text) for n in names)
-
-
 WORKERS = ("w1", "w2", "w3")
-
-# How many of a project's jobs run on a worker now (the job records), in one round trip.
-RUNNING_ON = """
-local n = 0
-for _, k in ipairs(redis.call('KEYS', 'xero:job:*')) do
-  local f = redis.call('HMGET', k, 'project', 'worker', 'state')
-  if f[1] == ARGV[1] and f[2] == ARGV[2] and f[3] == 'running' then n = n + 1 end
-end
-return n
-"""
 ROUTERS = ("router", "router-1")
 
 
@@ -248,7 +232,8 @@ def test_a_worker_sigterm_under_load(bed):
 
     def drain():
         # The signal must find streams on w2: its running jobs, from the job records.
-        running.append(int(bed.redis.cli("EVAL", RUNNING_ON, "0", bed.demo["project_id"], "w2")))
+        jobs = jobs_of(bed, bed.demo["project_id"], "worker", "state").values()
+        running.append(sum(1 for worker, state in jobs if worker == "w2" and state == "running"))
         bed.procs["w2"].send_signal(15)
     counts, errors = storm(bed, during=drain)
     report("netbed worker SIGTERM", counts, errors)
