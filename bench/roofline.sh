@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Decoding against the machine's memory bandwidth (issue 19): a 1 GiB read with the engine's own
 # thread pool, the weight bytes one token streams, single-stream decode (tg128, best of 3) as a
-# fraction of bandwidth / bytes — then decode tokens/s when 1…16 sequences share each forward pass
+# fraction of bandwidth / bytes, and beside it the compute ceiling (a step's products timed with their
+# weights in cache) — then decode tokens/s when 1…16 sequences share each forward pass
 # (continuous batching with no platform around it). For each model present.
 #   bench/roofline.sh
 set -euo pipefail

@@ -266,8 +266,13 @@ public final class LlamaModel: @unchecked Sendable {
     /// matrix (norms and the one embedding row are noise). The bandwidth roofline of decoding is
     /// memory bandwidth / this (bench/roofline.sh).
     public var weightBytesPerToken: Int {
-        let matrices = layers.flatMap { [$0.q, $0.k, $0.v, $0.o, $0.gate, $0.up, $0.down] } + [output]
-        return matrices.reduce(0) { $0 + $1.rows * $1.rowBytes }
+        decodeProducts.joined().reduce(0) { $0 + $1.rows * $1.rowBytes }
+    }
+
+    /// The products one decoding step runs, in order, each group in one parallel loop (q, k, v;
+    /// o; gate, up; down) — layer by layer, then the output matrix (for benchmarks).
+    public var decodeProducts: [[WeightMatrix]] {
+        layers.flatMap { [[$0.q, $0.k, $0.v], [$0.o], [$0.gate, $0.up], [$0.down]] } + [[output]]
     }
 
     /// Test hook: sees named intermediate tensors (for comparing with llama.cpp's eval callback).
