@@ -54,9 +54,24 @@ XK_INLINE int XK_NAME(block_bytes)(int type) {
     return type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
 }
 
+// Where block b of weight row `row` is: its head (d, and m for Q4_1) and its packed values (Q4_1's
+// nibbles; the other types read theirs from the head, in ggml's block layout). `packed`: Q4_1
+// repacked four rows at a time (xk_repack_q4_1x4): block b of rows 4g … 4g+3 is one 80-byte record,
+// the four (d, m) pairs, then the four rows' 16 nibble bytes. The values and their order are the
+// same either way, so every tile gives the same bits on both layouts.
+typedef struct { const uint8_t *head, *qs; } XK_NAME(block);
+XK_INLINE XK_NAME(block) XK_NAME(block_at)(const int type, const int packed, const uint8_t *w, size_t rb, int row, int b) {
+    if (packed) {
+        const uint8_t *rec = w + (size_t)(row >> 2) * 4 * rb + (size_t)b * 80;
+        return (XK_NAME(block)){ rec + 4 * (row & 3), rec + 16 + 16 * (row & 3) };
+    }
+    const uint8_t *bp = w + (size_t)row * rb + (size_t)b * XK_NAME(block_bytes)(type);
+    return (XK_NAME(block)){ bp, bp + 4 };
+}
+
 // R weight rows × T activation rows, every output kept in registers for the whole row.
-XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
-                             const uint8_t *w, size_t rb, const int8_t *aq, const float *ad,
+XK_INLINE void XK_NAME(tile)(const int type, const int packed, const int R, const int T,
+                             const uint8_t *w, size_t rb, int row0, const int8_t *aq, const float *ad,
                              const float *as, int nb, int cols, float *out, int ldo) {
     const int bs = XK_NAME(block_bytes)(type);
     const __m256i zero = _mm256_setzero_si256();
@@ -71,12 +86,13 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
         __m256 dw[4];
         __m128 mw[4];
         for (int r = 0; r < R; r++) {
-            const uint8_t *bp = w + (size_t)r * rb + (size_t)b * bs;
+            const XK_NAME(block) blk = XK_NAME(block_at)(type, packed, w, rb, row0 + r, b);
+            const uint8_t *bp = blk.head;
             const __m128 head = xk_head(bp);
             dw[r] = _mm256_broadcastss_ps(head);
             if (type == XK_Q4_1) {
                 mw[r] = _mm_permute_ps(head, 0x55);
-                x[r] = XK_NAME(nibbles)(bp + 4);
+                x[r] = XK_NAME(nibbles)(blk.qs);
             } else if (type == XK_Q4_0) {
                 x[r] = XK_NAME(nibbles)(bp + 2);
 #if !XK_VNNI
@@ -113,7 +129,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
         // The next R rows are the next R·row_bytes bytes: sweep them into cache at the pace this
         // group is consumed (R·bs bytes per block), so decoding streams weights at full bandwidth.
         {
-            const char *next = (const char *)w + (size_t)R * rb + (size_t)b * R * bs;
+            const char *next = (const char *)w + (size_t)(row0 + R) * rb + (size_t)b * R * bs;
             _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
             if (R * bs > 64) _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
         }
@@ -174,10 +190,11 @@ XK_INLINE void XK_NAME(tile)(const int type, const int R, const int T,
 // The scaled tiles' operands of vpdpbusd (unsigned × signed). A weight block: its unsigned values
 // (Q4_1's and Q4_0's nibbles, Q5_0's 5-bit values; Q8_0's signed values, the signed operand), and
 // for Q8_0 the −128·Σw its dot starts from.
-XK_INLINE __m256i XK_NAME(scaled_weights)(const int type, const uint8_t *bp, __m256i *xoff) {
+XK_INLINE __m256i XK_NAME(scaled_weights)(const int type, XK_NAME(block) blk, __m256i *xoff) {
     const __m256i zero = _mm256_setzero_si256();
+    const uint8_t *bp = blk.head;
     *xoff = zero;
-    if (type == XK_Q4_1) return XK_NAME(nibbles)(bp + 4);
+    if (type == XK_Q4_1) return XK_NAME(nibbles)(blk.qs);
     if (type == XK_Q4_0) return XK_NAME(nibbles)(bp + 2);
     if (type == XK_Q5_0) {
         uint32_t qh;
@@ -216,7 +233,7 @@ XK_INLINE __m256i XK_NAME(scaled_dot)(const int type, __m256i x, __m256i xoff, _
 // adT/asT: the four activation rows' scales (and Q4_1 sums) transposed, [4b + t] (built once per
 // group of rows by gemm_typed). Q4_1's summs for the 16 outputs accumulate in one register, lane
 // 4r + t, each in block order as in `tile`.
-XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb, const int8_t *aq, const float *adT,
+XK_INLINE void XK_NAME(tile_scaled)(const int type, const int packed, const uint8_t *w, size_t rb, int row0, const int8_t *aq, const float *adT,
                                     const float *asT, int nb, int cols, float *out, int ldo) {
     const int bs = XK_NAME(block_bytes)(type);
     float prod[16 * nb] __attribute__((aligned(64)));
@@ -225,9 +242,8 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
     __m512 summ = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         // The four rows' block heads (d, and m for Q4_1) in one conversion: [d0 m0 d1 m1 …].
-        const uint8_t *bp = w + (size_t)b * bs;
         int32_t h[4];
-        for (int r = 0; r < 4; r++) memcpy(&h[r], bp + (size_t)r * rb, 4);
+        for (int r = 0; r < 4; r++) memcpy(&h[r], XK_NAME(block_at)(type, packed, w, rb, row0 + r, b).head, 4);
         const __m512 heads = _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)));
         _mm512_store_ps(prod + 16 * b, _mm512_mul_ps(_mm512_permutexvar_ps(lane_d, heads), _mm512_broadcast_f32x4(_mm_loadu_ps(adT + 4 * b))));
         if (type == XK_Q4_1)
@@ -238,7 +254,7 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
         for (int t = 0; t < 4; t++) acc[r][t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         {
-            const char *next = (const char *)w + (size_t)4 * rb + (size_t)b * 4 * bs;
+            const char *next = (const char *)w + (size_t)(row0 + 4) * rb + (size_t)b * 4 * bs;
             _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
             _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
         }
@@ -247,7 +263,7 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
             y[t] = XK_NAME(scaled_acts)(type, _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32)), &yoff[t]);
         for (int r = 0; r < 4; r++) {
             __m256i xoff;
-            const __m256i x = XK_NAME(scaled_weights)(type, w + (size_t)r * rb + (size_t)b * bs, &xoff);
+            const __m256i x = XK_NAME(scaled_weights)(type, XK_NAME(block_at)(type, packed, w, rb, row0 + r, b), &xoff);
             for (int t = 0; t < 4; t++)
                 acc[r][t] = _mm256_fmadd_ps(_mm256_set1_ps(prod[16 * b + 4 * r + t]),
                                             _mm256_cvtepi32_ps(XK_NAME(scaled_dot)(type, x, xoff, y[t], yoff[t])), acc[r][t]);
@@ -267,7 +283,7 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const uint8_t *w, size_t rb,
 // once for eight activation rows instead of four (+20 % on Q4_1 at 3 × 8 against the 4 × 4 tile;
 // 24 accumulators, the most the 32 registers hold with the rows' unpacked blocks).
 // adT/asT: the eight activation rows' scales (and Q4_1 sums) transposed, [8b + t].
-XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t *w, size_t rb, const int8_t *aq,
+XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int packed, const int R, const uint8_t *w, size_t rb, int row0, const int8_t *aq,
                                      const float *adT, const float *asT, int nb, int cols, float *out, int ldo) {
     const int bs = XK_NAME(block_bytes)(type);
     float prod[24 * nb] __attribute__((aligned(32)));
@@ -276,7 +292,7 @@ XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t 
     for (int b = 0; b < nb; b++) {
         const __m256 da = _mm256_loadu_ps(adT + 8 * b);
         for (int r = 0; r < R; r++) {
-            const __m128 head = xk_head(w + (size_t)r * rb + (size_t)b * bs);
+            const __m128 head = xk_head(XK_NAME(block_at)(type, packed, w, rb, row0 + r, b).head);
             _mm256_store_ps(prod + (size_t)(b * R + r) * 8, _mm256_mul_ps(_mm256_broadcastss_ps(head), da));
             if (type == XK_Q4_1)
                 summ[r] = _mm256_add_ps(summ[r], _mm256_mul_ps(_mm256_broadcastss_ps(_mm_permute_ps(head, 0x55)), _mm256_loadu_ps(asT + 8 * b)));
@@ -287,12 +303,12 @@ XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int R, const uint8_t 
         for (int t = 0; t < 8; t++) acc[r][t] = _mm256_setzero_ps();
     for (int b = 0; b < nb; b++) {
         {
-            const char *next = (const char *)w + (size_t)R * rb + (size_t)b * R * bs;
+            const char *next = (const char *)w + (size_t)(row0 + R) * rb + (size_t)b * R * bs;
             _mm_prefetch(next + XK_PREFETCH_AHEAD, _MM_HINT_T0);
             if (R * bs > 64) _mm_prefetch(next + XK_PREFETCH_AHEAD + 64, _MM_HINT_T0);
         }
         __m256i x[3], xoff[3];
-        for (int r = 0; r < R; r++) x[r] = XK_NAME(scaled_weights)(type, w + (size_t)r * rb + (size_t)b * bs, &xoff[r]);
+        for (int r = 0; r < R; r++) x[r] = XK_NAME(scaled_weights)(type, XK_NAME(block_at)(type, packed, w, rb, row0 + r, b), &xoff[r]);
         for (int t = 0; t < 8; t++) {
             __m256i yoff;
             const __m256i y = XK_NAME(scaled_acts)(type, _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32)), &yoff);
@@ -326,7 +342,7 @@ XK_INLINE void XK_NAME(transpose_scales)(const float *ad, const float *as, int t
 }
 #endif
 
-XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, int r0, int r1,
+XK_INLINE void XK_NAME(gemm_typed)(const int type, const int packed, const uint8_t *w, size_t rb, int r0, int r1,
                                    const int8_t *aq, const float *ad, const float *as, int n, int cols,
                                    float *out, int ldo) {
     const int nb = cols / 32;
@@ -334,7 +350,7 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
     for (int t0 = 0; t0 < n; t0 += 16) {
         const int t1 = t0 + 16 < n ? t0 + 16 : n;
         int r = r0;
-#define XK_TILE(R, T) XK_NAME(tile)(type, R, T, w + (size_t)r * rb, rb, aq + (size_t)t * cols, ad + (size_t)t * nb, \
+#define XK_TILE(R, T) XK_NAME(tile)(type, packed, R, T, w, rb, r, aq + (size_t)t * cols, ad + (size_t)t * nb, \
                                     as ? as + (size_t)t * nb : 0, nb, cols, out + (size_t)t * ldo + r, ldo)
 #if XK_VNNI
         // Eight activation rows at a time first, weight rows in threes (then two, one); the rest
@@ -345,7 +361,7 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
             float adT8[16 * nb], asT8[16 * nb];
             XK_NAME(transpose_scales)(ad, as, t0, g8, 8, nb, adT8, asT8);
 #define XK_TILE8(R_) for (int g = 0; g < g8; g++) \
-            XK_NAME(tile_scaled8)(type, R_, w + (size_t)r * rb, rb, aq + (size_t)(t0 + 8 * g) * cols, adT8 + (size_t)g * nb * 8, \
+            XK_NAME(tile_scaled8)(type, packed, R_, w, rb, r, aq + (size_t)(t0 + 8 * g) * cols, adT8 + (size_t)g * nb * 8, \
                                   asT8 + (size_t)g * nb * 8, nb, cols, out + (size_t)(t0 + 8 * g) * ldo + r, ldo)
             for (; r + 3 <= r1; r += 3) XK_TILE8(3);
             if (r + 2 <= r1) { XK_TILE8(2); r += 2; }
@@ -364,7 +380,7 @@ XK_INLINE void XK_NAME(gemm_typed)(const int type, const uint8_t *w, size_t rb, 
             int t = tb;
 #if XK_VNNI
             if (g4) {
-                XK_NAME(tile_scaled)(type, w + (size_t)r * rb, rb, aq + (size_t)t * cols, adT, asT, nb, cols,
+                XK_NAME(tile_scaled)(type, packed, w, rb, r, aq + (size_t)t * cols, adT, asT, nb, cols,
                                      out + (size_t)t * ldo + r, ldo);
                 t += 4;
             }
@@ -385,10 +401,18 @@ static XK_TARGET void XK_NAME(gemm)(int type, const uint8_t *w, size_t rb, int r
                                     const int8_t *aq, const float *ad, const float *as, int n, int cols,
                                     float *out, int ldo) {
     switch (type) {
-    case XK_Q4_0: XK_NAME(gemm_typed)(XK_Q4_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
-    case XK_Q4_1: XK_NAME(gemm_typed)(XK_Q4_1, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
-    case XK_Q8_0: XK_NAME(gemm_typed)(XK_Q8_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
-    case XK_Q5_0: XK_NAME(gemm_typed)(XK_Q5_0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q4_0: XK_NAME(gemm_typed)(XK_Q4_0, 0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q4_1: XK_NAME(gemm_typed)(XK_Q4_1, 0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q8_0: XK_NAME(gemm_typed)(XK_Q8_0, 0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q5_0: XK_NAME(gemm_typed)(XK_Q5_0, 0, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break;
+    case XK_Q4_1X4:
+#if XK_VNNI
+        // Up to three activation rows (decoding): the kernel made for the records (gemv_x4.c;
+        // at four rows it equals the 4 × 4 tile).
+        if (n <= 3) { xk_gemv_q4_1x4(w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break; }
+#endif
+        XK_NAME(gemm_typed)(XK_Q4_1, 1, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo);
+        break;
     }
 }
 

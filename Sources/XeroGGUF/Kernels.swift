@@ -114,6 +114,10 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rows: Int, cols: Int
     public let base: UnsafeRawPointer
     public let rowBytes: Int
+    /// The same rows repacked four at a time (`RepackedWeights`), if any: the kernels read these.
+    var packedX4: UnsafeRawPointer?
+    /// What the kernels read: the repacked copy, or the rows in the file.
+    var kernelBase: UnsafeRawPointer { packedX4 ?? base }
 
     public init(type: GGUFFile.TensorType, rows: Int, cols: Int, base: UnsafeRawPointer) {
         precondition(cols % type.blockLayout.elements == 0, "a \(type) row of \(cols) columns is not whole blocks (WeightMatrix.canHold)")
@@ -156,8 +160,10 @@ public struct WeightMatrix: @unchecked Sendable {
         }
     }
 
-    /// The C kernels' name for a quantized type; nil for F16/F32.
+    /// The C kernels' name for a quantized type (the repacked layout's when there is a copy);
+    /// nil for F16/F32.
     var kernelType: Int32? {
+        if packedX4 != nil { return Int32(XK_Q4_1X4.rawValue) }
         switch type {
         case .q4_0: return Int32(XK_Q4_0.rawValue)
         case .q4_1: return Int32(XK_Q4_1.rawValue)
@@ -402,7 +408,7 @@ extension WeightMatrix {
                                     xk_gemm_k(m.kernelType!, m.base, m.rowBytes, Int32(lo * 4), Int32(r1),
                                               a.kqs, a.kd, a.bsums, Int32(n), Int32(cols), out, Int32(m.rows))
                                 } else {
-                                    xk_gemm(m.kernelType!, m.base, m.rowBytes, Int32(lo * 4), Int32(r1),
+                                    xk_gemm(m.kernelType!, m.kernelBase, m.rowBytes, Int32(lo * 4), Int32(r1),
                                             a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(m.rows))
                                 }
                             }

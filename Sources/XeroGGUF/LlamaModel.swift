@@ -136,6 +136,8 @@ public final class KVCache: @unchecked Sendable {
 /// shared by every sequence of a worker; all per-sequence state lives in `KVCache`.
 public final class LlamaModel: @unchecked Sendable {
     public let file: GGUFFile
+    /// The layers' Q4_1 matrices repacked four rows at a time for single-row decoding (VNNI).
+    let repacked: RepackedWeights
     /// Set once at load (tests change a field to compare variants of the arithmetic).
     public internal(set) var config: LlamaConfig
     public let name: String
@@ -229,6 +231,10 @@ public final class LlamaModel: @unchecked Sendable {
             }
             return WeightMatrix(type: t.type, rows: rows, cols: cols, base: file.bytes(of: t).baseAddress!)
         }
+        let store = RepackedWeights()
+        func layerMatrix(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
+            store.repacked(try matrix(name, rows: rows, cols: cols), mapped: true)
+        }
         func vector(_ name: String, _ n: Int) throws -> [Float] {
             guard let t = file.tensors[name] else { throw GGUFError.corrupt("tensor \(name) is missing") }
             guard t.elementCount == n, t.type == .f32 || t.type == .f16 else { throw GGUFError.corrupt("tensor \(name) must be \(n) F32/F16 values") }
@@ -248,18 +254,19 @@ public final class LlamaModel: @unchecked Sendable {
             let p = "blk.\(i)."
             return Layer(
                 attnNorm: try vector(p + "attn_norm.weight", c.embedding), ffnNorm: try vector(p + "ffn_norm.weight", c.embedding),
-                q: try matrix(p + "attn_q.weight", rows: c.queryDim, cols: c.embedding),
-                k: try matrix(p + "attn_k.weight", rows: c.kvDim, cols: c.embedding),
-                v: try matrix(p + "attn_v.weight", rows: c.kvDim, cols: c.embedding),
-                o: try matrix(p + "attn_output.weight", rows: c.embedding, cols: c.queryDim),
-                gate: try matrix(p + "ffn_gate.weight", rows: c.feedForward, cols: c.embedding),
-                up: try matrix(p + "ffn_up.weight", rows: c.feedForward, cols: c.embedding),
-                down: try matrix(p + "ffn_down.weight", rows: c.embedding, cols: c.feedForward),
+                q: try layerMatrix(p + "attn_q.weight", rows: c.queryDim, cols: c.embedding),
+                k: try layerMatrix(p + "attn_k.weight", rows: c.kvDim, cols: c.embedding),
+                v: try layerMatrix(p + "attn_v.weight", rows: c.kvDim, cols: c.embedding),
+                o: try layerMatrix(p + "attn_output.weight", rows: c.embedding, cols: c.queryDim),
+                gate: try layerMatrix(p + "ffn_gate.weight", rows: c.feedForward, cols: c.embedding),
+                up: try layerMatrix(p + "ffn_up.weight", rows: c.feedForward, cols: c.embedding),
+                down: try layerMatrix(p + "ffn_down.weight", rows: c.embedding, cols: c.feedForward),
                 qNorm: try optionalVector(p + "attn_q_norm.weight", c.headDim), kNorm: try optionalVector(p + "attn_k_norm.weight", c.headDim),
                 postAttnNorm: try optionalVector(p + "post_attention_norm.weight", c.embedding),
                 postFFNNorm: try optionalVector(p + "post_ffw_norm.weight", c.embedding))
         }
         self.layers = layers
+        repacked = store
     }
 
     /// Weight bytes one decoding step streams from memory: every layer matrix and the output

@@ -14,6 +14,8 @@ enum GemmBench {
         let shapes = [
             Shape(name: "q4_1", type: XK_Q4_1, blockBytes: 20, rows: 1536, cols: 576),
             Shape(name: "q4_1", type: XK_Q4_1, blockBytes: 20, rows: 576, cols: 1536),
+            Shape(name: "q4_1x4", type: XK_Q4_1X4, blockBytes: 20, rows: 1536, cols: 576),
+            Shape(name: "q4_1x4", type: XK_Q4_1X4, blockBytes: 20, rows: 576, cols: 1536),
             Shape(name: "q8_0", type: XK_Q8_0, blockBytes: 34, rows: 49152, cols: 576),
             Shape(name: "q5_0", type: XK_Q5_0, blockBytes: 22, rows: 2048, cols: 640),
             Shape(name: "q4_0", type: XK_Q4_0, blockBytes: 18, rows: 1536, cols: 576),
@@ -26,12 +28,17 @@ enum GemmBench {
                 // d (and Q4_1's m) as Float16 of a sane size.
                 let d = Float16(Float.random(in: 0.001...0.02, using: &rng)).bitPattern
                 w[block] = UInt8(d & 0xFF); w[block + 1] = UInt8(d >> 8)
-                if s.type == XK_Q4_1 {
+                if s.type == XK_Q4_1 || s.type == XK_Q4_1X4 {
                     let m = Float16(-Float.random(in: 0.01...0.1, using: &rng)).bitPattern
                     w[block + 2] = UInt8(m & 0xFF); w[block + 3] = UInt8(m >> 8)
                 }
             }
-            for n in [1, 4, 8, 16] {
+            if s.type == XK_Q4_1X4 {
+                // The same random rows in the repacked layout the model loads them into.
+                let rows = w
+                w.withUnsafeMutableBytes { dst in rows.withUnsafeBytes { xk_repack_q4_1x4($0.baseAddress!, rowBytes, Int32(s.rows), dst.baseAddress!) } }
+            }
+            for n in [1, 2, 3, 4, 8, 16] {
                 let x = (0..<(n * s.cols)).map { _ in Float.random(in: -1...1, using: &rng) }
                 let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: s.cols, withF16: false) }
                 var out = [Float](repeating: 0, count: n * s.rows)
