@@ -54,19 +54,21 @@ XK_INLINE int XK_NAME(block_bytes)(int type) {
     return type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
 }
 
-// Where block b of weight row `row` is: its head (d, and m for Q4_1) and its packed values (Q4_1's
-// nibbles; the other types read theirs from the head, in ggml's block layout). `packed`: Q4_1
-// repacked four rows at a time (xk_repack_q4_1x4): block b of rows 4g … 4g+3 is one 80-byte record,
-// the four (d, m) pairs, then the four rows' 16 nibble bytes. The values and their order are the
-// same either way, so every tile gives the same bits on both layouts.
+// Where block b of weight row `row` is: its head (d, and m for Q4_1; Q5_0's high bits follow its
+// d) and its quantized values. `packed`: Q4_1 or Q8_0 repacked four rows at a time
+// (xk_repack_x4): block b of rows 4g … 4g+3 is one record, the four heads (Q4_1's (d, m) pairs,
+// Q8_0's d), then the four rows' values. The values and their order are the same either way, so
+// every tile gives the same bits on both layouts.
 typedef struct { const uint8_t *head, *qs; } XK_NAME(block);
 XK_INLINE XK_NAME(block) XK_NAME(block_at)(const int type, const int packed, const uint8_t *w, size_t rb, int row, int b) {
+    const int bs = XK_NAME(block_bytes)(type);
     if (packed) {
-        const uint8_t *rec = w + (size_t)(row >> 2) * 4 * rb + (size_t)b * 80;
-        return (XK_NAME(block)){ rec + 4 * (row & 3), rec + 16 + 16 * (row & 3) };
+        const int hs = type == XK_Q4_1 ? 4 : 2;
+        const uint8_t *rec = w + (size_t)(row >> 2) * 4 * rb + (size_t)b * 4 * bs;
+        return (XK_NAME(block)){ rec + hs * (row & 3), rec + 4 * hs + (bs - hs) * (row & 3) };
     }
-    const uint8_t *bp = w + (size_t)row * rb + (size_t)b * XK_NAME(block_bytes)(type);
-    return (XK_NAME(block)){ bp, bp + 4 };
+    const uint8_t *bp = w + (size_t)row * rb + (size_t)b * bs;
+    return (XK_NAME(block)){ bp, bp + (type == XK_Q4_1 ? 4 : type == XK_Q5_0 ? 6 : 2) };
 }
 
 // R weight rows × T activation rows, every output kept in registers for the whole row.
@@ -94,7 +96,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int packed, const int R, cons
                 mw[r] = _mm_permute_ps(head, 0x55);
                 x[r] = XK_NAME(nibbles)(blk.qs);
             } else if (type == XK_Q4_0) {
-                x[r] = XK_NAME(nibbles)(bp + 2);
+                x[r] = XK_NAME(nibbles)(blk.qs);
 #if !XK_VNNI
                 x[r] = _mm256_sub_epi8(x[r], _mm256_set1_epi8(8));
 #endif
@@ -102,7 +104,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int packed, const int R, cons
                 // Element e = (nibble | bit e of qh << 4) − 16.
                 uint32_t qh;
                 memcpy(&qh, bp + 2, 4);
-                x[r] = XK_NAME(nibbles)(bp + 6);
+                x[r] = XK_NAME(nibbles)(blk.qs);
 #if XK_VNNI
                 // Unsigned n + 16·bit in [0, 31]; the −16 comes from the activations' sum below.
                 x[r] = _mm256_or_si256(x[r], _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
@@ -111,7 +113,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int packed, const int R, cons
                 x[r] = _mm256_or_si256(x[r], _mm256_andnot_si256(XK_NAME(bits)(qh), _mm256_set1_epi8((char)0xF0)));
 #endif
             } else {
-                x[r] = _mm256_loadu_si256((const __m256i *)(bp + 2));
+                x[r] = _mm256_loadu_si256((const __m256i *)blk.qs);
 #if XK_VNNI
                 // Σ w·a = Σ w·(a+128) − 128·Σ w: a+128 is unsigned, as VNNI wants.
                 const __m256i sw = _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x[r]);
@@ -195,13 +197,13 @@ XK_INLINE __m256i XK_NAME(scaled_weights)(const int type, XK_NAME(block) blk, __
     const uint8_t *bp = blk.head;
     *xoff = zero;
     if (type == XK_Q4_1) return XK_NAME(nibbles)(blk.qs);
-    if (type == XK_Q4_0) return XK_NAME(nibbles)(bp + 2);
+    if (type == XK_Q4_0) return XK_NAME(nibbles)(blk.qs);
     if (type == XK_Q5_0) {
         uint32_t qh;
         memcpy(&qh, bp + 2, 4);
-        return _mm256_or_si256(XK_NAME(nibbles)(bp + 6), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
+        return _mm256_or_si256(XK_NAME(nibbles)(blk.qs), _mm256_maskz_mov_epi8((__mmask32)qh, _mm256_set1_epi8(0x10)));
     }
-    const __m256i x = _mm256_loadu_si256((const __m256i *)(bp + 2));
+    const __m256i x = _mm256_loadu_si256((const __m256i *)blk.qs);
     *xoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, _mm256_set1_epi8(1), x), 7));
     return x;
 }
@@ -412,6 +414,12 @@ static XK_TARGET void XK_NAME(gemm)(int type, const uint8_t *w, size_t rb, int r
         if (n <= 3) { xk_gemv_q4_1x4(w, rb, r0, r1, aq, ad, as, n, cols, out, ldo); break; }
 #endif
         XK_NAME(gemm_typed)(XK_Q4_1, 1, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo);
+        break;
+    case XK_Q8_0X4:
+#if XK_VNNI
+        if (n <= 3) { xk_gemv_q8_0x4(w, rb, r0, r1, aq, ad, n, cols, out, ldo); break; }
+#endif
+        XK_NAME(gemm_typed)(XK_Q8_0, 1, w, rb, r0, r1, aq, ad, as, n, cols, out, ldo);
         break;
     }
 }

@@ -1,4 +1,5 @@
-// Decoding (one to three activation rows) over Q4_1 weights repacked four rows at a time (VNNI).
+// Decoding (one to three activation rows) over Q4_1 and Q8_0 weights repacked four rows at a time
+// (VNNI).
 //
 // In ggml's layout each row is its own run of 20-byte blocks (d, m, 16 bytes of nibbles), so a
 // four-row tile converts four scattered heads per block and unpacks each row's nibbles on its own.
@@ -21,17 +22,19 @@
 #define XK_X4_AHEAD 4096
 #endif
 
-void xk_repack_q4_1x4(const void *src, size_t row_bytes, int rows, void *dst) {
-    const int nb = (int)(row_bytes / 20);
+void xk_repack_x4(int type, const void *src, size_t row_bytes, int rows, void *dst) {
+    // Block and head bytes: Q4_1 20 / 4 (d, m), Q8_0 34 / 2 (d).
+    const int bs = type == XK_Q4_1 ? 20 : 34, hs = type == XK_Q4_1 ? 4 : 2;
+    const int nb = (int)(row_bytes / (size_t)bs);
     const uint8_t *s = src;
     uint8_t *d = dst;
     for (int g = 0; g + 4 <= rows; g += 4)
         for (int b = 0; b < nb; b++) {
-            uint8_t *rec = d + (size_t)g * row_bytes + (size_t)b * XK_X4_RECORD;
+            uint8_t *rec = d + (size_t)g * row_bytes + (size_t)b * 4 * bs;
             for (int r = 0; r < 4; r++) {
-                const uint8_t *blk = s + (size_t)(g + r) * row_bytes + (size_t)b * 20;
-                memcpy(rec + 4 * r, blk, 4);
-                memcpy(rec + 16 + 16 * r, blk + 4, 16);
+                const uint8_t *blk = s + (size_t)(g + r) * row_bytes + (size_t)b * bs;
+                memcpy(rec + hs * r, blk, (size_t)hs);
+                memcpy(rec + 4 * hs + (bs - hs) * r, blk + hs, (size_t)(bs - hs));
             }
         }
 }
@@ -100,5 +103,52 @@ XK_X4_TARGET void xk_gemv_q4_1x4(const void *w, size_t row_bytes, int r0, int r1
     case 1: gemv_t(1, wb, row_bytes, r0, r1, aq, ad, as, cols, out, ldo); break;
     case 2: gemv_t(2, wb, row_bytes, r0, r1, aq, ad, as, cols, out, ldo); break;
     case 3: gemv_t(3, wb, row_bytes, r0, r1, aq, ad, as, cols, out, ldo); break;
+    }
+}
+
+// Q8_0 records: the four rows' d (8 bytes), then their 32 signed values each. Σ w·a is formed as
+// Σ (w + 128)·a − 128·Σ a (vpdpbusd wants one unsigned operand): the activation's −128·Σ a is
+// made once per block and activation row for all four weight rows, where the 4 × 1 tile made the
+// weights' −128·Σ w for every row. Exact integers either way; one product d_w·d_a per output and
+// block, fma'd into the same eight lanes as ggml's.
+static inline XK_X4_TARGET __attribute__((always_inline))
+void gemv_q8_t(const int T, const uint8_t *w, size_t row_bytes, int r0, int r1,
+               const int8_t *aq, const float *ad, int cols, float *out, int ldo) {
+    const int nb = cols / 32;
+    const __m256i zero = _mm256_setzero_si256(), ones = _mm256_set1_epi8(1), flip = _mm256_set1_epi8((char)0x80);
+    for (int g = r0; g + 4 <= r1; g += 4) {
+        const uint8_t *rec = w + (size_t)g * row_bytes;
+        __m256 acc[3][4];
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < 4; r++) acc[t][r] = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++, rec += 136) {
+            _mm_prefetch((const char *)rec + XK_X4_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)rec + XK_X4_AHEAD + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)rec + XK_X4_AHEAD + 128, _MM_HINT_T0);
+            const __m128 d = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)rec));
+            __m256i x[4];
+            for (int r = 0; r < 4; r++) x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(rec + 8 + 32 * r)), flip);
+            for (int t = 0; t < T; t++) {
+                const __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32));
+                const __m256i yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, ones, y), 7));
+                const __m256 scale = _mm256_castps128_ps256(_mm_mul_ps(d, _mm_set1_ps(ad[(size_t)t * nb + b])));
+                for (int r = 0; r < 4; r++)
+                    acc[t][r] = _mm256_fmadd_ps(_mm256_permutexvar_ps(_mm256_set1_epi32(r), scale),
+                                                _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(yoff, x[r], y)), acc[t][r]);
+            }
+        }
+        for (int t = 0; t < T; t++)
+            for (int r = 0; r < 4; r++)
+                out[(size_t)t * ldo + g + r] = x4_hsum(_mm256_castps256_ps128(acc[t][r]), _mm256_extractf128_ps(acc[t][r], 1));
+    }
+}
+
+XK_X4_TARGET void xk_gemv_q8_0x4(const void *w, size_t row_bytes, int r0, int r1,
+                                 const int8_t *aq, const float *ad, int n, int cols, float *out, int ldo) {
+    const uint8_t *wb = w;
+    switch (n) {
+    case 1: gemv_q8_t(1, wb, row_bytes, r0, r1, aq, ad, cols, out, ldo); break;
+    case 2: gemv_q8_t(2, wb, row_bytes, r0, r1, aq, ad, cols, out, ldo); break;
+    case 3: gemv_q8_t(3, wb, row_bytes, r0, r1, aq, ad, cols, out, ldo); break;
     }
 }

@@ -163,8 +163,9 @@ public struct WeightMatrix: @unchecked Sendable {
     /// The C kernels' name for a quantized type (the repacked layout's when there is a copy);
     /// nil for F16/F32.
     var kernelType: Int32? {
-        if packedX4 != nil { return Int32(XK_Q4_1X4.rawValue) }
         switch type {
+        case .q4_1 where packedX4 != nil: return Int32(XK_Q4_1X4.rawValue)
+        case .q8_0 where packedX4 != nil: return Int32(XK_Q8_0X4.rawValue)
         case .q4_0: return Int32(XK_Q4_0.rawValue)
         case .q4_1: return Int32(XK_Q4_1.rawValue)
         case .q8_0: return Int32(XK_Q8_0.rawValue)

@@ -231,10 +231,6 @@ public final class LlamaModel: @unchecked Sendable {
             }
             return WeightMatrix(type: t.type, rows: rows, cols: cols, base: file.bytes(of: t).baseAddress!)
         }
-        let store = RepackedWeights()
-        func layerMatrix(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
-            store.repacked(try matrix(name, rows: rows, cols: cols), mapped: true)
-        }
         func vector(_ name: String, _ n: Int) throws -> [Float] {
             guard let t = file.tensors[name] else { throw GGUFError.corrupt("tensor \(name) is missing") }
             guard t.elementCount == n, t.type == .f32 || t.type == .f16 else { throw GGUFError.corrupt("tensor \(name) must be \(n) F32/F16 values") }
@@ -249,7 +245,13 @@ public final class LlamaModel: @unchecked Sendable {
         let c = config
         tokenEmbedding = try matrix("token_embd.weight", rows: c.vocab, cols: c.embedding)
         outputNorm = try vector("output_norm.weight", c.embedding)
-        output = file.tensors["output.weight"] != nil ? try matrix("output.weight", rows: c.vocab, cols: c.embedding) : tokenEmbedding
+        let store = RepackedWeights()
+        func layerMatrix(_ name: String, rows: Int, cols: Int) throws -> WeightMatrix {
+            store.repacked(try matrix(name, rows: rows, cols: cols), mapped: true)
+        }
+        // Tied, the output is the embedding's rows: lookups read the file's layout (`base`).
+        output = store.repacked(file.tensors["output.weight"] != nil ? try matrix("output.weight", rows: c.vocab, cols: c.embedding) : tokenEmbedding,
+                                mapped: true)
         let layers = try (0..<c.layers).map { i in
             let p = "blk.\(i)."
             return Layer(

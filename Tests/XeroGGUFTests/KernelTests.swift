@@ -36,41 +36,45 @@ final class KernelTests: XCTestCase {
         }
     }
 
-    /// Q4_1 repacked four rows at a time (`RepackedWeights`): every tile on both paths gives the
-    /// scalar statement's bits on the repacked records — one to three activation rows (VNNI's own
-    /// kernel), and the batched tiles (2, 5, 8, 12 and 37 rows: the 4 × 4, 3 × 8 and remainder tiles) —
-    /// for whole products and for a row range.
-    func testRepackedQ4_1DecodingMatchesTheScalarStatementBitForBit() {
+    /// Q4_1 and Q8_0 repacked four rows at a time (`RepackedWeights`): every tile on both paths
+    /// gives the scalar statement's bits on the repacked records — one to three activation rows
+    /// (VNNI's own kernels), and the batched tiles (5, 8, 12 and 37 rows: the 4 × 4, 3 × 8 and
+    /// remainder tiles) — for whole products and for a row range.
+    func testRepackedRowsMatchTheScalarStatementBitForBit() {
         var rng = SplitMix64(seed: 11)
-        for (rows, cols) in [(4, 32), (12, 96), (64, 576), (24, 1536)] {
-            let weights = Self.randomWeights(.q4_1, rows: rows, cols: cols, &rng)
-            for n in [1, 2, 3, 5, 8, 12, 37] {
-                let x = Self.activations(rows: n, cols: cols, &rng)
-                let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: cols, withF16: false) }
-                Self.onEveryPath { vnni in
-                    weights.withUnsafeBytes { w in
-                        let store = RepackedWeights()
-                        let m = store.repacked(WeightMatrix(type: .q4_1, rows: rows, cols: cols, base: w.baseAddress!))
-                        XCTAssertNotNil(m.packedX4)
-                        var out = [Float](repeating: .nan, count: n * rows)
-                        out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
-                        for t in 0..<n {
-                            for r in 0..<rows {
-                                let expected = Self.reference(.q4_1, w.baseAddress! + r * m.rowBytes, a, t)
-                                XCTAssertEqual(out[t * rows + r].bitPattern, expected.bitPattern,
-                                               "\(rows)×\(cols) n=\(n) vnni=\(vnni): row \(r) is \(out[t * rows + r]), expected \(expected)")
+        for type in [GGUFFile.TensorType.q4_1, .q8_0] {
+            for (rows, cols) in [(4, 32), (12, 96), (64, 576), (24, 1536)] {
+                let weights = Self.randomWeights(type, rows: rows, cols: cols, &rng)
+                for n in [1, 2, 3, 5, 8, 12, 37] {
+                    let x = Self.activations(rows: n, cols: cols, &rng)
+                    let a = x.withUnsafeBufferPointer { QuantizedRows($0.baseAddress!, rows: n, cols: cols, withF16: false) }
+                    Self.onEveryPath { vnni in
+                        weights.withUnsafeBytes { w in
+                            let store = RepackedWeights()
+                            let m = store.repacked(WeightMatrix(type: type, rows: rows, cols: cols, base: w.baseAddress!))
+                            XCTAssertNotNil(m.packedX4)
+                            var out = [Float](repeating: .nan, count: n * rows)
+                            out.withUnsafeMutableBufferPointer { m.multiply(a, into: $0.baseAddress!) }
+                            for t in 0..<n {
+                                for r in 0..<rows {
+                                    let expected = Self.reference(type, w.baseAddress! + r * m.rowBytes, a, t)
+                                    XCTAssertEqual(out[t * rows + r].bitPattern, expected.bitPattern,
+                                                   "\(type) \(rows)×\(cols) n=\(n) vnni=\(vnni): row \(r) is \(out[t * rows + r]), expected \(expected)")
+                                }
+                            }
+                            guard let packed = m.packedX4, n <= 3, rows >= 8 else { return }
+                            // Rows 4 ..< 8 alone write only those outputs.
+                            var part = [Float](repeating: -1, count: n * rows)
+                            a.qs.withUnsafeBufferPointer { qs in a.d.withUnsafeBufferPointer { d in a.s.withUnsafeBufferPointer { s in
+                                part.withUnsafeMutableBufferPointer { o in
+                                    xk_gemm(m.kernelType!, packed, m.rowBytes, 4, 8, qs.baseAddress!, d.baseAddress!, s.baseAddress!,
+                                            Int32(n), Int32(cols), o.baseAddress!, Int32(rows))
+                                }
+                            } } }
+                            for i in part.indices {
+                                XCTAssertEqual(part[i].bitPattern, (4..<8).contains(i % rows) ? out[i].bitPattern : Float(-1).bitPattern, "output \(i)")
                             }
                         }
-                        guard let packed = m.packedX4, n == 1, rows >= 8, vnni == 1 else { return }
-                        // Rows 4 ..< 8 alone write only those outputs.
-                        var part = [Float](repeating: -1, count: rows)
-                        a.qs.withUnsafeBufferPointer { qs in a.d.withUnsafeBufferPointer { d in a.s.withUnsafeBufferPointer { s in
-                            part.withUnsafeMutableBufferPointer { o in
-                                xk_gemv_q4_1x4(packed, m.rowBytes, 4, 8, qs.baseAddress!, d.baseAddress!, s.baseAddress!, 1, Int32(cols),
-                                               o.baseAddress!, Int32(rows))
-                            }
-                        } } }
-                        for r in 0..<rows { XCTAssertEqual(part[r].bitPattern, (4..<8).contains(r) ? out[r].bitPattern : Float(-1).bitPattern, "row \(r)") }
                     }
                 }
             }

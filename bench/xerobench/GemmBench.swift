@@ -17,6 +17,9 @@ enum GemmBench {
             Shape(name: "q4_1x4", type: XK_Q4_1X4, blockBytes: 20, rows: 1536, cols: 576),
             Shape(name: "q4_1x4", type: XK_Q4_1X4, blockBytes: 20, rows: 576, cols: 1536),
             Shape(name: "q8_0", type: XK_Q8_0, blockBytes: 34, rows: 49152, cols: 576),
+            Shape(name: "q8_0x4", type: XK_Q8_0X4, blockBytes: 34, rows: 49152, cols: 576),
+            Shape(name: "q8_0", type: XK_Q8_0, blockBytes: 34, rows: 2048, cols: 576),
+            Shape(name: "q8_0x4", type: XK_Q8_0X4, blockBytes: 34, rows: 2048, cols: 576),
             Shape(name: "q5_0", type: XK_Q5_0, blockBytes: 22, rows: 2048, cols: 640),
             Shape(name: "q4_0", type: XK_Q4_0, blockBytes: 18, rows: 1536, cols: 576),
         ]
@@ -33,10 +36,10 @@ enum GemmBench {
                     w[block + 2] = UInt8(m & 0xFF); w[block + 3] = UInt8(m >> 8)
                 }
             }
-            if s.type == XK_Q4_1X4 {
+            if s.type == XK_Q4_1X4 || s.type == XK_Q8_0X4 {
                 // The same random rows in the repacked layout the model loads them into.
                 let rows = w
-                w.withUnsafeMutableBytes { dst in rows.withUnsafeBytes { xk_repack_q4_1x4($0.baseAddress!, rowBytes, Int32(s.rows), dst.baseAddress!) } }
+                w.withUnsafeMutableBytes { dst in rows.withUnsafeBytes { xk_repack_x4(Int32(s.type == XK_Q4_1X4 ? XK_Q4_1.rawValue : XK_Q8_0.rawValue), $0.baseAddress!, rowBytes, Int32(s.rows), dst.baseAddress!) } }
             }
             for n in [1, 2, 3, 4, 8, 16] {
                 let x = (0..<(n * s.cols)).map { _ in Float.random(in: -1...1, using: &rng) }

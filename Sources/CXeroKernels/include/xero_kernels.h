@@ -5,13 +5,15 @@
 
 /// Weight types the quantized matrix product handles (ggml's numbering is not used on purpose:
 /// Swift maps its own enum to these).
-/// XK_Q4_1X4: Q4_1 rows repacked four at a time by xk_repack_q4_1x4 (row counts a multiple of 4).
-enum xk_type { XK_Q4_0 = 0, XK_Q4_1 = 1, XK_Q8_0 = 2, XK_Q5_0 = 3, XK_Q4_K = 4, XK_Q5_K = 5, XK_Q6_K = 6, XK_Q4_1X4 = 7 };
+/// XK_Q4_1X4, XK_Q8_0X4: Q4_1 / Q8_0 rows repacked four at a time by xk_repack_x4 (row counts a
+/// multiple of 4).
+enum xk_type { XK_Q4_0 = 0, XK_Q4_1 = 1, XK_Q8_0 = 2, XK_Q5_0 = 3, XK_Q4_K = 4, XK_Q5_K = 5, XK_Q6_K = 6,
+               XK_Q4_1X4 = 7, XK_Q8_0X4 = 8 };
 
 /// out[t * ldo + r] = W[r] · a[t] for rows r0 ..< r1 of W and activation rows 0 ..< n.
 ///
 /// W: rows of `row_bytes` bytes in ggml's block layout for `type` (XK_Q4_0, XK_Q4_1, XK_Q8_0 or
-///    XK_Q5_0: blocks of 32), or XK_Q4_1X4's repacked records (r0, r1 multiples of 4).
+///    XK_Q5_0: blocks of 32), or XK_Q4_1X4's / XK_Q8_0X4's repacked records (r0, r1 multiples of 4).
 /// a: n rows of `cols` int8 values (`aq`), with per-block scales `ad[t * nb + b]` and, for Q4_1,
 ///    per-block sums `as[t * nb + b]` (ggml's Q8_0 / Q8_1 activations, nb = cols / 32).
 ///
@@ -21,10 +23,11 @@ void xk_gemm(int type, const void *w, size_t row_bytes, int r0, int r1,
              const int8_t *aq, const float *ad, const float *as, int n, int cols,
              float *out, int ldo);
 
-/// Q4_1 rows repacked four at a time for single-row decoding (gemv_x4.c): `rows` (a multiple of 4)
-/// rows of `row_bytes` in ggml's layout → the same bytes, block b of rows 4g … 4g+3 one 80-byte
-/// record (four (d, m) pairs, then four rows' 16 nibble bytes). `dst` holds rows · row_bytes.
-void xk_repack_q4_1x4(const void *src, size_t row_bytes, int rows, void *dst);
+/// Rows repacked four at a time (gemv_x4.c): `rows` (a multiple of 4) rows of `row_bytes` of
+/// XK_Q4_1 or XK_Q8_0 in ggml's layout → the same bytes, block b of rows 4g … 4g+3 one record: the
+/// four heads (Q4_1's (d, m) pairs, Q8_0's d), then the four rows' values (Q4_1: 80 bytes a
+/// record, Q8_0: 136). `dst` holds rows · row_bytes. Read as XK_Q4_1X4 / XK_Q8_0X4.
+void xk_repack_x4(int type, const void *src, size_t row_bytes, int rows, void *dst);
 
 /// out[t * ldo + r] = W[r] · a[t] for rows r0 ..< r1 (multiples of 4) of repacked Q4_1 weights
 /// and n (1–3) Q8_1 activation rows: the bits of xk_gemm on the unpacked rows. VNNI CPUs only;
@@ -32,6 +35,10 @@ void xk_repack_q4_1x4(const void *src, size_t row_bytes, int rows, void *dst);
 void xk_gemv_q4_1x4(const void *w, size_t row_bytes, int r0, int r1,
                     const int8_t *aq, const float *ad, const float *as, int n, int cols,
                     float *out, int ldo);
+
+/// The same for repacked Q8_0 weights and n (1–3) Q8_0 activation rows.
+void xk_gemv_q8_0x4(const void *w, size_t row_bytes, int r0, int r1,
+                    const int8_t *aq, const float *ad, int n, int cols, float *out, int ldo);
 
 /// 1 when this CPU has what every kernel here assumes (AVX2, FMA, F16C), else 0.
 int xk_cpu_supported(void);
