@@ -160,6 +160,14 @@ public struct WeightMatrix: @unchecked Sendable {
         }
     }
 
+    /// Its first `count` rows (a multiple of 4 when repacked: whole records), in the same layout.
+    public func firstRows(_ count: Int) -> WeightMatrix {
+        precondition(count > 0 && count <= rows && (packedX4 == nil || count % 4 == 0), "firstRows(\(count)) of \(rows)")
+        var m = WeightMatrix(type: type, rows: count, cols: cols, base: base)
+        m.packedX4 = packedX4
+        return m
+    }
+
     /// The C kernels' name for a quantized type (the repacked layout's when there is a copy);
     /// nil for F16/F32.
     var kernelType: Int32? {

@@ -136,7 +136,7 @@ public final class KVCache: @unchecked Sendable {
 /// shared by every sequence of a worker; all per-sequence state lives in `KVCache`.
 public final class LlamaModel: @unchecked Sendable {
     public let file: GGUFFile
-    /// The layers' Q4_1 matrices repacked four rows at a time for single-row decoding (VNNI).
+    /// Owns the repacked copies of the Q4_1 and Q8_0 matrices (layers and output) the kernels read.
     let repacked: RepackedWeights
     /// Set once at load (tests change a field to compare variants of the arithmetic).
     public internal(set) var config: LlamaConfig

@@ -11,9 +11,6 @@ final class RepackedWeights: @unchecked Sendable {
     private var buffers: [UnsafeMutableRawPointer] = []
     static let allowed = ProcessInfo.processInfo.environment["XERO_REPACK"] != "0"
 
-    /// Bytes of repacked copies held.
-    private(set) var bytes = 0
-
     /// `m` with its repacked copy attached when its type and shape have one. `mapped`: `m`'s rows
     /// are pages of a read-only file mapping, which are then handed back to the kernel (read again
     /// from the file only if something still reads them, e.g. an embedding lookup), so the copy
@@ -24,7 +21,6 @@ final class RepackedWeights: @unchecked Sendable {
         let copy = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
         xk_repack_x4(m.kernelType!, m.base, m.rowBytes, Int32(m.rows), copy)
         buffers.append(copy)
-        bytes += size
         if mapped {
             // Only whole pages inside the matrix: its neighbours in the file stay resident.
             let page = Int(getpagesize()), start = Int(bitPattern: m.base)

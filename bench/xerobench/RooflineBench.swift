@@ -54,7 +54,7 @@ enum RooflineBench {
             let bytes = group.map { $0.rows * $0.rowBytes }.reduce(0, +)
             let scale = bytes > Parallel.threads * fits ? Double(bytes) / Double(Parallel.threads * fits) : 1
             let timed = group.map { m in
-                scale == 1 ? m : WeightMatrix(type: m.type, rows: max(4, Int(Double(m.rows) / scale) / 4 * 4), cols: m.cols, base: m.base)
+                scale == 1 ? m : m.firstRows(max(4, Int(Double(m.rows) / scale) / 4 * 4))
             }
             let cols = group[0].cols
             let x = (0..<cols).map { _ in Float.random(in: -1...1) }
