@@ -41,14 +41,6 @@ XK_INLINE __m256i XK_NAME(dot_us)(__m256i u, __m256i s) {
 }
 #endif
 
-XK_INLINE float XK_NAME(hsum)(__m256 v) {
-    // ggml's hsum_float_8: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)).
-    __m128 r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
 // Bytes of one block of 32 weights of `type` (ggml's block_q8_0, q5_0, q4_1, q4_0).
 XK_INLINE int XK_NAME(block_bytes)(int type) {
     return type == XK_Q8_0 ? 34 : type == XK_Q5_0 ? 22 : type == XK_Q4_1 ? 20 : 18;
@@ -61,13 +53,11 @@ XK_INLINE int XK_NAME(block_bytes)(int type) {
 // every tile gives the same bits on both layouts.
 typedef struct { const uint8_t *head, *qs; } XK_NAME(block);
 XK_INLINE XK_NAME(block) XK_NAME(block_at)(const int type, const int packed, const uint8_t *w, size_t rb, int row, int b) {
-    const int bs = XK_NAME(block_bytes)(type);
     if (packed) {
-        const int hs = type == XK_Q4_1 ? 4 : 2;
-        const uint8_t *rec = w + (size_t)(row >> 2) * 4 * rb + (size_t)b * 4 * bs;
-        return (XK_NAME(block)){ rec + hs * (row & 3), rec + 4 * hs + (bs - hs) * (row & 3) };
+        const uint8_t *rec = w + (size_t)(row >> 2) * 4 * rb + (size_t)b * x4_record_bytes(type);
+        return (XK_NAME(block)){ rec + x4_head_at(type, row & 3), rec + x4_values_at(type, row & 3) };
     }
-    const uint8_t *bp = w + (size_t)row * rb + (size_t)b * bs;
+    const uint8_t *bp = w + (size_t)row * rb + (size_t)b * XK_NAME(block_bytes)(type);
     return (XK_NAME(block)){ bp, bp + (type == XK_Q4_1 ? 4 : type == XK_Q5_0 ? 6 : 2) };
 }
 
@@ -177,7 +167,7 @@ XK_INLINE void XK_NAME(tile)(const int type, const int packed, const int R, cons
         float sm[4];
         _mm_storeu_ps(sm, summ[r]);
         for (int t = 0; t < T; t++) {
-            float v = XK_NAME(hsum)(acc[r][t]);
+            float v = hsum8(acc[r][t]);
             if (type == XK_Q4_1) v += sm[t];
             out[(size_t)t * ldo + r] = v;
         }
@@ -275,7 +265,7 @@ XK_INLINE void XK_NAME(tile_scaled)(const int type, const int packed, const uint
     _mm512_storeu_ps(sm, summ);
     for (int r = 0; r < 4; r++)
         for (int t = 0; t < 4; t++) {
-            float v = XK_NAME(hsum)(acc[r][t]);
+            float v = hsum8(acc[r][t]);
             if (type == XK_Q4_1) v += sm[4 * r + t];
             out[(size_t)t * ldo + r] = v;
         }
@@ -323,7 +313,7 @@ XK_INLINE void XK_NAME(tile_scaled8)(const int type, const int packed, const int
         float sm[8];
         _mm256_storeu_ps(sm, summ[r]);
         for (int t = 0; t < 8; t++) {
-            float v = XK_NAME(hsum)(acc[r][t]);
+            float v = hsum8(acc[r][t]);
             if (type == XK_Q4_1) v += sm[t];
             out[(size_t)t * ldo + r] = v;
         }

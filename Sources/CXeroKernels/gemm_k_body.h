@@ -158,7 +158,7 @@ XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
     }
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) {
-            float v = XK_NAME(hsum)(acc[r][t]);
+            float v = hsum8(acc[r][t]);
             if (type == XK_Q4_K) {
                 __m128 m = _mm_add_ps(accm[r][t], _mm_movehl_ps(accm[r][t], accm[r][t]));
                 m = _mm_add_ss(m, _mm_movehdup_ps(m));

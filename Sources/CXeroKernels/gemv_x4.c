@@ -13,38 +13,30 @@
 // two rows in one register instead of one row's eight, and are put back in ggml's order before
 // its horizontal sum; the products and the m·s sums are the same single roundings in block order.
 #include "xero_kernels.h"
+#include "vec_math.h"
+#include "x4_layout.h"
 #include <immintrin.h>
 #include <string.h>
 
 #define XK_X4_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni")))
-#define XK_X4_RECORD 80  // 4 × (d, m) + 4 × 16 nibble bytes
 #ifndef XK_X4_AHEAD
 #define XK_X4_AHEAD 4096
 #endif
 
 void xk_repack_x4(int type, const void *src, size_t row_bytes, int rows, void *dst) {
-    // Block and head bytes: Q4_1 20 / 4 (d, m), Q8_0 34 / 2 (d).
-    const int bs = type == XK_Q4_1 ? 20 : 34, hs = type == XK_Q4_1 ? 4 : 2;
+    const int hs = x4_head_bytes(type), vs = x4_value_bytes(type), bs = hs + vs;
     const int nb = (int)(row_bytes / (size_t)bs);
     const uint8_t *s = src;
     uint8_t *d = dst;
     for (int g = 0; g + 4 <= rows; g += 4)
         for (int b = 0; b < nb; b++) {
-            uint8_t *rec = d + (size_t)g * row_bytes + (size_t)b * 4 * bs;
+            uint8_t *rec = d + (size_t)g * row_bytes + (size_t)b * x4_record_bytes(type);
             for (int r = 0; r < 4; r++) {
                 const uint8_t *blk = s + (size_t)(g + r) * row_bytes + (size_t)b * bs;
-                memcpy(rec + hs * r, blk, (size_t)hs);
-                memcpy(rec + 4 * hs + (bs - hs) * r, blk + hs, (size_t)(bs - hs));
+                memcpy(rec + x4_head_at(type, r), blk, (size_t)hs);
+                memcpy(rec + x4_values_at(type, r), blk + hs, (size_t)vs);
             }
         }
-}
-
-static inline XK_X4_TARGET float x4_hsum(__m128 lo, __m128 hi) {
-    // ggml's hsum_float_8 of the eight lanes [lo, hi].
-    __m128 r = _mm_add_ps(lo, hi);
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
 }
 
 // T activation rows (1–3) against rows r0 ..< r1: each record's scales and nibbles are unpacked
@@ -60,13 +52,13 @@ void gemv_t(const int T, const uint8_t *w, size_t row_bytes, int r0, int r1,
         __m256 lo01[3], hi01[3], lo23[3], hi23[3], summ[3];
         for (int t = 0; t < T; t++)
             lo01[t] = hi01[t] = lo23[t] = hi23[t] = summ[t] = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++, rec += XK_X4_RECORD) {
+        for (int b = 0; b < nb; b++, rec += XK_X4_Q4_1_RECORD) {
             _mm_prefetch((const char *)rec + XK_X4_AHEAD, _MM_HINT_T0);
             _mm_prefetch((const char *)rec + XK_X4_AHEAD + 64, _MM_HINT_T0);
             // [d0 m0 d1 m1 d2 m2 d3 m3]: even lanes become d_w·d_a, odd lanes add m_w·s_a.
             const __m256 heads = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)rec));
-            const __m256i q01 = _mm256_loadu_si256((const __m256i *)(rec + 16));
-            const __m256i q23 = _mm256_loadu_si256((const __m256i *)(rec + 48));
+            const __m256i q01 = _mm256_loadu_si256((const __m256i *)(rec + 4 * XK_X4_Q4_1_HEAD));  // rows 0, 1
+            const __m256i q23 = _mm256_loadu_si256((const __m256i *)(rec + 4 * XK_X4_Q4_1_HEAD + 2 * XK_X4_Q4_1_VALUES));  // rows 2, 3
             const __m256i l01 = _mm256_and_si256(q01, low), h01 = _mm256_and_si256(_mm256_srli_epi16(q01, 4), low);
             const __m256i l23 = _mm256_and_si256(q23, low), h23 = _mm256_and_si256(_mm256_srli_epi16(q23, 4), low);
             for (int t = 0; t < T; t++) {
@@ -87,10 +79,10 @@ void gemv_t(const int T, const uint8_t *w, size_t row_bytes, int r0, int r1,
             float sm[8];
             _mm256_storeu_ps(sm, summ[t]);
             float *o = out + (size_t)t * ldo + g;
-            o[0] = x4_hsum(_mm256_castps256_ps128(lo01[t]), _mm256_castps256_ps128(hi01[t])) + sm[1];
-            o[1] = x4_hsum(_mm256_extractf128_ps(lo01[t], 1), _mm256_extractf128_ps(hi01[t], 1)) + sm[3];
-            o[2] = x4_hsum(_mm256_castps256_ps128(lo23[t]), _mm256_castps256_ps128(hi23[t])) + sm[5];
-            o[3] = x4_hsum(_mm256_extractf128_ps(lo23[t], 1), _mm256_extractf128_ps(hi23[t], 1)) + sm[7];
+            o[0] = hsum_halves(_mm256_castps256_ps128(lo01[t]), _mm256_castps256_ps128(hi01[t])) + sm[1];
+            o[1] = hsum_halves(_mm256_extractf128_ps(lo01[t], 1), _mm256_extractf128_ps(hi01[t], 1)) + sm[3];
+            o[2] = hsum_halves(_mm256_castps256_ps128(lo23[t]), _mm256_castps256_ps128(hi23[t])) + sm[5];
+            o[3] = hsum_halves(_mm256_extractf128_ps(lo23[t], 1), _mm256_extractf128_ps(hi23[t], 1)) + sm[7];
         }
     }
 }
@@ -121,13 +113,13 @@ void gemv_q8_t(const int T, const uint8_t *w, size_t row_bytes, int r0, int r1,
         __m256 acc[3][4];
         for (int t = 0; t < T; t++)
             for (int r = 0; r < 4; r++) acc[t][r] = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++, rec += 136) {
+        for (int b = 0; b < nb; b++, rec += XK_X4_Q8_0_RECORD) {
             _mm_prefetch((const char *)rec + XK_X4_AHEAD, _MM_HINT_T0);
             _mm_prefetch((const char *)rec + XK_X4_AHEAD + 64, _MM_HINT_T0);
             _mm_prefetch((const char *)rec + XK_X4_AHEAD + 128, _MM_HINT_T0);
             const __m128 d = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)rec));
             __m256i x[4];
-            for (int r = 0; r < 4; r++) x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(rec + 8 + 32 * r)), flip);
+            for (int r = 0; r < 4; r++) x[r] = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(rec + 4 * XK_X4_Q8_0_HEAD + XK_X4_Q8_0_VALUES * r)), flip);
             for (int t = 0; t < T; t++) {
                 const __m256i y = _mm256_loadu_si256((const __m256i *)(aq + (size_t)t * cols + (size_t)b * 32));
                 const __m256i yoff = _mm256_sub_epi32(zero, _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, ones, y), 7));
@@ -139,7 +131,7 @@ void gemv_q8_t(const int T, const uint8_t *w, size_t row_bytes, int r0, int r1,
         }
         for (int t = 0; t < T; t++)
             for (int r = 0; r < 4; r++)
-                out[(size_t)t * ldo + g + r] = x4_hsum(_mm256_castps256_ps128(acc[t][r]), _mm256_extractf128_ps(acc[t][r], 1));
+                out[(size_t)t * ldo + g + r] = hsum8(acc[t][r]);
     }
 }
 

@@ -2,6 +2,8 @@
 // Swift SIMD cannot express (vpdpbusd, vpmaddubsw, vpsignb). See gemm_body.h (blocks of 32) and
 // gemm_k_body.h (K-quants) for the arithmetic.
 #include "xero_kernels.h"
+#include "vec_math.h"
+#include "x4_layout.h"
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>

@@ -8,11 +8,22 @@ static inline __m256 load8(const uint16_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
 
+// ggml's hsum_float_8 of the eight lanes [lo, hi]: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). Every
+// kernel that reproduces one of ggml's dot products ends in this order.
+static inline float hsum_halves(__m128 lo, __m128 hi) {
+    __m128 r = _mm_add_ps(lo, hi);
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+static inline float hsum8(__m256 v) {
+    return hsum_halves(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+}
+
+// Sixteen lanes, added pairwise first (ggml's reduction of two accumulators).
 static inline float reduce16(__m256 lo, __m256 hi) {
-    const __m256 t3 = _mm256_add_ps(lo, hi);
-    const __m128 t6 = _mm_add_ps(_mm256_castps256_ps128(t3), _mm256_extractf128_ps(t3, 1));
-    const __m128 a = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
-    return _mm_cvtss_f32(_mm_add_ss(a, _mm_movehdup_ps(a)));
+    return hsum8(_mm256_add_ps(lo, hi));
 }
 
 // e^x for eight lanes by the algorithm ggml's CPU backend uses for SiLU and softmax (Arm's
