@@ -82,3 +82,20 @@ void xk_softmax_f16(float *scores, int len, int padded, uint16_t *probs) {
     for (; j < len; j++) probs[j] = _cvtss_sh(scores[j] * inv, _MM_FROUND_TO_NEAREST_INT);
     for (; j < padded; j++) probs[j] = 0;
 }
+
+// One position's key and value into a layer's cache, rounded to Float16 (round to nearest even,
+// what Swift's Float16(_:) does): the key row contiguous, the value down its column of the
+// transposed store.
+void xk_store_kv(const float *key, const float *value, int dims, uint16_t *key_row, uint16_t *value_column, size_t column_stride) {
+    int i = 0;
+    for (; i + 8 <= dims; i += 8) {
+        _mm_storeu_si128((__m128i *)(key_row + i), _mm256_cvtps_ph(_mm256_loadu_ps(key + i), _MM_FROUND_TO_NEAREST_INT));
+        uint16_t h[8];
+        _mm_storeu_si128((__m128i *)h, _mm256_cvtps_ph(_mm256_loadu_ps(value + i), _MM_FROUND_TO_NEAREST_INT));
+        for (int j = 0; j < 8; j++) value_column[(size_t)(i + j) * column_stride] = h[j];
+    }
+    for (; i < dims; i++) {
+        key_row[i] = _cvtss_sh(key[i], _MM_FROUND_TO_NEAREST_INT);
+        value_column[(size_t)i * column_stride] = _cvtss_sh(value[i], _MM_FROUND_TO_NEAREST_INT);
+    }
+}

@@ -386,6 +386,47 @@ final class ElementwiseKernelTests: XCTestCase {
         }
     }
 
+    func testRMSNormEqualsGGMLsStatementForOneToElevenRows() {
+        var rng = SplitMix64(seed: 17)
+        // 579 columns: whole vectors and a scalar tail; 1–11 rows: one group of eight, a part group, both.
+        let cols = 579, eps: Float = 1e-5
+        let w = (0..<cols).map { _ in Float(Double(rng.next() % 2_001) / 1_000 - 1) }
+        for rows in [1, 3, 8, 11] {
+            let x = (0..<(rows * cols)).map { _ in Float(Double(rng.next() % 200_001) / 1_000 - 100) }
+            var expected = [Float](repeating: 0, count: rows * cols)
+            for r in 0..<rows {
+                var sum: Double = 0
+                for i in 0..<cols { let v = x[r * cols + i]; sum += Double(v * v) }
+                let scale = 1 / sqrtf(Float(sum / Double(cols)) + eps)
+                for i in 0..<cols { expected[r * cols + i] = x[r * cols + i] * scale * w[i] }
+            }
+            var out = [Float](repeating: .nan, count: rows * cols)
+            xk_rms_norm(x, w, Int32(rows), Int32(cols), eps, &out)
+            for i in out.indices where out[i].bitPattern != expected[i].bitPattern {
+                XCTFail("rms_norm \(rows) rows [\(i)]: \(out[i]) vs \(expected[i])")
+                return
+            }
+        }
+    }
+
+    func testKVStoreRoundsToFloat16AndWritesOnlyItsColumn() {
+        var rng = SplitMix64(seed: 19)
+        let dims = 67, stride = 5, pos = 2  // 67: whole vectors and a scalar tail
+        let key = (0..<dims).map { _ in Float(Double(rng.next() % 2_000_001) / 1_000 - 1_000) }
+        let value = (0..<dims).map { _ in Float(Double(rng.next() % 2_000_001) / 100_000 - 10) }
+        var keyRow = [UInt16](repeating: 0xFFFF, count: dims)
+        var columns = [UInt16](repeating: 0xFFFF, count: dims * stride)
+        columns.withUnsafeMutableBufferPointer { c in
+            xk_store_kv(key, value, Int32(dims), &keyRow, c.baseAddress! + pos, stride)
+        }
+        for i in 0..<dims {
+            XCTAssertEqual(keyRow[i], Float16(key[i]).bitPattern, "key \(i)")
+            for p in 0..<stride {
+                XCTAssertEqual(columns[i * stride + p], p == pos ? Float16(value[i]).bitPattern : 0xFFFF, "value \(i) at \(p)")
+            }
+        }
+    }
+
     func testAttentionScoresValuesAndSoftmaxEqualTheStatement() {
         var rng = SplitMix64(seed: 13)
         func half(_ scale: Double) -> Float16 { Float16(Double(rng.next() % 20_001) / 10_000 - 1) * Float16(scale) }

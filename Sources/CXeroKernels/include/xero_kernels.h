@@ -92,6 +92,14 @@ float xk_exp(float x);
 /// d = amax/127 and s = d·Σq, both rounded through Float16; q = round-half-even(x·127/amax).
 void xk_quantize_q8(const float *x, int blocks, int8_t *qs, float *d, float *s);
 
+/// ggml's rms_norm times the weights, for `rows` rows of `cols` floats: per row the sum of squares
+/// in double, element order; out = (x · (1 / sqrt(float(sum / cols) + eps))) · w.
+void xk_rms_norm(const float *x, const float *w, int rows, int cols, float eps, float *out);
+
+/// One position's key (into `key_row`) and value (down `value_column`, `column_stride` apart)
+/// rounded to Float16, round to nearest even.
+void xk_store_kv(const float *key, const float *value, int dims, uint16_t *key_row, uint16_t *value_column, size_t column_stride);
+
 /// g[i] = silu(g[i]) · u[i] with xk_exp (ggml's swiglu).
 void xk_swiglu(float *g, const float *u, int n);
 
