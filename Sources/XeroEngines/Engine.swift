@@ -16,6 +16,8 @@ public protocol Engine: Sendable {
     func prefixBlockHashes() -> [UInt64]
     /// The KV state it holds now, for the worker's metrics (zeros: it keeps none in this process).
     func kvCacheStats() -> KVCacheStats
+    /// What its batch loop has done since it started, for the worker's metrics (zeros: it has none).
+    func stepStats() -> EngineStepStats
 }
 
 /// What an engine's KV memory holds.
@@ -30,6 +32,25 @@ public struct KVCacheStats: Sendable, Equatable {
         self.bytes = bytes
         self.prefixBytes = prefixBytes
         self.prefixBudgetBytes = prefixBudgetBytes
+    }
+}
+
+/// Totals of an engine's batch loop since it started (monotonic). An operator reads the mean batch
+/// (tokens over steps) and how busy the loop is (busy seconds over wall seconds) from their rates.
+public struct EngineStepStats: Sendable, Equatable {
+    /// Forward passes run.
+    public var steps: Int
+    /// Tokens those passes took: one per decoding sequence, and the prompt tokens they computed.
+    public var decodeTokens: Int
+    public var prefillTokens: Int
+    /// Seconds spent in forward passes.
+    public var busySeconds: Double
+    public static let none = EngineStepStats(steps: 0, decodeTokens: 0, prefillTokens: 0, busySeconds: 0)
+    public init(steps: Int, decodeTokens: Int, prefillTokens: Int, busySeconds: Double) {
+        self.steps = steps
+        self.decodeTokens = decodeTokens
+        self.prefillTokens = prefillTokens
+        self.busySeconds = busySeconds
     }
 }
 
@@ -56,6 +77,7 @@ public struct RerankResult: Sendable {
 extension Engine {
     public func prefixBlockHashes() -> [UInt64] { [] }
     public func kvCacheStats() -> KVCacheStats { .none }
+    public func stepStats() -> EngineStepStats { .none }
     public func embed(_ request: EmbeddingsRequest) async throws -> EmbeddingResult {
         throw APIError.invalidRequest("This endpoint's model does not serve embeddings.", code: "unsupported_operation")
     }

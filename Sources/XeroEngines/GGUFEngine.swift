@@ -75,6 +75,8 @@ public final class GGUFEngine: Engine, @unchecked Sendable {
     /// the cache's own token-block hashes: a router has no tokenizer (docs/routing.md).
     public func prefixBlockHashes() -> [UInt64] { ledger?.hashes() ?? [] }
 
+    public func stepStats() -> EngineStepStats { scheduler.stats.withLock { $0 } }
+
     public func kvCacheStats() -> KVCacheStats {
         let prefix = prefixCache?.usedBytes ?? 0
         return KVCacheStats(bytes: KVCache.liveBytes + prefix, prefixBytes: prefix, prefixBudgetBytes: prefixCache?.budgetBytes ?? 0)
@@ -435,6 +437,8 @@ final class BatchScheduler: @unchecked Sendable {
     private let condition = NSCondition()
     private var waiting: [BatchJob] = []
     private var running: [BatchSequence] = []
+    /// Totals of the forward passes run (`GGUFEngine.stepStats`).
+    let stats = Locked(EngineStepStats.none)
 
     init(engine: GGUFEngine) {
         self.engine = engine
@@ -497,7 +501,17 @@ final class BatchScheduler: @unchecked Sendable {
             }
             for seq in prefills where !members.contains(where: { $0 === seq }) { seq.passedOver += 1 }
             guard !segments.isEmpty else { sync(batch); continue }
+            let started = DispatchTime.now().uptimeNanoseconds
             let outs = engine.model.forward(segments, allPositions: allPositions)
+            let decodeTokens = members.reduce(0) { $0 + ($1.next != nil ? 1 : 0) }
+            let prefillTokens = segments.reduce(0) { $0 + $1.tokens.count } - decodeTokens
+            let busy = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            stats.withLock {
+                $0.steps += 1
+                $0.decodeTokens += decodeTokens
+                $0.prefillTokens += prefillTokens
+                $0.busySeconds += busy
+            }
             // The decoding sequences draw their tokens in parallel (a draw at temperature > 0 is
             // ~0.25 ms on a 49k vocabulary); what they emit stays in order.
             let decoding = members.indices.filter { members[$0].next != nil }

@@ -70,9 +70,18 @@ public enum MetricCatalog {
         "worker_jobs_total", .counter, "Jobs this worker ended, by outcome (done, cancelled, timeout, rejected, error).",
         labels: ["model_name", "outcome"])
 
+    public static let engineSteps = MetricSpec(
+        "engine_steps_total", .counter, "Forward passes of this worker's engine batch loop (built-in engine).")
+    public static let engineStepTokens = MetricSpec(
+        "engine_step_tokens_total", .counter, "Tokens those passes took: one per decoding sequence (decode), prompt tokens computed (prefill).",
+        labels: ["kind"])
+    public static let engineBusy = MetricSpec(
+        "engine_busy_seconds_total", .counter, "Seconds this worker's engine spent in forward passes.")
+
     public static let jobClient = [timeToFirstToken, interTokenLatency, e2eRequestLatency, promptTokens, generationTokens, requestSuccess,
                                    requestError, rateLimitRefusals, requestsInFlight]
     public static let router = [requestQueueTime, requestsWaiting, requestsRunning, routerWorkers, routerJobs]
-    public static let worker = [workerSlotsBusy, workerSlotsFree, kvCacheBytes, kvCacheUsage, prefixCacheQueries, prefixCacheHits, workerJobs]
+    public static let worker = [workerSlotsBusy, workerSlotsFree, kvCacheBytes, kvCacheUsage, prefixCacheQueries, prefixCacheHits, workerJobs,
+                               engineSteps, engineStepTokens, engineBusy]
     public static let all = jobClient + router + worker
 }

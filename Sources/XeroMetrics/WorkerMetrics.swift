@@ -7,6 +7,18 @@ import XeroCore
 public final class WorkerMetrics: Sendable {
     private let metrics: PlatformMetrics
     private let slotsBusy: Gauge, slotsFree: Gauge, kvBytes: Gauge, kvUsage: Gauge
+    private let steps: Counter, decodeTokens: Counter, prefillTokens: Counter, busy: Counter
+    /// The engine's totals last added to the counters.
+    private let counted = Locked(StepTotals())
+
+    /// An engine's batch-loop totals (XeroEngines' `EngineStepStats`, which this module does not see).
+    public struct StepTotals: Sendable, Equatable {
+        public var steps = 0, decodeTokens = 0, prefillTokens = 0
+        public var busySeconds = 0.0
+        public init(steps: Int = 0, decodeTokens: Int = 0, prefillTokens: Int = 0, busySeconds: Double = 0) {
+            (self.steps, self.decodeTokens, self.prefillTokens, self.busySeconds) = (steps, decodeTokens, prefillTokens, busySeconds)
+        }
+    }
 
     public init(_ metrics: PlatformMetrics = .process) {
         self.metrics = metrics
@@ -14,6 +26,27 @@ public final class WorkerMetrics: Sendable {
         slotsFree = metrics.gauge(MetricCatalog.workerSlotsFree)
         kvBytes = metrics.gauge(MetricCatalog.kvCacheBytes)
         kvUsage = metrics.gauge(MetricCatalog.kvCacheUsage)
+        steps = metrics.counter(MetricCatalog.engineSteps)
+        decodeTokens = metrics.counter(MetricCatalog.engineStepTokens, ["decode"])
+        prefillTokens = metrics.counter(MetricCatalog.engineStepTokens, ["prefill"])
+        busy = metrics.counter(MetricCatalog.engineBusy)
+    }
+
+    /// The engine's batch-loop totals now: the counters advance by what is new since the last call
+    /// (an engine whose totals went down, a new one, counts from zero again).
+    public func engineSteps(_ now: StepTotals) {
+        let delta = counted.withLock { last -> StepTotals in
+            let restarted = now.steps < last.steps || now.decodeTokens < last.decodeTokens || now.prefillTokens < last.prefillTokens
+                || now.busySeconds < last.busySeconds
+            let base = restarted ? StepTotals() : last
+            last = now
+            return StepTotals(steps: now.steps - base.steps, decodeTokens: now.decodeTokens - base.decodeTokens,
+                                   prefillTokens: now.prefillTokens - base.prefillTokens, busySeconds: now.busySeconds - base.busySeconds)
+        }
+        if delta.steps > 0 { steps.increment(by: Int64(delta.steps)) }
+        if delta.decodeTokens > 0 { decodeTokens.increment(by: Int64(delta.decodeTokens)) }
+        if delta.prefillTokens > 0 { prefillTokens.increment(by: Int64(delta.prefillTokens)) }
+        if delta.busySeconds > 0 { busy.increment(by: delta.busySeconds) }
     }
 
     public func slots(busy: Int, free: Int) {

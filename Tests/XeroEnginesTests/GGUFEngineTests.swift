@@ -242,6 +242,25 @@ final class GGUFBatchingTests: XCTestCase {
         return EngineRequest(requestId: "r", model: "m", chat: try ChatRequest.parse(Array(body.utf8)))
     }
 
+    func testStepStatsCountEachForwardPassAndTheTokensItTook() async throws {
+        let e = try GGUFEngineTests.engine()
+        for _ in 0..<50 where e.scheduler.activeSequences > 0 { try await Task.sleep(nanoseconds: 100_000_000) }
+        let before = e.stepStats()
+        // A project of its own: nothing of the prompt is cached, so every prompt token is computed.
+        let body = #"{"model":"m","messages":[{"role":"user","content":"Count to twenty."}],"temperature":0,"max_tokens":8}"#
+        let request = EngineRequest(requestId: "s", model: "m", chat: try ChatRequest.parse(Array(body.utf8)), project: "stats-\(UUID())")
+        var usage: Usage?
+        for try await ev in e.generate(request) { if case let .usage(u) = ev { usage = u } }
+        let after = e.stepStats(), u = try XCTUnwrap(usage)
+        XCTAssertLessThan(u.promptTokens, e.prefillChunk, "the prompt fits one chunk")
+        // One pass for the prompt (its logits give the first token), then one per token fed back:
+        // the last token generated is never fed.
+        XCTAssertEqual(after.prefillTokens - before.prefillTokens, u.promptTokens)
+        XCTAssertEqual(after.decodeTokens - before.decodeTokens, u.completionTokens - 1)
+        XCTAssertEqual(after.steps - before.steps, 1 + u.completionTokens - 1)
+        XCTAssertGreaterThan(after.busySeconds, before.busySeconds)
+    }
+
     func testANewRequestJoinsTheRunningBatch() async throws {
         let e = try GGUFEngineTests.engine()
         let long = e.generate(try Self.request("Write a long story about a lighthouse keeper.", maxTokens: 120))

@@ -86,4 +86,18 @@ final class MetricsTests: XCTestCase {
         XCTAssertTrue(text.contains("xerotier:worker_slots_free 0.0"), text)
         XCTAssertTrue(text.contains("xerotier:worker_slots_busy 3.0"), text)
     }
+
+    func testEngineStepCountersAdvanceByWhatIsNewAndSurviveARestartedEngine() {
+        let m = PlatformMetrics()
+        let w = WorkerMetrics(m)
+        w.engineSteps(.init(steps: 10, decodeTokens: 70, prefillTokens: 30, busySeconds: 0.5))
+        w.engineSteps(.init(steps: 10, decodeTokens: 70, prefillTokens: 30, busySeconds: 0.5))   // nothing new
+        w.engineSteps(.init(steps: 12, decodeTokens: 86, prefillTokens: 30, busySeconds: 0.75))
+        w.engineSteps(.init(steps: 3, decodeTokens: 3, prefillTokens: 5, busySeconds: 0.25))      // a new engine: from zero
+        let text = exposition(m)
+        XCTAssertTrue(text.contains("xerotier:engine_steps_total 15"), text)
+        XCTAssertTrue(text.contains(#"xerotier:engine_step_tokens_total{kind="decode"} 89"#), text)
+        XCTAssertTrue(text.contains(#"xerotier:engine_step_tokens_total{kind="prefill"} 35"#), text)
+        XCTAssertTrue(text.contains("xerotier:engine_busy_seconds_total 1.0"), text)
+    }
 }

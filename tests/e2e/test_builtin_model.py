@@ -362,6 +362,9 @@ def test_every_documented_metric_is_served_by_its_processes(up):
     worker = scrapes["worker-1"]
     assert total(worker, "xerotier:kv_cache_bytes") > 0
     assert 0 < total(worker, "xerotier:prefix_cache_hits_total") < total(worker, "xerotier:prefix_cache_queries_total")
+    # So does its batch loop: passes, the tokens they took, the time they took.
+    assert 0 < total(worker, "xerotier:engine_steps_total") <= total(worker, "xerotier:engine_step_tokens_total")
+    assert total(worker, "xerotier:engine_busy_seconds_total") > 0
     # Nothing undocumented with our prefix.
     exported = {re.sub(r"_(bucket|sum|count)$", "", s) for sc in scrapes.values() for (s, _) in sc if s.startswith("xerotier:")}
     assert exported <= served, exported - served
