@@ -25,22 +25,48 @@ public struct QuantizedRows {
 
     /// Quantizes `rows × cols` floats (cols a multiple of 32; of 256 for `withQ8K`) once, for every
     /// matrix that reads them (q, k and v read the same normed input; so do gate and up).
-    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, withF16: Bool, withQ8: Bool = true, withQ8K: Bool = false) {
+    /// `preparing` writes rows of `x` just before they are quantized, in the same parallel loop
+    /// (the RMS norm that makes them): one pass over the pool instead of a serial step and a pass.
+    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, withF16: Bool, withQ8: Bool = true, withQ8K: Bool = false,
+                preparing: ((Range<Int>) -> Void)? = nil) {
         precondition(cols % 32 == 0 && (!withQ8K || cols % 256 == 0), "QuantizedRows: \(cols) columns")
         self.rows = rows
         self.cols = cols
         source = x
-        qs = []; d = []; s = []; f16 = []; kqs = []; kd = []; bsums = []
-        if withQ8 { quantizeQ8(x) }
-        if withF16 { quantizeF16(x) }
-        if withQ8K { quantizeQ8K(x) }
+        qs = withQ8 ? [Int8](repeating: 0, count: rows * cols) : []
+        d = withQ8 ? [Float](repeating: 0, count: rows * cols / 32) : []
+        s = d
+        f16 = withF16 ? [Float16](repeating: 0, count: rows * cols) : []
+        kqs = withQ8K ? [Int8](repeating: 0, count: rows * cols) : []
+        kd = withQ8K ? [Float](repeating: 0, count: rows * cols / 256) : []
+        bsums = withQ8K ? [Int16](repeating: 0, count: rows * cols / 16) : []
+        fill(x, kinds: (withQ8, withF16, withQ8K), preparing: preparing)
     }
 
     /// Exactly what `matrices` read: an F16 copy for F16 weights, Q8_0/Q8_1 blocks for the types of
     /// blocks of 32, Q8_K superblocks for the K-quants.
-    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, for matrices: [WeightMatrix]) {
+    public init(_ x: UnsafePointer<Float>, rows: Int, cols: Int, for matrices: [WeightMatrix], preparing: ((Range<Int>) -> Void)? = nil) {
         let needs = Set(matrices.map(\.activation))
-        self.init(x, rows: rows, cols: cols, withF16: needs.contains(.f16), withQ8: needs.contains(.q8), withQ8K: needs.contains(.q8K))
+        self.init(x, rows: rows, cols: cols, withF16: needs.contains(.f16), withQ8: needs.contains(.q8), withQ8K: needs.contains(.q8K),
+                  preparing: preparing)
+    }
+
+    /// Quantizes the asked kinds into their (allocated) arrays, rows spread over the pool.
+    private mutating func fill(_ x: UnsafePointer<Float>, kinds: (q8: Bool, f16: Bool, q8K: Bool), preparing: ((Range<Int>) -> Void)?) {
+        let cols = cols
+        qs.withUnsafeMutableBufferPointer { qs in d.withUnsafeMutableBufferPointer { d in s.withUnsafeMutableBufferPointer { s in
+        f16.withUnsafeMutableBufferPointer { f16 in
+        kqs.withUnsafeMutableBufferPointer { kqs in kd.withUnsafeMutableBufferPointer { kd in bsums.withUnsafeMutableBufferPointer { bsums in
+            let (qs, d, s, f16, kqs, kd, bsums) = (qs.baseAddress, d.baseAddress, s.baseAddress, f16.baseAddress, kqs.baseAddress, kd.baseAddress,
+                                                  bsums.baseAddress)
+            Parallel.chunks(rows, minChunk: 4) { range in
+                preparing?(range)
+                let (e0, count) = (range.lowerBound * cols, range.count * cols)
+                if kinds.q8 { xk_quantize_q8(x + e0, Int32(count / 32), qs! + e0, d! + e0 / 32, s! + e0 / 32) }
+                if kinds.f16 { for i in e0..<(e0 + count) { f16![i] = Float16(x[i]) } }
+                if kinds.q8K { xk_quantize_q8_K(x + e0, Int32(count / 256), kqs! + e0, kd! + e0 / 256, bsums! + e0 / 16) }
+            }
+        } } } } } } }
     }
 
     var has: Set<WeightMatrix.Activation> {
@@ -56,54 +82,15 @@ public struct QuantizedRows {
         let missing = Set(matrices.map(\.activation)).subtracting(has)
         guard !missing.isEmpty else { return self }
         var a = self
-        if missing.contains(.q8) { a.quantizeQ8(source) }
-        if missing.contains(.f16) { a.quantizeF16(source) }
-        if missing.contains(.q8K) { a.quantizeQ8K(source) }
+        let (q8, f16, q8K) = (missing.contains(.q8), missing.contains(.f16), missing.contains(.q8K))
+        if q8 { a.qs = [Int8](repeating: 0, count: rows * cols); a.d = [Float](repeating: 0, count: rows * cols / 32); a.s = a.d }
+        if f16 { a.f16 = [Float16](repeating: 0, count: rows * cols) }
+        if q8K {
+            a.kqs = [Int8](repeating: 0, count: rows * cols); a.kd = [Float](repeating: 0, count: rows * cols / 256)
+            a.bsums = [Int16](repeating: 0, count: rows * cols / 16)
+        }
+        a.fill(source, kinds: (q8, f16, q8K), preparing: nil)
         return a
-    }
-
-    private mutating func quantizeQ8(_ x: UnsafePointer<Float>) {
-        let nb = cols / 32
-        qs = [Int8](repeating: 0, count: rows * cols)
-        d = [Float](repeating: 0, count: rows * nb)
-        s = d
-        qs.withUnsafeMutableBufferPointer { q in
-            d.withUnsafeMutableBufferPointer { dp in
-                s.withUnsafeMutableBufferPointer { sp in
-                    let (q, dp, sp) = (q.baseAddress!, dp.baseAddress!, sp.baseAddress!)
-                    Parallel.chunks(rows, minChunk: 4) { range in
-                        let b0 = range.lowerBound * nb
-                        xk_quantize_q8(x + b0 * 32, Int32(range.count * nb), q + b0 * 32, dp + b0, sp + b0)
-                    }
-                }
-            }
-        }
-    }
-
-    private mutating func quantizeF16(_ x: UnsafePointer<Float>) {
-        let (rows, cols) = (rows, cols)
-        f16 = [Float16](unsafeUninitializedCapacity: rows * cols) { buf, n in
-            for i in 0..<(rows * cols) { buf[i] = Float16(x[i]) }
-            n = rows * cols
-        }
-    }
-
-    private mutating func quantizeQ8K(_ x: UnsafePointer<Float>) {
-        let nb = cols / 256
-        kqs = [Int8](repeating: 0, count: rows * cols)
-        kd = [Float](repeating: 0, count: rows * nb)
-        bsums = [Int16](repeating: 0, count: rows * nb * 16)
-        kqs.withUnsafeMutableBufferPointer { q in
-            kd.withUnsafeMutableBufferPointer { dp in
-                bsums.withUnsafeMutableBufferPointer { bp in
-                    let (q, dp, bp) = (q.baseAddress!, dp.baseAddress!, bp.baseAddress!)
-                    Parallel.chunks(rows, minChunk: 4) { range in
-                        let b0 = range.lowerBound * nb
-                        xk_quantize_q8_K(x + b0 * 256, Int32(range.count * nb), q + b0 * 256, dp + b0, bp + b0 * 16)
-                    }
-                }
-            }
-        }
     }
 }
 

@@ -329,10 +329,7 @@ public final class LlamaModel: @unchecked Sendable {
             }
         }
         for (l, layer) in layers.enumerated() {
-            rmsNorm(x, layer.attnNorm, rows: n, into: &xn)
-            Self.tap?("attn_norm", l, xn)
-            xn.withUnsafeBufferPointer { xb in
-                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, for: [layer.q, layer.k, layer.v])
+            normed(x, layer.attnNorm, rows: n, into: &xn, for: [layer.q, layer.k, layer.v]) { a in
                 q.withUnsafeMutableBufferPointer { qb in
                     k.withUnsafeMutableBufferPointer { kb in
                         v.withUnsafeMutableBufferPointer { vb in
@@ -341,6 +338,7 @@ public final class LlamaModel: @unchecked Sendable {
                     }
                 }
             }
+            Self.tap?("attn_norm", l, xn)
             // Gemma normalises every head of q and k on its own (rows of headDim).
             if let w = layer.qNorm { q = rmsNormed(q, w, rows: n * c.heads) }
             if let w = layer.kNorm { k = rmsNormed(k, w, rows: n * c.kvHeads) }
@@ -370,16 +368,14 @@ public final class LlamaModel: @unchecked Sendable {
             if let w = layer.postAttnNorm { proj = rmsNormed(proj, w, rows: n); Self.tap?("attn_post_norm", l, proj) }
             Self.addInPlace(&x, proj)
             Self.tap?("sa_out", l, x)
-            rmsNorm(x, layer.ffnNorm, rows: n, into: &xn)
-            Self.tap?("ffn_norm", l, xn)
-            xn.withUnsafeBufferPointer { xb in
-                let a = QuantizedRows(xb.baseAddress!, rows: n, cols: E, for: [layer.gate, layer.up])
+            normed(x, layer.ffnNorm, rows: n, into: &xn, for: [layer.gate, layer.up]) { a in
                 g.withUnsafeMutableBufferPointer { gb in
                     u.withUnsafeMutableBufferPointer { ub in
                         WeightMatrix.multiply([(layer.gate, gb.baseAddress!), (layer.up, ub.baseAddress!)], a)
                     }
                 }
             }
+            Self.tap?("ffn_norm", l, xn)
             Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
             let gelu = c.gatedGELU
             g.withUnsafeMutableBufferPointer { gb in
@@ -454,6 +450,23 @@ public final class LlamaModel: @unchecked Sendable {
                     Parallel.chunks(rows, minChunk: max(1, 16_384 / E)) { range in
                         xk_rms_norm(x + range.lowerBound * E, w, Int32(range.count), Int32(E), eps, o + range.lowerBound * E)
                     }
+                }
+            }
+        }
+    }
+
+    /// rmsNorm(x, w) into `out` and quantized for `matrices`, row by row in one parallel loop (the
+    /// norm was a serial step before the quantizing pass, the pool's helpers idle meanwhile).
+    func normed(_ x: [Float], _ w: [Float], rows: Int, into out: inout [Float], for matrices: [WeightMatrix],
+                _ body: (QuantizedRows) -> Void) {
+        let E = w.count, eps = config.rmsEps
+        x.withUnsafeBufferPointer { xb in
+            w.withUnsafeBufferPointer { wb in
+                out.withUnsafeMutableBufferPointer { ob in
+                    let (x, w, o) = (xb.baseAddress!, wb.baseAddress!, ob.baseAddress!)
+                    body(QuantizedRows(o, rows: rows, cols: E, for: matrices) { range in
+                        xk_rms_norm(x + range.lowerBound * E, w, Int32(range.count), Int32(E), eps, o + range.lowerBound * E)
+                    })
                 }
             }
         }
