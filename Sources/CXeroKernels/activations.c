@@ -1,5 +1,5 @@
 // Per-element work between the matrix products, vectorised: quantizing activations to 8 bits (what
-// every quantized product reads) and SwiGLU. Same operations, element by element, as the Swift
+// every quantized product reads), SwiGLU and the RMS norm. Same operations, element by element, as the Swift
 // statements they replace (and as ggml's x86 code), so the bits are unchanged.
 #include "xero_kernels.h"
 #include "vec_math.h"

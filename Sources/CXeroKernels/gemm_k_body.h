@@ -160,9 +160,7 @@ XK_KINLINE void XK_NAME(ktile)(const int type, const int R, const int T,
         for (int t = 0; t < T; t++) {
             float v = hsum8(acc[r][t]);
             if (type == XK_Q4_K) {
-                __m128 m = _mm_add_ps(accm[r][t], _mm_movehl_ps(accm[r][t], accm[r][t]));
-                m = _mm_add_ss(m, _mm_movehdup_ps(m));
-                v += _mm_cvtss_f32(m);
+                v += hsum4(accm[r][t]);
             } else if (type == XK_Q5_K) {
                 v += summs[r][t];
             }

@@ -3,8 +3,8 @@
 //
 // In ggml's layout each row is its own run of 20-byte blocks (d, m, 16 bytes of nibbles), so a
 // four-row tile converts four scattered heads per block and unpacks each row's nibbles on its own.
-// Repacked, block b of rows 4g … 4g+3 is one 80-byte record: the four (d, m) pairs, then the four
-// rows' 16 nibble bytes. One conversion gives all eight halves; one multiply forms the four rows'
+// Repacked (x4_layout.h), block b of rows 4g … 4g+3 is one 80-byte record: the four (d, m) pairs,
+// then the four rows' 16 nibble bytes. One conversion gives all eight halves; one multiply forms the four rows'
 // d_w·d_a (and one the four m_w·s_a); a 256-bit load carries two rows' nibbles, whose low nibbles
 // meet the activations' first 16 values and high nibbles the last 16.
 //

@@ -10,11 +10,15 @@ static inline __m256 load8(const uint16_t *p) {
 
 // ggml's hsum_float_8 of the eight lanes [lo, hi]: ((a0+a4)+(a2+a6)) + ((a1+a5)+(a3+a7)). Every
 // kernel that reproduces one of ggml's dot products ends in this order.
-static inline float hsum_halves(__m128 lo, __m128 hi) {
-    __m128 r = _mm_add_ps(lo, hi);
+static inline float hsum4(__m128 r) {
+    // (a0+a2) + (a1+a3)
     r = _mm_add_ps(r, _mm_movehl_ps(r, r));
     r = _mm_add_ss(r, _mm_movehdup_ps(r));
     return _mm_cvtss_f32(r);
+}
+
+static inline float hsum_halves(__m128 lo, __m128 hi) {
+    return hsum4(_mm_add_ps(lo, hi));
 }
 
 static inline float hsum8(__m256 v) {

@@ -40,8 +40,9 @@ public struct KVCacheStats: Sendable, Equatable {
 public struct EngineStepStats: Sendable, Equatable {
     /// Forward passes run.
     public var steps: Int
-    /// Tokens those passes took: one per decoding sequence, and the prompt tokens they computed.
+    /// Tokens those passes took: one per decoding sequence…
     public var decodeTokens: Int
+    /// …and the prompt tokens they computed (not those found cached).
     public var prefillTokens: Int
     /// Seconds spent in forward passes.
     public var busySeconds: Double

@@ -33,13 +33,7 @@ public struct QuantizedRows {
         self.rows = rows
         self.cols = cols
         source = x
-        qs = withQ8 ? [Int8](repeating: 0, count: rows * cols) : []
-        d = withQ8 ? [Float](repeating: 0, count: rows * cols / 32) : []
-        s = d
-        f16 = withF16 ? [Float16](repeating: 0, count: rows * cols) : []
-        kqs = withQ8K ? [Int8](repeating: 0, count: rows * cols) : []
-        kd = withQ8K ? [Float](repeating: 0, count: rows * cols / 256) : []
-        bsums = withQ8K ? [Int16](repeating: 0, count: rows * cols / 16) : []
+        qs = []; d = []; s = []; f16 = []; kqs = []; kd = []; bsums = []
         fill(x, kinds: (withQ8, withF16, withQ8K), preparing: preparing)
     }
 
@@ -51,9 +45,16 @@ public struct QuantizedRows {
                   preparing: preparing)
     }
 
-    /// Quantizes the asked kinds into their (allocated) arrays, rows spread over the pool.
+    /// Quantizes the asked kinds into new arrays (every element written, none zero-filled first),
+    /// rows spread over the pool; the other kinds' arrays are left as they are (not copied).
     private mutating func fill(_ x: UnsafePointer<Float>, kinds: (q8: Bool, f16: Bool, q8K: Bool), preparing: ((Range<Int>) -> Void)?) {
-        let cols = cols
+        let cols = cols, n = rows * cols
+        func made<T: BitwiseCopyable>(_ count: Int, _ asked: Bool) -> [T] {
+            asked ? [T](unsafeUninitializedCapacity: count) { _, c in c = count } : []
+        }
+        var qs: [Int8] = made(n, kinds.q8), d: [Float] = made(n / 32, kinds.q8), s: [Float] = made(n / 32, kinds.q8)
+        var f16: [Float16] = made(n, kinds.f16)
+        var kqs: [Int8] = made(n, kinds.q8K), kd: [Float] = made(n / 256, kinds.q8K), bsums: [Int16] = made(n / 16, kinds.q8K)
         qs.withUnsafeMutableBufferPointer { qs in d.withUnsafeMutableBufferPointer { d in s.withUnsafeMutableBufferPointer { s in
         f16.withUnsafeMutableBufferPointer { f16 in
         kqs.withUnsafeMutableBufferPointer { kqs in kd.withUnsafeMutableBufferPointer { kd in bsums.withUnsafeMutableBufferPointer { bsums in
@@ -67,6 +68,9 @@ public struct QuantizedRows {
                 if kinds.q8K { xk_quantize_q8_K(x + e0, Int32(count / 256), kqs! + e0, kd! + e0 / 256, bsums! + e0 / 16) }
             }
         } } } } } } }
+        if kinds.q8 { (self.qs, self.d, self.s) = (qs, d, s) }
+        if kinds.f16 { self.f16 = f16 }
+        if kinds.q8K { (self.kqs, self.kd, self.bsums) = (kqs, kd, bsums) }
     }
 
     var has: Set<WeightMatrix.Activation> {
@@ -83,12 +87,6 @@ public struct QuantizedRows {
         guard !missing.isEmpty else { return self }
         var a = self
         let (q8, f16, q8K) = (missing.contains(.q8), missing.contains(.f16), missing.contains(.q8K))
-        if q8 { a.qs = [Int8](repeating: 0, count: rows * cols); a.d = [Float](repeating: 0, count: rows * cols / 32); a.s = a.d }
-        if f16 { a.f16 = [Float16](repeating: 0, count: rows * cols) }
-        if q8K {
-            a.kqs = [Int8](repeating: 0, count: rows * cols); a.kd = [Float](repeating: 0, count: rows * cols / 256)
-            a.bsums = [Int16](repeating: 0, count: rows * cols / 16)
-        }
         a.fill(source, kinds: (q8, f16, q8K), preparing: nil)
         return a
     }

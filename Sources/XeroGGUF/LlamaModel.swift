@@ -409,10 +409,10 @@ public final class LlamaModel: @unchecked Sendable {
         for (r, row) in rows.enumerated() {
             for i in 0..<E { last[r * E + i] = x[row * E + i] }
         }
-        let normed = rmsNormed(last, outputNorm, rows: m)
+        let outputNormed = rmsNormed(last, outputNorm, rows: m)
         // Every logit is written by the product: no zero-fill first (1.5 MB a step at 8 sequences).
         var logits = [Float](unsafeUninitializedCapacity: m * c.vocab) { buffer, initialized in
-            normed.withUnsafeBufferPointer { output.multiply($0.baseAddress!, rows: m, into: buffer.baseAddress!) }
+            outputNormed.withUnsafeBufferPointer { output.multiply($0.baseAddress!, rows: m, into: buffer.baseAddress!) }
             initialized = m * c.vocab
         }
         if c.logitSoftcap > 0 {
@@ -420,7 +420,7 @@ public final class LlamaModel: @unchecked Sendable {
             let inv = 1 / c.logitSoftcap
             for i in logits.indices { logits[i] = tanhf(logits[i] * inv) * c.logitSoftcap }
         }
-        Self.tap?("result_norm", 0, normed); Self.tap?("result_output", 0, logits)
+        Self.tap?("result_norm", 0, outputNormed); Self.tap?("result_output", 0, logits)
         return segments.indices.map { s in
             let first = firstRow[s], count = allPositions.contains(s) ? segments[s].tokens.count : 1
             return Array(logits[(first * c.vocab)..<((first + count) * c.vocab)])

@@ -33,7 +33,8 @@ public final class WorkerMetrics: Sendable {
     }
 
     /// The engine's batch-loop totals now: the counters advance by what is new since the last call
-    /// (an engine whose totals went down, a new one, counts from zero again).
+    /// (an engine whose totals went down, a new one, counts from zero again). One engine per
+    /// instance: two feeding one would count each other's totals as restarts.
     public func engineSteps(_ now: StepTotals) {
         let delta = counted.withLock { last -> StepTotals in
             let restarted = now.steps < last.steps || now.decodeTokens < last.decodeTokens || now.prefillTokens < last.prefillTokens

@@ -245,13 +245,18 @@ final class GGUFBatchingTests: XCTestCase {
     func testStepStatsCountEachForwardPassAndTheTokensItTook() async throws {
         let e = try GGUFEngineTests.engine()
         for _ in 0..<50 where e.scheduler.activeSequences > 0 { try await Task.sleep(nanoseconds: 100_000_000) }
+        XCTAssertEqual(e.scheduler.activeSequences, 0, "no other sequence adds passes")
         let before = e.stepStats()
         // A project of its own: nothing of the prompt is cached, so every prompt token is computed.
         let body = #"{"model":"m","messages":[{"role":"user","content":"Count to twenty."}],"temperature":0,"max_tokens":8}"#
         let request = EngineRequest(requestId: "s", model: "m", chat: try ChatRequest.parse(Array(body.utf8)), project: "stats-\(UUID())")
-        var usage: Usage?
-        for try await ev in e.generate(request) { if case let .usage(u) = ev { usage = u } }
+        var usage: Usage?, finish = ""
+        for try await ev in e.generate(request) {
+            if case let .usage(u) = ev { usage = u }
+            if case let .finish(_, reason) = ev { finish = reason }
+        }
         let after = e.stepStats(), u = try XCTUnwrap(usage)
+        XCTAssertEqual(finish, "length", "all eight tokens generated (an end token is generated but not fed either)")
         XCTAssertLessThan(u.promptTokens, e.prefillChunk, "the prompt fits one chunk")
         // One pass for the prompt (its logits give the first token), then one per token fed back:
         // the last token generated is never fed.

@@ -412,15 +412,20 @@ final class ElementwiseKernelTests: XCTestCase {
     func testKVStoreRoundsToFloat16AndWritesOnlyItsColumn() {
         var rng = SplitMix64(seed: 19)
         let dims = 67, stride = 5, pos = 2  // 67: whole vectors and a scalar tail
-        let key = (0..<dims).map { _ in Float(Double(rng.next() % 2_000_001) / 1_000 - 1_000) }
-        let value = (0..<dims).map { _ in Float(Double(rng.next() % 2_000_001) / 100_000 - 10) }
+        // Ordinary values, then those where two Float16 roundings could part: past the largest
+        // half (65504) and at the overflow edge, a tie, subnormals, −0, infinities, NaN.
+        let edges: [Float] = [70_000, 65_520, -65_519, 1 + 0x1p-11, 0x1p-24, 0x1p-25, 3 * 0x1p-26, -0.0, .infinity, -.infinity, .nan]
+        var key = (0..<dims).map { _ in Float(Double(rng.next() % 2_000_001) / 1_000 - 1_000) }
+        for (i, v) in edges.enumerated() { key[3 + i] = v; key[dims - 1 - i] = -v }
+        var value = (0..<dims).map { _ in Float(Double(rng.next() % 2_000_001) / 100_000 - 10) }
+        for (i, v) in edges.enumerated() { value[20 + i] = v; value[dims - 20 - i] = -v }
         var keyRow = [UInt16](repeating: 0xFFFF, count: dims)
         var columns = [UInt16](repeating: 0xFFFF, count: dims * stride)
         columns.withUnsafeMutableBufferPointer { c in
             xk_store_kv(key, value, Int32(dims), &keyRow, c.baseAddress! + pos, stride)
         }
         for i in 0..<dims {
-            XCTAssertEqual(keyRow[i], Float16(key[i]).bitPattern, "key \(i)")
+            XCTAssertEqual(keyRow[i], Float16(key[i]).bitPattern, "key \(i): \(key[i])")
             for p in 0..<stride {
                 XCTAssertEqual(columns[i * stride + p], p == pos ? Float16(value[i]).bitPattern : 0xFFFF, "value \(i) at \(p)")
             }
