@@ -377,20 +377,19 @@ public final class LlamaModel: @unchecked Sendable {
             }
             Self.tap?("ffn_norm", l, xn)
             Self.tap?("ffn_gate", l, g); Self.tap?("ffn_up", l, u)
+            // The gating (g = act(g)·u) is done row by row by the loop that quantizes g for down.
             let gelu = c.gatedGELU
             g.withUnsafeMutableBufferPointer { gb in
                 u.withUnsafeBufferPointer { ub in
                     let (gp, up) = (gb.baseAddress!, ub.baseAddress!)
-                    Parallel.chunks(n, minChunk: 4) { rows in
+                    let a = QuantizedRows(gp, rows: n, cols: F, for: [layer.down]) { rows in
                         let (g0, u0, count) = (gp + rows.lowerBound * F, up + rows.lowerBound * F, Int32(rows.count * F))
                         if gelu { xk_geglu(g0, u0, count) } else { xk_swiglu(g0, u0, count) }
                     }
+                    proj.withUnsafeMutableBufferPointer { layer.down.multiply(a, into: $0.baseAddress!) }
                 }
             }
             Self.tap?(gelu ? "ffn_geglu" : "ffn_swiglu", l, g)
-            g.withUnsafeBufferPointer { gb in
-                proj.withUnsafeMutableBufferPointer { layer.down.multiply(gb.baseAddress!, rows: n, into: $0.baseAddress!) }
-            }
             Self.tap?("ffn_out", l, proj)
             if let w = layer.postFFNNorm { proj = rmsNormed(proj, w, rows: n); Self.tap?("ffn_post_norm", l, proj) }
             Self.addInPlace(&x, proj)
