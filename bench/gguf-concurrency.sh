@@ -29,7 +29,9 @@ ROUTER=$((20000 + RANDOM % 10000)); HTTP=$(free_port); CFG=bench/bench-config.ya
 export XERO_JOIN_KEY=$("$X" admin create-join-key --redis $REDIS)
 export XERO_ROUTER_KEY=$("$X" admin fabric-key --redis $REDIS)
 "$X" gateway --config $CFG --router-port $ROUTER --redis $REDIS --port "$HTTP" --no-rate-limits --log-level warning & PIDS+=($!)
-"$X" worker --router-port $ROUTER --engine gguf --model-path $MODEL --model-id smollm2 --slots 16 --log-level warning & PIDS+=($!)
+WMETRICS=$(free_port)
+"$X" worker --router-port $ROUTER --engine gguf --model-path $MODEL --model-id smollm2 --slots 16 --log-level warning \
+  --metrics-port "$WMETRICS" --metrics-host 127.0.0.1 & PIDS+=($!)
 BOOT=$("$X" admin bootstrap --redis $REDIS --project-slug bench --endpoint-slug ep --model smollm2 --json)
 PATHP=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["base_path"])')
 KEY=$(echo "$BOOT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["api_key"])')
@@ -44,7 +46,10 @@ if [[ -z "${NO_HTTP:-}" ]]; then
 fi
 # 1 and 8 concurrent streams through the OpenAI Python SDK (issue 19's measure).
 SDK_LEVELS=$(python3 -c "print(','.join(['1,8'] * int('${SDK_ROUNDS:-1}')))")
-.venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 "$SECS" "$SDK_LEVELS" | sed "s/^/xerotier /"
+# The engine's step counters beside each level (tokens per forward pass, share of time busy), when
+# the binary has them (XEROTIER_BIN may be older).
+XERO_WORKER_METRICS=http://127.0.0.1:$WMETRICS/metrics \
+  .venv/bin/python bench/sdk_streams.py "http://127.0.0.1:$HTTP$PATHP" "$KEY" smollm2 "$SECS" "$SDK_LEVELS" | sed "s/^/xerotier /"
 if [[ -n "$LLAMA_SERVER" ]]; then
   LPORT=$(free_port)
   "$LLAMA_SERVER" -m $MODEL -t "$(nproc)" -np 16 -c 32768 -fa off --port "$LPORT" >/dev/null 2>&1 & PIDS+=($!)

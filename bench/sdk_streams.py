@@ -14,8 +14,12 @@ over the time until the last one ends — that includes the ramp-down, when the 
 running are fewer than N. `window_tokens_per_s`: only the tokens streamed while all N streams
 run, from 1 s after the start (the N first prompts arrive together) to `seconds`; each request's
 tokens are spread evenly between its first and last content chunk. The second is the rate of N
-concurrent streams; both levels and both servers are measured the same way."""
-import json, statistics, sys, threading, time
+concurrent streams; both levels and both servers are measured the same way.
+
+With XERO_WORKER_METRICS=http://…/metrics (a xerotier worker's --metrics-port), each level's line
+also says what the engine did meanwhile, from its step counters: `engine_tokens_per_pass` (decode
+and prefill tokens over forward passes) and `engine_busy` (seconds in passes over wall seconds)."""
+import json, os, re, statistics, sys, threading, time, urllib.request
 
 import openai
 
@@ -23,11 +27,24 @@ PROMPTS = ["Write a story about a lighthouse keeper.", "Explain how a CPU execut
            "List ten fruits and describe the taste of each.", "Describe a walk through a busy market."]
 
 
+def engine_totals():
+    """(passes, tokens, busy seconds) from the worker's metrics, or None without XERO_WORKER_METRICS."""
+    url = os.environ.get("XERO_WORKER_METRICS")
+    if not url:
+        return None
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+
+    def total(name):
+        return sum(float(v) for v in re.findall(rf"^xerotier:{name}(?:{{[^}}]*}})? (\S+)$", text, re.M))
+    return total("engine_steps_total"), total("engine_step_tokens_total"), total("engine_busy_seconds_total")
+
+
 def run(base, key, model, seconds, n, max_tokens):
     """One level; prints its line and returns its tokens/s."""
     client = openai.OpenAI(base_url=base, api_key=key, max_retries=0, timeout=300)
     tokens, requests, lock = [0], [0], threading.Lock()
     spans = []  # (first content chunk, last, completion tokens) per request
+    before = engine_totals()
     start = time.monotonic()
     end = start + seconds
 
@@ -58,9 +75,13 @@ def run(base, key, model, seconds, n, max_tokens):
     in_window = sum(used * max(0.0, min(last, w1) - max(first, w0)) / (last - first)
                     for first, last, used in spans if last > first)
     window = in_window / (w1 - w0)
-    print(json.dumps({"mode": "sdk-streams", "concurrency": n, "requests": requests[0], "completion_tokens": tokens[0],
-                      "seconds": round(elapsed, 1), "tokens_per_s": round(tokens[0] / elapsed, 1),
-                      "window_tokens_per_s": round(window, 1)}), flush=True)
+    line = {"mode": "sdk-streams", "concurrency": n, "requests": requests[0], "completion_tokens": tokens[0],
+            "seconds": round(elapsed, 1), "tokens_per_s": round(tokens[0] / elapsed, 1), "window_tokens_per_s": round(window, 1)}
+    after = engine_totals()
+    if before and after and after[0] > before[0]:
+        line["engine_tokens_per_pass"] = round((after[1] - before[1]) / (after[0] - before[0]), 2)
+        line["engine_busy"] = round((after[2] - before[2]) / elapsed, 3)
+    print(json.dumps(line), flush=True)
     return tokens[0] / elapsed, window
 
 
