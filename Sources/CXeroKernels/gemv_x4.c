@@ -3,10 +3,10 @@
 //
 // In ggml's layout each row is its own run of 20-byte blocks (d, m, 16 bytes of nibbles), so a
 // four-row tile converts four scattered heads per block and unpacks each row's nibbles on its own.
-// Repacked (x4_layout.h), block b of rows 4g … 4g+3 is one 80-byte record: the four (d, m) pairs,
-// then the four rows' 16 nibble bytes. One conversion gives all eight halves; one multiply forms the four rows'
-// d_w·d_a (and one the four m_w·s_a); a 256-bit load carries two rows' nibbles, whose low nibbles
-// meet the activations' first 16 values and high nibbles the last 16.
+// Repacked (x4_layout.h), block b of rows 4g … 4g+3 is one 80-byte record: the four (d, m)
+// pairs, then the four rows' 16 nibble bytes. One conversion gives all eight halves; one multiply
+// forms the four rows' d_w·d_a (and one the four m_w·s_a); a 256-bit load carries two rows'
+// nibbles, whose low nibbles meet the activations' first 16 values and high nibbles the last 16.
 //
 // The bits are ggml's: every output's lane k still receives, block by block,
 // fma(d_w·d_a, float(Σ_{i=4k}^{4k+3} w_i·a_i), acc) — the accumulators hold lanes 0–3 and 4–7 of

@@ -503,18 +503,17 @@ final class BatchScheduler: @unchecked Sendable {
             guard !segments.isEmpty else { sync(batch); continue }
             let started = DispatchTime.now().uptimeNanoseconds
             let outs = engine.model.forward(segments, allPositions: allPositions)
-            let decodeTokens = members.reduce(0) { $0 + ($1.next != nil ? 1 : 0) }
-            let prefillTokens = segments.reduce(0) { $0 + $1.tokens.count } - decodeTokens
             let busy = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9
+            let decoding = members.indices.filter { members[$0].next != nil }
+            let prefillTokens = segments.reduce(0) { $0 + $1.tokens.count } - decoding.count
             stats.withLock {
                 $0.steps += 1
-                $0.decodeTokens += decodeTokens
+                $0.decodeTokens += decoding.count
                 $0.prefillTokens += prefillTokens
                 $0.busySeconds += busy
             }
             // The decoding sequences draw their tokens in parallel (a draw at temperature > 0 is
             // ~0.25 ms on a 49k vocabulary); what they emit stays in order.
-            let decoding = members.indices.filter { members[$0].next != nil }
             for i in decoding { members[i].logits = outs[i] }
             var picks = [SampledToken?](repeating: nil, count: members.count)
             picks.withUnsafeMutableBufferPointer { pb in

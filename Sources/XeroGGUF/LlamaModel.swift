@@ -440,17 +440,9 @@ public final class LlamaModel: @unchecked Sendable {
     /// ggml's rms_norm (sum of squares in double) followed by the weight multiply, over rows of
     /// `w.count` values (the embedding, or one head for Gemma's q/k norms).
     func rmsNorm(_ x: [Float], _ w: [Float], rows: Int, into out: inout [Float]) {
-        let E = w.count, eps = config.rmsEps
-        x.withUnsafeBufferPointer { xb in
-            w.withUnsafeBufferPointer { wb in
-                out.withUnsafeMutableBufferPointer { ob in
-                    let (x, w, o) = (xb.baseAddress!, wb.baseAddress!, ob.baseAddress!)
-                    // Rows are independent: a prompt's are spread over the pool (one row stays inline).
-                    Parallel.chunks(rows, minChunk: max(1, 16_384 / E)) { range in
-                        xk_rms_norm(x + range.lowerBound * E, w, Int32(range.count), Int32(E), eps, o + range.lowerBound * E)
-                    }
-                }
-            }
+        withRowNorm(x, w, into: &out) { _, norm in
+            // Rows are independent: a prompt's are spread over the pool (one row stays inline).
+            Parallel.chunks(rows, minChunk: max(1, 16_384 / w.count), norm)
         }
     }
 
@@ -458,14 +450,25 @@ public final class LlamaModel: @unchecked Sendable {
     /// norm was a serial step before the quantizing pass, the pool's helpers idle meanwhile).
     func normed(_ x: [Float], _ w: [Float], rows: Int, into out: inout [Float], for matrices: [WeightMatrix],
                 _ body: (QuantizedRows) -> Void) {
+        withRowNorm(x, w, into: &out) { o, norm in
+            // `preparing` is optional, hence escaping in type; QuantizedRows calls it only in its init.
+            withoutActuallyEscaping(norm) { norm in
+                body(QuantizedRows(o, rows: rows, cols: w.count, for: matrices, preparing: norm))
+            }
+        }
+    }
+
+    /// Calls `body` with `out`'s storage and the norm of a range of rows (x's into out's).
+    private func withRowNorm(_ x: [Float], _ w: [Float], into out: inout [Float],
+                             _ body: (UnsafeMutablePointer<Float>, (Range<Int>) -> Void) -> Void) {
         let E = w.count, eps = config.rmsEps
         x.withUnsafeBufferPointer { xb in
             w.withUnsafeBufferPointer { wb in
                 out.withUnsafeMutableBufferPointer { ob in
                     let (x, w, o) = (xb.baseAddress!, wb.baseAddress!, ob.baseAddress!)
-                    body(QuantizedRows(o, rows: rows, cols: E, for: matrices) { range in
+                    body(o) { range in
                         xk_rms_norm(x + range.lowerBound * E, w, Int32(range.count), Int32(E), eps, o + range.lowerBound * E)
-                    })
+                    }
                 }
             }
         }

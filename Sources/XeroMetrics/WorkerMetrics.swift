@@ -9,16 +9,7 @@ public final class WorkerMetrics: Sendable {
     private let slotsBusy: Gauge, slotsFree: Gauge, kvBytes: Gauge, kvUsage: Gauge
     private let steps: Counter, decodeTokens: Counter, prefillTokens: Counter, busy: Counter
     /// The engine's totals last added to the counters.
-    private let counted = Locked(StepTotals())
-
-    /// An engine's batch-loop totals (XeroEngines' `EngineStepStats`, which this module does not see).
-    public struct StepTotals: Sendable, Equatable {
-        public var steps = 0, decodeTokens = 0, prefillTokens = 0
-        public var busySeconds = 0.0
-        public init(steps: Int = 0, decodeTokens: Int = 0, prefillTokens: Int = 0, busySeconds: Double = 0) {
-            (self.steps, self.decodeTokens, self.prefillTokens, self.busySeconds) = (steps, decodeTokens, prefillTokens, busySeconds)
-        }
-    }
+    private let counted = Locked(EngineStepStats.none)
 
     public init(_ metrics: PlatformMetrics = .process) {
         self.metrics = metrics
@@ -35,13 +26,13 @@ public final class WorkerMetrics: Sendable {
     /// The engine's batch-loop totals now: the counters advance by what is new since the last call
     /// (an engine whose totals went down, a new one, counts from zero again). One engine per
     /// instance: two feeding one would count each other's totals as restarts.
-    public func engineSteps(_ now: StepTotals) {
-        let delta = counted.withLock { last -> StepTotals in
+    public func engineSteps(_ now: EngineStepStats) {
+        let delta = counted.withLock { last -> EngineStepStats in
             let restarted = now.steps < last.steps || now.decodeTokens < last.decodeTokens || now.prefillTokens < last.prefillTokens
                 || now.busySeconds < last.busySeconds
-            let base = restarted ? StepTotals() : last
+            let base = restarted ? .none : last
             last = now
-            return StepTotals(steps: now.steps - base.steps, decodeTokens: now.decodeTokens - base.decodeTokens,
+            return EngineStepStats(steps: now.steps - base.steps, decodeTokens: now.decodeTokens - base.decodeTokens,
                                    prefillTokens: now.prefillTokens - base.prefillTokens, busySeconds: now.busySeconds - base.busySeconds)
         }
         if delta.steps > 0 { steps.increment(by: Int64(delta.steps)) }

@@ -313,9 +313,7 @@ public final class Worker: Sendable {
         let kv = engine.kvCacheStats()
         metrics.slots(busy: active, free: engine.info.slots - active)
         metrics.kvCache(bytes: kv.bytes, usage: kv.prefixBudgetBytes > 0 ? Double(kv.prefixBytes) / Double(kv.prefixBudgetBytes) : 0)
-        let steps = engine.stepStats()
-        metrics.engineSteps(.init(steps: steps.steps, decodeTokens: steps.decodeTokens, prefillTokens: steps.prefillTokens,
-                                  busySeconds: steps.busySeconds))
+        metrics.engineSteps(engine.stepStats())
         guard due else { return }
         // Routers that stopped answering: their credits are void, their jobs go elsewhere.
         let silent = state.withLock { s in
