@@ -17,7 +17,7 @@ for arg in "$@"; do
   esac
 done
 
-APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 wrk python3-venv curl docker-compose tcpdump chromium chromium-driver)
+APT_PACKAGES=(libzmq3-dev libhiredis-dev redis-server redis-sentinel iproute2 iptables wrk python3-venv curl docker-compose tcpdump chromium chromium-driver)
 if $WITH_LLAMA; then APT_PACKAGES+=(cmake g++); fi
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi

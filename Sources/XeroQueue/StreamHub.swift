@@ -161,8 +161,7 @@ public final class StreamHub: Sendable {
                 ctx.send(socket: Self.jobsSocket(link), frames: [frame])
             case let .relocate(link, ids):
                 logger.warning("a router went away: asking another to take over its jobs", metadata: ["link": "\(link)", "jobs": "\(ids.count)"])
-                for chunk in stride(from: 0, to: ids.count, by: WireLimits.maxRelocateIds) {
-                    let part = Array(ids[chunk..<min(ids.count, chunk + WireLimits.maxRelocateIds)])
+                for part in WireLimits.relocateParts(ids) {
                     ctx.send(socket: Self.jobsSocket(link), frames: [GatewayMessage.relocate(part).encode()])
                 }
             case let .fail(id, error):

@@ -183,6 +183,8 @@ final class RouterState: @unchecked Sendable {
     /// The demand last told each worker (`RouterMessage.ack`), and whether queues changed since.
     var demandSent: [String: Int] = [:]
     var demandDirty = false
+    /// The clients our events-out XPUB reaches, and adoptions waiting for theirs.
+    var channels = ClientChannels()
 
     init(id: String, scheduler: TierScheduler, ops: OpsRecorder?, options: Router.Options, metrics: RouterMetrics, logger: Logger,
          ticketKey: SymmetricKey) {
@@ -225,11 +227,13 @@ final class RouterState: @unchecked Sendable {
                 logger.warning("bad message from a worker dropped", metadata: ["worker": "\(worker)", "error": "\(error)"])
             }
         case Router.eventsOutSocket:
-            // A gateway (re)subscribed to its prefix: confirm on that prefix so it knows its
-            // channel is live before it accepts traffic.
-            guard let f = frames.first, f.first == 1 else { return }
-            let topic = Array(f.dropFirst())
-            ctx.send(socket: Router.eventsOutSocket, frames: [topic, Array("subscribed".utf8)])
+            guard let f = frames.first else { return }
+            if f.first == 1 {
+                // A gateway (re)subscribed to its prefix: confirm on that prefix so it knows its
+                // channel is live before it accepts traffic.
+                ctx.send(socket: Router.eventsOutSocket, frames: [Array(f.dropFirst()), Array("subscribed".utf8)])
+            }
+            if let change = channels.subscription(f) { clientChannelChanged(ctx, change) }
         default: break
         }
     }
@@ -573,6 +577,7 @@ final class RouterState: @unchecked Sendable {
                 dropWorker(ctx, w, reason: "no heartbeat for \(options.workerTimeoutMs) ms", now: now)
             }
             abandonSilentGateways(ctx, now: now)
+            refuseStaleAdoptions(ctx, now: now)
         }
         if demandDirty {
             demandDirty = false
@@ -757,6 +762,17 @@ final class RouterState: @unchecked Sendable {
             return
         }
         let job = ticket.envelope
+        guard channels.isSubscribed(job.replyTo) else {
+            // Its client's channel is not here (yet): the `adopted` notice and the replay would be
+            // dropped. Answered when the client subscribes (`clientChannelChanged`), refused after a while.
+            let waiting = ClientChannels.Adoption(identity: identity, worker: worker, requestId: job.requestId, client: job.replyTo,
+                                                  ticket: sealed, started: started, sinceMs: now)
+            if !channels.wait(waiting) {
+                ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adoptRefused(requestId: job.requestId).encode()])
+                logger.warning("adoption refused: too many wait for their client", metadata: ["request_id": "\(job.requestId)", "worker": "\(worker)"])
+            }
+            return
+        }
         switch scheduler.adopt(job, worker: worker, started: started, now: now) {
         case .refused:
             ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adoptRefused(requestId: job.requestId).encode()])
@@ -770,6 +786,41 @@ final class RouterState: @unchecked Sendable {
             ops?.job(job.requestId, [("state", started ? "running" : "dispatched"), ("worker", worker), ("relayed_by", id)])
             logger.info("job adopted", metadata: ["request_id": "\(job.requestId)", "worker": "\(worker)", "started": "\(started)",
                                                   "dropped_queued_copy": "\(dropped != nil)"])
+        }
+    }
+
+    /// A client's channel came or went (docs/routing.md, "A replay goes out only when its client
+    /// is subscribed"): adoptions that waited for it go on; if it came back (a new connection),
+    /// what was published meanwhile is gone, so its running jobs' workers replay them to us.
+    func clientChannelChanged(_ ctx: LoopContext, _ change: ClientChannels.Change) {
+        let now = nowMs()
+        switch change {
+        case let .unsubscribed(client):
+            logger.info("client's event channel gone", metadata: ["client": "\(client)"])
+        case let .subscribed(client, returned, ready):
+            for a in ready {
+                adopt(ctx, identity: a.identity, worker: a.worker, ticket: a.ticket, started: a.started, now: now)
+            }
+            guard returned else { return }
+            var byWorker: [String: [String]] = [:]
+            for (id, f) in scheduler.inflight where f.envelope.replyTo == client { byWorker[f.worker, default: []].append(id) }
+            for (worker, ids) in byWorker {
+                for part in WireLimits.relocateParts(ids) {
+                    ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.relocate(part).encode()])
+                }
+            }
+            logger.info("client's event channel back: its running jobs replayed", metadata: ["client": "\(client)",
+                                                                                            "jobs": "\(byWorker.values.map(\.count).reduce(0, +))"])
+        }
+    }
+
+    /// Adoptions whose client never subscribed here: refused (the worker stops the run only if
+    /// nobody else relays it; a client that reaches it through another router has moved it there).
+    func refuseStaleAdoptions(_ ctx: LoopContext, now: Int64) {
+        for a in channels.expired(now: now) {
+            ctx.send(socket: Router.workersSocket, frames: [a.identity, RouterMessage.adoptRefused(requestId: a.requestId).encode()])
+            logger.warning("adoption refused: its client did not subscribe here", metadata: ["request_id": "\(a.requestId)", "worker": "\(a.worker)",
+                                                                                            "client": "\(a.client)"])
         }
     }
 

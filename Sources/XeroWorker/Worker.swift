@@ -278,7 +278,9 @@ public final class Worker: Sendable {
                 s.parkRecent(Set(ids))
                 return ids.compactMap { s.active[$0]?.run ?? s.parked[$0]?.run }
             }
-            for run in mine where run.relay != link && run.adoptingTo != link { startAdoption(ctx, run, to: link) }
+            // Its own relay included: that router asks when its client lost events (the client's
+            // channel broke and came back); the replay fills the gap, the client drops what it has.
+            for run in mine where run.adoptingTo != link { startAdoption(ctx, run, to: link) }
         }
     }
 

@@ -34,6 +34,10 @@ public enum WireLimits {
     public static let maxReplayTokens = 1 << 20
     /// Request ids in one `relocate`.
     public static let maxRelocateIds = 4096
+    /// `ids` in `relocate`-sized parts, in order.
+    public static func relocateParts(_ ids: [String]) -> [[String]] {
+        stride(from: 0, to: ids.count, by: maxRelocateIds).map { Array(ids[$0..<min(ids.count, $0 + maxRelocateIds)]) }
+    }
     /// Dispatch attempts of one job (the router retries unstarted jobs a few times).
     public static let attempts = 1...16
     /// Wall-clock ms: the epoch up to the year 9999.

@@ -1,0 +1,58 @@
+import XCTest
+@testable import XeroRouter
+
+final class ClientChannelsTests: XCTestCase {
+    static func frame(_ kind: UInt8, _ topic: String) -> [UInt8] { [kind] + Array(topic.utf8) }
+    static func adoption(_ id: String, client: String, at ms: Int64) -> ClientChannels.Adoption {
+        .init(identity: Array("w1".utf8), worker: "w1", requestId: id, client: client, ticket: [1, 2, 3], started: true, sinceMs: ms)
+    }
+
+    func testAnAdoptionWaitsForItsClientAndGoesOnWhenItSubscribes() {
+        var c = ClientChannels()
+        XCTAssertFalse(c.isSubscribed("gw-a"))
+        XCTAssertTrue(c.wait(Self.adoption("r2", client: "gw-a", at: 20)))
+        XCTAssertTrue(c.wait(Self.adoption("r1", client: "gw-a", at: 10)))
+        XCTAssertTrue(c.wait(Self.adoption("r3", client: "gw-b", at: 5)))
+        // Another client's subscription releases only its own.
+        XCTAssertEqual(c.subscription(Self.frame(1, "gw-b/")), .subscribed(client: "gw-b", returned: false, ready: [Self.adoption("r3", client: "gw-b", at: 5)]))
+        XCTAssertEqual(c.subscription(Self.frame(1, "gw-a/")),
+                       .subscribed(client: "gw-a", returned: false, ready: [Self.adoption("r1", client: "gw-a", at: 10), Self.adoption("r2", client: "gw-a", at: 20)]))
+        XCTAssertTrue(c.isSubscribed("gw-a"))
+        XCTAssertTrue(c.waiting.isEmpty)
+    }
+
+    func testASecondSubscriptionIsAReturnWhetherOrNotTheEndWasSeen() {
+        var c = ClientChannels()
+        XCTAssertEqual(c.subscription(Self.frame(1, "gw-a/")), .subscribed(client: "gw-a", returned: false, ready: []))
+        // A new connection while the old one still looks alive (a partition shows no end).
+        XCTAssertEqual(c.subscription(Self.frame(1, "gw-a/")), .subscribed(client: "gw-a", returned: true, ready: []))
+        XCTAssertEqual(c.subscription(Self.frame(0, "gw-a/")), .unsubscribed(client: "gw-a"))
+        XCTAssertFalse(c.isSubscribed("gw-a"))
+        XCTAssertNil(c.subscription(Self.frame(0, "gw-a/")), "an end already seen is no change")
+        XCTAssertEqual(c.subscription(Self.frame(1, "gw-a/")), .subscribed(client: "gw-a", returned: true, ready: []))
+    }
+
+    func testOnlyAClientsOwnPrefixCounts() {
+        var c = ClientChannels()
+        for bad in [[1], [1, 0x2f], Self.frame(1, "gw-a"), Self.frame(1, "gw-a/req-1"), Self.frame(1, "a/b/"), Self.frame(2, "gw-a/"), []] as [[UInt8]] {
+            XCTAssertNil(c.subscription(bad), "\(bad)")
+        }
+        XCTAssertTrue(c.subscribed.isEmpty)
+    }
+
+    func testAdoptionsExpireAndTheWaitingAreBounded() {
+        var c = ClientChannels()
+        c.waitMs = 100
+        XCTAssertTrue(c.wait(Self.adoption("old", client: "gw-a", at: 0)))
+        XCTAssertTrue(c.wait(Self.adoption("new", client: "gw-a", at: 50)))
+        XCTAssertEqual(c.expired(now: 100), [], "not past the wait yet")
+        XCTAssertEqual(c.expired(now: 101).map(\.requestId), ["old"])
+        XCTAssertEqual(c.waiting.keys.sorted(), ["new"])
+        // The same request again replaces its first ask (a worker that asked twice).
+        XCTAssertTrue(c.wait(Self.adoption("new", client: "gw-a", at: 90)))
+        XCTAssertEqual(c.expired(now: 151), [])
+        for i in c.waiting.count..<ClientChannels.maxWaiting { XCTAssertTrue(c.wait(Self.adoption("r\(i)", client: "gw-z", at: 0))) }
+        XCTAssertFalse(c.wait(Self.adoption("one-more", client: "gw-z", at: 0)), "past the bound an adoption is refused")
+        XCTAssertTrue(c.wait(Self.adoption("r1", client: "gw-z", at: 1)), "a known request still replaces itself")
+    }
+}
