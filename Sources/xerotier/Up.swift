@@ -179,8 +179,7 @@ struct Up: AsyncParsableCommand {
         Ctrl-C stops everything.
 
         """
-        // Straight to fd 1: stdio buffering would hold the banner back when stdout is a pipe or file.
-        FileHandle.standardOutput.write(Data(banner.utf8))
+        // The summary first: whoever reads the banner as "ready" may read up.json at once.
         var summary = JSONWriter()
         summary.objectStart()
         for (k, v) in [("base_url", baseURL), ("redis_url", redisURL), ("gateway", base)] { summary.key(k); summary.value(v) }
@@ -191,6 +190,8 @@ struct Up: AsyncParsableCommand {
         summary.objectEnd()
         summary.objectEnd()
         try? (summary.string + "\n").write(toFile: dataDir + "/up.json", atomically: true, encoding: .utf8)
+        // Straight to fd 1: stdio buffering would hold the banner back when stdout is a pipe or file.
+        FileHandle.standardOutput.write(Data(banner.utf8))
 
         // Run until a signal, or until a child dies (then stop the rest: a half platform helps nobody).
         let (stops, stop) = AsyncStream<String>.makeStream()
