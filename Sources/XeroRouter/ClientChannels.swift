@@ -25,15 +25,25 @@ struct ClientChannels {
         case unsubscribed(client: String)
     }
 
-    /// Bounds: subscriptions come from platform peers only with CURVE, from anyone without it.
+    /// A request may run on two workers (it was re-submitted after its router died): each one's
+    /// adoption is its own.
+    struct Key: Hashable {
+        var requestId: String
+        var worker: String
+    }
+
+    /// Bounds: subscriptions come from platform peers only with CURVE, from anyone without it;
+    /// a worker (a tenant's agent, perhaps) holds at most `maxWaitingPerWorker` of the waiting.
     static let maxClients = 65_536
     static let maxWaiting = 16_384
+    static let maxWaitingPerWorker = 1024
     var waitMs: Int64 = 5000
 
     private(set) var subscribed: Set<String> = []
     /// Every client that ever subscribed here (its next subscription is a return).
     private(set) var seen: Set<String> = []
-    private(set) var waiting: [String: Adoption] = [:]
+    private(set) var waiting: [Key: Adoption] = [:]
+    private var perWorker: [String: Int] = [:]
 
     func isSubscribed(_ client: String) -> Bool { subscribed.contains(client) }
 
@@ -56,24 +66,36 @@ struct ClientChannels {
             seen.insert(client)
         }
         subscribed.insert(client)
-        let ready = waiting.values.filter { $0.client == client }.sorted { ($0.sinceMs, $0.requestId) < ($1.sinceMs, $1.requestId) }
-        for a in ready { waiting[a.requestId] = nil }
+        let ready = waiting.values.filter { $0.client == client }.sorted { ($0.sinceMs, $0.requestId, $0.worker) < ($1.sinceMs, $1.requestId, $1.worker) }
+        for a in ready { remove(a) }
         return .subscribed(client: client, returned: returned, ready: ready)
     }
 
-    /// Keeps an adoption until its client subscribes. False when too many wait (refuse it).
-    /// A second `adopt` of the same request replaces the first.
+    /// Keeps an adoption until its client subscribes. False when too many wait, in all or from
+    /// its worker (refuse it). A second `adopt` of the same request by the same worker replaces the first.
     mutating func wait(_ adoption: Adoption) -> Bool {
-        guard waiting[adoption.requestId] != nil || waiting.count < Self.maxWaiting else { return false }
-        waiting[adoption.requestId] = adoption
+        let key = Key(requestId: adoption.requestId, worker: adoption.worker)
+        if waiting[key] != nil {
+            waiting[key] = adoption
+            return true
+        }
+        guard waiting.count < Self.maxWaiting, perWorker[adoption.worker, default: 0] < Self.maxWaitingPerWorker else { return false }
+        waiting[key] = adoption
+        perWorker[adoption.worker, default: 0] += 1
         return true
     }
 
     /// Adoptions whose client did not come within `waitMs`: to be refused.
     mutating func expired(now: Int64) -> [Adoption] {
         guard !waiting.isEmpty else { return [] }
-        let old = waiting.values.filter { now - $0.sinceMs > waitMs }.sorted { $0.requestId < $1.requestId }
-        for a in old { waiting[a.requestId] = nil }
+        let old = waiting.values.filter { now - $0.sinceMs > waitMs }.sorted { ($0.requestId, $0.worker) < ($1.requestId, $1.worker) }
+        for a in old { remove(a) }
         return old
+    }
+
+    private mutating func remove(_ a: Adoption) {
+        guard waiting.removeValue(forKey: Key(requestId: a.requestId, worker: a.worker)) != nil else { return }
+        let n = perWorker[a.worker, default: 1] - 1
+        perWorker[a.worker] = n > 0 ? n : nil
     }
 }

@@ -164,11 +164,24 @@ final class RouterState: @unchecked Sendable {
     /// hello with. A frame whose User-Id is not its worker's is ignored.
     var fabric: FabricGuard?
     var workerUsers: [String: String] = [:]
-    /// Jobs finished recently, with their worker's identity: a job's last events may arrive after
-    /// its `done` (they travel on another socket), and must still be accepted from that identity only.
-    var recentlyFinished: [String: String] = [:]
+    /// Jobs finished recently: a job's last events may arrive after its `done` (they travel on
+    /// another socket), and must still be accepted from its worker's identity only (CURVE); a
+    /// Lazy Pirate duplicate of it is acknowledged, not run again; and its worker may hand it to
+    /// us again for a replay to a client that missed its end (docs/routing.md, "A replay goes out
+    /// only when its client is subscribed"), which must not finish it twice.
+    struct FinishedJob {
+        var worker: String
+        /// The worker's ZAP User-Id (CURVE only).
+        var user: String?
+        var client: String
+        var attempt: Int
+        var atMs: Int64
+    }
+    var recentlyFinished: [String: FinishedJob] = [:]
     var recentlyFinishedOrder: [String] = []
     static let recentlyFinishedCapacity = 100_000
+    /// How far back a returning client's finished jobs are replayed (workers keep them 2.5 s).
+    static let replayFinishedForMs: Int64 = 3000
     var droppedEvents = 0
     /// Billing: every job the router accepted is settled once, when it ends (docs/seams.md, §4).
     var settlements: RateLimiter?
@@ -245,7 +258,10 @@ final class RouterState: @unchecked Sendable {
             job.attempt = max(1, job.attempt)
             // A client re-submits a job it has no ack for (Lazy Pirate): one we hold already, or
             // just finished, is acknowledged again and not queued twice.
-            if scheduler.holds(job.requestId) || recentlyFinished[job.requestId] != nil || awaitingResume[job.requestId] != nil {
+            // A re-submission with a later attempt (a client that moved it after losing its
+            // router, and never saw it end) is run again.
+            let finishedHere = recentlyFinished[job.requestId].map { job.attempt <= $0.attempt } ?? false
+            if scheduler.holds(job.requestId) || finishedHere || awaitingResume[job.requestId] != nil {
                 notify(ctx, job.replyTo, .accepted(requestId: job.requestId, routerId: id))
                 return
             }
@@ -425,7 +441,7 @@ final class RouterState: @unchecked Sendable {
                                           ms: Double(report.finishedAtMs - report.firstTokenAtMs) / Double(report.completionTokens - 1))
                 }
                 settle(finished.envelope, usage: Self.billedUsage(report))
-                rememberFinished(report.requestId, worker: worker)
+                rememberFinished(finished.envelope, worker: worker, now: now)
                 ops?.job(report.requestId, [("state", report.outcome == "done" ? "done" : report.outcome), ("finished_at", String(report.finishedAtMs)),
                                             ("prompt_tokens", String(report.promptTokens)), ("completion_tokens", String(report.completionTokens))])
                 jobGone(finished.envelope, outcome: JobReport.kind(ofOutcome: report.outcome))
@@ -499,7 +515,7 @@ final class RouterState: @unchecked Sendable {
     func eventIsFromItsWorker(_ frames: [[UInt8]], user: String?) -> Bool {
         guard frames.count == 2, let slash = frames[0].lastIndex(of: UInt8(ascii: "/")) else { return false }
         let requestId = String(decoding: frames[0][(slash + 1)...], as: UTF8.self)
-        let ownerUser = scheduler.inflight[requestId].flatMap { workerUsers[$0.worker] } ?? recentlyFinished[requestId]
+        let ownerUser = scheduler.inflight[requestId].flatMap { workerUsers[$0.worker] } ?? recentlyFinished[requestId]?.user
         if let ownerUser, let user, ownerUser == user { return true }
         droppedEvents += 1
         if droppedEvents % 1000 == 1 {
@@ -512,9 +528,9 @@ final class RouterState: @unchecked Sendable {
     /// Keeps the finished job's identity, not its worker id: a draining worker says `done` and
     /// `bye` on its control socket while its last events are still on the events socket, and
     /// those must pass after the worker is gone.
-    func rememberFinished(_ requestId: String, worker: String) {
-        guard fabric != nil, let user = workerUsers[worker] else { return }
-        recentlyFinished[requestId] = user
+    func rememberFinished(_ job: JobEnvelope, worker: String, now: Int64) {
+        let requestId = job.requestId
+        recentlyFinished[requestId] = FinishedJob(worker: worker, user: workerUsers[worker], client: job.replyTo, attempt: job.attempt, atMs: now)
         recentlyFinishedOrder.append(requestId)
         if recentlyFinishedOrder.count > Self.recentlyFinishedCapacity {
             let old = recentlyFinishedOrder.prefix(Self.recentlyFinishedCapacity / 2)
@@ -762,9 +778,20 @@ final class RouterState: @unchecked Sendable {
             return
         }
         let job = ticket.envelope
-        guard channels.isSubscribed(job.replyTo) else {
+        if let done = recentlyFinished[job.requestId], done.worker == worker {
+            // Finished here already, handed back for a replay to a client that missed its end:
+            // the replay goes on; its repeated `done` finds nothing to finish, so nothing is
+            // counted or settled twice.
+            ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adopted(requestId: job.requestId).encode()])
+            notify(ctx, job.replyTo, .adopted(requestId: job.requestId, routerId: id))
+            return
+        }
+        let ours = scheduler.inflight[job.requestId]?.worker == worker
+        guard ours || channels.isSubscribed(job.replyTo) else {
             // Its client's channel is not here (yet): the `adopted` notice and the replay would be
-            // dropped. Answered when the client subscribes (`clientChannelChanged`), refused after a while.
+            // dropped. Answered when the client subscribes (`clientChannelChanged`), refused after
+            // a while. (A job we relay already is answered at once: the client's next
+            // subscription replays it.)
             let waiting = ClientChannels.Adoption(identity: identity, worker: worker, requestId: job.requestId, client: job.replyTo,
                                                   ticket: sealed, started: started, sinceMs: now)
             if !channels.wait(waiting) {
@@ -802,14 +829,21 @@ final class RouterState: @unchecked Sendable {
                 adopt(ctx, identity: a.identity, worker: a.worker, ticket: a.ticket, started: a.started, now: now)
             }
             guard returned else { return }
+            // Its running jobs, and those that ended while it was away (their workers keep them
+            // 2.5 s), except the ones just adopted (their replay is under way).
+            let adopted = Set(ready.map(\.requestId))
             var byWorker: [String: [String]] = [:]
-            for (id, f) in scheduler.inflight where f.envelope.replyTo == client { byWorker[f.worker, default: []].append(id) }
+            for (id, f) in scheduler.inflight where f.envelope.replyTo == client && !adopted.contains(id) { byWorker[f.worker, default: []].append(id) }
+            for id in recentlyFinishedOrder.reversed() {
+                guard let f = recentlyFinished[id], now - f.atMs <= Self.replayFinishedForMs else { break }
+                if f.client == client { byWorker[f.worker, default: []].append(id) }
+            }
             for (worker, ids) in byWorker {
                 for part in WireLimits.relocateParts(ids) {
                     ctx.send(socket: Router.workersSocket, frames: [Array(worker.utf8), RouterMessage.relocate(part).encode()])
                 }
             }
-            logger.info("client's event channel back: its running jobs replayed", metadata: ["client": "\(client)",
+            logger.info("client's event channel back: its jobs replayed", metadata: ["client": "\(client)",
                                                                                             "jobs": "\(byWorker.values.map(\.count).reduce(0, +))"])
         }
     }

@@ -148,6 +148,8 @@ public final class Worker: Sendable {
             // XPUB, not PUB: it lets the worker see the router's subscription arrive, so it says hello
             // (and gets jobs) only once its events can no longer be dropped for want of a subscriber.
             let events = try ZMQSocket(context, .xpub)
+            // Verbose: every connection's subscription is seen, so a connection made again is noticed.
+            try events.set(.xpubVerbose)
             try control.set(.sendHighWaterMark(PipeBounds.control))
             try control.set(.receiveHighWaterMark(PipeBounds.control))
             try control.set(.maxMessageSize(WireLimits.maxJobFrameBytes))
@@ -232,7 +234,7 @@ public final class Worker: Sendable {
                 s.links[link].channelReady = true
                 return f
             }
-            if first { sayHello(ctx, link) }
+            if first { sayHello(ctx, link) } else { channelRemade(ctx, link) }
             return
         }
         guard frames.count == 1 else { return }
@@ -278,9 +280,10 @@ public final class Worker: Sendable {
                 s.parkRecent(Set(ids))
                 return ids.compactMap { s.active[$0]?.run ?? s.parked[$0]?.run }
             }
-            // Its own relay included: that router asks when its client lost events (the client's
-            // channel broke and came back); the replay fills the gap, the client drops what it has.
-            for run in mine where run.adoptingTo != link { startAdoption(ctx, run, to: link) }
+            // Its own relay included (unless an adoption elsewhere is under way): that router asks
+            // when its client lost events (the client's channel broke and came back); the replay
+            // fills the gap, the client drops what it has.
+            for run in mine where run.adoptingTo != link && (run.relay != link || run.adoptingTo == nil) { startAdoption(ctx, run, to: link) }
         }
     }
 
@@ -369,6 +372,20 @@ public final class Worker: Sendable {
         apply(ctx, actions)
     }
 
+    /// A second subscription on `link`'s events socket: its connection broke and was made again
+    /// (the router restarted, or the network cut it). Our socket kept what was queued, but the
+    /// frames the broken connection had taken are gone: the jobs that router relays, and those
+    /// that ended lately, are handed back to it for a replay (docs/routing.md, "A replay goes out
+    /// only when its client is subscribed").
+    private func channelRemade(_ ctx: LoopContext, _ link: Int) {
+        let runs = state.withLock { s -> [JobRun] in
+            s.parkRecent(link)
+            return s.runs.filter { $0.relay == link && $0.adoptingTo == nil }
+        }
+        if !runs.isEmpty { logger.info("router event channel made again: its jobs replayed", metadata: ["link": "\(link)", "jobs": "\(runs.count)"]) }
+        for run in runs { startAdoption(ctx, run, to: link) }
+    }
+
     /// The router behind `link` lost our state (it restarted): its credits are void; say hello
     /// again, and hand it back the jobs it relayed (the new instance adopts them by their tickets).
     private func restart(_ ctx: LoopContext, _ link: Int, why: String) {
@@ -419,7 +436,7 @@ public final class Worker: Sendable {
     private func adoptionAnswered(_ ctx: LoopContext, _ link: Int, _ requestId: String, accepted: Bool) {
         // Under the state lock, as a job's end is: it is either still running (its report will
         // go to the new relay) or parked (its report goes now).
-        enum Outcome { case none, switched(old: Int?, topic: [UInt8], replay: [[UInt8]], report: JobReport?), refused(JobRun, running: Bool) }
+        enum Outcome { case none, switched(old: Int?, topic: [UInt8], replay: [[UInt8]], report: JobReport?, startedSinceAsked: Bool), refused(JobRun, running: Bool) }
         let outcome: Outcome = state.withLock { s in
             let running = s.active[requestId]?.run
             guard let run = running ?? s.parked[requestId]?.run, run.adoptingTo == link else { return .none }
@@ -427,16 +444,18 @@ public final class Worker: Sendable {
                 if running == nil { s.parked[requestId] = nil }
                 return .refused(run, running: running != nil)
             }
-            let (old, replay) = run.switchRelay(to: link)
+            let (old, replay, startedSinceAsked) = run.switchRelay(to: link)
             let report = running == nil ? s.parked.removeValue(forKey: requestId)?.report : nil
-            return .switched(old: old, topic: run.topic, replay: replay, report: report)
+            return .switched(old: old, topic: run.topic, replay: replay, report: report, startedSinceAsked: startedSinceAsked)
         }
         switch outcome {
         case .none: return
-        case let .switched(old, topic, replay, report):
+        case let .switched(old, topic, replay, report, startedSinceAsked):
             // Everything so far to the new relay first: events made from here on go there after
             // these (the job's task reads the relay in the same critical section that keeps them).
             if let old, old != link { ctx.send(socket: Self.controlSocket(old), frames: [WorkerMessage.moved(requestId: requestId).encode()]) }
+            // Its first event came while it was held, so no `started` went out with it.
+            if startedSinceAsked { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.started(requestId: requestId).encode()]) }
             for frame in replay { ctx.send(socket: Self.eventsSocket(link), frames: [topic, frame]) }
             if let report { ctx.send(socket: Self.controlSocket(link), frames: [WorkerMessage.done(report).encode()]) }
             logger.info("job adopted by another router", metadata: ["request_id": "\(requestId)", "link": "\(link)", "events_replayed": "\(replay.count)",
@@ -658,6 +677,8 @@ final class JobRun: @unchecked Sendable {
         var sentBytes = 0
         var resumable = true
         var started = false
+        /// What the pending adoption told the router (`started` when it was asked).
+        var askedStarted = false
         /// Its relay is down or a handover is under way: events are only kept, and go out with
         /// the replay once a router has adopted it.
         var holding = false
@@ -695,21 +716,22 @@ final class JobRun: @unchecked Sendable {
 
     /// Loop: an adoption was asked of `link`; returns whether the job has produced events.
     func beginAdoption(to link: Int) -> Bool {
-        relayState.withLock { r in r.adoptingTo = link; r.holding = true; return r.started }
+        relayState.withLock { r in r.adoptingTo = link; r.holding = true; r.askedStarted = r.started; return r.started }
     }
 
     /// Loop: its relay went down; keep its events until a router adopts it.
     func hold() { relayState.withLock { $0.holding = true } }
 
-    /// Loop: `link` adopted it. Returns the old relay and the events to send the new one first
-    /// (none when the job is past its replay bound: the client then sees the gap).
-    func switchRelay(to link: Int) -> (old: Int?, replay: [[UInt8]]) {
+    /// Loop: `link` adopted it. Returns the old relay, the events to send the new one first
+    /// (none when the job is past its replay bound: the client then sees the gap), and whether
+    /// it started after the adoption was asked (the router does not know yet).
+    func switchRelay(to link: Int) -> (old: Int?, replay: [[UInt8]], startedSinceAsked: Bool) {
         relayState.withLock { r in
             let old = r.relay
             r.relay = link
             r.adoptingTo = nil
             r.holding = false
-            return (old, r.resumable ? r.sent : [])
+            return (old, r.resumable ? r.sent : [], r.started && !r.askedStarted)
         }
     }
 

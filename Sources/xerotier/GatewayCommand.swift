@@ -78,6 +78,11 @@ struct GatewayCommand: AsyncParsableCommand {
     var tlsKey: String?
 
     func validate() throws {
+        // The id is the prefix of the gateway's event topic (`<id>/<request id>`): a `/` in it
+        // would make its subscription look like another client's.
+        if let id, id.isEmpty || id.utf8.count > 64 || id.contains("/") {
+            throw ValidationError("--id must be 1 to 64 bytes without '/' (got '\(id)').")
+        }
         // A body travels to the worker as one job payload, which every decoder bounds.
         guard (1...WireLimits.maxPayloadBytes).contains(maxBodyBytes) else {
             throw ValidationError("--max-body-bytes \(maxBodyBytes) is outside 1...\(WireLimits.maxPayloadBytes) (WireLimits.maxPayloadBytes, the largest job payload).")

@@ -3,8 +3,8 @@ import XCTest
 
 final class ClientChannelsTests: XCTestCase {
     static func frame(_ kind: UInt8, _ topic: String) -> [UInt8] { [kind] + Array(topic.utf8) }
-    static func adoption(_ id: String, client: String, at ms: Int64) -> ClientChannels.Adoption {
-        .init(identity: Array("w1".utf8), worker: "w1", requestId: id, client: client, ticket: [1, 2, 3], started: true, sinceMs: ms)
+    static func adoption(_ id: String, client: String, at ms: Int64, worker: String = "w1") -> ClientChannels.Adoption {
+        .init(identity: Array(worker.utf8), worker: worker, requestId: id, client: client, ticket: [1, 2, 3], started: true, sinceMs: ms)
     }
 
     func testAnAdoptionWaitsForItsClientAndGoesOnWhenItSubscribes() {
@@ -47,12 +47,39 @@ final class ClientChannelsTests: XCTestCase {
         XCTAssertTrue(c.wait(Self.adoption("new", client: "gw-a", at: 50)))
         XCTAssertEqual(c.expired(now: 100), [], "not past the wait yet")
         XCTAssertEqual(c.expired(now: 101).map(\.requestId), ["old"])
-        XCTAssertEqual(c.waiting.keys.sorted(), ["new"])
+        XCTAssertEqual(c.waiting.keys.map(\.requestId), ["new"])
         // The same request again replaces its first ask (a worker that asked twice).
         XCTAssertTrue(c.wait(Self.adoption("new", client: "gw-a", at: 90)))
         XCTAssertEqual(c.expired(now: 151), [])
-        for i in c.waiting.count..<ClientChannels.maxWaiting { XCTAssertTrue(c.wait(Self.adoption("r\(i)", client: "gw-z", at: 0))) }
-        XCTAssertFalse(c.wait(Self.adoption("one-more", client: "gw-z", at: 0)), "past the bound an adoption is refused")
-        XCTAssertTrue(c.wait(Self.adoption("r1", client: "gw-z", at: 1)), "a known request still replaces itself")
+        XCTAssertEqual(c.expired(now: 191).map(\.requestId), ["new"])
+        XCTAssertTrue(c.waiting.isEmpty)
+    }
+
+    func testTwoWorkersRunningOneRequestWaitEachForTheirOwnAnswer() {
+        var c = ClientChannels()
+        XCTAssertTrue(c.wait(Self.adoption("r", client: "gw-a", at: 1, worker: "w1")))
+        XCTAssertTrue(c.wait(Self.adoption("r", client: "gw-a", at: 2, worker: "w2")))
+        guard case let .subscribed(_, _, ready)? = c.subscription(Self.frame(1, "gw-a/")) else { return XCTFail("no change") }
+        XCTAssertEqual(ready.map(\.worker), ["w1", "w2"], "neither ask replaced the other")
+    }
+
+    func testTheWaitingAreBoundedInAllAndPerWorker() {
+        var c = ClientChannels()
+        for i in 0..<ClientChannels.maxWaitingPerWorker { XCTAssertTrue(c.wait(Self.adoption("a\(i)", client: "gw-z", at: 0, worker: "agent"))) }
+        XCTAssertFalse(c.wait(Self.adoption("a-more", client: "gw-z", at: 0, worker: "agent")), "one worker cannot take every place")
+        XCTAssertTrue(c.wait(Self.adoption("a0", client: "gw-z", at: 1, worker: "agent")), "a known ask still replaces itself")
+        var n = c.waiting.count, w = 0
+        while n < ClientChannels.maxWaiting {
+            for i in 0..<min(ClientChannels.maxWaitingPerWorker, ClientChannels.maxWaiting - n) {
+                XCTAssertTrue(c.wait(Self.adoption("b\(w)-\(i)", client: "gw-z", at: 0, worker: "w\(w)")))
+                n += 1
+            }
+            w += 1
+        }
+        XCTAssertFalse(c.wait(Self.adoption("one-more", client: "gw-z", at: 0, worker: "fresh")), "past the bound an adoption is refused")
+        // Places come back as adoptions go on.
+        _ = c.subscription(Self.frame(1, "gw-z/"))
+        XCTAssertTrue(c.waiting.isEmpty)
+        XCTAssertTrue(c.wait(Self.adoption("a-more", client: "gw-y", at: 0, worker: "agent")))
     }
 }

@@ -16,6 +16,7 @@ simulated one (`--sim-*`): the test is about the fabric. Half the streams end wh
 held (their replay is a parked job's), half are still running when it returns.
 """
 import contextlib
+import re
 import signal
 import subprocess
 import threading
@@ -24,7 +25,7 @@ import time
 import openai
 import pytest
 
-from conftest import Platform, client_for, wait_for
+from conftest import TEST_CONFIG, Platform, client_for, tier_stat, wait_for
 
 LENGTHS = [12, 12, 150, 150]   # tokens at 30 ms: 0.4 s (ends during the fault) and 4.5 s (outlives it)
 
@@ -45,12 +46,16 @@ def log_count(p, name, text):
     return p.log(name).count(text)
 
 
-def _streams_survive(p, fault):
+# A tier of this file's own: its counters (summed over the session's shared Redis) are this test's.
+REPLAY_CONFIG = TEST_CONFIG.replace("\ndemo:", "\n  - {name: replay, priority: 5, weight: 1, queue_timeout_ms: 2000, request_timeout_ms: 30000}\ndemo:")
+
+
+def _streams_survive(p, fault, tier="standard"):
     p.start_router()
     p.start_gateway()
     for i in range(2):
         p.start_worker(f"ch-{i}", "--slots", "2", "--sim-tpot-ms", "30", "--sim-answer-tokens", "1000")
-    demo = p.bootstrap()
+    demo = p.bootstrap(tier=tier)
     c = client_for(p.gateways[0], demo, timeout=60)
     prompts = [f"channel {i}" for i in range(len(LENGTHS))]
 
@@ -154,7 +159,7 @@ def test_a_client_whose_channel_breaks_gets_the_gap_replayed(redis, tmp_path):
     while streams run (the router's side of it may never see the end). When the gateway
     subscribes again the router has the workers replay its running jobs, and the gateway keeps
     the events it lacked (before the fix: a gap, `stream_interrupted`)."""
-    p = Platform(redis, tmp_path)
+    p = Platform(redis, tmp_path, config=REPLAY_CONFIG)
 
     def fault(p):
         with refused_port(p.router_port + 3):
@@ -162,7 +167,13 @@ def test_a_client_whose_channel_breaks_gets_the_gap_replayed(redis, tmp_path):
         return {}
 
     try:
-        _streams_survive(p, fault)
-        assert "running jobs replayed" in p.log("router"), "the router had the returning client's jobs replayed"
+        _streams_survive(p, fault, tier="replay")
+        replays = [int(m) for m in re.findall(r"jobs=(\d+) \[XeroRouter\] client's event channel back", p.log("router"))]
+        assert replays and max(replays) >= 1, f"the router had the returning client's jobs replayed: {replays}"
+        # Each request finished once: a job handed back for a replay is not finished (counted,
+        # settled) again. 4 undisturbed answers and 4 streams.
+        wait_for(lambda: tier_stat(p.redis, "replay", "completed_total") >= 8, what="the tier's counters written")
+        time.sleep(1.2)   # one more stats write: a second finish would show by now
+        assert tier_stat(p.redis, "replay", "completed_total") == 8
     finally:
         p.shutdown()
