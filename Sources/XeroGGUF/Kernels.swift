@@ -347,6 +347,34 @@ public enum Parallel {
         let body: (Range<Int>) -> Void
         let count: Int, per: Int
     }
+
+    /// Calls `body(range)` for chunks of `0..<count` that shrink as the work runs out: each takes
+    /// 1 / (2 · threads) of what is left, at least `minChunk` (guided scheduling). For
+    /// compute-bound callers: few calls while there is much to do, and small ones at the end, so
+    /// neither thread waits long for the other at the join.
+    public static func guidedChunks(_ count: Int, minChunk: Int, _ body: (Range<Int>) -> Void) {
+        var bounds = [0]
+        while bounds.last! < count {
+            let left = count - bounds.last!
+            bounds.append(min(count, bounds.last! + max(minChunk, (left + 2 * threads - 1) / (2 * threads))))
+        }
+        if bounds.count <= 2 || threads == 1 { body(0..<count); return }
+        withoutActuallyEscaping(body) { body in
+            // xk_parallel returns only after every chunk ran, so the closure outlives no call.
+            var job = GuidedJob(body: body, bounds: bounds)
+            withUnsafeMutablePointer(to: &job) { p in
+                xk_parallel(Int32(bounds.count - 1), { ctx, i in
+                    let job = ctx!.assumingMemoryBound(to: GuidedJob.self)
+                    job.pointee.body(job.pointee.bounds[Int(i)]..<job.pointee.bounds[Int(i) + 1])
+                }, p)
+            }
+        }
+    }
+
+    private struct GuidedJob {
+        let body: (Range<Int>) -> Void
+        let bounds: [Int]
+    }
 }
 
 extension WeightMatrix {
@@ -389,11 +417,12 @@ extension WeightMatrix {
                         let groups = quantized.map { max(1, $0.matrix.rows / 4) }
                         var starts = [0]
                         for g in groups { starts.append(starts.last! + g) }
-                        // Four rows and more are compute-bound: four chunks a thread, taken as threads
-                        // free up, so a thread the VM slows does not hold the other at the join
-                        // (main's wait in xk_parallel 6.4–7.0 % → 4.3–4.5 % of an 8-sequence run's
-                        // samples). One row streams weights: one chunk a thread (see `chunks`).
-                        Parallel.chunks(starts.last!, minChunk: max(2, 32 / max(1, n)), perThread: n >= 4 ? 4 : 1) { range in
+                        // Four rows and more are compute-bound: chunks that shrink as the work runs
+                        // out, taken as threads free up, so a thread the VM slows does not hold the
+                        // other at the join (4 equal chunks a thread: main's join wait and the
+                        // helper's idle spin 12.5–14.6 % of an 8-sequence run's samples; guided:
+                        // 8.7–10.1 %). Fewer rows stream weights: one chunk a thread (see `chunks`).
+                        let product = { (range: Range<Int>) in
                             for (i, (m, out)) in quantized.enumerated() {
                                 let lo = max(range.lowerBound, starts[i]) - starts[i], hi = min(range.upperBound, starts[i + 1]) - starts[i]
                                 guard lo < hi else { continue }
@@ -406,6 +435,10 @@ extension WeightMatrix {
                                             a.qs, a.d, a.s, Int32(n), Int32(cols), out, Int32(m.rows))
                                 }
                             }
+                        }
+                        let minChunk = max(2, 32 / max(1, n))
+                        if n >= 4 { Parallel.guidedChunks(starts.last!, minChunk: minChunk, product) } else {
+                            Parallel.chunks(starts.last!, minChunk: minChunk, product)
                         }
                     }
                     }
