@@ -778,7 +778,14 @@ final class RouterState: @unchecked Sendable {
             return
         }
         let job = ticket.envelope
-        if let done = recentlyFinished[job.requestId], done.worker == worker {
+        if let done = recentlyFinished[job.requestId] {
+            guard done.worker == worker else {
+                // It finished here on another worker (this run was cut off and the job moved on):
+                // the client has its answer; this run is not taken back, nor finished again.
+                ctx.send(socket: Router.workersSocket, frames: [identity, RouterMessage.adoptRefused(requestId: job.requestId).encode()])
+                logger.info("adoption refused: the request finished here on another worker", metadata: ["request_id": "\(job.requestId)", "worker": "\(worker)"])
+                return
+            }
             // Finished here already, handed back for a replay to a client that missed its end:
             // the replay goes on; its repeated `done` finds nothing to finish, so nothing is
             // counted or settled twice.

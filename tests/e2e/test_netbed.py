@@ -238,7 +238,10 @@ def test_a_worker_sigterm_under_load(bed):
         name = max(WORKERS, key=lambda w: running[w])
         drained.append((name, running[name]))
         bed.procs[name].send_signal(15)
-    counts, errors = storm(bed, during=drain)
+    # Streams of 6 s: the fault must find them running even when the client's 64 threads reach
+    # their barrier late (a full run once saw the signal land 2 s after the streams began, as
+    # the 2-s streams ended: nothing was running any more).
+    counts, errors = storm(bed, during=drain, tokens=300)
     report("netbed worker SIGTERM", counts, errors)
     assert counts["completed"] == 64, "a draining worker finishes what it runs"
     name, running = drained[0]
@@ -258,7 +261,8 @@ def test_a_gateway_partitioned_from_one_router(bed):
     def partition():
         sh("ip", "-n", ns("gw"), "route", "add", "blackhole", f"{ip('router')}/32")
     try:
-        counts, errors = storm(bed, during=partition, timeout=30)
+        # 6-s streams, as for the SIGTERM: the gateway notices the lost router only after 1 s.
+        counts, errors = storm(bed, during=partition, timeout=30, tokens=300)
     finally:
         sh("ip", "-n", ns("gw"), "route", "del", "blackhole", f"{ip('router')}/32", check=False)
     report("netbed gateway partitioned from one router", counts, errors)
