@@ -841,9 +841,12 @@ final class RouterState: @unchecked Sendable {
             let adopted = Set(ready.map(\.requestId))
             var byWorker: [String: [String]] = [:]
             for (id, f) in scheduler.inflight where f.envelope.replyTo == client && !adopted.contains(id) { byWorker[f.worker, default: []].append(id) }
+            var replayed = Set<String>()
             for id in recentlyFinishedOrder.reversed() {
-                guard let f = recentlyFinished[id], now - f.atMs <= Self.replayFinishedForMs else { break }
-                if f.client == client { byWorker[f.worker, default: []].append(id) }
+                // The order holds an id once per finish, the table its latest (a pruned one is gone).
+                guard let f = recentlyFinished[id] else { continue }
+                guard now - f.atMs <= Self.replayFinishedForMs else { break }
+                if f.client == client, replayed.insert(id).inserted { byWorker[f.worker, default: []].append(id) }
             }
             for (worker, ids) in byWorker {
                 for part in WireLimits.relocateParts(ids) {
