@@ -178,7 +178,8 @@ final class RouterState: @unchecked Sendable {
         var atMs: Int64
     }
     var recentlyFinished: [String: FinishedJob] = [:]
-    var recentlyFinishedOrder: [String] = []
+    /// Finishes in order, each with its time: a request that finished twice has two, the table only its latest.
+    var recentlyFinishedOrder: [(requestId: String, atMs: Int64)] = []
     static let recentlyFinishedCapacity = 100_000
     /// How far back a returning client's finished jobs are replayed (workers keep them 2.5 s).
     static let replayFinishedForMs: Int64 = 3000
@@ -531,10 +532,11 @@ final class RouterState: @unchecked Sendable {
     func rememberFinished(_ job: JobEnvelope, worker: String, now: Int64) {
         let requestId = job.requestId
         recentlyFinished[requestId] = FinishedJob(worker: worker, user: workerUsers[worker], client: job.replyTo, attempt: job.attempt, atMs: now)
-        recentlyFinishedOrder.append(requestId)
+        recentlyFinishedOrder.append((requestId, now))
         if recentlyFinishedOrder.count > Self.recentlyFinishedCapacity {
             let old = recentlyFinishedOrder.prefix(Self.recentlyFinishedCapacity / 2)
-            for id in old { recentlyFinished[id] = nil }
+            // A pruned finish takes its record only if no later finish replaced it.
+            for (id, at) in old where recentlyFinished[id]?.atMs == at { recentlyFinished[id] = nil }
             recentlyFinishedOrder.removeFirst(old.count)
         }
     }
@@ -778,7 +780,9 @@ final class RouterState: @unchecked Sendable {
             return
         }
         let job = ticket.envelope
-        if let done = recentlyFinished[job.requestId] {
+        // A finish here counts only for the run it ended or an earlier one: a client that moved the
+        // job (attempt + 4) had it run again, and that run is adopted as any other.
+        if scheduler.inflight[job.requestId]?.worker != worker, let done = recentlyFinished[job.requestId], job.attempt <= done.attempt {
             guard done.worker == worker else {
                 // It finished here on another worker (this run was cut off and the job moved on):
                 // the client has its answer; this run is not taken back, nor finished again.
@@ -841,12 +845,11 @@ final class RouterState: @unchecked Sendable {
             let adopted = Set(ready.map(\.requestId))
             var byWorker: [String: [String]] = [:]
             for (id, f) in scheduler.inflight where f.envelope.replyTo == client && !adopted.contains(id) { byWorker[f.worker, default: []].append(id) }
-            var replayed = Set<String>()
-            for id in recentlyFinishedOrder.reversed() {
-                // The order holds an id once per finish, the table its latest (a pruned one is gone).
-                guard let f = recentlyFinished[id] else { continue }
-                guard now - f.atMs <= Self.replayFinishedForMs else { break }
-                if f.client == client, replayed.insert(id).inserted { byWorker[f.worker, default: []].append(id) }
+            for (id, at) in recentlyFinishedOrder.reversed() {
+                guard now - at <= Self.replayFinishedForMs else { break }
+                // Only a request's latest finish counts (an earlier one of it is skipped).
+                guard let f = recentlyFinished[id], f.atMs == at, f.client == client else { continue }
+                byWorker[f.worker, default: []].append(id)
             }
             for (worker, ids) in byWorker {
                 for part in WireLimits.relocateParts(ids) {
