@@ -323,11 +323,10 @@ public enum Parallel {
     public static let threads = Int(xk_threads())
 
     /// Calls `body(range)` for contiguous chunks of `0..<count`, in parallel when worth it. One
-    /// chunk per thread by default: finer chunks (4 per thread) cost decode 15 % (weight streams
-    /// restart and interleave), more than they win back in balance; compute-bound callers ask for
-    /// `perThread` chunks a thread.
-    public static func chunks(_ count: Int, minChunk: Int = 16, perThread: Int = 1, _ body: (Range<Int>) -> Void) {
-        let n = min(threads * perThread, max(1, count / minChunk))
+    /// chunk per thread: finer chunks (4 per thread) cost decode 15 % (weight streams restart and
+    /// interleave), more than they win back in balance; compute-bound callers take `guidedChunks`.
+    public static func chunks(_ count: Int, minChunk: Int = 16, _ body: (Range<Int>) -> Void) {
+        let n = min(threads, max(1, count / minChunk))
         if n <= 1 { body(0..<count); return }
         let per = (count + n - 1) / n
         withoutActuallyEscaping(body) { body in

@@ -526,9 +526,9 @@ final class RouterState: @unchecked Sendable {
         return false
     }
 
-    /// Keeps the finished job's identity, not its worker id: a draining worker says `done` and
-    /// `bye` on its control socket while its last events are still on the events socket, and
-    /// those must pass after the worker is gone.
+    /// Keeps the finished job's worker and its identity (`FinishedJob`). The identity, not only
+    /// the worker id: a draining worker says `done` and `bye` on its control socket while its last
+    /// events are still on the events socket, and those must pass after the worker is gone.
     func rememberFinished(_ job: JobEnvelope, worker: String, now: Int64) {
         let requestId = job.requestId
         recentlyFinished[requestId] = FinishedJob(worker: worker, user: workerUsers[worker], client: job.replyTo, attempt: job.attempt, atMs: now)
@@ -780,9 +780,10 @@ final class RouterState: @unchecked Sendable {
             return
         }
         let job = ticket.envelope
+        let ours = scheduler.inflight[job.requestId]?.worker == worker
         // A finish here counts only for the run it ended or an earlier one: a client that moved the
         // job (attempt + 4) had it run again, and that run is adopted as any other.
-        if scheduler.inflight[job.requestId]?.worker != worker, let done = recentlyFinished[job.requestId], job.attempt <= done.attempt {
+        if !ours, let done = recentlyFinished[job.requestId], job.attempt <= done.attempt {
             guard done.worker == worker else {
                 // It finished here on another worker (this run was cut off and the job moved on):
                 // the client has its answer; this run is not taken back, nor finished again.
@@ -797,7 +798,6 @@ final class RouterState: @unchecked Sendable {
             notify(ctx, job.replyTo, .adopted(requestId: job.requestId, routerId: id))
             return
         }
-        let ours = scheduler.inflight[job.requestId]?.worker == worker
         guard ours || channels.isSubscribed(job.replyTo) else {
             // Its client's channel is not here (yet): the `adopted` notice and the replay would be
             // dropped. Answered when the client subscribes (`clientChannelChanged`), refused after

@@ -283,7 +283,7 @@ public final class Worker: Sendable {
             // Its own relay included (unless an adoption elsewhere is under way): that router asks
             // when its client lost events (the client's channel broke and came back); the replay
             // fills the gap, the client drops what it has.
-            for run in mine where run.adoptingTo != link && (run.relay != link || run.adoptingTo == nil) { startAdoption(ctx, run, to: link) }
+            for run in mine where run.relay == link ? run.adoptingTo == nil : run.adoptingTo != link { startAdoption(ctx, run, to: link) }
         }
     }
 

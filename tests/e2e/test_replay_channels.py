@@ -25,6 +25,7 @@ import time
 import openai
 import pytest
 
+from chaos import logged
 from conftest import TEST_CONFIG, Platform, client_for, tier_stat, wait_for
 
 LENGTHS = [12, 12, 150, 150]   # tokens at 30 ms: 0.4 s (ends during the fault) and 4.5 s (outlives it)
@@ -40,10 +41,6 @@ def refused_port(port):
         yield
     finally:
         subprocess.run(["iptables", "-D", *rule], check=True, timeout=10)
-
-
-def log_count(p, name, text):
-    return p.log(name).count(text)
 
 
 # A tier of this file's own: its counters (summed over the session's shared Redis) are this test's.
@@ -121,7 +118,7 @@ def test_a_workers_event_channel_that_returns_late_loses_nothing(redis, tmp_path
     def fault(p):
         with refused_port(p.router_port + 2):
             _restart_router(p)
-            wait_for(lambda: log_count(p, "router", "job adopted") >= len(LENGTHS), what="the jobs adopted while the channel is held")
+            wait_for(lambda: logged(p, ["router"], "job adopted") >= len(LENGTHS), what="the jobs adopted while the channel is held")
             time.sleep(1.0)
         return {}
 
@@ -143,8 +140,8 @@ def test_an_adoption_waits_for_the_clients_event_channel(redis, tmp_path):
             _restart_router(p)
             wait_for(lambda: "router asked who we are" in p.log("ch-0") + p.log("ch-1"), what="a worker's control link back")
             time.sleep(1.5)
-            held = log_count(p, "router", "job adopted")
-        wait_for(lambda: log_count(p, "router", "job adopted") >= len(LENGTHS), what="the adoptions answered once the client is here")
+            held = logged(p, ["router"], "job adopted")
+        wait_for(lambda: logged(p, ["router"], "job adopted") >= len(LENGTHS), what="the adoptions answered once the client is here")
         return {"adopted_while_held": held}
 
     try:
